@@ -1,0 +1,89 @@
+"""Self-describing checkpoints: the model's recipe travels with its weights.
+
+    save_checkpoint(path, model, spec, masks)
+    model, masks = load_checkpoint(path)
+
+Files are written atomically and read with `torch.load(weights_only=True)`, so a
+checkpoint can never run code when loaded.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from compress.errors import CompressError
+from compress.files import atomic_path
+from compress.registry import build_model
+
+FORMAT = "compress-checkpoint/1"
+
+
+def model_spec(config_model, base_dir: str | Path, num_classes: int) -> dict[str, Any]:
+    """Everything needed to rebuild the model: registry name or file + class, and kwargs."""
+    kwargs = {"num_classes": num_classes, **config_model.kwargs}
+    if config_model.name is not None:
+        return {"name": config_model.name, "kwargs": kwargs}
+    path = Path(config_model.path)
+    path = path if path.is_absolute() else Path(base_dir) / path
+    return {"path": str(path.resolve()), "class": config_model.class_name, "kwargs": kwargs}
+
+
+def build_from_spec(spec: dict[str, Any]) -> nn.Module:
+    return build_model(spec.get("name"), spec.get("path"), spec.get("class"), spec.get("kwargs"))
+
+
+def save_checkpoint(
+    path: Path, model: nn.Module, spec: dict[str, Any], masks: dict[str, torch.Tensor] | None = None
+) -> None:
+    state = {
+        "format": FORMAT,
+        "model": spec,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "masks": {k: v.cpu() for k, v in (masks or {}).items()},
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def safe_load(path: Path, what: str = "checkpoint") -> Any:
+    """torch.load with weights_only=True, turning every failure into a clear message."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CompressError(f"{what} {path} does not exist") from None
+    except pickle.UnpicklingError as exc:
+        first = str(exc).splitlines()[0]
+        raise CompressError(
+            f"refusing to load {what} {path}: it needs arbitrary unpickling, which could run "
+            f"code ({first}); save a plain state_dict with torch.save(model.state_dict(), path)"
+        ) from None
+    except Exception as exc:
+        raise CompressError(f"{what} {path} is unreadable or corrupt: {type(exc).__name__}: {exc}") from None
+
+
+def load_checkpoint(path: Path) -> tuple[nn.Module, dict[str, torch.Tensor], dict[str, Any]]:
+    """Rebuild the model of a checkpoint; returns (model, masks, spec)."""
+    state = safe_load(path)
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CompressError(f"{path} is not a compress checkpoint")
+    model = build_from_spec(state["model"])
+    model.load_state_dict(state["state_dict"])
+    return model, state["masks"], state["model"]
+
+
+def load_user_weights(model: nn.Module, path: Path) -> None:
+    """Load a user's state_dict file (weights_only) into `model`, with a clear error if it does not fit."""
+    state = safe_load(path, "weights file")
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise CompressError(f"weights file {path} does not hold a state_dict (got {type(state).__name__})")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CompressError(f"weights file {path} does not fit the model: {str(exc).splitlines()[0]} ...") from None

@@ -1,0 +1,257 @@
+"""The pipeline file: a typed, validated description of one compression run.
+
+    config = load_pipeline("pipelines/mnist.toml")   # raises ConfigError on any mistake
+    config.train.epochs, config.prune.method, ...
+
+Every section is a frozen pydantic model that rejects unknown keys; the whole file is
+checked before any work starts. Values are literals only: nothing in the file is executed
+(a user model `path` is imported, by design, when the run builds the model).
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from compress.errors import ConfigError
+
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
+
+
+class DataConfig(Section):
+    name: Literal["mnist", "fashion-mnist"] = "mnist"
+    # Folder holding the IDX files (flat, or torchvision's layout). None: ./data, downloaded
+    # there by torchvision if missing. Relative paths are taken from the pipeline file's folder.
+    root: str | None = None
+    batch_size: PositiveInt = 64
+    eval_batch_size: PositiveInt = 1000  # evaluation only; larger is faster, same result
+    seed: int = 0
+
+
+class ModelConfig(Section):
+    name: str | None = None  # a registered model: see `compress models`
+    path: str | None = None  # or a Python file ...
+    class_name: str | None = Field(None, alias="class")  # ... and the nn.Module class in it
+    kwargs: dict[str, Any] = Field(default_factory=dict)  # passed to the factory or class
+    weights: str | None = None  # a state_dict file to start from (loaded weights_only)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelConfig:
+        if self.name is None and self.path is None:
+            raise ValueError("set either name (a registered model) or path and class")
+        if self.name is not None and (self.path is not None or self.class_name is not None):
+            raise ValueError("set either name, or path and class, not both")
+        if self.path is not None and self.class_name is None:
+            raise ValueError("path needs class: the nn.Module class to build from that file")
+        return self
+
+
+class L1Config(Section):
+    lambda_: float = Field(0.0, alias="lambda", ge=0.0)  # strength of the L1 term
+    # penalty: adds lambda * sum|w| to the loss. proximal: after each step, soft-threshold
+    # every weight by lr * lambda, which drives small weights to exact zeros.
+    method: Literal["penalty", "proximal"] = "penalty"
+    params: Literal["weights", "all"] = "weights"  # weights: skip biases
+
+
+class OptimConfig(Section):
+    """Settings shared by every stage that trains (train, finetune, gradual prune)."""
+
+    epochs: NonNegativeInt = 0
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = Field(0.01, gt=0.0)
+    momentum: float = Field(0.0, ge=0.0, lt=1.0)
+    nesterov: bool = False
+    weight_decay: float = Field(0.0, ge=0.0)  # L2; with l1 this is the elastic net
+    schedule: Literal["constant", "cosine", "step"] = "constant"
+    step_size: PositiveInt = 10  # epochs between lr drops, for schedule = "step"
+    gamma: float = Field(0.1, gt=0.0, le=1.0)  # lr factor per drop, for schedule = "step"
+    l1: L1Config = L1Config()
+
+    @model_validator(mode="after")
+    def _nesterov_needs_momentum(self) -> OptimConfig:
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
+            raise ValueError("nesterov needs optimizer = 'sgd' and momentum > 0")
+        return self
+
+
+class TrainConfig(OptimConfig):
+    epochs: NonNegativeInt = 5  # 0: keep the model as built or loaded from [model] weights
+
+
+class FinetuneConfig(OptimConfig):
+    epochs: NonNegativeInt = 2
+    lr: float = Field(0.001, gt=0.0)
+
+
+class LayerPrune(Section):
+    amount: Fraction | None = None
+    threshold: float | None = Field(None, ge=0.0)
+
+
+class PruneConfig(OptimConfig):
+    enabled: bool = True
+    # threshold: remove weights with |w| <= threshold (the near-zero weights left by L1).
+    # magnitude: remove the `amount` fraction of smallest-magnitude weights.
+    method: Literal["threshold", "magnitude"] = "threshold"
+    threshold: float = Field(1e-3, ge=0.0)
+    amount: Fraction = 0.9
+    scope: Literal["global", "layer"] = "global"  # magnitude: rank over all layers or each
+    layers: list[str] | None = None  # module names to prune; None: every Linear and Conv
+    overrides: dict[str, LayerPrune] = Field(default_factory=dict)  # per-layer amount/threshold
+    # oneshot: prune once. gradual: raise sparsity to `amount` on Zhu & Gupta's cubic
+    # schedule over `epochs` of training (this section's optimizer settings), from
+    # `initial_amount`, in `steps` pruning steps spread over the first `ramp` of them.
+    schedule: Literal["oneshot", "gradual"] = "oneshot"
+    initial_amount: Fraction = 0.0
+    steps: PositiveInt = 10
+    ramp: float = Field(0.75, gt=0.0, le=1.0)
+    lr: float = Field(0.001, gt=0.0)
+
+    @model_validator(mode="after")
+    def _gradual_rules(self) -> PruneConfig:
+        if self.schedule == "gradual":
+            if self.method != "magnitude":
+                raise ValueError("schedule = 'gradual' needs method = 'magnitude'")
+            if self.epochs == 0:
+                raise ValueError("schedule = 'gradual' needs epochs > 0")
+        elif self.epochs:
+            raise ValueError("epochs is for schedule = 'gradual'; fine-tune in [finetune]")
+        for layer, override in self.overrides.items():
+            wanted = "amount" if self.method == "magnitude" else "threshold"
+            if getattr(override, wanted) is None:
+                raise ValueError(f"overrides.{layer} needs {wanted} for method = {self.method!r}")
+        return self
+
+
+QuantVariant = Literal["dynamic", "static", "static-int4"]
+
+
+class QuantizeConfig(Section):
+    # dynamic: int8 weights, activations quantized at run time (onnxruntime quantize_dynamic).
+    # static: int8 weights and activations, QDQ, calibrated on training images.
+    # static-int4: like static with 4-bit weights (QDQ, onnxruntime >= 1.20).
+    variants: list[QuantVariant] = Field(default_factory=lambda: ["dynamic", "static"])
+    source: Literal["pruned", "dense"] = "pruned"  # which float model to quantize
+    per_channel: bool = True  # one scale per output channel (static variants)
+    calibration_samples: PositiveInt = 512  # training images used to calibrate static
+    calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+
+
+class ExportConfig(Section):
+    opset: Annotated[int, Field(ge=17, le=23)] = 18
+
+
+class VerifyConfig(Section):
+    threads: NonNegativeInt = 1  # intra-op threads for latency at batch 1 (0: onnxruntime's choice)
+    repetitions: PositiveInt = 200  # timed runs at batch 1 (after warm-up)
+    throughput_batch: PositiveInt = 1000
+    tolerance: float = Field(1e-4, gt=0.0)  # largest logit difference allowed for float exports
+
+
+class PipelineConfig(Section):
+    name: str = "pipeline"
+    description: str = ""
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig(name="simplenet")
+    train: TrainConfig = TrainConfig()
+    prune: PruneConfig = PruneConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
+    quantize: QuantizeConfig = QuantizeConfig()
+    export: ExportConfig = ExportConfig()
+    verify: VerifyConfig = VerifyConfig()
+    # Folder of the pipeline file: relative paths in it are taken from there.
+    base_dir: str = Field(".", exclude=True)
+
+    def resolve(self, relative: str | None) -> Path | None:
+        if relative is None:
+            return None
+        path = Path(relative).expanduser()
+        return path if path.is_absolute() else Path(self.base_dir) / path
+
+    def with_overrides(self, overrides: dict[str, Any]) -> PipelineConfig:
+        """A copy with dotted keys replaced, e.g. {"prune.threshold": 3e-3}; validated."""
+        data = self.model_dump(by_alias=True, exclude_unset=True)
+        for dotted, value in overrides.items():
+            node = data
+            *parents, last = dotted.split(".")
+            for key in parents:
+                node = node.setdefault(key, {})
+                if not isinstance(node, dict):
+                    raise ConfigError(f"{dotted}: {key} is not a section")
+            node[last] = value
+        return parse_pipeline(data, name=self.name, base_dir=self.base_dir)
+
+
+def _field_names(model: type[BaseModel]) -> list[str]:
+    return [f.alias or name for name, f in model.model_fields.items() if not f.exclude]
+
+
+def _model_at(path: tuple) -> type[BaseModel] | None:
+    model: type[BaseModel] | None = PipelineConfig
+    for part in path:
+        if model is None or not isinstance(part, str):
+            return None
+        field = next(
+            (f for n, f in model.model_fields.items() if part in (n, f.alias)), None
+        )
+        if field is None:
+            return None
+        annotation = field.annotation
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    return model
+
+
+def _format_error(error: dict) -> str:
+    loc = tuple(error["loc"])
+    where = ".".join(str(p) for p in loc) or "pipeline"
+    if error["type"] == "extra_forbidden":
+        parent = _model_at(loc[:-1])
+        known = _field_names(parent) if parent else []
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        hint = f"; did you mean {'.'.join([*map(str, loc[:-1]), close[0]])!r}?" if close else ""
+        kind = "section" if len(loc) == 1 else "key"
+        return f"{where}: unknown {kind}{hint} (known: {', '.join(known)})"
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] not in ("value_error", "model_type") and "input" in error:
+        message += f" (got {error['input']!r})"
+    return f"{where}: {message}"
+
+
+def parse_pipeline(data: dict[str, Any], name: str, base_dir: str | Path = ".") -> PipelineConfig:
+    data = dict(data)
+    data.setdefault("name", name)
+    try:
+        return PipelineConfig.model_validate({**data, "base_dir": str(base_dir)})
+    except ValidationError as exc:
+        errors = [_format_error(e) for e in exc.errors()]
+        raise ConfigError("; ".join(errors)) from None
+
+
+def load_pipeline(path: str | Path) -> PipelineConfig:
+    """Read and validate a pipeline TOML file; the pipeline's name defaults to the file's stem."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"pipeline file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read pipeline file {path}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: TOML syntax error: {exc}") from None
+    try:
+        return parse_pipeline(data, name=path.stem, base_dir=path.parent)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

@@ -1,0 +1,37 @@
+"""Finetune stage: train with the pruning masks held, then make the pruning permanent.
+
+The masks are re-attached with torch.nn.utils.prune, so pruned weights stay exactly zero
+whatever the optimizer does to the underlying `weight_orig`; `prune.remove` then bakes them
+in, and the zeros are written as +0.0.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from compress.checkpoint import load_checkpoint, save_checkpoint
+from compress.prune import apply_masks, make_permanent, sparsity_summary
+from compress.stage import StageContext
+from compress.training import evaluate, fit
+
+
+def run(ctx: StageContext) -> dict:
+    model, masks, spec = load_checkpoint(ctx.input("prune", "model.pt"))
+    apply_masks(model, masks)
+    result = fit(model, ctx.data, ctx.config.finetune, ctx.run_settings(), desc="finetune")
+    model.cpu()
+    make_permanent(model)
+    modules = dict(model.named_modules())
+    for name, mask in masks.items():  # the invariant the whole stage exists for
+        if torch.any(modules[name].weight[~mask] != 0):
+            raise AssertionError(f"pruned weights of {name} changed during fine-tuning")
+    save_checkpoint(ctx.output("model.pt"), model, spec, masks)
+    accuracy = result.final.get("test_accuracy")
+    if accuracy is None:
+        accuracy = evaluate(model, ctx.data, "test", ctx.config.data.eval_batch_size, "cpu")
+    return {
+        "test_accuracy": accuracy,
+        **sparsity_summary(model),
+        "epochs": result.history,
+        "resumed_from_epoch": result.resumed_from_epoch,
+    }

@@ -1,0 +1,97 @@
+"""Helpers on ONNX files: metadata, zero normalisation, atomic saving, size and sparsity.
+
+Every artifact is one self-contained .onnx file (no external .data file), so its size on
+disk is the whole model.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import lzma
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from compress.files import atomic_path
+
+# Initializers that are parameters of the model (not scales, zero points or shapes).
+_AUX_SUFFIXES = ("_scale", "_zero_point")
+_PARAM_TYPES = {
+    onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16,
+    onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.INT4, onnx.TensorProto.UINT4,
+    onnx.TensorProto.INT32,
+}
+
+
+def set_metadata(model: onnx.ModelProto, metadata: dict[str, str]) -> None:
+    existing = {p.key: p for p in model.metadata_props}
+    for key, value in metadata.items():
+        if key in existing:
+            existing[key].value = value
+        else:
+            model.metadata_props.add(key=key, value=value)
+
+
+def get_metadata(model: onnx.ModelProto) -> dict[str, str]:
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def artifact_metadata(preprocessing: dict, labels: list[str], model_name: str, variant: str) -> dict[str, str]:
+    from compress import __version__
+
+    return {
+        "preprocessing": json.dumps(preprocessing),
+        "labels": json.dumps(list(labels)),
+        "model": model_name,
+        "variant": variant,
+        "producer": f"compress {__version__}",
+    }
+
+
+def positive_zero_initializers(model: onnx.ModelProto) -> None:
+    """Rewrite -0.0 as +0.0 in float initializers: same numbers, fewer distinct bytes."""
+    for init in model.graph.initializer:
+        if init.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16):
+            array = numpy_helper.to_array(init)
+            if np.signbit(array[array == 0]).any():
+                fixed = np.where(array == 0, np.zeros_like(array), array)
+                init.CopyFrom(numpy_helper.from_array(fixed, init.name))
+
+
+def save_model(model: onnx.ModelProto, path: Path, check: bool = True) -> None:
+    """Check (full, with shape inference) and write a single self-contained file atomically."""
+    if check:
+        onnx.checker.check_model(model, full_check=True)
+    with atomic_path(path) as tmp:
+        onnx.save_model(model, str(tmp), save_as_external_data=False)
+
+
+def parameter_counts(model: onnx.ModelProto) -> tuple[int, int]:
+    """(parameters, non-zero parameters) counted in the file's weight and bias initializers.
+
+    Quantized weights are symmetric (zero point 0), so a pruned weight is a stored 0 in
+    every variant.
+    """
+    params = nonzero = 0
+    for init in model.graph.initializer:
+        if init.data_type not in _PARAM_TYPES or init.name.endswith(_AUX_SUFFIXES):
+            continue
+        if len(init.dims) == 0:
+            continue
+        array = numpy_helper.to_array(init)
+        params += array.size
+        nonzero += int(np.count_nonzero(array))
+    return params, nonzero
+
+
+def compressed_sizes(path: Path) -> dict[str, int]:
+    """Bytes on disk and after gzip -9 and xz -9 (what a device would download)."""
+    data = path.read_bytes()
+    return {
+        "bytes": len(data),
+        "gzip_bytes": len(gzip.compress(data, compresslevel=9, mtime=0)),
+        "xz_bytes": len(lzma.compress(data, preset=9 | lzma.PRESET_EXTREME)),
+    }

@@ -1,0 +1,236 @@
+"""The pipeline runner: the only place that knows the order of the stages.
+
+    config = load_pipeline("pipelines/mnist.toml")
+    report = run_pipeline(config, out_dir="runs/mnist")
+
+Each stage has a cache key hashed from its own settings, its parents' keys, the data files'
+checksums, the model definition's source and the package version. A stage whose folder
+holds a finished record (`<stage>/stage.json`) with the same key, and whose outputs still
+match their recorded checksums, is reused ("cached"); anything else runs again, and so do
+the stages after it, because their keys include its key.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from compress import __version__, export, finetune, prune, quantize, train, verify
+from compress.checkpoint import build_from_spec, model_spec
+from compress.config import PipelineConfig
+from compress.data import Dataset, load_dataset
+from compress.errors import CompressError
+from compress.files import hash_object, locked_dir, read_json, sha256_file, write_json
+from compress.registry import factory_source
+from compress.report import add_comparisons, write_reports
+from compress.stage import StageContext
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StageDef:
+    name: str
+    run: Callable[[StageContext], dict]
+    settings: Callable[[PipelineConfig], Any]  # the part of the config this stage depends on
+    parents: tuple[str, ...]
+
+
+STAGES: tuple[StageDef, ...] = (
+    StageDef("train", train.run, lambda c: {"model": c.model, "train": c.train}, ()),
+    StageDef("prune", prune.run, lambda c: c.prune, ("train",)),
+    StageDef("finetune", finetune.run, lambda c: c.finetune, ("prune",)),
+    StageDef("export", export.run, lambda c: c.export, ("train", "finetune")),
+    StageDef("quantize", quantize.run, lambda c: c.quantize, ("export",)),
+    StageDef("verify", verify.run, lambda c: c.verify, ("export", "quantize")),
+)
+STAGE_NAMES = tuple(s.name for s in STAGES)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise CompressError("--device cuda: no CUDA GPU is available here; use --device cpu or auto")
+    return torch.device(name)
+
+
+def versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+
+    return {
+        "compress": __version__,
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _plain(value: Any) -> Any:
+    return value.model_dump(mode="json", by_alias=True) if hasattr(value, "model_dump") else (
+        {k: _plain(v) for k, v in value.items()} if isinstance(value, dict) else value
+    )
+
+
+def _model_source(config: PipelineConfig) -> str:
+    model = config.model
+    if model.name is not None:
+        return factory_source(model.name)
+    return Path(config.resolve(model.path)).read_text()
+
+
+def stage_keys(config: PipelineConfig, data: Dataset) -> dict[str, str]:
+    """The cache key of every stage (see module docstring)."""
+    weights = config.resolve(config.model.weights)
+    inputs = {
+        "version": __version__,
+        "data": {"name": data.name, "files": data.fingerprint, "batch_size": config.data.batch_size,
+                 "seed": config.data.seed},
+        "model_source": hash_object(_model_source(config)),
+        "weights": sha256_file(weights) if weights else None,
+    }
+    keys: dict[str, str] = {}
+    for stage in STAGES:
+        keys[stage.name] = hash_object({
+            "stage": stage.name,
+            "settings": _plain(stage.settings(config)),
+            "parents": [keys[p] for p in stage.parents],
+            **(inputs if not stage.parents else {}),
+        })
+    return keys
+
+
+def cached_record(run_dir: Path, name: str, key: str) -> dict | None:
+    """The stage's finished record if it matches `key` and its outputs are intact."""
+    path = run_dir / name / "stage.json"
+    try:
+        record = read_json(path)
+    except (OSError, ValueError):
+        return None
+    if record.get("key") != key:
+        return None
+    for rel, digest in record.get("outputs", {}).items():
+        file = run_dir / rel
+        if not file.is_file() or sha256_file(file) != digest:
+            log.warning("%s: output %s is missing or changed; running the stage again", name, rel)
+            return None
+    return record
+
+
+def check_inputs(config: PipelineConfig, data_root: str | None) -> Dataset:
+    """Everything that can be checked before the run folder is touched: data and model."""
+    root = data_root or config.resolve(config.data.root)
+    if root is not None and not Path(root).is_dir():
+        raise CompressError(f"data root {root} does not exist")
+    data = load_dataset(config.data.name, root if root is not None else "data")
+    spec = model_spec(config.model, config.base_dir, data.num_classes)
+    model = build_from_spec(spec)
+    if config.model.weights is not None and not config.resolve(config.model.weights).is_file():
+        raise CompressError(f"model.weights file {config.resolve(config.model.weights)} does not exist")
+    train.check_model_fits_data(model, data)
+    return data
+
+
+def run_pipeline(
+    config: PipelineConfig,
+    out_dir: str | Path | None = None,
+    data_root: str | None = None,
+    device: str = "cpu",
+    force: bool = False,
+    from_stage: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """Run (or reuse) every stage, then write and return the report."""
+    if from_stage is not None and from_stage not in STAGE_NAMES:
+        raise CompressError(f"--from {from_stage!r}: not a stage; stages are {', '.join(STAGE_NAMES)}")
+    torch_device = resolve_device(device)
+    data = check_inputs(config, data_root)
+    run_dir = Path(out_dir or Path("runs") / config.name)
+    keys = stage_keys(config, data)
+    rerun_from = 0 if force else (STAGE_NAMES.index(from_stage) if from_stage else len(STAGES))
+
+    with locked_dir(run_dir):
+        file_log = _attach_run_log(run_dir)
+        try:
+            write_json(run_dir / "pipeline.json", config.model_dump(mode="json", by_alias=True))
+            stages = []
+            for index, stage in enumerate(STAGES):
+                stages.append(_run_stage(stage, index >= rerun_from, config, run_dir, keys, torch_device, data, progress))
+            report = _build_report(config, run_dir, data, torch_device, stages, keys)
+            write_reports(run_dir, report)
+        finally:
+            logging.getLogger().removeHandler(file_log)
+            file_log.close()
+    return report
+
+
+def _run_stage(stage, forced, config, run_dir, keys, device, data, progress) -> dict:
+    key = keys[stage.name]
+    record = None if forced else cached_record(run_dir, stage.name, key)
+    if record is not None:
+        log.info("%-8s cached (key %s)", stage.name, key)
+        return {"name": stage.name, "key": key, "seconds": record["seconds"], "cached": True, "metrics": record["metrics"]}
+    log.info("%-8s running (key %s)", stage.name, key)
+    (run_dir / stage.name / "stage.json").unlink(missing_ok=True)
+    ctx = StageContext(config, run_dir, stage.name, key, device, lambda: data, progress)
+    ctx.stage_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    metrics = stage.run(ctx)
+    seconds = round(time.perf_counter() - started, 3)
+    record = {
+        "name": stage.name,
+        "key": key,
+        "parents": {p: keys[p] for p in stage.parents},
+        "config": _plain(stage.settings(config)),
+        "seconds": seconds,
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "outputs": {str(p.relative_to(run_dir)): sha256_file(p) for p in ctx.outputs},
+        "metrics": metrics,
+    }
+    write_json(ctx.stage_dir / "stage.json", record)
+    log.info("%-8s done in %.1fs", stage.name, seconds)
+    return {"name": stage.name, "key": key, "seconds": seconds, "cached": False, "metrics": metrics}
+
+
+def _build_report(config, run_dir, data, device, stages, keys) -> dict:
+    by_name = {s["name"]: s for s in stages}
+    artifacts = [dict(a) for a in by_name["verify"]["metrics"]["artifacts"]]
+    add_comparisons(artifacts, baseline="dense")
+    return {
+        "pipeline": config.name,
+        "config_hash": hash_object(config.model_dump(mode="json", by_alias=True)),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model": config.model.name or f"{config.model.path}:{config.model.class_name}",
+        "dataset": {"name": data.name, "train_samples": data.size("train"), "test_samples": data.size("test")},
+        "device": str(device),
+        "versions": versions(),
+        "baseline": "dense",
+        "artifacts": artifacts,
+        "training": {
+            "dense_test_accuracy": by_name["train"]["metrics"]["test_accuracy"],
+            "pruned_sparsity": by_name["prune"]["metrics"]["sparsity"],
+            "accuracy_after_prune": by_name["prune"]["metrics"]["test_accuracy"],
+            "accuracy_after_finetune": by_name["finetune"]["metrics"]["test_accuracy"],
+            "zero_weights_after_train": by_name["train"]["metrics"]["zero_weights"],
+        },
+        "stages": [{"name": s["name"], "key": s["key"], "seconds": s["seconds"], "cached": s["cached"]} for s in stages],
+        "total_seconds": round(sum(s["seconds"] for s in stages if not s["cached"]), 3),
+    }
+
+
+def _attach_run_log(run_dir: Path) -> logging.Handler:
+    handler = logging.FileHandler(run_dir / "run.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO)
+    logging.getLogger().addHandler(handler)
+    return handler

@@ -1,0 +1,120 @@
+"""Quantize stage: int8 (and int4) variants of an exported float model, with onnxruntime.
+
+    dynamic      -> <source>-int8-dynamic.onnx  quantize_dynamic: int8 weights, activations at run time
+    static       -> <source>-int8-static.onnx   quantize_static: QDQ, int8 weights and activations
+    static-int4  -> <source>-int4-static.onnx   quantize_static: QDQ, 4-bit weights, int8 activations
+
+Static variants are calibrated on the first `calibration_samples` training images (the
+same ones every run) and quantize weights per output channel by default. Weights are
+symmetric, so a pruned weight stays an exact stored zero.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_dynamic,
+    quantize_static,
+)
+
+from compress.config import QuantizeConfig
+from compress.onnx_tools import get_metadata, save_model, set_metadata
+from compress.stage import StageContext
+
+log = logging.getLogger(__name__)
+
+VARIANT_SUFFIX = {"dynamic": "int8-dynamic", "static": "int8-static", "static-int4": "int4-static"}
+CALIBRATION = {
+    "minmax": CalibrationMethod.MinMax,
+    "entropy": CalibrationMethod.Entropy,
+    "percentile": CalibrationMethod.Percentile,
+}
+
+
+def variant_name(source: str, variant: str) -> str:
+    return f"{source}-{VARIANT_SUFFIX[variant]}"
+
+
+class ArrayReader(CalibrationDataReader):
+    """Feeds calibration batches of an in-memory array to onnxruntime's calibrator."""
+
+    def __init__(self, images: np.ndarray, input_name: str = "input", batch_size: int = 64):
+        self.batches = [images[i : i + batch_size] for i in range(0, len(images), batch_size)]
+        self.input_name = input_name
+        self.position = 0
+
+    def get_next(self):
+        if self.position >= len(self.batches):
+            return None
+        self.position += 1
+        return {self.input_name: self.batches[self.position - 1]}
+
+    def rewind(self):
+        self.position = 0
+
+
+@contextlib.contextmanager
+def _quiet_root_logger():
+    # The quantizer advises "pre-processing" through the root logger on every call.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def quantize_file(
+    source: Path, target: Path, variant: str, config: QuantizeConfig, calibration: np.ndarray | None
+) -> None:
+    """Write the `variant` of the float model at `source` to `target` (metadata kept)."""
+    with tempfile.TemporaryDirectory() as tmp, _quiet_root_logger():
+        out = Path(tmp) / "model.onnx"
+        if variant == "dynamic":
+            quantize_dynamic(
+                source, out, weight_type=QuantType.QInt8, per_channel=config.per_channel,
+            )
+        else:
+            quantize_static(
+                source, out, ArrayReader(calibration),
+                quant_format=QuantFormat.QDQ,
+                per_channel=config.per_channel,
+                weight_type=QuantType.QInt4 if variant == "static-int4" else QuantType.QInt8,
+                activation_type=QuantType.QUInt8,
+                calibrate_method=CALIBRATION[config.calibration_method],
+                extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
+            )
+        model = onnx.load(str(out))
+    # The quantizer keeps metadata_props on some versions and not on others: set them again.
+    metadata = get_metadata(onnx.load(str(source), load_external_data=False))
+    metadata["variant"] = target.stem
+    set_metadata(model, metadata)
+    save_model(model, target)
+
+
+def run(ctx: StageContext) -> dict:
+    config = ctx.config.quantize
+    source = ctx.run_dir / f"{config.source}.onnx"
+    calibration = None
+    if any(v.startswith("static") for v in config.variants):
+        images, _ = ctx.data.tensors("train", limit=config.calibration_samples)
+        calibration = images.numpy().astype(np.float32)
+    metrics = {}
+    for variant in config.variants:
+        name = variant_name(config.source, variant)
+        target = ctx.output(f"{name}.onnx", in_run_dir=True)
+        quantize_file(source, target, variant, config, calibration)
+        metrics[name] = {"path": target.name, "bytes": target.stat().st_size}
+        log.info("quantized %s -> %s (%d bytes)", source.name, target.name, target.stat().st_size)
+    return metrics

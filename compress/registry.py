@@ -1,0 +1,118 @@
+"""Models by name.
+
+    @register_model
+    def simplenet(num_classes: int = 10) -> nn.Module: ...
+
+    model = create_model("simplenet", num_classes=10)
+
+The built-in definitions live in the top-level `models/` folder (installed as the package
+`compress_models`); `compress_models.MODULES` lists the files to import, explicitly. A
+pipeline can also name a class in any Python file with `[model] path` and `class`: that
+file's code runs, by design, so only point it at code you trust.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.util
+import inspect
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch.nn as nn
+
+from compress.errors import CompressError
+
+ModelFactory = Callable[..., nn.Module]
+_REGISTRY: dict[str, ModelFactory] = {}
+_loaded = False
+
+
+def register_model(factory: ModelFactory) -> ModelFactory:
+    """Register a factory function under its own name."""
+    name = factory.__name__
+    if name in _REGISTRY and _REGISTRY[name] is not factory:
+        raise ValueError(f"model {name!r} is registered twice")
+    _REGISTRY[name] = factory
+    return factory
+
+
+def _load_builtin() -> None:
+    global _loaded
+    if not _loaded:
+        package = importlib.import_module("compress_models")
+        for module in package.MODULES:
+            importlib.import_module(f"compress_models.{module}")
+        _loaded = True
+
+
+def list_models() -> dict[str, ModelFactory]:
+    _load_builtin()
+    return dict(sorted(_REGISTRY.items()))
+
+
+def describe(factory: ModelFactory) -> str:
+    doc = inspect.getdoc(factory) or ""
+    return doc.splitlines()[0] if doc else ""
+
+
+def unknown_name_message(kind: str, name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown {kind} {name!r}{hint}; known: {', '.join(known)}"
+
+
+def get_factory(name: str) -> ModelFactory:
+    models = list_models()
+    if name not in models:
+        raise CompressError(unknown_name_message("model", name, list(models)))
+    return models[name]
+
+
+def factory_source(name: str) -> str:
+    """Source text of the file that defines a registered model (part of cache keys)."""
+    return Path(inspect.getsourcefile(get_factory(name))).read_text()
+
+
+def load_user_class(path: str | Path, class_name: str) -> type[nn.Module]:
+    """Import `class_name` from the Python file at `path` (runs that file's code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CompressError(f"model file {path} does not exist")
+    module_name = f"compress_user_model_{abs(hash(str(path.resolve())))}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[module_name]
+        raise CompressError(f"model file {path} failed to import: {type(exc).__name__}: {exc}") from None
+    cls = getattr(module, class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        classes = [n for n, v in vars(module).items() if isinstance(v, type) and issubclass(v, nn.Module) and v.__module__ == module_name]
+        raise CompressError(unknown_name_message(f"nn.Module class in {path}:", class_name, classes))
+    return cls
+
+
+def build_model(
+    name: str | None = None,
+    path: str | Path | None = None,
+    class_name: str | None = None,
+    kwargs: dict[str, Any] | None = None,
+) -> nn.Module:
+    """A model from the registry (`name`) or from a user's file (`path` + `class_name`)."""
+    kwargs = dict(kwargs or {})
+    if name is not None:
+        factory = get_factory(name)
+        label = f"model {name!r}"
+    else:
+        factory = load_user_class(path, class_name)
+        label = f"model {class_name} from {path}"
+    try:
+        return factory(**kwargs)
+    except TypeError as exc:
+        raise CompressError(f"{label} does not accept arguments {kwargs}: {exc}") from None

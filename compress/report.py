@@ -1,0 +1,117 @@
+"""Report: the size/accuracy/latency table of a run, in the terminal, Markdown, CSV and JSON.
+
+    report = build_report(run_dir)      # reads only the run folder
+    print(format_table(report))
+
+`report.json` is a stable interface (see README, "report.json"): accuracy is a fraction in
+0..1, sizes are bytes, latency milliseconds, throughput samples per second.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+from compress.files import read_json, write_json, write_text
+
+# (key, header, format) of the columns shown in the terminal and Markdown tables.
+COLUMNS = [
+    ("name", "artifact", "{}"),
+    ("accuracy", "acc %", "{:.2%}"),
+    ("accuracy_delta", "Δ pts", "{:+.2f}"),
+    ("bytes", "bytes", "{:,}"),
+    ("gzip_bytes", "gzip", "{:,}"),
+    ("deploy_bytes", "deploy", "{:,}"),
+    ("compression", "ratio", "{:.1f}x"),
+    ("sparsity", "sparsity", "{:.1%}"),
+    ("latency_ms_b1_p50", "p50 ms", "{:.3f}"),
+    ("latency_ms_b1_p95", "p95 ms", "{:.3f}"),
+    ("throughput", "img/s", "{:,.0f}"),
+    ("status", "status", "{}"),
+]
+CSV_FIELDS = [
+    "name", "path", "accuracy", "accuracy_delta", "bytes", "gzip_bytes", "xz_bytes", "deploy_bytes",
+    "deploy_form", "compression", "params", "nonzero_params", "sparsity", "agreement",
+    "max_logit_diff", "latency_ms_b1_p50", "latency_ms_b1_p95", "throughput", "status",
+]
+
+
+def add_comparisons(artifacts: list[dict], baseline: str = "dense") -> None:
+    """Deployable size, ratio to the baseline's .onnx bytes, accuracy change in points."""
+    base = next((a for a in artifacts if a["name"] == baseline), artifacts[0])
+    for a in artifacts:
+        form, size = min((".onnx.gz", a["gzip_bytes"]), (".onnx.xz", a["xz_bytes"]), key=lambda f: f[1])
+        a["deploy_bytes"], a["deploy_form"] = size, form
+        a["compression"] = round(base["bytes"] / size, 2)
+        a["accuracy_delta"] = round(100 * (a["accuracy"] - base["accuracy"]), 2)
+
+
+def format_cell(value: Any, fmt: str) -> str:
+    if value is None:
+        return "-"
+    try:
+        return fmt.format(value)
+    except (ValueError, TypeError):
+        return str(value)
+
+
+def table_rows(artifacts: list[dict], columns=COLUMNS) -> tuple[list[str], list[list[str]]]:
+    headers = [header for _, header, _ in columns]
+    rows = [[format_cell(a.get(key), fmt) for key, _, fmt in columns] for a in artifacts]
+    return headers, rows
+
+
+def format_table(report: dict, columns=COLUMNS) -> str:
+    headers, rows = table_rows(report["artifacts"], columns)
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    line = lambda cells: "  ".join(  # noqa: E731
+        c.ljust(w) if i == 0 or c.startswith(("ok", "failed")) else c.rjust(w)
+        for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+    )
+    lines = [line(headers), "  ".join("-" * w for w in widths), *map(line, rows)]
+    ds = report["dataset"]
+    title = f"{report['pipeline']} ({report.get('model', '')}) on {ds['name']}, {ds['test_samples']:,} test images"
+    note = "ratio = dense .onnx bytes / deploy bytes (smaller of .onnx.gz and .onnx.xz)"
+    return "\n".join([title, *lines, note])
+
+
+def format_markdown(report: dict, columns=COLUMNS) -> str:
+    headers, rows = table_rows(report["artifacts"], columns)
+    out = [f"# {report['pipeline']}", ""]
+    ds = report["dataset"]
+    out.append(
+        f"Model `{report.get('model', '')}` on {ds['name']} ({ds['test_samples']:,} test images), "
+        f"measured in onnxruntime {report['versions']['onnxruntime']} on {report['device']}."
+    )
+    out += ["", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    out += ["", "ratio = dense .onnx bytes / deploy bytes (the smaller of .onnx.gz and .onnx.xz).", ""]
+    out += ["## Stages", "", "| stage | seconds | cached |", "|---|---|---|"]
+    out += [f"| {s['name']} | {s['seconds']:.1f} | {'yes' if s['cached'] else 'no'} |" for s in report["stages"]]
+    return "\n".join(out) + "\n"
+
+
+def format_csv(report: dict) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    for a in report["artifacts"]:
+        writer.writerow(a)
+    return buffer.getvalue()
+
+
+def write_reports(run_dir: Path, report: dict) -> None:
+    write_json(run_dir / "report.json", report)
+    write_text(run_dir / "report.md", format_markdown(report))
+    write_text(run_dir / "report.csv", format_csv(report))
+
+
+def load_report(run_dir: Path) -> dict:
+    from compress.errors import CompressError
+
+    path = Path(run_dir) / "report.json"
+    if not path.is_file():
+        raise CompressError(f"{path} does not exist: is {run_dir} a finished run folder?")
+    return read_json(path)

@@ -1,0 +1,258 @@
+"""The one training loop, shared by train, gradual prune and finetune.
+
+    result = fit(model, data, config.train, run=RunSettings(...), desc="train")
+
+Differences between stages are settings and hooks, not copies of the loop: the L1 term
+(penalty on the loss or proximal soft-threshold after each step) comes from the optimizer
+config; pruning masks are torch.nn.utils.prune forward hooks on the model, so they hold
+without help from the loop; a `step_hook` (gradual pruning) runs after each step. Each epoch
+ends with a resumable checkpoint, so an interrupted stage continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from compress.config import OptimConfig
+from compress.data import Dataset
+from compress.errors import CompressError, TrainingError
+from compress.files import atomic_path
+
+log = logging.getLogger(__name__)
+
+StepHook = Callable[[int, int], None]  # (global step, total steps)
+
+
+@dataclass
+class RunSettings:
+    """Where and how a stage trains (not part of the method's config)."""
+
+    device: torch.device
+    batch_size: int
+    eval_batch_size: int
+    seed: int
+    resume_path: Path | None = None  # per-epoch checkpoint to resume from / write
+    resume_key: str = ""  # the stage's cache key: a checkpoint with another key is ignored
+    progress: bool = True
+
+
+@dataclass
+class FitResult:
+    history: list[dict] = field(default_factory=list)
+    resumed_from_epoch: int = 0
+
+    @property
+    def final(self) -> dict:
+        return self.history[-1] if self.history else {}
+
+
+def weight_params(model: nn.Module, which: str = "weights") -> list[torch.Tensor]:
+    """Parameters the L1 term applies to: matrices and kernels (dim > 1), or everything."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return params if which == "all" else [p for p in params if p.dim() > 1]
+
+
+class L1Term:
+    """lambda * sum|w|, as a loss penalty or as a proximal (soft-threshold) step."""
+
+    def __init__(self, model: nn.Module, config: OptimConfig):
+        self.lam = config.l1.lambda_
+        self.method = config.l1.method
+        self.params = weight_params(model, config.l1.params)
+
+    @property
+    def active(self) -> bool:
+        return self.lam > 0 and bool(self.params)
+
+    def penalty(self) -> torch.Tensor | None:
+        if not (self.active and self.method == "penalty"):
+            return None
+        # One fused kernel for the L1 norms of all tensors instead of a Python loop.
+        return self.lam * torch.stack(torch._foreach_norm(self.params, 1)).sum()
+
+    @torch.no_grad()
+    def proximal_step(self, lr: float) -> None:
+        """w <- sign(w) * max(|w| - lr * lambda, 0): the exact-zero-making L1 step."""
+        if not (self.active and self.method == "proximal"):
+            return
+        shrink = lr * self.lam
+        for p in self.params:
+            p.copy_(torch.sign(p) * torch.clamp_min(p.abs() - shrink, 0.0))
+
+
+def make_optimizer(params, config: OptimConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
+            weight_decay=config.weight_decay,
+        )
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def make_scheduler(optimizer, config: OptimConfig, steps_per_epoch: int):
+    """Per-step schedule, so that cosine decays smoothly within epochs."""
+    total = max(1, config.epochs * steps_per_epoch)
+    if config.schedule == "cosine":
+        factor = lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total))  # noqa: E731
+    elif config.schedule == "step":
+        factor = lambda step: config.gamma ** ((step // steps_per_epoch) // config.step_size)  # noqa: E731
+    else:
+        factor = lambda step: 1.0  # noqa: E731
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: Dataset, split: str, batch_size: int, device) -> float:
+    """Top-1 accuracy (0..1) of `model` on a whole split."""
+    model.eval()
+    correct = 0
+    for x, y in data.batches(split, batch_size, shuffle=False):
+        correct += (model(x.to(device)).argmax(1) == y.to(device)).sum().item()
+    return correct / data.size(split)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    model.eval()
+    device = next(model.parameters()).device
+    return torch.cat([model(x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)])
+
+
+def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    # The shuffle of each epoch depends only on (seed, epoch), so a resumed run sees the
+    # same batches as an uninterrupted one.
+    return torch.Generator().manual_seed(seed * 100_003 + epoch)
+
+
+def fit(
+    model: nn.Module,
+    data: Dataset,
+    config: OptimConfig,
+    run: RunSettings,
+    desc: str,
+    step_hook: StepHook | None = None,
+) -> FitResult:
+    """Train `model` in place for `config.epochs` epochs; returns per-epoch metrics."""
+    model.to(run.device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(params, config)
+    steps_per_epoch = math.ceil(data.size("train") / run.batch_size)
+    scheduler = make_scheduler(optimizer, config, steps_per_epoch)
+    l1 = L1Term(model, config)
+    result = FitResult()
+    torch.manual_seed(run.seed)  # before resuming, which restores the generator's state
+    start_epoch = _resume(run, model, optimizer, scheduler, result)
+    total_steps = config.epochs * steps_per_epoch
+
+    for epoch in range(start_epoch, config.epochs):
+        model.train()
+        started = time.perf_counter()
+        loss_sum = torch.zeros((), device=run.device)
+        correct = torch.zeros((), dtype=torch.long, device=run.device)
+        batches = data.batches("train", run.batch_size, _epoch_generator(run.seed, epoch))
+        bar = tqdm(
+            batches, total=steps_per_epoch, desc=f"{desc} {epoch + 1}/{config.epochs}",
+            leave=False, disable=not run.progress, unit="batch",
+        )
+        for i, (x, y) in enumerate(bar):
+            x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            penalty = l1.penalty()
+            total = loss + penalty if penalty is not None else loss
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            optimizer.step()
+            l1.proximal_step(scheduler.get_last_lr()[0])
+            scheduler.step()
+            step = epoch * steps_per_epoch + i + 1
+            if step_hook is not None:
+                step_hook(step, total_steps)
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
+            if i % 50 == 0:
+                value = loss.item()
+                if not math.isfinite(value):
+                    _diverged(desc, epoch, i, value)
+                bar.set_postfix(loss=f"{value:.4f}")
+        bar.close()
+        train_loss = loss_sum.item() / data.size("train")
+        if not math.isfinite(train_loss):
+            _diverged(desc, epoch, steps_per_epoch, train_loss)
+        test_acc = evaluate(model, data, "test", run.eval_batch_size, run.device)
+        seconds = time.perf_counter() - started
+        row = {
+            "epoch": epoch + 1,
+            "loss": round(train_loss, 6),
+            "train_accuracy": round(correct.item() / data.size("train"), 6),
+            "test_accuracy": round(test_acc, 6),
+            "lr": scheduler.get_last_lr()[0],
+            "seconds": round(seconds, 3),
+        }
+        result.history.append(row)
+        remaining = seconds * (config.epochs - epoch - 1)
+        log.info(
+            "%s epoch %d/%d  loss %.4f  train acc %.4f  test acc %.4f  %.1fs  (about %.0fs left)",
+            desc, epoch + 1, config.epochs, train_loss, row["train_accuracy"], test_acc, seconds, remaining,
+        )
+        _save_resume(run, model, optimizer, scheduler, result, epoch + 1)
+    return result
+
+
+def _diverged(desc: str, epoch: int, step: int, value: float) -> None:
+    raise TrainingError(
+        f"{desc}: loss became {value} in epoch {epoch + 1} at step {step}; lower the learning "
+        "rate or the L1 lambda (the last good epoch checkpoint is kept for inspection)"
+    )
+
+
+def _save_resume(run: RunSettings, model, optimizer, scheduler, result: FitResult, epoch: int) -> None:
+    if run.resume_path is None:
+        return
+    state = {
+        "key": run.resume_key,
+        "epoch": epoch,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "history": result.history,
+        "rng": torch.get_rng_state(),
+    }
+    with atomic_path(run.resume_path) as tmp:
+        torch.save(state, tmp)
+
+
+def _resume(run: RunSettings, model, optimizer, scheduler, result: FitResult) -> int:
+    path = run.resume_path
+    if path is None or not path.exists():
+        return 0
+    try:
+        state = torch.load(path, map_location=run.device, weights_only=True)
+    except Exception as exc:  # a corrupt checkpoint is recomputed, not trusted
+        log.warning("ignoring unreadable epoch checkpoint %s (%s)", path, exc)
+        return 0
+    if state.get("key") != run.resume_key:
+        return 0
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise CompressError(f"epoch checkpoint {path} does not fit the model: {exc}") from None
+    torch.set_rng_state(state["rng"])
+    result.history = list(state["history"])
+    result.resumed_from_epoch = state["epoch"]
+    log.info("resuming from epoch %d checkpoint %s", state["epoch"], path)
+    return state["epoch"]

@@ -1,0 +1,135 @@
+"""Verify stage: run every artifact in onnxruntime (CPU) and measure it.
+
+Per artifact: onnx.checker, accuracy on the whole test set (inputs prepared from raw pixels
+with the file's own `preprocessing` metadata), top-1 agreement and largest logit difference
+against the PyTorch model it came from, bytes on disk / gzip -9 / xz, parameters and
+non-zero parameters counted in the file's initializers, latency at batch 1 (p50, p95, on
+`threads` intra-op threads) and throughput at a large batch. A float export whose logits
+differ from PyTorch by more than `tolerance` is marked failed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+from compress.checkpoint import load_checkpoint
+from compress.onnx_tools import compressed_sizes, get_metadata, parameter_counts
+from compress.quantize import variant_name
+from compress.stage import StageContext
+from compress.training import predict
+
+log = logging.getLogger(__name__)
+
+
+def artifact_names(ctx: StageContext) -> list[tuple[str, str]]:
+    """(artifact, stage of the PyTorch model it is compared with), in report order."""
+    q = ctx.config.quantize
+    source_stage = "train" if q.source == "dense" else "finetune"
+    names = [("dense", "train"), ("pruned", "finetune")]
+    return names + [(variant_name(q.source, v), source_stage) for v in q.variants]
+
+
+def make_session(path: Path, threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def prepare_inputs(pixels: np.ndarray, metadata: dict[str, str]) -> np.ndarray:
+    """Raw 0-255 pixels -> model input, using only the file's `preprocessing` metadata."""
+    pre = json.loads(metadata["preprocessing"])
+    return ((pixels.astype(np.float32) * pre["scale"] - pre["mean"]) / pre["std"]).astype(np.float32)
+
+
+def run_batches(session: ort.InferenceSession, x: np.ndarray, batch_size: int) -> tuple[np.ndarray, float]:
+    """Logits for all of `x`, and the samples per second it took."""
+    name = session.get_inputs()[0].name
+    started = time.perf_counter()
+    out = [session.run(None, {name: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)]
+    seconds = time.perf_counter() - started
+    return np.concatenate(out), len(x) / seconds
+
+
+def latency_ms(session: ort.InferenceSession, x: np.ndarray, repetitions: int) -> tuple[float, float]:
+    """p50 and p95 of single-sample inference, after a warm-up."""
+    name = session.get_inputs()[0].name
+    samples = [x[i % len(x)][None] for i in range(repetitions)]
+    for sample in samples[: min(20, repetitions)]:
+        session.run(None, {name: sample})
+    times = np.empty(repetitions)
+    for i, sample in enumerate(samples):
+        started = time.perf_counter()
+        session.run(None, {name: sample})
+        times[i] = time.perf_counter() - started
+    return float(np.percentile(times, 50) * 1e3), float(np.percentile(times, 95) * 1e3)
+
+
+def verify_artifact(
+    path: Path, pixels: np.ndarray, labels: np.ndarray, reference: np.ndarray | None, config, is_float: bool
+) -> dict:
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    metadata = get_metadata(model)
+    params, nonzero = parameter_counts(model)
+    x = prepare_inputs(pixels, metadata)
+    session = make_session(path, config.threads)
+    logits, throughput = run_batches(session, x, config.throughput_batch)
+    p50, p95 = latency_ms(session, x, config.repetitions)
+    row = {
+        "name": path.stem,
+        "path": path.name,
+        **compressed_sizes(path),
+        "params": params,
+        "nonzero_params": nonzero,
+        "sparsity": round(1 - nonzero / params, 6) if params else 0.0,
+        "accuracy": float((logits.argmax(1) == labels).mean()),
+        "agreement": None,
+        "max_logit_diff": None,
+        "latency_ms_b1_p50": round(p50, 4),
+        "latency_ms_b1_p95": round(p95, 4),
+        "throughput": round(throughput, 1),
+        "status": "ok",
+    }
+    if reference is not None:
+        row["agreement"] = float((logits.argmax(1) == reference.argmax(1)).mean())
+        row["max_logit_diff"] = float(np.abs(logits - reference).max())
+        if is_float and row["max_logit_diff"] > config.tolerance:
+            row["status"] = (
+                f"failed: logits differ from PyTorch by {row['max_logit_diff']:.2e} "
+                f"(tolerance {config.tolerance:.0e})"
+            )
+            log.error("%s: %s", path.name, row["status"])
+    return row
+
+
+def run(ctx: StageContext) -> dict:
+    data = ctx.data
+    pixels = data.images["test"].numpy()
+    labels = data.labels["test"].numpy()
+    x_torch, _ = data.tensors("test")
+    references: dict[str, np.ndarray] = {}
+    rows = []
+    with torch.inference_mode():
+        for name, stage in artifact_names(ctx):
+            if stage not in references:
+                model, _, _ = load_checkpoint(ctx.input(stage, "model.pt"))
+                references[stage] = predict(model, x_torch).numpy()
+            path = ctx.run_dir / f"{name}.onnx"
+            is_float = name in ("dense", "pruned")
+            row = verify_artifact(path, pixels, labels, references[stage], ctx.config.verify, is_float)
+            rows.append(row)
+            log.info(
+                "verified %s: accuracy %.4f, %d bytes (%d gzip), p50 %.3f ms",
+                path.name, row["accuracy"], row["bytes"], row["gzip_bytes"], row["latency_ms_b1_p50"],
+            )
+    return {"artifacts": rows}
