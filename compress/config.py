@@ -99,7 +99,19 @@ class LayerPrune(Section):
     threshold: float | None = Field(None, ge=0.0)
 
 
-class PruneConfig(OptimConfig):
+class GradualConfig(OptimConfig):
+    """Training during gradual pruning: sparsity rises from `initial_amount` to the targets
+    on Zhu & Gupta's cubic schedule, in `steps` pruning steps over the first `ramp` fraction
+    of `epochs`; the rest of the epochs train at the final sparsity."""
+
+    epochs: PositiveInt = 10
+    lr: float = Field(0.001, gt=0.0)
+    initial_amount: Fraction = 0.0
+    steps: PositiveInt = 10
+    ramp: float = Field(0.75, gt=0.0, le=1.0)
+
+
+class PruneConfig(Section):
     enabled: bool = True
     # threshold: remove weights with |w| <= threshold (the near-zero weights left by L1).
     # magnitude: remove the `amount` fraction of smallest-magnitude weights.
@@ -109,26 +121,16 @@ class PruneConfig(OptimConfig):
     scope: Literal["global", "layer"] = "global"  # magnitude: rank over all layers or each
     layers: list[str] | None = None  # module names to prune; None: every Linear and Conv
     overrides: dict[str, LayerPrune] = Field(default_factory=dict)  # per-layer amount/threshold
-    # oneshot: prune once. gradual: raise sparsity to `amount` on Zhu & Gupta's cubic
-    # schedule over `epochs` of training (this section's optimizer settings), from
-    # `initial_amount`, in `steps` pruning steps spread over the first `ramp` of them.
+    # oneshot: prune once, then [finetune]. gradual: prune while training ([prune.gradual]).
     schedule: Literal["oneshot", "gradual"] = "oneshot"
-    initial_amount: Fraction = 0.0
-    steps: PositiveInt = 10
-    ramp: float = Field(0.75, gt=0.0, le=1.0)
-    lr: float = Field(0.001, gt=0.0)
+    gradual: GradualConfig = GradualConfig()
 
     @model_validator(mode="after")
-    def _gradual_rules(self) -> PruneConfig:
-        if self.schedule == "gradual":
-            if self.method != "magnitude":
-                raise ValueError("schedule = 'gradual' needs method = 'magnitude'")
-            if self.epochs == 0:
-                raise ValueError("schedule = 'gradual' needs epochs > 0")
-        elif self.epochs:
-            raise ValueError("epochs is for schedule = 'gradual'; fine-tune in [finetune]")
+    def _rules(self) -> PruneConfig:
+        if self.schedule == "gradual" and self.method != "magnitude":
+            raise ValueError("schedule = 'gradual' needs method = 'magnitude'")
+        wanted = "amount" if self.method == "magnitude" else "threshold"
         for layer, override in self.overrides.items():
-            wanted = "amount" if self.method == "magnitude" else "threshold"
             if getattr(override, wanted) is None:
                 raise ValueError(f"overrides.{layer} needs {wanted} for method = {self.method!r}")
         return self

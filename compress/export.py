@@ -2,7 +2,7 @@
 
 Outputs `dense.onnx` and `pruned.onnx` in the run folder. Each is exported with
 torch.onnx's dynamo exporter into a single self-contained file, with a dynamic batch axis,
--0.0 rewritten as +0.0, and metadata_props `preprocessing` (input = (pixel * scale - mean)
+Gemm rewritten as MatMul + Add with [in, out] weights (compresses better), -0.0 as +0.0, and metadata_props `preprocessing` (input = (pixel * scale - mean)
 / std for raw 0-255 pixels) and `labels` (class names), so the file alone is enough to use it.
 """
 
@@ -19,7 +19,13 @@ import torch
 import torch.nn as nn
 
 from compress.checkpoint import load_checkpoint
-from compress.onnx_tools import artifact_metadata, positive_zero_initializers, save_model, set_metadata
+from compress.onnx_tools import (
+    artifact_metadata,
+    gemm_to_matmul,
+    positive_zero_initializers,
+    save_model,
+    set_metadata,
+)
 from compress.stage import StageContext
 
 log = logging.getLogger(__name__)
@@ -40,6 +46,7 @@ def export_onnx(
             dynamic_shapes=({0: batch},), verbose=False,
         )
     proto: onnx.ModelProto = program.model_proto
+    gemm_to_matmul(proto)
     positive_zero_initializers(proto)
     set_metadata(proto, metadata)
     save_model(proto, path)

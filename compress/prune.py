@@ -161,7 +161,7 @@ def cubic_sparsity(step: int, steps: int, initial: float, final: float) -> float
 
 
 class GradualPruner:
-    """Step hook for the training loop: raises sparsity in `steps` steps over the first `ramp` of training."""
+    """Step hook for the training loop: raises sparsity in `gradual.steps` steps over the first `gradual.ramp` of training."""
 
     def __init__(self, model: nn.Module, config: PruneConfig):
         self.config = config
@@ -173,20 +173,22 @@ class GradualPruner:
                 tprune.identity(module, "weight")  # masks exist from the start: checkpoints resume
 
     def schedule_step(self, step: int, total_steps: int) -> int:
-        ramp_steps = max(1, int(total_steps * self.config.ramp))
-        return min(self.config.steps, (step * self.config.steps) // ramp_steps)
+        gradual = self.config.gradual
+        ramp_steps = max(1, int(total_steps * gradual.ramp))
+        return min(gradual.steps, (step * gradual.steps) // ramp_steps)
 
     def __call__(self, step: int, total_steps: int) -> None:
         k = self.schedule_step(step, total_steps)
         if k <= self.done:
             return
         self.done = k
+        gradual = self.config.gradual
         amounts = {
-            n: cubic_sparsity(k, self.config.steps, self.config.initial_amount, target)
+            n: cubic_sparsity(k, gradual.steps, gradual.initial_amount, target)
             for n, target in self.targets.items()
         }
         _magnitude(self.layers, self.config, amounts)
-        log.debug("gradual prune step %d/%d: %s", k, self.config.steps, amounts)
+        log.debug("gradual prune step %d/%d: %s", k, gradual.steps, amounts)
 
 
 def run(ctx) -> dict:
@@ -201,7 +203,7 @@ def run(ctx) -> dict:
         check_layer_names(model, config)
         if config.schedule == "gradual":
             pruner = GradualPruner(model, config)
-            history = fit(model, ctx.data, config, ctx.run_settings(), "prune", step_hook=pruner).history
+            history = fit(model, ctx.data, config.gradual, ctx.run_settings(), "prune", step_hook=pruner).history
             model.cpu()
         else:
             prune_oneshot(model, config)

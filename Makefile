@@ -1,0 +1,37 @@
+# make install: a .venv with compress and its test tools (idempotent; fast when nothing changed)
+# make run:     compress run pipelines/mnist.toml   (PIPELINE=... to pick another)
+# make test:    the test suite
+# make bench:   the performance benchmark
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.install-stamp
+PIPELINE ?= pipelines/mnist.toml
+# Offline machines keep MNIST in ../shared/data; elsewhere torchvision downloads it into ./data.
+DATA_ROOT ?= $(firstword $(wildcard ../shared/data))
+DATA_FLAG := $(if $(DATA_ROOT),--data-root $(DATA_ROOT),)
+
+.PHONY: install run test bench lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: install
+	$(BIN)/compress run $(PIPELINE) $(DATA_FLAG)
+
+test: install
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python bench/run.py $(DATA_FLAG)
+
+lint: install
+	$(BIN)/ruff check compress models tests bench
+
+clean:
+	rm -rf runs .pytest_cache
