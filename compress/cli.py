@@ -24,7 +24,7 @@ def _setup_logging(verbose: bool) -> None:
         format="%(message)s" if not verbose else "%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("onnxruntime", "onnxscript", "torch", "matplotlib", "PIL", "root"):
+    for noisy in ("onnxruntime", "onnxscript", "torch", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -64,6 +64,13 @@ class L1Config(Section):
     params: Literal["weights", "all"] = "weights"  # weights: skip biases
 
 
+class DistillConfig(Section):
+    """Knowledge distillation from the trained dense model (finetune and gradual prune)."""
+
+    alpha: float = Field(0.0, ge=0.0, le=1.0)  # weight of the teacher term; 0: off
+    temperature: float = Field(4.0, gt=0.0)  # softens both distributions
+
+
 class OptimConfig(Section):
     """Settings shared by every stage that trains (train, finetune, gradual prune)."""
 
@@ -77,6 +84,7 @@ class OptimConfig(Section):
     step_size: PositiveInt = 10  # epochs between lr drops, for schedule = "step"
     gamma: float = Field(0.1, gt=0.0, le=1.0)  # lr factor per drop, for schedule = "step"
     l1: L1Config = L1Config()
+    distill: DistillConfig = DistillConfig()
 
     @model_validator(mode="after")
     def _nesterov_needs_momentum(self) -> OptimConfig:
@@ -87,6 +95,12 @@ class OptimConfig(Section):
 
 class TrainConfig(OptimConfig):
     epochs: NonNegativeInt = 5  # 0: keep the model as built or loaded from [model] weights
+
+    @model_validator(mode="after")
+    def _no_teacher_yet(self) -> TrainConfig:
+        if self.distill.alpha > 0:
+            raise ValueError("distill needs a teacher, the trained model: use it in [finetune] or [prune.gradual]")
+        return self
 
 
 class FinetuneConfig(OptimConfig):

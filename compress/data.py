@@ -125,11 +125,21 @@ class Dataset:
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Normalized batches cut by index from the in-memory split."""
         x, y = self.images[split], self.labels[split]
-        n = len(y)
+        for index in self.index_batches(split, batch_size, generator, shuffle):
+            yield self.normalize(x[index]), y[index]
+
+    def index_batches(
+        self,
+        split: str,
+        batch_size: int,
+        generator: torch.Generator | None = None,
+        shuffle: bool = True,
+    ) -> Iterator[torch.Tensor]:
+        """The sample indices of each batch (shuffled with `generator`)."""
+        n = self.size(split)
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
         for start in range(0, n, batch_size):
-            index = order[start : start + batch_size]
-            yield self.normalize(x[index]), y[index]
+            yield order[start : start + batch_size]
 
 
 def read_idx(path: Path, expected_magic: int) -> np.ndarray:

@@ -18,7 +18,11 @@ from compress.training import evaluate, fit
 def run(ctx: StageContext) -> dict:
     model, masks, spec = load_checkpoint(ctx.input("prune", "model.pt"))
     apply_masks(model, masks)
-    result = fit(model, ctx.data, ctx.config.finetune, ctx.run_settings(), desc="finetune")
+    config = ctx.config.finetune
+    result = fit(
+        model, ctx.data, config, ctx.run_settings(), desc="finetune",
+        teacher_logits=ctx.teacher_logits(config),
+    )
     model.cpu()
     make_permanent(model)
     modules = dict(model.named_modules())

@@ -203,7 +203,10 @@ def run(ctx) -> dict:
         check_layer_names(model, config)
         if config.schedule == "gradual":
             pruner = GradualPruner(model, config)
-            history = fit(model, ctx.data, config.gradual, ctx.run_settings(), "prune", step_hook=pruner).history
+            history = fit(
+                model, ctx.data, config.gradual, ctx.run_settings(), "prune",
+                step_hook=pruner, teacher_logits=ctx.teacher_logits(config.gradual),
+            ).history
             model.cpu()
         else:
             prune_oneshot(model, config)

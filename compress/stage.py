@@ -14,9 +14,10 @@ from pathlib import Path
 
 import torch
 
-from compress.config import PipelineConfig
+from compress.checkpoint import load_checkpoint
+from compress.config import OptimConfig, PipelineConfig
 from compress.data import Dataset
-from compress.training import RunSettings
+from compress.training import RunSettings, predict
 
 
 @dataclass
@@ -58,3 +59,10 @@ class StageContext:
             resume_key=self.key,
             progress=self.progress,
         )
+
+    def teacher_logits(self, config: OptimConfig) -> torch.Tensor | None:
+        """The trained dense model's logits on the training set, when `config` distills."""
+        if config.distill.alpha == 0:
+            return None
+        teacher, _, _ = load_checkpoint(self.input("train", "model.pt"))
+        return predict(teacher, self.data.tensors("train")[0])

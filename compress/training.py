@@ -130,6 +130,16 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.
     return torch.cat([model(x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)])
 
 
+def distillation_loss(logits: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Hinton et al.'s soft-target loss: T^2 * KL(teacher_T || student_T)."""
+    return F.kl_div(
+        F.log_softmax(logits / temperature, dim=1),
+        F.log_softmax(teacher / temperature, dim=1),
+        reduction="batchmean",
+        log_target=True,
+    ) * temperature**2
+
+
 def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
     # The shuffle of each epoch depends only on (seed, epoch), so a resumed run sees the
     # same batches as an uninterrupted one.
@@ -143,8 +153,13 @@ def fit(
     run: RunSettings,
     desc: str,
     step_hook: StepHook | None = None,
+    teacher_logits: torch.Tensor | None = None,
 ) -> FitResult:
-    """Train `model` in place for `config.epochs` epochs; returns per-epoch metrics."""
+    """Train `model` in place for `config.epochs` epochs; returns per-epoch metrics.
+
+    With `teacher_logits` (one row per training sample) and `config.distill.alpha` > 0, the
+    loss mixes in the KL divergence to the teacher's softened predictions.
+    """
     model.to(run.device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, config)
@@ -155,21 +170,30 @@ def fit(
     torch.manual_seed(run.seed)  # before resuming, which restores the generator's state
     start_epoch = _resume(run, model, optimizer, scheduler, result)
     total_steps = config.epochs * steps_per_epoch
+    images, labels = data.images["train"], data.labels["train"]
+    distill = config.distill if config.distill.alpha > 0 else None
+    if distill and teacher_logits is None:
+        raise ValueError("distill.alpha > 0 needs teacher_logits")
 
     for epoch in range(start_epoch, config.epochs):
         model.train()
         started = time.perf_counter()
         loss_sum = torch.zeros((), device=run.device)
         correct = torch.zeros((), dtype=torch.long, device=run.device)
-        batches = data.batches("train", run.batch_size, _epoch_generator(run.seed, epoch))
+        batches = data.index_batches("train", run.batch_size, _epoch_generator(run.seed, epoch))
         bar = tqdm(
             batches, total=steps_per_epoch, desc=f"{desc} {epoch + 1}/{config.epochs}",
             leave=False, disable=not run.progress, unit="batch",
         )
-        for i, (x, y) in enumerate(bar):
-            x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
+        for i, index in enumerate(bar):
+            x = data.normalize(images[index]).to(run.device, non_blocking=True)
+            y = labels[index].to(run.device, non_blocking=True)
             logits = model(x)
             loss = F.cross_entropy(logits, y)
+            if distill:
+                loss = (1 - distill.alpha) * loss + distill.alpha * distillation_loss(
+                    logits, teacher_logits[index].to(run.device), distill.temperature
+                )
             penalty = l1.penalty()
             total = loss + penalty if penalty is not None else loss
             optimizer.zero_grad(set_to_none=True)
