@@ -10,6 +10,7 @@ checkpoint can never run code when loaded.
 from __future__ import annotations
 
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +47,24 @@ def save_checkpoint(
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "masks": {k: v.cpu() for k, v in (masks or {}).items()},
     }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    save_state(path, state)
+
+
+def save_state(path: Path, state: dict[str, Any]) -> None:
+    """torch.save, atomically and byte-reproducibly."""
+    # Through a file object, torch names the archive "archive" instead of after the
+    # (random) temporary file, so the same weights always give the same bytes.
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(state, f)
+
+
+def _unpickling_reason(exc: Exception) -> str:
+    text = str(exc)
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if found:
+        return f"it holds a Python object of type {found.group(1)}"
+    found = re.search(r"WeightsUnpickler error: ([^\n]+)", text)
+    return f"it holds more than tensors ({found.group(1) if found else text.splitlines()[0]})"
 
 
 def safe_load(path: Path, what: str = "checkpoint") -> Any:
@@ -57,13 +74,14 @@ def safe_load(path: Path, what: str = "checkpoint") -> Any:
     except FileNotFoundError:
         raise CompressError(f"{what} {path} does not exist") from None
     except pickle.UnpicklingError as exc:
-        first = str(exc).splitlines()[0]
         raise CompressError(
-            f"refusing to load {what} {path}: it needs arbitrary unpickling, which could run "
-            f"code ({first}); save a plain state_dict with torch.save(model.state_dict(), path)"
+            f"refusing to load {what} {path}: {_unpickling_reason(exc)}, and loading that "
+            "needs arbitrary unpickling, which could run code; save a plain state_dict with "
+            "torch.save(model.state_dict(), path)"
         ) from None
     except Exception as exc:
-        raise CompressError(f"{what} {path} is unreadable or corrupt: {type(exc).__name__}: {exc}") from None
+        reason = str(exc).splitlines()[0] if str(exc) else ""
+        raise CompressError(f"{what} {path} is unreadable or corrupt: {type(exc).__name__}: {reason}") from None
 
 
 def load_checkpoint(path: Path) -> tuple[nn.Module, dict[str, torch.Tensor], dict[str, Any]]:

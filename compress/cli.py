@@ -35,7 +35,7 @@ class CompressGroup(click.Group):
         try:
             return super().invoke(ctx)
         except CompressError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {' '.join(str(exc).splitlines())}", err=True)  # one line
             sys.exit(2)
         except KeyboardInterrupt:
             click.echo("\ninterrupted; run the same command again to resume (finished stages are kept)", err=True)
@@ -94,15 +94,10 @@ def run(pipeline, out_dir, data_root, device, force, from_stage, no_progress):
 def validate(pipeline):
     """Check PIPELINE without running it (exit status 2 on the first problem)."""
     from compress.config import load_pipeline
-    from compress.registry import get_factory, load_user_class
+    from compress.pipeline import check_pipeline
 
     config = load_pipeline(pipeline)
-    if config.model.name is not None:
-        get_factory(config.model.name)
-    else:
-        load_user_class(config.resolve(config.model.path), config.model.class_name)
-    if config.model.weights is not None and not config.resolve(config.model.weights).is_file():
-        raise CompressError(f"model.weights file {config.resolve(config.model.weights)} does not exist")
+    check_pipeline(config)
     click.echo(f"{pipeline}: ok ({config.name}: {config.model.name or config.model.class_name} on {config.data.name})")
 
 

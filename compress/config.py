@@ -33,6 +33,9 @@ class DataConfig(Section):
     # Folder holding the IDX files (flat, or torchvision's layout). None: ./data, downloaded
     # there by torchvision if missing. Relative paths are taken from the pipeline file's folder.
     root: str | None = None
+    # Missing files are downloaded into the root with torchvision; false: fail at once
+    # (offline machines, tests).
+    download: bool = True
     batch_size: PositiveInt = 64
     eval_batch_size: PositiveInt = 1000  # evaluation only; larger is faster, same result
     seed: int = 0
@@ -263,6 +266,8 @@ def load_pipeline(path: str | Path) -> PipelineConfig:
         raise ConfigError(f"pipeline file {path} does not exist") from None
     except OSError as exc:
         raise ConfigError(f"cannot read pipeline file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not a UTF-8 text file (byte {exc.start}): is it a pipeline TOML file?") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import gzip
 import logging
 import struct
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,12 @@ class DatasetSpec:
     classes: tuple[str, ...]
     mean: float  # of pixel/255 over the training set
     std: float
+    image_shape: tuple[int, int] = (28, 28)  # height, width: a file holding others is refused
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """One sample as a model sees it (known before any file is read)."""
+        return (1, *self.image_shape)
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -100,8 +107,8 @@ class Dataset:
 
     @property
     def fingerprint(self) -> str:
-        """Content hash of the files the data came from (part of every cache key)."""
-        return ",".join(sorted(self.files.values()))
+        """Names and content hashes of the files the data came from (part of every cache key)."""
+        return ",".join(sorted(f"{Path(p).name}:{digest}" for p, digest in self.files.items()))
 
     def size(self, split: str) -> int:
         return len(self.labels[split])
@@ -151,7 +158,7 @@ def read_idx(path: Path, expected_magic: int) -> np.ndarray:
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
+        except (OSError, EOFError, zlib.error) as exc:
             raise DataError(f"{path} is not a valid gzip file ({exc}); download it again") from None
     if len(raw) < 8:
         raise DataError(f"{path} is too short to be an IDX file ({len(raw)} bytes)")
@@ -191,17 +198,25 @@ def _candidate_dirs(spec: DatasetSpec, root: Path) -> list[Path]:
     ]
 
 
-def locate_files(spec: DatasetSpec, root: Path) -> dict[str, Path] | None:
-    """The four IDX files of `spec` under `root`, or None if any is missing."""
+def locate_files(spec: DatasetSpec, root: Path) -> dict[str, Path]:
+    """The IDX files of `spec` found under `root`, by role ("train-images", ...)."""
     dirs = _candidate_dirs(spec, root)
     found = {}
     for split, stems in SPLIT_FILES.items():
         for kind, stem in zip(("images", "labels"), stems, strict=True):
             path = _find_file(dirs, stem)
-            if path is None:
-                return None
-            found[f"{split}-{kind}"] = path
+            if path is not None:
+                found[f"{split}-{kind}"] = path
     return found
+
+
+def _missing(found: dict[str, Path]) -> list[str]:
+    return [
+        stem
+        for split, stems in SPLIT_FILES.items()
+        for kind, stem in zip(("images", "labels"), stems, strict=True)
+        if f"{split}-{kind}" not in found
+    ]
 
 
 def _download(spec: DatasetSpec, root: Path) -> None:
@@ -220,17 +235,18 @@ def load_dataset(name: str, root: str | Path, download: bool = True) -> Dataset:
     spec = DATASETS[name]
     root = Path(root).expanduser()
     files = locate_files(spec, root)
-    if files is None and download:
+    if _missing(files) and download:
         try:
             root.mkdir(parents=True, exist_ok=True)
             _download(spec, root)
         except Exception as exc:  # network errors come in many types
             log.debug("download failed", exc_info=True)
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise DataError(_missing_message(spec, root, f"download failed: {reason}")) from None
+            raise DataError(_missing_message(spec, root, files, f"download failed: {reason}")) from None
         files = locate_files(spec, root)
-    if files is None:
-        raise DataError(_missing_message(spec, root, "download disabled"))
+    if _missing(files):
+        reason = "download failed" if download else "download is off ([data] download = false)"
+        raise DataError(_missing_message(spec, root, files, reason))
 
     arrays = {}
     for key, path in files.items():
@@ -239,6 +255,13 @@ def load_dataset(name: str, root: str | Path, download: bool = True) -> Dataset:
     images, labels = {}, {}
     for split in SPLIT_FILES:
         x, y = arrays[f"{split}-images"], arrays[f"{split}-labels"]
+        if len(y) == 0:
+            raise DataError(f"{files[f'{split}-labels']} holds no samples")
+        if tuple(x.shape[1:]) != spec.image_shape:
+            raise DataError(
+                f"{files[f'{split}-images']} holds {x.shape[1]}x{x.shape[2]} images, but "
+                f"{spec.name} images are {spec.image_shape[0]}x{spec.image_shape[1]}"
+            )
         if len(x) != len(y):
             raise DataError(
                 f"{files[f'{split}-images']} holds {len(x)} images but "
@@ -251,7 +274,7 @@ def load_dataset(name: str, root: str | Path, download: bool = True) -> Dataset:
             )
         images[split] = torch.from_numpy(x.copy()).unsqueeze(1)
         labels[split] = torch.from_numpy(y.astype(np.int64))
-    log.info(
+    log.debug(
         "loaded %s: %d train, %d test images from %s",
         spec.name, len(labels["train"]), len(labels["test"]), files["train-images"].parent,
     )
@@ -266,11 +289,11 @@ def load_dataset(name: str, root: str | Path, download: bool = True) -> Dataset:
     )
 
 
-def _missing_message(spec: DatasetSpec, root: Path, reason: str) -> str:
+def _missing_message(spec: DatasetSpec, root: Path, found: dict[str, Path], reason: str) -> str:
     where = ", ".join(str(d) for d in _candidate_dirs(spec, root))
-    names = ", ".join(f"{stem}.gz" for stems in SPLIT_FILES.values() for stem in stems)
+    missing = ", ".join(f"{stem}[.gz]" for stem in _missing(found))
     exists = "" if root.exists() else f" (data root {root} does not exist)"
     return (
-        f"{spec.name} not found{exists} and {reason}. Put {names} in one of: {where}; "
-        f"or pass --data-root DIR pointing at a folder that holds them"
+        f"{spec.name}: {missing} not found{exists} and {reason}. Put the IDX files in one "
+        f"of: {where}; or pass --data-root DIR pointing at a folder that holds them"
     )

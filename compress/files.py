@@ -18,13 +18,23 @@ from typing import Any
 
 from compress.errors import RunLockedError
 
+TEMP_SUFFIX = ".tmp"  # of the files atomic_path writes before renaming them into place
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it into place only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    # mkstemp makes the file private (0600); give it the mode a plain open() would.
+    os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -65,6 +75,14 @@ def hash_object(obj: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def remove_stale_temp_files(directory: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files a killed run left behind (call while holding the lock)."""
+    stale = [p for p in Path(directory).rglob(f".*{TEMP_SUFFIX}") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 @contextlib.contextmanager
 def locked_dir(directory: str | os.PathLike) -> Iterator[None]:
     """Hold an exclusive lock on `directory` for the duration of a run."""
@@ -75,8 +93,10 @@ def locked_dir(directory: str | os.PathLike) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            handle.seek(0)
+            pid = handle.read().strip() or "unknown"
             raise RunLockedError(
-                f"run directory {directory} is in use by another run (pid in {lock_path}); "
+                f"run directory {directory} is in use by another run (pid {pid}); "
                 "wait for it to finish or choose another --out"
             ) from None
         handle.seek(0)

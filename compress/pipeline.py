@@ -5,9 +5,13 @@
 
 Each stage has a cache key hashed from its own settings, its parents' keys, the data files'
 checksums, the model definition's source and the package version. A stage whose folder
-holds a finished record (`<stage>/stage.json`) with the same key, and whose outputs still
-match their recorded checksums, is reused ("cached"); anything else runs again, and so do
-the stages after it, because their keys include its key.
+holds a finished record (`<stage>/stage.json`) with the same key, whose outputs still match
+their recorded checksums and whose parents' outputs are the ones it was made from, is
+reused ("cached"); anything else runs again, and so do the stages after it, because their
+keys include its key.
+
+Everything the user can get wrong (pipeline, data, model) is checked before the run folder
+is touched, so a mistake writes nothing.
 """
 
 from __future__ import annotations
@@ -24,11 +28,18 @@ from typing import Any
 import torch
 
 from compress import __version__, export, finetune, prune, quantize, train, verify
-from compress.checkpoint import build_from_spec, model_spec
+from compress.checkpoint import build_from_spec, load_user_weights, model_spec
 from compress.config import PipelineConfig
-from compress.data import Dataset, load_dataset
+from compress.data import DATASETS, Dataset, load_dataset
 from compress.errors import CompressError
-from compress.files import hash_object, locked_dir, read_json, sha256_file, write_json
+from compress.files import (
+    hash_object,
+    locked_dir,
+    read_json,
+    remove_stale_temp_files,
+    sha256_file,
+    write_json,
+)
 from compress.registry import factory_source
 from compress.report import add_comparisons, write_reports
 from compress.stage import StageContext
@@ -110,14 +121,18 @@ def stage_keys(config: PipelineConfig, data: Dataset) -> dict[str, str]:
     return keys
 
 
-def cached_record(run_dir: Path, name: str, key: str) -> dict | None:
-    """The stage's finished record if it matches `key` and its outputs are intact."""
+def cached_record(run_dir: Path, name: str, key: str, inputs: dict[str, str]) -> dict | None:
+    """The stage's finished record if it matches `key`, was made from `inputs` (its parents'
+    outputs: path -> sha256) and its outputs are intact."""
     path = run_dir / name / "stage.json"
     try:
         record = read_json(path)
     except (OSError, ValueError):
         return None
-    if record.get("key") != key:
+    if not isinstance(record, dict) or record.get("key") != key:
+        return None
+    if record.get("inputs", {}) != inputs:
+        log.warning("%s: the files it was made from have changed; running the stage again", name)
         return None
     for rel, digest in record.get("outputs", {}).items():
         file = run_dir / rel
@@ -127,17 +142,60 @@ def cached_record(run_dir: Path, name: str, key: str) -> dict | None:
     return record
 
 
+def check_model(config: PipelineConfig, input_shape: tuple[int, ...], num_classes: int, dataset: str) -> None:
+    """Build the model (with its [model] weights) and check that it maps samples of
+    `input_shape` to `num_classes` logits and has the layers [prune] names."""
+    spec = model_spec(config.model, config.base_dir, num_classes)
+    try:
+        model = build_from_spec(spec)
+    except CompressError:
+        raise
+    except Exception as exc:  # the user's own constructor
+        raise CompressError(f"building the model failed: {type(exc).__name__}: {_first_line(exc)}") from None
+    if config.model.weights is not None:
+        weights = config.resolve(config.model.weights)
+        if not weights.is_file():
+            raise CompressError(f"model.weights file {weights} does not exist")
+        load_user_weights(model, weights)
+    x = torch.zeros(2, *input_shape)
+    try:
+        with torch.no_grad():
+            out = model.eval()(x)
+    except Exception as exc:
+        raise CompressError(
+            f"the model does not accept {dataset} images of shape {tuple(x.shape)}: "
+            f"{type(exc).__name__}: {_first_line(exc)}"
+        ) from None
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[1] != num_classes:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise CompressError(
+            f"the model outputs {got} but {dataset} has {num_classes} classes: "
+            f"expected logits of shape (batch, {num_classes})"
+        )
+    if config.prune.enabled:
+        prune.check_layer_names(model, config.prune)
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+
+
+def check_pipeline(config: PipelineConfig) -> None:
+    """What `compress validate` checks beyond the file itself: the model, against the data
+    set's image shape and classes (no data is read)."""
+    spec = DATASETS[config.data.name]
+    check_model(config, spec.input_shape, len(spec.classes), spec.name)
+
+
 def check_inputs(config: PipelineConfig, data_root: str | None) -> Dataset:
     """Everything that can be checked before the run folder is touched: data and model."""
-    root = data_root or config.resolve(config.data.root)
-    if root is not None and not Path(root).is_dir():
-        raise CompressError(f"data root {root} does not exist")
-    data = load_dataset(config.data.name, root if root is not None else "data")
-    spec = model_spec(config.model, config.base_dir, data.num_classes)
-    model = build_from_spec(spec)
-    if config.model.weights is not None and not config.resolve(config.model.weights).is_file():
-        raise CompressError(f"model.weights file {config.resolve(config.model.weights)} does not exist")
-    train.check_model_fits_data(model, data)
+    root = Path(data_root).expanduser() if data_root else config.resolve(config.data.root)
+    if root is not None and not root.is_dir():
+        source = "--data-root" if data_root else "[data] root"
+        what = "is not a folder" if root.exists() else "does not exist"
+        raise CompressError(f"data root {root} ({source}) {what}")
+    data = load_dataset(config.data.name, root if root is not None else "data", config.data.download)
+    check_model(config, data.input_shape, data.num_classes, data.name)
     return data
 
 
@@ -162,10 +220,20 @@ def run_pipeline(
     with locked_dir(run_dir):
         file_log = _attach_run_log(run_dir)
         try:
+            for path in remove_stale_temp_files(run_dir):
+                log.info("removed %s, left by an interrupted run", path)
+            log.info(
+                "data: %s, %d train and %d test images from %s",
+                data.name, data.size("train"), data.size("test"), Path(next(iter(data.files))).parent,
+            )
             write_json(run_dir / "pipeline.json", config.model_dump(mode="json", by_alias=True))
             stages = []
+            outputs: dict[str, dict[str, str]] = {}  # stage -> its output files' checksums
             for index, stage in enumerate(STAGES):
-                stages.append(_run_stage(stage, index >= rerun_from, config, run_dir, keys, torch_device, data, progress))
+                inputs = {rel: digest for p in stage.parents for rel, digest in outputs[p].items()}
+                result = _run_stage(stage, index >= rerun_from, config, run_dir, keys, torch_device, data, progress, inputs)
+                outputs[stage.name] = result.pop("outputs")
+                stages.append(result)
             report = _build_report(config, run_dir, data, torch_device, stages, keys)
             write_reports(run_dir, report)
         finally:
@@ -174,12 +242,13 @@ def run_pipeline(
     return report
 
 
-def _run_stage(stage, forced, config, run_dir, keys, device, data, progress) -> dict:
+def _run_stage(stage, forced, config, run_dir, keys, device, data, progress, inputs) -> dict:
     key = keys[stage.name]
-    record = None if forced else cached_record(run_dir, stage.name, key)
+    record = None if forced else cached_record(run_dir, stage.name, key, inputs)
     if record is not None:
         log.info("%-8s cached (key %s)", stage.name, key)
-        return {"name": stage.name, "key": key, "seconds": record["seconds"], "cached": True, "metrics": record["metrics"]}
+        return {"name": stage.name, "key": key, "seconds": record["seconds"], "cached": True,
+                "metrics": record["metrics"], "outputs": record.get("outputs", {})}
     log.info("%-8s running (key %s)", stage.name, key)
     (run_dir / stage.name / "stage.json").unlink(missing_ok=True)
     ctx = StageContext(config, run_dir, stage.name, key, device, lambda: data, progress)
@@ -191,6 +260,7 @@ def _run_stage(stage, forced, config, run_dir, keys, device, data, progress) -> 
         "name": stage.name,
         "key": key,
         "parents": {p: keys[p] for p in stage.parents},
+        "inputs": inputs,
         "config": _plain(stage.settings(config)),
         "seconds": seconds,
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -199,7 +269,8 @@ def _run_stage(stage, forced, config, run_dir, keys, device, data, progress) -> 
     }
     write_json(ctx.stage_dir / "stage.json", record)
     log.info("%-8s done in %.1fs", stage.name, seconds)
-    return {"name": stage.name, "key": key, "seconds": seconds, "cached": False, "metrics": metrics}
+    return {"name": stage.name, "key": key, "seconds": seconds, "cached": False, "metrics": metrics,
+            "outputs": record["outputs"]}
 
 
 def _build_report(config, run_dir, data, device, stages, keys) -> dict:

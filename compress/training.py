@@ -23,10 +23,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from compress.checkpoint import save_state
 from compress.config import OptimConfig
 from compress.data import Dataset
 from compress.errors import CompressError, TrainingError
-from compress.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +180,10 @@ def fit(
         started = time.perf_counter()
         loss_sum = torch.zeros((), device=run.device)
         correct = torch.zeros((), dtype=torch.long, device=run.device)
+        # Step (1-based) and value of this epoch's first non-finite loss, tracked on the
+        # device so that a check costs no sync; read every 50 steps and at the epoch's end.
+        bad_step = torch.zeros((), dtype=torch.long, device=run.device)
+        bad_value = torch.zeros((), device=run.device)
         batches = data.index_batches("train", run.batch_size, _epoch_generator(run.seed, epoch))
         bar = tqdm(
             batches, total=steps_per_epoch, desc=f"{desc} {epoch + 1}/{config.epochs}",
@@ -197,6 +201,9 @@ def fit(
             penalty = l1.penalty()
             total = loss + penalty if penalty is not None else loss
             optimizer.zero_grad(set_to_none=True)
+            first_bad = (bad_step == 0) & ~torch.isfinite(total.detach())
+            bad_step = torch.where(first_bad, i + 1, bad_step)
+            bad_value = torch.where(first_bad, total.detach(), bad_value)
             total.backward()
             optimizer.step()
             l1.proximal_step(scheduler.get_last_lr()[0])
@@ -207,14 +214,11 @@ def fit(
             loss_sum += loss.detach() * len(y)
             correct += (logits.detach().argmax(1) == y).sum()
             if i % 50 == 0:
-                value = loss.item()
-                if not math.isfinite(value):
-                    _diverged(desc, epoch, i, value)
-                bar.set_postfix(loss=f"{value:.4f}")
+                _check_finite(run, desc, epoch, steps_per_epoch, bad_step, bad_value)
+                bar.set_postfix(loss=f"{loss.item():.4f}")
         bar.close()
+        _check_finite(run, desc, epoch, steps_per_epoch, bad_step, bad_value)
         train_loss = loss_sum.item() / data.size("train")
-        if not math.isfinite(train_loss):
-            _diverged(desc, epoch, steps_per_epoch, train_loss)
         test_acc = evaluate(model, data, "test", run.eval_batch_size, run.device)
         seconds = time.perf_counter() - started
         row = {
@@ -235,10 +239,16 @@ def fit(
     return result
 
 
-def _diverged(desc: str, epoch: int, step: int, value: float) -> None:
+def _check_finite(run: RunSettings, desc: str, epoch: int, steps: int, bad_step, bad_value) -> None:
+    step = int(bad_step.item())
+    if step == 0:
+        return
+    kept = ""
+    if epoch > 0 and run.resume_path is not None and run.resume_path.exists():
+        kept = f"; the last good checkpoint (epoch {epoch}) is kept in {run.resume_path}"
     raise TrainingError(
-        f"{desc}: loss became {value} in epoch {epoch + 1} at step {step}; lower the learning "
-        "rate or the L1 lambda (the last good epoch checkpoint is kept for inspection)"
+        f"{desc}: loss became {bad_value.item()} in epoch {epoch + 1} at step {step} of {steps}; "
+        f"lower the learning rate or the L1 lambda{kept}"
     )
 
 
@@ -254,8 +264,7 @@ def _save_resume(run: RunSettings, model, optimizer, scheduler, result: FitResul
         "history": result.history,
         "rng": torch.get_rng_state(),
     }
-    with atomic_path(run.resume_path) as tmp:
-        torch.save(state, tmp)
+    save_state(run.resume_path, state)
 
 
 def _resume(run: RunSettings, model, optimizer, scheduler, result: FitResult) -> int:
@@ -267,7 +276,7 @@ def _resume(run: RunSettings, model, optimizer, scheduler, result: FitResult) ->
     except Exception as exc:  # a corrupt checkpoint is recomputed, not trusted
         log.warning("ignoring unreadable epoch checkpoint %s (%s)", path, exc)
         return 0
-    if state.get("key") != run.resume_key:
+    if not isinstance(state, dict) or state.get("key") != run.resume_key:
         return 0
     try:
         model.load_state_dict(state["model"])

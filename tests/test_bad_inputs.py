@@ -1,0 +1,324 @@
+"""Every kind of user mistake gives one `error: ...` line, exit status 2, and writes nothing.
+
+Each case is checked through the CLI: `compress run` (which reads the data) and, for
+mistakes in the pipeline or the model, `compress validate` too. The table is the list of
+messages the project promises.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from tiny_mnist import STEMS, files_under, idx_bytes, tiny_arrays, write_pipeline, write_tiny_mnist
+
+from compress.cli import main
+
+NET_PY = """
+import torch.nn as nn
+
+
+class Net(nn.Module):
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.fc = nn.Linear(784, num_classes)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+
+
+class Small(nn.Module):  # expects 10x10 images
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.fc = nn.Linear(100, num_classes)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+
+
+class Picky(nn.Module):
+    def __init__(self, num_classes=10):
+        super().__init__()
+        raise ValueError("num_classes must be even and greater than 12")
+"""
+
+
+class Holder:
+    """A custom class: saving an instance makes a file only full unpickling can load."""
+
+    def __init__(self):
+        self.weight = torch.zeros(10, 784)
+
+
+def _save(obj: Callable[[], object]) -> Callable[[Path], None]:
+    def make(path: Path) -> None:
+        torch.save(obj(), path)
+
+    return make
+
+
+@dataclass
+class Case:
+    id: str
+    message: str  # regex searched in the one line printed
+    sections: dict = field(default_factory=dict)  # merged into the tiny pipeline
+    text: str | None = None  # the whole pipeline file instead
+    files: dict[str, str | bytes | Callable[[Path], None]] = field(default_factory=dict)
+    data: Callable[[Path], None] | None = None  # damages a copy of the tiny data set
+    args: tuple[str, ...] = ()  # more `compress run` arguments ({tmp} is tmp_path)
+    validate: bool = True  # a mistake `compress validate` must find too
+    pipeline: str = "pipeline.toml"  # written unless text is None and sections is None
+    usage: bool = False  # caught by click's argument checks: its usage text, then one Error: line
+
+
+def _mutate(role: str, change: Callable[[bytes], bytes]) -> Callable[[Path], None]:
+    def damage(root: Path) -> None:
+        path = root / f"{STEMS[role]}.gz"
+        path.write_bytes(change(path.read_bytes()))
+
+    return damage
+
+
+def _replace(role: str, array_of: Callable[[np.ndarray], np.ndarray], compress: bool = True) -> Callable[[Path], None]:
+    def damage(root: Path) -> None:
+        raw = idx_bytes(array_of(tiny_arrays()[role].copy()))
+        (root / f"{STEMS[role]}.gz").write_bytes(gzip.compress(raw, mtime=0))
+
+    return damage
+
+
+def _raw_truncated(root: Path) -> None:
+    """An uncompressed images file whose pixels stop early (a partial download)."""
+    path = root / f"{STEMS['train-images']}.gz"
+    raw = gzip.decompress(path.read_bytes())
+    path.unlink()
+    (root / STEMS["train-images"]).write_bytes(raw[: len(raw) // 2])
+
+
+def _labels_as_images(root: Path) -> None:
+    shutil.copy(root / f"{STEMS['test-labels']}.gz", root / f"{STEMS['test-images']}.gz")
+
+
+def _gzip_bad_crc(data: bytes) -> bytes:
+    return data[:-8] + bytes(b ^ 0xFF for b in data[-8:-4]) + data[-4:]
+
+
+def _labels_out_of_range(labels: np.ndarray) -> np.ndarray:
+    labels[7] = 12
+    return labels
+
+
+def user_model(cls: str, **more) -> dict:
+    """[model] for class `cls` of a Python file (net.py unless `path` is given)."""
+    return {"model": {"name": None, "kwargs": {}, "path": "net.py", "class": cls, **more}}
+
+
+SYNTAX = "[data]\nname = 'mnist'\n[train]\nepochs = = 3\n"
+CASES = [
+    # --- the pipeline file itself
+    Case("unknown-section", r"trian: unknown section; did you mean 'train'\? \(known: .*train", {"trian": {"epochs": 1}}),
+    Case("unknown-key", r"train\.epoch: unknown key; did you mean 'train\.epochs'\?", {"train": {"epoch": 3}}),
+    Case("unknown-nested-key", r"train\.l1\.lamda: unknown key; did you mean 'train\.l1\.lambda'\?",
+         {"train": {"l1": {"lamda": 1e-4}}}),
+    Case("unknown-key-no-suggestion", r"verify\.colour: unknown key \(known: threads, repetitions", {"verify": {"colour": "red"}}),
+    Case("wrong-type-int", r"train\.epochs: Input should be a valid integer \(got '5'\)", {"train": {"epochs": "5"}}),
+    Case("wrong-type-bool", r"prune\.enabled: Input should be a valid boolean \(got 'yes'\)", {"prune": {"enabled": "yes"}}),
+    Case("wrong-type-list", r"quantize\.variants: Input should be a valid list \(got 'dynamic'\)",
+         {"quantize": {"variants": "dynamic"}}),
+    Case("wrong-type-section", r"data: Input should be a valid dictionary", text="data = 5\n"),
+    Case("unknown-choice", r"quantize\.variants\.0: Input should be 'dynamic', 'static' or 'static-int4' \(got 'dynamik'\)",
+         {"quantize": {"variants": ["dynamik"]}}),
+    Case("prune-amount-too-large", r"prune\.amount: Input should be less than 1 \(got 1\.5\)",
+         {"prune": {"method": "magnitude", "amount": 1.5}}),
+    Case("negative-lr", r"train\.lr: Input should be greater than 0 \(got -0\.1\)", {"train": {"lr": -0.1}}),
+    Case("negative-epochs", r"finetune\.epochs: Input should be greater than or equal to 0 \(got -1\)",
+         {"finetune": {"epochs": -1}}),
+    Case("zero-batch-size", r"data\.batch_size: Input should be greater than 0 \(got 0\)", {"data": {"batch_size": 0}}),
+    Case("opset-out-of-range", r"export\.opset: Input should be greater than or equal to 17 \(got 12\)",
+         {"export": {"opset": 12}}),
+    Case("two-errors-one-line", r"train\.lr: .*; train\.momentum: Input should be less than 1",
+         {"train": {"lr": 0.0, "momentum": 1.0}}),
+    Case("unknown-dataset", r"data\.name: Input should be 'mnist' or 'fashion-mnist' \(got 'cifar10'\)",
+         {"data": {"name": "cifar10"}}),
+    Case("nesterov-without-momentum", r"train: nesterov needs optimizer = 'sgd' and momentum > 0",
+         {"train": {"nesterov": True, "momentum": 0.0}}),
+    Case("gradual-needs-magnitude", r"prune: schedule = 'gradual' needs method = 'magnitude'",
+         {"prune": {"schedule": "gradual"}}),
+    Case("override-needs-threshold", r"prune: overrides\.net\.1 needs threshold for method = 'threshold'",
+         {"prune": {"overrides": {"net.1": {"amount": 0.5}}}}),
+    Case("distill-in-train", r"train: distill needs a teacher", {"train": {"distill": {"alpha": 0.5}}}),
+    Case("model-name-and-path", r"model: set either name, or path and class, not both",
+         {"model": {"path": "net.py", "class": "Net"}}),
+    Case("model-path-without-class", r"model: path needs class", {"model": {"name": None, "path": "net.py"}}),
+    Case("toml-syntax", r"pipeline\.toml: TOML syntax error: Invalid value \(at line 4, column 10\)", text=SYNTAX),
+    Case("toml-duplicate-key", r"TOML syntax error: Cannot overwrite a value \(at line 3, column 11\)",
+         text="[train]\nepochs = 1\nepochs = 2\n"),
+    Case("toml-unclosed-table", r"TOML syntax error: Expected '\]' at the end of a table declaration \(at line 1, column 7\)",
+         text="[train\n"),
+    Case("missing-pipeline-file", r"pipeline file .*nowhere\.toml does not exist", pipeline="nowhere.toml", text=None,
+         sections=None),
+    Case("pipeline-is-a-folder", r"Error: Invalid value for 'PIPELINE': File '.*folder\.toml' is a directory\.",
+         pipeline="folder.toml", files={"folder.toml/x": ""}, sections=None, usage=True),
+    Case("pipeline-not-text", r"binary\.toml is not a UTF-8 text file \(byte 0\)", pipeline="binary.toml",
+         files={"binary.toml": b"\xff\xfe\x00junk"}, sections=None),
+    # --- the model
+    Case("unknown-model", r"unknown model 'simplnet' \(did you mean 'simplenet'\?\); known: .*simplenet",
+         {"model": {"name": "simplnet"}}),
+    Case("model-bad-kwargs", r"model 'simplenet' does not accept arguments .*unexpected keyword argument 'hiden'",
+         {"model": {"kwargs": {"hiden": 3}}}),
+    Case("model-file-missing", r"model file .*nope\.py does not exist",
+         user_model("Net", path="nope.py")),
+    Case("model-class-missing", r"unknown nn\.Module class in .*net\.py: 'Nett' \(did you mean 'Net'\?\); known: Net, Small, Picky",
+         user_model("Nett"), files={"net.py": NET_PY}),
+    Case("model-file-broken", r"model file .*broken\.py failed to import: SyntaxError",
+         user_model("Net", path="broken.py"), files={"broken.py": "class Net(:\n"}),
+    Case("model-constructor-fails", r"building the model failed: ValueError: num_classes must be even",
+         user_model("Picky"), files={"net.py": NET_PY}),
+    Case("model-output-wrong-classes", r"the model outputs \(2, 5\) but mnist has 10 classes: expected logits of shape \(batch, 10\)",
+         {"model": {"kwargs": {"hidden": 16, "num_classes": 5}}}),
+    Case("model-input-wrong-shape", r"the model does not accept mnist images of shape \(2, 1, 28, 28\): RuntimeError: mat1 and mat2",
+         user_model("Small"), files={"net.py": NET_PY}),
+    Case("weights-missing", r"model\.weights file .*absent\.pt does not exist", {"model": {"weights": "absent.pt"}}),
+    Case("weights-custom-class", r"refusing to load weights file .*weights\.pt: it holds a Python object of type \S*Holder.*arbitrary unpickling",
+         user_model("Net", weights="weights.pt"), files={"net.py": NET_PY, "weights.pt": _save(Holder)}),
+    Case("weights-do-not-fit", r"weights file .*weights\.pt does not fit the model: Error\(s\) in loading state_dict",
+         user_model("Net", weights="weights.pt"),
+         files={"net.py": NET_PY, "weights.pt": _save(lambda: {"fc.weight": torch.zeros(3, 3)})}),
+    Case("weights-corrupt", r"weights file .*weights\.pt is unreadable or corrupt: ",
+         {"model": {"weights": "weights.pt"}}, files={"weights.pt": b"PK\x03\x04 not really a zip"}),
+    Case("weights-not-a-state-dict", r"weights file .*weights\.pt does not hold a state_dict \(got list\)",
+         {"model": {"weights": "weights.pt"}}, files={"weights.pt": _save(lambda: [torch.zeros(2)])}),
+    Case("prune-unknown-layer", r"prune\.layers names \['fc9'\] that are not Linear/Conv layers of the model; its layers are: net\.1, net\.3",
+         {"prune": {"layers": ["fc9"]}}),
+    Case("prune-override-unknown-layer", r"prune\.overrides names \['net\.9'\], not among the pruned layers",
+         {"prune": {"overrides": {"net.9": {"threshold": 0.1}}}}),
+    # --- the command line
+    Case("from-unknown-stage", r"--from 'trian': not a stage; stages are train, prune", args=("--from", "trian"),
+         validate=False),
+    # --- the data (only `run` reads it)
+    Case("data-root-missing", r"data root .*nowhere \(--data-root\) does not exist",
+         args=("--data-root", "{tmp}/nowhere"), validate=False),
+    Case("data-root-in-file-missing", r"data root .*nowhere \(\[data\] root\) does not exist",
+         {"data": {"root": "nowhere"}}, validate=False),
+    Case("data-root-is-a-file", r"data root .*pipeline\.toml \(\[data\] root\) is not a folder",
+         {"data": {"root": "pipeline.toml"}}, validate=False),
+    Case("data-root-option-is-a-file", r"Error: Invalid value for '--data-root': Directory '.*pipeline\.toml' is a file\.",
+         args=("--data-root", "{tmp}/pipeline.toml"), validate=False, usage=True),
+    Case("data-file-missing", r"mnist: t10k-labels-idx1-ubyte\[\.gz\] not found and download is off \(\[data\] download = false\)\. Put the IDX files in one of: ",
+         data=lambda root: (root / f"{STEMS['test-labels']}.gz").unlink(), validate=False),
+    Case("data-gzip-truncated", r"train-images-idx3-ubyte\.gz is not a valid gzip file \(Compressed file ended",
+         data=_mutate("train-images", lambda b: b[: len(b) // 2]), validate=False),
+    Case("data-gzip-corrupt", r"train-labels-idx1-ubyte\.gz is not a valid gzip file \(Error -3 while decompressing",
+         data=_mutate("train-labels", lambda b: b[:10] + b"\xff" * 64 + b[74:]), validate=False),
+    Case("data-gzip-bad-crc", r"t10k-images-idx3-ubyte\.gz is not a valid gzip file \(CRC check failed",
+         data=_mutate("test-images", _gzip_bad_crc), validate=False),
+    Case("data-empty-file", r"t10k-labels-idx1-ubyte\.gz is too short to be an IDX file \(0 bytes\)",
+         data=_mutate("test-labels", lambda b: gzip.compress(b"", mtime=0)), validate=False),
+    Case("data-wrong-magic", r"t10k-images-idx3-ubyte\.gz has magic number 0x00000801, expected 0x00000803 for an IDX images file",
+         data=_labels_as_images, validate=False),
+    Case("data-raw-truncated", r"train-images-idx3-ubyte is truncated or corrupt: header says \(3000, 28, 28\) \(2352000 bytes of data\), file holds 1175992",
+         data=_raw_truncated, validate=False),
+    Case("data-count-mismatch", r"train-images-idx3-ubyte\.gz holds 3000 images but .*train-labels-idx1-ubyte\.gz holds 2999 labels",
+         data=_replace("train-labels", lambda y: y[:2999]), validate=False),
+    Case("data-label-out-of-range", r"t10k-labels-idx1-ubyte\.gz has label 12, but mnist has 10 classes",
+         data=_replace("test-labels", _labels_out_of_range), validate=False),
+    Case("data-wrong-image-size", r"t10k-images-idx3-ubyte\.gz holds 32x32 images, but mnist images are 28x28",
+         data=_replace("test-images", lambda x: np.zeros((len(x), 32, 32), np.uint8)), validate=False),
+    Case("data-no-samples", r"t10k-labels-idx1-ubyte\.gz holds no samples",
+         data=lambda root: write_tiny_mnist(root, test_images=np.zeros((0, 28, 28), np.uint8),
+                                            test_labels=np.zeros(0, np.uint8)), validate=False),
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory) -> Path:
+    return write_tiny_mnist(tmp_path_factory.mktemp("mnist"))
+
+
+def prepare(case: Case, tmp_path: Path, tiny_root: Path) -> tuple[Path, list[str]]:
+    """Write the case's files under tmp_path; return the pipeline path and `run`'s extra arguments."""
+    data_root = tiny_root
+    if case.data is not None:
+        data_root = Path(shutil.copytree(tiny_root, tmp_path / "data"))
+        case.data(data_root)
+    for name, content in case.files.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if callable(content):
+            content(path)
+        elif isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+    pipeline = tmp_path / case.pipeline
+    if case.text is not None:
+        pipeline.write_text(case.text)
+    elif case.sections is not None:
+        sections = dict(case.sections)
+        data = {"root": str(data_root), **sections.get("data", {})}
+        write_pipeline(pipeline, None, **{**sections, "data": data})
+    return pipeline, [a.format(tmp=tmp_path) for a in case.args]
+
+
+def commands(case: Case, pipeline: Path, out: Path, extra: list[str]) -> list[list[str]]:
+    run = ["run", str(pipeline), "--out", str(out), "--no-progress", *extra]
+    return [run, ["validate", str(pipeline)]] if case.validate else [run]
+
+
+def test_the_table_is_long_enough():
+    assert len({c.id for c in CASES}) == len(CASES) >= 25
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(case: Case, tmp_path: Path, tiny_root: Path, monkeypatch):
+    pipeline, extra = prepare(case, tmp_path, tiny_root)
+    monkeypatch.chdir(tmp_path)  # a default ./data or ./runs would land here
+    before = files_under(tmp_path)
+    for argv in commands(case, pipeline, tmp_path / "run", extra):
+        result = CliRunner().invoke(main, argv)
+        assert result.exit_code == 2, (argv[0], result.output, result.exception)
+        assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit)
+        lines = result.stderr.splitlines()
+        if case.usage:
+            assert lines[0].startswith("Usage: ") and "Traceback" not in result.output
+            lines = lines[-1:]
+        else:
+            assert lines[0].startswith("error: ")
+        assert len(lines) == 1, (argv[0], result.stderr)
+        assert re.search(case.message, lines[0]), (argv[0], lines[0])
+        assert result.stdout == ""
+    assert files_under(tmp_path) == before, "a failed command wrote files"
+
+
+@pytest.mark.parametrize("case_id", ["unknown-key", "data-gzip-corrupt"])
+def test_bad_input_in_a_real_process(case_id: str, tmp_path: Path, tiny_root: Path):
+    """The same, as a user sees it: a real process, stderr one line, no traceback."""
+    case = next(c for c in CASES if c.id == case_id)
+    pipeline, extra = prepare(case, tmp_path, tiny_root)
+    before = files_under(tmp_path)
+    argv = commands(case, pipeline, tmp_path / "run", extra)[0]
+    proc = subprocess.run(
+        [sys.executable, "-m", "compress", *argv], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.splitlines()) == 1 and re.search(case.message, proc.stderr), proc.stderr
+    assert files_under(tmp_path) == before
+
+
+def test_fixing_the_mistake_makes_validate_pass(tmp_path: Path, tiny_root: Path):
+    """The table's pipelines differ from a valid one only by their mistake."""
+    pipeline = write_pipeline(tmp_path / "good.toml", tiny_root)
+    result = CliRunner().invoke(main, ["validate", str(pipeline)])
+    assert result.exit_code == 0, result.output
+    assert "good.toml: ok (good: simplenet on mnist)" in result.stdout
