@@ -88,6 +88,9 @@ class OptimConfig(Section):
     gamma: float = Field(0.1, gt=0.0, le=1.0)  # lr factor per drop, for schedule = "step"
     l1: L1Config = L1Config()
     distill: DistillConfig = DistillConfig()
+    # Quantization-aware training: 0 off, or 4 / 8 to train against the per-channel
+    # symmetric int4 / int8 weights that [quantize] static-int4 / static will store.
+    qat_bits: Literal[0, 4, 8] = 0
 
     @model_validator(mode="after")
     def _nesterov_needs_momentum(self) -> OptimConfig:
@@ -189,6 +192,9 @@ class PipelineConfig(Section):
     quantize: QuantizeConfig = QuantizeConfig()
     export: ExportConfig = ExportConfig()
     verify: VerifyConfig = VerifyConfig()
+    # `compress sweep` only (run ignores it): dotted key -> the values to try, e.g.
+    # "prune.threshold" = [1e-3, 3e-3]; every combination is one variant.
+    sweep: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(default_factory=dict)
     # Folder of the pipeline file: relative paths in it are taken from there.
     base_dir: str = Field(".", exclude=True)
 

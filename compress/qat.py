@@ -1,0 +1,55 @@
+"""Quantization-aware training: train against the weights that onnxruntime will store.
+
+    handles = attach_fake_quant(model, bits=4)   # forward pre-hooks on Linear/Conv layers
+    ... train ...
+    detach(handles)
+
+Each prunable layer's effective weight (after its pruning mask) is replaced in the forward
+pass by its per-output-channel symmetric quantization, computed as onnxruntime.quantization
+computes it for symmetric weights (int8: q in [-127, 127], scale = max|w| / 127; int4: q in
+[-8, 7], scale = 2 max|w| / 15), with a straight-through gradient. Zeros stay zeros, so
+pruned weights are unaffected.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.utils.prune as tprune
+
+from compress.prune import PRUNABLE
+
+QRANGE = {8: (-127, 127), 4: (-8, 7)}
+
+
+def fake_quantize(weight: torch.Tensor, bits: int) -> torch.Tensor:
+    """Symmetric per-output-channel quantize-dequantize, with a straight-through gradient."""
+    qmin, qmax = QRANGE[bits]
+    absmax = weight.detach().abs().flatten(1).amax(1).clamp_min(1e-12)
+    scale = (2 * absmax / (qmax - qmin)).view(-1, *([1] * (weight.dim() - 1)))
+    quantized = torch.clamp(torch.round(weight / scale), qmin, qmax) * scale
+    return weight + (quantized - weight).detach()
+
+
+def attach_fake_quant(model: nn.Module, bits: int) -> list:
+    """Fake-quantize every Linear/Conv weight in the forward pass; returns the hook handles."""
+    if bits not in QRANGE:
+        raise ValueError(f"fake quantization supports {sorted(QRANGE)} bits, not {bits}")
+
+    def hook(module: nn.Module, inputs) -> None:
+        # torch.nn.utils.prune's hook (registered earlier) has just set module.weight from
+        # weight_orig * mask; quantize that.
+        module.weight = fake_quantize(module.weight, bits)
+
+    handles = []
+    for module in model.modules():
+        if isinstance(module, PRUNABLE):
+            if not tprune.is_pruned(module):
+                tprune.identity(module, "weight")  # weight becomes a computed attribute
+            handles.append(module.register_forward_pre_hook(hook))
+    return handles
+
+
+def detach(handles: list) -> None:
+    for handle in handles:
+        handle.remove()
