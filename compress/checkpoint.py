@@ -62,7 +62,7 @@ def _unpickling_reason(exc: Exception) -> str:
     text = str(exc)
     found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
     if found:
-        return f"it holds a Python object of type {found.group(1)}"
+        return f"it refers to the Python object {found.group(1)}"
     found = re.search(r"WeightsUnpickler error: ([^\n]+)", text)
     return f"it holds more than tensors ({found.group(1) if found else text.splitlines()[0]})"
 
@@ -75,8 +75,8 @@ def safe_load(path: Path, what: str = "checkpoint") -> Any:
         raise CompressError(f"{what} {path} does not exist") from None
     except pickle.UnpicklingError as exc:
         raise CompressError(
-            f"refusing to load {what} {path}: {_unpickling_reason(exc)}, and loading that "
-            "needs arbitrary unpickling, which could run code; save a plain state_dict with "
+            f"refusing to load {what} {path}: {_unpickling_reason(exc)}, which only full "
+            "unpickling can load, and that could run code; save a plain state_dict with "
             "torch.save(model.state_dict(), path)"
         ) from None
     except Exception as exc:

@@ -189,7 +189,7 @@ CASES = [
     Case("model-input-wrong-shape", r"the model does not accept mnist images of shape \(2, 1, 28, 28\): RuntimeError: mat1 and mat2",
          user_model("Small"), files={"net.py": NET_PY}),
     Case("weights-missing", r"model\.weights file .*absent\.pt does not exist", {"model": {"weights": "absent.pt"}}),
-    Case("weights-custom-class", r"refusing to load weights file .*weights\.pt: it holds a Python object of type \S*Holder.*arbitrary unpickling",
+    Case("weights-custom-class", r"refusing to load weights file .*weights\.pt: it refers to the Python object \S*Holder, which only full unpickling can load, and that could run code",
          user_model("Net", weights="weights.pt"), files={"net.py": NET_PY, "weights.pt": _save(Holder)}),
     Case("weights-do-not-fit", r"weights file .*weights\.pt does not fit the model: Error\(s\) in loading state_dict",
          user_model("Net", weights="weights.pt"),
