@@ -8,7 +8,8 @@ checksums, the model definition's source and the package version. A stage whose 
 holds a finished record (`<stage>/stage.json`) with the same key, whose outputs still match
 their recorded checksums and whose parents' outputs are the ones it was made from, is
 reused ("cached"); anything else runs again, and so do the stages after it, because their
-keys include its key.
+keys include its key. With a shared `cache_dir` (compress.cache), a stage can also be taken
+from another run folder's finished stage with the same key (sweeps, tuning).
 
 Everything the user can get wrong (pipeline, data, model) is checked before the run folder
 is touched, so a mistake writes nothing.
@@ -28,6 +29,7 @@ from typing import Any
 import torch
 
 from compress import __version__, export, finetune, prune, quantize, train, verify
+from compress.cache import StageCache
 from compress.checkpoint import build_from_spec, load_user_weights, model_spec
 from compress.config import PipelineConfig
 from compress.data import DATASETS, Dataset, load_dataset
@@ -207,8 +209,14 @@ def run_pipeline(
     force: bool = False,
     from_stage: str | None = None,
     progress: bool = True,
+    cache_dir: str | Path | None = None,
 ) -> dict:
-    """Run (or reuse) every stage, then write and return the report."""
+    """Run (or reuse) every stage, then write and return the report.
+
+    `cache_dir`: a stage cache shared with other run folders (compress.cache): a stage not
+    finished in this run folder is taken from there when its key is, and put there after
+    it runs. Processes that share a cache run each stage key once.
+    """
     if from_stage is not None and from_stage not in STAGE_NAMES:
         raise CompressError(f"--from {from_stage!r}: not a stage; stages are {', '.join(STAGE_NAMES)}")
     torch_device = resolve_device(device)
@@ -216,6 +224,7 @@ def run_pipeline(
     run_dir = Path(out_dir or Path("runs") / config.name)
     keys = stage_keys(config, data)
     rerun_from = 0 if force else (STAGE_NAMES.index(from_stage) if from_stage else len(STAGES))
+    cache = StageCache(cache_dir) if cache_dir is not None else None
 
     with locked_dir(run_dir):
         file_log = _attach_run_log(run_dir)
@@ -231,7 +240,8 @@ def run_pipeline(
             outputs: dict[str, dict[str, str]] = {}  # stage -> its output files' checksums
             for index, stage in enumerate(STAGES):
                 inputs = {rel: digest for p in stage.parents for rel, digest in outputs[p].items()}
-                result = _run_stage(stage, index >= rerun_from, config, run_dir, keys, torch_device, data, progress, inputs)
+                result = _run_stage(stage, index >= rerun_from, config, run_dir, keys, torch_device, data, progress, inputs,
+                                    cache)
                 outputs[stage.name] = result.pop("outputs")
                 stages.append(result)
             report = _build_report(config, run_dir, data, torch_device, stages, keys)
@@ -242,13 +252,41 @@ def run_pipeline(
     return report
 
 
-def _run_stage(stage, forced, config, run_dir, keys, device, data, progress, inputs) -> dict:
+def _run_stage(stage, forced, config, run_dir, keys, device, data, progress, inputs, cache=None) -> dict:
     key = keys[stage.name]
     record = None if forced else cached_record(run_dir, stage.name, key, inputs)
     if record is not None:
         log.info("%-8s cached (key %s)", stage.name, key)
-        return {"name": stage.name, "key": key, "seconds": record["seconds"], "cached": True,
-                "metrics": record["metrics"], "outputs": record.get("outputs", {})}
+        if cache is not None:
+            _share(cache, record, run_dir, inputs)
+        return _stage_result(record, cached=True)
+    if cache is None:
+        return _stage_result(_execute_stage(stage, config, run_dir, keys, device, data, progress, inputs), cached=False)
+    with cache.lock(stage.name, key):  # a parallel run with the same key waits here, then reuses it
+        record = None if forced else cache.fetch(stage.name, key, inputs, run_dir)
+        if record is not None:
+            log.info("%-8s cached (key %s, from %s)", stage.name, key, cache.root)
+            return _stage_result(record, cached=True)
+        record = _execute_stage(stage, config, run_dir, keys, device, data, progress, inputs)
+        cache.store(record, run_dir)
+    return _stage_result(record, cached=False)
+
+
+def _share(cache: StageCache, record: dict, run_dir: Path, inputs: dict[str, str]) -> None:
+    """Put a stage finished in this run folder into the shared cache if it is not there."""
+    with cache.lock(record["name"], record["key"]):
+        if cache.lookup(record["name"], record["key"], inputs) is None:
+            cache.store(record, run_dir)
+
+
+def _stage_result(record: dict, cached: bool) -> dict:
+    return {"name": record["name"], "key": record["key"], "seconds": record["seconds"], "cached": cached,
+            "metrics": record["metrics"], "outputs": record.get("outputs", {})}
+
+
+def _execute_stage(stage, config, run_dir, keys, device, data, progress, inputs) -> dict:
+    """Run one stage into the run folder; returns the record written to its stage.json."""
+    key = keys[stage.name]
     log.info("%-8s running (key %s)", stage.name, key)
     (run_dir / stage.name / "stage.json").unlink(missing_ok=True)
     ctx = StageContext(config, run_dir, stage.name, key, device, lambda: data, progress)
@@ -269,8 +307,7 @@ def _run_stage(stage, forced, config, run_dir, keys, device, data, progress, inp
     }
     write_json(ctx.stage_dir / "stage.json", record)
     log.info("%-8s done in %.1fs", stage.name, seconds)
-    return {"name": stage.name, "key": key, "seconds": seconds, "cached": False, "metrics": metrics,
-            "outputs": record["outputs"]}
+    return record
 
 
 def _build_report(config, run_dir, data, device, stages, keys) -> dict:
