@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from compress.files import atomic_path
+from compress.files import atomic_path, write_bytes
 
 # Initializers that are parameters of the model (not scales, zero points or shapes).
 _AUX_SUFFIXES = ("_scale", "_zero_point")
@@ -87,14 +87,32 @@ def parameter_counts(model: onnx.ModelProto) -> tuple[int, int]:
     return params, nonzero
 
 
-def compressed_sizes(path: Path) -> dict[str, int]:
-    """Bytes on disk and after gzip -9 and xz -9 (what a device would download)."""
+PACKAGERS = {
+    ".onnx.gz": (lambda data: gzip.compress(data, compresslevel=9, mtime=0), gzip.decompress),
+    ".onnx.xz": (lambda data: lzma.compress(data, preset=9 | lzma.PRESET_EXTREME), lzma.decompress),
+}
+
+
+def write_packages(path: Path, out_dir: Path) -> dict:
+    """Write `path` as .onnx.gz (gzip -9) and .onnx.xz (xz -9e) into `out_dir`.
+
+    Returns bytes on disk of each form, and the smaller package as the deployable one: what
+    a device downloads and unpacks into the very same .onnx file.
+    """
     data = path.read_bytes()
-    return {
-        "bytes": len(data),
-        "gzip_bytes": len(gzip.compress(data, compresslevel=9, mtime=0)),
-        "xz_bytes": len(lzma.compress(data, preset=9 | lzma.PRESET_EXTREME)),
-    }
+    sizes = {"bytes": len(data)}
+    for suffix, (pack, unpack) in PACKAGERS.items():
+        packed = pack(data)
+        if unpack(packed) != data:  # a package must unpack to the identical file
+            raise RuntimeError(f"{suffix} package of {path} does not round-trip")
+        target = out_dir / f"{path.stem}{suffix}"
+        write_bytes(target, packed)
+        sizes[f"{suffix.rsplit('.', 1)[1]}_bytes"] = len(packed)
+    form = min(PACKAGERS, key=lambda suffix: sizes[f"{suffix.rsplit('.', 1)[1]}_bytes"])
+    sizes["deploy_form"] = form
+    sizes["deploy_bytes"] = sizes[f"{form.rsplit('.', 1)[1]}_bytes"]
+    sizes["deploy_path"] = str(Path(out_dir.name) / f"{path.stem}{form}")
+    return sizes
 
 
 def gemm_to_matmul(model: onnx.ModelProto) -> int:

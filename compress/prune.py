@@ -138,10 +138,12 @@ def _magnitude(layers: dict[str, nn.Module], config: PruneConfig, amounts: dict[
     if pooled:
         total = sum(m.weight.numel() for m in pooled.values())
         target = int(round(amounts[next(iter(pooled))] * total))  # pooled layers share one amount
-        # global_unstructured ranks the effective weights (already-pruned ones are 0 and go
-        # first), so the pruned set only grows.
+        already = sum(int((m.weight_mask == 0).sum()) for m in pooled.values() if hasattr(m, "weight_mask"))
+        # On pruned modules global_unstructured keeps the old masks and counts an integer
+        # amount among the entries still unpruned, so the pruned set only grows.
         tprune.global_unstructured(
-            [(m, "weight") for m in pooled.values()], pruning_method=tprune.L1Unstructured, amount=target
+            [(m, "weight") for m in pooled.values()], pruning_method=tprune.L1Unstructured,
+            amount=max(target - already, 0),
         )
 
 

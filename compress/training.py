@@ -27,6 +27,7 @@ from compress.checkpoint import save_state
 from compress.config import OptimConfig
 from compress.data import Dataset
 from compress.errors import CompressError, TrainingError
+from compress.qat import attach_fake_quant, detach
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +162,8 @@ def fit(
     loss mixes in the KL divergence to the teacher's softened predictions.
     """
     model.to(run.device)
+    # Before the optimizer and the resume: fake quantization re-registers weights as weight_orig.
+    fake_quant = attach_fake_quant(model, config.qat_bits) if config.qat_bits else []
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, config)
     steps_per_epoch = math.ceil(data.size("train") / run.batch_size)
@@ -236,6 +239,7 @@ def fit(
             desc, epoch + 1, config.epochs, train_loss, row["train_accuracy"], test_acc, seconds, remaining,
         )
         _save_resume(run, model, optimizer, scheduler, result, epoch + 1)
+    detach(fake_quant)
     return result
 
 

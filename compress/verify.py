@@ -2,8 +2,9 @@
 
 Per artifact: onnx.checker, accuracy on the whole test set (inputs prepared from raw pixels
 with the file's own `preprocessing` metadata), top-1 agreement and largest logit difference
-against the PyTorch model it came from, bytes on disk / gzip -9 / xz, parameters and
-non-zero parameters counted in the file's initializers, latency at batch 1 (p50, p95, on
+against the PyTorch model it came from, bytes on disk / gzip -9 / xz -9e, parameters and
+non-zero parameters counted in the file's initializers, the deployable package (the
+smaller of .onnx.gz and .onnx.xz, written to deploy/), latency at batch 1 (p50, p95, on
 `threads` intra-op threads) and throughput at a large batch. A float export whose logits
 differ from PyTorch by more than `tolerance` is marked failed.
 """
@@ -21,7 +22,7 @@ import onnxruntime as ort
 import torch
 
 from compress.checkpoint import load_checkpoint
-from compress.onnx_tools import compressed_sizes, get_metadata, parameter_counts
+from compress.onnx_tools import get_metadata, parameter_counts, write_packages
 from compress.quantize import variant_name
 from compress.stage import StageContext
 from compress.training import predict
@@ -75,7 +76,13 @@ def latency_ms(session: ort.InferenceSession, x: np.ndarray, repetitions: int) -
 
 
 def verify_artifact(
-    path: Path, pixels: np.ndarray, labels: np.ndarray, reference: np.ndarray | None, config, is_float: bool
+    path: Path,
+    pixels: np.ndarray,
+    labels: np.ndarray,
+    reference: np.ndarray | None,
+    config,
+    is_float: bool,
+    package_dir: Path,
 ) -> dict:
     model = onnx.load(str(path))
     onnx.checker.check_model(model, full_check=True)
@@ -88,7 +95,7 @@ def verify_artifact(
     row = {
         "name": path.stem,
         "path": path.name,
-        **compressed_sizes(path),
+        **write_packages(path, package_dir),
         "params": params,
         "nonzero_params": nonzero,
         "sparsity": round(1 - nonzero / params, 6) if params else 0.0,
@@ -118,6 +125,7 @@ def run(ctx: StageContext) -> dict:
     labels = data.labels["test"].numpy()
     x_torch, _ = data.tensors("test")
     references: dict[str, np.ndarray] = {}
+    package_dir = ctx.run_dir / "deploy"
     rows = []
     with torch.inference_mode():
         for name, stage in artifact_names(ctx):
@@ -126,7 +134,10 @@ def run(ctx: StageContext) -> dict:
                 references[stage] = predict(model, x_torch).numpy()
             path = ctx.run_dir / f"{name}.onnx"
             is_float = name in ("dense", "pruned")
-            row = verify_artifact(path, pixels, labels, references[stage], ctx.config.verify, is_float)
+            row = verify_artifact(
+                path, pixels, labels, references[stage], ctx.config.verify, is_float, package_dir
+            )
+            ctx.outputs += [ctx.run_dir / row["deploy_path"]]
             rows.append(row)
             log.info(
                 "verified %s: accuracy %.4f, %d bytes (%d gzip), p50 %.3f ms",
