@@ -18,9 +18,12 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
+import onnx
 import pytest
 import torch
 from click.testing import CliRunner
+from onnx import numpy_helper
 from tiny_mnist import files_under, tiny_arrays, write_pipeline, write_tiny_mnist
 
 import compress.pipeline
@@ -29,6 +32,8 @@ from compress.cli import main
 from compress.config import load_pipeline
 from compress.data import load_dataset
 from compress.errors import CompressError
+from compress.files import sha256_file, write_json
+from compress.onnx_tools import get_metadata, save_model, set_metadata
 from compress.pipeline import STAGE_NAMES, run_pipeline, stage_keys
 
 NET_PY = """
@@ -62,8 +67,7 @@ class Unstable(Net):
         return out
 """
 USER_MODEL = {"name": None, "path": "net.py", "class": "Net", "kwargs": {"hidden": 16}}
-# No quantized variants: the float exports are what these tests look at.
-SECTIONS = {"model": USER_MODEL, "quantize": {"variants": []}}
+SECTIONS = {"model": USER_MODEL, "quantize": {"variants": ["dynamic", "static"]}}
 
 
 class Touch:
@@ -258,25 +262,23 @@ def test_a_corrupt_checkpoint_is_detected_and_recomputed(baseline, run_copy, dam
 
 
 def test_a_stage_made_from_other_inputs_is_not_reused(baseline, run_copy, caplog):
-    """finetune/model.pt is replaced by a different, consistently recorded one (as a
-    nondeterministic rerun would leave): export and what follows it must run again."""
+    """pruned.onnx is replaced by a different file, consistently recorded (as a rerun of
+    export that gave other bytes would leave it): what was made from it runs again."""
     caplog.set_level(logging.INFO)
-    model, masks, spec = load_checkpoint(run_copy / "finetune" / "model.pt")
-    with torch.no_grad():
-        model.net[3].bias.add_(0.5)
-    from compress.checkpoint import save_checkpoint
-    from compress.files import sha256_file, write_json
-
-    save_checkpoint(run_copy / "finetune" / "model.pt", model, spec, masks)
-    record = json.loads((run_copy / "finetune" / "stage.json").read_text())
-    record["outputs"]["finetune/model.pt"] = sha256_file(run_copy / "finetune" / "model.pt")
-    write_json(run_copy / "finetune" / "stage.json", record)
+    path = run_copy / "pruned.onnx"
+    proto = onnx.load(str(path))
+    set_metadata(proto, {"note": "re-exported"})
+    save_model(proto, path)
+    record = json.loads((run_copy / "export" / "stage.json").read_text())
+    record["outputs"]["pruned.onnx"] = sha256_file(path)
+    write_json(run_copy / "export" / "stage.json", record)
 
     report = run(baseline.pipeline, run_copy)
-    assert "export: the files it was made from have changed; running the stage again" in caplog.text
-    assert cached_flags(report) == {"train": True, "prune": True, "finetune": True, "export": False,
+    assert "quantize: the files it was made from have changed; running the stage again" in caplog.text
+    assert cached_flags(report) == {"train": True, "prune": True, "finetune": True, "export": True,
                                     "quantize": False, "verify": False}
-    assert (run_copy / "pruned.onnx").read_bytes() != (baseline.run / "pruned.onnx").read_bytes()
+    quantized = onnx.load(str(run_copy / "pruned-int8-dynamic.onnx"))
+    assert get_metadata(quantized)["note"] == "re-exported"
 
 
 # --- untrusted files
@@ -350,6 +352,53 @@ def test_an_export_that_disagrees_with_pytorch_fails_the_run(baseline, run_copy,
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines()[-1] == "error: verification failed for dense, pruned"
     report = json.loads((run_copy / "report.json").read_text())
+    status = {a["name"]: a["status"] for a in report["artifacts"]}
+    for name in ("dense", "pruned"):  # float exports are held to the tolerance
+        assert status.pop(name).startswith("failed: logits differ from PyTorch by 5.00e-01 (tolerance 1e-04)")
+    assert set(status.values()) == {"ok"}  # quantized ones are expected to differ
+
+
+# --- what the report says
+
+
+def onnx_weights(proto: onnx.ModelProto) -> dict[tuple[int, ...], np.ndarray]:
+    """The 2-D initializers (weight matrices, stored [in, out]; float, or int8 when quantized) by shape."""
+    found = {}
+    for init in proto.graph.initializer:
+        array = numpy_helper.to_array(init)
+        if array.ndim == 2:
+            assert array.shape not in found, f"two weights of shape {array.shape}"
+            found[array.shape] = array
+    return found
+
+
+def test_reported_sparsity_is_the_zeros_in_the_onnx_files(baseline):
+    run_dir, report = baseline.run, baseline.report
+    records = stage_records(run_dir)
+    model, masks, _ = load_checkpoint(run_dir / "finetune" / "model.pt")
+    pruned = int(sum((~m).sum() for m in masks.values()))
+    assert records["prune"]["metrics"]["zero_weights"] == records["finetune"]["metrics"]["zero_weights"] == pruned > 0
+
+    weights = onnx_weights(onnx.load(str(run_dir / "pruned.onnx")))
+    zeros = sum(int((w == 0).sum()) for w in weights.values())
+    assert zeros == pruned
+    assert report["training"]["pruned_sparsity"] == round(zeros / sum(w.size for w in weights.values()), 6)
+    layers = {name: m for name, m in model.named_modules() if name in masks}
+    for name, module in layers.items():
+        assert np.array_equal(weights[tuple(module.weight.T.shape)] == 0, (~masks[name]).T.numpy())
+
+    assert [a["name"] for a in report["artifacts"]] == ["dense", "pruned", "pruned-int8-dynamic", "pruned-int8-static"]
     for artifact in report["artifacts"]:
-        assert artifact["status"].startswith("failed: logits differ from PyTorch by 5.00e-01")
-        assert artifact["max_logit_diff"] == pytest.approx(0.5, abs=1e-4)
+        proto = onnx.load(str(run_dir / artifact["path"]))
+        params = nonzero = 0
+        for init in proto.graph.initializer:
+            array = numpy_helper.to_array(init)
+            if array.ndim == 0 or init.name.endswith(("_scale", "_zero_point")) or array.dtype == np.int64:
+                continue
+            params, nonzero = params + array.size, nonzero + int(np.count_nonzero(array))
+        assert (artifact["params"], artifact["nonzero_params"]) == (params, nonzero), artifact["name"]
+        assert artifact["sparsity"] == round(1 - nonzero / params, 6)
+        if artifact["name"] != "dense":  # every pruned weight is a stored 0 in every variant
+            stored = onnx_weights(proto)
+            for name, module in layers.items():
+                assert (stored[tuple(module.weight.T.shape)][(~masks[name]).T.numpy()] == 0).all(), artifact["name"]
