@@ -76,8 +76,14 @@ def hash_object(obj: Any) -> str:
 
 
 def remove_stale_temp_files(directory: str | os.PathLike) -> list[Path]:
-    """Delete the temporary files a killed run left behind (call while holding the lock)."""
-    stale = [p for p in Path(directory).rglob(f".*{TEMP_SUFFIX}") if p.is_file()]
+    """Delete the temporary files a killed run left in `directory` and its sub-folders
+    (call while holding its lock). Deeper folders, and sub-folders with a lock of their own
+    (another run folder), may belong to a process that is still writing: left alone."""
+    directory = Path(directory)
+    folders = [directory] + [
+        d for d in directory.iterdir() if d.is_dir() and not (d / ".lock").exists()
+    ]
+    stale = [p for d in folders for p in d.glob(f".*{TEMP_SUFFIX}") if p.is_file()]
     for path in stale:
         path.unlink(missing_ok=True)
     return stale

@@ -153,12 +153,16 @@ def test_files_are_readable_like_any_other(baseline):
 
 def test_rerun_reuses_every_stage_and_removes_stale_temp_files(baseline, run_copy):
     stale = [run_copy / "train" / ".model.pt.k1ll3d.tmp", run_copy / ".dense.onnx.k1ll3d.tmp"]
-    for path in stale:
+    # another run folder inside this one, maybe being written right now
+    other = [run_copy / "other" / ".lock", run_copy / "other" / ".dense.onnx.w0rk1ng.tmp"]
+    for path in stale + other:
+        path.parent.mkdir(exist_ok=True)
         path.write_bytes(b"half a file")
     report = run(baseline.pipeline, run_copy)
     assert all(cached_flags(report).values())
     assert report["artifacts"] == baseline.report["artifacts"]
     assert not any(p.exists() for p in stale)
+    assert all(p.exists() for p in other)
 
 
 # --- one run per folder
