@@ -91,6 +91,7 @@ PACKAGERS = {
     ".onnx.gz": (lambda data: gzip.compress(data, compresslevel=9, mtime=0), gzip.decompress),
     ".onnx.xz": (lambda data: lzma.compress(data, preset=9 | lzma.PRESET_EXTREME), lzma.decompress),
 }
+SIZE_KEYS = {".onnx.gz": "gzip_bytes", ".onnx.xz": "xz_bytes"}  # report.json names
 
 
 def write_packages(path: Path, out_dir: Path) -> dict:
@@ -107,10 +108,10 @@ def write_packages(path: Path, out_dir: Path) -> dict:
             raise RuntimeError(f"{suffix} package of {path} does not round-trip")
         target = out_dir / f"{path.stem}{suffix}"
         write_bytes(target, packed)
-        sizes[f"{suffix.rsplit('.', 1)[1]}_bytes"] = len(packed)
-    form = min(PACKAGERS, key=lambda suffix: sizes[f"{suffix.rsplit('.', 1)[1]}_bytes"])
+        sizes[SIZE_KEYS[suffix]] = len(packed)
+    form = min(PACKAGERS, key=lambda suffix: sizes[SIZE_KEYS[suffix]])
     sizes["deploy_form"] = form
-    sizes["deploy_bytes"] = sizes[f"{form.rsplit('.', 1)[1]}_bytes"]
+    sizes["deploy_bytes"] = sizes[SIZE_KEYS[form]]
     sizes["deploy_path"] = str(Path(out_dir.name) / f"{path.stem}{form}")
     return sizes
 

@@ -1,0 +1,109 @@
+"""The report: comparisons against the baseline, and the table, Markdown, CSV and JSON forms."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+
+from compress.errors import CompressError
+from compress.report import (
+    CSV_FIELDS,
+    add_comparisons,
+    format_csv,
+    format_markdown,
+    format_table,
+    load_report,
+    write_reports,
+)
+
+
+def artifact(name: str, accuracy: float, size: int, gz: int, xz: int, **extra) -> dict:
+    form = ".onnx.gz" if gz <= xz else ".onnx.xz"
+    row = {
+        "name": name, "path": f"{name}.onnx", "bytes": size, "gzip_bytes": gz, "xz_bytes": xz,
+        "deploy_bytes": min(gz, xz), "deploy_form": form, "deploy_path": f"deploy/{name}{form}",
+        "params": 1000, "nonzero_params": 400, "sparsity": 0.6, "accuracy": accuracy,
+        "agreement": 1.0, "max_logit_diff": 1e-6, "latency_ms_b1_p50": 0.0123,
+        "latency_ms_b1_p95": 0.02, "throughput": 123456.7, "status": "ok",
+    }
+    return {**row, **extra}
+
+
+def sample_report() -> dict:
+    artifacts = [
+        artifact("dense", 0.9, 100_000, 92_000, 90_000, sparsity=0.0, nonzero_params=1000),
+        artifact("pruned", 0.885, 100_000, 30_000, 25_000),
+        artifact("pruned-int8-dynamic", 0.8875, 27_000, 9_000, 9_500, agreement=0.99, max_logit_diff=None),
+    ]
+    add_comparisons(artifacts)
+    return {
+        "pipeline": "tiny", "config_hash": "0123456789abcdef", "model": "simplenet",
+        "dataset": {"name": "mnist", "train_samples": 2000, "test_samples": 500},
+        "device": "cpu", "versions": {"onnxruntime": "1.0", "torch": "2", "onnx": "1"},
+        "artifacts": artifacts,
+        "stages": [{"name": "train", "key": "k1", "seconds": 1.25, "cached": False},
+                   {"name": "prune", "key": "k2", "seconds": 0.5, "cached": True}],
+    }
+
+
+def test_comparisons_are_against_the_dense_baseline():
+    report = sample_report()
+    dense, pruned, dynamic = report["artifacts"]
+    # ratio = dense .onnx bytes / each artifact's deployable package bytes
+    assert dense["compression"] == round(100_000 / 90_000, 2)
+    assert pruned["compression"] == 4.0
+    assert dynamic["compression"] == round(100_000 / 9_000, 2)
+    assert dense["accuracy_delta"] == 0.0
+    assert pruned["accuracy_delta"] == -1.5
+    assert dynamic["accuracy_delta"] == -1.25
+
+
+def test_the_table_shows_every_artifact_and_the_title():
+    text = format_table(sample_report())
+    lines = text.splitlines()
+    assert lines[0] == "tiny (simplenet) on mnist, 500 test images"
+    assert lines[1].split()[:3] == ["artifact", "acc", "%"]
+    assert [line.split()[0] for line in lines[3:6]] == ["dense", "pruned", "pruned-int8-dynamic"]
+    assert "88.50%" in lines[4] and "-1.50" in lines[4] and "4.0x" in lines[4]
+    assert "100,000" in lines[3]
+    assert text.endswith("(smaller of .onnx.gz and .onnx.xz)")
+
+
+def test_missing_values_show_as_a_dash():
+    report = sample_report()
+    report["artifacts"][2]["latency_ms_b1_p95"] = None
+    row = format_table(report).splitlines()[5]
+    assert " - " in f" {row} "
+
+
+def test_the_csv_has_the_documented_columns_and_one_row_per_artifact():
+    rows = list(csv.DictReader(io.StringIO(format_csv(sample_report()))))
+    assert list(rows[0]) == CSV_FIELDS
+    assert [r["name"] for r in rows] == ["dense", "pruned", "pruned-int8-dynamic"]
+    assert float(rows[1]["accuracy"]) == 0.885 and int(rows[1]["bytes"]) == 100_000
+    assert rows[1]["deploy_form"] == ".onnx.xz" and rows[1]["deploy_path"] == "deploy/pruned.onnx.xz"
+
+
+def test_the_markdown_report_has_the_table_and_the_stages():
+    text = format_markdown(sample_report())
+    assert text.startswith("# tiny\n")
+    assert "measured in onnxruntime 1.0 on cpu" in text
+    assert "| artifact | acc % |" in text
+    assert "| pruned-int8-dynamic | 88.75% |" in text
+    assert "| train | 1.2 | no |" in text and "| prune | 0.5 | yes |" in text
+
+
+def test_reports_are_written_and_read_back_from_the_run_folder(tmp_path):
+    report = sample_report()
+    write_reports(tmp_path, report)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.csv", "report.json", "report.md"]
+    assert load_report(tmp_path) == report
+    assert (tmp_path / "report.md").read_text() == format_markdown(report)
+    assert (tmp_path / "report.csv").read_bytes().decode() == format_csv(report)
+
+
+def test_loading_a_report_from_a_folder_without_one_is_a_clear_error(tmp_path):
+    with pytest.raises(CompressError, match="is .* a finished run folder"):
+        load_report(tmp_path)

@@ -1,0 +1,190 @@
+"""The one training loop and its L1 term: penalty and proximal step."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+from compress.config import DistillConfig, L1Config, OptimConfig, TrainConfig
+from compress.errors import TrainingError
+from compress.registry import build_model
+from compress.training import (
+    L1Term,
+    distillation_loss,
+    evaluate,
+    fit,
+    make_optimizer,
+    make_scheduler,
+    predict,
+    weight_params,
+)
+
+
+def tiny_model(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return build_model("simplenet", kwargs={"num_classes": 10, "hidden": 16})
+
+
+def l1_config(lam: float, method: str = "penalty", params: str = "weights", lr: float = 0.05) -> OptimConfig:
+    return OptimConfig(epochs=1, lr=lr, l1=L1Config(**{"lambda": lam, "method": method, "params": params}))
+
+
+def test_l1_applies_to_weight_matrices_only_unless_asked_for_all():
+    model = tiny_model()
+    weights = weight_params(model, "weights")
+    assert [tuple(p.shape) for p in weights] == [(16, 784), (10, 16)]
+    assert len(weight_params(model, "all")) == 4  # and both biases
+
+
+def test_l1_penalty_equals_lambda_times_the_sum_of_absolute_weights():
+    model = tiny_model()
+    lam = 3e-4
+    expected = lam * sum(p.abs().sum() for n, p in model.named_parameters() if n.endswith("weight"))
+    penalty = L1Term(model, l1_config(lam)).penalty()
+    torch.testing.assert_close(penalty, expected, rtol=1e-5, atol=0)
+
+
+def test_l1_penalty_over_all_parameters_includes_the_biases():
+    model = tiny_model()
+    expected = 1e-3 * sum(p.abs().sum() for p in model.parameters())
+    torch.testing.assert_close(L1Term(model, l1_config(1e-3, params="all")).penalty(), expected, rtol=1e-5, atol=0)
+
+
+def test_l1_penalty_is_differentiable_towards_sign_of_the_weights():
+    model = tiny_model()
+    L1Term(model, l1_config(0.5)).penalty().backward()
+    first = model.net[1].weight
+    torch.testing.assert_close(first.grad, 0.5 * torch.sign(first.detach()))
+
+
+@pytest.mark.parametrize(("lam", "method"), [(0.0, "penalty"), (1e-3, "proximal")])
+def test_no_penalty_term_without_lambda_or_with_the_proximal_method(lam, method):
+    assert L1Term(tiny_model(), l1_config(lam, method)).penalty() is None
+
+
+def test_the_proximal_step_soft_thresholds_and_makes_exact_zeros():
+    model = tiny_model()
+    weight = model.net[1].weight
+    before = weight.detach().clone()
+    bias_before = model.net[1].bias.detach().clone()
+    lr, lam = 0.1, 0.15  # shrink by 0.015: about 40 % of the initial weights (|w| < 1/28)
+    L1Term(model, l1_config(lam, "proximal")).proximal_step(lr)
+    shrink = lr * lam
+    expected = torch.sign(before) * torch.clamp_min(before.abs() - shrink, 0.0)
+    torch.testing.assert_close(weight.detach(), expected, rtol=0, atol=1e-7)
+    small = before.abs() <= shrink
+    assert small.any() and (~small).any()
+    assert torch.all(weight.detach()[small] == 0)  # exactly zero, not just small
+    assert torch.all(weight.detach()[~small] != 0)
+    assert torch.equal(model.net[1].bias.detach(), bias_before)  # params = "weights"
+
+
+def test_the_proximal_step_does_nothing_for_the_penalty_method():
+    model = tiny_model()
+    before = model.net[1].weight.detach().clone()
+    L1Term(model, l1_config(0.15, "penalty")).proximal_step(0.1)
+    assert torch.equal(model.net[1].weight.detach(), before)
+
+
+def test_training_with_proximal_l1_leaves_exact_zero_weights(tiny_data, fit_settings):
+    model = tiny_model()
+    fit(model, tiny_data, l1_config(0.02, "proximal"), fit_settings(), desc="train")
+    first = model.net[1].weight.detach()
+    assert (first == 0).float().mean() > 0.3
+
+
+def test_training_with_the_l1_penalty_shrinks_the_weights(tiny_data, fit_settings):
+    plain, penalised = tiny_model(), tiny_model()
+    fit(plain, tiny_data, l1_config(0.0), fit_settings(), desc="train")
+    fit(penalised, tiny_data, l1_config(0.01), fit_settings(), desc="train")
+    assert penalised.net[1].weight.abs().sum() < plain.net[1].weight.abs().sum()
+
+
+def test_one_epoch_on_the_tiny_data_learns_mnist(tiny_data, fit_settings):
+    model = tiny_model()
+    before = evaluate(model, tiny_data, "test", 500, "cpu")
+    result = fit(model, tiny_data, TrainConfig(epochs=1, lr=0.1), fit_settings(), desc="train")
+    assert len(result.history) == 1
+    row = result.final
+    assert set(row) >= {"epoch", "loss", "train_accuracy", "test_accuracy", "lr", "seconds"}
+    assert row["test_accuracy"] > 0.7 > before
+    assert row["test_accuracy"] == pytest.approx(evaluate(model, tiny_data, "test", 500, "cpu"), abs=1e-6)
+
+
+def test_training_is_reproducible_with_the_same_seed(tiny_data, fit_settings):
+    a, b, c = tiny_model(), tiny_model(), tiny_model()
+    config = TrainConfig(epochs=1, lr=0.1)
+    fit(a, tiny_data, config, fit_settings(seed=1), desc="a")
+    fit(b, tiny_data, config, fit_settings(seed=1), desc="b")
+    fit(c, tiny_data, config, fit_settings(seed=2), desc="c")
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+    assert not torch.equal(a.net[1].weight, c.net[1].weight)  # another shuffle
+
+
+def test_zero_epochs_leave_the_model_as_built(tiny_data, fit_settings):
+    model = tiny_model()
+    before = [p.detach().clone() for p in model.parameters()]
+    result = fit(model, tiny_data, TrainConfig(epochs=0), fit_settings(), desc="train")
+    assert result.history == []
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before, strict=True))
+
+
+def test_a_diverging_loss_stops_training_with_advice(tiny_data, fit_settings):
+    with pytest.raises(TrainingError, match="lower the learning rate or the L1 lambda"):
+        fit(tiny_model(), tiny_data, TrainConfig(epochs=1, lr=1e30), fit_settings(), desc="train")
+
+
+def test_evaluate_is_the_fraction_of_correct_predictions(tiny_data):
+    model = tiny_model()
+    x, y = tiny_data.tensors("test")
+    expected = (predict(model, x).argmax(1) == y).sum().item() / len(y)
+    accuracy = evaluate(model, tiny_data, "test", 128, "cpu")  # batches of 128 (last one 116)
+    assert 0.0 <= accuracy <= 1.0
+    assert accuracy == expected
+
+
+def test_predict_in_batches_equals_one_forward_pass():
+    model = tiny_model().eval()
+    x = torch.randn(25, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(predict(model, x, batch_size=7), model(x))
+
+
+def test_distillation_loss_is_zero_against_itself_and_positive_otherwise():
+    logits = torch.randn(8, 10)
+    assert distillation_loss(logits, logits, 4.0).item() == pytest.approx(0.0, abs=1e-6)
+    assert distillation_loss(logits, torch.randn(8, 10), 4.0).item() > 0
+
+
+def test_distillation_without_a_teacher_is_refused(tiny_data, fit_settings):
+    config = OptimConfig(epochs=1, distill=DistillConfig(alpha=0.5))
+    with pytest.raises(ValueError, match="teacher_logits"):
+        fit(tiny_model(), tiny_data, config, fit_settings(), desc="finetune")
+
+
+@pytest.mark.parametrize(
+    ("schedule", "expected_last_lr"),
+    [("constant", 0.1), ("cosine", 0.0), ("step", 0.1 * 0.5**2)],
+)
+def test_learning_rate_schedules_end_where_expected(schedule, expected_last_lr):
+    config = OptimConfig(epochs=4, lr=0.1, schedule=schedule, step_size=2, gamma=0.5)
+    param = nn.Parameter(torch.zeros(1))
+    optimizer = make_optimizer([param], config)
+    scheduler = make_scheduler(optimizer, config, steps_per_epoch=5)
+    lrs = []
+    for _ in range(20):
+        optimizer.step()
+        scheduler.step()
+        lrs.append(scheduler.get_last_lr()[0])
+    assert lrs[-1] == pytest.approx(expected_last_lr, abs=1e-12)
+    assert all(b <= a + 1e-12 for a, b in zip(lrs, lrs[1:], strict=False))  # never rises
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
+def test_the_configured_optimizer_is_built(name):
+    config = OptimConfig(optimizer=name, lr=0.02, weight_decay=1e-4)
+    optimizer = make_optimizer([nn.Parameter(torch.zeros(1))], config)
+    assert type(optimizer).__name__.lower() == name
+    assert optimizer.param_groups[0]["lr"] == 0.02
+    assert optimizer.param_groups[0]["weight_decay"] == 1e-4
