@@ -1,4 +1,4 @@
-"""Command line: `compress run|validate|report|models`.
+"""Command line: `compress run|validate|report|models|compare|sweep|tune`.
 
 A thin click layer over the library: user mistakes (CompressError) print one line and exit
 with status 2; Ctrl-C exits 130 and a rerun of the same command resumes.
@@ -124,3 +124,163 @@ def models():
 
     for name, factory in list_models().items():
         click.echo(f"{name:12s} {describe(factory)}")
+
+
+@main.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["table", "md", "csv", "json"]), default="table",
+              show_default=True, help="Output format.")
+@click.option("--baseline", metavar="NAME",
+              help="What Δ pts and ratio compare with: ARTIFACT (each run's own), RUN (that run's dense) "
+                   "or RUN:ARTIFACT [default: each run's own dense].")
+@click.option("--sort", type=click.Choice(["run", "size", "accuracy"]), default="run", show_default=True,
+              help="run: grouped by run, in the order given; size: smallest deploy first; "
+                   "accuracy: most accurate first.")
+def compare(run_dirs, fmt, baseline, sort):
+    """Print the artifacts of several finished run folders side by side (reads report.json)."""
+    from compress.compare import comparison_rows, format_comparison, load_runs
+
+    rows = comparison_rows(load_runs(list(run_dirs)), baseline=baseline, sort=sort)
+    click.echo(format_comparison(rows, fmt, sort).rstrip("\n"))
+
+
+def _cache_option(f):
+    return click.option("--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path),
+                        help="Stage cache shared by the runs (and with other sweeps) [default: OUT/cache].")(f)
+
+
+@main.command()
+@click.argument("pipeline", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--set", "sets", multiple=True, metavar="KEY=V1,V2",
+              help="Values to try for a dotted key, as TOML literals, e.g. prune.amount=0.9,0.95 or "
+                   "'quantize.variants=[\"dynamic\"],[\"static\"]'. Repeat for more keys; adds to [sweep].")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Sweep folder: one run folder per variant [default: runs/<pipeline name>-sweep].")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Variants run at once, each in its own process (torch threads shared out).")
+@click.option("--ray", "ray_address", metavar="ADDRESS",
+              help="Run each variant as a Ray task: 'local' starts a cluster here, 'auto' or host:port "
+                   "joins one (needs pip install 'compress[ray]').")
+@click.option("--max-drop", type=float, metavar="PTS",
+              help="Accuracy budget in points below dense: name the smallest artifact within it.")
+@click.option("--data-root", type=click.Path(file_okay=False),
+              help="Folder holding the data set's IDX files (overrides [data] root).")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True,
+              help="Where to train.")
+@_cache_option
+def sweep(pipeline, sets, out_dir, jobs, ray_address, max_drop, data_root, device, cache_dir):
+    """Run every combination of settings of PIPELINE and find the size/accuracy frontier.
+
+    Variants share the stages they have in common (training runs once when only later
+    settings vary). Writes OUT/sweep.json, sweep.md and sweep.png (accuracy against
+    deploy bytes, Pareto frontier drawn).
+    """
+    from compress.config import load_pipeline
+    from compress.sweep import (
+        budget_sentence,
+        format_points,
+        frontier_rows,
+        reuse_sentence,
+        run_sweep,
+        sweep_axes,
+    )
+
+    config = load_pipeline(pipeline)
+    axes = sweep_axes(config, list(sets))
+    out = out_dir or Path("runs") / f"{config.name}-sweep"
+    summary = run_sweep(pipeline, axes, out, data_root=data_root, jobs=jobs, ray_address=ray_address,
+                        max_drop=max_drop, cache_dir=cache_dir, device=device)
+    click.echo(f"Pareto frontier of {summary['pipeline']} (Δ pts against dense):")
+    click.echo(format_points(frontier_rows(summary)))
+    click.echo("")
+    click.echo(reuse_sentence(summary))
+    if summary["budget"] is not None:
+        click.echo(budget_sentence(summary["budget"], summary["points"]))
+    click.echo(f"sweep: {out / 'sweep.md'}, {out / 'sweep.png'}, {out / 'sweep.json'}")
+    if summary["failed"]:
+        click.echo(f"error: verification failed for {', '.join(summary['failed'])}", err=True)
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("pipeline", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--max-drop", type=float, required=True, metavar="PTS",
+              help="Accuracy budget: points below dense that the best artifact may lose.")
+@click.option("--param", metavar="KEY",
+              help="The setting searched [default: prune.amount for magnitude, prune.threshold for threshold].")
+@click.option("--low", type=float, help="Low end of the search [default: 0.5 for amount, 0.001 for threshold].")
+@click.option("--high", type=float, help="High end of the search [default: 0.99 for amount, 0.1 for threshold].")
+@click.option("--steps", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Bisection steps after the two ends.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="A fixed change to the pipeline for every point, e.g. finetune.epochs=1.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Tune folder: one run folder per point [default: runs/<pipeline name>-tune].")
+@click.option("--data-root", type=click.Path(file_okay=False),
+              help="Folder holding the data set's IDX files (overrides [data] root).")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True,
+              help="Where to train.")
+@_cache_option
+def tune(pipeline, max_drop, param, low, high, steps, sets, out_dir, data_root, device, cache_dir):
+    """Find the highest sparsity of PIPELINE whose best artifact stays within --max-drop.
+
+    Bisection over one pruning setting; every point is a run folder sharing one stage
+    cache, so training runs once. Writes OUT/tune.json and tune.md.
+    """
+    from compress.config import load_pipeline
+    from compress.sweep import parse_set
+    from compress.tune import format_table
+    from compress.tune import tune as run_tune
+
+    fixed = {}
+    for spec in sets:
+        key, values = parse_set(spec)
+        if len(values) != 1:
+            raise CompressError(f"--set {spec}: tune takes one value per key (sweep takes several)")
+        fixed[key] = values[0]
+    config = load_pipeline(pipeline)
+    out = out_dir or Path("runs") / f"{config.name}-tune"
+    result = run_tune(pipeline, max_drop, out, param=param, low=low, high=high, steps=steps,
+                      data_root=data_root, cache_dir=cache_dir, fixed=fixed, device=device)
+    click.echo(format_table(result))
+    click.echo(f"tune: {out / 'tune.md'}, {out / 'tune.json'}")
+
+
+@main.command()
+@click.argument("pipeline", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--levels", default="0.5,0.7,0.8,0.9,0.95,0.97,0.98,0.99", show_default=True,
+              help="Comma-separated sparsity levels to try on each layer.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Run folder whose trained model to use (trained there if missing) [default: runs/<pipeline name>].")
+@click.option("--data-root", type=click.Path(file_okay=False), help="Folder holding the data set's IDX files.")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True,
+              help="Where to train if the trained model is not there yet.")
+def sensitivity(pipeline, levels, out_dir, data_root, device):
+    """Prune each layer alone at several levels and report accuracy against sparsity.
+
+    Uses the pipeline's trained model (the train stage runs first if it is not finished),
+    prints a table of accuracy drops and writes sensitivity.json/.md/.png under
+    RUN_DIR/sensitivity/: a guide for per-layer targets in [prune] overrides.
+    """
+    from compress.checkpoint import load_checkpoint
+    from compress.config import load_pipeline
+    from compress.data import load_dataset
+    from compress.pipeline import run_pipeline
+    from compress.sensitivity import format_sensitivity, layer_sensitivity, write_sensitivity
+
+    try:
+        level_values = [float(v) for v in levels.split(",") if v.strip()]
+    except ValueError:
+        raise CompressError(f"--levels {levels!r}: expected comma-separated numbers such as 0.5,0.9") from None
+    if not level_values or not all(0 < v < 1 for v in level_values):
+        raise CompressError(f"--levels {levels!r}: each level must be between 0 and 1 (exclusive)")
+    config = load_pipeline(pipeline)
+    run_dir = out_dir or Path("runs") / config.name
+    run_pipeline(config, out_dir=run_dir, data_root=data_root, device=device,
+                 progress=sys.stderr.isatty(), until="train")
+    model, _, _ = load_checkpoint(run_dir / "train" / "model.pt")
+    data = load_dataset(config.data.name, data_root or config.resolve(config.data.root) or "data")
+    result = layer_sensitivity(model, data, sorted(level_values), config.data.eval_batch_size)
+    write_sensitivity(run_dir / "sensitivity", result, f"{config.name}: pruning sensitivity per layer")
+    click.echo(format_sensitivity(result))
+    click.echo(f"\nplot: {run_dir / 'sensitivity' / 'sensitivity.png'}")

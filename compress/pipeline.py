@@ -210,15 +210,20 @@ def run_pipeline(
     from_stage: str | None = None,
     progress: bool = True,
     cache_dir: str | Path | None = None,
+    until: str | None = None,
 ) -> dict:
     """Run (or reuse) every stage, then write and return the report.
+
+    `until`: stop after this stage and return {"stages": [...]} without a report (used by
+    commands that need only the trained model, such as `compress sensitivity`).
 
     `cache_dir`: a stage cache shared with other run folders (compress.cache): a stage not
     finished in this run folder is taken from there when its key is, and put there after
     it runs. Processes that share a cache run each stage key once.
     """
-    if from_stage is not None and from_stage not in STAGE_NAMES:
-        raise CompressError(f"--from {from_stage!r}: not a stage; stages are {', '.join(STAGE_NAMES)}")
+    for option, value in (("--from", from_stage), ("until", until)):
+        if value is not None and value not in STAGE_NAMES:
+            raise CompressError(f"{option} {value!r}: not a stage; stages are {', '.join(STAGE_NAMES)}")
     torch_device = resolve_device(device)
     data = check_inputs(config, data_root)
     run_dir = Path(out_dir or Path("runs") / config.name)
@@ -244,6 +249,8 @@ def run_pipeline(
                                     cache)
                 outputs[stage.name] = result.pop("outputs")
                 stages.append(result)
+                if stage.name == until:
+                    return {"stages": stages}
             report = _build_report(config, run_dir, data, torch_device, stages, keys)
             write_reports(run_dir, report)
         finally:
