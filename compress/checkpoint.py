@@ -80,7 +80,7 @@ def safe_load(path: Path, what: str = "checkpoint") -> Any:
             "torch.save(model.state_dict(), path)"
         ) from None
     except Exception as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else ""
+        reason = str(exc).strip().splitlines()[0].split(". ")[0] if str(exc).strip() else ""
         raise CompressError(f"{what} {path} is unreadable or corrupt: {type(exc).__name__}: {reason}") from None
 
 
@@ -104,4 +104,8 @@ def load_user_weights(model: nn.Module, path: Path) -> None:
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise CompressError(f"weights file {path} does not fit the model: {str(exc).splitlines()[0]} ...") from None
+        # "Error(s) in loading state_dict for Net:" then one tab-indented line per problem
+        problems = "; ".join(line.strip() for line in str(exc).splitlines()[1:] if line.strip())
+        if len(problems) > 300:
+            problems = problems[:300] + " ..."
+        raise CompressError(f"weights file {path} does not fit the model: {problems}") from None
