@@ -1,0 +1,76 @@
+"""The size/accuracy trade-off as a PNG (matplotlib, Agg backend: no display needed).
+
+    plot_tradeoff(points, frontier_labels, "runs/sweep/sweep.png", title="mnist")
+
+Each point is an artifact (`label`, `accuracy` 0..1, `deploy_bytes`); the x axis is
+logarithmic, the Pareto frontier is drawn as a step line, an optional accuracy budget as a
+dashed horizontal line and the chosen artifact ringed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from compress.files import atomic_path
+
+ARTIFACT_COLORS = {"dense": "tab:gray", "pruned": "tab:blue"}  # quantized ones by their kind
+
+
+def _color(artifact: str) -> str:
+    if artifact in ARTIFACT_COLORS:
+        return ARTIFACT_COLORS[artifact]
+    if "int4" in artifact:
+        return "tab:purple"
+    return "tab:orange" if "dynamic" in artifact else "tab:green"
+
+
+def plot_tradeoff(
+    points: list[dict],
+    frontier: list[str],
+    path: str | Path,
+    title: str = "",
+    chosen: str | None = None,
+    budget_line: float | None = None,
+) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    ok = [p for p in points if p.get("status", "ok") == "ok"]
+    fig, ax = plt.subplots(figsize=(9, 6), dpi=110)
+    kinds: dict[str, list[dict]] = {}
+    for p in ok:
+        kinds.setdefault(p["artifact"], []).append(p)
+    for artifact, group in sorted(kinds.items()):
+        ax.scatter([p["deploy_bytes"] for p in group], [100 * p["accuracy"] for p in group],
+                   s=36, color=_color(artifact), label=artifact, zorder=3, alpha=0.85)
+    by_label = {p["label"]: p for p in ok}
+    front = sorted((by_label[x] for x in frontier if x in by_label), key=lambda p: p["deploy_bytes"])
+    if front:
+        ax.step([p["deploy_bytes"] for p in front], [100 * p["accuracy"] for p in front], where="post",
+                color="black", linewidth=1.2, label="Pareto frontier", zorder=2)
+    if budget_line is not None:
+        ax.axhline(100 * budget_line, color="tab:red", linestyle="--", linewidth=1, label="accuracy budget")
+    if chosen in by_label:
+        p = by_label[chosen]
+        ax.scatter([p["deploy_bytes"]], [100 * p["accuracy"]], s=220, facecolors="none",
+                   edgecolors="tab:red", linewidths=1.8, zorder=4, label="smallest within budget")
+    for i, p in enumerate(ok):
+        on_front = p["label"] in frontier
+        ax.annotate(p["label"], (p["deploy_bytes"], 100 * p["accuracy"]),
+                    xytext=(5, 4 if i % 2 == 0 else -10), textcoords="offset points",
+                    fontsize=7 if on_front else 6, color="black" if on_front else "dimgray")
+    ax.set_xscale("log")
+    ax.set_xlabel("deploy bytes (smaller of .onnx.gz and .onnx.xz), log scale")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title)
+    ax.grid(True, which="both", linewidth=0.3, alpha=0.6)
+    ax.margins(x=0.25, y=0.08)  # room for the labels
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path

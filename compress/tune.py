@@ -1,0 +1,262 @@
+"""Tune: the highest sparsity whose best artifact stays within an accuracy budget.
+
+    result = tune("pipelines/mnist.toml", max_drop=0.1, out_dir="runs/tune-mnist")
+    result["chosen"], result["points"]
+
+Bisection over one pruning setting, assumed to remove more weights as it grows:
+`prune.amount` for magnitude pipelines, `prune.threshold` for threshold ones (any dotted
+key with `param`). The high end is tried first (if it meets the budget, it is the answer),
+then the low end (if that misses, nothing in the range meets it), then `steps` midpoints,
+geometric for thresholds, arithmetic otherwise.
+
+Per-layer `[prune] overrides` follow the searched value: with `prune.amount = a`, a layer
+whose override was `o` (against the file's amount `a0`) keeps the fraction
+(1 - o) * (1 - a) / (1 - a0) of its weights, so every layer's density is scaled by the
+same factor and the file's own setting is one point of the search; thresholds are scaled
+in proportion, o * a / a0.
+
+A point meets the budget when one of its artifacts other than `dense` is at most
+`max_drop` points below that run's `dense` artifact. Every point is one run folder
+`<out>/<param>-<value>/` sharing the stage cache `<out>/cache`, so training runs once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from compress.config import PipelineConfig, load_pipeline
+from compress.errors import CompressError
+from compress.files import write_json, write_text
+from compress.sweep import delta, run_variant
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RANGES = {"prune.amount": (0.5, 0.99), "prune.threshold": (1e-3, 0.1)}
+
+
+def default_param(config: PipelineConfig) -> str:
+    return "prune.amount" if config.prune.method == "magnitude" else "prune.threshold"
+
+
+def point_overrides(config: PipelineConfig, param: str, value: float) -> dict[str, Any]:
+    """The settings of one point: `param`, and the per-layer overrides scaled with it."""
+    overrides: dict[str, Any] = {param: value}
+    attr = param.removeprefix("prune.")
+    if param in DEFAULT_RANGES and config.prune.overrides:
+        base = getattr(config.prune, attr)
+        layers = {}
+        for layer, override in config.prune.overrides.items():
+            own = getattr(override, attr)
+            if attr == "amount":
+                density = (1 - own) * (1 - value) / (1 - base)
+                scaled = min(max(1 - density, 0.0), 0.999)
+            else:
+                scaled = own * value / base if base > 0 else own
+            layers[layer] = {**override.model_dump(exclude_none=True), attr: round(scaled, 6)}
+        overrides["prune.overrides"] = layers
+    return overrides
+
+
+def _round(value: float) -> float:
+    return float(f"{value:.4g}")
+
+
+def midpoint(low: float, high: float, geometric: bool) -> float:
+    return _round(math.sqrt(low * high) if geometric and low > 0 else (low + high) / 2)
+
+
+def evaluate_point(report: dict, max_drop: float, baseline: str = "dense") -> dict:
+    """The best artifact of one run: the smallest within budget, else the most accurate."""
+    artifacts = report["artifacts"]
+    base = next((a for a in artifacts if a["name"] == baseline), artifacts[0])
+    candidates = []
+    for a in artifacts:
+        if a["name"] == baseline or a["status"] != "ok":
+            continue
+        drop = round(100 * (base["accuracy"] - a["accuracy"]), 4)
+        candidates.append({"artifact": a["name"], "accuracy": a["accuracy"], "drop": drop,
+                           "deploy_bytes": a["deploy_bytes"], "sparsity": a["sparsity"]})
+    meets = [c for c in candidates if c["drop"] <= max_drop + 1e-9]
+    if meets:
+        best = min(meets, key=lambda c: (c["deploy_bytes"], -c["accuracy"]))
+    elif candidates:
+        best = min(candidates, key=lambda c: (c["drop"], c["deploy_bytes"]))
+    else:
+        best = None
+    return {
+        "dense_accuracy": base["accuracy"],
+        "pruned_sparsity": report["training"]["pruned_sparsity"],
+        "best": best,
+        "meets": bool(meets),
+        "train_cached": next(s["cached"] for s in report["stages"] if s["name"] == "train"),
+    }
+
+
+def tune(
+    pipeline: str | Path,
+    max_drop: float,
+    out_dir: str | Path,
+    param: str | None = None,
+    low: float | None = None,
+    high: float | None = None,
+    steps: int = 5,
+    data_root: str | None = None,
+    cache_dir: str | Path | None = None,
+    fixed: dict[str, Any] | None = None,
+    device: str = "cpu",
+) -> dict:
+    """Search, write `<out>/tune.json` and `tune.md`, and return the result."""
+    from compress.pipeline import check_inputs
+
+    pipeline = Path(pipeline).resolve()
+    config = load_pipeline(pipeline)
+    if fixed:
+        config = config.with_overrides(fixed)
+    param = param or default_param(config)
+    default_low, default_high = DEFAULT_RANGES.get(param, (None, None))
+    low = default_low if low is None else low
+    high = default_high if high is None else high
+    if low is None or high is None:
+        raise CompressError(f"--param {param}: give --low and --high (defaults exist for {', '.join(DEFAULT_RANGES)})")
+    if not low < high:
+        raise CompressError(f"--low {low:g} must be below --high {high:g}")
+    if steps < 0:
+        raise CompressError(f"--steps {steps}: give 0 or more")
+    for value in (low, high):  # every point's settings are valid before any work
+        config.with_overrides(point_overrides(config, param, value))
+    check_inputs(config, data_root)
+    out = Path(out_dir).resolve()
+    cache = Path(cache_dir).resolve() if cache_dir else out / "cache"
+    root = str(Path(data_root).expanduser().resolve()) if data_root else None
+    geometric = param.endswith("threshold")
+    short = param.split(".")[-1]
+    points: list[dict] = []
+
+    def try_value(value: float) -> dict:
+        overrides = {**(fixed or {}), **point_overrides(config, param, value)}
+        name = f"{short}-{value:g}"
+        log.info("tune: %s = %g (point %d)", param, value, len(points) + 1)
+        result = run_variant({"name": name, "overrides": overrides, "pipeline": str(pipeline),
+                              "run_dir": str(out / name), "data_root": root, "cache_dir": str(cache),
+                              "device": device})
+        point = {"value": value, "run_dir": str(out / name), **evaluate_point(result["report"], max_drop)}
+        points.append(point)
+        best = point["best"]
+        log.info("tune: %s = %g: sparsity %.2f%%, best %s %.2f%% (%+.2f pts), %s bytes: %s",
+                 param, value, 100 * point["pruned_sparsity"], best and best["artifact"],
+                 100 * best["accuracy"] if best else float("nan"), -best["drop"] if best else float("nan"),
+                 f"{best['deploy_bytes']:,}" if best else "-", "meets" if point["meets"] else "misses")
+        return point
+
+    high, low = _round(high), _round(low)
+    # high end first (if it meets, it is the answer), then the low end (if it misses, nothing will)
+    if not try_value(high)["meets"] and try_value(low)["meets"]:
+        lo, hi = low, high
+        for _ in range(steps):
+            mid = midpoint(lo, hi, geometric)
+            if mid in (lo, hi):
+                break
+            if try_value(mid)["meets"]:
+                lo = mid
+            else:
+                hi = mid
+    result = summarize(config.name, str(pipeline), param, (low, high), max_drop, points)
+    write_json(out / "tune.json", result)
+    write_text(out / "tune.md", format_markdown(result))
+    return result
+
+
+def summarize(name: str, pipeline: str, param: str, bounds: tuple[float, float], max_drop: float,
+              points: list[dict]) -> dict:
+    meeting = [p for p in points if p["meets"]]
+    chosen = None
+    ties: list[float] = []
+    notes: list[str] = []
+    if meeting:
+        best = max(meeting, key=lambda p: (round(p["pruned_sparsity"], 4), -p["best"]["deploy_bytes"],
+                                           p["best"]["accuracy"]))
+        chosen = best["value"]
+        ties = [p["value"] for p in meeting if p is not best
+                and round(p["pruned_sparsity"], 4) == round(best["pruned_sparsity"], 4)]
+        if chosen == bounds[1]:
+            notes.append(f"the high end ({param} = {bounds[1]:g}) meets the budget: raise --high to look further")
+        misses_below = [p["value"] for p in points if not p["meets"] and p["value"] < chosen]
+        if misses_below:
+            notes.append(f"accuracy was not monotonic: {', '.join(f'{v:g}' for v in misses_below)} "
+                         f"missed the budget below the chosen {chosen:g}")
+    elif points:
+        notes.append(f"nothing meets the budget: even {param} = {bounds[0]:g} drops more than {max_drop:g} pts")
+    return {
+        "pipeline": name,
+        "pipeline_file": pipeline,
+        "param": param,
+        "low": bounds[0],
+        "high": bounds[1],
+        "max_drop": max_drop,
+        "points": points,
+        "chosen": chosen,
+        "ties": ties,
+        "notes": notes,
+        "train_runs": sum(1 for p in points if not p["train_cached"]),
+    }
+
+
+def _rows(result: dict) -> tuple[list[str], list[list[str]]]:
+    headers = [result["param"], "sparsity", "best artifact", "acc %", "Δ pts", "deploy", "budget"]
+    rows = []
+    for p in sorted(result["points"], key=lambda p: p["value"]):
+        b = p["best"]
+        mark = "meets" if p["meets"] else "misses"
+        if p["value"] == result["chosen"]:
+            mark += " (chosen)"
+        rows.append([f"{p['value']:g}", f"{p['pruned_sparsity']:.2%}", b["artifact"] if b else "-",
+                     f"{b['accuracy']:.2%}" if b else "-", delta(b["drop"]) if b else "-",
+                     f"{b['deploy_bytes']:,}" if b else "-", mark])
+    return headers, rows
+
+
+def chosen_sentence(result: dict) -> str:
+    if result["chosen"] is None:
+        return result["notes"][0] if result["notes"] else "no point was tried"
+    p = next(p for p in result["points"] if p["value"] == result["chosen"])
+    b = p["best"]
+    text = (f"chosen: {result['param']} = {result['chosen']:g}, sparsity {p['pruned_sparsity']:.2%}, "
+            f"{b['artifact']} {b['accuracy']:.2%} ({delta(b['drop'])} pts against dense "
+            f"{p['dense_accuracy']:.2%}), {b['deploy_bytes']:,} deploy bytes, in {p['run_dir']}")
+    if result["ties"]:
+        text += f"; tied on sparsity with {', '.join(f'{v:g}' for v in result['ties'])}"
+    return text
+
+
+def format_table(result: dict) -> str:
+    headers, rows = _rows(result)
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+
+    def line(cells):
+        return "  ".join(c.rjust(w) if 0 < i < 6 and i != 2 else c.ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+
+    lines = [f"tune {result['pipeline']}: highest {result['param']} in [{result['low']:g}, {result['high']:g}] "
+             f"within {result['max_drop']:g} pts of dense",
+             line(headers), "  ".join("-" * w for w in widths), *map(line, rows), "",
+             chosen_sentence(result)]
+    lines += [n for n in result["notes"] if n != chosen_sentence(result)]
+    lines.append(f"{len(result['points'])} points; training ran {result['train_runs']} time(s)")
+    return "\n".join(lines)
+
+
+def format_markdown(result: dict) -> str:
+    headers, rows = _rows(result)
+    out = [f"# Tune {result['pipeline']}", "",
+           f"Highest `{result['param']}` in [{result['low']:g}, {result['high']:g}] whose best artifact "
+           f"(the smallest within budget) is at most {result['max_drop']:g} pts below `dense`. "
+           "Sparsity: zeros among the pruned layers' weights.", "",
+           "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    out += ["", chosen_sentence(result) + "."]
+    out += [f"- {n}" for n in result["notes"] if n != chosen_sentence(result)]
+    out.append(f"\n{len(result['points'])} points; training ran {result['train_runs']} time(s).")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,324 @@
+"""Sweeps: --set parsing, the Pareto frontier and the budget on hand-made points, the shared
+stage cache, and real tiny sweeps (in worker processes, through Ray, and --ray without Ray).
+
+The real sweep runs once per module: 2 prune thresholds x 2 quantize variants of the tiny
+pipeline in 2 processes with a fresh cache; training must run in exactly one variant.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from compress.cache import StageCache
+from compress.cli import main
+from compress.errors import CompressError
+from compress.files import sha256_file, write_json
+from compress.sweep import (
+    collect_points,
+    pareto_frontier,
+    parse_set,
+    plan_variants,
+    split_top_level,
+    sweep_axes,
+    variant_names,
+    within_budget,
+)
+
+SETS = ["--set", "prune.threshold=0.01,0.03", "--set", 'quantize.variants=["dynamic"],["static"]']
+
+
+# ---------------------------------------------------------------- --set values
+
+
+@pytest.mark.parametrize("spec, key, values", [
+    ("prune.amount=0.9,0.95", "prune.amount", [0.9, 0.95]),
+    ("prune.threshold=1e-3, 3e-3", "prune.threshold", [1e-3, 3e-3]),
+    ('quantize.variants=["dynamic"],["static","dynamic"]', "quantize.variants", [["dynamic"], ["static", "dynamic"]]),
+    ('quantize.variants=["dynamic", "static"]', "quantize.variants", [["dynamic", "static"]]),
+    ("quantize.source=dense,pruned", "quantize.source", ["dense", "pruned"]),
+    ('quantize.source="dense"', "quantize.source", ["dense"]),
+    ("quantize.per_channel=true,false", "quantize.per_channel", [True, False]),
+    ("finetune.epochs=1,2", "finetune.epochs", [1, 2]),
+    ('train.l1={ lambda = 1e-4, method = "proximal" }', "train.l1", [{"lambda": 1e-4, "method": "proximal"}]),
+])
+def test_set_values_are_toml_literals(spec, key, values):
+    assert parse_set(spec) == (key, values)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("prune.amount", "expected KEY=VALUE"),
+    ("=0.9", "expected KEY=VALUE"),
+    ("prune.amount=", "expected KEY=VALUE"),
+    ("prune.amount=[0.9", "is not a TOML value"),
+    ("prune.amount=0.9,(1)", "is not a TOML value"),
+])
+def test_bad_set_values_are_one_line_errors(spec, message):
+    with pytest.raises(CompressError, match=message):
+        parse_set(spec)
+
+
+def test_split_top_level_keeps_brackets_and_quotes_whole():
+    assert split_top_level('[1, 2], "a,b", {x = [3, 4]}, 5') == ["[1, 2]", '"a,b"', "{x = [3, 4]}", "5"]
+
+
+def test_variants_are_every_combination_validated_before_any_work(tmp_path, pipeline_writer):
+    from compress.config import load_pipeline
+
+    config = load_pipeline(pipeline_writer(tmp_path / "p.toml", {"sweep": {"prune.threshold": [0.01, 0.02]}}))
+    axes = sweep_axes(config, ["quantize.variants=[\"dynamic\"],[\"static\"]"])
+    variants = plan_variants(config, axes)
+    assert [v["name"] for v in variants] == [
+        "threshold-0.01_variants-dynamic", "threshold-0.01_variants-static",
+        "threshold-0.02_variants-dynamic", "threshold-0.02_variants-static",
+    ]
+    assert variants[3]["overrides"] == {"prune.threshold": 0.02, "quantize.variants": ["static"]}
+    with pytest.raises(CompressError, match=r"variant amount-1.5 .*prune.amount"):
+        plan_variants(config, {"prune.amount": [1.5]})
+    with pytest.raises(CompressError, match="unknown key"):
+        plan_variants(config, {"prune.treshold": [0.1]})
+    with pytest.raises(CompressError, match="nothing to sweep"):
+        sweep_axes(load_pipeline(pipeline_writer(tmp_path / "q.toml")), [])
+
+
+def test_variant_names_are_unique_and_use_the_whole_key_when_two_end_alike():
+    axes = {"train.epochs": [1, 2], "finetune.epochs": [1]}
+    combos = [{"train.epochs": 1, "finetune.epochs": 1}, {"train.epochs": 2, "finetune.epochs": 1}]
+    assert variant_names(combos, axes) == ["epochs-1", "epochs-2"]
+    axes = {"train.epochs": [1, 2], "finetune.epochs": [1, 2]}
+    combos = [{"train.epochs": 1, "finetune.epochs": 2}]
+    assert variant_names(combos, axes) == ["train.epochs-1_finetune.epochs-2"]
+    assert variant_names([{"a.b": 0.1}, {"a.b": 0.1}], {"a.b": [0.1, 0.1]}) == ["b-0.1", "b-0.1-2"]
+
+
+# ---------------------------------------------------------------- frontier and budget
+
+
+def point(label, deploy, accuracy, drop=0.0, artifact=None, status="ok"):
+    return {"label": label, "artifact": artifact or label, "deploy_bytes": deploy, "accuracy": accuracy,
+            "drop": drop, "status": status}
+
+
+def test_pareto_frontier_keeps_the_smallest_artifact_for_each_accuracy_level():
+    points = [
+        point("dense", 100_000, 0.980),
+        point("a", 10_000, 0.970),
+        point("b", 12_000, 0.965),   # larger and less accurate than a: off
+        point("c", 5_000, 0.950),
+        point("d", 5_000, 0.940),    # same size as c, less accurate: off
+        point("e", 20_000, 0.970),   # as accurate as a but larger: off
+        point("f", 3_000, 0.990, status="failed: logits differ"),  # failed: never on it
+        point("g", 50_000, 0.975),
+    ]
+    front = pareto_frontier(points)
+    assert [p["label"] for p in front] == ["c", "a", "g", "dense"]
+    # no point on the frontier is dominated, every point off it is
+    for p in points:
+        if p["status"] != "ok":
+            continue
+        beaten = any(q["deploy_bytes"] <= p["deploy_bytes"] and q["accuracy"] >= p["accuracy"] and q is not p
+                     and (q["deploy_bytes"], q["accuracy"]) != (p["deploy_bytes"], p["accuracy"]) for q in points
+                     if q["status"] == "ok")
+        assert beaten == (p not in front)
+
+
+def test_pareto_frontier_keeps_exact_ties_and_handles_one_or_no_point():
+    twins = [point("x", 1_000, 0.9), point("y", 1_000, 0.9)]
+    assert {p["label"] for p in pareto_frontier(twins)} == {"x", "y"}
+    assert pareto_frontier([point("only", 1, 0.5)])[0]["label"] == "only"
+    assert pareto_frontier([]) == []
+
+
+def test_budget_picks_the_smallest_artifact_within_it_and_says_when_none_is():
+    points = [
+        point("dense", 100_000, 0.980, 0.0),
+        point("a", 10_000, 0.976, 0.4, "pruned"),
+        point("b", 8_000, 0.970, 1.0, "pruned-int8-static"),
+        point("c", 10_000, 0.976, 0.4, "pruned-int8-dynamic"),
+        point("d", 4_000, 0.99, -1.0, "pruned-int4-static", status="failed: x"),
+    ]
+    budget = within_budget(points, max_drop=0.5)
+    assert budget["chosen"] == "a" and budget["ties"] == ["c"]
+    assert within_budget(points, max_drop=1.0)["chosen"] == "b"
+    assert within_budget(points, max_drop=0.4)["chosen"] == "a"  # exactly at the limit counts
+    nothing = within_budget(points, max_drop=0.1)
+    assert nothing["chosen"] is None and nothing["closest"] == "a"
+
+
+def test_identical_artifacts_of_several_variants_are_one_point():
+    def report(acc):
+        return {"artifacts": [
+            {"name": "dense", "path": "dense.onnx", "bytes": 10, "gzip_bytes": 9, "xz_bytes": 8, "deploy_bytes": 8,
+             "accuracy": 0.9, "compression": 1.2, "sparsity": 0.0, "status": "ok"},
+            {"name": "pruned", "path": "pruned.onnx", "bytes": 10, "gzip_bytes": 5, "xz_bytes": 4, "deploy_bytes": 4,
+             "accuracy": acc, "compression": 2.5, "sparsity": 0.5, "status": "ok"},
+        ]}
+
+    results = [{"name": "v1", "run_dir": "/r/v1", "report": report(0.89)},
+               {"name": "v2", "run_dir": "/r/v2", "report": report(0.85)}]
+    points = collect_points(results)
+    assert [p["label"] for p in points] == ["dense", "v1/pruned", "v2/pruned"]
+    assert points[0]["variants"] == ["v1", "v2"]
+    assert points[2]["drop"] == pytest.approx(5.0)
+
+
+# ---------------------------------------------------------------- the stage cache
+
+
+def fake_stage(run_dir: Path, content: bytes = b"weights") -> dict:
+    (run_dir / "train").mkdir(parents=True, exist_ok=True)
+    (run_dir / "train" / "model.pt").write_bytes(content)
+    (run_dir / "dense.onnx").write_bytes(content + b"-onnx")
+    record = {"name": "train", "key": "k1", "inputs": {}, "seconds": 1.0, "metrics": {"a": 1},
+              "outputs": {rel: sha256_file(run_dir / rel) for rel in ("train/model.pt", "dense.onnx")}}
+    write_json(run_dir / "train" / "stage.json", record)
+    return record
+
+
+def test_cache_entries_are_linked_into_run_folders_and_checked(tmp_path):
+    cache = StageCache(tmp_path / "cache")
+    record = fake_stage(tmp_path / "a")
+    with cache.lock("train", "k1"):
+        cache.store(record, tmp_path / "a")
+    assert (tmp_path / "cache/train/k1/stage.json").is_file()
+    got = cache.fetch("train", "k1", {}, tmp_path / "b")
+    assert got["metrics"] == {"a": 1}
+    assert (tmp_path / "b/train/model.pt").read_bytes() == b"weights"
+    assert (tmp_path / "b/dense.onnx").stat().st_ino == (tmp_path / "cache/train/k1/dense.onnx").stat().st_ino
+    assert json.loads((tmp_path / "b/train/stage.json").read_text())["key"] == "k1"
+    # other parent outputs, another key, or a changed file: not used
+    assert cache.fetch("train", "k1", {"prune/model.pt": "abc"}, tmp_path / "c") is None
+    assert cache.fetch("train", "k2", {}, tmp_path / "c") is None
+    (tmp_path / "cache/train/k1/dense.onnx").unlink()
+    (tmp_path / "cache/train/k1/dense.onnx").write_bytes(b"tampered")
+    assert cache.fetch("train", "k1", {}, tmp_path / "c") is None
+    assert not (tmp_path / "c").exists()
+    # storing again replaces the broken entry
+    cache.store(fake_stage(tmp_path / "d", b"other"), tmp_path / "d")
+    assert cache.lookup("train", "k1", {})["outputs"]["train/model.pt"] == sha256_file(tmp_path / "d/train/model.pt")
+
+
+def test_cache_lock_makes_a_second_holder_wait(tmp_path):
+    cache = StageCache(tmp_path / "cache")
+    order = []
+    inside = threading.Event()
+
+    def second():
+        inside.wait(5)
+        with cache.lock("train", "k"):
+            order.append("second")
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    with cache.lock("train", "k"):
+        inside.set()
+        time.sleep(0.3)
+        order.append("first")
+    thread.join(5)
+    assert order == ["first", "second"]
+    with cache.lock("train", "other"):  # another key is not held up
+        pass
+
+
+# ---------------------------------------------------------------- real sweeps
+
+
+@pytest.fixture(scope="module")
+def sweep_run(tmp_path_factory, pipeline_writer):
+    """2 thresholds x 2 quantize variants in 2 processes, fresh cache."""
+    folder = tmp_path_factory.mktemp("sweep")
+    pipeline = pipeline_writer(folder / "tiny.toml")
+    out = folder / "out"
+    result = CliRunner().invoke(main, ["sweep", str(pipeline), *SETS, "--out", str(out), "--jobs", "2",
+                                       "--max-drop", "50"])
+    return result, out, pipeline
+
+
+def test_sweep_trains_once_and_writes_its_reports(sweep_run):
+    result, out, _ = sweep_run
+    assert result.exit_code == 0, result.output
+    variants = sorted(p.name for p in out.iterdir() if (p / "report.json").is_file())
+    assert variants == ["threshold-0.01_variants-dynamic", "threshold-0.01_variants-static",
+                        "threshold-0.03_variants-dynamic", "threshold-0.03_variants-static"]
+    reports = {v: json.loads((out / v / "report.json").read_text()) for v in variants}
+    train_cached = [next(s["cached"] for s in r["stages"] if s["name"] == "train") for r in reports.values()]
+    assert sorted(train_cached) == [False, True, True, True]
+    # variants with the same threshold share prune, finetune and export as well
+    prune_keys = {v: next(s["key"] for s in r["stages"] if s["name"] == "prune") for v, r in reports.items()}
+    assert len(set(prune_keys.values())) == 2
+    assert [a["name"] for a in reports["threshold-0.03_variants-static"]["artifacts"]] == [
+        "dense", "pruned", "pruned-int8-static"]
+    summary = json.loads((out / "sweep.json").read_text())
+    assert summary["train_runs"] == 1 and summary["stages_total"] == 24
+    assert summary["stages_reused"] >= 9  # train 3x, prune/finetune/export 2x each
+    assert f"reused {summary['stages_reused']} of 24 stages; training ran in 1 of 4 variants" in result.output
+    assert summary["frontier"] and all(p["frontier"] == (p["label"] in summary["frontier"])
+                                       for p in summary["points"])
+    assert summary["budget"]["chosen"] in summary["frontier"]
+    assert "smallest within 50 pts of dense" in result.output
+    assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (out / "sweep.md").read_text()
+    assert "## Pareto frontier" in md and "sweep.png" in md
+    dense_points = [p for p in summary["points"] if p["artifact"] == "dense"]
+    assert len(dense_points) == 1 and len(dense_points[0]["variants"]) == 4
+
+
+def test_compare_reads_the_sweep_variants(sweep_run):
+    _, out, _ = sweep_run
+    runs = [str(out / "threshold-0.01_variants-dynamic"), str(out / "threshold-0.03_variants-static")]
+    result = CliRunner().invoke(main, ["compare", *runs])
+    assert result.exit_code == 0, result.output
+    assert "threshold-0.01_variants-dynamic" in result.output and "pruned-int8-static" in result.output
+    assert max(len(line) for line in result.output.splitlines()) <= 80
+
+
+def test_budget_that_nothing_meets_is_reported_honestly(sweep_run, tmp_path):
+    _, out, pipeline = sweep_run
+    # same settings, same cache: every stage is reused, only the budget differs
+    result = CliRunner().invoke(main, ["sweep", str(pipeline), *SETS, "--out", str(tmp_path / "again"),
+                                       "--cache", str(out / "cache"), "--max-drop", "-100"])
+    assert result.exit_code == 0, result.output
+    assert "nothing meets the budget" in result.output
+    assert "reused 24 of 24 stages; training ran in 0 of 4 variants" in result.output
+
+
+def test_sweep_through_ray_on_a_local_cluster(sweep_run, tmp_path):
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'compress[ray]')")
+    _, out, pipeline = sweep_run
+    result = CliRunner().invoke(main, ["sweep", str(pipeline), *SETS, "--out", str(tmp_path / "ray"),
+                                       "--cache", str(out / "cache"), "--ray", "local", "--jobs", "2"])
+    assert result.exit_code == 0, result.output
+    mine = json.loads((tmp_path / "ray/sweep.json").read_text())
+    reference = json.loads((out / "sweep.json").read_text())
+    assert [v["name"] for v in mine["variants"]] == [v["name"] for v in reference["variants"]]
+    accuracy = {p["label"]: p["accuracy"] for p in reference["points"]}
+    assert {p["label"]: p["accuracy"] for p in mine["points"]} == accuracy
+    assert mine["train_runs"] == 0
+
+
+def test_ray_missing_exits_2_with_the_install_hint(monkeypatch, tmp_path, pipeline_writer):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
+    pipeline = pipeline_writer(tmp_path / "p.toml")
+    result = CliRunner().invoke(main, ["sweep", str(pipeline), *SETS, "--out", str(tmp_path / "out"),
+                                       "--ray", "local"])
+    assert result.exit_code == 2
+    assert "pip install 'compress[ray]'" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "prune.treshold=0.1,0.2"], "did you mean 'prune.threshold'"),
+    (["--set", "prune.threshold=0.1,[0.2"], "is not a TOML value"),
+    ([], "nothing to sweep"),
+])
+def test_bad_sweeps_fail_before_any_work(tmp_path, pipeline_writer, args, message):
+    pipeline = pipeline_writer(tmp_path / "p.toml")
+    result = CliRunner().invoke(main, ["sweep", str(pipeline), *args, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and result.output.startswith("error:") and message in result.output
+    assert not (tmp_path / "out").exists()
