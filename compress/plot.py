@@ -24,6 +24,28 @@ def _color(artifact: str) -> str:
     return "tab:orange" if "dynamic" in artifact else "tab:green"
 
 
+# Offsets (points) tried in turn for a label, so that labels of nearby points do not overlap.
+LABEL_OFFSETS = [(6, 3), (6, -10), (6, 12), (6, -19), (6, 21), (6, -28), (6, 30), (6, -37)]
+
+
+def _place_labels(fig, ax, points: list[dict], frontier: set[str]) -> None:
+    """Label every point, moving a label up or down until it overlaps no earlier one
+    (frontier points first, so that theirs sit closest)."""
+    renderer = fig.canvas.get_renderer()
+    placed = []
+    for p in sorted(points, key=lambda p: (p["label"] not in frontier, p["deploy_bytes"])):
+        on_front = p["label"] in frontier
+        for offset in LABEL_OFFSETS:
+            text = ax.annotate(p["label"], (p["deploy_bytes"], 100 * p["accuracy"]), xytext=offset,
+                               textcoords="offset points", fontsize=7 if on_front else 6,
+                               color="black" if on_front else "dimgray")
+            box = text.get_window_extent(renderer)
+            if not any(box.overlaps(other) for other in placed) or offset == LABEL_OFFSETS[-1]:
+                placed.append(box)
+                break
+            text.remove()
+
+
 def plot_tradeoff(
     points: list[dict],
     frontier: list[str],
@@ -57,11 +79,6 @@ def plot_tradeoff(
         p = by_label[chosen]
         ax.scatter([p["deploy_bytes"]], [100 * p["accuracy"]], s=220, facecolors="none",
                    edgecolors="tab:red", linewidths=1.8, zorder=4, label="smallest within budget")
-    for i, p in enumerate(ok):
-        on_front = p["label"] in frontier
-        ax.annotate(p["label"], (p["deploy_bytes"], 100 * p["accuracy"]),
-                    xytext=(5, 4 if i % 2 == 0 else -10), textcoords="offset points",
-                    fontsize=7 if on_front else 6, color="black" if on_front else "dimgray")
     ax.set_xscale("log")
     ax.set_xlabel("deploy bytes (smaller of .onnx.gz and .onnx.xz), log scale")
     ax.set_ylabel("test accuracy (%)")
@@ -70,6 +87,7 @@ def plot_tradeoff(
     ax.margins(x=0.25, y=0.08)  # room for the labels
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
+    _place_labels(fig, ax, ok, set(frontier))
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
