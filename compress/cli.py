@@ -24,7 +24,7 @@ def _setup_logging(verbose: bool) -> None:
         format="%(message)s" if not verbose else "%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("onnxruntime", "onnxscript", "torch", "matplotlib", "PIL"):
+    for noisy in ("onnxruntime", "onnxscript", "onnx_ir", "torch", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -54,10 +54,10 @@ def main(verbose: bool) -> None:
 
 
 @main.command()
-@click.argument("pipeline", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("pipeline", type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Run folder [default: runs/<pipeline name>].")
-@click.option("--data-root", type=click.Path(file_okay=False),
+@click.option("--data-root", type=click.Path(),
               help="Folder holding the data set's IDX files (overrides [data] root).")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True,
               help="Where to train; ONNX artifacts are always verified on the CPU.")
@@ -90,7 +90,7 @@ def run(pipeline, out_dir, data_root, device, force, from_stage, no_progress):
 
 
 @main.command()
-@click.argument("pipeline", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("pipeline", type=click.Path(path_type=Path))
 def validate(pipeline):
     """Check PIPELINE without running it (exit status 2 on the first problem)."""
     from compress.config import load_pipeline
@@ -150,7 +150,7 @@ def _cache_option(f):
 
 
 @main.command()
-@click.argument("pipeline", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("pipeline", type=click.Path(path_type=Path))
 @click.option("--set", "sets", multiple=True, metavar="KEY=V1,V2",
               help="Values to try for a dotted key, as TOML literals, e.g. prune.amount=0.9,0.95 or "
                    "'quantize.variants=[\"dynamic\"],[\"static\"]'. Repeat for more keys; adds to [sweep].")
@@ -163,7 +163,7 @@ def _cache_option(f):
                    "joins one (needs pip install 'compress[ray]').")
 @click.option("--max-drop", type=float, metavar="PTS",
               help="Accuracy budget in points below dense: name the smallest artifact within it.")
-@click.option("--data-root", type=click.Path(file_okay=False),
+@click.option("--data-root", type=click.Path(),
               help="Folder holding the data set's IDX files (overrides [data] root).")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True,
               help="Where to train.")
@@ -203,7 +203,7 @@ def sweep(pipeline, sets, out_dir, jobs, ray_address, max_drop, data_root, devic
 
 
 @main.command()
-@click.argument("pipeline", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("pipeline", type=click.Path(path_type=Path))
 @click.option("--max-drop", type=float, required=True, metavar="PTS",
               help="Accuracy budget: points below dense that the best artifact may lose.")
 @click.option("--param", metavar="KEY",
@@ -216,7 +216,7 @@ def sweep(pipeline, sets, out_dir, jobs, ray_address, max_drop, data_root, devic
               help="A fixed change to the pipeline for every point, e.g. finetune.epochs=1.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Tune folder: one run folder per point [default: runs/<pipeline name>-tune].")
-@click.option("--data-root", type=click.Path(file_okay=False),
+@click.option("--data-root", type=click.Path(),
               help="Folder holding the data set's IDX files (overrides [data] root).")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True,
               help="Where to train.")
@@ -247,12 +247,12 @@ def tune(pipeline, max_drop, param, low, high, steps, sets, out_dir, data_root, 
 
 
 @main.command()
-@click.argument("pipeline", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("pipeline", type=click.Path(path_type=Path))
 @click.option("--levels", default="0.5,0.7,0.8,0.9,0.95,0.97,0.98,0.99", show_default=True,
               help="Comma-separated sparsity levels to try on each layer.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Run folder whose trained model to use (trained there if missing) [default: runs/<pipeline name>].")
-@click.option("--data-root", type=click.Path(file_okay=False), help="Folder holding the data set's IDX files.")
+@click.option("--data-root", type=click.Path(), help="Folder holding the data set's IDX files.")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True,
               help="Where to train if the trained model is not there yet.")
 def sensitivity(pipeline, levels, out_dir, data_root, device):

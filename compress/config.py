@@ -270,6 +270,8 @@ def load_pipeline(path: str | Path) -> PipelineConfig:
         text = path.read_text()
     except FileNotFoundError:
         raise ConfigError(f"pipeline file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"pipeline file {path} is a folder, not a TOML file") from None
     except OSError as exc:
         raise ConfigError(f"cannot read pipeline file {path}: {exc.strerror}") from None
     except UnicodeDecodeError as exc:

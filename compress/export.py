@@ -38,6 +38,7 @@ def export_onnx(
     model = model.eval().cpu()
     example = (torch.zeros(1, *input_shape),)
     batch = torch.export.Dim("batch", min=1)
+    # The exporter prints its progress on stdout.
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
