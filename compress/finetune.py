@@ -12,7 +12,7 @@ import torch
 from compress.checkpoint import load_checkpoint, save_checkpoint
 from compress.prune import apply_masks, make_permanent, sparsity_summary
 from compress.stage import StageContext
-from compress.training import evaluate, fit
+from compress.training import final_accuracy, fit
 
 
 def run(ctx: StageContext) -> dict:
@@ -30,11 +30,8 @@ def run(ctx: StageContext) -> dict:
         if torch.any(modules[name].weight[~mask] != 0):
             raise AssertionError(f"pruned weights of {name} changed during fine-tuning")
     save_checkpoint(ctx.output("model.pt"), model, spec, masks)
-    accuracy = result.final.get("test_accuracy")
-    if accuracy is None:
-        accuracy = evaluate(model, ctx.data, "test", ctx.config.data.eval_batch_size, "cpu")
     return {
-        "test_accuracy": accuracy,
+        "test_accuracy": final_accuracy(result, model, ctx.data, ctx.config.data.eval_batch_size),
         **sparsity_summary(model),
         "epochs": result.history,
         "resumed_from_epoch": result.resumed_from_epoch,

@@ -22,7 +22,7 @@ import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -308,7 +308,7 @@ def _execute_stage(stage, config, run_dir, keys, device, data, progress, inputs)
         "inputs": inputs,
         "config": _plain(stage.settings(config)),
         "seconds": seconds,
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "outputs": {str(p.relative_to(run_dir)): sha256_file(p) for p in ctx.outputs},
         "metrics": metrics,
     }
@@ -324,7 +324,7 @@ def _build_report(config, run_dir, data, device, stages, keys) -> dict:
     return {
         "pipeline": config.name,
         "config_hash": hash_object(config.model_dump(mode="json", by_alias=True)),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "model": config.model.name or f"{config.model.path}:{config.model.class_name}",
         "dataset": {"name": data.name, "train_samples": data.size("train"), "test_samples": data.size("test")},
         "device": str(device),

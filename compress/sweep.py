@@ -18,12 +18,11 @@ import itertools
 import logging
 import os
 import re
+import tomllib
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from compress.config import PipelineConfig, load_pipeline
 from compress.errors import CompressError

@@ -124,6 +124,12 @@ def evaluate(model: nn.Module, data: Dataset, split: str, batch_size: int, devic
     return correct / data.size(split)
 
 
+def final_accuracy(result: FitResult, model: nn.Module, data: Dataset, batch_size: int) -> float:
+    """Test accuracy after training: the last epoch's, or measured now if no epoch ran."""
+    accuracy = result.final.get("test_accuracy")
+    return accuracy if accuracy is not None else evaluate(model, data, "test", batch_size, "cpu")
+
+
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     model.eval()

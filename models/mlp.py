@@ -12,7 +12,7 @@ class MLP(nn.Module):
         super().__init__()
         sizes = [in_features, *widths]
         layers: list[nn.Module] = [nn.Flatten()]
-        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
             layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
         layers.append(nn.Linear(sizes[-1], num_classes))
         self.net = nn.Sequential(*layers)
