@@ -78,8 +78,23 @@ class L1Term:
     def penalty(self) -> torch.Tensor | None:
         if not (self.active and self.method == "penalty"):
             return None
-        # One fused kernel for the L1 norms of all tensors instead of a Python loop.
-        return self.lam * torch.stack(torch._foreach_norm(self.params, 1)).sum()
+        # abs().sum(): on the CPU, _foreach_norm(params, 1) runs vector_norm per tensor, ~5x slower.
+        return self.lam * torch.stack([p.abs().sum() for p in self.params]).sum()
+
+    @torch.no_grad()
+    def add_gradient(self) -> None:
+        """grad += lambda * sign(w), in place: the penalty's gradient, bit for bit.
+
+        fit takes the penalty's value without autograd and adds its gradient here after
+        backward: backpropagating through abs() costs several passes and allocations over
+        every weight, about a third of a step for simplenet on a CPU; this costs two.
+        """
+        if not (self.active and self.method == "penalty"):
+            return
+        for p in self.params:
+            if p.grad is None:  # a weight the loss does not reach still gets the penalty's pull
+                p.grad = torch.zeros_like(p)
+        torch._foreach_add_([p.grad for p in self.params], torch._foreach_sign(self.params), alpha=self.lam)
 
     @torch.no_grad()
     def proximal_step(self, lr: float) -> None:
@@ -207,13 +222,15 @@ def fit(
                 loss = (1 - distill.alpha) * loss + distill.alpha * distillation_loss(
                     logits, teacher_logits[index].to(run.device), distill.temperature
                 )
-            penalty = l1.penalty()
+            with torch.no_grad():  # the value only: add_gradient adds its gradient after backward
+                penalty = l1.penalty()
             total = loss + penalty if penalty is not None else loss
             optimizer.zero_grad(set_to_none=True)
             first_bad = (bad_step == 0) & ~torch.isfinite(total.detach())
             bad_step = torch.where(first_bad, i + 1, bad_step)
             bad_value = torch.where(first_bad, total.detach(), bad_value)
             total.backward()
+            l1.add_gradient()
             optimizer.step()
             l1.proximal_step(scheduler.get_last_lr()[0])
             scheduler.step()
