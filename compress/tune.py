@@ -164,6 +164,7 @@ def tune(
             else:
                 hi = mid
     result = summarize(config.name, str(pipeline), param, (low, high), max_drop, points)
+    result["fixed"] = dict(fixed or {})
     write_json(out / "tune.json", result)
     write_text(out / "tune.md", format_markdown(result))
     return result
@@ -239,8 +240,9 @@ def format_table(result: dict) -> str:
         return "  ".join(c.rjust(w) if 0 < i < 6 and i != 2 else c.ljust(w)
                          for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
 
+    fixed = ", ".join(f"{k}={v!r}" for k, v in result.get("fixed", {}).items())
     lines = [f"tune {result['pipeline']}: highest {result['param']} in [{result['low']:g}, {result['high']:g}] "
-             f"within {result['max_drop']:g} pts of dense",
+             f"within {result['max_drop']:g} pts of dense" + (f" (with {fixed})" if fixed else ""),
              line(headers), "  ".join("-" * w for w in widths), *map(line, rows), "",
              chosen_sentence(result)]
     lines += [n for n in result["notes"] if n != chosen_sentence(result)]
@@ -253,8 +255,10 @@ def format_markdown(result: dict) -> str:
     out = [f"# Tune {result['pipeline']}", "",
            f"Highest `{result['param']}` in [{result['low']:g}, {result['high']:g}] whose best artifact "
            f"(the smallest within budget) is at most {result['max_drop']:g} pts below `dense`. "
-           "Sparsity: zeros among the pruned layers' weights.", "",
-           "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+           "Sparsity: zeros among the pruned layers' weights.", ""]
+    if result.get("fixed"):
+        out += ["Every point with " + ", ".join(f"`{k} = {v!r}`" for k, v in result["fixed"].items()) + ".", ""]
+    out += ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     out += ["| " + " | ".join(r) + " |" for r in rows]
     out += ["", chosen_sentence(result) + "."]
     out += [f"- {n}" for n in result["notes"] if n != chosen_sentence(result)]

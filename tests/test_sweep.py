@@ -292,7 +292,7 @@ def test_sweep_through_ray_on_a_local_cluster(sweep_run, tmp_path):
     pytest.importorskip("ray", reason="Ray is not installed (pip install 'compress[ray]')")
     _, out, pipeline = sweep_run
     result = CliRunner().invoke(main, ["sweep", str(pipeline), *SETS, "--out", str(tmp_path / "ray"),
-                                       "--cache", str(out / "cache"), "--ray", "local", "--jobs", "2"])
+                                       "--cache", str(out / "cache"), "--ray", "local"])
     assert result.exit_code == 0, result.output
     mine = json.loads((tmp_path / "ray/sweep.json").read_text())
     reference = json.loads((out / "sweep.json").read_text())
