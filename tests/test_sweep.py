@@ -240,6 +240,7 @@ def sweep_run(tmp_path_factory, pipeline_writer):
     return result, out, pipeline
 
 
+@pytest.mark.slow
 def test_sweep_trains_once_and_writes_its_reports(sweep_run):
     result, out, _ = sweep_run
     assert result.exit_code == 0, result.output
@@ -269,6 +270,7 @@ def test_sweep_trains_once_and_writes_its_reports(sweep_run):
     assert len(dense_points) == 1 and len(dense_points[0]["variants"]) == 4
 
 
+@pytest.mark.slow
 def test_compare_reads_the_sweep_variants(sweep_run):
     _, out, _ = sweep_run
     runs = [str(out / "threshold-0.01_variants-dynamic"), str(out / "threshold-0.03_variants-static")]
@@ -278,6 +280,7 @@ def test_compare_reads_the_sweep_variants(sweep_run):
     assert max(len(line) for line in result.output.splitlines()) <= 80
 
 
+@pytest.mark.slow
 def test_budget_that_nothing_meets_is_reported_honestly(sweep_run, tmp_path):
     _, out, pipeline = sweep_run
     # same settings, same cache: every stage is reused, only the budget differs
@@ -288,6 +291,7 @@ def test_budget_that_nothing_meets_is_reported_honestly(sweep_run, tmp_path):
     assert "reused 24 of 24 stages; training ran in 0 of 4 variants" in result.output
 
 
+@pytest.mark.slow
 def test_sweep_through_ray_on_a_local_cluster(sweep_run, tmp_path):
     pytest.importorskip("ray", reason="Ray is not installed (pip install 'compress[ray]')")
     _, out, pipeline = sweep_run

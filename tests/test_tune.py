@@ -143,6 +143,7 @@ def test_bad_ranges_are_one_line_errors(tmp_path, pipeline_writer):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_a_real_search_trains_once(tmp_path, pipeline_writer):
     # tiny pipeline, one quantized variant, just the two ends (the bisection is tested above)
     pipeline = pipeline_writer(tmp_path / "tiny.toml", {"quantize.variants": ["dynamic"]})
