@@ -367,6 +367,9 @@ def summarize(name: str, pipeline: str, axes: dict, results: list[dict], max_dro
     stages = [s for r in results for s in r["report"]["stages"]]
     train_runs = sum(1 for r in results for s in r["report"]["stages"] if s["name"] == "train" and not s["cached"])
     budget = within_budget(points, max_drop) if max_drop is not None else None
+    if budget is not None:
+        for p in points:
+            p["within_budget"] = p["status"] == "ok" and p["drop"] <= max_drop + 1e-9
     return {
         "pipeline": name,
         "pipeline_file": pipeline,
@@ -429,14 +432,18 @@ def format_markdown(summary: dict) -> str:
     if summary["budget"] is not None:
         out += ["## Accuracy budget", "", budget_sentence(summary["budget"], summary["points"]) + ".", ""]
     out += ["![accuracy against deploy size](sweep.png)", "", "## All artifacts", ""]
+    budget = summary["budget"]
     headers = ["variant(s)", "artifact", "acc %", "Δ pts", "deploy bytes", "ratio", "sparsity", "frontier"]
+    headers += [f"within {budget['max_drop']:g} pts"] if budget else []
     out += ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for p in sorted(summary["points"], key=lambda p: (p["deploy_bytes"], -p["accuracy"])):
         variants = "all" if p["label"] == p["artifact"] else ", ".join(p["variants"])
         artifact = p["artifact"] + ("" if p["status"] == "ok" else f" ({p['status']})")
-        out.append(f"| {variants} | {artifact} | {p['accuracy']:.2%} | {delta(p['drop'])} | "
-                   f"{p['deploy_bytes']:,} | {p['compression']:.1f}x | {p['sparsity']:.1%} | "
-                   f"{'yes' if p['frontier'] else ''} |")
+        cells = [variants, artifact, f"{p['accuracy']:.2%}", delta(p["drop"]), f"{p['deploy_bytes']:,}",
+                 f"{p['compression']:.1f}x", f"{p['sparsity']:.1%}", "yes" if p["frontier"] else ""]
+        if budget:
+            cells.append("smallest" if p["label"] == budget["chosen"] else "yes" if p["within_budget"] else "")
+        out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 
 

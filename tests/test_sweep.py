@@ -265,7 +265,7 @@ def test_sweep_trains_once_and_writes_its_reports(sweep_run):
     assert "smallest within 50 pts of dense" in result.output
     assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = (out / "sweep.md").read_text()
-    assert "## Pareto frontier" in md and "sweep.png" in md
+    assert "## Pareto frontier" in md and "sweep.png" in md and "| smallest |" in md
     dense_points = [p for p in summary["points"] if p["artifact"] == "dense"]
     assert len(dense_points) == 1 and len(dense_points[0]["variants"]) == 4
 
