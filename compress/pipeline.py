@@ -267,6 +267,8 @@ def _run_stage(stage, forced, config, run_dir, keys, device, data, progress, inp
         if cache is not None:
             _share(cache, record, run_dir, inputs)
         return _stage_result(record, cached=True)
+    if forced:  # run from scratch: not even the epoch checkpoint of an earlier run is reused
+        (run_dir / stage.name / "last.pt").unlink(missing_ok=True)
     if cache is None:
         return _stage_result(_execute_stage(stage, config, run_dir, keys, device, data, progress, inputs), cached=False)
     with cache.lock(stage.name, key):  # a parallel run with the same key waits here, then reuses it

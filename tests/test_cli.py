@@ -218,6 +218,19 @@ def test_a_second_identical_run_reuses_every_stage(finished_run, report, tmp_pat
 
 
 @pytest.mark.slow
+def test_force_retrains_from_scratch_instead_of_resuming(finished_run, report, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run["run_dir"], run_dir)
+    result = invoke("run", finished_run["pipeline"], "--out", run_dir, "--no-progress", "--force", "--threads", "1")
+    assert result.exit_code == 0, result.output
+    forced = read_report(run_dir)
+    assert cached_by_stage(forced) == dict.fromkeys(STAGES, False)
+    train = json.loads((run_dir / "train" / "stage.json").read_text())
+    assert train["metrics"]["resumed_from_epoch"] == 0
+    assert [a["accuracy"] for a in forced["artifacts"]] == [a["accuracy"] for a in report["artifacts"]]
+
+
+@pytest.mark.slow
 def test_changing_a_finetune_setting_reruns_finetune_and_later_stages_only(
     finished_run, report, pipeline_writer, tmp_path
 ):
@@ -314,7 +327,7 @@ def test_every_command_has_help_for_each_option(command):
 
 def test_run_help_documents_every_option():
     text = invoke("run", "--help").stdout
-    for option in ("--out", "--data-root", "--device", "--force", "--from", "--no-progress"):
+    for option in ("--out", "--data-root", "--device", "--force", "--from", "--no-progress", "--threads"):
         assert option in text
     assert "PIPELINE" in text
 
