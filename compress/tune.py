@@ -232,6 +232,12 @@ def chosen_sentence(result: dict) -> str:
     return text
 
 
+def training_sentence(result: dict) -> str:
+    n, runs = len(result["points"]), result["train_runs"]
+    text = f"{n} points; training ran in {runs} of them"
+    return text + (", the others reused it from the stage cache" if runs else " (all reused it from the stage cache)")
+
+
 def format_table(result: dict) -> str:
     headers, rows = _rows(result)
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
@@ -246,7 +252,7 @@ def format_table(result: dict) -> str:
              line(headers), "  ".join("-" * w for w in widths), *map(line, rows), "",
              chosen_sentence(result)]
     lines += [n for n in result["notes"] if n != chosen_sentence(result)]
-    lines.append(f"{len(result['points'])} points; training ran {result['train_runs']} time(s)")
+    lines.append(training_sentence(result))
     return "\n".join(lines)
 
 
@@ -262,5 +268,5 @@ def format_markdown(result: dict) -> str:
     out += ["| " + " | ".join(r) + " |" for r in rows]
     out += ["", chosen_sentence(result) + "."]
     out += [f"- {n}" for n in result["notes"] if n != chosen_sentence(result)]
-    out.append(f"\n{len(result['points'])} points; training ran {result['train_runs']} time(s).")
+    out.append(f"\n{training_sentence(result)}.")
     return "\n".join(out) + "\n"

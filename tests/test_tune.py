@@ -158,7 +158,7 @@ def test_a_real_search_trains_once(tmp_path, pipeline_writer):
     assert saved["train_runs"] == 1
     for p in saved["points"]:
         assert p["meets"] == (p["best"]["drop"] <= 1)
-    assert "training ran 1 time(s)" in result.output
+    assert "training ran in 1 of them" in result.output
     if saved["chosen"] is not None:
         chosen = next(p for p in saved["points"] if p["value"] == saved["chosen"])
         assert chosen["meets"]
