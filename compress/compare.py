@@ -17,20 +17,15 @@ import json
 from pathlib import Path
 
 from compress.errors import CompressError
+from compress.report import COLUMNS as REPORT_COLUMNS
 from compress.report import format_cell, load_report
 
-# (key, header, format) of the Markdown / CSV / JSON rows; the terminal table is compacter.
-COLUMNS = [
-    ("run", "run", "{}"),
-    ("artifact", "artifact", "{}"),
-    ("accuracy", "acc %", "{:.2%}"),
-    ("accuracy_delta", "Δ pts", "{:+.2f}"),
-    ("bytes", "bytes", "{:,}"),
-    ("gzip_bytes", "gzip", "{:,}"),
-    ("deploy_bytes", "deploy", "{:,}"),
-    ("compression", "ratio", "{:.1f}x"),
-    ("sparsity", "sparsity", "{:.1%}"),
-    ("latency_ms_b1_p50", "p50 ms", "{:.3f}"),
+# (key, header, format) of the Markdown / CSV / JSON rows: the run and the report's own
+# columns up to latency; the terminal table is compacter.
+SHARED_KEYS = ("accuracy", "accuracy_delta", "bytes", "gzip_bytes", "deploy_bytes", "compression",
+               "sparsity", "latency_ms_b1_p50")
+COLUMNS = [("run", "run", "{}"), ("artifact", "artifact", "{}")] + [
+    column for column in REPORT_COLUMNS if column[0] in SHARED_KEYS
 ]
 SORTS = ("run", "size", "accuracy")
 
