@@ -53,14 +53,22 @@ def main(verbose: bool) -> None:
     _setup_logging(verbose)
 
 
+data_root_option = click.option(
+    "--data-root", type=click.Path(), help="Folder holding the data set's IDX files (overrides [data] root)."
+)
+
+
+def device_option(help_text: str):
+    return click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu",
+                        show_default=True, help=help_text)
+
+
 @main.command()
 @click.argument("pipeline", type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Run folder [default: runs/<pipeline name>].")
-@click.option("--data-root", type=click.Path(),
-              help="Folder holding the data set's IDX files (overrides [data] root).")
-@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True,
-              help="Where to train; ONNX artifacts are always verified on the CPU.")
+@data_root_option
+@device_option("Where to train; ONNX artifacts are always verified on the CPU.")
 @click.option("--force", is_flag=True, help="Run every stage again, ignoring the cache.")
 @click.option("--from", "from_stage", metavar="STAGE",
               help="Run this stage and the ones after it again (train, prune, finetune, export, quantize, verify).")
@@ -169,10 +177,8 @@ def _cache_option(f):
                    "joins one (needs pip install 'compress[ray]').")
 @click.option("--max-drop", type=float, metavar="PTS",
               help="Accuracy budget in points below dense: name the smallest artifact within it.")
-@click.option("--data-root", type=click.Path(),
-              help="Folder holding the data set's IDX files (overrides [data] root).")
-@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True,
-              help="Where to train.")
+@data_root_option
+@device_option("Where to train.")
 @_cache_option
 def sweep(pipeline, sets, out_dir, jobs, ray_address, max_drop, data_root, device, cache_dir):
     """Run every combination of settings of PIPELINE and find the size/accuracy frontier.
@@ -222,10 +228,8 @@ def sweep(pipeline, sets, out_dir, jobs, ray_address, max_drop, data_root, devic
               help="A fixed change to the pipeline for every point, e.g. finetune.epochs=1.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Tune folder: one run folder per point [default: runs/<pipeline name>-tune].")
-@click.option("--data-root", type=click.Path(),
-              help="Folder holding the data set's IDX files (overrides [data] root).")
-@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True,
-              help="Where to train.")
+@data_root_option
+@device_option("Where to train.")
 @_cache_option
 def tune(pipeline, max_drop, param, low, high, steps, sets, out_dir, data_root, device, cache_dir):
     """Find the highest sparsity of PIPELINE whose best artifact stays within --max-drop.
@@ -258,9 +262,8 @@ def tune(pipeline, max_drop, param, low, high, steps, sets, out_dir, data_root, 
               help="Comma-separated sparsity levels to try on each layer.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Run folder whose trained model to use (trained there if missing) [default: runs/<pipeline name>].")
-@click.option("--data-root", type=click.Path(), help="Folder holding the data set's IDX files.")
-@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True,
-              help="Where to train if the trained model is not there yet.")
+@data_root_option
+@device_option("Where to train if the trained model is not there yet.")
 def sensitivity(pipeline, levels, out_dir, data_root, device):
     """Prune each layer alone at several levels and report accuracy against sparsity.
 

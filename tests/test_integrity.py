@@ -94,15 +94,6 @@ def stage_records(run_dir: Path) -> dict[str, dict]:
     return {s: json.loads((run_dir / s / "stage.json").read_text()) for s in STAGE_NAMES}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # Tiny models gain nothing from threads, and on a busy machine they lose a lot.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory) -> SimpleNamespace:
     """One finished run; `replaced` holds every path a file was renamed onto during it."""

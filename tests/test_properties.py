@@ -31,15 +31,6 @@ from compress.training import RunSettings, fit
 seeds = st.integers(0, 2**16)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # Tiny models gain nothing from threads, and on a busy machine they lose a lot.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_model(seed: int, hidden: int = 8):
     torch.manual_seed(seed)
     return build_model("simplenet", kwargs={"num_classes": 10, "hidden": hidden})
