@@ -138,7 +138,7 @@ def _magnitude(layers: dict[str, nn.Module], config: PruneConfig, amounts: dict[
     if pooled:
         total = sum(m.weight.numel() for m in pooled.values())
         target = int(round(amounts[next(iter(pooled))] * total))  # pooled layers share one amount
-        already = sum(int((m.weight_mask == 0).sum()) for m in pooled.values() if hasattr(m, "weight_mask"))
+        already = sum(_masked_count(m) for m in pooled.values())
         # On pruned modules global_unstructured keeps the old masks and counts an integer
         # amount among the entries still unpruned, so the pruned set only grows.
         tprune.global_unstructured(
@@ -147,9 +147,14 @@ def _magnitude(layers: dict[str, nn.Module], config: PruneConfig, amounts: dict[
         )
 
 
+def _masked_count(module: nn.Module) -> int:
+    """Entries the layer's current pruning mask removes (0 if it has none)."""
+    return int((module.weight_mask == 0).sum()) if hasattr(module, "weight_mask") else 0
+
+
 def _prune_layer_to(module: nn.Module, amount: float) -> None:
     n = module.weight.numel()
-    already = int((module.weight_mask == 0).sum()) if hasattr(module, "weight_mask") else 0
+    already = _masked_count(module)
     extra = int(round(amount * n)) - already
     if extra > 0 or not tprune.is_pruned(module):
         # On a pruned module, an integer amount counts among the entries still unpruned.
