@@ -26,9 +26,9 @@ import torch.nn.functional as F
 from compress.checkpoint import build_from_spec, model_spec
 from compress.config import OptimConfig, PipelineConfig
 from compress.data import DATASETS, Dataset, locate_files
-from compress.onnx_tools import get_metadata
+from compress.encode.onnx_tools import get_metadata
+from compress.stages.verify import latency_ms, make_session, prepare_inputs
 from compress.training import RunSettings, fit, make_optimizer, weight_params
-from compress.verify import latency_ms, make_session, prepare_inputs
 
 
 def build_model(config: PipelineConfig, num_classes: int) -> torch.nn.Module:

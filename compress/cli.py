@@ -152,7 +152,7 @@ def models():
                    "accuracy: most accurate first.")
 def compare(run_dirs, fmt, baseline, sort):
     """Print the artifacts of several finished run folders side by side (reads report.json)."""
-    from compress.compare import comparison_rows, format_comparison, load_runs
+    from compress.analysis.compare import comparison_rows, format_comparison, load_runs
 
     rows = comparison_rows(load_runs(list(run_dirs)), baseline=baseline, sort=sort)
     click.echo(format_comparison(rows, fmt, sort).rstrip("\n"))
@@ -187,8 +187,7 @@ def sweep(pipeline, sets, out_dir, jobs, ray_address, max_drop, data_root, devic
     settings vary). Writes OUT/sweep.json, sweep.md and sweep.png (accuracy against
     deploy bytes, Pareto frontier drawn).
     """
-    from compress.config import load_pipeline
-    from compress.sweep import (
+    from compress.analysis.sweep import (
         budget_sentence,
         format_points,
         frontier_rows,
@@ -196,6 +195,7 @@ def sweep(pipeline, sets, out_dir, jobs, ray_address, max_drop, data_root, devic
         run_sweep,
         sweep_axes,
     )
+    from compress.config import load_pipeline
 
     config = load_pipeline(pipeline)
     axes = sweep_axes(config, list(sets))
@@ -237,10 +237,10 @@ def tune(pipeline, max_drop, param, low, high, steps, sets, out_dir, data_root, 
     Bisection over one pruning setting; every point is a run folder sharing one stage
     cache, so training runs once. Writes OUT/tune.json and tune.md.
     """
+    from compress.analysis.sweep import parse_set
+    from compress.analysis.tune import format_table
+    from compress.analysis.tune import tune as run_tune
     from compress.config import load_pipeline
-    from compress.sweep import parse_set
-    from compress.tune import format_table
-    from compress.tune import tune as run_tune
 
     fixed = {}
     for spec in sets:
@@ -271,11 +271,15 @@ def sensitivity(pipeline, levels, out_dir, data_root, device):
     prints a table of accuracy drops and writes sensitivity.json/.md/.png under
     RUN_DIR/sensitivity/: a guide for per-layer targets in [prune] overrides.
     """
+    from compress.analysis.sensitivity import (
+        format_sensitivity,
+        layer_sensitivity,
+        write_sensitivity,
+    )
     from compress.checkpoint import load_checkpoint
     from compress.config import load_pipeline
     from compress.data import load_dataset
     from compress.pipeline import run_pipeline
-    from compress.sensitivity import format_sensitivity, layer_sensitivity, write_sensitivity
 
     try:
         level_values = [float(v) for v in levels.split(",") if v.strip()]

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from compress import __version__, export, finetune, prune, quantize, train, verify
+from compress import __version__
 from compress.cache import StageCache
 from compress.checkpoint import build_from_spec, load_user_weights, model_spec
 from compress.config import PipelineConfig
@@ -44,7 +44,8 @@ from compress.files import (
 )
 from compress.registry import factory_source
 from compress.report import add_comparisons, write_reports
-from compress.stage import StageContext
+from compress.stages import export, finetune, prune, quantize, train, verify
+from compress.stages.context import StageContext
 
 log = logging.getLogger(__name__)
 

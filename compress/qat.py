@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.utils.prune as tprune
 
-from compress.prune import PRUNABLE
+from compress.pruning import PRUNABLE
 
 QRANGE = {8: (-127, 127), 4: (-8, 7)}
 

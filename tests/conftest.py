@@ -21,10 +21,10 @@ import torch
 
 from compress.config import L1Config, PruneConfig, TrainConfig
 from compress.data import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, SPLIT_FILES, load_dataset, read_idx
-from compress.export import export_onnx
-from compress.onnx_tools import artifact_metadata
-from compress.prune import make_permanent, masks_of, prune_oneshot
+from compress.encode.onnx_tools import artifact_metadata
+from compress.pruning import make_permanent, masks_of, prune_oneshot
 from compress.registry import build_model
+from compress.stages.export import export_onnx
 from compress.training import RunSettings, fit
 
 # The models here are tiny: extra threads only fight over the (shared, few) cores.

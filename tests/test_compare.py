@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from compress.analysis.compare import comparison_rows, human_bytes, load_runs
 from compress.cli import main
-from compress.compare import comparison_rows, human_bytes, load_runs
 from compress.errors import CompressError
 
 

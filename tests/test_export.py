@@ -12,16 +12,16 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from compress.export import export_onnx
-from compress.onnx_tools import (
+from compress.encode.onnx_tools import (
     artifact_metadata,
     gemm_to_matmul,
     get_metadata,
     parameter_counts,
     positive_zero_initializers,
 )
-from compress.prune import prunable_layers
+from compress.pruning import prunable_layers
 from compress.registry import build_model, list_models
+from compress.stages.export import export_onnx
 
 TOLERANCE = 1e-4  # largest logit difference allowed between PyTorch and onnxruntime
 

@@ -31,9 +31,9 @@ from compress.checkpoint import load_checkpoint
 from compress.cli import main
 from compress.config import load_pipeline
 from compress.data import load_dataset
+from compress.encode.onnx_tools import get_metadata, save_model, set_metadata
 from compress.errors import CompressError
 from compress.files import sha256_file, write_json
-from compress.onnx_tools import get_metadata, save_model, set_metadata
 from compress.pipeline import STAGE_NAMES, run_pipeline, stage_keys
 
 NET_PY = """
@@ -338,10 +338,10 @@ def test_a_diverging_loss_stops_training(baseline, tmp_path, cause):
 
 def test_an_export_that_disagrees_with_pytorch_fails_the_run(baseline, run_copy, monkeypatch):
     """onnxruntime's logits are compared with PyTorch's; make PyTorch's differ by 0.5."""
-    import compress.verify
+    import compress.stages.verify
 
-    real_predict = compress.verify.predict
-    monkeypatch.setattr(compress.verify, "predict", lambda model, x: real_predict(model, x) + 0.5)
+    real_predict = compress.stages.verify.predict
+    monkeypatch.setattr(compress.stages.verify, "predict", lambda model, x: real_predict(model, x) + 0.5)
     argv = ["run", str(baseline.pipeline), "--out", str(run_copy), "--no-progress", "--from", "verify"]
     result = CliRunner().invoke(main, argv)
     assert result.exit_code == 1

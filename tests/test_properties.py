@@ -22,10 +22,10 @@ from tiny_mnist import tiny_arrays
 
 from compress.config import FinetuneConfig, L1Config, PruneConfig, QuantizeConfig
 from compress.data import DATASETS, Dataset
-from compress.export import export_onnx
-from compress.prune import apply_masks, make_permanent, masks_of, prunable_layers, prune_oneshot
-from compress.quantize import quantize_file
+from compress.pruning import apply_masks, make_permanent, masks_of, prunable_layers, prune_oneshot
 from compress.registry import build_model
+from compress.stages.export import export_onnx
+from compress.stages.quantize import quantize_file
 from compress.training import RunSettings, fit
 
 seeds = st.integers(0, 2**16)

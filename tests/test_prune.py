@@ -10,7 +10,7 @@ import torch.nn.utils.prune as tprune
 
 from compress.config import GradualConfig, OptimConfig, PruneConfig
 from compress.errors import CompressError
-from compress.prune import (
+from compress.pruning import (
     GradualPruner,
     apply_masks,
     check_layer_names,

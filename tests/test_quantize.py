@@ -13,8 +13,8 @@ import torch
 from onnx import numpy_helper
 
 from compress.config import QuantizeConfig
-from compress.onnx_tools import get_metadata, parameter_counts
-from compress.quantize import ArrayReader, quantize_file, variant_name
+from compress.encode.onnx_tools import get_metadata, parameter_counts
+from compress.stages.quantize import ArrayReader, quantize_file, variant_name
 
 VARIANTS = ["dynamic", "static", "static-int4"]
 INT8_VARIANTS = ["dynamic", "static"]

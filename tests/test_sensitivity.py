@@ -5,9 +5,9 @@ import json
 import torch
 from click.testing import CliRunner
 
+from compress.analysis.sensitivity import format_sensitivity, layer_sensitivity
 from compress.cli import main
 from compress.registry import build_model
-from compress.sensitivity import format_sensitivity, layer_sensitivity
 from compress.training import evaluate
 
 

@@ -16,11 +16,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from compress.cache import StageCache
-from compress.cli import main
-from compress.errors import CompressError
-from compress.files import sha256_file, write_json
-from compress.sweep import (
+from compress.analysis.sweep import (
     collect_points,
     pareto_frontier,
     parse_set,
@@ -30,6 +26,10 @@ from compress.sweep import (
     variant_names,
     within_budget,
 )
+from compress.cache import StageCache
+from compress.cli import main
+from compress.errors import CompressError
+from compress.files import sha256_file, write_json
 
 SETS = ["--set", "prune.threshold=0.01,0.03", "--set", 'quantize.variants=["dynamic"],["static"]']
 

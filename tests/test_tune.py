@@ -8,10 +8,10 @@ import json
 import pytest
 from click.testing import CliRunner
 
-import compress.tune as tune_module
+import compress.analysis.tune as tune_module
+from compress.analysis.tune import evaluate_point, midpoint, point_overrides, tune
 from compress.cli import main
 from compress.config import parse_pipeline
-from compress.tune import evaluate_point, midpoint, point_overrides, tune
 
 
 def report(dense: float, pruned: float, quantized: float, sparsity: float, cached: bool = True) -> dict:

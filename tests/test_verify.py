@@ -12,8 +12,14 @@ import pytest
 import torch
 
 from compress.config import VerifyConfig
-from compress.onnx_tools import get_metadata, parameter_counts
-from compress.verify import latency_ms, make_session, prepare_inputs, run_batches, verify_artifact
+from compress.encode.onnx_tools import get_metadata, parameter_counts
+from compress.stages.verify import (
+    latency_ms,
+    make_session,
+    prepare_inputs,
+    run_batches,
+    verify_artifact,
+)
 
 ROW_KEYS = {
     "name", "path", "bytes", "gzip_bytes", "xz_bytes", "deploy_bytes", "deploy_form", "deploy_path",

@@ -448,7 +448,7 @@ def format_markdown(summary: dict) -> str:
 
 
 def write_sweep(out: Path, summary: dict) -> None:
-    from compress.plot import plot_tradeoff
+    from compress.analysis.plot import plot_tradeoff
 
     write_json(out / "sweep.json", summary)
     write_text(out / "sweep.md", format_markdown(summary))

@@ -19,14 +19,14 @@ import torch
 import torch.nn as nn
 
 from compress.checkpoint import load_checkpoint
-from compress.onnx_tools import (
+from compress.encode.onnx_tools import (
     artifact_metadata,
     gemm_to_matmul,
     positive_zero_initializers,
     save_model,
     set_metadata,
 )
-from compress.stage import StageContext
+from compress.stages.context import StageContext
 
 log = logging.getLogger(__name__)
 ARTIFACTS = {"dense": "train", "pruned": "finetune"}  # artifact name -> stage whose model it is

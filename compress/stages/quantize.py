@@ -28,8 +28,8 @@ from onnxruntime.quantization import (
 )
 
 from compress.config import QuantizeConfig
-from compress.onnx_tools import get_metadata, save_model, set_metadata
-from compress.stage import StageContext
+from compress.encode.onnx_tools import get_metadata, save_model, set_metadata
+from compress.stages.context import StageContext
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import torch.nn.utils.prune as tprune
 
 from compress.data import Dataset
 from compress.files import atomic_path, write_json, write_text
-from compress.prune import prunable_layers
+from compress.pruning import prunable_layers
 from compress.training import evaluate
 
 DEFAULT_LEVELS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99)

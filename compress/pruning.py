@@ -1,4 +1,6 @@
-"""Prune stage: remove weights with torch.nn.utils.prune, once or on a gradual schedule.
+"""Pruning library: remove weights with torch.nn.utils.prune, once or on a gradual schedule.
+
+The one owner of the torch.nn.utils.prune re-parametrization (masks on, masks off).
 
     masks = prune_oneshot(model, config.prune)            # threshold or magnitude
     pruner = GradualPruner(model, config.prune); fit(..., step_hook=pruner)
@@ -8,7 +10,7 @@ L1 training leaves); `magnitude` removes the smallest `amount` fraction, ranked 
 over all layers (`scope`). The gradual schedule is Zhu & Gupta's cubic ramp ("To prune, or
 not to prune", 2017): sparsity s_t = s_f + (s_i - s_f) * (1 - t/n)^3, each step applied
 through torch.nn.utils.prune, pruned weights staying pruned. The stage saves the model with
-its masks; finetune holds them and makes the pruning permanent.
+its masks (compress.stages.prune); finetune holds them and makes the pruning permanent.
 """
 
 from __future__ import annotations
@@ -196,31 +198,3 @@ class GradualPruner:
         }
         _magnitude(self.layers, self.config, amounts)
         log.debug("gradual prune step %d/%d: %s", k, gradual.steps, amounts)
-
-
-def run(ctx) -> dict:
-    """Stage entry point: train/model.pt -> prune/model.pt (weights and masks)."""
-    from compress.checkpoint import load_checkpoint, save_checkpoint
-    from compress.training import evaluate, fit
-
-    config = ctx.config.prune
-    model, _, spec = load_checkpoint(ctx.input("train", "model.pt"))
-    history = []
-    if config.enabled:
-        check_layer_names(model, config)
-        if config.schedule == "gradual":
-            pruner = GradualPruner(model, config)
-            history = fit(
-                model, ctx.data, config.gradual, ctx.run_settings(), "prune",
-                step_hook=pruner, teacher_logits=ctx.teacher_logits(config.gradual),
-            ).history
-            model.cpu()
-        else:
-            prune_oneshot(model, config)
-    masks = masks_of(model)
-    accuracy = evaluate(model, ctx.data, "test", ctx.config.data.eval_batch_size, "cpu")
-    summary = sparsity_summary(model)
-    make_permanent(model)
-    save_checkpoint(ctx.output("model.pt"), model, spec, masks)
-    log.info("pruned to %.2f%% sparsity; accuracy before fine-tuning %.4f", 100 * summary["sparsity"], accuracy)
-    return {"test_accuracy": accuracy, **summary, "epochs": history}

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 
 from compress.checkpoint import load_checkpoint, save_checkpoint
-from compress.prune import apply_masks, make_permanent, sparsity_summary
-from compress.stage import StageContext
+from compress.pruning import apply_masks, make_permanent, sparsity_summary
+from compress.stages.context import StageContext
 from compress.training import final_accuracy, fit
 
 

@@ -27,10 +27,10 @@ import math
 from pathlib import Path
 from typing import Any
 
+from compress.analysis.sweep import delta, run_variant
 from compress.config import PipelineConfig, load_pipeline
 from compress.errors import CompressError
 from compress.files import write_json, write_text
-from compress.sweep import delta, run_variant
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ import onnxruntime as ort
 import torch
 
 from compress.checkpoint import load_checkpoint
-from compress.onnx_tools import get_metadata, parameter_counts, write_packages
-from compress.quantize import variant_name
-from compress.stage import StageContext
+from compress.encode.onnx_tools import get_metadata, parameter_counts, write_packages
+from compress.stages.context import StageContext
+from compress.stages.quantize import variant_name
 from compress.training import predict
 
 log = logging.getLogger(__name__)

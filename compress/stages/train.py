@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 
 from compress.checkpoint import build_from_spec, load_user_weights, model_spec, save_checkpoint
-from compress.prune import sparsity_summary
-from compress.stage import StageContext
+from compress.pruning import sparsity_summary
+from compress.stages.context import StageContext
 from compress.training import final_accuracy, fit
 
 

@@ -1,0 +1,1 @@
+"""Analyses that run or read many pipelines: sweep, tune, sensitivity, compare."""

@@ -1,0 +1,1 @@
+"""ONNX rewrites and weight encodings, each checked in onnxruntime."""

@@ -1,0 +1,44 @@
+"""Prune stage: train/model.pt -> prune/model.pt (weights and masks), via compress.pruning."""
+
+from __future__ import annotations
+
+import logging
+
+from compress.checkpoint import load_checkpoint, save_checkpoint
+from compress.pruning import (
+    GradualPruner,
+    check_layer_names,
+    make_permanent,
+    masks_of,
+    prune_oneshot,
+    sparsity_summary,
+)
+from compress.stages.context import StageContext
+from compress.training import evaluate, fit
+
+log = logging.getLogger(__name__)
+
+
+def run(ctx: StageContext) -> dict:
+    """Stage entry point: train/model.pt -> prune/model.pt (weights and masks)."""
+    config = ctx.config.prune
+    model, _, spec = load_checkpoint(ctx.input("train", "model.pt"))
+    history = []
+    if config.enabled:
+        check_layer_names(model, config)
+        if config.schedule == "gradual":
+            pruner = GradualPruner(model, config)
+            history = fit(
+                model, ctx.data, config.gradual, ctx.run_settings(), "prune",
+                step_hook=pruner, teacher_logits=ctx.teacher_logits(config.gradual),
+            ).history
+            model.cpu()
+        else:
+            prune_oneshot(model, config)
+    masks = masks_of(model)
+    accuracy = evaluate(model, ctx.data, "test", ctx.config.data.eval_batch_size, "cpu")
+    summary = sparsity_summary(model)
+    make_permanent(model)
+    save_checkpoint(ctx.output("model.pt"), model, spec, masks)
+    log.info("pruned to %.2f%% sparsity; accuracy before fine-tuning %.4f", 100 * summary["sparsity"], accuracy)
+    return {"test_accuracy": accuracy, **summary, "epochs": history}
