@@ -23,12 +23,13 @@ from compress.checkpoint import load_checkpoint
 from compress.cli import main
 from compress.data import SPLIT_FILES
 from compress.registry import describe, list_models
+from compress.stats import paired_bootstrap_ci, unpack_correct
 
 ARTIFACTS = ["dense", "pruned", "pruned-int8-dynamic", "pruned-int8-static"]
 STAGES = ["train", "prune", "finetune", "export", "quantize", "verify"]
 ARTIFACT_KEYS = {
     "name", "path", "bytes", "gzip_bytes", "params", "nonzero_params", "sparsity", "accuracy",
-    "agreement", "max_logit_diff", "latency_ms_b1_p50", "latency_ms_b1_p95", "throughput",
+    "agreement", "max_logit_diff", "latency_ms_b1_p50", "latency_ms_b1_p95", "throughput", "accuracy_delta_ci",
 }
 CORE_COMMANDS = ["run", "validate", "report", "models"]
 
@@ -180,6 +181,14 @@ def test_an_independent_evaluation_of_each_file_reproduces_the_report(
 
     row = next(a for a in report["artifacts"] if a["name"] == name)
     assert accuracy == row["accuracy"]
+    # The interval's evidence: the same per-image correctness, kept as bits by verify.
+    bits = np.load(finished_run["run_dir"] / "verify" / "correct.npz")
+    correct = unpack_correct(bits[name], int(bits["count"]))
+    np.testing.assert_array_equal(correct, [p == str(t) for p, t in zip(predicted, truth, strict=True)])
+    dense = unpack_correct(bits["dense"], int(bits["count"]))
+    assert row["accuracy_delta_ci"] == list(paired_bootstrap_ci(correct, dense))
+    low, high = row["accuracy_delta_ci"]
+    assert low <= 100 * (accuracy - dense.mean()) <= high
     data = path.read_bytes()
     assert row["bytes"] == len(data) == path.stat().st_size
     assert row["gzip_bytes"] == len(gzip.compress(data, compresslevel=9, mtime=0))

@@ -12,6 +12,7 @@ from compress.report import (
     CSV_FIELDS,
     add_comparisons,
     format_csv,
+    format_delta,
     format_markdown,
     format_table,
     load_report,
@@ -107,3 +108,14 @@ def test_reports_are_written_and_read_back_from_the_run_folder(tmp_path):
 def test_loading_a_report_from_a_folder_without_one_is_a_clear_error(tmp_path):
     with pytest.raises(CompressError, match="is .* a finished run folder"):
         load_report(tmp_path)
+
+
+def test_the_delta_is_shown_with_its_interval():
+    report = sample_report()
+    report["artifacts"][1]["accuracy_delta_ci"] = [-2.6, -0.4]
+    table = format_table(report)
+    assert "-1.50 [-2.60, -0.40]" in table
+    assert "-1.50 [-2.60, -0.40]" in format_markdown(report)
+    assert "+0.00" in table  # an artifact without an interval shows the delta alone
+    assert format_delta(0.04, [-0.031, 0.12]) == "+0.04 [-0.03, +0.12]"
+    assert format_delta(None, None) == "-"

@@ -7,10 +7,15 @@ non-zero parameters counted in the file's initializers, the deployable package (
 smaller of .onnx.gz and .onnx.xz, written to deploy/), latency at batch 1 (p50, p95, on
 `threads` intra-op threads) and throughput at a large batch. A float export whose logits
 differ from PyTorch by more than `tolerance` is marked failed.
+
+Each artifact's per-image correctness is kept as bits in `verify/correct.npz`, and each row
+gets `accuracy_delta_ci`: the 95% paired-bootstrap interval of its accuracy difference to
+`dense`, in points (compress.stats).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import time
@@ -23,8 +28,10 @@ import torch
 
 from compress.checkpoint import load_checkpoint
 from compress.encode.onnx_tools import get_metadata, parameter_counts, write_packages
+from compress.files import write_bytes
 from compress.stages.context import StageContext
 from compress.stages.quantize import variant_name
+from compress.stats import pack_correct, paired_bootstrap_ci
 from compress.training import predict
 
 log = logging.getLogger(__name__)
@@ -83,7 +90,9 @@ def verify_artifact(
     config,
     is_float: bool,
     package_dir: Path,
+    per_image: dict[str, np.ndarray] | None = None,
 ) -> dict:
+    """One artifact's row; `per_image`, when given, receives its per-image correctness."""
     model = onnx.load(str(path))
     onnx.checker.check_model(model, full_check=True)
     metadata = get_metadata(model)
@@ -92,6 +101,9 @@ def verify_artifact(
     session = make_session(path, config.threads)
     logits, throughput = run_batches(session, x, config.throughput_batch)
     p50, p95 = latency_ms(session, x, config.repetitions)
+    correct = logits.argmax(1) == labels
+    if per_image is not None:
+        per_image[path.stem] = correct
     row = {
         "name": path.stem,
         "path": path.name,
@@ -99,7 +111,7 @@ def verify_artifact(
         "params": params,
         "nonzero_params": nonzero,
         "sparsity": round(1 - nonzero / params, 6) if params else 0.0,
-        "accuracy": float((logits.argmax(1) == labels).mean()),
+        "accuracy": float(correct.mean()),
         "agreement": None,
         "max_logit_diff": None,
         "latency_ms_b1_p50": round(p50, 4),
@@ -127,6 +139,7 @@ def run(ctx: StageContext) -> dict:
     references: dict[str, np.ndarray] = {}
     package_dir = ctx.run_dir / "deploy"
     rows = []
+    per_image: dict[str, np.ndarray] = {}
     with torch.inference_mode():
         for name, stage in artifact_names(ctx):
             if stage not in references:
@@ -135,7 +148,7 @@ def run(ctx: StageContext) -> dict:
             path = ctx.run_dir / f"{name}.onnx"
             is_float = name in ("dense", "pruned")
             row = verify_artifact(
-                path, pixels, labels, references[stage], ctx.config.verify, is_float, package_dir
+                path, pixels, labels, references[stage], ctx.config.verify, is_float, package_dir, per_image
             )
             ctx.outputs += [ctx.run_dir / row["deploy_path"]]
             rows.append(row)
@@ -143,4 +156,9 @@ def run(ctx: StageContext) -> dict:
                 "verified %s: accuracy %.4f, %d bytes (%d gzip), p50 %.3f ms",
                 path.name, row["accuracy"], row["bytes"], row["gzip_bytes"], row["latency_ms_b1_p50"],
             )
+    for row in rows:
+        row["accuracy_delta_ci"] = list(paired_bootstrap_ci(per_image[row["name"]], per_image["dense"]))
+    buffer = io.BytesIO()  # the evidence behind every interval, 1 bit per image
+    np.savez_compressed(buffer, count=len(labels), **{name: pack_correct(c) for name, c in per_image.items()})
+    write_bytes(ctx.output("correct.npz"), buffer.getvalue())
     return {"artifacts": rows}
