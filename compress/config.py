@@ -62,9 +62,13 @@ class ModelConfig(Section):
 class L1Config(Section):
     lambda_: float = Field(0.0, alias="lambda", ge=0.0)  # strength of the L1 term
     # penalty: adds lambda * sum|w| to the loss. proximal: after each step, soft-threshold
-    # every weight by lr * lambda, which drives small weights to exact zeros.
-    method: Literal["penalty", "proximal"] = "penalty"
+    # every weight by lr * lambda, which drives small weights to exact zeros. reweighted:
+    # proximal with a per-weight lambda_i = lambda / (|w_i| + eps), refreshed at the start of
+    # each epoch (Candes, Wakin & Boyd's reweighted L1): small weights are cut hard, large
+    # ones barely shrink, closer to counting non-zeros than plain L1.
+    method: Literal["penalty", "proximal", "reweighted"] = "penalty"
     params: Literal["weights", "all"] = "weights"  # weights: skip biases
+    eps: float = Field(1e-2, gt=0.0)  # reweighted: keeps lambda_i finite at w_i = 0
 
 
 class DistillConfig(Section):
@@ -131,11 +135,27 @@ class GradualConfig(OptimConfig):
     ramp: float = Field(0.75, gt=0.0, le=1.0)
 
 
+class VariationalConfig(OptimConfig):
+    """Sparse variational dropout (Molchanov, Ashukha & Vetrov, ICML 2017): each weight gets a
+    learned noise variance; weights whose noise outweighs them (log alpha > `log_alpha_threshold`)
+    are pruned. Trains `epochs` from the trained model, the KL term's weight rising linearly
+    from 0 to `kl_weight` over the first `kl_ramp` fraction of the steps."""
+
+    epochs: PositiveInt = 10
+    optimizer: Literal["sgd", "adam", "adamw"] = "adam"
+    lr: float = Field(1e-3, gt=0.0)
+    kl_weight: float = Field(1.0, gt=0.0)  # 1: the variational bound over the training set
+    kl_ramp: float = Field(0.5, ge=0.0, le=1.0)
+    log_alpha_threshold: float = 3.0  # alpha = 20: keep probability of the weight's sign ~ 0.6
+    init_log_sigma2: float = -10.0  # starts as the deterministic trained model
+
+
 class PruneConfig(Section):
     enabled: bool = True
     # threshold: remove weights with |w| <= threshold (the near-zero weights left by L1).
     # magnitude: remove the `amount` fraction of smallest-magnitude weights.
-    method: Literal["threshold", "magnitude"] = "threshold"
+    # variational: learn which weights to remove by sparse variational dropout ([prune.variational]).
+    method: Literal["threshold", "magnitude", "variational"] = "threshold"
     threshold: float = Field(1e-3, ge=0.0)
     amount: Fraction = 0.9
     scope: Literal["global", "layer"] = "global"  # magnitude: rank over all layers or each
@@ -144,11 +164,18 @@ class PruneConfig(Section):
     # oneshot: prune once, then [finetune]. gradual: prune while training ([prune.gradual]).
     schedule: Literal["oneshot", "gradual"] = "oneshot"
     gradual: GradualConfig = GradualConfig()
+    variational: VariationalConfig = VariationalConfig()
 
     @model_validator(mode="after")
     def _rules(self) -> PruneConfig:
         if self.schedule == "gradual" and self.method != "magnitude":
             raise ValueError("schedule = 'gradual' needs method = 'magnitude'")
+        if self.method == "variational":
+            if self.overrides:
+                raise ValueError("method = 'variational' learns each weight's fate: it takes no overrides")
+            if self.variational.qat_bits or self.variational.l1.lambda_ or self.variational.distill.alpha:
+                raise ValueError("prune.variational trains without qat_bits, l1 and distill (use them in [finetune])")
+            return self
         wanted = "amount" if self.method == "magnitude" else "threshold"
         for layer, override in self.overrides.items():
             if getattr(override, wanted) is None:

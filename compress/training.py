@@ -32,6 +32,8 @@ from compress.qat import attach_fake_quant, detach
 log = logging.getLogger(__name__)
 
 StepHook = Callable[[int, int], None]  # (global step, total steps)
+LossTerm = Callable[[int, int], torch.Tensor]  # (global step, total steps) -> added to the loss
+NO_DECAY_SUFFIX = "log_sigma2"  # noise parameters (compress.variational): no weight decay
 
 
 @dataclass
@@ -59,17 +61,23 @@ class FitResult:
 
 def weight_params(model: nn.Module, which: str = "weights") -> list[torch.Tensor]:
     """Parameters the L1 term applies to: matrices and kernels (dim > 1), or everything."""
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = [p for n, p in model.named_parameters() if p.requires_grad and not n.endswith(NO_DECAY_SUFFIX)]
     return params if which == "all" else [p for p in params if p.dim() > 1]
 
 
 class L1Term:
-    """lambda * sum|w|, as a loss penalty or as a proximal (soft-threshold) step."""
+    """lambda * sum|w|, as a loss penalty or as a proximal (soft-threshold) step.
+
+    `reweighted` is the proximal step with a per-weight lambda_i = lambda / (|w_i| + eps),
+    the weights taken at the start of each epoch (`start_epoch`).
+    """
 
     def __init__(self, model: nn.Module, config: OptimConfig):
         self.lam = config.l1.lambda_
         self.method = config.l1.method
+        self.eps = config.l1.eps
         self.params = weight_params(model, config.l1.params)
+        self.weights: list[torch.Tensor] | None = None  # reweighted: 1 / (|w| + eps), per epoch
 
     @property
     def active(self) -> bool:
@@ -97,11 +105,23 @@ class L1Term:
         torch._foreach_add_([p.grad for p in self.params], torch._foreach_sign(self.params), alpha=self.lam)
 
     @torch.no_grad()
+    def start_epoch(self) -> None:
+        """Reweighted L1: refresh each weight's lambda from its magnitude now."""
+        if self.active and self.method == "reweighted":
+            self.weights = [1.0 / (p.abs() + self.eps) for p in self.params]
+
+    @torch.no_grad()
     def proximal_step(self, lr: float) -> None:
-        """w <- sign(w) * max(|w| - lr * lambda, 0): the exact-zero-making L1 step."""
-        if not (self.active and self.method == "proximal"):
+        """w <- sign(w) * max(|w| - lr * lambda_i, 0): the exact-zero-making L1 step."""
+        if not (self.active and self.method in ("proximal", "reweighted")):
             return
         shrink = lr * self.lam
+        if self.method == "reweighted":
+            if self.weights is None:
+                self.start_epoch()
+            for p, w in zip(self.params, self.weights, strict=True):
+                p.copy_(torch.sign(p) * torch.clamp_min(p.abs() - shrink * w, 0.0))
+            return
         for p in self.params:
             p.copy_(torch.sign(p) * torch.clamp_min(p.abs() - shrink, 0.0))
 
@@ -176,8 +196,12 @@ def fit(
     desc: str,
     step_hook: StepHook | None = None,
     teacher_logits: torch.Tensor | None = None,
+    loss_term: LossTerm | None = None,
 ) -> FitResult:
     """Train `model` in place for `config.epochs` epochs; returns per-epoch metrics.
+
+    `loss_term(step, total_steps)`, when given, is added to each step's loss (a sparsifier's
+    regulariser, e.g. variational dropout's KL term).
 
     With `teacher_logits` (one row per training sample) and `config.distill.alpha` > 0, the
     loss mixes in the KL divergence to the teacher's softened predictions.
@@ -185,7 +209,11 @@ def fit(
     model.to(run.device)
     # Before the optimizer and the resume: fake quantization re-registers weights as weight_orig.
     fake_quant = attach_fake_quant(model, config.qat_bits) if config.qat_bits else []
-    params = [p for p in model.parameters() if p.requires_grad]
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    params = [{"params": [p for n, p in named if not n.endswith(NO_DECAY_SUFFIX)]}]
+    noise = [p for n, p in named if n.endswith(NO_DECAY_SUFFIX)]
+    if noise:  # decay would pull log sigma^2 towards 0, i.e. towards noise
+        params.append({"params": noise, "weight_decay": 0.0})
     optimizer = make_optimizer(params, config)
     steps_per_epoch = math.ceil(data.size("train") / run.batch_size)
     scheduler = make_scheduler(optimizer, config, steps_per_epoch)
@@ -201,6 +229,7 @@ def fit(
 
     for epoch in range(start_epoch, config.epochs):
         model.train()
+        l1.start_epoch()
         started = time.perf_counter()
         loss_sum = torch.zeros((), device=run.device)
         correct = torch.zeros((), dtype=torch.long, device=run.device)
@@ -225,6 +254,8 @@ def fit(
             with torch.no_grad():  # the value only: add_gradient adds its gradient after backward
                 penalty = l1.penalty()
             total = loss + penalty if penalty is not None else loss
+            if loss_term is not None:
+                total = total + loss_term(epoch * steps_per_epoch + i, total_steps)
             optimizer.zero_grad(set_to_none=True)
             first_bad = (bad_step == 0) & ~torch.isfinite(total.detach())
             bad_step = torch.where(first_bad, i + 1, bad_step)

@@ -15,6 +15,7 @@ from compress.pruning import (
 )
 from compress.stages.context import StageContext
 from compress.training import evaluate, fit
+from compress.variational import VariationalDropout
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,15 @@ def run(ctx: StageContext) -> dict:
     history = []
     if config.enabled:
         check_layer_names(model, config)
-        if config.schedule == "gradual":
+        if config.method == "variational":
+            sparsifier = VariationalDropout(model, config.variational, ctx.data.size("train"), config.layers)
+            history = fit(
+                model, ctx.data, config.variational, ctx.run_settings(), "prune",
+                loss_term=sparsifier.loss,
+            ).history
+            model.cpu()
+            sparsifier.prune(model)
+        elif config.schedule == "gradual":
             pruner = GradualPruner(model, config)
             history = fit(
                 model, ctx.data, config.gradual, ctx.run_settings(), "prune",
