@@ -113,9 +113,20 @@ class TrainConfig(OptimConfig):
         return self
 
 
+class ShareConfig(Section):
+    """Trained weight sharing after fine-tuning: per layer, 2^bits - 1 k-means levels plus an
+    exact zero, the assignments held and the levels trained for `epochs` at `lr` (the other
+    [finetune] settings, without qat_bits)."""
+
+    bits: Annotated[int, Field(ge=0, le=8)] = 0  # 0: off; 2-4 is the useful range
+    epochs: NonNegativeInt = 2
+    lr: float = Field(1e-4, gt=0.0)
+
+
 class FinetuneConfig(OptimConfig):
     epochs: NonNegativeInt = 2
     lr: float = Field(0.001, gt=0.0)
+    share: ShareConfig = ShareConfig()
 
 
 class LayerPrune(Section):
@@ -183,13 +194,15 @@ class PruneConfig(Section):
         return self
 
 
-QuantVariant = Literal["dynamic", "static", "static-int4"]
+QuantVariant = Literal["dynamic", "static", "static-int4", "codebook"]
 
 
 class QuantizeConfig(Section):
     # dynamic: int8 weights, activations quantized at run time (onnxruntime quantize_dynamic).
     # static: int8 weights and activations, QDQ, calibrated on training images.
     # static-int4: like static with 4-bit weights (QDQ, onnxruntime >= 1.20).
+    # codebook: the weight-shared model ([finetune] share) stored as codes + codebook per
+    # layer, rebuilt at load by ops onnxruntime folds (compress.encode.codebook).
     variants: list[QuantVariant] = Field(default_factory=lambda: ["dynamic", "static"])
     source: Literal["pruned", "dense"] = "pruned"  # which float model to quantize
     per_channel: bool = True  # one scale per output channel (static variants)
@@ -224,6 +237,15 @@ class PipelineConfig(Section):
     sweep: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(default_factory=dict)
     # Folder of the pipeline file: relative paths in it are taken from there.
     base_dir: str = Field(".", exclude=True)
+
+    @model_validator(mode="after")
+    def _codebook_needs_sharing(self) -> PipelineConfig:
+        if "codebook" in self.quantize.variants:
+            if self.finetune.share.bits == 0:
+                raise ValueError("quantize variant 'codebook' needs [finetune] share.bits (2-4): the levels it stores")
+            if self.quantize.source != "pruned":
+                raise ValueError("quantize variant 'codebook' stores the weight-shared model: it needs source = 'pruned'")
+        return self
 
     def resolve(self, relative: str | None) -> Path | None:
         if relative is None:

@@ -19,6 +19,8 @@ from compress.files import atomic_path, write_bytes
 
 # Initializers that are parameters of the model (not scales, zero points or shapes).
 _AUX_SUFFIXES = ("_scale", "_zero_point")
+# The parts of a codebook-encoded tensor: counted once, as the tensor they rebuild.
+_CODEBOOK_PARTS = (".cb", ".gap", ".code", ".numel", ".shape", ".axis", ".one")
 _PARAM_TYPES = {
     onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16,
     onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.INT4, onnx.TensorProto.UINT4,
@@ -76,7 +78,14 @@ def parameter_counts(model: onnx.ModelProto) -> tuple[int, int]:
     every variant.
     """
     params = nonzero = 0
+    inits = {init.name: init for init in model.graph.initializer}
     for init in model.graph.initializer:
+        if init.name.endswith(_CODEBOOK_PARTS):  # a tensor stored as codes (compress.encode.codebook)
+            if init.name.endswith(".numel"):
+                base = init.name.removesuffix(".numel")
+                params += int(numpy_helper.to_array(init)[0])
+                nonzero += int(np.count_nonzero(numpy_helper.to_array(inits[f"{base}.code"])))
+            continue
         if init.data_type not in _PARAM_TYPES or init.name.endswith(_AUX_SUFFIXES):
             continue
         if len(init.dims) == 0:

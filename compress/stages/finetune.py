@@ -2,7 +2,9 @@
 
 The masks are re-attached with torch.nn.utils.prune, so pruned weights stay exactly zero
 whatever the optimizer does to the underlying `weight_orig`; `prune.remove` then bakes them
-in, and the zeros are written as +0.0.
+in, and the zeros are written as +0.0. With `share.bits`, the fine-tuned weights are then
+clustered into a per-layer codebook and its levels trained with the assignments held
+(compress.sharing); the metrics give the entropy of the codes.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ import torch
 
 from compress.checkpoint import load_checkpoint, save_checkpoint
 from compress.pruning import apply_masks, make_permanent, sparsity_summary
+from compress.sharing import WeightSharing
 from compress.stages.context import StageContext
-from compress.training import final_accuracy, fit
+from compress.training import evaluate, final_accuracy, fit
 
 
 def run(ctx: StageContext) -> dict:
@@ -24,6 +27,10 @@ def run(ctx: StageContext) -> dict:
         teacher_logits=ctx.teacher_logits(config),
     )
     model.cpu()
+    sharing = {}
+    if config.share.bits:
+        sharing = share_weights(ctx, model, config)
+        result.history += sharing.pop("epochs")
     make_permanent(model)
     modules = dict(model.named_modules())
     for name, mask in masks.items():  # the invariant the whole stage exists for
@@ -31,8 +38,29 @@ def run(ctx: StageContext) -> dict:
             raise AssertionError(f"pruned weights of {name} changed during fine-tuning")
     save_checkpoint(ctx.output("model.pt"), model, spec, masks)
     return {
-        "test_accuracy": final_accuracy(result, model, ctx.data, ctx.config.data.eval_batch_size),
+        "test_accuracy": (
+            evaluate(model, ctx.data, "test", ctx.config.data.eval_batch_size, "cpu") if sharing
+            else final_accuracy(result, model, ctx.data, ctx.config.data.eval_batch_size)
+        ),
+        **({"sharing": sharing} if sharing else {}),
         **sparsity_summary(model),
         "epochs": result.history,
         "resumed_from_epoch": result.resumed_from_epoch,
     }
+
+
+def share_weights(ctx: StageContext, model, config) -> dict:
+    """Cluster each layer into 2^bits - 1 levels plus zero, train the levels, bake them in."""
+    sharing = WeightSharing(model, config.share.bits)
+    before = evaluate(model, ctx.data, "test", ctx.config.data.eval_batch_size, "cpu")
+    share_config = config.model_copy(update={"epochs": config.share.epochs, "lr": config.share.lr, "qat_bits": 0})
+    settings = ctx.run_settings()
+    settings.resume_path = ctx.stage_dir / "share-last.pt"  # its own resume point, beside fine-tuning's
+    history = fit(
+        model, ctx.data, share_config, settings, desc="share",
+        teacher_logits=ctx.teacher_logits(share_config),
+    ).history
+    model.cpu()
+    entropy = sharing.entropy()
+    sharing.bake(model)
+    return {**entropy, "accuracy_after_clustering": before, "epochs": history}

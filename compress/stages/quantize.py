@@ -3,6 +3,8 @@
     dynamic      -> <source>-int8-dynamic.onnx  quantize_dynamic: int8 weights, activations at run time
     static       -> <source>-int8-static.onnx   quantize_static: QDQ, int8 weights and activations
     static-int4  -> <source>-int4-static.onnx   quantize_static: QDQ, 4-bit weights, int8 activations
+    codebook     -> <source>-codebook.onnx      the weight-shared model as codes + codebooks,
+                                                rebuilt at load (compress.encode.codebook)
 
 Static variants are calibrated on the first `calibration_samples` training images (the
 same ones every run) and quantize weights per output channel by default. Weights are
@@ -28,12 +30,16 @@ from onnxruntime.quantization import (
 )
 
 from compress.config import QuantizeConfig
+from compress.encode.codebook import code_entropy_bits, encode_codebook
 from compress.encode.onnx_tools import get_metadata, save_model, set_metadata
+from compress.errors import CompressError
 from compress.stages.context import StageContext
 
 log = logging.getLogger(__name__)
 
-VARIANT_SUFFIX = {"dynamic": "int8-dynamic", "static": "int8-static", "static-int4": "int4-static"}
+VARIANT_SUFFIX = {
+    "dynamic": "int8-dynamic", "static": "int8-static", "static-int4": "int4-static", "codebook": "codebook",
+}
 CALIBRATION = {
     "minmax": CalibrationMethod.MinMax,
     "entropy": CalibrationMethod.Entropy,
@@ -79,6 +85,9 @@ def quantize_file(
     source: Path, target: Path, variant: str, config: QuantizeConfig, calibration: np.ndarray | None
 ) -> None:
     """Write the `variant` of the float model at `source` to `target` (metadata kept)."""
+    if variant == "codebook":
+        write_codebook(source, target)
+        return
     with tempfile.TemporaryDirectory() as tmp, _quiet_root_logger():
         out = Path(tmp) / "model.onnx"
         if variant == "dynamic":
@@ -101,6 +110,27 @@ def quantize_file(
     metadata["variant"] = target.stem
     set_metadata(model, metadata)
     save_model(model, target)
+
+
+def write_codebook(source: Path, target: Path) -> dict:
+    """The float model with every weight-shared tensor as codes + codebook (exactly the same weights)."""
+    model = onnx.load(str(source))
+    stats = encode_codebook(model)
+    if not stats:
+        raise CompressError(
+            f"{source.name} has no weight-shared tensor (at most 255 distinct values) to store as a "
+            "codebook: set [finetune] share.bits"
+        )
+    metadata = get_metadata(model)
+    metadata["variant"] = target.stem
+    metadata["encoding"] = (
+        "codebook: weights rebuilt from codes at session creation (onnxruntime graph optimizations, "
+        "its default, fold it); with optimizations disabled the decode runs on every call"
+    )
+    metadata["code_entropy_bits"] = f"{code_entropy_bits(stats):.4f}"
+    set_metadata(model, metadata)
+    save_model(model, target)
+    return stats
 
 
 def run(ctx: StageContext) -> dict:

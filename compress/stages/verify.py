@@ -119,6 +119,8 @@ def verify_artifact(
         "throughput": round(throughput, 1),
         "status": "ok",
     }
+    if "code_entropy_bits" in metadata:  # codebook files: bits per non-zero weight of their codes
+        row["code_entropy_bits"] = float(metadata["code_entropy_bits"])
     if reference is not None:
         row["agreement"] = float((logits.argmax(1) == reference.argmax(1)).mean())
         row["max_logit_diff"] = float(np.abs(logits - reference).max())
@@ -146,7 +148,7 @@ def run(ctx: StageContext) -> dict:
                 model, _, _ = load_checkpoint(ctx.input(stage, "model.pt"))
                 references[stage] = predict(model, x_torch).numpy()
             path = ctx.run_dir / f"{name}.onnx"
-            is_float = name in ("dense", "pruned")
+            is_float = name in ("dense", "pruned") or name.endswith("-codebook")  # codebook: same weights
             row = verify_artifact(
                 path, pixels, labels, references[stage], ctx.config.verify, is_float, package_dir, per_image
             )

@@ -1,0 +1,117 @@
+"""Trained weight sharing: a small per-layer codebook, the assignments held, the centroids trained.
+
+    sharing = WeightSharing(model, bits=3)     # k-means per layer on the non-zero weights
+    fit(model, data, config, run, "share")     # trains the codebooks (and biases)
+    sharing.bake(model)                        # weights become codebook[codes], plain tensors
+
+Deep Compression's trained quantization (Han et al., ICLR 2016): each layer's non-zero
+weights are clustered into 2^bits - 1 levels by 1-D k-means (initialised linearly between
+the smallest and largest weight, which keeps the rare large weights their own levels); level
+0 is exactly zero and holds every pruned weight, so sparsity is kept. During training a
+forward pre-hook sets weight = codebook[codes], so autograd sums the gradients of each
+level's members into that level (the codes never change). The codebook is a parameter
+`weight_codebook` of the layer, so checkpoints and resuming carry it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.utils.prune as tprune
+
+from compress.pruning import PRUNABLE
+
+CODEBOOK = "weight_codebook"  # the trainable non-zero levels
+CODES = "weight_codes"  # buffer: 0 = the exact zero level, k = codebook[k - 1]
+
+
+@torch.no_grad()
+def kmeans_1d(values: torch.Tensor, clusters: int, iterations: int = 30) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lloyd's k-means on a 1-d tensor, linear initialisation; returns (centroids, assignment)."""
+    values = values.flatten().double()
+    if values.numel() == 0:
+        return torch.zeros(0, dtype=torch.float32), torch.zeros(0, dtype=torch.long)
+    clusters = min(clusters, values.numel())
+    centroids = torch.linspace(values.min().item(), values.max().item(), clusters, dtype=torch.float64)
+    for _ in range(iterations):
+        assign = (values[:, None] - centroids[None, :]).abs().argmin(1)
+        sums = torch.zeros_like(centroids).index_add_(0, assign, values)
+        counts = torch.bincount(assign, minlength=clusters).double()
+        moved = torch.where(counts > 0, sums / counts.clamp_min(1), centroids)
+        if torch.equal(moved, centroids):
+            break
+        centroids = moved
+    assign = (values[:, None] - centroids[None, :]).abs().argmin(1)
+    return centroids.float(), assign
+
+
+def code_entropy(codes: torch.Tensor) -> float:
+    """Bits per non-zero weight: the empirical entropy of the non-zero codes."""
+    nonzero = codes[codes != 0]
+    if nonzero.numel() == 0:
+        return 0.0
+    p = torch.bincount(nonzero).double()
+    p = p[p > 0] / nonzero.numel()
+    return float(-(p * torch.log2(p)).sum())
+
+
+def _full_codebook(module: nn.Module) -> torch.Tensor:
+    levels = getattr(module, CODEBOOK)
+    return torch.cat([levels.new_zeros(1), levels])
+
+
+def _shared_weight(module: nn.Module, inputs) -> None:
+    # Runs after torch.nn.utils.prune's hook: replace its weight by the codebook's levels.
+    module.weight = _full_codebook(module)[getattr(module, CODES)]
+
+
+class WeightSharing:
+    """Attaches a codebook and codes to every Linear/Conv layer of a (pruned) model."""
+
+    def __init__(self, model: nn.Module, bits: int):
+        if not 1 <= bits <= 8:
+            raise ValueError(f"weight sharing takes 1 to 8 bits, not {bits}")
+        self.bits = bits
+        self.layers = {n: m for n, m in model.named_modules() if isinstance(m, PRUNABLE)}
+        self.handles = []
+        for module in self.layers.values():
+            if not tprune.is_pruned(module):
+                tprune.identity(module, "weight")  # weight becomes computed: the hook can set it
+            if not hasattr(module, CODEBOOK):
+                self._cluster(module)
+            self.handles.append(module.register_forward_pre_hook(_shared_weight))
+
+    def _cluster(self, module: nn.Module) -> None:
+        weight = module.weight.detach()
+        nonzero = weight != 0
+        centroids, assign = kmeans_1d(weight[nonzero], 2**self.bits - 1)
+        codes = torch.zeros(weight.shape, dtype=torch.long, device=weight.device)
+        codes[nonzero] = assign.to(weight.device) + 1
+        module.register_parameter(CODEBOOK, nn.Parameter(centroids.to(weight.device)))
+        module.register_buffer(CODES, codes)
+
+    def entropy(self) -> dict:
+        """Bits per non-zero weight of the codes, per layer and over all layers."""
+        codes = {n: getattr(m, CODES) for n, m in self.layers.items()}
+        total = torch.cat([c.flatten() for c in codes.values()])
+        return {
+            "bits": self.bits,
+            "code_entropy_bits": round(code_entropy(total), 4),
+            "layers": {n: round(code_entropy(c), 4) for n, c in codes.items()},
+            "max_bits": math.log2(2**self.bits - 1),
+        }
+
+    @torch.no_grad()
+    def bake(self, model: nn.Module) -> None:
+        """Write codebook[codes] into the weights; remove the hooks, codebooks and codes."""
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
+        for module in self.layers.values():
+            shared = _full_codebook(module)[getattr(module, CODES)].detach()
+            module.weight_orig.copy_(shared)
+            del module._parameters[CODEBOOK]
+            del module._buffers[CODES]
+            module.weight = module.weight_orig * module.weight_mask

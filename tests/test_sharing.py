@@ -1,0 +1,120 @@
+"""Trained weight sharing (per-layer codebooks) and its codes + codebook ONNX encoding."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import numpy_helper
+
+from compress.config import OptimConfig, parse_pipeline
+from compress.encode.codebook import (
+    code_entropy_bits,
+    decode_positions,
+    encode_codebook,
+    gaps_and_codes,
+)
+from compress.encode.onnx_tools import artifact_metadata, parameter_counts
+from compress.errors import CompressError, ConfigError
+from compress.pruning import apply_masks, make_permanent
+from compress.sharing import CODEBOOK, WeightSharing, code_entropy, kmeans_1d
+from compress.stages.export import export_onnx
+from compress.training import evaluate, fit
+
+
+def test_kmeans_finds_well_separated_clusters():
+    values = torch.cat([torch.full((50,), -1.0), torch.full((30,), 0.2), torch.full((20,), 2.0)])
+    values = values + 0.01 * torch.randn(100, generator=torch.Generator().manual_seed(0))
+    centroids, assign = kmeans_1d(values, 3)
+    torch.testing.assert_close(centroids, torch.tensor([-1.0, 0.2, 2.0]), atol=0.01, rtol=0)
+    assert torch.bincount(assign).tolist() == [50, 30, 20]
+
+
+def test_code_entropy_counts_bits_per_non_zero():
+    assert code_entropy(torch.tensor([0, 0, 1, 2, 3, 4])) == pytest.approx(2.0)
+    assert code_entropy(torch.tensor([0, 1, 1, 1])) == 0.0
+
+
+def shared_model(pruned_export, tiny_data, fit_settings, bits: int = 2, epochs: int = 1):
+    """The pruned test model, its masks re-attached, weight-shared and trained."""
+    model = copy.deepcopy(pruned_export.model)
+    apply_masks(model, pruned_export.masks)
+    sharing = WeightSharing(model, bits)
+    before = {n: getattr(m, CODEBOOK).detach().clone() for n, m in sharing.layers.items()}
+    fit(model, tiny_data, OptimConfig(epochs=epochs, lr=0.01), fit_settings(), desc="share")
+    return model, sharing, before
+
+
+def test_training_moves_the_levels_and_holds_the_codes_and_the_zeros(pruned_export, tiny_data, fit_settings):
+    model, sharing, before = shared_model(pruned_export, tiny_data, fit_settings)
+    for name, module in sharing.layers.items():
+        assert not torch.equal(getattr(module, CODEBOOK).detach(), before[name])  # the levels trained
+    entropy = sharing.entropy()
+    assert 0 < entropy["code_entropy_bits"] <= np.log2(3) + 1e-6
+    sharing.bake(model)
+    make_permanent(model)
+    assert not any(n.endswith(CODEBOOK) for n, _ in model.named_parameters())
+    for name, mask in pruned_export.masks.items():
+        weight = dict(model.named_modules())[name].weight.detach()
+        assert torch.all(weight[~mask] == 0)  # pruned stays pruned
+        assert len(torch.unique(weight[weight != 0])) <= 3  # 2 bits: zero + 3 levels
+    assert evaluate(model, tiny_data, "test", 500, "cpu") > 0.5
+
+
+def test_gaps_bridge_long_runs_of_zeros_and_round_trip():
+    values = np.zeros(2000, np.float32)
+    values[[0, 1, 300, 1999]] = [0.5, -0.25, 0.5, 1.0]
+    codebook = np.array([0.0, -0.25, 0.5, 1.0], np.float32)
+    gaps, codes = gaps_and_codes(values, codebook)
+    assert gaps.dtype == codes.dtype == np.uint8
+    assert (codes != 0).sum() == 4 and len(codes) > 4  # bridges carry code 0
+    rebuilt = np.zeros_like(values)
+    rebuilt[decode_positions(gaps)] = codebook[codes]
+    np.testing.assert_array_equal(rebuilt, values)
+
+
+def test_the_codebook_file_gives_the_same_logits_and_is_smaller(
+    pruned_export, tiny_data, fit_settings, tmp_path
+):
+    model, sharing, _ = shared_model(pruned_export, tiny_data, fit_settings, bits=3, epochs=0)
+    sharing.bake(model)
+    make_permanent(model)
+    path = tmp_path / "pruned.onnx"
+    metadata = artifact_metadata(tiny_data.preprocessing, list(tiny_data.classes), "simplenet", "pruned")
+    export_onnx(model, tiny_data.input_shape, path, opset=18, metadata=metadata)
+    proto = onnx.load(str(path))
+    params_before = parameter_counts(proto)
+    stats = encode_codebook(proto)
+    assert set(stats) == {n.name for n in onnx.load(str(path)).graph.initializer
+                          if numpy_helper.to_array(n).ndim == 2}  # both weight matrices; biases have many values
+    assert 0 < code_entropy_bits(stats) <= np.log2(7) + 1e-6
+    onnx.checker.check_model(proto, full_check=True)
+    encoded = tmp_path / "pruned-codebook.onnx"
+    onnx.save_model(proto, str(encoded))
+    assert encoded.stat().st_size < path.stat().st_size / 3
+    assert parameter_counts(proto) == params_before
+    x = tiny_data.tensors("test")[0].numpy()
+    logits = {}
+    for p in (path, encoded):
+        session = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
+        logits[p.name] = session.run(None, {"input": x})[0]
+    np.testing.assert_array_equal(logits["pruned.onnx"], logits["pruned-codebook.onnx"])
+
+
+def test_the_codebook_variant_needs_weight_sharing():
+    with pytest.raises(ConfigError, match="needs \\[finetune\\] share.bits"):
+        parse_pipeline({"quantize": {"variants": ["codebook"]}}, "x")
+    config = parse_pipeline({"quantize": {"variants": ["codebook"]}, "finetune": {"share": {"bits": 3}}}, "x")
+    assert config.finetune.share.bits == 3
+
+
+def test_a_codebook_of_a_model_that_was_not_shared_is_refused(pruned_export, tmp_path):
+    from compress.stages.quantize import write_codebook
+
+    with pytest.raises(CompressError, match="no weight-shared tensor"):
+        write_codebook(pruned_export.path, tmp_path / "pruned-codebook.onnx")
+    assert not (tmp_path / "pruned-codebook.onnx").exists()
