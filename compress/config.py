@@ -121,6 +121,7 @@ class ShareConfig(Section):
     bits: Annotated[int, Field(ge=0, le=8)] = 0  # 0: off; 2-4 is the useful range
     epochs: NonNegativeInt = 2
     lr: float = Field(1e-4, gt=0.0)
+    biases: bool = False  # biases get a codebook of their own too (small models: they weigh)
 
 
 class FinetuneConfig(OptimConfig):

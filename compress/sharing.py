@@ -10,7 +10,10 @@ the smallest and largest weight, which keeps the rare large weights their own le
 0 is exactly zero and holds every pruned weight, so sparsity is kept. During training a
 forward pre-hook sets weight = codebook[codes], so autograd sums the gradients of each
 level's members into that level (the codes never change). The codebook is a parameter
-`weight_codebook` of the layer, so checkpoints and resuming carry it.
+`weight_codebook` of the layer, so checkpoints and resuming carry it. With `biases=True`
+each bias gets a codebook of its own the same way (its values clustered, an exact zero
+kept for exact zeros): at a few hundred weights per layer, float biases would otherwise be
+a large part of the file.
 """
 
 from __future__ import annotations
@@ -57,40 +60,50 @@ def code_entropy(codes: torch.Tensor) -> float:
     return float(-(p * torch.log2(p)).sum())
 
 
-def _full_codebook(module: nn.Module) -> torch.Tensor:
-    levels = getattr(module, CODEBOOK)
+def _full_codebook(module: nn.Module, tensor: str = "weight") -> torch.Tensor:
+    levels = getattr(module, f"{tensor}_codebook")
     return torch.cat([levels.new_zeros(1), levels])
 
 
-def _shared_weight(module: nn.Module, inputs) -> None:
-    # Runs after torch.nn.utils.prune's hook: replace its weight by the codebook's levels.
-    module.weight = _full_codebook(module)[getattr(module, CODES)]
+def _shared(module: nn.Module, tensor: str) -> torch.Tensor:
+    return _full_codebook(module, tensor)[getattr(module, f"{tensor}_codes")]
+
+
+def _shared_tensors(module: nn.Module, inputs) -> None:
+    # Runs after torch.nn.utils.prune's hook: replace its tensors by the codebook's levels.
+    for tensor in ("weight", "bias"):
+        if hasattr(module, f"{tensor}_codes"):
+            setattr(module, tensor, _shared(module, tensor))
 
 
 class WeightSharing:
     """Attaches a codebook and codes to every Linear/Conv layer of a (pruned) model."""
 
-    def __init__(self, model: nn.Module, bits: int):
+    def __init__(self, model: nn.Module, bits: int, biases: bool = False):
         if not 1 <= bits <= 8:
             raise ValueError(f"weight sharing takes 1 to 8 bits, not {bits}")
         self.bits = bits
         self.layers = {n: m for n, m in model.named_modules() if isinstance(m, PRUNABLE)}
+        self.tensors = ("weight", "bias") if biases else ("weight",)
         self.handles = []
         for module in self.layers.values():
-            if not tprune.is_pruned(module):
-                tprune.identity(module, "weight")  # weight becomes computed: the hook can set it
-            if not hasattr(module, CODEBOOK):
-                self._cluster(module)
-            self.handles.append(module.register_forward_pre_hook(_shared_weight))
+            for tensor in self.tensors:
+                if getattr(module, tensor, None) is None:
+                    continue
+                if not hasattr(module, f"{tensor}_orig"):
+                    tprune.identity(module, tensor)  # the tensor becomes computed: the hook can set it
+                if not hasattr(module, f"{tensor}_codebook"):
+                    self._cluster(module, tensor)
+            self.handles.append(module.register_forward_pre_hook(_shared_tensors))
 
-    def _cluster(self, module: nn.Module) -> None:
-        weight = module.weight.detach()
-        nonzero = weight != 0
-        centroids, assign = kmeans_1d(weight[nonzero], 2**self.bits - 1)
-        codes = torch.zeros(weight.shape, dtype=torch.long, device=weight.device)
-        codes[nonzero] = assign.to(weight.device) + 1
-        module.register_parameter(CODEBOOK, nn.Parameter(centroids.to(weight.device)))
-        module.register_buffer(CODES, codes)
+    def _cluster(self, module: nn.Module, tensor: str) -> None:
+        values = getattr(module, tensor).detach()
+        nonzero = values != 0
+        centroids, assign = kmeans_1d(values[nonzero], 2**self.bits - 1)
+        codes = torch.zeros(values.shape, dtype=torch.long, device=values.device)
+        codes[nonzero] = assign.to(values.device) + 1
+        module.register_parameter(f"{tensor}_codebook", nn.Parameter(centroids.to(values.device)))
+        module.register_buffer(f"{tensor}_codes", codes)
 
     def entropy(self) -> dict:
         """Bits per non-zero weight of the codes, per layer and over all layers."""
@@ -110,8 +123,10 @@ class WeightSharing:
             handle.remove()
         self.handles = []
         for module in self.layers.values():
-            shared = _full_codebook(module)[getattr(module, CODES)].detach()
-            module.weight_orig.copy_(shared)
-            del module._parameters[CODEBOOK]
-            del module._buffers[CODES]
-            module.weight = module.weight_orig * module.weight_mask
+            for tensor in self.tensors:
+                if not hasattr(module, f"{tensor}_codes"):
+                    continue
+                getattr(module, f"{tensor}_orig").copy_(_shared(module, tensor).detach())
+                del module._parameters[f"{tensor}_codebook"]
+                del module._buffers[f"{tensor}_codes"]
+                setattr(module, tensor, getattr(module, f"{tensor}_orig") * getattr(module, f"{tensor}_mask"))

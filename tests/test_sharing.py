@@ -118,3 +118,15 @@ def test_a_codebook_of_a_model_that_was_not_shared_is_refused(pruned_export, tmp
     with pytest.raises(CompressError, match="no weight-shared tensor"):
         write_codebook(pruned_export.path, tmp_path / "pruned-codebook.onnx")
     assert not (tmp_path / "pruned-codebook.onnx").exists()
+
+
+def test_biases_can_share_too(pruned_export, tiny_data, fit_settings):
+    model = copy.deepcopy(pruned_export.model)
+    apply_masks(model, pruned_export.masks)
+    sharing = WeightSharing(model, bits=2, biases=True)
+    fit(model, tiny_data, OptimConfig(epochs=1, lr=0.01), fit_settings(), desc="share")
+    sharing.bake(model)
+    make_permanent(model)
+    assert len(torch.unique(model.net[1].bias.detach())) <= 4
+    assert not any("codebook" in n or "codes" in n for n in model.state_dict())
+    assert evaluate(model, tiny_data, "test", 500, "cpu") > 0.5

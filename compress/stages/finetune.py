@@ -51,7 +51,7 @@ def run(ctx: StageContext) -> dict:
 
 def share_weights(ctx: StageContext, model, config) -> dict:
     """Cluster each layer into 2^bits - 1 levels plus zero, train the levels, bake them in."""
-    sharing = WeightSharing(model, config.share.bits)
+    sharing = WeightSharing(model, config.share.bits, biases=config.share.biases)
     before = evaluate(model, ctx.data, "test", ctx.config.data.eval_batch_size, "cpu")
     share_config = config.model_copy(update={"epochs": config.share.epochs, "lr": config.share.lr, "qat_bits": 0})
     settings = ctx.run_settings()
