@@ -130,3 +130,26 @@ def test_biases_can_share_too(pruned_export, tiny_data, fit_settings):
     assert len(torch.unique(model.net[1].bias.detach())) <= 4
     assert not any("codebook" in n or "codes" in n for n in model.state_dict())
     assert evaluate(model, tiny_data, "test", 500, "cpu") > 0.5
+
+
+@pytest.mark.slow
+def test_a_pipeline_learns_masks_shares_weights_and_writes_a_codebook_file(pipeline_file, tmp_path):
+    from compress.config import load_pipeline
+    from compress.pipeline import run_pipeline
+
+    path = pipeline_file({
+        "prune": {"method": "variational", "variational": {"epochs": 1, "lr": 3e-3, "kl_ramp": 0.3}},
+        "finetune.share": {"bits": 3, "epochs": 1, "lr": 1e-3, "biases": True},
+        "quantize.variants": ["codebook"],
+    })
+    report = run_pipeline(load_pipeline(path), out_dir=tmp_path / "run", progress=False)
+    rows = {a["name"]: a for a in report["artifacts"]}
+    pruned, codebook = rows["pruned"], rows["pruned-codebook"]
+    assert pruned["sparsity"] > 0.3  # learned by variational dropout
+    assert codebook["status"] == "ok" and codebook["max_logit_diff"] <= 1e-4  # the same weights
+    assert codebook["accuracy"] == pruned["accuracy"]
+    assert codebook["nonzero_params"] == pruned["nonzero_params"]
+    assert 0 < codebook["code_entropy_bits"] <= np.log2(7) + 1e-6
+    assert codebook["bytes"] < pruned["bytes"] / 4
+    finetune = next(s for s in report["stages"] if s["name"] == "finetune")
+    assert finetune["cached"] is False
