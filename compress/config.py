@@ -48,6 +48,9 @@ class DataConfig(Section):
     batch_size: PositiveInt = 64
     eval_batch_size: PositiveInt = 1000  # evaluation only; larger is faster, same result
     seed: int = 0
+    # Fraction of the training split held out (seeded, stratified) as the validation split:
+    # tune, sweep budgets and sensitivity decide on it; the test split is only reported.
+    validation: Annotated[float, Field(gt=0.0, le=0.5)] = 0.1
 
 
 class ModelConfig(Section):
