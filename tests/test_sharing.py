@@ -139,6 +139,7 @@ def test_a_pipeline_learns_masks_shares_weights_and_writes_a_codebook_file(pipel
 
     path = pipeline_file({
         "prune": {"method": "variational", "variational": {"epochs": 1, "lr": 3e-3, "kl_ramp": 0.3}},
+        "finetune.distill": {"alpha": 0.5},
         "finetune.share": {"bits": 3, "epochs": 1, "lr": 1e-3, "biases": True},
         "quantize.variants": ["codebook"],
     })

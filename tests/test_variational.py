@@ -7,12 +7,19 @@ import torch
 import torch.nn as nn
 import torch.nn.utils.prune as tprune
 
-from compress.config import PruneConfig, VariationalConfig, parse_pipeline
-from compress.errors import ConfigError
-from compress.pruning import make_permanent
+from compress.config import OptimConfig, PruneConfig, parse_pipeline
+from compress.errors import CompressError, ConfigError
+from compress.pruning import get_method, make_permanent, masks_of, prune_oneshot
+from compress.pruning.variational import (
+    PARAM,
+    VariationalConfig,
+    VariationalDropout,
+    VariationalTraining,
+    kl_divergence,
+    log_alpha,
+)
 from compress.registry import build_model
 from compress.training import evaluate, fit
-from compress.variational import PARAM, VariationalDropout, kl_divergence, log_alpha
 
 
 def tiny_model() -> nn.Module:
@@ -35,7 +42,8 @@ def test_log_alpha_is_the_noise_to_signal_ratio_clipped():
 
 def test_the_hook_adds_noise_in_training_and_masks_in_evaluation():
     model = tiny_model()
-    sparsifier = VariationalDropout(model, VariationalConfig(init_log_sigma2=-4.0), train_size=100)
+    config = VariationalConfig(variational=VariationalTraining(init_log_sigma2=-4.0))
+    sparsifier = VariationalDropout(model, config, train_size=100)
     x = torch.randn(4, 1, 28, 28)
     model.train()
     assert not torch.equal(model(x), model(x))  # noisy
@@ -53,13 +61,17 @@ def test_the_hook_adds_noise_in_training_and_masks_in_evaluation():
 
 def test_training_learns_masks_that_go_through_torch_prune(tiny_data, fit_settings):
     model = tiny_model()
-    fit(model, tiny_data, VariationalConfig(epochs=1, optimizer="sgd", lr=0.1), fit_settings(), desc="train")
-    config = VariationalConfig(epochs=3, lr=3e-3, kl_ramp=0.3)
-    sparsifier = VariationalDropout(model, config, train_size=tiny_data.size("train"))
+    fit(model, tiny_data, OptimConfig(epochs=1, lr=0.1), fit_settings(), desc="train")
+    config = PruneConfig(method="variational", variational=VariationalTraining(epochs=3, lr=3e-3, kl_ramp=0.3))
+    with pytest.raises(CompressError, match="needs its training first"):
+        prune_oneshot(model, config)
+    sparsifier = get_method("variational")(config).sparsifier(model, tiny_data.size("train"))
     assert any(n.endswith(PARAM) for n, _ in model.named_parameters())
-    fit(model, tiny_data, config, fit_settings(), desc="prune", loss_term=sparsifier.loss)
+    fit(model, tiny_data, sparsifier.training, fit_settings(), desc="prune", loss_term=sparsifier.loss)
     noisy_accuracy = evaluate(model, tiny_data, "test", 500, "cpu")  # eval: thresholded
-    masks = sparsifier.prune(model)
+    masks = prune_oneshot(model, config)
+    sparsifier.detach()
+    assert all(torch.equal(masks[n], m) for n, m in masks_of(model).items())
     assert set(masks) == {"net.1", "net.3"}
     assert not any(n.endswith(PARAM) for n, _ in model.named_parameters())
     assert all(tprune.is_pruned(m) for m in (model.net[1], model.net[3]))
@@ -73,8 +85,11 @@ def test_training_learns_masks_that_go_through_torch_prune(tiny_data, fit_settin
 
 
 def test_variational_pruning_rejects_settings_it_cannot_honour(tmp_path):
-    with pytest.raises(ConfigError, match="takes no overrides"):
+    with pytest.raises(ConfigError, match="needs kl_weight"):
         parse_pipeline({"prune": {"method": "variational", "overrides": {"net.1": {"amount": 0.5}}}}, "x")
     with pytest.raises(ConfigError, match="without qat_bits"):
         parse_pipeline({"prune": {"method": "variational", "variational": {"qat_bits": 4}}}, "x")
-    assert PruneConfig(method="variational").variational.log_alpha_threshold == 3.0
+    with pytest.raises(ConfigError, match="gradual"):
+        parse_pipeline({"prune": {"method": "variational", "schedule": "gradual"}}, "x")
+    config = parse_pipeline({"prune": {"method": "variational", "kl_weight": 3.0}}, "x").prune
+    assert isinstance(config, VariationalConfig) and config.kl_weight == 3.0 and config.log_alpha_threshold == 3.0

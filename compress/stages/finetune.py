@@ -15,7 +15,7 @@ from compress.checkpoint import load_checkpoint, save_checkpoint
 from compress.pruning import apply_masks, make_permanent, sparsity_summary
 from compress.sharing import WeightSharing
 from compress.stages.context import StageContext
-from compress.training import evaluate, final_accuracy, fit
+from compress.training import accuracies, final_accuracies, fit
 
 
 def run(ctx: StageContext) -> dict:
@@ -38,9 +38,9 @@ def run(ctx: StageContext) -> dict:
             raise AssertionError(f"pruned weights of {name} changed during fine-tuning")
     save_checkpoint(ctx.output("model.pt"), model, spec, masks)
     return {
-        "test_accuracy": (
-            evaluate(model, ctx.data, "test", ctx.config.data.eval_batch_size, "cpu") if sharing
-            else final_accuracy(result, model, ctx.data, ctx.config.data.eval_batch_size)
+        **(
+            accuracies(model, ctx.data, ctx.config.data.eval_batch_size) if sharing  # the shared weights'
+            else final_accuracies(result, model, ctx.data, ctx.config.data.eval_batch_size)
         ),
         **({"sharing": sharing} if sharing else {}),
         **sparsity_summary(model),
@@ -52,7 +52,7 @@ def run(ctx: StageContext) -> dict:
 def share_weights(ctx: StageContext, model, config) -> dict:
     """Cluster each layer into 2^bits - 1 levels plus zero, train the levels, bake them in."""
     sharing = WeightSharing(model, config.share.bits, biases=config.share.biases)
-    before = evaluate(model, ctx.data, "test", ctx.config.data.eval_batch_size, "cpu")
+    before = accuracies(model, ctx.data, ctx.config.data.eval_batch_size)["val_accuracy"]
     share_config = config.model_copy(update={"epochs": config.share.epochs, "lr": config.share.lr, "qat_bits": 0})
     settings = ctx.run_settings()
     settings.resume_path = ctx.stage_dir / "share-last.pt"  # its own resume point, beside fine-tuning's
@@ -63,4 +63,4 @@ def share_weights(ctx: StageContext, model, config) -> dict:
     model.cpu()
     entropy = sharing.entropy()
     sharing.bake(model)
-    return {**entropy, "accuracy_after_clustering": before, "epochs": history}
+    return {**entropy, "val_accuracy_after_clustering": before, "epochs": history}

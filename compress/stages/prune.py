@@ -1,4 +1,5 @@
-"""Prune stage: train/model.pt -> prune/model.pt (weights and masks), via compress.pruning."""
+"""Prune stage: train/model.pt -> prune/model.pt (weights and masks), with the [prune] method
+(compress.pruning), once or gradually while training."""
 
 from __future__ import annotations
 
@@ -10,12 +11,12 @@ from compress.pruning import (
     check_layer_names,
     make_permanent,
     masks_of,
+    method_for,
     prune_oneshot,
     sparsity_summary,
 )
 from compress.stages.context import StageContext
-from compress.training import evaluate, fit
-from compress.variational import VariationalDropout
+from compress.training import accuracies, fit
 
 log = logging.getLogger(__name__)
 
@@ -27,14 +28,16 @@ def run(ctx: StageContext) -> dict:
     history = []
     if config.enabled:
         check_layer_names(model, config)
-        if config.method == "variational":
-            sparsifier = VariationalDropout(model, config.variational, ctx.data.size("train"), config.layers)
+        method = method_for(config)
+        if method.trains:  # e.g. variational dropout: train with its hooks, then masks from what it learned
+            sparsifier = method.sparsifier(model, ctx.data.size("train"))
             history = fit(
-                model, ctx.data, config.variational, ctx.run_settings(), "prune",
+                model, ctx.data, sparsifier.training, ctx.run_settings(), "prune",
                 loss_term=sparsifier.loss,
             ).history
             model.cpu()
-            sparsifier.prune(model)
+            prune_oneshot(model, config)
+            sparsifier.detach()
         elif config.schedule == "gradual":
             pruner = GradualPruner(model, config)
             history = fit(
@@ -45,9 +48,10 @@ def run(ctx: StageContext) -> dict:
         else:
             prune_oneshot(model, config)
     masks = masks_of(model)
-    accuracy = evaluate(model, ctx.data, "test", ctx.config.data.eval_batch_size, "cpu")
+    measured = accuracies(model, ctx.data, ctx.config.data.eval_batch_size)
     summary = sparsity_summary(model)
     make_permanent(model)
     save_checkpoint(ctx.output("model.pt"), model, spec, masks)
-    log.info("pruned to %.2f%% sparsity; accuracy before fine-tuning %.4f", 100 * summary["sparsity"], accuracy)
-    return {"test_accuracy": accuracy, **summary, "epochs": history}
+    log.info("pruned to %.2f%% sparsity; validation accuracy before fine-tuning %.4f",
+             100 * summary["sparsity"], measured["val_accuracy"])
+    return {**measured, **summary, "epochs": history}
