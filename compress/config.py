@@ -176,7 +176,13 @@ class ExportConfig(Section):
 
 class VerifyConfig(Section):
     threads: NonNegativeInt = 1  # intra-op threads for latency at batch 1 (0: onnxruntime's choice)
-    repetitions: PositiveInt = 200  # timed runs at batch 1 (after warm-up)
+    repetitions: PositiveInt = 200  # timed runs at batch 1 per artifact (after warm-up)
+    # Latency is timed for all artifacts interleaved: `rounds` rounds, each running every
+    # artifact's repetitions / rounds calls in turn, so load on the machine hits them alike.
+    rounds: PositiveInt = 20
+    # An artifact whose p50 exceeds dense's by more than this fraction is flagged slower
+    # than dense (a margin, because two equal models differ by a few percent of noise).
+    slower_margin: float = Field(0.10, ge=0.0)
     throughput_batch: PositiveInt = 1000
     tolerance: float = Field(1e-4, gt=0.0)  # largest logit difference allowed for float exports
 
