@@ -156,14 +156,33 @@ class PruneConfig(Section):
         return self
 
 
-QuantVariant = Literal["dynamic", "static", "static-int4"]
+QuantVariant = Literal["dynamic", "static", "static-int4", "packed-int4"]
+
+
+class PackedConfig(Section):
+    """How `packed-int4` stores and runs its weights (compress/encode/packed.py)."""
+
+    # float32 keeps the QDQ model's exact scales; float16 halves them (a few hundred bytes).
+    scales: Literal["float32", "float16"] = "float32"
+    # float: drop activation quantize/dequantize pairs, so each call is the dense float
+    # kernels (dense speed); int8: keep them, logits bit-identical to static-int4's (slower).
+    activations: Literal["float", "int8"] = "float"
 
 
 class QuantizeConfig(Section):
     # dynamic: int8 weights, activations quantized at run time (onnxruntime quantize_dynamic).
     # static: int8 weights and activations, QDQ, calibrated on training images.
     # static-int4: like static with 4-bit weights (QDQ, onnxruntime >= 1.20).
+    # packed-int4: static-int4's codes and scales stored as non-zero positions + codes,
+    # rebuilt into float weights when the session loads: the smallest file, at dense speed.
     variants: list[QuantVariant] = Field(default_factory=lambda: ["dynamic", "static"])
+    # Layer types the dynamic variant quantizes. onnxruntime's dynamic int8 convolution
+    # (ConvInteger) is several times slower than its float Conv at small batch, so Conv
+    # stays float unless asked for.
+    dynamic_op_types: list[Literal["MatMul", "Gemm", "Conv"]] = Field(
+        default_factory=lambda: ["MatMul", "Gemm"], min_length=1
+    )
+    packed: PackedConfig = PackedConfig()
     source: Literal["pruned", "dense"] = "pruned"  # which float model to quantize
     per_channel: bool = True  # one scale per output channel (static variants)
     calibration_samples: PositiveInt = 512  # training images used to calibrate static
