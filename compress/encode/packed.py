@@ -33,6 +33,7 @@ quantization-aware training), and every call is the float model's dense MatMul/C
 
 from __future__ import annotations
 
+import lzma
 from dataclasses import dataclass
 
 import numpy as np
@@ -100,8 +101,14 @@ class _Builder:
         return name
 
     def node(self, op: str, inputs: list[str], output: str, **attrs) -> str:
-        self.nodes.append(helper.make_node(op, inputs, [output], name=output, **attrs))
+        self.nodes.append(helper.make_node(op, inputs, [output], **attrs))  # unnamed: fewer bytes
         return output
+
+    def shared(self, name: str, array: np.ndarray) -> str:
+        """A small constant that every rebuild uses, stored once."""
+        if name not in {i.name for i in self.new_inits}:
+            self.const(name, array)
+        return name
 
     def scale(self, base: str, scale: np.ndarray, shape: list[int], axis: int, dtype: str) -> str:
         """The scale as a float tensor that broadcasts over a weight of `shape` along `axis`."""
@@ -113,6 +120,12 @@ class _Builder:
             stored = self.const(f"{base}.scale16", scale.astype(np.float16))
             return self.node("Cast", [stored], f"{base}.scale_f", to=TensorProto.FLOAT)
         return self.const(f"{base}.scale", scale.astype(np.float32))
+
+
+def _stream_bytes(codes: np.ndarray) -> int:
+    """xz bytes of a weight's steps and codes: how much its walk order costs in a package."""
+    steps, values = delta_stream(codes.flatten())
+    return len(lzma.compress(steps.tobytes() + values.astype(np.int8).tobytes(), preset=9))
 
 
 def _sparse_is_smaller(init: onnx.TensorProto) -> bool:
@@ -132,17 +145,24 @@ def _rebuild_sparse(b: _Builder, dq: onnx.NodeProto, options: PackOptions, outpu
     x = b.inits[dq.input[0]]
     codes = _array(x)
     base = dq.input[0].removesuffix("_quantized")
-    steps, values = delta_stream(codes.flatten())
+    # A 2-D weight is walked in whichever order (rows or columns) compresses smaller: for a
+    # MatMul weight [in, out], column order visits each output unit's inputs in turn.
+    transposed = codes.ndim == 2 and _stream_bytes(codes.T) < _stream_bytes(codes)
+    stored_codes = codes.T if transposed else codes
+    steps, values = delta_stream(stored_codes.flatten())
     steps_name = b.const(f"{base}.steps", steps)
     codes_name = b.const(f"{base}.codes", values)
     positions = b.node("CumSum", [b.node("Cast", [steps_name], f"{base}.steps64", to=TensorProto.INT64),
-                                  b.const(f"{base}.axis0", np.array(0, np.int64))], f"{base}.positions")
-    indices = b.node("Unsqueeze", [positions, b.const(f"{base}.axes1", np.array([1], np.int64))], f"{base}.indices")
+                                  b.shared("packed.axis0", np.array(0, np.int64))], f"{base}.positions")
+    indices = b.node("Unsqueeze", [positions, b.shared("packed.axes1", np.array([1], np.int64))], f"{base}.indices")
     zeros = b.node("ConstantOfShape", [b.const(f"{base}.size", np.array([codes.size], np.int64))], f"{base}.zeros",
                    value=numpy_helper.from_array(np.zeros(1, np.float32)))
     scattered = b.node("ScatterND", [zeros, indices, b.node("Cast", [codes_name], f"{base}.values",
                                                             to=TensorProto.FLOAT)], f"{base}.flat")
-    dense = b.node("Reshape", [scattered, b.const(f"{base}.shape", np.array(codes.shape, np.int64))], f"{base}.codes_f")
+    dense = b.node("Reshape", [scattered, b.const(f"{base}.shape", np.array(stored_codes.shape, np.int64))],
+                   f"{base}.codes_f")
+    if transposed:
+        dense = b.node("Transpose", [dense], f"{base}.codes_t", perm=[1, 0])
     attrs = {a.name: helper.get_attribute_value(a) for a in dq.attribute}
     scale = _array(b.inits[dq.input[1]])
     axis = attrs.get("axis", 1) % max(codes.ndim, 1)
@@ -205,6 +225,9 @@ def pack_model(
     else:
         rest = list(model.graph.node)
     nodes = b.nodes + rest
+    for node in nodes:  # the exporter's per-node notes (stack traces, scopes) are not needed to run
+        del node.metadata_props[:]
+        node.doc_string = ""
     used = {i for n in nodes for i in n.input}
     kept_inits = [i for i in model.graph.initializer if i.name in used and i.name not in replaced]
     del model.graph.node[:]
