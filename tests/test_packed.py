@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import numpy_helper
@@ -18,6 +19,7 @@ from compress.encode.cost import session_weight_bytes
 from compress.encode.onnx_tools import get_metadata, parameter_counts, write_packages
 from compress.encode.packed import MAX_STEP, PackOptions, decode_stream, delta_stream, pack_model
 from compress.errors import CompressError
+from compress.stages.export import export_onnx
 from compress.stages.quantize import quantize_file
 
 
@@ -150,3 +152,57 @@ def test_float_activations_need_the_float_model(int4):
     path, _, _ = int4
     with pytest.raises(CompressError, match="need the float model"):
         pack_model(onnx.load(str(path)))
+
+
+def sparse_model(kind: str) -> torch.nn.Module:
+    """A small MLP or CNN with 95% of each weight zeroed, as pruning leaves it."""
+    torch.manual_seed(0)
+    if kind == "mlp":
+        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
+    else:
+        model = torch.nn.Sequential(
+            torch.nn.Conv2d(1, 8, 5), torch.nn.ReLU(), torch.nn.MaxPool2d(2), torch.nn.Conv2d(8, 16, 5),
+            torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(16 * 8 * 8, 10),
+        )
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() > 1:
+                parameter.mul_((torch.rand_like(parameter) > 0.95).float())
+    return model.eval()
+
+
+def dequantized_float_model(qdq: onnx.ModelProto, source: onnx.ModelProto) -> onnx.ModelProto:
+    """`source` with each initializer set to what the QDQ model's DequantizeLinear makes of it."""
+    inits = {i.name: numpy_helper.to_array(i) for i in qdq.graph.initializer}
+    model = onnx.ModelProto.FromString(source.SerializeToString())
+    for node in qdq.graph.node:
+        if node.op_type != "DequantizeLinear" or node.input[0] not in inits:
+            continue
+        q = inits[node.input[0]].astype(np.float32)
+        scale, zero = inits[node.input[1]], inits[node.input[2]].astype(np.float32)
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        if scale.ndim == 1 and q.ndim > 1:
+            shape = [1] * q.ndim
+            shape[axis] = scale.size
+            scale, zero = scale.reshape(shape), zero.reshape(shape)
+        value = (q - zero) * scale
+        target = next(i for i in model.graph.initializer if i.name == node.input[0].removesuffix("_quantized"))
+        target.CopyFrom(numpy_helper.from_array(value.astype(np.float32), target.name))
+    return model
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_sparse_weights_are_rebuilt_exactly(kind, tmp_path):
+    float_path, qdq_path = tmp_path / "pruned.onnx", tmp_path / "int4.onnx"
+    export_onnx(sparse_model(kind), (1, 28, 28), float_path, 18, {"preprocessing": "{}"})
+    x = np.random.default_rng(0).random((16, 1, 28, 28), dtype=np.float32)
+    quantize_file(float_path, qdq_path, "static-int4", QuantizeConfig(), x)
+    qdq, source = onnx.load(str(qdq_path)), onnx.load(str(float_path))
+    packed = pack_model(qdq, source)
+    ops = [n.op_type for n in packed.graph.node]
+    assert ops.count("ScatterND") == (2 if kind == "mlp" else 3)  # every weight sparse-coded
+    reference = logits(dequantized_float_model(qdq, source), x)
+    np.testing.assert_allclose(logits(packed, x), reference, rtol=0, atol=1e-5)
+    # Four bytes per weight in the float file; well under one in the packed one.
+    weights = sum(int(np.prod(i.dims)) for i in source.graph.initializer if len(i.dims) > 1)
+    assert packed.ByteSize() < 0.5 * weights
