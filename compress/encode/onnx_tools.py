@@ -17,10 +17,13 @@ from onnx import numpy_helper
 
 from compress.files import atomic_path, write_bytes
 
-# Initializers that are parameters of the model (not scales, zero points or shapes).
-_AUX_SUFFIXES = ("_scale", "_zero_point")
-# The parts of a codebook-encoded tensor: counted once, as the tensor they rebuild.
-_CODEBOOK_PARTS = (".cb", ".gap", ".code", ".numel", ".shape", ".axis", ".one")
+# Initializers that are parameters of the model (not scales, zero points or shapes); a
+# packed weight (compress/encode/packed.py) is counted from its codes and its shape.
+_AUX_SUFFIXES = ("_scale", "_zero_point", ".scale", ".scale16", ".zp", ".steps")
+_PACKED_CODES = ".codes"
+# The parts of a codebook-encoded tensor `<name>.cb`, `.gap`, `.code`, `.numel`, ...
+# (compress/encode/codebook.py): counted once, as the tensor they rebuild.
+_CODEBOOK = ".cb"
 _PARAM_TYPES = {
     onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16,
     onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.INT4, onnx.TensorProto.UINT4,
@@ -79,19 +82,23 @@ def parameter_counts(model: onnx.ModelProto) -> tuple[int, int]:
     """
     params = nonzero = 0
     inits = {init.name: init for init in model.graph.initializer}
+    codebooks = {n.removesuffix(_CODEBOOK) for n in inits if n.endswith(_CODEBOOK)}
+    for base in codebooks:  # a tensor stored as codes: its size, and codes that are not 0
+        params += int(numpy_helper.to_array(inits[f"{base}.numel"])[0])
+        nonzero += int(np.count_nonzero(numpy_helper.to_array(inits[f"{base}.code"])))
     for init in model.graph.initializer:
-        if init.name.endswith(_CODEBOOK_PARTS):  # a tensor stored as codes (compress.encode.codebook)
-            if init.name.endswith(".numel"):
-                base = init.name.removesuffix(".numel")
-                params += int(numpy_helper.to_array(init)[0])
-                nonzero += int(np.count_nonzero(numpy_helper.to_array(inits[f"{base}.code"])))
+        if init.name.rpartition(".")[0] in codebooks:
             continue
         if init.data_type not in _PARAM_TYPES or init.name.endswith(_AUX_SUFFIXES):
             continue
         if len(init.dims) == 0:
             continue
         array = numpy_helper.to_array(init)
-        params += array.size
+        if init.name.endswith(_PACKED_CODES):  # the non-zero codes (and zero fillers) only
+            shape = inits[init.name.removesuffix(_PACKED_CODES) + ".shape"]
+            params += int(np.prod(numpy_helper.to_array(shape)))
+        else:
+            params += array.size
         nonzero += int(np.count_nonzero(array))
     return params, nonzero
 
