@@ -93,3 +93,17 @@ def test_variational_pruning_rejects_settings_it_cannot_honour(tmp_path):
         parse_pipeline({"prune": {"method": "variational", "schedule": "gradual"}}, "x")
     config = parse_pipeline({"prune": {"method": "variational", "kl_weight": 3.0}}, "x").prune
     assert isinstance(config, VariationalConfig) and config.kl_weight == 3.0 and config.log_alpha_threshold == 3.0
+
+
+def test_a_heavier_kl_term_removes_more_weights(tiny_data, fit_settings):
+    kept = []
+    for kl_weight in (0.1, 10.0):  # the method's tune range spans these
+        model = tiny_model()
+        config = PruneConfig(method="variational", kl_weight=kl_weight,
+                             variational=VariationalTraining(epochs=1, lr=3e-3, kl_ramp=0.0))
+        sparsifier = get_method("variational")(config).sparsifier(model, tiny_data.size("train"))
+        fit(model, tiny_data, sparsifier.training, fit_settings(), desc="prune", loss_term=sparsifier.loss)
+        masks = prune_oneshot(model, config)
+        sparsifier.detach()
+        kept.append(sum(int(m.sum()) for m in masks.values()))
+    assert kept[1] < kept[0], kept
