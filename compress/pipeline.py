@@ -32,7 +32,7 @@ from compress import __version__
 from compress.cache import StageCache
 from compress.checkpoint import build_from_spec, load_user_weights, model_spec
 from compress.config import PipelineConfig
-from compress.data import DATASETS, Dataset, load_dataset
+from compress.data import Dataset, data_root, load_data, peek_data
 from compress.errors import CompressError
 from compress.files import (
     hash_object,
@@ -185,20 +185,25 @@ def _first_line(exc: Exception) -> str:
 
 def check_pipeline(config: PipelineConfig) -> None:
     """What `compress validate` checks beyond the file itself: the model, against the data
-    set's image shape and classes (no data is read)."""
-    spec = DATASETS[config.data.name]
-    check_model(config, spec.input_shape, len(spec.classes), spec.name)
+    set's input shape and classes, known without decoding the data (skipped when the data
+    is not there to look at)."""
+    shape = peek_data(config.data, config.base_dir)
+    if shape is not None:
+        check_model(config, shape[0], shape[1], config.data.name)
+
+
+_data_root = data_root  # the parameter below shadows it
 
 
 def check_inputs(config: PipelineConfig, data_root: str | None) -> Dataset:
     """Everything that can be checked before the run folder is touched: data and model."""
-    root = Path(data_root).expanduser() if data_root else config.resolve(config.data.root)
-    if root is not None and not root.is_dir():
+    explicit = data_root is not None or config.data.root is not None
+    root = _data_root(config.data, config.base_dir, data_root)
+    if explicit and root is not None and not root.is_dir():
         source = "--data-root" if data_root else "[data] root"
         what = "is not a folder" if root.exists() else "does not exist"
         raise CompressError(f"data root {root} ({source}) {what}")
-    data = load_dataset(config.data.name, root if root is not None else "data", config.data.download,
-                        config.data.validation, config.data.seed)
+    data = load_data(config.data, config.base_dir, data_root)
     check_model(config, data.input_shape, data.num_classes, data.name)
     return data
 

@@ -47,10 +47,19 @@ def make_session(path: Path, threads: int) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def prepare_inputs(pixels: np.ndarray, metadata: dict[str, str]) -> np.ndarray:
-    """Raw 0-255 pixels -> model input, using only the file's `preprocessing` metadata."""
+def prepare_inputs(samples: np.ndarray, metadata: dict[str, str]) -> np.ndarray:
+    """Raw samples -> model input, using only the file's `preprocessing` metadata.
+
+    Images (raw 0-255 pixels [N, C, H, W], already `size`): (pixel * scale - mean[c]) / std[c].
+    Tables (raw values [N, F], columns in `features` order): (x - mean[f]) / std[f].
+    """
     pre = json.loads(metadata["preprocessing"])
-    return ((pixels.astype(np.float32) * pre["scale"] - pre["mean"]) / pre["std"]).astype(np.float32)
+    mean = np.asarray(pre["mean"], dtype=np.float32)
+    std = np.asarray(pre["std"], dtype=np.float32)
+    if "features" in pre:
+        return ((samples.astype(np.float32) - mean) / std).astype(np.float32)
+    mean, std = mean.reshape(1, -1, 1, 1), std.reshape(1, -1, 1, 1)
+    return ((samples.astype(np.float32) * np.float32(pre["scale"]) - mean) / std).astype(np.float32)
 
 
 def run_batches(session: ort.InferenceSession, x: np.ndarray, batch_size: int) -> tuple[np.ndarray, float]:
