@@ -20,12 +20,15 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    SerializeAsAny,
     Tag,
     ValidationError,
+    field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
-from compress.errors import ConfigError
+from compress.errors import CompressError, ConfigError
 
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
@@ -216,29 +219,69 @@ class GradualConfig(OptimConfig):
     ramp: float = Field(0.75, gt=0.0, le=1.0)
 
 
+DEFAULT_PRUNE_METHOD = "threshold"
+
+
+def pruning_method(name: str):
+    """The registered pruning method `name`. Methods live a floor above (compress.pruning)
+    and register there by name, as models do; [prune] is validated by the method's section."""
+    from compress.pruning.registry import get_method
+
+    return get_method(name)
+
+
 class PruneConfig(Section):
+    """[prune]: what every method shares. Each method (compress.pruning) adds its settings in
+    a subclass keyed by `method`; `PruneConfig(method="magnitude", amount=0.9)` builds that
+    method's section, and so does [prune] in a pipeline file."""
+
     enabled: bool = True
-    # threshold: remove weights with |w| <= threshold (the near-zero weights left by L1).
-    # magnitude: remove the `amount` fraction of smallest-magnitude weights.
-    method: Literal["threshold", "magnitude"] = "threshold"
-    threshold: float = Field(1e-3, ge=0.0)
-    amount: Fraction = 0.9
-    scope: Literal["global", "layer"] = "global"  # magnitude: rank over all layers or each
+    # A registered pruning method (`compress methods`): threshold removes weights with
+    # |w| <= threshold (the near-zero weights left by L1); magnitude removes the `amount`
+    # fraction of smallest-magnitude weights.
+    method: str = DEFAULT_PRUNE_METHOD
     layers: list[str] | None = None  # module names to prune; None: every Linear and Conv
     overrides: dict[str, LayerPrune] = Field(default_factory=dict)  # per-layer amount/threshold
     # oneshot: prune once, then [finetune]. gradual: prune while training ([prune.gradual]).
     schedule: Literal["oneshot", "gradual"] = "oneshot"
     gradual: GradualConfig = GradualConfig()
 
+    def __new__(cls, *args: Any, **data: Any) -> PruneConfig:
+        if cls is PruneConfig:  # the base stands for the union: build the named method's section
+            cls = pruning_method(data.get("method", DEFAULT_PRUNE_METHOD)).Config
+        return super().__new__(cls)
+
     @model_validator(mode="after")
     def _rules(self) -> PruneConfig:
-        if self.schedule == "gradual" and self.method != "magnitude":
-            raise ValueError("schedule = 'gradual' needs method = 'magnitude'")
-        wanted = "amount" if self.method == "magnitude" else "threshold"
+        method = pruning_method(self.method)
+        if self.schedule == "gradual" and not method.fraction:
+            gradual = [repr(n) for n, m in _methods().items() if m.fraction]
+            raise ValueError(f"schedule = 'gradual' needs method = {' or '.join(gradual)}")
         for layer, override in self.overrides.items():
-            if getattr(override, wanted) is None:
-                raise ValueError(f"overrides.{layer} needs {wanted} for method = {self.method!r}")
+            if getattr(override, method.strength, None) is None:
+                raise ValueError(f"overrides.{layer} needs {method.strength} for method = {self.method!r}")
         return self
+
+
+def _methods() -> dict:
+    from compress.pruning.registry import list_methods
+
+    return list_methods()
+
+
+def prune_section(data: Any) -> Any:
+    """[prune] as a dict -> the named method's section (pydantic reports its errors in place)."""
+    if not isinstance(data, dict):
+        return data
+    method = data.get("method", DEFAULT_PRUNE_METHOD)
+    try:
+        section = pruning_method(method).Config
+    except CompressError as exc:  # reported at prune.method, like any wrong value
+        error = PydanticCustomError("unknown_method", str(exc).replace("{", "{{").replace("}", "}}"))
+        raise ValidationError.from_exception_data(
+            "PruneConfig", [{"type": error, "loc": ("method",), "input": method}]
+        ) from None
+    return section.model_validate(data)
 
 
 QuantVariant = Literal["dynamic", "static", "static-int4"]
@@ -272,7 +315,7 @@ class PipelineConfig(Section):
     data: DataConfig = IdxDataConfig()
     model: ModelConfig = ModelConfig(name="simplenet")
     train: TrainConfig = TrainConfig()
-    prune: PruneConfig = PruneConfig()
+    prune: SerializeAsAny[PruneConfig] = Field(default_factory=lambda: PruneConfig())
     finetune: FinetuneConfig = FinetuneConfig()
     quantize: QuantizeConfig = QuantizeConfig()
     export: ExportConfig = ExportConfig()
@@ -282,6 +325,11 @@ class PipelineConfig(Section):
     sweep: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(default_factory=dict)
     # Folder of the pipeline file: relative paths in it are taken from there.
     base_dir: str = Field(".", exclude=True)
+
+    @field_validator("prune", mode="wrap")
+    @classmethod
+    def _prune_method_section(cls, value: Any, handler: Any) -> PruneConfig:
+        return prune_section(value) if isinstance(value, dict) else handler(value)
 
     def resolve(self, relative: str | None) -> Path | None:
         if relative is None:
@@ -307,11 +355,13 @@ def _field_names(model: type[BaseModel]) -> list[str]:
     return [f.alias or name for name, f in model.model_fields.items() if not f.exclude]
 
 
-def _model_at(path: tuple, data_model: type[BaseModel] | None = None) -> type[BaseModel] | None:
+def _model_at(path: tuple, data: dict, data_model: type[BaseModel] | None = None) -> type[BaseModel] | None:
     model: type[BaseModel] | None = PipelineConfig
     if path[:1] == ("data",):  # [data] is a union: its model is the source's
-        model, path = data_model, path[1:]
-    for part in path:
+        if len(path) == 1:
+            return data_model
+        return None
+    for i, part in enumerate(path):
         if model is None or not isinstance(part, str):
             return None
         field = next(
@@ -321,10 +371,21 @@ def _model_at(path: tuple, data_model: type[BaseModel] | None = None) -> type[Ba
             return None
         annotation = field.annotation
         model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        if model is PruneConfig and i == 0:  # the union: the named method's section
+            prune = data.get(part)
+            try:
+                model = pruning_method(prune.get("method", DEFAULT_PRUNE_METHOD)).Config
+            except (AttributeError, CompressError):
+                pass
     return model
 
 
-def _format_error(error: dict) -> str:
+def _other_prune_method(key: str) -> str | None:
+    """The method whose section has `key` (for a key given to the wrong method)."""
+    return next((n for n, m in _methods().items() if key in m.Config.model_fields), None)
+
+
+def _format_error(error: dict, data: dict) -> str:
     loc = tuple(error["loc"])
     data_model = None
     if loc[:1] == ("data",) and len(loc) > 1 and loc[1] in DATA_SOURCES:  # drop the union's tag
@@ -335,10 +396,12 @@ def _format_error(error: dict) -> str:
             return f"data: Input should be a valid dictionary (got {error['input']!r})"
         return f"data.name: unknown data source {error['input'].get('name')!r}; known: {', '.join(DATA_SOURCES)}"
     if error["type"] == "extra_forbidden":
-        parent = _model_at(loc[:-1], data_model)
+        parent = _model_at(loc[:-1], data, data_model)
         known = _field_names(parent) if parent else []
         close = difflib.get_close_matches(str(loc[-1]), known, n=1)
         hint = f"; did you mean {'.'.join([*map(str, loc[:-1]), close[0]])!r}?" if close else ""
+        if not close and len(loc) == 2 and loc[0] == "prune" and (owner := _other_prune_method(str(loc[-1]))):
+            hint = f"; it is a setting of method = {owner!r}"
         kind = "section" if len(loc) == 1 else "key"
         return f"{where}: unknown {kind}{hint} (known: {', '.join(known)})"
     message = error["msg"].removeprefix("Value error, ")
@@ -353,7 +416,7 @@ def parse_pipeline(data: dict[str, Any], name: str, base_dir: str | Path = ".") 
     try:
         return PipelineConfig.model_validate({**data, "base_dir": str(base_dir)})
     except ValidationError as exc:
-        errors = [_format_error(e) for e in exc.errors()]
+        errors = [_format_error(e, data) for e in exc.errors()]
         raise ConfigError("; ".join(errors)) from None
 
 
