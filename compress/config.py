@@ -284,14 +284,33 @@ def prune_section(data: Any) -> Any:
     return section.model_validate(data)
 
 
-QuantVariant = Literal["dynamic", "static", "static-int4"]
+QuantVariant = Literal["dynamic", "static", "static-int4", "packed-int4"]
+
+
+class PackedConfig(Section):
+    """How `packed-int4` stores and runs its weights (compress/encode/packed.py)."""
+
+    # float32 keeps the QDQ model's exact scales; float16 halves them (a few hundred bytes).
+    scales: Literal["float32", "float16"] = "float32"
+    # float: drop activation quantize/dequantize pairs, so each call is the dense float
+    # kernels (dense speed); int8: keep them, logits bit-identical to static-int4's (slower).
+    activations: Literal["float", "int8"] = "float"
 
 
 class QuantizeConfig(Section):
     # dynamic: int8 weights, activations quantized at run time (onnxruntime quantize_dynamic).
     # static: int8 weights and activations, QDQ, calibrated on training images.
     # static-int4: like static with 4-bit weights (QDQ, onnxruntime >= 1.20).
+    # packed-int4: static-int4's codes and scales stored as non-zero positions + codes,
+    # rebuilt into float weights when the session loads: the smallest file, at dense speed.
     variants: list[QuantVariant] = Field(default_factory=lambda: ["dynamic", "static"])
+    # Layer types the dynamic variant quantizes. onnxruntime's dynamic int8 convolution
+    # (ConvInteger) is several times slower than its float Conv at small batch, so Conv
+    # stays float unless asked for.
+    dynamic_op_types: list[Literal["MatMul", "Gemm", "Conv"]] = Field(
+        default_factory=lambda: ["MatMul", "Gemm"], min_length=1
+    )
+    packed: PackedConfig = PackedConfig()
     source: Literal["pruned", "dense"] = "pruned"  # which float model to quantize
     per_channel: bool = True  # one scale per output channel (static variants)
     calibration_samples: PositiveInt = 512  # training images used to calibrate static
@@ -304,7 +323,13 @@ class ExportConfig(Section):
 
 class VerifyConfig(Section):
     threads: NonNegativeInt = 1  # intra-op threads for latency at batch 1 (0: onnxruntime's choice)
-    repetitions: PositiveInt = 200  # timed runs at batch 1 (after warm-up)
+    repetitions: PositiveInt = 200  # timed runs at batch 1 per artifact (after warm-up)
+    # Latency is timed for all artifacts interleaved: `rounds` rounds, each running every
+    # artifact's repetitions / rounds calls in turn, so load on the machine hits them alike.
+    rounds: PositiveInt = 20
+    # An artifact whose p50 exceeds dense's by more than this fraction is flagged slower
+    # than dense (a margin, because two equal models differ by a few percent of noise).
+    slower_margin: float = Field(0.10, ge=0.0)
     throughput_batch: PositiveInt = 1000
     tolerance: float = Field(1e-4, gt=0.0)  # largest logit difference allowed for float exports
 
