@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from compress.shrink import shrink, units
+from compress.pruning.shrink import shrink, units
 
 
 class Block(nn.Module):

@@ -28,7 +28,7 @@ from compress.encode.onnx_tools import (
     save_model,
     set_metadata,
 )
-from compress.shrink import shrink
+from compress.pruning.shrink import shrink
 from compress.stages.context import StageContext
 
 log = logging.getLogger(__name__)
