@@ -155,3 +155,13 @@ def test_cnn_pipeline_channel_pruned_shrunk_exported_and_verified(tmp_path, pipe
     assert artifacts["pruned"]["params"] < 0.5 * artifacts["dense"]["params"]
     speedup = artifacts["dense"]["latency_ms_b1_p50"] / artifacts["pruned"]["latency_ms_b1_p50"]
     print(f"CNN channels 0.5 + shrink: {speedup:.2f}x faster than dense (batch 1, 1 thread, p50)")
+
+
+def test_an_override_on_any_coupled_layer_sets_the_amount_of_its_group(tmp_path):
+    model = cnn(tmp_path)
+    # block.pw is coupled to stem through the residual addition: one group, one amount
+    prune_oneshot(model, channels(0.5, scope="global", overrides={"block.pw": {"amount": 0.75}}), example=EXAMPLE)
+    make_permanent(model)
+    shrink(model, (1, 28, 28))
+    assert units(model)["stem"] == 4 and units(model)["block.pw"] == 4
+    assert units(model)["conv"] + units(model)["fc"] == round(0.5 * (32 + 64))

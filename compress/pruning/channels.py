@@ -111,13 +111,15 @@ class Channels(PruningMethod):
             raise RuntimeError("Channels.masks before setup(model, example)")
         keep = {n: current_mask(m).clone() for n, m in layers.items()}
         groups = [g for g in self.groups if g.root in layers]
-        pooled = [g for g in groups if self.config.scope == "global" and g.root not in self.config.overrides]
+        overridden = {g.root: self._overridden(g, settings) for g in groups}
+        pooled = [g for g in groups if self.config.scope == "global" and overridden[g.root] is None]
         importance = _importance(self.config.importance, normalize=bool(pooled))
         scores = {g.root: self._scores(g, importance, keep) for g in groups}
         removed: dict[str, set[int]] = {}
         for g in groups:
             if g not in pooled:
-                removed[g.root] = _lowest([scores[g.root]], round(settings[g.root] * g.size))[0]
+                amount = overridden[g.root] if overridden[g.root] is not None else settings[g.root]
+                removed[g.root] = _lowest([scores[g.root]], round(amount * g.size))[0]
         if pooled:
             target = round(settings[pooled[0].root] * sum(g.size for g in pooled))  # one amount for the pool
             for g, chosen in zip(pooled, _lowest([scores[g.root] for g in pooled], target), strict=True):
@@ -129,6 +131,14 @@ class Channels(PruningMethod):
                 for unit in removed[g.root]:
                     keep[name].index_fill_(dim, torch.tensor(by_root[unit]), False)
         return keep
+
+    def _overridden(self, g: UnitGroup, settings: dict[str, float]) -> float | None:
+        """The amount of an `overrides` entry naming any layer whose units these are (coupled
+        layers, such as the convs of a residual stream, share one group and one amount)."""
+        for name, dim, _ in g.members:
+            if dim == 0 and name in self.config.overrides and name in settings:
+                return settings[name]
+        return None
 
     @staticmethod
     def _scores(g: UnitGroup, importance, keep: dict[str, torch.Tensor]) -> torch.Tensor:
