@@ -147,12 +147,35 @@ class ModelConfig(Section):
         return self
 
 
+GroupKind = Literal["neurons", "channels", "inputs"]
+
+
 class L1Config(Section):
     lambda_: float = Field(0.0, alias="lambda", ge=0.0)  # strength of the L1 term
     # penalty: adds lambda * sum|w| to the loss. proximal: after each step, soft-threshold
     # every weight by lr * lambda, which drives small weights to exact zeros.
     method: Literal["penalty", "proximal"] = "penalty"
     params: Literal["weights", "all"] = "weights"  # weights: skip biases
+    # Group L1 (group lasso): instead of each weight, each structure's L2 norm, so whole
+    # structures reach zero together. neurons: each Linear unit's incoming weights (a row);
+    # channels: each Conv output channel's kernel; inputs: each input's outgoing weights (a
+    # Linear column, a Conv input channel). One kind or a list; the output layer's units are
+    # never grouped (its outputs are the classes). Proximal: zeroed groups stay zero.
+    groups: GroupKind | list[GroupKind] | None = None
+
+    @property
+    def group_kinds(self) -> tuple[str, ...]:
+        if self.groups is None:
+            return ()
+        return (self.groups,) if isinstance(self.groups, str) else tuple(dict.fromkeys(self.groups))
+
+    @model_validator(mode="after")
+    def _groups_of_weights(self) -> L1Config:
+        if self.groups is not None and self.params == "all":
+            raise ValueError("groups are made of weights: leave params = 'weights' with groups")
+        if isinstance(self.groups, list) and not self.groups:
+            raise ValueError("groups: name at least one of neurons, channels, inputs")
+        return self
 
 
 class DistillConfig(Section):
@@ -319,6 +342,10 @@ class QuantizeConfig(Section):
 
 class ExportConfig(Section):
     opset: Annotated[int, Field(ge=17, le=23)] = 18
+    # Remove the pruned model's dead units and channels before export (compress.shrink):
+    # exact, so pruned.onnx is a smaller dense model that runs faster; verify still compares
+    # it with the unshrunk fine-tuned model.
+    shrink: bool = False
 
 
 class VerifyConfig(Section):
