@@ -287,13 +287,12 @@ def open_study(out: Path, objective: str, spaces: dict[str, Space], max_drop: fl
     seed = seed + done  # a resumed search draws new random points, not the first ones again
     startup = max(3, min(10, trials // 3))
     if objective == "size":
-        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True,
-                                             constraints_func=_constraints)
+        # infeasible trials (over the budget) are known to TPE through Trial.set_constraint
+        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True)
         directions = ["minimize"]
     else:
         population = max(4, min(50, trials // 3))
-        sampler = optuna.samplers.NSGAIISampler(seed=seed, population_size=population,
-                                                constraints_func=_constraints if max_drop is not None else None)
+        sampler = optuna.samplers.NSGAIISampler(seed=seed, population_size=population)
         directions = ["minimize", "maximize"]
     study = optuna.create_study(study_name="search", storage=storage, sampler=sampler, directions=directions,
                                 load_if_exists=True)
@@ -308,12 +307,6 @@ def _settings_text(settings: dict | None) -> str:
     spaces = ", ".join(f"{s['key']}={Space(**{**s, 'choices': tuple(s['choices'])}).describe()}"
                        for s in settings["spaces"])
     return f"objective {settings['objective']}, max-drop {settings['max_drop']}, {spaces}"
-
-
-def _constraints(trial) -> list[float]:
-    # <= 0 is feasible: the representative artifact's drop beyond the budget (optuna
-    # calls this for failed trials too, which carry no such attribute)
-    return [trial.user_attrs.get("constraint", 1e9)]
 
 
 def recover_interrupted(study) -> int:
@@ -460,7 +453,11 @@ def _tell(study, trial, result: dict, reference_val: float, max_drop: float | No
         study.tell(trial, state=TrialState.FAIL)
         return
     trial.set_user_attr("best", best)
-    trial.set_user_attr("constraint", best["drop"] - max_drop if max_drop is not None else 0.0)
+    # <= 0 is feasible: how far the trial's artifact is beyond the budget, in points
+    constraint = best["drop"] - max_drop if max_drop is not None else 0.0
+    trial.set_user_attr("constraint", constraint)
+    if max_drop is not None:
+        trial.set_constraint("drop_beyond_budget", constraint)
     values = [best["deploy_bytes"]] if objective == "size" else [best["deploy_bytes"], best["val_accuracy"]]
     study.tell(trial, values)
 
@@ -741,7 +738,9 @@ def plot_history(summary: dict, path: Path) -> Path:
     for r in summary["trials"]:
         if r["state"] == "fail":
             ax.axvline(r["number"], color="tab:gray", linestyle=":", linewidth=1)
-    ax.set_yscale("log")
+    if done:
+        ax.set_yscale("log")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("trial")
     ax.set_ylabel("deploy bytes of the trial's best artifact (log scale)")
     ax.set_title(f"{summary['pipeline']}: search history ({summary['objective']})")
