@@ -109,7 +109,7 @@ def stage_keys(config: PipelineConfig, data: Dataset) -> dict[str, str]:
     inputs = {
         "version": __version__,
         "data": {"name": data.name, "files": data.fingerprint, "batch_size": config.data.batch_size,
-                 "seed": config.data.seed},
+                 "seed": config.data.seed, "validation": config.data.validation},
         "model_source": hash_object(_model_source(config)),
         "weights": sha256_file(weights) if weights else None,
     }
@@ -197,7 +197,8 @@ def check_inputs(config: PipelineConfig, data_root: str | None) -> Dataset:
         source = "--data-root" if data_root else "[data] root"
         what = "is not a folder" if root.exists() else "does not exist"
         raise CompressError(f"data root {root} ({source}) {what}")
-    data = load_dataset(config.data.name, root if root is not None else "data", config.data.download)
+    data = load_dataset(config.data.name, root if root is not None else "data", config.data.download,
+                        config.data.validation, config.data.seed)
     check_model(config, data.input_shape, data.num_classes, data.name)
     return data
 
@@ -238,8 +239,8 @@ def run_pipeline(
             for path in remove_stale_temp_files(run_dir):
                 log.info("removed %s, left by an interrupted run", path)
             log.info(
-                "data: %s, %d train and %d test images from %s",
-                data.name, data.size("train"), data.size("test"), Path(next(iter(data.files))).parent,
+                "data: %s, %d train, %d validation and %d test samples from %s",
+                data.name, data.size("train"), data.size("val"), data.size("test"), Path(next(iter(data.files))).parent,
             )
             write_json(run_dir / "pipeline.json", config.model_dump(mode="json", by_alias=True))
             stages = []
@@ -329,13 +330,15 @@ def _build_report(config, run_dir, data, device, stages, keys) -> dict:
         "config_hash": hash_object(config.model_dump(mode="json", by_alias=True)),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "model": config.model.name or f"{config.model.path}:{config.model.class_name}",
-        "dataset": {"name": data.name, "train_samples": data.size("train"), "test_samples": data.size("test")},
+        "dataset": {"name": data.name, "train_samples": data.size("train"), "val_samples": data.size("val"),
+                    "test_samples": data.size("test")},
         "device": str(device),
         "versions": versions(),
         "baseline": "dense",
         "artifacts": artifacts,
         "training": {
             "dense_test_accuracy": by_name["train"]["metrics"]["test_accuracy"],
+            "dense_val_accuracy": by_name["train"]["metrics"]["val_accuracy"],
             "pruned_sparsity": by_name["prune"]["metrics"]["sparsity"],
             "accuracy_after_prune": by_name["prune"]["metrics"]["test_accuracy"],
             "accuracy_after_finetune": by_name["finetune"]["metrics"]["test_accuracy"],

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from compress.data.split import stratified_split
 from compress.errors import DataError
 from compress.files import sha256_file
 
@@ -82,7 +83,8 @@ DATASETS: dict[str, DatasetSpec] = {
 
 @dataclass
 class Dataset:
-    """A data set in memory: uint8 images [N, 1, H, W] and int64 labels, per split."""
+    """A data set in memory: uint8 images [N, 1, H, W] and int64 labels, per split
+    ("train", "val": held out from the training files, "test")."""
 
     name: str
     images: dict[str, torch.Tensor]
@@ -228,8 +230,14 @@ def _download(spec: DatasetSpec, root: Path) -> None:
         dataset_class(root=str(root), train=train, download=True)
 
 
-def load_dataset(name: str, root: str | Path, download: bool = True) -> Dataset:
-    """Load a named data set into memory, downloading it with torchvision if it is missing."""
+def load_dataset(
+    name: str, root: str | Path, download: bool = True, validation: float = 0.1, seed: int = 0
+) -> Dataset:
+    """Load a named data set into memory, downloading it with torchvision if it is missing.
+
+    A seeded, stratified `validation` fraction of the training split is held out as split
+    "val" (compress.data.split): every choice is made on it, the test split is only reported.
+    """
     if name not in DATASETS:
         raise DataError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}")
     spec = DATASETS[name]
@@ -274,9 +282,12 @@ def load_dataset(name: str, root: str | Path, download: bool = True) -> Dataset:
             )
         images[split] = torch.from_numpy(x.copy()).unsqueeze(1)
         labels[split] = torch.from_numpy(y.astype(np.int64))
+    keep, held = stratified_split(labels["train"], validation, seed)
+    images["val"], labels["val"] = images["train"][held], labels["train"][held]
+    images["train"], labels["train"] = images["train"][keep], labels["train"][keep]
     log.debug(
-        "loaded %s: %d train, %d test images from %s",
-        spec.name, len(labels["train"]), len(labels["test"]), files["train-images"].parent,
+        "loaded %s: %d train, %d validation, %d test images from %s",
+        spec.name, len(labels["train"]), len(labels["val"]), len(labels["test"]), files["train-images"].parent,
     )
     return Dataset(
         name=spec.name,
