@@ -375,6 +375,10 @@ class PipelineConfig(Section):
     # `compress sweep` only (run ignores it): dotted key -> the values to try, e.g.
     # "prune.threshold" = [1e-3, 3e-3]; every combination is one variant.
     sweep: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(default_factory=dict)
+    # `compress search` only (run ignores it): dotted key -> the space to search, e.g.
+    # "train.l1.lambda" = "log(1e-5, 1e-3)", "prune.threshold" = "(0.005, 0.08)" or a list
+    # of choices; checked by `compress search` (compress/analysis/search.py).
+    search: dict[str, str | list[Any]] = Field(default_factory=dict)
     # Folder of the pipeline file: relative paths in it are taken from there.
     base_dir: str = Field(".", exclude=True)
 
