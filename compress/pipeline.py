@@ -148,7 +148,7 @@ def cached_record(run_dir: Path, name: str, key: str, inputs: dict[str, str]) ->
 def check_model(config: PipelineConfig, input_shape: tuple[int, ...], num_classes: int, dataset: str) -> None:
     """Build the model (with its [model] weights) and check that it maps samples of
     `input_shape` to `num_classes` logits and has the layers [prune] names."""
-    spec = model_spec(config.model, config.base_dir, num_classes)
+    spec = model_spec(config.model, config.base_dir, num_classes, input_shape)
     try:
         model = build_from_spec(spec)
     except CompressError:
