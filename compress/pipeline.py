@@ -334,6 +334,9 @@ def _build_report(config, run_dir, data, device, stages, keys) -> dict:
         "versions": versions(),
         "baseline": "dense",
         "artifacts": artifacts,
+        # Which inputs the pruned model still reads ({total, used, names, unit}; None when
+        # its first layers do not read the input directly): compress.encode.inputs.
+        "inputs": by_name["export"]["metrics"].get("inputs"),
         "training": {
             "dense_test_accuracy": by_name["train"]["metrics"]["test_accuracy"],
             "pruned_sparsity": by_name["prune"]["metrics"]["sparsity"],

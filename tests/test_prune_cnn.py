@@ -11,7 +11,7 @@ import torch.nn as nn
 from onnx import numpy_helper
 
 from compress.config import PruneConfig
-from compress.pruning import apply_masks, make_permanent, masks_of, prunable_layers, prune_oneshot
+from compress.pruning import apply_masks, make_permanent, prunable_layers, prune_oneshot
 from compress.stages.export import export_onnx
 
 

@@ -22,8 +22,10 @@ import onnxruntime as ort
 import torch
 
 from compress.checkpoint import load_checkpoint
+from compress.encode.inputs import take_used
 from compress.encode.onnx_tools import get_metadata, parameter_counts, write_packages
 from compress.stages.context import StageContext
+from compress.stages.export import REDUCED
 from compress.stages.quantize import variant_name
 from compress.training import predict
 
@@ -35,6 +37,8 @@ def artifact_names(ctx: StageContext) -> list[tuple[str, str]]:
     q = ctx.config.quantize
     source_stage = "train" if q.source == "dense" else "finetune"
     names = [("dense", "train"), ("pruned", "finetune")]
+    if ctx.config.export.drop_unused_inputs and (ctx.run_dir / f"{REDUCED}.onnx").is_file():
+        names.append((REDUCED, "finetune"))
     return names + [(variant_name(q.source, v), source_stage) for v in q.variants]
 
 
@@ -89,6 +93,8 @@ def verify_artifact(
     metadata = get_metadata(model)
     params, nonzero = parameter_counts(model)
     x = prepare_inputs(pixels, metadata)
+    if "inputs" in metadata:  # a file that takes only the used inputs: pick them
+        x = take_used(x, json.loads(metadata["inputs"]))
     session = make_session(path, config.threads)
     logits, throughput = run_batches(session, x, config.throughput_batch)
     p50, p95 = latency_ms(session, x, config.repetitions)
@@ -133,7 +139,7 @@ def run(ctx: StageContext) -> dict:
                 model, _, _ = load_checkpoint(ctx.input(stage, "model.pt"))
                 references[stage] = predict(model, x_torch).numpy()
             path = ctx.run_dir / f"{name}.onnx"
-            is_float = name in ("dense", "pruned")
+            is_float = name in ("dense", "pruned", REDUCED)
             row = verify_artifact(
                 path, pixels, labels, references[stage], ctx.config.verify, is_float, package_dir
             )
