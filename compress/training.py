@@ -311,7 +311,8 @@ def _resume(run: RunSettings, model, optimizer, scheduler, result: FitResult) ->
         scheduler.load_state_dict(state["scheduler"])
     except (RuntimeError, KeyError, ValueError) as exc:
         raise CompressError(f"epoch checkpoint {path} does not fit the model: {exc}") from None
-    torch.set_rng_state(state["rng"])
+    # map_location moved every tensor to the training device; the CPU generator needs its own copy.
+    torch.set_rng_state(state["rng"].cpu())
     result.history = list(state["history"])
     result.resumed_from_epoch = state["epoch"]
     log.info("resuming from epoch %d checkpoint %s", state["epoch"], path)
