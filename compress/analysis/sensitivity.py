@@ -3,8 +3,8 @@
     result = layer_sensitivity(model, data, levels=[0.5, 0.8, 0.9, 0.95, 0.98])
     print(format_sensitivity(result))
 
-Each layer is pruned by magnitude with torch.nn.utils.prune while every other layer keeps
-its weights, evaluated on the test set (no fine-tuning), then restored. Layers whose
+Each layer is pruned by magnitude (the `magnitude` method's masks, per layer) while every
+other layer keeps its weights, evaluated on the test set (no fine-tuning), then restored. Layers whose
 accuracy holds at high sparsity can be given higher per-layer targets
 (`[prune] overrides`); `compress sensitivity` runs this on a pipeline's trained model and
 writes a table and a PNG plot.
@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torch.nn.utils.prune as tprune
 
 from compress.data import Dataset
 from compress.files import atomic_path, write_json, write_text
-from compress.pruning import prunable_layers
+from compress.pruning.magnitude import Magnitude, MagnitudeConfig
+from compress.pruning.masks import prunable_layers
 from compress.training import evaluate
 
 DEFAULT_LEVELS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99)
@@ -32,12 +32,13 @@ def layer_sensitivity(model: nn.Module, data: Dataset, levels=DEFAULT_LEVELS, ba
     model = model.cpu().eval()
     baseline = evaluate(model, data, "test", batch_size, "cpu")
     rows = []
+    magnitude = Magnitude(MagnitudeConfig(scope="layer"))
     for name, module in prunable_layers(model).items():
         original = module.weight.detach().clone()
         for level in levels:
-            tprune.l1_unstructured(module, "weight", amount=float(level))
+            keep = magnitude.masks({name: module}, {name: float(level)})[name]
+            module.weight.mul_(keep)  # pruned for this evaluation only: no masks needed
             accuracy = evaluate(model, data, "test", batch_size, "cpu")
-            tprune.remove(module, "weight")
             module.weight.copy_(original)
             rows.append({
                 "layer": name,

@@ -3,17 +3,18 @@
     result = tune("pipelines/mnist.toml", max_drop=0.1, out_dir="runs/tune-mnist")
     result["chosen"], result["points"]
 
-Bisection over one pruning setting, assumed to remove more weights as it grows:
-`prune.amount` for magnitude pipelines, `prune.threshold` for threshold ones (any dotted
-key with `param`). The high end is tried first (if it meets the budget, it is the answer),
-then the low end (if that misses, nothing in the range meets it), then `steps` midpoints,
-geometric for thresholds, arithmetic otherwise.
+Bisection over one pruning setting, assumed to remove more weights as it grows: the
+pruning method's `strength` (compress.pruning: `prune.amount` for magnitude,
+`prune.threshold` for threshold), or any dotted key with `param`. The high end is tried
+first (if it meets the budget, it is the answer), then the low end (if that misses, nothing
+in the range meets it), then `steps` midpoints, geometric where the method says so
+(thresholds), arithmetic otherwise.
 
-Per-layer `[prune] overrides` follow the searched value: with `prune.amount = a`, a layer
-whose override was `o` (against the file's amount `a0`) keeps the fraction
-(1 - o) * (1 - a) / (1 - a0) of its weights, so every layer's density is scaled by the
-same factor and the file's own setting is one point of the search; thresholds are scaled
-in proportion, o * a / a0.
+Per-layer `[prune] overrides` follow the searched value (PruningMethod.scale_override):
+for a fraction such as `prune.amount = a`, a layer whose override was `o` (against the
+file's amount `a0`) keeps the fraction (1 - o) * (1 - a) / (1 - a0) of its weights, so every
+layer's density is scaled by the same factor and the file's own setting is one point of the
+search; other settings are scaled in proportion, o * a / a0.
 
 A point meets the budget when one of its artifacts other than `dense` is at most
 `max_drop` points below that run's `dense` artifact. Every point is one run folder
@@ -28,34 +29,30 @@ from pathlib import Path
 from typing import Any
 
 from compress.analysis.sweep import delta, run_variant
-from compress.config import PipelineConfig, load_pipeline
+from compress.config import PipelineConfig, load_pipeline, pruning_method
 from compress.errors import CompressError
 from compress.files import write_json, write_text
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RANGES = {"prune.amount": (0.5, 0.99), "prune.threshold": (1e-3, 0.1)}
-
-
 def default_param(config: PipelineConfig) -> str:
-    return "prune.amount" if config.prune.method == "magnitude" else "prune.threshold"
+    return f"prune.{pruning_method(config.prune.method).strength}"
+
+
+def _searches_strength(config: PipelineConfig, param: str) -> bool:
+    return param == default_param(config)
 
 
 def point_overrides(config: PipelineConfig, param: str, value: float) -> dict[str, Any]:
     """The settings of one point: `param`, and the per-layer overrides scaled with it."""
     overrides: dict[str, Any] = {param: value}
-    attr = param.removeprefix("prune.")
-    if param in DEFAULT_RANGES and config.prune.overrides:
-        base = getattr(config.prune, attr)
+    if _searches_strength(config, param) and config.prune.overrides:
+        method = pruning_method(config.prune.method)
+        base = getattr(config.prune, method.strength)
         layers = {}
         for layer, override in config.prune.overrides.items():
-            own = getattr(override, attr)
-            if attr == "amount":
-                density = (1 - own) * (1 - value) / (1 - base)
-                scaled = min(max(1 - density, 0.0), 0.999)
-            else:
-                scaled = own * value / base if base > 0 else own
-            layers[layer] = {**override.model_dump(exclude_none=True), attr: round(scaled, 6)}
+            scaled = method.scale_override(getattr(override, method.strength), base, value)
+            layers[layer] = {**override.model_dump(exclude_none=True), method.strength: round(scaled, 6)}
         overrides["prune.overrides"] = layers
     return overrides
 
@@ -116,11 +113,12 @@ def tune(
     if fixed:
         config = config.with_overrides(fixed)
     param = param or default_param(config)
-    default_low, default_high = DEFAULT_RANGES.get(param, (None, None))
+    method = pruning_method(config.prune.method)
+    default_low, default_high = method.tune_range if _searches_strength(config, param) else (None, None)
     low = default_low if low is None else low
     high = default_high if high is None else high
     if low is None or high is None:
-        raise CompressError(f"--param {param}: give --low and --high (defaults exist for {', '.join(DEFAULT_RANGES)})")
+        raise CompressError(f"--param {param}: give --low and --high (defaults exist for {default_param(config)})")
     if not low < high:
         raise CompressError(f"--low {low:g} must be below --high {high:g}")
     if steps < 0:
@@ -131,7 +129,7 @@ def tune(
     out = Path(out_dir).resolve()
     cache = Path(cache_dir).resolve() if cache_dir else out / "cache"
     root = str(Path(data_root).expanduser().resolve()) if data_root else None
-    geometric = param.endswith("threshold")
+    geometric = method.tune_geometric and _searches_strength(config, param)
     short = param.split(".")[-1]
     points: list[dict] = []
 

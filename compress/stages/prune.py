@@ -1,4 +1,5 @@
-"""Prune stage: train/model.pt -> prune/model.pt (weights and masks), via compress.pruning."""
+"""Prune stage: train/model.pt -> prune/model.pt (weights and masks), with the [prune] method
+(compress.pruning), once or gradually while training."""
 
 from __future__ import annotations
 
