@@ -300,6 +300,9 @@ class QuantizeConfig(Section):
 
 class ExportConfig(Section):
     opset: Annotated[int, Field(ge=17, le=23)] = 18
+    # Also export pruned-inputs.onnx, which takes only the inputs the pruned model still
+    # reads (its metadata `inputs` lists them): fewer features to measure on the device.
+    drop_unused_inputs: bool = False
 
 
 class VerifyConfig(Section):

@@ -23,8 +23,10 @@ import onnxruntime as ort
 import torch
 
 from compress.checkpoint import load_checkpoint
+from compress.encode.inputs import take_used
 from compress.encode.onnx_tools import get_metadata, parameter_counts, write_packages
 from compress.stages.context import StageContext
+from compress.stages.export import REDUCED
 from compress.stages.quantize import variant_name
 from compress.training import predict
 
@@ -36,6 +38,8 @@ def artifact_names(ctx: StageContext) -> list[tuple[str, str]]:
     q = ctx.config.quantize
     source_stage = "train" if q.source == "dense" else "finetune"
     names = [("dense", "train"), ("pruned", "finetune")]
+    if ctx.config.export.drop_unused_inputs and (ctx.run_dir / f"{REDUCED}.onnx").is_file():
+        names.append((REDUCED, "finetune"))
     return names + [(variant_name(q.source, v), source_stage) for v in q.variants]
 
 
@@ -60,6 +64,18 @@ def prepare_inputs(samples: np.ndarray, metadata: dict[str, str]) -> np.ndarray:
         return ((samples.astype(np.float32) - mean) / std).astype(np.float32)
     mean, std = mean.reshape(1, -1, 1, 1), std.reshape(1, -1, 1, 1)
     return ((samples.astype(np.float32) * np.float32(pre["scale"]) - mean) / std).astype(np.float32)
+
+
+def model_inputs(samples: np.ndarray, metadata: dict[str, str]) -> np.ndarray:
+    """Raw samples -> what the file takes, from its metadata alone: `prepare_inputs`, and for
+    a file that takes only the used inputs (metadata `inputs`), those inputs. A table's file
+    lists only the used features' mean and std, so its columns are picked first."""
+    if "inputs" not in metadata:
+        return prepare_inputs(samples, metadata)
+    used = json.loads(metadata["inputs"])
+    if "features" in json.loads(metadata["preprocessing"]):
+        return prepare_inputs(take_used(samples, used), metadata)
+    return take_used(prepare_inputs(samples, metadata), used)
 
 
 def run_batches(session: ort.InferenceSession, x: np.ndarray, batch_size: int) -> tuple[np.ndarray, float]:
@@ -101,7 +117,7 @@ def verify_artifact(
     onnx.checker.check_model(model, full_check=True)
     metadata = get_metadata(model)
     params, nonzero = parameter_counts(model)
-    x = prepare_inputs(pixels, metadata)
+    x = model_inputs(pixels, metadata)
     session = make_session(path, config.threads)
     logits, throughput = run_batches(session, x, config.throughput_batch)
     p50, p95 = latency_ms(session, x, config.repetitions)
@@ -122,7 +138,7 @@ def verify_artifact(
         "status": "ok",
     }
     if val is not None:
-        val_logits, _ = run_batches(session, prepare_inputs(val[0], metadata), config.throughput_batch)
+        val_logits, _ = run_batches(session, model_inputs(val[0], metadata), config.throughput_batch)
         row["val_accuracy"] = float((val_logits.argmax(1) == val[1]).mean())
     if reference is not None:
         row["agreement"] = float((logits.argmax(1) == reference.argmax(1)).mean())
@@ -151,7 +167,7 @@ def run(ctx: StageContext) -> dict:
                 model, _, _ = load_checkpoint(ctx.input(stage, "model.pt"))
                 references[stage] = predict(model, x_torch).numpy()
             path = ctx.run_dir / f"{name}.onnx"
-            is_float = name in ("dense", "pruned")
+            is_float = name in ("dense", "pruned", REDUCED)
             row = verify_artifact(
                 path, pixels, labels, references[stage], ctx.config.verify, is_float, package_dir, val
             )
