@@ -99,7 +99,7 @@ def _layout(root: Path, test_fraction: float | None) -> dict[str, dict[str, list
     return layout
 
 
-def _content_key(root: Path, layout: dict, settings: dict) -> str:
+def _content_key(root: Path, layout: dict, settings: dict) -> tuple[str, Path, dict | None]:
     """A hash of every file's path, size and contents, and of the settings.
 
     The contents' hashes are remembered in an index beside the cache (path -> size,
@@ -124,9 +124,8 @@ def _content_key(root: Path, layout: dict, settings: dict) -> str:
                         content = hashlib.blake2b(f.read(), digest_size=16).hexdigest()
                 fresh[rel] = (stat.st_size, stat.st_mtime_ns, content)
                 digest.update(f"{split}\0{name}\0{rel}\0{stat.st_size}\0{content}\0".encode())
-    if fresh != index:
-        _write_index(index_path, fresh)
-    return digest.hexdigest()
+    # the index is written only once the folder has decoded: a bad folder leaves nothing
+    return digest.hexdigest(), index_path, (fresh if fresh != index else None)
 
 
 def _read_index(path: Path) -> dict[str, tuple[int, int, str]]:
@@ -209,10 +208,12 @@ def decode_folder(root: Path, channels: int, image_size: list[int] | None,
     names = list(layout["train"])
     settings = {"channels": channels, "image_size": image_size}
     started = time.perf_counter()
-    key = _content_key(root, layout, settings)
+    key, index_path, new_index = _content_key(root, layout, settings)
     cache_file = cache_dir() / f"imagefolder-{key}.pt"
     state = _read_cache(cache_file)
     if state is not None:
+        if new_index is not None:
+            _write_index(index_path, new_index)
         log.info("image folder %s: tensors from cache %s (%.1fs)", root, cache_file, time.perf_counter() - started)
         return state["splits"], state["classes"], key
     size = (image_size[0], image_size[1]) if image_size else None
@@ -225,6 +226,8 @@ def decode_folder(root: Path, channels: int, image_size: list[int] | None,
     except OSError as exc:  # a read-only cache folder costs speed, not the run
         log.warning("cannot write the image cache %s (%s); images will be decoded again next time",
                     cache_file, exc.strerror)
+    if new_index is not None:
+        _write_index(index_path, new_index)
     return splits, names, key
 
 
