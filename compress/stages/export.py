@@ -2,8 +2,9 @@
 
 Outputs `dense.onnx` and `pruned.onnx` in the run folder. Each is exported with
 torch.onnx's dynamo exporter into a single self-contained file, with a dynamic batch axis,
-Gemm rewritten as MatMul + Add with [in, out] weights (compresses better), -0.0 as +0.0, and metadata_props `preprocessing` (input = (pixel * scale - mean)
-/ std for raw 0-255 pixels) and `labels` (class names), so the file alone is enough to use it.
+Gemm rewritten as MatMul + Add with [in, out] weights (compresses better), -0.0 as +0.0, and
+metadata_props `preprocessing` (the data set's: compress.encode.onnx_tools.artifact_metadata)
+and `labels` (class names), so the file alone is enough to use it.
 
 It also tells which inputs the pruned model still reads (compress.encode.inputs): the
 metrics' `inputs`, `inputs.png` (images read by a Linear first layer: the pixels still
