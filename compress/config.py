@@ -346,6 +346,9 @@ class ExportConfig(Section):
     # exact, so pruned.onnx is a smaller dense model that runs faster; verify still compares
     # it with the unshrunk fine-tuned model.
     shrink: bool = False
+    # Also export pruned-inputs.onnx, which takes only the inputs the pruned model still
+    # reads (its metadata `inputs` lists them): fewer features to measure on the device.
+    drop_unused_inputs: bool = False
 
 
 class VerifyConfig(Section):
