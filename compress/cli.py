@@ -36,7 +36,7 @@ class CompressGroup(click.Group):
             return super().invoke(ctx)
         except CompressError as exc:
             click.echo(f"error: {' '.join(str(exc).splitlines())}", err=True)  # one line
-            sys.exit(2)
+            sys.exit(exc.exit_status)
         except KeyboardInterrupt:
             click.echo("\ninterrupted; run the same command again to resume (finished stages are kept)", err=True)
             sys.exit(130)

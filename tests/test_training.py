@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 from compress.config import DistillConfig, L1Config, OptimConfig, TrainConfig
-from compress.errors import TrainingError
+from compress.errors import CompressError, TrainingError
 from compress.registry import build_model
 from compress.training import (
     L1Term,
@@ -159,7 +159,7 @@ def test_distillation_loss_is_zero_against_itself_and_positive_otherwise():
 
 def test_distillation_without_a_teacher_is_refused(tiny_data, fit_settings):
     config = OptimConfig(epochs=1, distill=DistillConfig(alpha=0.5))
-    with pytest.raises(ValueError, match="teacher_logits"):
+    with pytest.raises(CompressError, match="finetune: distill.alpha > 0 needs a teacher"):
         fit(tiny_model(), tiny_data, config, fit_settings(), desc="finetune")
 
 

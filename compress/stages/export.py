@@ -26,6 +26,7 @@ from compress.encode.onnx_tools import (
     save_model,
     set_metadata,
 )
+from compress.errors import ExportError
 from compress.stages.context import StageContext
 
 log = logging.getLogger(__name__)
@@ -41,11 +42,15 @@ def export_onnx(
     # The exporter prints its progress on stdout.
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            model, example, dynamo=True, external_data=False, opset_version=opset,
-            input_names=["input"], output_names=["logits"],
-            dynamic_shapes=({0: batch},), verbose=False,
-        )
+        try:
+            program = torch.onnx.export(
+                model, example, dynamo=True, external_data=False, opset_version=opset,
+                input_names=["input"], output_names=["logits"],
+                dynamic_shapes=({0: batch},), verbose=False,
+            )
+        except Exception as exc:  # the user's model: an operation or control flow the exporter lacks
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise ExportError(f"exporting {path.name} to ONNX failed: {type(exc).__name__}: {reason}") from None
     proto: onnx.ModelProto = program.model_proto
     gemm_to_matmul(proto)
     positive_zero_initializers(proto)
