@@ -92,3 +92,15 @@ def test_pruned_weights_that_move_in_finetuning_end_the_run_with_exit_status_3(p
     assert "changed during fine-tuning" in result.output
     assert not (tmp_path / "run" / "report.json").exists()
     assert json.loads((tmp_path / "run" / "prune" / "stage.json").read_text())["name"] == "prune"
+
+
+def test_prune_disabled_passes_the_trained_weights_through_unmasked(pipeline_file, tmp_path):
+    config = load_pipeline(pipeline_file({"prune.enabled": False}))
+    run_pipeline(config, out_dir=tmp_path / "run", progress=False, until="prune")
+    trained, _, _ = load_checkpoint(tmp_path / "run" / "train" / "model.pt")
+    pruned, masks, _ = load_checkpoint(tmp_path / "run" / "prune" / "model.pt")
+    assert masks == {}
+    for key, value in trained.state_dict().items():
+        assert torch.equal(value, pruned.state_dict()[key]), key
+    record = json.loads((tmp_path / "run" / "prune" / "stage.json").read_text())
+    assert record["metrics"]["epochs"] == []

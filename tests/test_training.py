@@ -188,3 +188,16 @@ def test_the_configured_optimizer_is_built(name):
     assert type(optimizer).__name__.lower() == name
     assert optimizer.param_groups[0]["lr"] == 0.02
     assert optimizer.param_groups[0]["weight_decay"] == 1e-4
+
+
+def test_distillation_in_the_loop_pulls_the_student_towards_the_teacher(tiny_data, fit_settings):
+    # A teacher whose answers are a fixed relabelling of the digits (d -> 9 - d): with
+    # alpha = 1 the student learns only from the teacher, and so learns the relabelling.
+    images, labels = tiny_data.tensors("train")
+    teacher_logits = torch.nn.functional.one_hot(9 - labels, 10).float() * 8
+    config = OptimConfig(epochs=2, lr=0.1, distill=DistillConfig(alpha=1.0, temperature=2.0))
+    student = tiny_model()
+    fit(student, tiny_data, config, fit_settings(), desc="finetune", teacher_logits=teacher_logits)
+    predicted = predict(student.eval(), images).argmax(1)
+    assert (predicted == 9 - labels).float().mean() > 0.6
+    assert (predicted == labels).float().mean() < 0.2
