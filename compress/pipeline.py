@@ -44,6 +44,7 @@ from compress.files import (
 )
 from compress.registry import factory_source
 from compress.report import add_comparisons, write_reports
+from compress.results import DENSE, Artifact, Report
 from compress.stages import export, finetune, prune, quantize, train, verify
 from compress.stages.context import StageContext
 
@@ -320,10 +321,10 @@ def _execute_stage(stage, config, run_dir, keys, device, data, progress, inputs)
     return record
 
 
-def _build_report(config, run_dir, data, device, stages, keys) -> dict:
+def _build_report(config, run_dir, data, device, stages, keys) -> Report:
     by_name = {s["name"]: s for s in stages}
-    artifacts = [dict(a) for a in by_name["verify"]["metrics"]["artifacts"]]
-    add_comparisons(artifacts, baseline="dense")
+    artifacts: list[Artifact] = [dict(a) for a in by_name["verify"]["metrics"]["artifacts"]]
+    add_comparisons(artifacts, baseline=DENSE)
     return {
         "pipeline": config.name,
         "config_hash": hash_object(config.model_dump(mode="json", by_alias=True)),
@@ -332,7 +333,7 @@ def _build_report(config, run_dir, data, device, stages, keys) -> dict:
         "dataset": {"name": data.name, "train_samples": data.size("train"), "test_samples": data.size("test")},
         "device": str(device),
         "versions": versions(),
-        "baseline": "dense",
+        "baseline": DENSE,
         "artifacts": artifacts,
         "training": {
             "dense_test_accuracy": by_name["train"]["metrics"]["test_accuracy"],

@@ -3,8 +3,8 @@
     report = build_report(run_dir)      # reads only the run folder
     print(format_table(report))
 
-`report.json` is a stable interface (see README, "report.json"): accuracy is a fraction in
-0..1, sizes are bytes, latency milliseconds, throughput samples per second.
+`report.json` is a stable interface, typed in compress.results (Report, Artifact): accuracy
+is a fraction in 0..1, sizes are bytes, latency milliseconds, throughput samples per second.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ import io
 from pathlib import Path
 from typing import Any
 
+from compress.errors import CompressError
 from compress.files import read_json, write_json, write_text
+from compress.results import DENSE, Artifact, Report, baseline_of, compression_ratio, delta_pts
 
 # (key, header, format) of the columns shown in the terminal and Markdown tables.
 COLUMNS = [
@@ -38,12 +40,12 @@ CSV_FIELDS = [
 ]
 
 
-def add_comparisons(artifacts: list[dict], baseline: str = "dense") -> None:
+def add_comparisons(artifacts: list[Artifact], baseline: str = DENSE) -> None:
     """Ratio of the baseline's .onnx bytes to each deployable package; accuracy change in points."""
-    base = next((a for a in artifacts if a["name"] == baseline), artifacts[0])
+    base = baseline_of(artifacts, baseline)
     for a in artifacts:
-        a["compression"] = round(base["bytes"] / a["deploy_bytes"], 2)
-        a["accuracy_delta"] = round(100 * (a["accuracy"] - base["accuracy"]), 2)
+        a["compression"] = compression_ratio(base, a)
+        a["accuracy_delta"] = delta_pts(base, a)
 
 
 def format_cell(value: Any, fmt: str) -> str:
@@ -106,9 +108,7 @@ def write_reports(run_dir: Path, report: dict) -> None:
     write_text(run_dir / "report.csv", format_csv(report))
 
 
-def load_report(run_dir: Path) -> dict:
-    from compress.errors import CompressError
-
+def load_report(run_dir: Path) -> Report:
     path = Path(run_dir) / "report.json"
     if not path.is_file():
         raise CompressError(f"{path} does not exist: is {run_dir} a finished run folder?")

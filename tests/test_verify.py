@@ -13,6 +13,7 @@ import torch
 
 from compress.config import VerifyConfig
 from compress.encode.onnx_tools import get_metadata, parameter_counts
+from compress.results import Artifact
 from compress.stages.verify import (
     latency_ms,
     make_session,
@@ -21,11 +22,7 @@ from compress.stages.verify import (
     verify_artifact,
 )
 
-ROW_KEYS = {
-    "name", "path", "bytes", "gzip_bytes", "xz_bytes", "deploy_bytes", "deploy_form", "deploy_path",
-    "params", "nonzero_params", "sparsity", "accuracy", "agreement", "max_logit_diff",
-    "latency_ms_b1_p50", "latency_ms_b1_p95", "throughput", "status",
-}
+ROW_KEYS = Artifact.__required_keys__  # the report adds the others
 CONFIG = VerifyConfig(repetitions=20, throughput_batch=200)
 
 

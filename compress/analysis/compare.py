@@ -19,6 +19,16 @@ from pathlib import Path
 from compress.errors import CompressError
 from compress.report import COLUMNS as REPORT_COLUMNS
 from compress.report import format_cell, load_report
+from compress.results import (
+    DENSE,
+    Artifact,
+    Report,
+    baseline_of,
+    compression_ratio,
+    delta_pts,
+    deploy_bytes,
+    find_artifact,
+)
 
 # (key, header, format) of the Markdown / CSV / JSON rows: the run and the report's own
 # columns up to latency; the terminal table is compacter.
@@ -44,18 +54,21 @@ def load_runs(run_dirs: list[str | Path]) -> list[dict]:
     return runs
 
 
-def _artifact(report: dict, name: str) -> dict | None:
-    return next((a for a in report["artifacts"] if a["name"] == name), None)
+def _artifact(report: Report, name: str) -> Artifact | None:
+    return find_artifact(report["artifacts"], name)
 
 
-def resolve_baselines(runs: list[dict], baseline: str | None) -> dict[str, tuple[str, dict]]:
+def _own_baseline(report: Report) -> Artifact:
+    return baseline_of(report["artifacts"], report.get("baseline", DENSE))
+
+
+def resolve_baselines(runs: list[dict], baseline: str | None) -> dict[str, tuple[str, Artifact]]:
     """run -> (label, baseline artifact) for every run."""
     by_run = {r["run"]: r for r in runs}
     if baseline is None:
         out = {}
         for r in runs:
-            name = r["report"].get("baseline", "dense")
-            artifact = _artifact(r["report"], name) or r["report"]["artifacts"][0]
+            artifact = _own_baseline(r["report"])
             out[r["run"]] = (f"{r['run']}:{artifact['name']}", artifact)
         return out
     if ":" in baseline:
@@ -70,8 +83,7 @@ def resolve_baselines(runs: list[dict], baseline: str | None) -> dict[str, tuple
     if all(_artifact(r["report"], baseline) for r in runs):
         return {r["run"]: (f"{r['run']}:{baseline}", _artifact(r["report"], baseline)) for r in runs}
     if baseline in by_run:
-        report = by_run[baseline]["report"]
-        artifact = _artifact(report, report.get("baseline", "dense")) or report["artifacts"][0]
+        artifact = _own_baseline(by_run[baseline]["report"])
         return {r["run"]: (f"{baseline}:{artifact['name']}", artifact) for r in runs}
     missing = [r["run"] for r in runs if _artifact(r["report"], baseline) is None]
     raise CompressError(
@@ -90,16 +102,15 @@ def comparison_rows(runs: list[dict], baseline: str | None = None, sort: str = "
     for order, r in enumerate(runs):
         label, base = baselines[r["run"]]
         for a in r["report"]["artifacts"]:
-            deploy = a.get("deploy_bytes") or min(a["gzip_bytes"], a["xz_bytes"])  # older reports
             rows.append({
                 "run": r["run"],
                 "artifact": a["name"],
                 "accuracy": a["accuracy"],
-                "accuracy_delta": round(100 * (a["accuracy"] - base["accuracy"]), 2),
+                "accuracy_delta": delta_pts(base, a),
                 "bytes": a["bytes"],
                 "gzip_bytes": a.get("gzip_bytes"),
-                "deploy_bytes": deploy,
-                "compression": round(base["bytes"] / deploy, 2),
+                "deploy_bytes": deploy_bytes(a),
+                "compression": compression_ratio(base, a),
                 "sparsity": a.get("sparsity"),
                 "latency_ms_b1_p50": a.get("latency_ms_b1_p50"),
                 "status": a.get("status", "ok"),

@@ -27,6 +27,7 @@ from typing import Any
 from compress.config import PipelineConfig, load_pipeline
 from compress.errors import CompressError
 from compress.files import write_json, write_text
+from compress.results import DENSE, baseline_of, drop_pts
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +253,7 @@ def pareto_frontier(points: list[dict]) -> list[dict]:
     return sorted(front, key=lambda p: (p["deploy_bytes"], -p["accuracy"]))
 
 
-def within_budget(points: list[dict], max_drop: float, baseline: str = "dense") -> dict:
+def within_budget(points: list[dict], max_drop: float, baseline: str = DENSE) -> dict:
     """The smallest artifact (other than the baseline) whose accuracy is at most `max_drop`
     points below its baseline's; `chosen` is None when none is, and `closest` then names
     the artifact with the smallest drop. Ties on size go to the more accurate."""
@@ -286,14 +287,14 @@ def budget_sentence(budget: dict, points: list[dict]) -> str:
     return "nothing meets the budget: no compressed artifact was verified"
 
 
-def collect_points(results: list[dict], baseline: str = "dense") -> list[dict]:
+def collect_points(results: list[dict], baseline: str = DENSE) -> list[dict]:
     """One point per distinct artifact of the variants (identical files shared by several
     variants, such as the common dense model, count once), with its drop in points
     against its own variant's baseline."""
     points: dict[tuple, dict] = {}
     for result in results:
         artifacts = result["report"]["artifacts"]
-        base = next((a for a in artifacts if a["name"] == baseline), artifacts[0])
+        base = baseline_of(artifacts, baseline)
         for a in artifacts:
             identity = (a["name"], a["bytes"], a["deploy_bytes"], a["accuracy"])
             if identity in points:
@@ -304,7 +305,7 @@ def collect_points(results: list[dict], baseline: str = "dense") -> list[dict]:
                 "variants": [result["name"]],
                 "path": str(Path(result["run_dir"]) / a["path"]),
                 "accuracy": a["accuracy"],
-                "drop": round(100 * (base["accuracy"] - a["accuracy"]), 4),
+                "drop": drop_pts(base, a),
                 "bytes": a["bytes"],
                 "deploy_bytes": a["deploy_bytes"],
                 "compression": a["compression"],
@@ -454,7 +455,7 @@ def write_sweep(out: Path, summary: dict) -> None:
     write_text(out / "sweep.md", format_markdown(summary))
     chosen = summary["budget"]["chosen"] if summary["budget"] else None
     # the budget as a line only when every variant has the same dense model
-    dense = [p for p in summary["points"] if p["artifact"] == "dense"]
+    dense = [p for p in summary["points"] if p["artifact"] == DENSE]
     line = None
     if summary["budget"] and len(dense) == 1:
         line = dense[0]["accuracy"] - summary["budget"]["max_drop"] / 100

@@ -32,6 +32,7 @@ from compress.analysis.sweep import delta, run_variant
 from compress.config import PipelineConfig, load_pipeline, pruning_method
 from compress.errors import CompressError
 from compress.files import write_json, write_text
+from compress.results import DENSE, Report, baseline_of, drop_pts
 
 log = logging.getLogger(__name__)
 
@@ -65,15 +66,15 @@ def midpoint(low: float, high: float, geometric: bool) -> float:
     return _round(math.sqrt(low * high) if geometric and low > 0 else (low + high) / 2)
 
 
-def evaluate_point(report: dict, max_drop: float, baseline: str = "dense") -> dict:
+def evaluate_point(report: Report, max_drop: float, baseline: str = DENSE) -> dict:
     """The best artifact of one run: the smallest within budget, else the most accurate."""
     artifacts = report["artifacts"]
-    base = next((a for a in artifacts if a["name"] == baseline), artifacts[0])
+    base = baseline_of(artifacts, baseline)
     candidates = []
     for a in artifacts:
         if a["name"] == baseline or a["status"] != "ok":
             continue
-        drop = round(100 * (base["accuracy"] - a["accuracy"]), 4)
+        drop = drop_pts(base, a)
         candidates.append({"artifact": a["name"], "accuracy": a["accuracy"], "drop": drop,
                            "deploy_bytes": a["deploy_bytes"], "sparsity": a["sparsity"]})
     meets = [c for c in candidates if c["drop"] <= max_drop + 1e-9]

@@ -27,10 +27,11 @@ from compress.encode.onnx_tools import (
     set_metadata,
 )
 from compress.errors import ExportError
+from compress.results import DENSE, PRUNED
 from compress.stages.context import StageContext
 
 log = logging.getLogger(__name__)
-ARTIFACTS = {"dense": "train", "pruned": "finetune"}  # artifact name -> stage whose model it is
+ARTIFACTS = {DENSE: "train", PRUNED: "finetune"}  # artifact name -> stage whose model it is
 
 
 def export_onnx(

@@ -23,6 +23,7 @@ import torch
 
 from compress.checkpoint import load_checkpoint
 from compress.encode.onnx_tools import get_metadata, parameter_counts, write_packages
+from compress.results import DENSE, FLOAT_ARTIFACTS, PRUNED, Artifact
 from compress.stages.context import StageContext
 from compress.stages.quantize import variant_name
 from compress.training import predict
@@ -33,8 +34,8 @@ log = logging.getLogger(__name__)
 def artifact_names(ctx: StageContext) -> list[tuple[str, str]]:
     """(artifact, stage of the PyTorch model it is compared with), in report order."""
     q = ctx.config.quantize
-    source_stage = "train" if q.source == "dense" else "finetune"
-    names = [("dense", "train"), ("pruned", "finetune")]
+    source_stage = "train" if q.source == DENSE else "finetune"
+    names = [(DENSE, "train"), (PRUNED, "finetune")]
     return names + [(variant_name(q.source, v), source_stage) for v in q.variants]
 
 
@@ -83,7 +84,7 @@ def verify_artifact(
     config,
     is_float: bool,
     package_dir: Path,
-) -> dict:
+) -> Artifact:
     model = onnx.load(str(path))
     onnx.checker.check_model(model, full_check=True)
     metadata = get_metadata(model)
@@ -92,7 +93,7 @@ def verify_artifact(
     session = make_session(path, config.threads)
     logits, throughput = run_batches(session, x, config.throughput_batch)
     p50, p95 = latency_ms(session, x, config.repetitions)
-    row = {
+    row: Artifact = {
         "name": path.stem,
         "path": path.name,
         **write_packages(path, package_dir),
@@ -133,7 +134,7 @@ def run(ctx: StageContext) -> dict:
                 model, _, _ = load_checkpoint(ctx.input(stage, "model.pt"))
                 references[stage] = predict(model, x_torch).numpy()
             path = ctx.run_dir / f"{name}.onnx"
-            is_float = name in ("dense", "pruned")
+            is_float = name in FLOAT_ARTIFACTS
             row = verify_artifact(
                 path, pixels, labels, references[stage], ctx.config.verify, is_float, package_dir
             )
