@@ -33,6 +33,7 @@ class Artifact(TypedDict):
     nonzero_params: Annotated[int, "those that are not zero"]
     sparsity: Annotated[float, "1 - nonzero_params / params"]
     accuracy: Annotated[float, "top-1 accuracy on the test split"]
+    val_accuracy: Annotated[float | None, "top-1 accuracy on the validation split (what tune and sweep budgets choose on)"]
     agreement: Annotated[float | None, "top-1 agreement with the PyTorch model it came from"]
     max_logit_diff: Annotated[float | None, "largest logit difference from that PyTorch model"]
     latency_ms_b1_p50: Annotated[float, "median latency at batch 1"]
@@ -40,12 +41,13 @@ class Artifact(TypedDict):
     throughput: Annotated[float, "images per second at the throughput batch"]
     status: Annotated[str, "`ok`, or `failed: <why>`"]
     compression: NotRequired[Annotated[float, "baseline .onnx bytes / deploy_bytes (added by the report)"]]
-    accuracy_delta: NotRequired[Annotated[float, "accuracy change in points against the baseline (added by the report)"]]
+    accuracy_delta: NotRequired[Annotated[float, "test accuracy change in points against the baseline (added by the report)"]]
 
 
 class DatasetSummary(TypedDict):
     name: str
-    train_samples: int
+    train_samples: int  # without the validation part
+    val_samples: int
     test_samples: int
 
 
@@ -53,6 +55,7 @@ class TrainingSummary(TypedDict):
     """PyTorch accuracies on the test split along the stages."""
 
     dense_test_accuracy: float
+    dense_val_accuracy: float
     pruned_sparsity: float
     accuracy_after_prune: float
     accuracy_after_finetune: float
@@ -73,13 +76,14 @@ class Report(TypedDict):
     config_hash: Annotated[str, "hash of the resolved configuration"]
     created: Annotated[str, "time of the report (UTC, ISO 8601)"]
     model: Annotated[str, "model name (or `path:class`)"]
-    dataset: Annotated[DatasetSummary, "`{name, train_samples, test_samples}`"]
+    dataset: Annotated[DatasetSummary, "`{name, train_samples, val_samples, test_samples}` (train excludes the validation part)"]
     device: Annotated[str, "training device"]
     versions: Annotated[dict[str, str], "`compress`, `torch`, `onnx`, `onnxruntime`, `python`"]
     baseline: Annotated[str, "the artifact ratios and deltas refer to (`dense`)"]
     artifacts: Annotated[list[Artifact], "one per ONNX file (see Artifact)"]
-    training: Annotated[TrainingSummary, "`dense_test_accuracy`, `pruned_sparsity`, `accuracy_after_prune`, "
-                        "`accuracy_after_finetune`, `zero_weights_after_train` (PyTorch, test split)"]
+    training: Annotated[TrainingSummary, "`dense_test_accuracy`, `dense_val_accuracy`, `pruned_sparsity`, "
+                        "`accuracy_after_prune`, `accuracy_after_finetune`, `zero_weights_after_train` "
+                        "(PyTorch, test split unless named val)"]
     stages: Annotated[list[StageSummary], "`{name, key, seconds, cached}` per stage"]
     total_seconds: Annotated[float, "seconds of the stages that ran (not cached)"]
 
@@ -107,9 +111,13 @@ def find_artifact(artifacts: list[Artifact], name: str) -> Artifact | None:
     return next((a for a in artifacts if a["name"] == name), None)
 
 
-def change_pts(base: Artifact, artifact: Artifact) -> float:
+TEST = "accuracy"  # accuracy on the test split: reported
+VAL = "val_accuracy"  # accuracy on the validation split: what choices are made on
+
+
+def change_pts(base: Artifact, artifact: Artifact, key: str = TEST) -> float:
     """Accuracy change in points (percentage points) from `base` to `artifact`: + is better."""
-    return 100 * (artifact["accuracy"] - base["accuracy"])
+    return 100 * (artifact[key] - base[key])
 
 
 def delta_pts(base: Artifact, artifact: Artifact) -> float:
@@ -117,9 +125,9 @@ def delta_pts(base: Artifact, artifact: Artifact) -> float:
     return round(change_pts(base, artifact), 2)
 
 
-def drop_pts(base: Artifact, artifact: Artifact) -> float:
+def drop_pts(base: Artifact, artifact: Artifact, key: str = TEST) -> float:
     """Accuracy points `artifact` loses against `base` (negative: it gains), to 4 decimals."""
-    return round(-change_pts(base, artifact), 4)
+    return round(-change_pts(base, artifact, key), 4)
 
 
 def deploy_bytes(artifact: Artifact) -> int:

@@ -87,7 +87,7 @@ def raw_test_split(mnist_arrays) -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.slow
 def test_run_exits_zero_and_prints_the_table(finished_run):
     out = finished_run["result"].stdout.splitlines()
-    assert out[0] == "tiny (simplenet) on mnist, 500 test images"
+    assert out[0] == "tiny (simplenet) on mnist, 200 validation and 500 test samples"
     assert out[1].split()[0] == "artifact" and "sparsity" in out[1]
     rows = [line.split() for line in out[3:3 + len(ARTIFACTS)]]
     assert [r[0] for r in rows] == ARTIFACTS
