@@ -249,9 +249,9 @@ def tune(pipeline, max_drop, param, low, high, steps, sets, out_dir, data_root, 
     Bisection over one pruning setting; every point is a run folder sharing one stage
     cache, so training runs once. Writes OUT/tune.json and tune.md.
     """
-    from compress.analysis.sweep import parse_set
     from compress.analysis.tune import format_table
     from compress.analysis.tune import tune as run_tune
+    from compress.analysis.variants import parse_set
     from compress.config import load_pipeline
 
     fixed = {}

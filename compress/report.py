@@ -1,6 +1,6 @@
 """Report: the size/accuracy/latency table of a run, in the terminal, Markdown, CSV and JSON.
 
-    report = build_report(run_dir)      # reads only the run folder
+    report = load_report(run_dir)       # reads only the run folder
     print(format_table(report))
 
 `report.json` is a stable interface, typed in compress.results (Report, Artifact): accuracy
@@ -9,11 +9,9 @@ is a fraction in 0..1, sizes are bytes, latency milliseconds, throughput samples
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
-from typing import Any
 
+from compress import tables
 from compress.errors import CompressError
 from compress.files import read_json, write_json, write_text
 from compress.results import DENSE, Artifact, Report, baseline_of, compression_ratio, delta_pts
@@ -49,29 +47,14 @@ def add_comparisons(artifacts: list[Artifact], baseline: str = DENSE) -> None:
         a["accuracy_delta"] = delta_pts(base, a)
 
 
-def format_cell(value: Any, fmt: str) -> str:
-    if value is None:
-        return "-"
-    try:
-        return fmt.format(value)
-    except (ValueError, TypeError):
-        return str(value)
+def table_rows(artifacts: list[Artifact], columns=COLUMNS) -> tuple[list[str], list[list[str]]]:
+    return tables.cells(columns, artifacts)
 
 
-def table_rows(artifacts: list[dict], columns=COLUMNS) -> tuple[list[str], list[list[str]]]:
-    headers = [header for _, header, _ in columns]
-    rows = [[format_cell(a.get(key), fmt) for key, _, fmt in columns] for a in artifacts]
-    return headers, rows
-
-
-def format_table(report: dict, columns=COLUMNS) -> str:
+def format_table(report: Report, columns=COLUMNS) -> str:
     headers, rows = table_rows(report["artifacts"], columns)
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    line = lambda cells: "  ".join(  # noqa: E731
-        c.ljust(w) if i == 0 or c.startswith(("ok", "failed")) else c.rjust(w)
-        for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-    )
-    lines = [line(headers), "  ".join("-" * w for w in widths), *map(line, rows)]
+    # the artifact name and the status read left to right; numbers line up on the right
+    lines = tables.text(headers, rows, left=lambda i, cell: i == 0 or cell.startswith(("ok", "failed")))
     ds = report["dataset"]
     title = f"{report['pipeline']} ({report.get('model', '')}) on {ds['name']}, {_samples(ds)}"
     note = "ratio = dense .onnx bytes / deploy bytes (smaller of .onnx.gz and .onnx.xz)"
@@ -84,7 +67,7 @@ def _samples(dataset: dict) -> str:
     return f"{held}{dataset['test_samples']:,} test samples"
 
 
-def format_markdown(report: dict, columns=COLUMNS) -> str:
+def format_markdown(report: Report, columns=COLUMNS) -> str:
     headers, rows = table_rows(report["artifacts"], columns)
     out = [f"# {report['pipeline']}", ""]
     ds = report["dataset"]
@@ -92,24 +75,18 @@ def format_markdown(report: dict, columns=COLUMNS) -> str:
         f"Model `{report.get('model', '')}` on {ds['name']} ({_samples(ds)}), "
         f"measured in onnxruntime {report['versions']['onnxruntime']} on {report['device']}."
     )
-    out += ["", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
+    out += ["", *tables.markdown(headers, rows)]
     out += ["", "ratio = dense .onnx bytes / deploy bytes (the smaller of .onnx.gz and .onnx.xz).", ""]
-    out += ["## Stages", "", "| stage | seconds | cached |", "|---|---|---|"]
-    out += [f"| {s['name']} | {s['seconds']:.1f} | {'yes' if s['cached'] else 'no'} |" for s in report["stages"]]
+    stages = [[s["name"], f"{s['seconds']:.1f}", "yes" if s["cached"] else "no"] for s in report["stages"]]
+    out += ["## Stages", "", *tables.markdown(["stage", "seconds", "cached"], stages)]
     return "\n".join(out) + "\n"
 
 
-def format_csv(report: dict) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, extrasaction="ignore")
-    writer.writeheader()
-    for a in report["artifacts"]:
-        writer.writerow(a)
-    return buffer.getvalue()
+def format_csv(report: Report) -> str:
+    return tables.csv_text(CSV_FIELDS, report["artifacts"])
 
 
-def write_reports(run_dir: Path, report: dict) -> None:
+def write_reports(run_dir: Path, report: Report) -> None:
     write_json(run_dir / "report.json", report)
     write_text(run_dir / "report.md", format_markdown(report))
     write_text(run_dir / "report.csv", format_csv(report))

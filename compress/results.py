@@ -13,6 +13,8 @@ in 0..1, sizes bytes, latency milliseconds, throughput samples per second.
 # No `from __future__ import annotations` here: TypedDict reads NotRequired from real annotations.
 from typing import Annotated, NotRequired, Required, TypedDict, get_args, get_origin, get_type_hints
 
+from compress import tables
+
 DENSE = "dense"  # the trained float model before pruning: the baseline of every comparison
 PRUNED = "pruned"  # the pruned, fine-tuned float model
 FLOAT_ARTIFACTS = (DENSE, PRUNED)  # exported from PyTorch, so held to the logit tolerance
@@ -142,5 +144,5 @@ def compression_ratio(base: Artifact, artifact: Artifact) -> float:
 
 def markdown_table(kind: type, header: str = "key") -> str:
     """The README's table of a TypedDict's keys (tests check that the README holds it)."""
-    rows = [f"| `{key}` | {meaning} |" for key, meaning in keys_of(kind).items()]
-    return "\n".join([f"| {header} | meaning |", "|---|---|", *rows]) + "\n"
+    rows = [[f"`{key}`", meaning] for key, meaning in keys_of(kind).items()]
+    return "\n".join(tables.markdown([header, "meaning"], rows)) + "\n"

@@ -18,13 +18,13 @@ PACKAGE = Path(compress.__file__).parent
 # A module imports only from its own floor or those below (README, "Layout").
 FLOORS = {
     "compress": 0, "compress.errors": 0, "compress.files": 0, "compress.cache": 0, "compress.config": 0,
-    "compress.results": 0,
+    "compress.results": 0, "compress.tables": 0,
     "compress.registry": 1, "compress.checkpoint": 1,
     "compress.data": 2,
     "compress.pruning": 3, "compress.qat": 3, "compress.training": 3,
     "compress.encode": 4,
     "compress.stages": 5,
-    "compress.report": 6, "compress.pipeline": 6, "compress.tables": 6,
+    "compress.report": 6, "compress.pipeline": 6,
     "compress.analysis": 7,
     "compress.cli": 8, "compress.__main__": 8,
 }
