@@ -85,9 +85,10 @@ def raw_test_split(mnist_arrays) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.mark.slow
-def test_run_exits_zero_and_prints_the_table(finished_run):
+def test_run_exits_zero_and_prints_the_table(finished_run, report):
     out = finished_run["result"].stdout.splitlines()
-    assert out[0] == "tiny (simplenet) on mnist, 200 validation and 500 test samples"
+    val = report["dataset"]["val_samples"]
+    assert out[0] == f"tiny (simplenet) on mnist, {val} validation and 500 test samples"
     assert out[1].split()[0] == "artifact" and "sparsity" in out[1]
     rows = [line.split() for line in out[3:3 + len(ARTIFACTS)]]
     assert [r[0] for r in rows] == ARTIFACTS
@@ -132,7 +133,10 @@ def test_report_json_has_exactly_the_keys_of_its_typed_definition(report):
     assert report["pipeline"] == "tiny"
     assert isinstance(report["config_hash"], str) and report["config_hash"]
     assert report["dataset"]["name"] == "mnist"
-    assert report["dataset"]["test_samples"] == 500 and report["dataset"]["train_samples"] == 2000
+    dataset = report["dataset"]
+    # the validation part is 10% of the 2,000 training images, stratified (whole samples per class)
+    assert dataset["test_samples"] == 500 and dataset["train_samples"] + dataset["val_samples"] == 2000
+    assert abs(dataset["val_samples"] - 200) <= 5
     assert report["device"] == "cpu"
     assert report["versions"]["torch"] == torch.__version__
     assert report["versions"]["onnx"] == onnx.__version__
