@@ -34,12 +34,16 @@ class Artifact(TypedDict):
     params: Annotated[int, "entries of the file's weight and bias initializers"]
     nonzero_params: Annotated[int, "those that are not zero"]
     sparsity: Annotated[float, "1 - nonzero_params / params"]
+    macs: Annotated[int, "multiply-accumulates per sample (MatMul/Gemm/Conv at full shape)"]
+    weight_bytes: Annotated[int, "initializer bytes an onnxruntime session holds after its load-time folding"]
     accuracy: Annotated[float, "top-1 accuracy on the test split"]
     val_accuracy: Annotated[float | None, "top-1 accuracy on the validation split (what tune and sweep budgets choose on)"]
     agreement: Annotated[float | None, "top-1 agreement with the PyTorch model it came from"]
     max_logit_diff: Annotated[float | None, "largest logit difference from that PyTorch model"]
-    latency_ms_b1_p50: Annotated[float, "median latency at batch 1"]
-    latency_ms_b1_p95: Annotated[float, "95th percentile latency at batch 1"]
+    latency_ms_b1_p50: Annotated[float | None, "median latency at batch 1 (all artifacts timed interleaved)"]
+    latency_ms_b1_p95: Annotated[float | None, "95th percentile latency at batch 1"]
+    latency_vs_dense: Annotated[float | None, "p50 / dense p50"]
+    slower_than_dense: Annotated[bool | None, "true beyond `[verify] slower_margin`"]
     throughput: Annotated[float, "images per second at the throughput batch"]
     status: Annotated[str, "`ok`, or `failed: <why>`"]
     compression: NotRequired[Annotated[float, "baseline .onnx bytes / deploy_bytes (added by the report)"]]
@@ -117,9 +121,14 @@ TEST = "accuracy"  # accuracy on the test split: reported
 VAL = "val_accuracy"  # accuracy on the validation split: what choices are made on
 
 
+def accuracy_points(base_accuracy: float, accuracy: float) -> float:
+    """The accuracy change from `base_accuracy` to `accuracy`, in percentage points: + is better."""
+    return 100 * (accuracy - base_accuracy)
+
+
 def change_pts(base: Artifact, artifact: Artifact, key: str = TEST) -> float:
-    """Accuracy change in points (percentage points) from `base` to `artifact`: + is better."""
-    return 100 * (artifact[key] - base[key])
+    """Accuracy change in points from `base` to `artifact` (test split unless `key` says)."""
+    return accuracy_points(base[key], artifact[key])
 
 
 def delta_pts(base: Artifact, artifact: Artifact) -> float:

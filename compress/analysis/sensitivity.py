@@ -23,6 +23,7 @@ from compress.data import Dataset
 from compress.files import atomic_path, write_json, write_text
 from compress.pruning.magnitude import Magnitude, MagnitudeConfig
 from compress.pruning.masks import prunable_layers
+from compress.results import accuracy_points
 from compress.training import evaluate
 
 DEFAULT_LEVELS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99)
@@ -47,7 +48,7 @@ def layer_sensitivity(model: nn.Module, data: Dataset, levels=DEFAULT_LEVELS, ba
                 "params": original.numel(),
                 "sparsity": float(level),
                 "accuracy": accuracy,
-                "drop_pts": round(100 * (baseline - accuracy), 2),
+                "drop_pts": round(-accuracy_points(baseline, accuracy), 2),
             })
     return {"baseline_accuracy": baseline, "levels": [float(v) for v in levels], "rows": rows}
 
