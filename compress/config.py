@@ -465,7 +465,7 @@ def _format_error(error: dict, data: dict) -> str:
         kind = "section" if len(loc) == 1 else "key"
         return f"{where}: unknown {kind}{hint} (known: {', '.join(known)})"
     message = error["msg"].removeprefix("Value error, ")
-    if error["type"] not in ("value_error", "model_type") and "input" in error:
+    if error["type"] != "value_error" and "input" in error and not isinstance(error["input"], dict):
         message += f" (got {error['input']!r})"
     return f"{where}: {message}"
 

@@ -16,6 +16,7 @@ import torch
 from compress.config import VerifyConfig
 from compress.encode.cost import count_macs, initializer_bytes, session_weight_bytes
 from compress.encode.onnx_tools import get_metadata, parameter_counts
+from compress.results import Artifact
 from compress.stages.verify import (
     add_latencies,
     interleaved_latency_ms,
@@ -26,12 +27,7 @@ from compress.stages.verify import (
     verify_artifact,
 )
 
-ROW_KEYS = {
-    "name", "path", "bytes", "gzip_bytes", "xz_bytes", "deploy_bytes", "deploy_form", "deploy_path",
-    "params", "nonzero_params", "sparsity", "accuracy", "val_accuracy", "agreement", "max_logit_diff",
-    "latency_ms_b1_p50", "latency_ms_b1_p95", "latency_vs_dense", "slower_than_dense", "throughput", "status",
-    "macs", "weight_bytes",
-}
+ROW_KEYS = Artifact.__required_keys__  # the report adds the others
 CONFIG = VerifyConfig(repetitions=20, throughput_batch=200)
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from compress.errors import IntegrityError
 from compress.files import atomic_path, write_bytes
 
 # Initializers that are parameters of the model (not scales, zero points or shapes); a
@@ -130,7 +131,7 @@ def write_packages(path: Path, out_dir: Path) -> dict:
     for suffix, (key, pack, unpack) in PACKAGERS.items():
         packed = pack(data)
         if unpack(packed) != data:  # a package must unpack to the identical file
-            raise RuntimeError(f"{suffix} package of {path} does not round-trip")
+            raise IntegrityError(f"{suffix} package of {path} does not unpack to the same file")
         write_bytes(out_dir / f"{path.stem}{suffix}", packed)
         sizes[key] = len(packed)
     form = min(PACKAGERS, key=lambda suffix: sizes[PACKAGERS[suffix][0]])

@@ -35,11 +35,13 @@ from compress.encode.onnx_tools import (
     save_model,
     set_metadata,
 )
+from compress.errors import ExportError
 from compress.pruning.shrink import shrink
+from compress.results import DENSE, PRUNED
 from compress.stages.context import StageContext
 
 log = logging.getLogger(__name__)
-ARTIFACTS = {"dense": "train", "pruned": "finetune"}  # artifact name -> stage whose model it is
+ARTIFACTS = {DENSE: "train", PRUNED: "finetune"}  # artifact name -> stage whose model it is
 REDUCED = "pruned-inputs"  # the pruned model on its used inputs only ([export] drop_unused_inputs)
 
 
@@ -52,11 +54,15 @@ def export_onnx(
     # The exporter prints its progress on stdout.
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            model, example, dynamo=True, external_data=False, opset_version=opset,
-            input_names=["input"], output_names=["logits"],
-            dynamic_shapes=({0: batch},), verbose=False,
-        )
+        try:
+            program = torch.onnx.export(
+                model, example, dynamo=True, external_data=False, opset_version=opset,
+                input_names=["input"], output_names=["logits"],
+                dynamic_shapes=({0: batch},), verbose=False,
+            )
+        except Exception as exc:  # the user's model: an operation or control flow the exporter lacks
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise ExportError(f"exporting {path.name} to ONNX failed: {type(exc).__name__}: {reason}") from None
     proto: onnx.ModelProto = program.model_proto
     gemm_to_matmul(proto)
     positive_zero_initializers(proto)
@@ -80,7 +86,7 @@ def run(ctx: StageContext) -> dict:
     models = {}
     for artifact, stage in ARTIFACTS.items():
         model, _, spec = load_checkpoint(ctx.input(stage, "model.pt"))
-        shrunk = shrink(model, data.input_shape) if artifact == "pruned" and ctx.config.export.shrink else None
+        shrunk = shrink(model, data.input_shape) if artifact == PRUNED and ctx.config.export.shrink else None
         models[artifact] = model
         path = ctx.output(f"{artifact}.onnx", in_run_dir=True)
         metadata = artifact_metadata(
@@ -92,7 +98,7 @@ def run(ctx: StageContext) -> dict:
             metrics[artifact]["shrink"] = shrunk
         log.info("exported %s (%d bytes)", path, path.stat().st_size)
 
-    model = models["pruned"]
+    model = models[PRUNED]
     usage = input_usage(model, data.input_shape, getattr(data, "feature_names", None))
     metrics["inputs"] = usage.summary() if usage is not None else None
     if usage is not None:

@@ -34,6 +34,7 @@ from compress.checkpoint import load_checkpoint
 from compress.encode.cost import count_macs, session_weight_bytes
 from compress.encode.inputs import take_used
 from compress.encode.onnx_tools import get_metadata, parameter_counts, write_packages
+from compress.results import DENSE, FLOAT_ARTIFACTS, PRUNED, Artifact
 from compress.stages.context import StageContext
 from compress.stages.export import REDUCED
 from compress.stages.quantize import variant_name
@@ -45,8 +46,8 @@ log = logging.getLogger(__name__)
 def artifact_names(ctx: StageContext) -> list[tuple[str, str]]:
     """(artifact, stage of the PyTorch model it is compared with), in report order."""
     q = ctx.config.quantize
-    source_stage = "train" if q.source == "dense" else "finetune"
-    names = [("dense", "train"), ("pruned", "finetune")]
+    source_stage = "train" if q.source == DENSE else "finetune"
+    names = [(DENSE, "train"), (PRUNED, "finetune")]
     if ctx.config.export.drop_unused_inputs and (ctx.run_dir / f"{REDUCED}.onnx").is_file():
         names.append((REDUCED, "finetune"))
     return names + [(variant_name(q.source, v), source_stage) for v in q.variants]
@@ -157,7 +158,7 @@ def verify_artifact(
     val: tuple[np.ndarray, np.ndarray] | None = None,
     session: ort.InferenceSession | None = None,
     time_alone: bool = True,
-) -> dict:
+) -> Artifact:
     """Check and measure one .onnx file on the test samples (`pixels`, `labels`) and, when
     given, the validation samples `val`; `reference` holds PyTorch's test logits. Latency is
     measured here only with `time_alone` (run() times all artifacts together)."""
@@ -169,7 +170,7 @@ def verify_artifact(
     session = session or make_session(path, config.threads)
     logits, throughput = run_batches(session, x, config.throughput_batch)
     p50, p95 = latency_ms(session, x, config.repetitions) if time_alone else (None, None)
-    row = {
+    row: Artifact = {
         "name": path.stem,
         "path": path.name,
         **write_packages(path, package_dir),
@@ -220,7 +221,7 @@ def run(ctx: StageContext) -> dict:
                 model, _, _ = load_checkpoint(ctx.input(stage, "model.pt"))
                 references[stage] = predict(model, x_torch).numpy()
             path = ctx.run_dir / f"{name}.onnx"
-            is_float = name in ("dense", "pruned", REDUCED)
+            is_float = name in FLOAT_ARTIFACTS or name == REDUCED
             session = make_session(path, config.threads)
             row = verify_artifact(
                 path, pixels, labels, references[stage], config, is_float, package_dir, val,
