@@ -135,7 +135,7 @@ CASES = [
     Case("wrong-type-list", r"quantize\.variants: Input should be a valid list \(got 'dynamic'\)",
          {"quantize": {"variants": "dynamic"}}),
     Case("wrong-type-section", r"data: Input should be a valid dictionary", text="data = 5\n"),
-    Case("unknown-choice", r"quantize\.variants\.0: Input should be 'dynamic', 'static' or 'static-int4' \(got 'dynamik'\)",
+    Case("unknown-choice", r"quantize\.variants\.0: Input should be 'dynamic', 'static', 'static-int4' or 'packed-int4' \(got 'dynamik'\)",
          {"quantize": {"variants": ["dynamik"]}}),
     Case("prune-amount-too-large", r"prune\.amount: Input should be less than 1 \(got 1\.5\)",
          {"prune": {"method": "magnitude", "amount": 1.5}}),
