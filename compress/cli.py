@@ -1,4 +1,4 @@
-"""Command line: `compress run|validate|report|models|compare|sweep|tune`.
+"""Command line: `compress run|validate|report|models|methods|compare|sweep|tune|sensitivity|search`.
 
 A thin click layer over the library: user mistakes (CompressError) print one line and exit
 with status 2; Ctrl-C exits 130 and a rerun of the same command resumes.
@@ -141,6 +141,17 @@ def models():
 
 
 @main.command()
+def methods():
+    """List the pruning methods a pipeline can name in [prune] method."""
+    from compress.pruning.registry import list_methods
+
+    for name, method in list_methods().items():
+        low, high = method.tune_range
+        kind = "structured" if method.structured else "unstructured"
+        click.echo(f"{name:12s} {kind:12s} prunes more as {method.strength} grows (tune range {low:g}..{high:g})")
+
+
+@main.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["table", "md", "csv", "json"]), default="table",
               show_default=True, help="Output format.")
@@ -219,9 +230,10 @@ def sweep(pipeline, sets, out_dir, jobs, ray_address, max_drop, data_root, devic
 @click.option("--max-drop", type=float, required=True, metavar="PTS",
               help="Accuracy budget: points below dense that the best artifact may lose.")
 @click.option("--param", metavar="KEY",
-              help="The setting searched [default: prune.amount for magnitude, prune.threshold for threshold].")
-@click.option("--low", type=float, help="Low end of the search [default: 0.5 for amount, 0.001 for threshold].")
-@click.option("--high", type=float, help="High end of the search [default: 0.99 for amount, 0.1 for threshold].")
+              help="The setting searched [default: the method's strength, e.g. prune.amount for magnitude, "
+                   "prune.threshold for threshold; see `compress methods`].")
+@click.option("--low", type=float, help="Low end of the search [default: the method's tune range].")
+@click.option("--high", type=float, help="High end of the search [default: the method's tune range].")
 @click.option("--steps", type=click.IntRange(min=0), default=5, show_default=True,
               help="Bisection steps after the two ends.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
@@ -258,6 +270,54 @@ def tune(pipeline, max_drop, param, low, high, steps, sets, out_dir, data_root, 
 
 @main.command()
 @click.argument("pipeline", type=click.Path(path_type=Path))
+@click.option("--param", "params", multiple=True, metavar="KEY=SPACE",
+              help="A setting to search: (low,high) uniform, log(low,high), int(low,high) or a TOML list of "
+                   "choices, e.g. 'train.l1.lambda=log(1e-5,1e-3)'. Repeat for more keys; adds to [search].")
+@click.option("--max-drop", type=float, metavar="PTS",
+              help="Accuracy budget in points below the dense model of the pipeline as written, on the "
+                   "validation split (needed by --objective size).")
+@click.option("--trials", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Trials in the study (a rerun after Ctrl-C runs only the missing ones).")
+@click.option("--objective", type=click.Choice(["size", "pareto"]), default="size", show_default=True,
+              help="size: smallest deploy size within --max-drop (TPE); pareto: the front of deploy size "
+                   "against validation accuracy (NSGA-II).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Search folder: the study, one run folder per trial [default: runs/<pipeline name>-search].")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Trials run at once, each in its own process or Ray task (torch threads shared out).")
+@click.option("--ray", "ray_address", metavar="ADDRESS",
+              help="Run each trial as a Ray task: 'local' starts a cluster here, 'auto' or host:port "
+                   "joins one (needs pip install 'compress[ray]').")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sampler.")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="CPU threads per trial [default: the CPUs shared out among --jobs].")
+@data_root_option
+@device_option("Where to train.")
+@_cache_option
+def search(pipeline, params, max_drop, trials, objective, out_dir, jobs, ray_address, seed, threads, data_root,
+           device, cache_dir):
+    """Search settings of PIPELINE (say L1 strength and pruning threshold together) with Optuna.
+
+    Every decision is made on the validation split; test accuracy of the chosen artifacts
+    is reported at the end only. Trials share stages through the stage cache; the study is
+    kept in OUT/study.journal, so the same command after Ctrl-C continues it. Writes
+    OUT/search.json, search.md, search-history.png and search-front.png.
+    """
+    from compress.analysis.search import format_table, run_search, search_spaces
+    from compress.config import load_pipeline
+
+    config = load_pipeline(pipeline)
+    spaces = search_spaces(config, list(params))
+    out = out_dir or Path("runs") / f"{config.name}-search"
+    summary = run_search(pipeline, spaces, out, max_drop=max_drop, trials=trials, objective=objective, jobs=jobs,
+                         ray_address=ray_address, data_root=data_root, cache_dir=cache_dir, device=device,
+                         threads=threads, seed=seed)
+    click.echo(format_table(summary))
+    click.echo(f"search: {out / 'search.md'}, {out / 'search-front.png'}, {out / 'search.json'}")
+
+
+@main.command()
+@click.argument("pipeline", type=click.Path(path_type=Path))
 @click.option("--levels", default="0.5,0.7,0.8,0.9,0.95,0.97,0.98,0.99", show_default=True,
               help="Comma-separated sparsity levels to try on each layer.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
@@ -278,7 +338,7 @@ def sensitivity(pipeline, levels, out_dir, data_root, device):
     )
     from compress.checkpoint import load_checkpoint
     from compress.config import load_pipeline
-    from compress.data import load_dataset
+    from compress.data import load_data
     from compress.pipeline import run_pipeline
 
     try:
@@ -292,7 +352,7 @@ def sensitivity(pipeline, levels, out_dir, data_root, device):
     run_pipeline(config, out_dir=run_dir, data_root=data_root, device=device,
                  progress=sys.stderr.isatty(), until="train")
     model, _, _ = load_checkpoint(run_dir / "train" / "model.pt")
-    data = load_dataset(config.data.name, data_root or config.resolve(config.data.root) or "data")
+    data = load_data(config.data, config.base_dir, data_root)
     result = layer_sensitivity(model, data, sorted(level_values), config.data.eval_batch_size)
     write_sensitivity(run_dir / "sensitivity", result, f"{config.name}: pruning sensitivity per layer")
     click.echo(format_sensitivity(result))

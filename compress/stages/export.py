@@ -1,6 +1,8 @@
 """Export stage: the trained (dense) and the pruned, fine-tuned model to ONNX.
 
-Outputs `dense.onnx` and `pruned.onnx` in the run folder. Each is exported with
+Outputs `dense.onnx` and `pruned.onnx` in the run folder. With `[export] shrink = true` the
+pruned model's dead units and channels are removed first (compress.shrink, exact), and the
+units of each layer before and after are in the stage's metrics. Each is exported with
 torch.onnx's dynamo exporter into a single self-contained file, with a dynamic batch axis,
 Gemm rewritten as MatMul + Add with [in, out] weights (compresses better), -0.0 as +0.0, and metadata_props `preprocessing` (input = (pixel * scale - mean)
 / std for raw 0-255 pixels) and `labels` (class names), so the file alone is enough to use it.
@@ -26,6 +28,7 @@ from compress.encode.onnx_tools import (
     save_model,
     set_metadata,
 )
+from compress.pruning.shrink import shrink
 from compress.stages.context import StageContext
 
 log = logging.getLogger(__name__)
@@ -58,11 +61,14 @@ def run(ctx: StageContext) -> dict:
     metrics = {}
     for artifact, stage in ARTIFACTS.items():
         model, _, spec = load_checkpoint(ctx.input(stage, "model.pt"))
+        shrunk = shrink(model, data.input_shape) if artifact == "pruned" and ctx.config.export.shrink else None
         path = ctx.output(f"{artifact}.onnx", in_run_dir=True)
         metadata = artifact_metadata(
             data.preprocessing, list(data.classes), spec.get("name") or spec["class"], artifact
         )
         export_onnx(model, data.input_shape, path, ctx.config.export.opset, metadata)
         metrics[artifact] = {"path": path.name, "bytes": path.stat().st_size}
+        if shrunk is not None:
+            metrics[artifact]["shrink"] = shrunk
         log.info("exported %s (%d bytes)", path, path.stat().st_size)
     return metrics

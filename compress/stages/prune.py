@@ -1,8 +1,11 @@
-"""Prune stage: train/model.pt -> prune/model.pt (weights and masks), via compress.pruning."""
+"""Prune stage: train/model.pt -> prune/model.pt (weights and masks), with the [prune] method
+(compress.pruning), once or gradually while training."""
 
 from __future__ import annotations
 
 import logging
+
+import torch
 
 from compress.checkpoint import load_checkpoint, save_checkpoint
 from compress.pruning import (
@@ -14,7 +17,7 @@ from compress.pruning import (
     sparsity_summary,
 )
 from compress.stages.context import StageContext
-from compress.training import evaluate, fit
+from compress.training import accuracies, fit
 
 log = logging.getLogger(__name__)
 
@@ -26,19 +29,21 @@ def run(ctx: StageContext) -> dict:
     history = []
     if config.enabled:
         check_layer_names(model, config)
+        example = torch.zeros(1, *ctx.data.input_shape)  # structured methods trace the model with it
         if config.schedule == "gradual":
-            pruner = GradualPruner(model, config)
+            pruner = GradualPruner(model, config, example)
             history = fit(
                 model, ctx.data, config.gradual, ctx.run_settings(), "prune",
                 step_hook=pruner, teacher_logits=ctx.teacher_logits(config.gradual),
             ).history
             model.cpu()
         else:
-            prune_oneshot(model, config)
+            prune_oneshot(model, config, example)
     masks = masks_of(model)
-    accuracy = evaluate(model, ctx.data, "test", ctx.config.data.eval_batch_size, "cpu")
+    measured = accuracies(model, ctx.data, ctx.config.data.eval_batch_size)
     summary = sparsity_summary(model)
     make_permanent(model)
     save_checkpoint(ctx.output("model.pt"), model, spec, masks)
-    log.info("pruned to %.2f%% sparsity; accuracy before fine-tuning %.4f", 100 * summary["sparsity"], accuracy)
-    return {"test_accuracy": accuracy, **summary, "epochs": history}
+    log.info("pruned to %.2f%% sparsity; validation accuracy before fine-tuning %.4f",
+             100 * summary["sparsity"], measured["val_accuracy"])
+    return {**measured, **summary, "epochs": history}

@@ -1,7 +1,8 @@
 """Verify stage: run every artifact in onnxruntime (CPU) and measure it.
 
-Per artifact: onnx.checker, accuracy on the whole test set (inputs prepared from raw pixels
-with the file's own `preprocessing` metadata), top-1 agreement and largest logit difference
+Per artifact: onnx.checker, accuracy on the whole validation split (`val_accuracy`, what
+tune and sweep budgets decide on) and test split (`accuracy`, only reported), inputs
+prepared from raw samples with the file's own `preprocessing` metadata; top-1 agreement and largest logit difference
 against the PyTorch model it came from, bytes on disk / gzip -9 / xz -9e, parameters and
 non-zero parameters counted in the file's initializers, the deployable package (the
 smaller of .onnx.gz and .onnx.xz, written to deploy/), multiply-accumulates per sample
@@ -55,10 +56,19 @@ def make_session(path: Path, threads: int) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def prepare_inputs(pixels: np.ndarray, metadata: dict[str, str]) -> np.ndarray:
-    """Raw 0-255 pixels -> model input, using only the file's `preprocessing` metadata."""
+def prepare_inputs(samples: np.ndarray, metadata: dict[str, str]) -> np.ndarray:
+    """Raw samples -> model input, using only the file's `preprocessing` metadata.
+
+    Images (raw 0-255 pixels [N, C, H, W], already `size`): (pixel * scale - mean[c]) / std[c].
+    Tables (raw values [N, F], columns in `features` order): (x - mean[f]) / std[f].
+    """
     pre = json.loads(metadata["preprocessing"])
-    return ((pixels.astype(np.float32) * pre["scale"] - pre["mean"]) / pre["std"]).astype(np.float32)
+    mean = np.asarray(pre["mean"], dtype=np.float32)
+    std = np.asarray(pre["std"], dtype=np.float32)
+    if "features" in pre:
+        return ((samples.astype(np.float32) - mean) / std).astype(np.float32)
+    mean, std = mean.reshape(1, -1, 1, 1), std.reshape(1, -1, 1, 1)
+    return ((samples.astype(np.float32) * np.float32(pre["scale"]) - mean) / std).astype(np.float32)
 
 
 def run_batches(session: ort.InferenceSession, x: np.ndarray, batch_size: int) -> tuple[np.ndarray, float]:
@@ -127,10 +137,13 @@ def verify_artifact(
     config,
     is_float: bool,
     package_dir: Path,
+    val: tuple[np.ndarray, np.ndarray] | None = None,
     session: ort.InferenceSession | None = None,
     time_alone: bool = True,
 ) -> dict:
-    """One artifact's row; latency measured here only with `time_alone` (run() times all together)."""
+    """Check and measure one .onnx file on the test samples (`pixels`, `labels`) and, when
+    given, the validation samples `val`; `reference` holds PyTorch's test logits. Latency is
+    measured here only with `time_alone` (run() times all artifacts together)."""
     model = onnx.load(str(path))
     onnx.checker.check_model(model, full_check=True)
     metadata = get_metadata(model)
@@ -149,6 +162,7 @@ def verify_artifact(
         "macs": count_macs(model),
         "weight_bytes": session_weight_bytes(path),
         "accuracy": float((logits.argmax(1) == labels).mean()),
+        "val_accuracy": None,
         "agreement": None,
         "max_logit_diff": None,
         "latency_ms_b1_p50": None if p50 is None else round(p50, 4),
@@ -158,6 +172,9 @@ def verify_artifact(
         "throughput": round(throughput, 1),
         "status": "ok",
     }
+    if val is not None:
+        val_logits, _ = run_batches(session, prepare_inputs(val[0], metadata), config.throughput_batch)
+        row["val_accuracy"] = float((val_logits.argmax(1) == val[1]).mean())
     if reference is not None:
         row["agreement"] = float((logits.argmax(1) == reference.argmax(1)).mean())
         row["max_logit_diff"] = float(np.abs(logits - reference).max())
@@ -175,6 +192,7 @@ def run(ctx: StageContext) -> dict:
     config = ctx.config.verify
     pixels = data.images["test"].numpy()
     labels = data.labels["test"].numpy()
+    val = (data.images["val"].numpy(), data.labels["val"].numpy())
     x_torch, _ = data.tensors("test")
     references: dict[str, np.ndarray] = {}
     package_dir = ctx.run_dir / "deploy"
@@ -188,7 +206,7 @@ def run(ctx: StageContext) -> dict:
             is_float = name in ("dense", "pruned")
             session = make_session(path, config.threads)
             row = verify_artifact(
-                path, pixels, labels, references[stage], config, is_float, package_dir,
+                path, pixels, labels, references[stage], config, is_float, package_dir, val,
                 session=session, time_alone=False,
             )
             ctx.outputs += [ctx.run_dir / row["deploy_path"]]
@@ -199,8 +217,8 @@ def run(ctx: StageContext) -> dict:
     add_latencies(rows, sessions, prepare_inputs(pixels[:256], dense_metadata), config)
     for row in rows:
         log.info(
-            "verified %s: accuracy %.4f, %d bytes (%d deploy), %s MACs, p50 %.3f ms (%.2fx dense)%s",
-            row["path"], row["accuracy"], row["bytes"], row["deploy_bytes"], row["macs"],
+            "verified %s: validation accuracy %.4f, test accuracy %.4f, %d bytes (%d deploy), %s MACs, p50 %.3f ms (%.2fx dense)%s",
+            row["path"], row["val_accuracy"], row["accuracy"], row["bytes"], row["deploy_bytes"], row["macs"],
             row["latency_ms_b1_p50"], row["latency_vs_dense"],
             ", slower than dense" if row["slower_than_dense"] else "",
         )
