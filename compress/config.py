@@ -318,6 +318,10 @@ class PackedConfig(Section):
     # float: drop activation quantize/dequantize pairs, so each call is the dense float
     # kernels (dense speed); int8: keep them, logits bit-identical to static-int4's (slower).
     activations: Literal["float", "int8"] = "float"
+    # float: MatMul on the rebuilt float weight; matmulnbits: Linear layers run as
+    # com.microsoft.MatMulNBits (4-bit blocks of 32, accuracy_level 4: int8 activations
+    # inside the kernel), fed by the same packed codes. Needs activations = "float".
+    linear: Literal["float", "matmulnbits"] = "float"
 
 
 class QuantizeConfig(Section):
