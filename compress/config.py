@@ -325,8 +325,9 @@ def _model_at(path: tuple, data: dict) -> type[BaseModel] | None:
 
 
 def _other_prune_method(key: str) -> str | None:
-    """The method whose section has `key` (for a key given to the wrong method)."""
-    return next((n for n, m in _methods().items() if key in m.Config.model_fields), None)
+    """The methods whose sections have `key` (for a key given to the wrong method)."""
+    owners = [repr(n) for n, m in _methods().items() if key in m.Config.model_fields]
+    return " or ".join(owners) or None
 
 
 def _format_error(error: dict, data: dict) -> str:
@@ -338,7 +339,7 @@ def _format_error(error: dict, data: dict) -> str:
         close = difflib.get_close_matches(str(loc[-1]), known, n=1)
         hint = f"; did you mean {'.'.join([*map(str, loc[:-1]), close[0]])!r}?" if close else ""
         if not close and len(loc) == 2 and loc[0] == "prune" and (owner := _other_prune_method(str(loc[-1]))):
-            hint = f"; it is a setting of method = {owner!r}"
+            hint = f"; it is a setting of method = {owner}"
         kind = "section" if len(loc) == 1 else "key"
         return f"{where}: unknown {kind}{hint} (known: {', '.join(known)})"
     message = error["msg"].removeprefix("Value error, ")
