@@ -18,8 +18,10 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     SerializeAsAny,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -37,10 +39,13 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
 
 
-class DataConfig(Section):
-    name: Literal["mnist", "fashion-mnist"] = "mnist"
-    # Folder holding the IDX files (flat, or torchvision's layout). None: ./data, downloaded
-    # there by torchvision if missing. Relative paths are taken from the pipeline file's folder.
+class DataCommon(Section):
+    """Keys every data source has."""
+
+    # Folder the data is read from. IDX / torchvision sets: the folder holding their files
+    # (None: ./data). imagefolder: the folder with train/ (and test/). csv: the folder the
+    # train/test paths are taken from (None: the pipeline file's folder). Relative paths
+    # are taken from the pipeline file's folder; --data-root replaces it.
     root: str | None = None
     # Missing files are downloaded into the root with torchvision; false: fail at once
     # (offline machines, tests).
@@ -48,6 +53,80 @@ class DataConfig(Section):
     batch_size: PositiveInt = 64
     eval_batch_size: PositiveInt = 1000  # evaluation only; larger is faster, same result
     seed: int = 0
+    # Fraction of the training split held out (seeded, stratified) as the validation split:
+    # tune, sweep budgets and sensitivity decide on it; the test split is only reported.
+    validation: Annotated[float, Field(gt=0.0, le=0.5)] = 0.1
+
+
+IDX_SETS = ("mnist", "fashion-mnist", "kmnist")
+TORCHVISION_SETS = ("cifar10", "cifar100", "svhn")
+
+
+class IdxDataConfig(DataCommon):
+    """MNIST-style sets read from their IDX files."""
+
+    name: Literal["mnist", "fashion-mnist", "kmnist"] = "mnist"
+
+
+class TorchvisionDataConfig(DataCommon):
+    """torchvision's RGB sets, read from their own on-disk formats."""
+
+    name: Literal["cifar10", "cifar100", "svhn"]
+
+
+class ImageFolderDataConfig(DataCommon):
+    """root/train/<class>/<image> and root/test/<class>/<image> (or test_fraction)."""
+
+    name: Literal["imagefolder"]
+    image_size: Annotated[list[PositiveInt], Field(min_length=2, max_length=2)] | None = None  # [h, w]
+    channels: Literal[1, 3] = 3
+    test_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] | None = None  # without test/: default 0.2
+
+
+class CsvDataConfig(DataCommon):
+    """A table: one row per sample, a label column and numeric feature columns."""
+
+    name: Literal["csv"]
+    train: str
+    test: str | None = None
+    test_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] | None = None  # without test: default 0.2
+    label: str
+    features: Annotated[list[str], Field(min_length=1)] | None = None  # default: every other column
+
+    @model_validator(mode="after")
+    def _one_test_source(self) -> CsvDataConfig:
+        if self.test is not None and self.test_fraction is not None:
+            raise ValueError("set either test (a file) or test_fraction, not both")
+        return self
+
+
+DATA_SOURCES: dict[str, type[DataCommon]] = {
+    **{name: IdxDataConfig for name in IDX_SETS},
+    **{name: TorchvisionDataConfig for name in TORCHVISION_SETS},
+    "imagefolder": ImageFolderDataConfig,
+    "csv": CsvDataConfig,
+}
+
+
+def _data_tag(value: Any) -> str | None:
+    if isinstance(value, dict):
+        name = value.get("name", "mnist")
+        return name if isinstance(name, str) and name in DATA_SOURCES else None
+    return getattr(value, "name", None)
+
+
+# [data] is one of the sources above, chosen by its `name` (default mnist).
+DataConfig = Annotated[
+    Annotated[IdxDataConfig, Tag("mnist")] | Annotated[IdxDataConfig, Tag("fashion-mnist")]
+    | Annotated[IdxDataConfig, Tag("kmnist")] | Annotated[TorchvisionDataConfig, Tag("cifar10")]
+    | Annotated[TorchvisionDataConfig, Tag("cifar100")] | Annotated[TorchvisionDataConfig, Tag("svhn")]
+    | Annotated[ImageFolderDataConfig, Tag("imagefolder")] | Annotated[CsvDataConfig, Tag("csv")],
+    Discriminator(
+        _data_tag,
+        custom_error_type="unknown_data_source",
+        custom_error_message=f"name: unknown data source; known: {', '.join(DATA_SOURCES)}",
+    ),
+]
 
 
 class ModelConfig(Section):
@@ -228,14 +307,33 @@ def prune_section(data: Any) -> Any:
     return section.model_validate(data)
 
 
-QuantVariant = Literal["dynamic", "static", "static-int4"]
+QuantVariant = Literal["dynamic", "static", "static-int4", "packed-int4"]
+
+
+class PackedConfig(Section):
+    """How `packed-int4` stores and runs its weights (compress/encode/packed.py)."""
+
+    # float32 keeps the QDQ model's exact scales; float16 halves them (a few hundred bytes).
+    scales: Literal["float32", "float16"] = "float32"
+    # float: drop activation quantize/dequantize pairs, so each call is the dense float
+    # kernels (dense speed); int8: keep them, logits bit-identical to static-int4's (slower).
+    activations: Literal["float", "int8"] = "float"
 
 
 class QuantizeConfig(Section):
     # dynamic: int8 weights, activations quantized at run time (onnxruntime quantize_dynamic).
     # static: int8 weights and activations, QDQ, calibrated on training images.
     # static-int4: like static with 4-bit weights (QDQ, onnxruntime >= 1.20).
+    # packed-int4: static-int4's codes and scales stored as non-zero positions + codes,
+    # rebuilt into float weights when the session loads: the smallest file, at dense speed.
     variants: list[QuantVariant] = Field(default_factory=lambda: ["dynamic", "static"])
+    # Layer types the dynamic variant quantizes. onnxruntime's dynamic int8 convolution
+    # (ConvInteger) is several times slower than its float Conv at small batch, so Conv
+    # stays float unless asked for.
+    dynamic_op_types: list[Literal["MatMul", "Gemm", "Conv"]] = Field(
+        default_factory=lambda: ["MatMul", "Gemm"], min_length=1
+    )
+    packed: PackedConfig = PackedConfig()
     source: Literal["pruned", "dense"] = "pruned"  # which float model to quantize
     per_channel: bool = True  # one scale per output channel (static variants)
     calibration_samples: PositiveInt = 512  # training images used to calibrate static
@@ -252,7 +350,13 @@ class ExportConfig(Section):
 
 class VerifyConfig(Section):
     threads: NonNegativeInt = 1  # intra-op threads for latency at batch 1 (0: onnxruntime's choice)
-    repetitions: PositiveInt = 200  # timed runs at batch 1 (after warm-up)
+    repetitions: PositiveInt = 200  # timed runs at batch 1 per artifact (after warm-up)
+    # Latency is timed for all artifacts interleaved: `rounds` rounds, each running every
+    # artifact's repetitions / rounds calls in turn, so load on the machine hits them alike.
+    rounds: PositiveInt = 20
+    # An artifact whose p50 exceeds dense's by more than this fraction is flagged slower
+    # than dense (a margin, because two equal models differ by a few percent of noise).
+    slower_margin: float = Field(0.10, ge=0.0)
     throughput_batch: PositiveInt = 1000
     tolerance: float = Field(1e-4, gt=0.0)  # largest logit difference allowed for float exports
 
@@ -260,7 +364,7 @@ class VerifyConfig(Section):
 class PipelineConfig(Section):
     name: str = "pipeline"
     description: str = ""
-    data: DataConfig = DataConfig()
+    data: DataConfig = IdxDataConfig()
     model: ModelConfig = ModelConfig(name="simplenet")
     train: TrainConfig = TrainConfig()
     prune: SerializeAsAny[PruneConfig] = Field(default_factory=lambda: PruneConfig())
@@ -271,6 +375,10 @@ class PipelineConfig(Section):
     # `compress sweep` only (run ignores it): dotted key -> the values to try, e.g.
     # "prune.threshold" = [1e-3, 3e-3]; every combination is one variant.
     sweep: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(default_factory=dict)
+    # `compress search` only (run ignores it): dotted key -> the space to search, e.g.
+    # "train.l1.lambda" = "log(1e-5, 1e-3)", "prune.threshold" = "(0.005, 0.08)" or a list
+    # of choices; checked by `compress search` (compress/analysis/search.py).
+    search: dict[str, str | list[Any]] = Field(default_factory=dict)
     # Folder of the pipeline file: relative paths in it are taken from there.
     base_dir: str = Field(".", exclude=True)
 
@@ -303,8 +411,12 @@ def _field_names(model: type[BaseModel]) -> list[str]:
     return [f.alias or name for name, f in model.model_fields.items() if not f.exclude]
 
 
-def _model_at(path: tuple, data: dict) -> type[BaseModel] | None:
+def _model_at(path: tuple, data: dict, data_model: type[BaseModel] | None = None) -> type[BaseModel] | None:
     model: type[BaseModel] | None = PipelineConfig
+    if path[:1] == ("data",):  # [data] is a union: its model is the source's
+        if len(path) == 1:
+            return data_model
+        return None
     for i, part in enumerate(path):
         if model is None or not isinstance(part, str):
             return None
@@ -332,9 +444,16 @@ def _other_prune_method(key: str) -> str | None:
 
 def _format_error(error: dict, data: dict) -> str:
     loc = tuple(error["loc"])
+    data_model = None
+    if loc[:1] == ("data",) and len(loc) > 1 and loc[1] in DATA_SOURCES:  # drop the union's tag
+        data_model, loc = DATA_SOURCES[loc[1]], (loc[0], *loc[2:])
     where = ".".join(str(p) for p in loc) or "pipeline"
+    if error["type"] == "unknown_data_source":
+        if not isinstance(error["input"], dict):
+            return f"data: Input should be a valid dictionary (got {error['input']!r})"
+        return f"data.name: unknown data source {error['input'].get('name')!r}; known: {', '.join(DATA_SOURCES)}"
     if error["type"] == "extra_forbidden":
-        parent = _model_at(loc[:-1], data)
+        parent = _model_at(loc[:-1], data, data_model)
         known = _field_names(parent) if parent else []
         close = difflib.get_close_matches(str(loc[-1]), known, n=1)
         hint = f"; did you mean {'.'.join([*map(str, loc[:-1]), close[0]])!r}?" if close else ""

@@ -19,7 +19,8 @@ from compress.files import read_json, write_json, write_text
 # (key, header, format) of the columns shown in the terminal and Markdown tables.
 COLUMNS = [
     ("name", "artifact", "{}"),
-    ("accuracy", "acc %", "{:.2%}"),
+    ("val_accuracy", "val %", "{:.2%}"),
+    ("accuracy", "test %", "{:.2%}"),
     ("accuracy_delta", "Δ pts", "{:+.2f}"),
     ("bytes", "bytes", "{:,}"),
     ("gzip_bytes", "gzip", "{:,}"),
@@ -28,13 +29,18 @@ COLUMNS = [
     ("sparsity", "sparsity", "{:.1%}"),
     ("latency_ms_b1_p50", "p50 ms", "{:.3f}"),
     ("latency_ms_b1_p95", "p95 ms", "{:.3f}"),
+    ("latency_vs_dense", "vs dense", "{:.2f}x"),
+    ("slower_than_dense", "slower", "{}"),
+    ("macs", "MACs", "{:,}"),
+    ("weight_bytes", "weights held", "{:,}"),
     ("throughput", "img/s", "{:,.0f}"),
     ("status", "status", "{}"),
 ]
 CSV_FIELDS = [
-    "name", "path", "accuracy", "accuracy_delta", "bytes", "gzip_bytes", "xz_bytes", "deploy_bytes",
+    "name", "path", "val_accuracy", "accuracy", "accuracy_delta", "bytes", "gzip_bytes", "xz_bytes", "deploy_bytes",
     "deploy_form", "deploy_path", "compression", "params", "nonzero_params", "sparsity", "agreement",
-    "max_logit_diff", "latency_ms_b1_p50", "latency_ms_b1_p95", "throughput", "status",
+    "max_logit_diff", "latency_ms_b1_p50", "latency_ms_b1_p95", "latency_vs_dense", "slower_than_dense",
+    "macs", "weight_bytes", "throughput", "status",
 ]
 
 
@@ -49,6 +55,8 @@ def add_comparisons(artifacts: list[dict], baseline: str = "dense") -> None:
 def format_cell(value: Any, fmt: str) -> str:
     if value is None:
         return "-"
+    if isinstance(value, bool):  # a flag: shown only where it is raised
+        return "SLOWER" if value else ""
     try:
         return fmt.format(value)
     except (ValueError, TypeError):
@@ -70,9 +78,18 @@ def format_table(report: dict, columns=COLUMNS) -> str:
     )
     lines = [line(headers), "  ".join("-" * w for w in widths), *map(line, rows)]
     ds = report["dataset"]
-    title = f"{report['pipeline']} ({report.get('model', '')}) on {ds['name']}, {ds['test_samples']:,} test images"
-    note = "ratio = dense .onnx bytes / deploy bytes (smaller of .onnx.gz and .onnx.xz)"
+    title = f"{report['pipeline']} ({report.get('model', '')}) on {ds['name']}, {_samples(ds)}"
+    note = (
+        "latency: all artifacts timed interleaved in one process; weights held: bytes a session keeps\n"
+        "ratio = dense .onnx bytes / deploy bytes (smaller of .onnx.gz and .onnx.xz)"
+    )
     return "\n".join([title, *lines, note])
+
+
+def _samples(dataset: dict) -> str:
+    val = dataset.get("val_samples")
+    held = f"{val:,} validation and " if val is not None else ""
+    return f"{held}{dataset['test_samples']:,} test samples"
 
 
 def format_markdown(report: dict, columns=COLUMNS) -> str:
@@ -80,12 +97,18 @@ def format_markdown(report: dict, columns=COLUMNS) -> str:
     out = [f"# {report['pipeline']}", ""]
     ds = report["dataset"]
     out.append(
-        f"Model `{report.get('model', '')}` on {ds['name']} ({ds['test_samples']:,} test images), "
+        f"Model `{report.get('model', '')}` on {ds['name']} ({_samples(ds)}), "
         f"measured in onnxruntime {report['versions']['onnxruntime']} on {report['device']}."
     )
     out += ["", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     out += ["| " + " | ".join(r) + " |" for r in rows]
-    out += ["", "ratio = dense .onnx bytes / deploy bytes (the smaller of .onnx.gz and .onnx.xz).", ""]
+    out += ["", "ratio = dense .onnx bytes / deploy bytes (the smaller of .onnx.gz and .onnx.xz)."]
+    out += [
+        "Latency: batch 1, all artifacts timed interleaved in rounds in one process; SLOWER: p50 more "
+        "than the verify margin above dense's. Weights held: initializer bytes an onnxruntime "
+        "session keeps after its load-time folding.",
+        "",
+    ]
     out += ["## Stages", "", "| stage | seconds | cached |", "|---|---|---|"]
     out += [f"| {s['name']} | {s['seconds']:.1f} | {'yes' if s['cached'] else 'no'} |" for s in report["stages"]]
     return "\n".join(out) + "\n"

@@ -1,12 +1,21 @@
 """Verify stage: run every artifact in onnxruntime (CPU) and measure it.
 
-Per artifact: onnx.checker, accuracy on the whole test set (inputs prepared from raw pixels
-with the file's own `preprocessing` metadata), top-1 agreement and largest logit difference
+Per artifact: onnx.checker, accuracy on the whole validation split (`val_accuracy`, what
+tune and sweep budgets decide on) and test split (`accuracy`, only reported), inputs
+prepared from raw samples with the file's own `preprocessing` metadata; top-1 agreement and largest logit difference
 against the PyTorch model it came from, bytes on disk / gzip -9 / xz -9e, parameters and
 non-zero parameters counted in the file's initializers, the deployable package (the
-smaller of .onnx.gz and .onnx.xz, written to deploy/), latency at batch 1 (p50, p95, on
-`threads` intra-op threads) and throughput at a large batch. A float export whose logits
-differ from PyTorch by more than `tolerance` is marked failed.
+smaller of .onnx.gz and .onnx.xz, written to deploy/), multiply-accumulates per sample
+(`macs`), the weight bytes an onnxruntime session holds after load-time folding
+(`weight_bytes`), throughput at a large batch and latency at batch 1 (p50, p95, on
+`threads` intra-op threads). A float export whose logits differ from PyTorch by more than
+`tolerance` is marked failed.
+
+Latency is measured for all artifacts together, interleaved in rounds in one process:
+each round runs every artifact's share of timed calls in turn (in a rotating order), and
+p50/p95 are taken over all rounds. Load on the machine then falls on every artifact alike,
+so `latency_vs_dense` compares like with like; an artifact more than `slower_margin` slower
+than dense is flagged `slower_than_dense`.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import onnxruntime as ort
 import torch
 
 from compress.checkpoint import load_checkpoint
+from compress.encode.cost import count_macs, session_weight_bytes
 from compress.encode.onnx_tools import get_metadata, parameter_counts, write_packages
 from compress.stages.context import StageContext
 from compress.stages.quantize import variant_name
@@ -46,10 +56,19 @@ def make_session(path: Path, threads: int) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def prepare_inputs(pixels: np.ndarray, metadata: dict[str, str]) -> np.ndarray:
-    """Raw 0-255 pixels -> model input, using only the file's `preprocessing` metadata."""
+def prepare_inputs(samples: np.ndarray, metadata: dict[str, str]) -> np.ndarray:
+    """Raw samples -> model input, using only the file's `preprocessing` metadata.
+
+    Images (raw 0-255 pixels [N, C, H, W], already `size`): (pixel * scale - mean[c]) / std[c].
+    Tables (raw values [N, F], columns in `features` order): (x - mean[f]) / std[f].
+    """
     pre = json.loads(metadata["preprocessing"])
-    return ((pixels.astype(np.float32) * pre["scale"] - pre["mean"]) / pre["std"]).astype(np.float32)
+    mean = np.asarray(pre["mean"], dtype=np.float32)
+    std = np.asarray(pre["std"], dtype=np.float32)
+    if "features" in pre:
+        return ((samples.astype(np.float32) - mean) / std).astype(np.float32)
+    mean, std = mean.reshape(1, -1, 1, 1), std.reshape(1, -1, 1, 1)
+    return ((samples.astype(np.float32) * np.float32(pre["scale"]) - mean) / std).astype(np.float32)
 
 
 def run_batches(session: ort.InferenceSession, x: np.ndarray, batch_size: int) -> tuple[np.ndarray, float]:
@@ -62,17 +81,52 @@ def run_batches(session: ort.InferenceSession, x: np.ndarray, batch_size: int) -
 
 
 def latency_ms(session: ort.InferenceSession, x: np.ndarray, repetitions: int) -> tuple[float, float]:
-    """p50 and p95 of single-sample inference, after a warm-up."""
-    name = session.get_inputs()[0].name
-    samples = [x[i % len(x)][None] for i in range(repetitions)]
-    for sample in samples[: min(20, repetitions)]:
-        session.run(None, {name: sample})
-    times = np.empty(repetitions)
-    for i, sample in enumerate(samples):
-        started = time.perf_counter()
-        session.run(None, {name: sample})
-        times[i] = time.perf_counter() - started
-    return float(np.percentile(times, 50) * 1e3), float(np.percentile(times, 95) * 1e3)
+    """p50 and p95 of single-sample inference of one session alone, after a warm-up."""
+    return interleaved_latency_ms([session], x, repetitions, rounds=1)[0]
+
+
+def interleaved_latency_ms(
+    sessions: list[ort.InferenceSession], x: np.ndarray, repetitions: int, rounds: int
+) -> list[tuple[float, float]]:
+    """(p50, p95) in ms of single-sample inference for each session, timed in rounds.
+
+    Each round runs `repetitions / rounds` timed calls of every session in turn, starting
+    with a different session each round; percentiles are over all of a session's calls.
+    """
+    rounds = max(1, min(rounds, repetitions))
+    per_round = -(-repetitions // rounds)
+    samples = [x[i % len(x)][None] for i in range(per_round)]
+    names = [s.get_inputs()[0].name for s in sessions]
+    for session, name in zip(sessions, names, strict=True):
+        for sample in samples[: min(20, per_round)]:
+            session.run(None, {name: sample})
+    times = [[] for _ in sessions]
+    for r in range(rounds):
+        for k in range(len(sessions)):
+            i = (r + k) % len(sessions)
+            session, name = sessions[i], names[i]
+            for sample in samples:
+                started = time.perf_counter()
+                session.run(None, {name: sample})
+                times[i].append(time.perf_counter() - started)
+    return [
+        (float(np.percentile(t, 50) * 1e3), float(np.percentile(t, 95) * 1e3)) for t in times
+    ]
+
+
+def add_latencies(rows: list[dict], sessions: list[ort.InferenceSession], x: np.ndarray, config) -> None:
+    """Time all sessions interleaved; set p50/p95, the ratio to dense's p50 and the slow flag.
+
+    The first row is the baseline (dense).
+    """
+    timings = interleaved_latency_ms(sessions, x, config.repetitions, config.rounds)
+    for row, (p50, p95) in zip(rows, timings, strict=True):
+        row["latency_ms_b1_p50"] = round(p50, 4)
+        row["latency_ms_b1_p95"] = round(p95, 4)
+    base = timings[0][0]
+    for row, (p50, _) in zip(rows, timings, strict=True):
+        row["latency_vs_dense"] = round(p50 / base, 3)
+        row["slower_than_dense"] = bool(p50 > base * (1 + config.slower_margin))
 
 
 def verify_artifact(
@@ -83,15 +137,21 @@ def verify_artifact(
     config,
     is_float: bool,
     package_dir: Path,
+    val: tuple[np.ndarray, np.ndarray] | None = None,
+    session: ort.InferenceSession | None = None,
+    time_alone: bool = True,
 ) -> dict:
+    """Check and measure one .onnx file on the test samples (`pixels`, `labels`) and, when
+    given, the validation samples `val`; `reference` holds PyTorch's test logits. Latency is
+    measured here only with `time_alone` (run() times all artifacts together)."""
     model = onnx.load(str(path))
     onnx.checker.check_model(model, full_check=True)
     metadata = get_metadata(model)
     params, nonzero = parameter_counts(model)
     x = prepare_inputs(pixels, metadata)
-    session = make_session(path, config.threads)
+    session = session or make_session(path, config.threads)
     logits, throughput = run_batches(session, x, config.throughput_batch)
-    p50, p95 = latency_ms(session, x, config.repetitions)
+    p50, p95 = latency_ms(session, x, config.repetitions) if time_alone else (None, None)
     row = {
         "name": path.stem,
         "path": path.name,
@@ -99,14 +159,22 @@ def verify_artifact(
         "params": params,
         "nonzero_params": nonzero,
         "sparsity": round(1 - nonzero / params, 6) if params else 0.0,
+        "macs": count_macs(model),
+        "weight_bytes": session_weight_bytes(path),
         "accuracy": float((logits.argmax(1) == labels).mean()),
+        "val_accuracy": None,
         "agreement": None,
         "max_logit_diff": None,
-        "latency_ms_b1_p50": round(p50, 4),
-        "latency_ms_b1_p95": round(p95, 4),
+        "latency_ms_b1_p50": None if p50 is None else round(p50, 4),
+        "latency_ms_b1_p95": None if p95 is None else round(p95, 4),
+        "latency_vs_dense": None,
+        "slower_than_dense": None,
         "throughput": round(throughput, 1),
         "status": "ok",
     }
+    if val is not None:
+        val_logits, _ = run_batches(session, prepare_inputs(val[0], metadata), config.throughput_batch)
+        row["val_accuracy"] = float((val_logits.argmax(1) == val[1]).mean())
     if reference is not None:
         row["agreement"] = float((logits.argmax(1) == reference.argmax(1)).mean())
         row["max_logit_diff"] = float(np.abs(logits - reference).max())
@@ -121,12 +189,14 @@ def verify_artifact(
 
 def run(ctx: StageContext) -> dict:
     data = ctx.data
+    config = ctx.config.verify
     pixels = data.images["test"].numpy()
     labels = data.labels["test"].numpy()
+    val = (data.images["val"].numpy(), data.labels["val"].numpy())
     x_torch, _ = data.tensors("test")
     references: dict[str, np.ndarray] = {}
     package_dir = ctx.run_dir / "deploy"
-    rows = []
+    rows, sessions = [], []
     with torch.inference_mode():
         for name, stage in artifact_names(ctx):
             if stage not in references:
@@ -134,13 +204,22 @@ def run(ctx: StageContext) -> dict:
                 references[stage] = predict(model, x_torch).numpy()
             path = ctx.run_dir / f"{name}.onnx"
             is_float = name in ("dense", "pruned")
+            session = make_session(path, config.threads)
             row = verify_artifact(
-                path, pixels, labels, references[stage], ctx.config.verify, is_float, package_dir
+                path, pixels, labels, references[stage], config, is_float, package_dir, val,
+                session=session, time_alone=False,
             )
             ctx.outputs += [ctx.run_dir / row["deploy_path"]]
             rows.append(row)
-            log.info(
-                "verified %s: accuracy %.4f, %d bytes (%d gzip), p50 %.3f ms",
-                path.name, row["accuracy"], row["bytes"], row["gzip_bytes"], row["latency_ms_b1_p50"],
-            )
+            sessions.append(session)
+    # Every artifact has the same input preprocessing (written by export from one dataset).
+    dense_metadata = get_metadata(onnx.load(str(ctx.run_dir / "dense.onnx"), load_external_data=False))
+    add_latencies(rows, sessions, prepare_inputs(pixels[:256], dense_metadata), config)
+    for row in rows:
+        log.info(
+            "verified %s: validation accuracy %.4f, test accuracy %.4f, %d bytes (%d deploy), %s MACs, p50 %.3f ms (%.2fx dense)%s",
+            row["path"], row["val_accuracy"], row["accuracy"], row["bytes"], row["deploy_bytes"], row["macs"],
+            row["latency_ms_b1_p50"], row["latency_vs_dense"],
+            ", slower than dense" if row["slower_than_dense"] else "",
+        )
     return {"artifacts": rows}
