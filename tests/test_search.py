@@ -155,6 +155,10 @@ def test_tiny_search_end_to_end(search_run):
     assert summary["train_runs"] == 0
     assert all("train" in t["stages_reused"] for t in summary["trials"])
     assert summary["stages_reused"] >= 3
+    # the first trial is the pipeline's own threshold: every stage came from the reference run
+    first = summary["trials"][0]
+    assert first["from_file"] and first["overrides"] == {"prune.threshold": 0.02}
+    assert len(first["stages_reused"]) == first["stages_total"]
     chosen = summary["chosen"]
     assert chosen and chosen.startswith("trial-")
     point = next(p for p in summary["points"] if p["label"] == chosen)

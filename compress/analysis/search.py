@@ -16,7 +16,8 @@ as written, run once as `<out>/reference`, so that a stronger L1 penalty cannot 
 bar by weakening its own dense model. Test accuracy decides nothing: it is read for the
 chosen artifacts at the end only.
 
-Every trial is a run folder `<out>/trial-NNNN/` sharing the stage cache `<out>/cache`
+The first trial is the pipeline's own settings when they lie in every space (a known point,
+already made by the reference run). Every trial is a run folder `<out>/trial-NNNN/` sharing the stage cache `<out>/cache`
 (compress.cache) with the others, so trials with the same training settings train once.
 The Optuna study lives in `<out>/study.journal`: a rerun of the same command after Ctrl-C
 continues it (finished trials are kept, interrupted ones are run again). A trial that
@@ -263,9 +264,10 @@ def make_runner(jobs: int, ray_address: str | None, threads: int):
 
 
 def open_study(out: Path, objective: str, spaces: dict[str, Space], max_drop: float | None, trials: int,
-               seed: int):
+               seed: int, start: dict[str, Any] | None = None):
     """Create or reopen the study in `<out>/study.journal`; a study made with other spaces,
-    objective or budget is an error (it would mix two searches)."""
+    objective or budget is an error (it would mix two searches). A new study's first trial
+    is `start` (the pipeline's own settings) when given."""
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
@@ -298,7 +300,31 @@ def open_study(out: Path, objective: str, spaces: dict[str, Space], max_drop: fl
                                 load_if_exists=True)
     if not existing:
         study.set_user_attr("settings", settings)
+        if start:
+            study.enqueue_trial({k: json.dumps(v) if spaces[k].kind == "choice" else v for k, v in start.items()},
+                                user_attrs={"from_file": True})
     return study
+
+
+def file_settings(config: PipelineConfig, spaces: dict[str, Space]) -> dict[str, Any] | None:
+    """The pipeline file's own value of every searched key, when each lies in its space
+    (else None): the search starts from it, a known point that costs nothing, since the
+    reference run has already made every one of its stages."""
+    data = config.model_dump(by_alias=True)
+    values = {}
+    for key, space in spaces.items():
+        node: Any = data
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return None
+            node = node[part]
+        inside = (node in space.choices if space.kind == "choice"
+                  else isinstance(node, (int, float)) and not isinstance(node, bool)
+                  and space.low <= node <= space.high and (space.kind != "int" or float(node).is_integer()))
+        if not inside:
+            return None
+        values[key] = node
+    return values
 
 
 def _settings_text(settings: dict | None) -> str:
@@ -381,7 +407,7 @@ def run_search(
 
         torch.set_num_threads(threads)
 
-    study = open_study(out, objective, spaces, max_drop, trials, seed)
+    study = open_study(out, objective, spaces, max_drop, trials, seed, start=file_settings(config, spaces))
     retried = recover_interrupted(study)
     if retried:
         log.info("search: resuming; %d interrupted trial(s) will run again", retried)
@@ -502,6 +528,7 @@ def trial_records(study) -> list[dict]:
             "stages_total": attrs.get("stages_total", 0),
             "error": attrs.get("error"),
             "retry_of": attrs.get("retry_of"),
+            "from_file": attrs.get("from_file", False),
             "seconds": round(t.duration.total_seconds(), 1) if t.duration else None,
         })
     return records
@@ -625,6 +652,8 @@ def trial_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
     for r in summary["trials"]:
         b = r["best"]
         state = r["state"] + (f" ({r['error']})" if r["error"] and r["state"] == "fail" else "")
+        if r["from_file"]:
+            state += ", the pipeline's own settings"
         if r["retry_of"] is not None:
             state += f", reruns trial {r['retry_of']}"
         rows.append([str(r["number"]), *(_value_text(r["overrides"][k]) if k in r["overrides"] else "-" for k in keys),
