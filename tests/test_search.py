@@ -211,3 +211,28 @@ def test_a_failing_trial_is_recorded_and_the_search_goes_on(tmp_path, pipeline_w
     assert all("TrainingError" in t["error"] and "loss became" in t["error"] for t in summary["trials"])
     assert summary["chosen"] is None and summary["counts"]["fail"] == 2
     assert "nothing meets the budget" in (tmp_path / "out" / "search.md").read_text()
+
+
+def test_the_search_starts_from_the_pipelines_own_settings_when_they_fit(tmp_path, pipeline_writer):
+    from compress.analysis.search import file_settings
+
+    config = load_pipeline(pipeline_writer(tmp_path / "p.toml"))
+    inside = search_spaces(config, ["train.l1.lambda=log(1e-5,1e-3)", 'quantize.variants=[["dynamic","static"]]'])
+    assert file_settings(config, inside) == {"train.l1.lambda": 1e-4, "quantize.variants": ["dynamic", "static"]}
+    assert file_settings(config, search_spaces(config, ["prune.threshold=(0.05,0.08)"])) is None
+
+
+@pytest.mark.slow
+def test_pareto_search_in_worker_processes(tmp_path, pipeline_writer):
+    path = pipeline_writer(tmp_path / "tiny.toml", FAST)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["search", str(path), "--param", "prune.threshold=(0.01,0.08)",
+                                       "--objective", "pareto", "--trials", "2", "--jobs", "2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "search.json").read_text())
+    assert summary["objective"] == "pareto" and summary["chosen"] is None and summary["budget"] is None
+    assert [t["state"] for t in summary["trials"]] == ["ok", "ok"]
+    front = [p for p in summary["points"] if p["label"] in summary["front"]]
+    assert front and not any(q["deploy_bytes"] <= p["deploy_bytes"] and q["val_accuracy"] > p["val_accuracy"]
+                             for p in front for q in summary["points"])
+    assert set(summary["test_accuracy"]) == set(summary["front"])
