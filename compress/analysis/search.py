@@ -574,8 +574,10 @@ def summarize(study, name: str, pipeline: str, spaces: dict[str, Space], objecti
     train_runs = sum(1 for r in finished if "train" not in r["stages_reused"])
     ref_report = reference["report"]
     ref_best = trial_score(artifact_rows(ref_report, reference_val, REFERENCE), max_drop)
+    # the answer's test accuracy: the chosen artifact (size), or the front (pareto)
     reported = [chosen] if chosen else []
-    reported += [p["label"] for p in front if p["label"] not in reported]
+    if objective == "pareto":
+        reported += [p["label"] for p in front if p["label"] not in reported]
     return {
         "pipeline": name,
         "pipeline_file": pipeline,
@@ -713,7 +715,8 @@ def format_markdown(summary: dict) -> str:
             "reused: stages taken from the stage cache.", ""]
     out += _markdown_table(*trial_rows(summary))
     out += ["", "![optimization history](search-history.png)", "", "## Test accuracy", "",
-            "Read after the search, for the chosen artifact and the front; it chose nothing.", ""]
+            "Read after the search, for the chosen artifact (and the front, for --objective pareto); "
+            "it chose nothing.", ""]
     out += [f"- {line}" for line in test_lines(summary)]
     return "\n".join(out) + "\n"
 
