@@ -29,9 +29,15 @@ def method_for(config: PruneConfig) -> PruningMethod:
     return get_method(config.method)(config)
 
 
-def prune_oneshot(model: nn.Module, config: PruneConfig) -> dict[str, torch.Tensor]:
-    """Prune once, leaving torch.nn.utils.prune re-parametrizations on the model."""
+def prune_oneshot(
+    model: nn.Module, config: PruneConfig, sample: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
+    """Prune once, leaving torch.nn.utils.prune re-parametrizations on the model.
+    `sample`: a batch of inputs, which lets a method see the model as it runs
+    (magnitude: the BatchNorm after each layer)."""
     method = method_for(config)
+    if sample is not None:
+        method.prepare(model, sample)
     layers = prunable_layers(model, config.layers)
     add_masks(layers, method.masks(layers, {n: method.setting(n) for n in layers}))
     return masks_of(model)
@@ -46,8 +52,10 @@ def cubic_sparsity(step: int, steps: int, initial: float, final: float) -> float
 class GradualPruner:
     """Step hook for the training loop: raises sparsity in `gradual.steps` steps over the first `gradual.ramp` of training."""
 
-    def __init__(self, model: nn.Module, config: PruneConfig):
+    def __init__(self, model: nn.Module, config: PruneConfig, sample: torch.Tensor | None = None):
         self.config = config
+        self.model = model
+        self.sample = sample  # see prune_oneshot; looked at again at each step (BatchNorm statistics move)
         self.method = method_for(config)
         if not self.method.fraction:
             raise CompressError(f"gradual pruning needs a method whose {self.method.strength} is a fraction")
@@ -72,5 +80,7 @@ class GradualPruner:
             n: cubic_sparsity(k, gradual.steps, gradual.initial_amount, target)
             for n, target in self.targets.items()
         }
+        if self.sample is not None:
+            self.method.prepare(self.model, self.sample.to(next(self.model.parameters()).device))
         add_masks(self.layers, self.method.masks(self.layers, amounts))
         log.debug("gradual prune step %d/%d: %s", k, gradual.steps, amounts)
