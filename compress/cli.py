@@ -292,7 +292,7 @@ def sensitivity(pipeline, levels, out_dir, data_root, device):
     )
     from compress.checkpoint import load_checkpoint
     from compress.config import load_pipeline
-    from compress.data import load_dataset
+    from compress.data import load_data
     from compress.pipeline import run_pipeline
 
     try:
@@ -306,7 +306,7 @@ def sensitivity(pipeline, levels, out_dir, data_root, device):
     run_pipeline(config, out_dir=run_dir, data_root=data_root, device=device,
                  progress=sys.stderr.isatty(), until="train")
     model, _, _ = load_checkpoint(run_dir / "train" / "model.pt")
-    data = load_dataset(config.data.name, data_root or config.resolve(config.data.root) or "data")
+    data = load_data(config.data, config.base_dir, data_root)
     result = layer_sensitivity(model, data, sorted(level_values), config.data.eval_batch_size)
     write_sensitivity(run_dir / "sensitivity", result, f"{config.name}: pruning sensitivity per layer")
     click.echo(format_sensitivity(result))

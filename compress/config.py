@@ -18,8 +18,10 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     SerializeAsAny,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -37,10 +39,13 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
 
 
-class DataConfig(Section):
-    name: Literal["mnist", "fashion-mnist"] = "mnist"
-    # Folder holding the IDX files (flat, or torchvision's layout). None: ./data, downloaded
-    # there by torchvision if missing. Relative paths are taken from the pipeline file's folder.
+class DataCommon(Section):
+    """Keys every data source has."""
+
+    # Folder the data is read from. IDX / torchvision sets: the folder holding their files
+    # (None: ./data). imagefolder: the folder with train/ (and test/). csv: the folder the
+    # train/test paths are taken from (None: the pipeline file's folder). Relative paths
+    # are taken from the pipeline file's folder; --data-root replaces it.
     root: str | None = None
     # Missing files are downloaded into the root with torchvision; false: fail at once
     # (offline machines, tests).
@@ -48,6 +53,80 @@ class DataConfig(Section):
     batch_size: PositiveInt = 64
     eval_batch_size: PositiveInt = 1000  # evaluation only; larger is faster, same result
     seed: int = 0
+    # Fraction of the training split held out (seeded, stratified) as the validation split:
+    # tune, sweep budgets and sensitivity decide on it; the test split is only reported.
+    validation: Annotated[float, Field(gt=0.0, le=0.5)] = 0.1
+
+
+IDX_SETS = ("mnist", "fashion-mnist", "kmnist")
+TORCHVISION_SETS = ("cifar10", "cifar100", "svhn")
+
+
+class IdxDataConfig(DataCommon):
+    """MNIST-style sets read from their IDX files."""
+
+    name: Literal["mnist", "fashion-mnist", "kmnist"] = "mnist"
+
+
+class TorchvisionDataConfig(DataCommon):
+    """torchvision's RGB sets, read from their own on-disk formats."""
+
+    name: Literal["cifar10", "cifar100", "svhn"]
+
+
+class ImageFolderDataConfig(DataCommon):
+    """root/train/<class>/<image> and root/test/<class>/<image> (or test_fraction)."""
+
+    name: Literal["imagefolder"]
+    image_size: Annotated[list[PositiveInt], Field(min_length=2, max_length=2)] | None = None  # [h, w]
+    channels: Literal[1, 3] = 3
+    test_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] | None = None  # without test/: default 0.2
+
+
+class CsvDataConfig(DataCommon):
+    """A table: one row per sample, a label column and numeric feature columns."""
+
+    name: Literal["csv"]
+    train: str
+    test: str | None = None
+    test_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] | None = None  # without test: default 0.2
+    label: str
+    features: Annotated[list[str], Field(min_length=1)] | None = None  # default: every other column
+
+    @model_validator(mode="after")
+    def _one_test_source(self) -> CsvDataConfig:
+        if self.test is not None and self.test_fraction is not None:
+            raise ValueError("set either test (a file) or test_fraction, not both")
+        return self
+
+
+DATA_SOURCES: dict[str, type[DataCommon]] = {
+    **{name: IdxDataConfig for name in IDX_SETS},
+    **{name: TorchvisionDataConfig for name in TORCHVISION_SETS},
+    "imagefolder": ImageFolderDataConfig,
+    "csv": CsvDataConfig,
+}
+
+
+def _data_tag(value: Any) -> str | None:
+    if isinstance(value, dict):
+        name = value.get("name", "mnist")
+        return name if isinstance(name, str) and name in DATA_SOURCES else None
+    return getattr(value, "name", None)
+
+
+# [data] is one of the sources above, chosen by its `name` (default mnist).
+DataConfig = Annotated[
+    Annotated[IdxDataConfig, Tag("mnist")] | Annotated[IdxDataConfig, Tag("fashion-mnist")]
+    | Annotated[IdxDataConfig, Tag("kmnist")] | Annotated[TorchvisionDataConfig, Tag("cifar10")]
+    | Annotated[TorchvisionDataConfig, Tag("cifar100")] | Annotated[TorchvisionDataConfig, Tag("svhn")]
+    | Annotated[ImageFolderDataConfig, Tag("imagefolder")] | Annotated[CsvDataConfig, Tag("csv")],
+    Discriminator(
+        _data_tag,
+        custom_error_type="unknown_data_source",
+        custom_error_message=f"name: unknown data source; known: {', '.join(DATA_SOURCES)}",
+    ),
+]
 
 
 class ModelConfig(Section):
@@ -236,7 +315,7 @@ class VerifyConfig(Section):
 class PipelineConfig(Section):
     name: str = "pipeline"
     description: str = ""
-    data: DataConfig = DataConfig()
+    data: DataConfig = IdxDataConfig()
     model: ModelConfig = ModelConfig(name="simplenet")
     train: TrainConfig = TrainConfig()
     prune: SerializeAsAny[PruneConfig] = Field(default_factory=lambda: PruneConfig())
@@ -279,8 +358,12 @@ def _field_names(model: type[BaseModel]) -> list[str]:
     return [f.alias or name for name, f in model.model_fields.items() if not f.exclude]
 
 
-def _model_at(path: tuple, data: dict) -> type[BaseModel] | None:
+def _model_at(path: tuple, data: dict, data_model: type[BaseModel] | None = None) -> type[BaseModel] | None:
     model: type[BaseModel] | None = PipelineConfig
+    if path[:1] == ("data",):  # [data] is a union: its model is the source's
+        if len(path) == 1:
+            return data_model
+        return None
     for i, part in enumerate(path):
         if model is None or not isinstance(part, str):
             return None
@@ -307,9 +390,16 @@ def _other_prune_method(key: str) -> str | None:
 
 def _format_error(error: dict, data: dict) -> str:
     loc = tuple(error["loc"])
+    data_model = None
+    if loc[:1] == ("data",) and len(loc) > 1 and loc[1] in DATA_SOURCES:  # drop the union's tag
+        data_model, loc = DATA_SOURCES[loc[1]], (loc[0], *loc[2:])
     where = ".".join(str(p) for p in loc) or "pipeline"
+    if error["type"] == "unknown_data_source":
+        if not isinstance(error["input"], dict):
+            return f"data: Input should be a valid dictionary (got {error['input']!r})"
+        return f"data.name: unknown data source {error['input'].get('name')!r}; known: {', '.join(DATA_SOURCES)}"
     if error["type"] == "extra_forbidden":
-        parent = _model_at(loc[:-1], data)
+        parent = _model_at(loc[:-1], data, data_model)
         known = _field_names(parent) if parent else []
         close = difflib.get_close_matches(str(loc[-1]), known, n=1)
         hint = f"; did you mean {'.'.join([*map(str, loc[:-1]), close[0]])!r}?" if close else ""

@@ -4,7 +4,8 @@
     print(format_sensitivity(result))
 
 Each layer is pruned by magnitude (the `magnitude` method's masks, per layer) while every
-other layer keeps its weights, evaluated on the test set (no fine-tuning), then restored. Layers whose
+other layer keeps its weights, evaluated on the validation split (no fine-tuning; choices are
+never made on the test split), then restored. Layers whose
 accuracy holds at high sparsity can be given higher per-layer targets
 (`[prune] overrides`); `compress sensitivity` runs this on a pipeline's trained model and
 writes a table and a PNG plot.
@@ -30,7 +31,7 @@ DEFAULT_LEVELS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99)
 def layer_sensitivity(model: nn.Module, data: Dataset, levels=DEFAULT_LEVELS, batch_size: int = 1000) -> dict:
     """Accuracy with each prunable layer pruned alone to each level."""
     model = model.cpu().eval()
-    baseline = evaluate(model, data, "test", batch_size, "cpu")
+    baseline = evaluate(model, data, "val", batch_size, "cpu")
     rows = []
     magnitude = Magnitude(MagnitudeConfig(scope="layer"))
     for name, module in prunable_layers(model).items():
@@ -38,7 +39,7 @@ def layer_sensitivity(model: nn.Module, data: Dataset, levels=DEFAULT_LEVELS, ba
         for level in levels:
             keep = magnitude.masks({name: module}, {name: float(level)})[name]
             module.weight.mul_(keep)  # pruned for this evaluation only: no masks needed
-            accuracy = evaluate(model, data, "test", batch_size, "cpu")
+            accuracy = evaluate(model, data, "val", batch_size, "cpu")
             module.weight.copy_(original)
             rows.append({
                 "layer": name,
@@ -66,7 +67,7 @@ def format_sensitivity(result: dict, markdown: bool = False) -> str:
         fmt = lambda cells: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))  # noqa: E731
         lines = [fmt(headers), fmt(["-" * w for w in widths]), *map(fmt, rows)]
     title = (
-        f"accuracy drop in points (baseline {result['baseline_accuracy']:.2%}) with one layer "
+        f"validation accuracy drop in points (baseline {result['baseline_accuracy']:.2%}) with one layer "
         "pruned alone by magnitude, no fine-tuning"
     )
     return "\n".join([title, *lines])
@@ -85,7 +86,7 @@ def plot_sensitivity(result: dict, path: Path, title: str = "") -> Path:
                 label=f"{layer} ({rows[0]['params']:,} weights)")
     ax.axhline(100 * result["baseline_accuracy"], color="gray", linestyle="--", linewidth=1, label="unpruned")
     ax.set_xlabel("sparsity of the layer (%)")
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel("validation accuracy (%)")
     ax.set_title(title or "pruning sensitivity per layer")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)

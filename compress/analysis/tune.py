@@ -17,7 +17,8 @@ layer's density is scaled by the same factor and the file's own setting is one p
 search; other settings are scaled in proportion, o * a / a0.
 
 A point meets the budget when one of its artifacts other than `dense` is at most
-`max_drop` points below that run's `dense` artifact. Every point is one run folder
+`max_drop` points below that run's `dense` artifact on the validation split (the test split
+is only reported). Every point is one run folder
 `<out>/<param>-<value>/` sharing the stage cache `<out>/cache`, so training runs once.
 """
 
@@ -66,15 +67,18 @@ def midpoint(low: float, high: float, geometric: bool) -> float:
 
 
 def evaluate_point(report: dict, max_drop: float, baseline: str = "dense") -> dict:
-    """The best artifact of one run: the smallest within budget, else the most accurate."""
+    """The best artifact of one run: the smallest within budget, else the most accurate.
+
+    Judged on the validation split (`val_accuracy`); `test_accuracy` is only reported."""
     artifacts = report["artifacts"]
     base = next((a for a in artifacts if a["name"] == baseline), artifacts[0])
     candidates = []
     for a in artifacts:
         if a["name"] == baseline or a["status"] != "ok":
             continue
-        drop = round(100 * (base["accuracy"] - a["accuracy"]), 4)
-        candidates.append({"artifact": a["name"], "accuracy": a["accuracy"], "drop": drop,
+        drop = round(100 * (base["val_accuracy"] - a["val_accuracy"]), 4)
+        candidates.append({"artifact": a["name"], "accuracy": a["val_accuracy"], "test_accuracy": a["accuracy"],
+                           "drop": drop,
                            "deploy_bytes": a["deploy_bytes"], "sparsity": a["sparsity"]})
     meets = [c for c in candidates if c["drop"] <= max_drop + 1e-9]
     if meets:
@@ -84,7 +88,7 @@ def evaluate_point(report: dict, max_drop: float, baseline: str = "dense") -> di
     else:
         best = None
     return {
-        "dense_accuracy": base["accuracy"],
+        "dense_accuracy": base["val_accuracy"],
         "pruned_sparsity": report["training"]["pruned_sparsity"],
         "best": best,
         "meets": bool(meets),
@@ -204,7 +208,7 @@ def summarize(name: str, pipeline: str, param: str, bounds: tuple[float, float],
 
 
 def _rows(result: dict) -> tuple[list[str], list[list[str]]]:
-    headers = [result["param"], "sparsity", "best artifact", "acc %", "Δ pts", "deploy", "budget"]
+    headers = [result["param"], "sparsity", "best artifact", "val %", "Δ pts", "deploy", "test %", "budget"]
     rows = []
     for p in sorted(result["points"], key=lambda p: p["value"]):
         b = p["best"]
@@ -213,7 +217,8 @@ def _rows(result: dict) -> tuple[list[str], list[list[str]]]:
             mark += " (chosen)"
         rows.append([f"{p['value']:g}", f"{p['pruned_sparsity']:.2%}", b["artifact"] if b else "-",
                      f"{b['accuracy']:.2%}" if b else "-", delta(b["drop"]) if b else "-",
-                     f"{b['deploy_bytes']:,}" if b else "-", mark])
+                     f"{b['deploy_bytes']:,}" if b else "-",
+                     f"{b['test_accuracy']:.2%}" if b and b.get("test_accuracy") is not None else "-", mark])
     return headers, rows
 
 
@@ -223,7 +228,7 @@ def chosen_sentence(result: dict) -> str:
     p = next(p for p in result["points"] if p["value"] == result["chosen"])
     b = p["best"]
     text = (f"chosen: {result['param']} = {result['chosen']:g}, sparsity {p['pruned_sparsity']:.2%}, "
-            f"{b['artifact']} {b['accuracy']:.2%} ({delta(b['drop'])} pts against dense "
+            f"{b['artifact']} validation {b['accuracy']:.2%} ({delta(b['drop'])} pts against dense "
             f"{p['dense_accuracy']:.2%}), {b['deploy_bytes']:,} deploy bytes, in {p['run_dir']}")
     if result["ties"]:
         text += f"; tied on sparsity with {', '.join(f'{v:g}' for v in result['ties'])}"
@@ -241,7 +246,7 @@ def format_table(result: dict) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
 
     def line(cells):
-        return "  ".join(c.rjust(w) if 0 < i < 6 and i != 2 else c.ljust(w)
+        return "  ".join(c.rjust(w) if 0 < i < 7 and i != 2 else c.ljust(w)
                          for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
 
     fixed = ", ".join(f"{k}={v!r}" for k, v in result.get("fixed", {}).items())
@@ -258,7 +263,8 @@ def format_markdown(result: dict) -> str:
     headers, rows = _rows(result)
     out = [f"# Tune {result['pipeline']}", "",
            f"Highest `{result['param']}` in [{result['low']:g}, {result['high']:g}] whose best artifact "
-           f"(the smallest within budget) is at most {result['max_drop']:g} pts below `dense`. "
+           f"(the smallest within budget) is at most {result['max_drop']:g} pts below `dense` on the "
+           "validation split (val %; test % is only reported). "
            "Sparsity: zeros among the pruned layers' weights.", ""]
     if result.get("fixed"):
         out += ["Every point with " + ", ".join(f"`{k} = {v!r}`" for k, v in result["fixed"].items()) + ".", ""]

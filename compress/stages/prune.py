@@ -16,7 +16,7 @@ from compress.pruning import (
 )
 from compress.pruning.batchnorm import has_batchnorm, recalibrate_batchnorm
 from compress.stages.context import StageContext
-from compress.training import evaluate, fit
+from compress.training import accuracies, fit
 
 log = logging.getLogger(__name__)
 SAMPLE = 64  # training inputs a method may run through the model
@@ -49,15 +49,16 @@ def run(ctx: StageContext) -> dict:
             batch = ctx.config.data.batch_size
             recalibrated = recalibrate_batchnorm(model, (x[i : i + batch] for i in range(0, len(x), batch)))
     masks = masks_of(model)
-    accuracy = evaluate(model, ctx.data, "test", ctx.config.data.eval_batch_size, "cpu")
+    measured = accuracies(model, ctx.data, ctx.config.data.eval_batch_size)
     summary = sparsity_summary(model)
     warnings = nearly_empty_layers(summary["layers"])
     for warning in warnings:
         log.warning(warning)
     make_permanent(model)
     save_checkpoint(ctx.output("model.pt"), model, spec, masks)
-    log.info("pruned to %.2f%% sparsity; accuracy before fine-tuning %.4f", 100 * summary["sparsity"], accuracy)
-    return {"test_accuracy": accuracy, **summary, "epochs": history,
+    log.info("pruned to %.2f%% sparsity; validation accuracy before fine-tuning %.4f",
+             100 * summary["sparsity"], measured["val_accuracy"])
+    return {**measured, **summary, "epochs": history,
             "batchnorm_recalibration_samples": recalibrated, "warnings": warnings}
 
 

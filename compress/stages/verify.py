@@ -1,7 +1,8 @@
 """Verify stage: run every artifact in onnxruntime (CPU) and measure it.
 
-Per artifact: onnx.checker, accuracy on the whole test set (inputs prepared from raw pixels
-with the file's own `preprocessing` metadata), top-1 agreement and largest logit difference
+Per artifact: onnx.checker, accuracy on the whole validation split (`val_accuracy`, what
+tune and sweep budgets decide on) and test split (`accuracy`, only reported), inputs
+prepared from raw samples with the file's own `preprocessing` metadata; top-1 agreement and largest logit difference
 against the PyTorch model it came from, bytes on disk / gzip -9 / xz -9e, parameters and
 non-zero parameters counted in the file's initializers, the deployable package (the
 smaller of .onnx.gz and .onnx.xz, written to deploy/), latency at batch 1 (p50, p95, on
@@ -50,10 +51,31 @@ def make_session(path: Path, threads: int) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def prepare_inputs(pixels: np.ndarray, metadata: dict[str, str]) -> np.ndarray:
-    """Raw 0-255 pixels -> model input, using only the file's `preprocessing` metadata."""
+def prepare_inputs(samples: np.ndarray, metadata: dict[str, str]) -> np.ndarray:
+    """Raw samples -> model input, using only the file's `preprocessing` metadata.
+
+    Images (raw 0-255 pixels [N, C, H, W], already `size`): (pixel * scale - mean[c]) / std[c].
+    Tables (raw values [N, F], columns in `features` order): (x - mean[f]) / std[f].
+    """
     pre = json.loads(metadata["preprocessing"])
-    return ((pixels.astype(np.float32) * pre["scale"] - pre["mean"]) / pre["std"]).astype(np.float32)
+    mean = np.asarray(pre["mean"], dtype=np.float32)
+    std = np.asarray(pre["std"], dtype=np.float32)
+    if "features" in pre:
+        return ((samples.astype(np.float32) - mean) / std).astype(np.float32)
+    mean, std = mean.reshape(1, -1, 1, 1), std.reshape(1, -1, 1, 1)
+    return ((samples.astype(np.float32) * np.float32(pre["scale"]) - mean) / std).astype(np.float32)
+
+
+def model_inputs(samples: np.ndarray, metadata: dict[str, str]) -> np.ndarray:
+    """Raw samples -> what the file takes, from its metadata alone: `prepare_inputs`, and for
+    a file that takes only the used inputs (metadata `inputs`), those inputs. A table's file
+    lists only the used features' mean and std, so its columns are picked first."""
+    if "inputs" not in metadata:
+        return prepare_inputs(samples, metadata)
+    used = json.loads(metadata["inputs"])
+    if "features" in json.loads(metadata["preprocessing"]):
+        return prepare_inputs(take_used(samples, used), metadata)
+    return take_used(prepare_inputs(samples, metadata), used)
 
 
 def run_batches(session: ort.InferenceSession, x: np.ndarray, batch_size: int) -> tuple[np.ndarray, float]:
@@ -87,14 +109,15 @@ def verify_artifact(
     config,
     is_float: bool,
     package_dir: Path,
+    val: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict:
+    """Check and measure one .onnx file on the test samples (`pixels`, `labels`) and, when
+    given, the validation samples `val`; `reference` holds PyTorch's test logits."""
     model = onnx.load(str(path))
     onnx.checker.check_model(model, full_check=True)
     metadata = get_metadata(model)
     params, nonzero = parameter_counts(model)
-    x = prepare_inputs(pixels, metadata)
-    if "inputs" in metadata:  # a file that takes only the used inputs: pick them
-        x = take_used(x, json.loads(metadata["inputs"]))
+    x = model_inputs(pixels, metadata)
     session = make_session(path, config.threads)
     logits, throughput = run_batches(session, x, config.throughput_batch)
     p50, p95 = latency_ms(session, x, config.repetitions)
@@ -106,6 +129,7 @@ def verify_artifact(
         "nonzero_params": nonzero,
         "sparsity": round(1 - nonzero / params, 6) if params else 0.0,
         "accuracy": float((logits.argmax(1) == labels).mean()),
+        "val_accuracy": None,
         "agreement": None,
         "max_logit_diff": None,
         "latency_ms_b1_p50": round(p50, 4),
@@ -113,6 +137,9 @@ def verify_artifact(
         "throughput": round(throughput, 1),
         "status": "ok",
     }
+    if val is not None:
+        val_logits, _ = run_batches(session, model_inputs(val[0], metadata), config.throughput_batch)
+        row["val_accuracy"] = float((val_logits.argmax(1) == val[1]).mean())
     if reference is not None:
         row["agreement"] = float((logits.argmax(1) == reference.argmax(1)).mean())
         row["max_logit_diff"] = float(np.abs(logits - reference).max())
@@ -129,6 +156,7 @@ def run(ctx: StageContext) -> dict:
     data = ctx.data
     pixels = data.images["test"].numpy()
     labels = data.labels["test"].numpy()
+    val = (data.images["val"].numpy(), data.labels["val"].numpy())
     x_torch, _ = data.tensors("test")
     references: dict[str, np.ndarray] = {}
     package_dir = ctx.run_dir / "deploy"
@@ -141,12 +169,12 @@ def run(ctx: StageContext) -> dict:
             path = ctx.run_dir / f"{name}.onnx"
             is_float = name in ("dense", "pruned", REDUCED)
             row = verify_artifact(
-                path, pixels, labels, references[stage], ctx.config.verify, is_float, package_dir
+                path, pixels, labels, references[stage], ctx.config.verify, is_float, package_dir, val
             )
             ctx.outputs += [ctx.run_dir / row["deploy_path"]]
             rows.append(row)
             log.info(
-                "verified %s: accuracy %.4f, %d bytes (%d gzip), p50 %.3f ms",
-                path.name, row["accuracy"], row["bytes"], row["gzip_bytes"], row["latency_ms_b1_p50"],
+                "verified %s: validation accuracy %.4f, test accuracy %.4f, %d bytes (%d gzip), p50 %.3f ms",
+                path.name, row["val_accuracy"], row["accuracy"], row["bytes"], row["gzip_bytes"], row["latency_ms_b1_p50"],
             )
     return {"artifacts": rows}
