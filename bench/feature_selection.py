@@ -83,6 +83,15 @@ def choose(path: list[dict], features: int) -> dict | None:
     return max(same, key=lambda r: (r["val_accuracy"], -r["C"]))
 
 
+def neighbours(path: list[dict], features: int) -> list[dict]:
+    """When no C reads exactly `features`: the best (by validation) at the nearest count
+    below and above, for reference."""
+    counts = sorted({r["features"] for r in path})
+    below = [c for c in counts if c < features]
+    above = [c for c in counts if c > features]
+    return [choose(path, c) for c in ([below[-1]] if below else []) + ([above[0]] if above else [])]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("pipeline", nargs="?", default="pipelines/breast_cancer.toml")
@@ -134,7 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'compress (pruned.onnx)':28s} {c['features']:>8d} {val:>7s} {100 * c['test_accuracy']:>7.2f}")
     if chosen is None:
         print(f"scikit-learn: no C in the grid gives exactly {c['features']} features "
-              f"(reached: {result['sklearn']['feature_counts_reached']})")
+              f"(reached: {result['sklearn']['feature_counts_reached']}); nearest:")
+        for row in neighbours(path, c["features"]):
+            label = f"sklearn C={row['C']:.4g}"
+            print(f"{label:28s} {row['features']:>8d} {100 * row['val_accuracy']:>7.2f} {100 * row['test_accuracy']:>7.2f}")
         return 1
     label = f"sklearn C={chosen['C']:.4g}"
     print(f"{label:28s} {chosen['features']:>8d} {100 * chosen['val_accuracy']:>7.2f} {100 * chosen['test_accuracy']:>7.2f}")
