@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 
 from compress.checkpoint import load_checkpoint
-from compress.encode.inputs import UsedInputs, input_usage, plot_usage
+from compress.encode.inputs import input_usage, plot_usage, reduced_model
 from compress.encode.onnx_tools import (
     artifact_metadata,
     gemm_to_matmul,
@@ -117,13 +117,13 @@ def export_reduced(ctx: StageContext, model: nn.Module, spec: dict, usage) -> di
                     "%s.onnx is not written", REDUCED)
         return None
     data = ctx.data
-    reduced = UsedInputs(model, usage)
+    reduced, shape = reduced_model(model, usage)
     metadata = artifact_metadata(
         reduced_preprocessing(data.preprocessing, usage), list(data.classes),
         spec.get("name") or spec["class"], REDUCED,
     )
     metadata["inputs"] = json.dumps(usage.metadata())
     path = ctx.output(f"{REDUCED}.onnx", in_run_dir=True)
-    export_onnx(reduced, reduced.reduced_shape, path, ctx.config.export.opset, metadata)
+    export_onnx(reduced, shape, path, ctx.config.export.opset, metadata)
     log.info("exported %s: %s (%d bytes)", path, usage.sentence(), path.stat().st_size)
     return {"path": path.name, "bytes": path.stat().st_size}
