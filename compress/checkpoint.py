@@ -24,18 +24,26 @@ from compress.registry import build_model
 FORMAT = "compress-checkpoint/1"
 
 
-def model_spec(config_model, base_dir: str | Path, num_classes: int) -> dict[str, Any]:
-    """Everything needed to rebuild the model: registry name or file + class, and kwargs."""
+def model_spec(
+    config_model, base_dir: str | Path, num_classes: int, input_shape: tuple[int, ...] | None = None
+) -> dict[str, Any]:
+    """Everything needed to rebuild the model: registry name or file + class, kwargs and
+    the shape of one input sample (passed to factories that accept `input_shape`)."""
     kwargs = {"num_classes": num_classes, **config_model.kwargs}
+    shape = {"input_shape": [int(d) for d in input_shape]} if input_shape is not None else {}
     if config_model.name is not None:
-        return {"name": config_model.name, "kwargs": kwargs}
+        return {"name": config_model.name, "kwargs": kwargs, **shape}
     path = Path(config_model.path)
     path = path if path.is_absolute() else Path(base_dir) / path
-    return {"path": str(path.resolve()), "class": config_model.class_name, "kwargs": kwargs}
+    return {"path": str(path.resolve()), "class": config_model.class_name, "kwargs": kwargs, **shape}
 
 
 def build_from_spec(spec: dict[str, Any]) -> nn.Module:
-    return build_model(spec.get("name"), spec.get("path"), spec.get("class"), spec.get("kwargs"))
+    shape = spec.get("input_shape")
+    return build_model(
+        spec.get("name"), spec.get("path"), spec.get("class"), spec.get("kwargs"),
+        tuple(shape) if shape is not None else None,
+    )
 
 
 def save_checkpoint(

@@ -134,10 +134,12 @@ def report(run_dir, fmt):
 @main.command()
 def models():
     """List the models a pipeline can name in [model] name."""
-    from compress.registry import describe, list_models
+    from compress.registry import describe, list_families, list_models
 
     for name, factory in list_models().items():
-        click.echo(f"{name:12s} {describe(factory)}")
+        click.echo(f"{name:20s} {describe(factory)}")
+    for prefix, resolve in list_families().items():
+        click.echo(f"{prefix + ':<name>':20s} {describe(resolve)}")
 
 
 @main.command()

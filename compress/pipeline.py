@@ -149,7 +149,7 @@ def cached_record(run_dir: Path, name: str, key: str, inputs: dict[str, str]) ->
 def check_model(config: PipelineConfig, input_shape: tuple[int, ...], num_classes: int, dataset: str) -> None:
     """Build the model (with its [model] weights) and check that it maps samples of
     `input_shape` to `num_classes` logits and has the layers [prune] names."""
-    spec = model_spec(config.model, config.base_dir, num_classes)
+    spec = model_spec(config.model, config.base_dir, num_classes, input_shape)
     try:
         model = build_from_spec(spec)
     except CompressError:
@@ -357,6 +357,9 @@ def _build_report(config, run_dir, data, device, stages, keys) -> Report:
         "versions": versions(),
         "baseline": DENSE,
         "artifacts": artifacts,
+        # Which inputs the pruned model still reads ({total, used, names, unit}; None when
+        # its first layers do not read the input directly): compress.encode.inputs.
+        "inputs": by_name["export"]["metrics"].get("inputs"),
         "training": {
             "dense_test_accuracy": by_name["train"]["metrics"]["test_accuracy"],
             "dense_val_accuracy": by_name["train"]["metrics"]["val_accuracy"],

@@ -66,7 +66,20 @@ def format_table(report: Report, columns=COLUMNS) -> str:
         "latency: all artifacts timed interleaved in one process; weights held: bytes a session keeps\n"
         "ratio = dense .onnx bytes / deploy bytes (smaller of .onnx.gz and .onnx.xz)"
     )
-    return "\n".join([title, *lines, note])
+    return "\n".join([title, *lines, note, *inputs_lines(report)])
+
+
+def inputs_lines(report: dict, max_names: int = 12) -> list[str]:
+    """"pruned model uses 9 of 30 features: a, b, ..." (nothing when unknown)."""
+    inputs = report.get("inputs")
+    if not inputs:
+        return []
+    text = f"pruned model uses {inputs['used']:,} of {inputs['total']:,} {inputs.get('unit', 'inputs')}"
+    names = inputs.get("names")
+    if names:
+        more = f", ... ({len(names) - max_names} more)" if len(names) > max_names else ""
+        text += ": " + ", ".join(names[:max_names]) + more
+    return [text]
 
 
 def _samples(dataset: dict) -> str:
@@ -91,6 +104,7 @@ def format_markdown(report: Report, columns=COLUMNS) -> str:
         "session keeps after its load-time folding.",
         "",
     ]
+    out += [f"The {line}.\n" for line in inputs_lines(report)]
     stages = [[s["name"], f"{s['seconds']:.1f}", "yes" if s["cached"] else "no"] for s in report["stages"]]
     out += ["## Stages", "", *tables.markdown(["stage", "seconds", "cached"], stages)]
     return "\n".join(out) + "\n"

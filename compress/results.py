@@ -92,6 +92,9 @@ class Report(TypedDict):
                         "(PyTorch, test split unless named val)"]
     stages: Annotated[list[StageSummary], "`{name, key, seconds, cached}` per stage"]
     total_seconds: Annotated[float, "seconds of the stages that ran (not cached)"]
+    inputs: NotRequired[Annotated[dict | None, "which inputs the pruned model still reads: `{total, used, names, unit, "
+                                  "first_layers}` (`names`: the used CSV columns; `unit`: features, pixels or "
+                                  "channels); `null` when no Linear or Conv reads the input directly"]]
 
 
 def keys_of(kind: type) -> dict[str, str]:

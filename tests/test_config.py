@@ -201,3 +201,10 @@ def test_the_resolved_config_round_trips_through_its_dump():
     again = PipelineConfig.model_validate(config.model_dump(by_alias=True))
     assert again == config
     assert again.train.l1.method == "proximal"
+
+
+def test_packed_and_dynamic_quantize_options_are_checked():
+    assert "packed-int4" in str(config_error({"quantize": {"variants": ["packed-int5"]}}))
+    assert "quantize.packed.scales" in config_error({"quantize": {"packed": {"scales": "float8"}}})
+    assert "quantize.dynamic_op_types" in config_error({"quantize": {"dynamic_op_types": ["Relu"]}})
+    assert "quantize.dynamic_op_types" in config_error({"quantize": {"dynamic_op_types": []}})

@@ -16,7 +16,8 @@ as written, run once as `<out>/reference`, so that a stronger L1 penalty cannot 
 bar by weakening its own dense model. Test accuracy decides nothing: it is read for the
 chosen artifacts at the end only.
 
-Every trial is a run folder `<out>/trial-NNNN/` sharing the stage cache `<out>/cache`
+The first trial is the pipeline's own settings when they lie in every space (a known point,
+already made by the reference run). Every trial is a run folder `<out>/trial-NNNN/` sharing the stage cache `<out>/cache`
 (compress.cache) with the others, so trials with the same training settings train once.
 The Optuna study lives in `<out>/study.journal`: a rerun of the same command after Ctrl-C
 continues it (finished trials are kept, interrupted ones are run again). A trial that
@@ -265,9 +266,10 @@ def make_runner(jobs: int, ray_address: str | None, threads: int):
 
 
 def open_study(out: Path, objective: str, spaces: dict[str, Space], max_drop: float | None, trials: int,
-               seed: int):
+               seed: int, start: dict[str, Any] | None = None):
     """Create or reopen the study in `<out>/study.journal`; a study made with other spaces,
-    objective or budget is an error (it would mix two searches)."""
+    objective or budget is an error (it would mix two searches). A new study's first trial
+    is `start` (the pipeline's own settings) when given."""
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
@@ -300,7 +302,31 @@ def open_study(out: Path, objective: str, spaces: dict[str, Space], max_drop: fl
                                 load_if_exists=True)
     if not existing:
         study.set_user_attr("settings", settings)
+        if start:
+            study.enqueue_trial({k: json.dumps(v) if spaces[k].kind == "choice" else v for k, v in start.items()},
+                                user_attrs={"from_file": True})
     return study
+
+
+def file_settings(config: PipelineConfig, spaces: dict[str, Space]) -> dict[str, Any] | None:
+    """The pipeline file's own value of every searched key, when each lies in its space
+    (else None): the search starts from it, a known point that costs nothing, since the
+    reference run has already made every one of its stages."""
+    data = config.model_dump(by_alias=True)
+    values = {}
+    for key, space in spaces.items():
+        node: Any = data
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return None
+            node = node[part]
+        inside = (node in space.choices if space.kind == "choice"
+                  else isinstance(node, (int, float)) and not isinstance(node, bool)
+                  and space.low <= node <= space.high and (space.kind != "int" or float(node).is_integer()))
+        if not inside:
+            return None
+        values[key] = node
+    return values
 
 
 def _settings_text(settings: dict | None) -> str:
@@ -383,7 +409,7 @@ def run_search(
 
         torch.set_num_threads(threads)
 
-    study = open_study(out, objective, spaces, max_drop, trials, seed)
+    study = open_study(out, objective, spaces, max_drop, trials, seed, start=file_settings(config, spaces))
     retried = recover_interrupted(study)
     if retried:
         log.info("search: resuming; %d interrupted trial(s) will run again", retried)
@@ -504,6 +530,7 @@ def trial_records(study) -> list[dict]:
             "stages_total": attrs.get("stages_total", 0),
             "error": attrs.get("error"),
             "retry_of": attrs.get("retry_of"),
+            "from_file": attrs.get("from_file", False),
             "seconds": round(t.duration.total_seconds(), 1) if t.duration else None,
         })
     return records
@@ -549,8 +576,10 @@ def summarize(study, name: str, pipeline: str, spaces: dict[str, Space], objecti
     train_runs = sum(1 for r in finished if "train" not in r["stages_reused"])
     ref_report = reference["report"]
     ref_best = trial_score(artifact_rows(ref_report, reference_val, REFERENCE), max_drop)
+    # the answer's test accuracy: the chosen artifact (size), or the front (pareto)
     reported = [chosen] if chosen else []
-    reported += [p["label"] for p in front if p["label"] not in reported]
+    if objective == "pareto":
+        reported += [p["label"] for p in front if p["label"] not in reported]
     return {
         "pipeline": name,
         "pipeline_file": pipeline,
@@ -627,6 +656,8 @@ def trial_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
     for r in summary["trials"]:
         b = r["best"]
         state = r["state"] + (f" ({r['error']})" if r["error"] and r["state"] == "fail" else "")
+        if r["from_file"]:
+            state += ", the pipeline's own settings"
         if r["retry_of"] is not None:
             state += f", reruns trial {r['retry_of']}"
         rows.append([str(r["number"]), *(_value_text(r["overrides"][k]) if k in r["overrides"] else "-" for k in keys),
@@ -681,7 +712,8 @@ def format_markdown(summary: dict) -> str:
             "reused: stages taken from the stage cache.", ""]
     out += _markdown_table(*trial_rows(summary))
     out += ["", "![optimization history](search-history.png)", "", "## Test accuracy", "",
-            "Read after the search, for the chosen artifact and the front; it chose nothing.", ""]
+            "Read after the search, for the chosen artifact (and the front, for --objective pareto); "
+            "it chose nothing.", ""]
     out += [f"- {line}" for line in test_lines(summary)]
     return "\n".join(out) + "\n"
 

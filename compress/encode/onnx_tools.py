@@ -43,6 +43,15 @@ def get_metadata(model: onnx.ModelProto) -> dict[str, str]:
 
 
 def artifact_metadata(preprocessing: dict, labels: list[str], model_name: str, variant: str) -> dict[str, str]:
+    """The metadata_props of every artifact (JSON strings), the file's whole contract:
+
+    - `preprocessing`: for images {"scale", "mean": [per channel], "std": [per channel],
+      "size": [h, w], "channels", "layout": "NCHW"}: resize to size, then
+      input = (pixel * scale - mean[c]) / std[c]; for tables {"features": [names in input
+      order], "mean": [...], "std": [...]}: input = (x - mean[f]) / std[f];
+    - `labels`: class names, index = output position;
+    - `model`, `variant`, `producer`.
+    """
     from compress import __version__
 
     return {

@@ -17,7 +17,7 @@ from compress.training import final_accuracies, fit
 def build_initial_model(ctx: StageContext):
     """The model as the pipeline describes it (checked against the data before the run)."""
     cfg = ctx.config
-    spec = model_spec(cfg.model, cfg.base_dir, ctx.data.num_classes)
+    spec = model_spec(cfg.model, cfg.base_dir, ctx.data.num_classes, ctx.data.input_shape)
     torch.manual_seed(cfg.data.seed)  # weight initialisation is part of the seeded run
     model = build_from_spec(spec)
     if cfg.model.weights is not None:
