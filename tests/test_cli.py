@@ -83,7 +83,7 @@ def raw_test_split(mnist_arrays) -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.slow
 def test_run_exits_zero_and_prints_the_table(finished_run):
     out = finished_run["result"].stdout.splitlines()
-    assert out[0] == "tiny (simplenet) on mnist, 200 validation and 500 test samples"
+    assert out[0] == "tiny (simplenet) on mnist, 199 validation and 500 test samples"
     assert out[1].split()[0] == "artifact" and "sparsity" in out[1]
     rows = [line.split() for line in out[3:3 + len(ARTIFACTS)]]
     assert [r[0] for r in rows] == ARTIFACTS
@@ -125,7 +125,9 @@ def test_report_json_has_every_documented_key(report):
     assert report["pipeline"] == "tiny"
     assert isinstance(report["config_hash"], str) and report["config_hash"]
     assert report["dataset"]["name"] == "mnist"
-    assert report["dataset"]["test_samples"] == 500 and report["dataset"]["train_samples"] == 2000
+    assert report["dataset"]["test_samples"] == 500
+    assert report["dataset"]["train_samples"] + report["dataset"]["val_samples"] == 2000
+    assert report["dataset"]["val_samples"] == 199  # a stratified tenth of the 2,000 training images
     assert report["device"] == "cpu"
     assert report["versions"]["torch"] == torch.__version__
     assert report["versions"]["onnx"] == onnx.__version__
