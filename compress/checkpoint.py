@@ -98,8 +98,17 @@ def load_checkpoint(path: Path) -> tuple[nn.Module, dict[str, torch.Tensor], dic
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CompressError(f"{path} is not a compress checkpoint")
     model = build_from_spec(state["model"])
-    model.load_state_dict(state["state_dict"])
+    try:
+        model.load_state_dict(state["state_dict"])
+    except RuntimeError as exc:
+        raise CompressError(f"checkpoint {path} does not fit its model: {_load_problems(exc)}") from None
     return model, state["masks"], state["model"]
+
+
+def _load_problems(exc: RuntimeError) -> str:
+    """torch's "Error(s) in loading state_dict for Net:" then one tab-indented line per problem."""
+    problems = "; ".join(line.strip() for line in str(exc).splitlines()[1:] if line.strip())
+    return problems[:300] + " ..." if len(problems) > 300 else problems
 
 
 def load_user_weights(model: nn.Module, path: Path) -> None:
@@ -112,8 +121,4 @@ def load_user_weights(model: nn.Module, path: Path) -> None:
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        # "Error(s) in loading state_dict for Net:" then one tab-indented line per problem
-        problems = "; ".join(line.strip() for line in str(exc).splitlines()[1:] if line.strip())
-        if len(problems) > 300:
-            problems = problems[:300] + " ..."
-        raise CompressError(f"weights file {path} does not fit the model: {problems}") from None
+        raise CompressError(f"weights file {path} does not fit the model: {_load_problems(exc)}") from None

@@ -167,6 +167,7 @@ def test_gemm_to_matmul_keeps_the_arithmetic():
     np.testing.assert_allclose(sess.run(None, {"x": x})[0], x @ w.T + b, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n in list_models() if n != "simplenet"])
 def test_every_registered_model_exports_and_matches_pytorch(name, tmp_path, tiny_data):
     torch.manual_seed(0)

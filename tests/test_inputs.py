@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from compress.encode.inputs import UsedInputs, input_usage, plot_usage, take_used
+from compress.encode.inputs import UsedInputs, input_usage, plot_usage, reduced_model, take_used
 from compress.encode.onnx_tools import get_metadata
 from compress.registry import build_model
 from compress.stages.export import export_onnx
@@ -75,9 +75,11 @@ def test_no_verdict_when_something_else_reads_the_input_first():
 def test_the_reduced_file_gives_the_same_logits_on_the_used_inputs(tmp_path, shape, make):
     model = make().eval()
     usage = input_usage(model, shape)
-    reduced = UsedInputs(model, usage)
+    reduced, reduced_shape = reduced_model(model, usage)
+    # A Linear on the flattened input is cut to the used columns; a Conv keeps its weights.
+    assert isinstance(reduced, UsedInputs) == (usage.axis == "channels")
     path = tmp_path / "reduced.onnx"
-    export_onnx(reduced, reduced.reduced_shape, path, 18, {"inputs": json.dumps(usage.metadata())})
+    export_onnx(reduced, reduced_shape, path, 18, {"inputs": json.dumps(usage.metadata())})
     x = torch.randn(5, *shape)
     with torch.no_grad():
         expected = model(x).numpy()
@@ -135,3 +137,22 @@ def test_a_pipeline_reports_its_used_pixels_and_verifies_the_reduced_file(pipeli
     model = onnx.load(str(out / "pruned-inputs.onnx"))
     meta = json.loads(get_metadata(model)["inputs"])
     assert len(meta["indices"]) == model.graph.input[0].type.tensor_type.shape.dim[1].dim_value
+
+
+def test_a_model_that_needs_its_full_input_shape_gets_the_zero_filled_reduced_model():
+    class FixedView(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(6, 2)
+
+        def forward(self, x):
+            return self.fc(x.view(-1, 6))
+
+    model = FixedView()
+    with torch.no_grad():
+        model.fc.weight[:, 0] = 0
+    usage = input_usage(model, (6,))
+    reduced, shape = reduced_model(model, usage)
+    assert isinstance(reduced, UsedInputs) and shape == (5,)
+    x = torch.randn(4, 6)
+    torch.testing.assert_close(reduced(x[:, 1:]), model(x))

@@ -1,7 +1,10 @@
 """Pruning on convolutional networks: every Linear and Conv (grouped and depthwise
-included) is pruned, the zeros survive fine-tuning and export."""
+included) is pruned, the zeros survive fine-tuning and export; with BatchNorm, magnitude
+ranks the folded weights, statistics are measured again, and a gutted layer is reported."""
 
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import onnx
@@ -11,8 +14,16 @@ import torch.nn as nn
 from onnx import numpy_helper
 
 from compress.config import PruneConfig
-from compress.pruning import apply_masks, make_permanent, prunable_layers, prune_oneshot
+from compress.pruning import (
+    apply_masks,
+    make_permanent,
+    prunable_layers,
+    prune_oneshot,
+    sparsity_summary,
+)
+from compress.pruning.batchnorm import batchnorm_scales, recalibrate_batchnorm
 from compress.stages.export import export_onnx
+from compress.stages.prune import nearly_empty_layers
 
 
 class SmallCNN(nn.Module):
@@ -88,3 +99,72 @@ def test_pruned_grouped_and_depthwise_zeros_survive_finetuning_and_export(tmp_pa
         zeros = int((~masks[name]).sum())
         assert any(a.size == masks[name].numel() and int((a == 0).sum()) >= zeros for a in stored.values()), name
     assert np.isfinite(next(iter(stored.values()))).all()
+
+
+# --- BatchNorm: ranking that survives rescaling, statistics measured again, warnings
+
+BN_FOLLOWED = ["stem", "grouped", "depthwise", "pointwise"]  # mix and fc have no BatchNorm after them
+
+
+def calibrated(model: SmallCNN, x: torch.Tensor) -> SmallCNN:
+    recalibrate_batchnorm(model, [x[:32], x[32:]])
+    return model.eval()
+
+
+def test_the_batchnorm_after_each_layer_is_found_by_running_the_model():
+    model = cnn()
+    scales = batchnorm_scales(model, torch.randn(4, 1, 12, 12))
+    assert list(scales) == BN_FOLLOWED
+    bn = model.bn1
+    torch.testing.assert_close(scales["grouped"], bn.weight.abs().detach() / (bn.running_var + bn.eps).sqrt())
+
+
+def test_global_magnitude_ranks_batchnorm_layers_independently_of_their_weight_scale():
+    x = torch.randn(64, 1, 12, 12, generator=torch.Generator().manual_seed(0))
+    config = PruneConfig(method="magnitude", amount=0.6, scope="global")
+    model = calibrated(cnn(), x)
+    reference = prune_oneshot(copy.deepcopy(model), config, sample=x[:8])
+    for factor in (0.1, 0.01):
+        shrunk = copy.deepcopy(model)
+        with torch.no_grad():  # BatchNorm divides this scale out: the network computes the same
+            shrunk.grouped.weight.mul_(factor)
+        shrunk = calibrated(shrunk, x)
+        rescaled = prune_oneshot(copy.deepcopy(shrunk), config, sample=x[:8])
+        # The same masks but for BatchNorm's eps, added to a variance factor^2 times smaller.
+        same = sum(int((rescaled[n] == reference[n]).sum()) for n in LAYERS)
+        assert same >= (0.99 if factor == 0.1 else 0.85) * sum(m.numel() for m in reference.values())
+        assert int(rescaled["grouped"].sum()) >= 0.5 * int(reference["grouped"].sum())
+        assert not nearly_empty_layers(_summary(rescaled))
+        # Ranked by raw |w| (no sample: no BatchNorm seen), the shrunk layer goes entirely.
+        raw = prune_oneshot(copy.deepcopy(shrunk), config)
+        assert int(raw["grouped"].sum()) == 0
+        assert "layer grouped keeps 0 of 288 weights" in " ".join(nearly_empty_layers(_summary(raw)))
+
+
+def _summary(masks: dict[str, torch.Tensor]) -> dict[str, dict]:
+    return {n: {"params": m.numel(), "zeros": int((~m).sum()), "sparsity": float((~m).float().mean())}
+            for n, m in masks.items()}
+
+
+def test_recalibration_measures_the_pruned_layers_statistics_again():
+    x = torch.randn(64, 1, 12, 12, generator=torch.Generator().manual_seed(1))
+    model = calibrated(cnn(), x)
+    prune_oneshot(model, PruneConfig(method="magnitude", amount=0.7, scope="global"), sample=x[:8])
+    stale = model.bn3.running_mean.clone()
+    seen = {}
+    hook = model.pointwise.register_forward_hook(lambda _m, _a, out: seen.setdefault("out", []).append(out.detach()))
+    assert recalibrate_batchnorm(model, [x[:32], x[32:]]) == 64
+    hook.remove()
+    expected = torch.cat(seen["out"]).mean((0, 2, 3))  # equal halves: the mean of the batch means
+    torch.testing.assert_close(model.bn3.running_mean, expected, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(stale, expected)
+    assert model.bn3.momentum == 0.1 and not model.training
+
+
+def test_a_layer_that_loses_nearly_all_its_weights_is_reported():
+    model = cnn()
+    prune_oneshot(model, PruneConfig(method="magnitude", amount=0.3, scope="layer",
+                                     overrides={"fc": {"amount": 0.995}}))
+    warnings = nearly_empty_layers(sparsity_summary(model)["layers"])
+    assert len(warnings) == 1
+    assert warnings[0].startswith("prune: layer fc keeps 1 of 160 weights (99.4% removed)")

@@ -3,7 +3,7 @@
     usage = input_usage(model, input_shape=(30,), feature_names=names)
     usage.summary()          # {"total": 30, "used": 9, "names": [...], "unit": "features", ...}
     usage.sentence()         # "uses 9 of 30 features: mean radius, ..."
-    small = UsedInputs(model, usage)   # takes x[:, usage.indices] instead of x
+    small, shape = reduced_model(model, usage)   # takes x[:, usage.indices] instead of x
     plot_usage(usage, "inputs.png")    # images with a Linear first layer: heatmap of the pixels
 
 An input is unused when every weight of the first layer that reads it is zero. The first
@@ -217,6 +217,40 @@ class UsedInputs(nn.Module):
         if self.axis == "channels":
             return (len(self.indices), *self.input_shape[1:])
         return (len(self.indices),)
+
+
+@torch.no_grad()
+def reduced_model(model: nn.Module, usage: InputUsage) -> tuple[nn.Module, tuple[int, ...]]:
+    """The model on its used inputs, and the shape of one reduced sample.
+
+    When a single Linear reads the flattened input, its unused columns are cut out (a
+    smaller file), provided the model then runs on [N, used] and gives the same logits
+    (a model that reshapes its input to a fixed size cannot); otherwise `UsedInputs` puts
+    the unused inputs back as zeros in front of the unchanged model."""
+    fallback = UsedInputs(model, usage)
+    modules = dict(model.named_modules())
+    first = [modules[n] for n in usage.first_layers]
+    if usage.axis != "elements" or len(first) != 1 or not isinstance(first[0], nn.Linear):
+        return fallback, fallback.reduced_shape
+    name, linear = usage.first_layers[0], first[0]
+    if linear.in_features != math.prod(usage.input_shape):
+        return fallback, fallback.reduced_shape
+    import copy
+
+    indices = torch.tensor(usage.indices, dtype=torch.int64)
+    small = copy.deepcopy(model).eval()
+    cut = nn.Linear(len(indices), linear.out_features, bias=linear.bias is not None)
+    cut.weight.copy_(linear.weight.detach()[:, indices])
+    if linear.bias is not None:
+        cut.bias.copy_(linear.bias.detach())
+    parent, _, child = name.rpartition(".")
+    setattr(small.get_submodule(parent) if parent else small, child, cut)
+    x = torch.randn(3, len(indices), generator=torch.Generator().manual_seed(0))
+    try:
+        same = torch.allclose(small(x), fallback.eval()(x), rtol=1e-4, atol=1e-5)
+    except Exception:  # the model insists on its full input shape
+        same = False
+    return (small, (len(indices),)) if same else (fallback, fallback.reduced_shape)
 
 
 def take_used(x: np.ndarray, metadata: dict) -> np.ndarray:
