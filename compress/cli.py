@@ -36,7 +36,7 @@ class CompressGroup(click.Group):
             return super().invoke(ctx)
         except CompressError as exc:
             click.echo(f"error: {' '.join(str(exc).splitlines())}", err=True)  # one line
-            sys.exit(2)
+            sys.exit(exc.exit_status)
         except KeyboardInterrupt:
             click.echo("\ninterrupted; run the same command again to resume (finished stages are kept)", err=True)
             sys.exit(130)
@@ -134,10 +134,12 @@ def report(run_dir, fmt):
 @main.command()
 def models():
     """List the models a pipeline can name in [model] name."""
-    from compress.registry import describe, list_models
+    from compress.registry import describe, list_families, list_models
 
     for name, factory in list_models().items():
-        click.echo(f"{name:12s} {describe(factory)}")
+        click.echo(f"{name:20s} {describe(factory)}")
+    for prefix, resolve in list_families().items():
+        click.echo(f"{prefix + ':<name>':20s} {describe(resolve)}")
 
 
 @main.command()
@@ -249,9 +251,9 @@ def tune(pipeline, max_drop, param, low, high, steps, sets, out_dir, data_root, 
     Bisection over one pruning setting; every point is a run folder sharing one stage
     cache, so training runs once. Writes OUT/tune.json and tune.md.
     """
-    from compress.analysis.sweep import parse_set
     from compress.analysis.tune import format_table
     from compress.analysis.tune import tune as run_tune
+    from compress.analysis.variants import parse_set
     from compress.config import load_pipeline
 
     fixed = {}
@@ -338,7 +340,7 @@ def sensitivity(pipeline, levels, out_dir, data_root, device):
     )
     from compress.checkpoint import load_checkpoint
     from compress.config import load_pipeline
-    from compress.data import load_dataset
+    from compress.data import load_data
     from compress.pipeline import run_pipeline
 
     try:
@@ -352,8 +354,7 @@ def sensitivity(pipeline, levels, out_dir, data_root, device):
     run_pipeline(config, out_dir=run_dir, data_root=data_root, device=device,
                  progress=sys.stderr.isatty(), until="train")
     model, _, _ = load_checkpoint(run_dir / "train" / "model.pt")
-    data = load_dataset(config.data.name, data_root or config.resolve(config.data.root) or "data",
-                        config.data.download, config.data.validation, config.data.seed)
+    data = load_data(config.data, config.base_dir, data_root)
     result = layer_sensitivity(model, data, sorted(level_values), config.data.eval_batch_size)
     write_sensitivity(run_dir / "sensitivity", result, f"{config.name}: pruning sensitivity per layer")
     click.echo(format_sensitivity(result))

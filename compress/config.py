@@ -18,8 +18,10 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     SerializeAsAny,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -37,10 +39,13 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
 
 
-class DataConfig(Section):
-    name: Literal["mnist", "fashion-mnist"] = "mnist"
-    # Folder holding the IDX files (flat, or torchvision's layout). None: ./data, downloaded
-    # there by torchvision if missing. Relative paths are taken from the pipeline file's folder.
+class DataCommon(Section):
+    """Keys every data source has."""
+
+    # Folder the data is read from. IDX / torchvision sets: the folder holding their files
+    # (None: ./data). imagefolder: the folder with train/ (and test/). csv: the folder the
+    # train/test paths are taken from (None: the pipeline file's folder). Relative paths
+    # are taken from the pipeline file's folder; --data-root replaces it.
     root: str | None = None
     # Missing files are downloaded into the root with torchvision; false: fail at once
     # (offline machines, tests).
@@ -51,6 +56,77 @@ class DataConfig(Section):
     # Fraction of the training split held out (seeded, stratified) as the validation split:
     # tune, sweep budgets and sensitivity decide on it; the test split is only reported.
     validation: Annotated[float, Field(gt=0.0, le=0.5)] = 0.1
+
+
+IDX_SETS = ("mnist", "fashion-mnist", "kmnist")
+TORCHVISION_SETS = ("cifar10", "cifar100", "svhn")
+
+
+class IdxDataConfig(DataCommon):
+    """MNIST-style sets read from their IDX files."""
+
+    name: Literal["mnist", "fashion-mnist", "kmnist"] = "mnist"
+
+
+class TorchvisionDataConfig(DataCommon):
+    """torchvision's RGB sets, read from their own on-disk formats."""
+
+    name: Literal["cifar10", "cifar100", "svhn"]
+
+
+class ImageFolderDataConfig(DataCommon):
+    """root/train/<class>/<image> and root/test/<class>/<image> (or test_fraction)."""
+
+    name: Literal["imagefolder"]
+    image_size: Annotated[list[PositiveInt], Field(min_length=2, max_length=2)] | None = None  # [h, w]
+    channels: Literal[1, 3] = 3
+    test_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] | None = None  # without test/: default 0.2
+
+
+class CsvDataConfig(DataCommon):
+    """A table: one row per sample, a label column and numeric feature columns."""
+
+    name: Literal["csv"]
+    train: str
+    test: str | None = None
+    test_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] | None = None  # without test: default 0.2
+    label: str
+    features: Annotated[list[str], Field(min_length=1)] | None = None  # default: every other column
+
+    @model_validator(mode="after")
+    def _one_test_source(self) -> CsvDataConfig:
+        if self.test is not None and self.test_fraction is not None:
+            raise ValueError("set either test (a file) or test_fraction, not both")
+        return self
+
+
+DATA_SOURCES: dict[str, type[DataCommon]] = {
+    **{name: IdxDataConfig for name in IDX_SETS},
+    **{name: TorchvisionDataConfig for name in TORCHVISION_SETS},
+    "imagefolder": ImageFolderDataConfig,
+    "csv": CsvDataConfig,
+}
+
+
+def _data_tag(value: Any) -> str | None:
+    if isinstance(value, dict):
+        name = value.get("name", "mnist")
+        return name if isinstance(name, str) and name in DATA_SOURCES else None
+    return getattr(value, "name", None)
+
+
+# [data] is one of the sources above, chosen by its `name` (default mnist).
+DataConfig = Annotated[
+    Annotated[IdxDataConfig, Tag("mnist")] | Annotated[IdxDataConfig, Tag("fashion-mnist")]
+    | Annotated[IdxDataConfig, Tag("kmnist")] | Annotated[TorchvisionDataConfig, Tag("cifar10")]
+    | Annotated[TorchvisionDataConfig, Tag("cifar100")] | Annotated[TorchvisionDataConfig, Tag("svhn")]
+    | Annotated[ImageFolderDataConfig, Tag("imagefolder")] | Annotated[CsvDataConfig, Tag("csv")],
+    Discriminator(
+        _data_tag,
+        custom_error_type="unknown_data_source",
+        custom_error_message=f"name: unknown data source; known: {', '.join(DATA_SOURCES)}",
+    ),
+]
 
 
 class ModelConfig(Section):
@@ -71,12 +147,35 @@ class ModelConfig(Section):
         return self
 
 
+GroupKind = Literal["neurons", "channels", "inputs"]
+
+
 class L1Config(Section):
     lambda_: float = Field(0.0, alias="lambda", ge=0.0)  # strength of the L1 term
     # penalty: adds lambda * sum|w| to the loss. proximal: after each step, soft-threshold
     # every weight by lr * lambda, which drives small weights to exact zeros.
     method: Literal["penalty", "proximal"] = "penalty"
     params: Literal["weights", "all"] = "weights"  # weights: skip biases
+    # Group L1 (group lasso): instead of each weight, each structure's L2 norm, so whole
+    # structures reach zero together. neurons: each Linear unit's incoming weights (a row);
+    # channels: each Conv output channel's kernel; inputs: each input's outgoing weights (a
+    # Linear column, a Conv input channel). One kind or a list; the output layer's units are
+    # never grouped (its outputs are the classes). Proximal: zeroed groups stay zero.
+    groups: GroupKind | list[GroupKind] | None = None
+
+    @property
+    def group_kinds(self) -> tuple[str, ...]:
+        if self.groups is None:
+            return ()
+        return (self.groups,) if isinstance(self.groups, str) else tuple(dict.fromkeys(self.groups))
+
+    @model_validator(mode="after")
+    def _groups_of_weights(self) -> L1Config:
+        if self.groups is not None and self.params == "all":
+            raise ValueError("groups are made of weights: leave params = 'weights' with groups")
+        if isinstance(self.groups, list) and not self.groups:
+            raise ValueError("groups: name at least one of neurons, channels, inputs")
+        return self
 
 
 class DistillConfig(Section):
@@ -208,14 +307,37 @@ def prune_section(data: Any) -> Any:
     return section.model_validate(data)
 
 
-QuantVariant = Literal["dynamic", "static", "static-int4"]
+QuantVariant = Literal["dynamic", "static", "static-int4", "packed-int4"]
+
+
+class PackedConfig(Section):
+    """How `packed-int4` stores and runs its weights (compress/encode/packed.py)."""
+
+    # float32 keeps the QDQ model's exact scales; float16 halves them (a few hundred bytes).
+    scales: Literal["float32", "float16"] = "float32"
+    # float: drop activation quantize/dequantize pairs, so each call is the dense float
+    # kernels (dense speed); int8: keep them, logits bit-identical to static-int4's (slower).
+    activations: Literal["float", "int8"] = "float"
+    # float: MatMul on the rebuilt float weight; matmulnbits: Linear layers run as
+    # com.microsoft.MatMulNBits (4-bit blocks of 32, accuracy_level 4: int8 activations
+    # inside the kernel), fed by the same packed codes. Needs activations = "float".
+    linear: Literal["float", "matmulnbits"] = "float"
 
 
 class QuantizeConfig(Section):
     # dynamic: int8 weights, activations quantized at run time (onnxruntime quantize_dynamic).
     # static: int8 weights and activations, QDQ, calibrated on training images.
     # static-int4: like static with 4-bit weights (QDQ, onnxruntime >= 1.20).
+    # packed-int4: static-int4's codes and scales stored as non-zero positions + codes,
+    # rebuilt into float weights when the session loads: the smallest file, at dense speed.
     variants: list[QuantVariant] = Field(default_factory=lambda: ["dynamic", "static"])
+    # Layer types the dynamic variant quantizes. onnxruntime's dynamic int8 convolution
+    # (ConvInteger) is several times slower than its float Conv at small batch, so Conv
+    # stays float unless asked for.
+    dynamic_op_types: list[Literal["MatMul", "Gemm", "Conv"]] = Field(
+        default_factory=lambda: ["MatMul", "Gemm"], min_length=1
+    )
+    packed: PackedConfig = PackedConfig()
     source: Literal["pruned", "dense"] = "pruned"  # which float model to quantize
     per_channel: bool = True  # one scale per output channel (static variants)
     calibration_samples: PositiveInt = 512  # training images used to calibrate static
@@ -224,11 +346,24 @@ class QuantizeConfig(Section):
 
 class ExportConfig(Section):
     opset: Annotated[int, Field(ge=17, le=23)] = 18
+    # Remove the pruned model's dead units and channels before export (compress.shrink):
+    # exact, so pruned.onnx is a smaller dense model that runs faster; verify still compares
+    # it with the unshrunk fine-tuned model.
+    shrink: bool = False
+    # Also export pruned-inputs.onnx, which takes only the inputs the pruned model still
+    # reads (its metadata `inputs` lists them): fewer features to measure on the device.
+    drop_unused_inputs: bool = False
 
 
 class VerifyConfig(Section):
     threads: NonNegativeInt = 1  # intra-op threads for latency at batch 1 (0: onnxruntime's choice)
-    repetitions: PositiveInt = 200  # timed runs at batch 1 (after warm-up)
+    repetitions: PositiveInt = 200  # timed runs at batch 1 per artifact (after warm-up)
+    # Latency is timed for all artifacts interleaved: `rounds` rounds, each running every
+    # artifact's repetitions / rounds calls in turn, so load on the machine hits them alike.
+    rounds: PositiveInt = 20
+    # An artifact whose p50 exceeds dense's by more than this fraction is flagged slower
+    # than dense (a margin, because two equal models differ by a few percent of noise).
+    slower_margin: float = Field(0.10, ge=0.0)
     throughput_batch: PositiveInt = 1000
     tolerance: float = Field(1e-4, gt=0.0)  # largest logit difference allowed for float exports
 
@@ -236,7 +371,7 @@ class VerifyConfig(Section):
 class PipelineConfig(Section):
     name: str = "pipeline"
     description: str = ""
-    data: DataConfig = DataConfig()
+    data: DataConfig = IdxDataConfig()
     model: ModelConfig = ModelConfig(name="simplenet")
     train: TrainConfig = TrainConfig()
     prune: SerializeAsAny[PruneConfig] = Field(default_factory=lambda: PruneConfig())
@@ -283,8 +418,12 @@ def _field_names(model: type[BaseModel]) -> list[str]:
     return [f.alias or name for name, f in model.model_fields.items() if not f.exclude]
 
 
-def _model_at(path: tuple, data: dict) -> type[BaseModel] | None:
+def _model_at(path: tuple, data: dict, data_model: type[BaseModel] | None = None) -> type[BaseModel] | None:
     model: type[BaseModel] | None = PipelineConfig
+    if path[:1] == ("data",):  # [data] is a union: its model is the source's
+        if len(path) == 1:
+            return data_model
+        return None
     for i, part in enumerate(path):
         if model is None or not isinstance(part, str):
             return None
@@ -305,24 +444,32 @@ def _model_at(path: tuple, data: dict) -> type[BaseModel] | None:
 
 
 def _other_prune_method(key: str) -> str | None:
-    """The method whose section has `key` (for a key given to the wrong method)."""
-    return next((n for n, m in _methods().items() if key in m.Config.model_fields), None)
+    """The methods whose sections have `key` (for a key given to the wrong method)."""
+    owners = [repr(n) for n, m in _methods().items() if key in m.Config.model_fields]
+    return " or ".join(owners) or None
 
 
 def _format_error(error: dict, data: dict) -> str:
     loc = tuple(error["loc"])
+    data_model = None
+    if loc[:1] == ("data",) and len(loc) > 1 and loc[1] in DATA_SOURCES:  # drop the union's tag
+        data_model, loc = DATA_SOURCES[loc[1]], (loc[0], *loc[2:])
     where = ".".join(str(p) for p in loc) or "pipeline"
+    if error["type"] == "unknown_data_source":
+        if not isinstance(error["input"], dict):
+            return f"data: Input should be a valid dictionary (got {error['input']!r})"
+        return f"data.name: unknown data source {error['input'].get('name')!r}; known: {', '.join(DATA_SOURCES)}"
     if error["type"] == "extra_forbidden":
-        parent = _model_at(loc[:-1], data)
+        parent = _model_at(loc[:-1], data, data_model)
         known = _field_names(parent) if parent else []
         close = difflib.get_close_matches(str(loc[-1]), known, n=1)
         hint = f"; did you mean {'.'.join([*map(str, loc[:-1]), close[0]])!r}?" if close else ""
         if not close and len(loc) == 2 and loc[0] == "prune" and (owner := _other_prune_method(str(loc[-1]))):
-            hint = f"; it is a setting of method = {owner!r}"
+            hint = f"; it is a setting of method = {owner}"
         kind = "section" if len(loc) == 1 else "key"
         return f"{where}: unknown {kind}{hint} (known: {', '.join(known)})"
     message = error["msg"].removeprefix("Value error, ")
-    if error["type"] not in ("value_error", "model_type") and "input" in error:
+    if error["type"] != "value_error" and "input" in error and not isinstance(error["input"], dict):
         message += f" (got {error['input']!r})"
     return f"{where}: {message}"
 

@@ -108,9 +108,10 @@ def test_an_unknown_data_set_lists_the_known_ones(tmp_path):
 
 def test_preprocessing_metadata_describes_normalize(tiny_data):
     pre = tiny_data.preprocessing
-    assert pre == {"scale": 1 / 255, "mean": DATASETS["mnist"].mean, "std": DATASETS["mnist"].std}
+    assert pre == {"scale": 1 / 255, "mean": [DATASETS["mnist"].mean], "std": [DATASETS["mnist"].std],
+                   "size": [28, 28], "channels": 1, "layout": "NCHW"}
     pixels = tiny_data.images["test"][:16]
-    expected = (pixels.float() * pre["scale"] - pre["mean"]) / pre["std"]
+    expected = (pixels.float() * pre["scale"] - pre["mean"][0]) / pre["std"][0]
     torch.testing.assert_close(tiny_data.normalize(pixels), expected, rtol=0, atol=1e-6)
 
 

@@ -36,6 +36,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from compress import tables
 from compress.analysis.sweep import (
     available_cpus,
     delta,
@@ -48,6 +49,7 @@ from compress.analysis.sweep import (
 from compress.config import PipelineConfig, load_pipeline
 from compress.errors import CompressError
 from compress.files import write_json, write_text
+from compress.results import DENSE, VAL, accuracy_points, find_artifact
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +175,7 @@ def artifact_rows(report: dict, reference_val: float, where: str) -> list[dict]:
             raise CompressError(f"{where}: artifact {a['name']} has no val_accuracy in report.json; "
                                 "search needs a compress that measures accuracy on the validation split")
         rows.append({"artifact": a["name"], "val_accuracy": a["val_accuracy"],
-                     "drop": round(100 * (reference_val - a["val_accuracy"]), 4),
+                     "drop": round(-accuracy_points(reference_val, a[VAL]), 4),
                      "deploy_bytes": a["deploy_bytes"], "sparsity": a["sparsity"], "status": a["status"]})
     return rows
 
@@ -181,7 +183,7 @@ def artifact_rows(report: dict, reference_val: float, where: str) -> list[dict]:
 def trial_score(rows: list[dict], max_drop: float | None) -> dict | None:
     """The trial's representative artifact (other than dense): the smallest within the
     budget, else (or with no budget) the smallest; None when none was verified."""
-    ok = [r for r in rows if r["artifact"] != "dense" and r["status"] == "ok"]
+    ok = [r for r in rows if r["artifact"] != DENSE and r["status"] == "ok"]
     if not ok:
         return None
     meets = [r for r in ok if max_drop is None or r["drop"] <= max_drop + 1e-9]
@@ -453,7 +455,7 @@ def run_search(
 
 
 def _dense_val(report: dict, where: str) -> float:
-    dense = next((a for a in report["artifacts"] if a["name"] == "dense"), None)
+    dense = find_artifact(report["artifacts"], DENSE)
     if dense is None or dense.get("val_accuracy") is None:
         raise CompressError(f"{where}: report.json has no dense artifact with val_accuracy; "
                             "search needs a compress that measures accuracy on the validation split")
@@ -666,16 +668,11 @@ def trial_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
 
 
 def _markdown_table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers), *("| " + " | ".join(r) + " |" for r in rows)]
+    return tables.markdown(headers, rows)
 
 
 def _text_table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-
-    def line(cells):
-        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
-
-    return [line(headers), "  ".join("-" * w for w in widths), *map(line, rows)]
+    return tables.text(headers, rows, left=lambda i, cell: True, strip=True)  # every column left-aligned
 
 
 def front_rows(summary: dict) -> tuple[list[str], list[list[str]]]:

@@ -15,10 +15,13 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from compress.errors import IntegrityError
 from compress.files import atomic_path, write_bytes
 
-# Initializers that are parameters of the model (not scales, zero points or shapes).
-_AUX_SUFFIXES = ("_scale", "_zero_point")
+# Initializers that are parameters of the model (not scales, zero points or shapes); a
+# packed weight (compress/encode/packed.py) is counted from its codes and its shape.
+_AUX_SUFFIXES = ("_scale", "_zero_point", ".scale", ".scale16", ".zp", ".steps")
+_PACKED_CODES = ".codes"
 _PARAM_TYPES = {
     onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16,
     onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.INT4, onnx.TensorProto.UINT4,
@@ -40,6 +43,15 @@ def get_metadata(model: onnx.ModelProto) -> dict[str, str]:
 
 
 def artifact_metadata(preprocessing: dict, labels: list[str], model_name: str, variant: str) -> dict[str, str]:
+    """The metadata_props of every artifact (JSON strings), the file's whole contract:
+
+    - `preprocessing`: for images {"scale", "mean": [per channel], "std": [per channel],
+      "size": [h, w], "channels", "layout": "NCHW"}: resize to size, then
+      input = (pixel * scale - mean[c]) / std[c]; for tables {"features": [names in input
+      order], "mean": [...], "std": [...]}: input = (x - mean[f]) / std[f];
+    - `labels`: class names, index = output position;
+    - `model`, `variant`, `producer`.
+    """
     from compress import __version__
 
     return {
@@ -76,13 +88,18 @@ def parameter_counts(model: onnx.ModelProto) -> tuple[int, int]:
     every variant.
     """
     params = nonzero = 0
+    inits = {init.name: init for init in model.graph.initializer}
     for init in model.graph.initializer:
         if init.data_type not in _PARAM_TYPES or init.name.endswith(_AUX_SUFFIXES):
             continue
         if len(init.dims) == 0:
             continue
         array = numpy_helper.to_array(init)
-        params += array.size
+        if init.name.endswith(_PACKED_CODES):  # the non-zero codes (and zero fillers) only
+            shape = inits[init.name.removesuffix(_PACKED_CODES) + ".shape"]
+            params += int(np.prod(numpy_helper.to_array(shape)))
+        else:
+            params += array.size
         nonzero += int(np.count_nonzero(array))
     return params, nonzero
 
@@ -114,7 +131,7 @@ def write_packages(path: Path, out_dir: Path) -> dict:
     for suffix, (key, pack, unpack) in PACKAGERS.items():
         packed = pack(data)
         if unpack(packed) != data:  # a package must unpack to the identical file
-            raise RuntimeError(f"{suffix} package of {path} does not round-trip")
+            raise IntegrityError(f"{suffix} package of {path} does not unpack to the same file")
         write_bytes(out_dir / f"{path.stem}{suffix}", packed)
         sizes[key] = len(packed)
     form = min(PACKAGERS, key=lambda suffix: sizes[PACKAGERS[suffix][0]])

@@ -5,9 +5,17 @@ tune and sweep budgets decide on) and test split (`accuracy`, only reported), in
 prepared from raw samples with the file's own `preprocessing` metadata; top-1 agreement and largest logit difference
 against the PyTorch model it came from, bytes on disk / gzip -9 / xz -9e, parameters and
 non-zero parameters counted in the file's initializers, the deployable package (the
-smaller of .onnx.gz and .onnx.xz, written to deploy/), latency at batch 1 (p50, p95, on
-`threads` intra-op threads) and throughput at a large batch. A float export whose logits
-differ from PyTorch by more than `tolerance` is marked failed.
+smaller of .onnx.gz and .onnx.xz, written to deploy/), multiply-accumulates per sample
+(`macs`), the weight bytes an onnxruntime session holds after load-time folding
+(`weight_bytes`), throughput at a large batch and latency at batch 1 (p50, p95, on
+`threads` intra-op threads). A float export whose logits differ from PyTorch by more than
+`tolerance` is marked failed.
+
+Latency is measured for all artifacts together, interleaved in rounds in one process:
+each round runs every artifact's share of timed calls in turn (in a rotating order), and
+p50/p95 are taken over all rounds. Load on the machine then falls on every artifact alike,
+so `latency_vs_dense` compares like with like; an artifact more than `slower_margin` slower
+than dense is flagged `slower_than_dense`.
 """
 
 from __future__ import annotations
@@ -23,8 +31,12 @@ import onnxruntime as ort
 import torch
 
 from compress.checkpoint import load_checkpoint
+from compress.encode.cost import count_macs, session_weight_bytes
+from compress.encode.inputs import take_used
 from compress.encode.onnx_tools import get_metadata, parameter_counts, write_packages
+from compress.results import DENSE, FLOAT_ARTIFACTS, PRUNED, Artifact
 from compress.stages.context import StageContext
+from compress.stages.export import REDUCED
 from compress.stages.quantize import variant_name
 from compress.training import predict
 
@@ -34,8 +46,10 @@ log = logging.getLogger(__name__)
 def artifact_names(ctx: StageContext) -> list[tuple[str, str]]:
     """(artifact, stage of the PyTorch model it is compared with), in report order."""
     q = ctx.config.quantize
-    source_stage = "train" if q.source == "dense" else "finetune"
-    names = [("dense", "train"), ("pruned", "finetune")]
+    source_stage = "train" if q.source == DENSE else "finetune"
+    names = [(DENSE, "train"), (PRUNED, "finetune")]
+    if ctx.config.export.drop_unused_inputs and (ctx.run_dir / f"{REDUCED}.onnx").is_file():
+        names.append((REDUCED, "finetune"))
     return names + [(variant_name(q.source, v), source_stage) for v in q.variants]
 
 
@@ -47,10 +61,31 @@ def make_session(path: Path, threads: int) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def prepare_inputs(pixels: np.ndarray, metadata: dict[str, str]) -> np.ndarray:
-    """Raw 0-255 pixels -> model input, using only the file's `preprocessing` metadata."""
+def prepare_inputs(samples: np.ndarray, metadata: dict[str, str]) -> np.ndarray:
+    """Raw samples -> model input, using only the file's `preprocessing` metadata.
+
+    Images (raw 0-255 pixels [N, C, H, W], already `size`): (pixel * scale - mean[c]) / std[c].
+    Tables (raw values [N, F], columns in `features` order): (x - mean[f]) / std[f].
+    """
     pre = json.loads(metadata["preprocessing"])
-    return ((pixels.astype(np.float32) * pre["scale"] - pre["mean"]) / pre["std"]).astype(np.float32)
+    mean = np.asarray(pre["mean"], dtype=np.float32)
+    std = np.asarray(pre["std"], dtype=np.float32)
+    if "features" in pre:
+        return ((samples.astype(np.float32) - mean) / std).astype(np.float32)
+    mean, std = mean.reshape(1, -1, 1, 1), std.reshape(1, -1, 1, 1)
+    return ((samples.astype(np.float32) * np.float32(pre["scale"]) - mean) / std).astype(np.float32)
+
+
+def model_inputs(samples: np.ndarray, metadata: dict[str, str]) -> np.ndarray:
+    """Raw samples -> what the file takes, from its metadata alone: `prepare_inputs`, and for
+    a file that takes only the used inputs (metadata `inputs`), those inputs. A table's file
+    lists only the used features' mean and std, so its columns are picked first."""
+    if "inputs" not in metadata:
+        return prepare_inputs(samples, metadata)
+    used = json.loads(metadata["inputs"])
+    if "features" in json.loads(metadata["preprocessing"]):
+        return prepare_inputs(take_used(samples, used), metadata)
+    return take_used(prepare_inputs(samples, metadata), used)
 
 
 def run_batches(session: ort.InferenceSession, x: np.ndarray, batch_size: int) -> tuple[np.ndarray, float]:
@@ -63,17 +98,53 @@ def run_batches(session: ort.InferenceSession, x: np.ndarray, batch_size: int) -
 
 
 def latency_ms(session: ort.InferenceSession, x: np.ndarray, repetitions: int) -> tuple[float, float]:
-    """p50 and p95 of single-sample inference, after a warm-up."""
-    name = session.get_inputs()[0].name
-    samples = [x[i % len(x)][None] for i in range(repetitions)]
-    for sample in samples[: min(20, repetitions)]:
-        session.run(None, {name: sample})
-    times = np.empty(repetitions)
-    for i, sample in enumerate(samples):
-        started = time.perf_counter()
-        session.run(None, {name: sample})
-        times[i] = time.perf_counter() - started
-    return float(np.percentile(times, 50) * 1e3), float(np.percentile(times, 95) * 1e3)
+    """p50 and p95 of single-sample inference of one session alone, after a warm-up."""
+    return interleaved_latency_ms([session], [x], repetitions, rounds=1)[0]
+
+
+def interleaved_latency_ms(
+    sessions: list[ort.InferenceSession], inputs: list[np.ndarray], repetitions: int, rounds: int
+) -> list[tuple[float, float]]:
+    """(p50, p95) in ms of single-sample inference for each session on its own inputs
+    (a file that takes only the used features gets those), timed in rounds.
+
+    Each round runs `repetitions / rounds` timed calls of every session in turn, starting
+    with a different session each round; percentiles are over all of a session's calls.
+    """
+    rounds = max(1, min(rounds, repetitions))
+    per_round = -(-repetitions // rounds)
+    samples = [[x[i % len(x)][None] for i in range(per_round)] for x in inputs]
+    names = [s.get_inputs()[0].name for s in sessions]
+    for session, name, own in zip(sessions, names, samples, strict=True):
+        for sample in own[: min(20, per_round)]:
+            session.run(None, {name: sample})
+    times = [[] for _ in sessions]
+    for r in range(rounds):
+        for k in range(len(sessions)):
+            i = (r + k) % len(sessions)
+            session, name = sessions[i], names[i]
+            for sample in samples[i]:
+                started = time.perf_counter()
+                session.run(None, {name: sample})
+                times[i].append(time.perf_counter() - started)
+    return [
+        (float(np.percentile(t, 50) * 1e3), float(np.percentile(t, 95) * 1e3)) for t in times
+    ]
+
+
+def add_latencies(rows: list[dict], sessions: list[ort.InferenceSession], inputs: list[np.ndarray], config) -> None:
+    """Time all sessions interleaved; set p50/p95, the ratio to dense's p50 and the slow flag.
+
+    The first row is the baseline (dense).
+    """
+    timings = interleaved_latency_ms(sessions, inputs, config.repetitions, config.rounds)
+    for row, (p50, p95) in zip(rows, timings, strict=True):
+        row["latency_ms_b1_p50"] = round(p50, 4)
+        row["latency_ms_b1_p95"] = round(p95, 4)
+    base = timings[0][0]
+    for row, (p50, _) in zip(rows, timings, strict=True):
+        row["latency_vs_dense"] = round(p50 / base, 3)
+        row["slower_than_dense"] = bool(p50 > base * (1 + config.slower_margin))
 
 
 def verify_artifact(
@@ -85,35 +156,42 @@ def verify_artifact(
     is_float: bool,
     package_dir: Path,
     val: tuple[np.ndarray, np.ndarray] | None = None,
-) -> dict:
+    session: ort.InferenceSession | None = None,
+    time_alone: bool = True,
+) -> Artifact:
     """Check and measure one .onnx file on the test samples (`pixels`, `labels`) and, when
-    given, the validation samples `val`; `reference` holds PyTorch's test logits."""
+    given, the validation samples `val`; `reference` holds PyTorch's test logits. Latency is
+    measured here only with `time_alone` (run() times all artifacts together)."""
     model = onnx.load(str(path))
     onnx.checker.check_model(model, full_check=True)
     metadata = get_metadata(model)
     params, nonzero = parameter_counts(model)
-    x = prepare_inputs(pixels, metadata)
-    session = make_session(path, config.threads)
+    x = model_inputs(pixels, metadata)
+    session = session or make_session(path, config.threads)
     logits, throughput = run_batches(session, x, config.throughput_batch)
-    p50, p95 = latency_ms(session, x, config.repetitions)
-    row = {
+    p50, p95 = latency_ms(session, x, config.repetitions) if time_alone else (None, None)
+    row: Artifact = {
         "name": path.stem,
         "path": path.name,
         **write_packages(path, package_dir),
         "params": params,
         "nonzero_params": nonzero,
         "sparsity": round(1 - nonzero / params, 6) if params else 0.0,
+        "macs": count_macs(model),
+        "weight_bytes": session_weight_bytes(path),
         "accuracy": float((logits.argmax(1) == labels).mean()),
         "val_accuracy": None,
         "agreement": None,
         "max_logit_diff": None,
-        "latency_ms_b1_p50": round(p50, 4),
-        "latency_ms_b1_p95": round(p95, 4),
+        "latency_ms_b1_p50": None if p50 is None else round(p50, 4),
+        "latency_ms_b1_p95": None if p95 is None else round(p95, 4),
+        "latency_vs_dense": None,
+        "slower_than_dense": None,
         "throughput": round(throughput, 1),
         "status": "ok",
     }
     if val is not None:
-        val_logits, _ = run_batches(session, prepare_inputs(val[0], metadata), config.throughput_batch)
+        val_logits, _ = run_batches(session, model_inputs(val[0], metadata), config.throughput_batch)
         row["val_accuracy"] = float((val_logits.argmax(1) == val[1]).mean())
     if reference is not None:
         row["agreement"] = float((logits.argmax(1) == reference.argmax(1)).mean())
@@ -129,27 +207,37 @@ def verify_artifact(
 
 def run(ctx: StageContext) -> dict:
     data = ctx.data
+    config = ctx.config.verify
     pixels = data.images["test"].numpy()
     labels = data.labels["test"].numpy()
     val = (data.images["val"].numpy(), data.labels["val"].numpy())
     x_torch, _ = data.tensors("test")
     references: dict[str, np.ndarray] = {}
     package_dir = ctx.run_dir / "deploy"
-    rows = []
+    rows, sessions, timing_inputs = [], [], []
     with torch.inference_mode():
         for name, stage in artifact_names(ctx):
             if stage not in references:
                 model, _, _ = load_checkpoint(ctx.input(stage, "model.pt"))
                 references[stage] = predict(model, x_torch).numpy()
             path = ctx.run_dir / f"{name}.onnx"
-            is_float = name in ("dense", "pruned")
+            is_float = name in FLOAT_ARTIFACTS or name == REDUCED
+            session = make_session(path, config.threads)
             row = verify_artifact(
-                path, pixels, labels, references[stage], ctx.config.verify, is_float, package_dir, val
+                path, pixels, labels, references[stage], config, is_float, package_dir, val,
+                session=session, time_alone=False,
             )
             ctx.outputs += [ctx.run_dir / row["deploy_path"]]
             rows.append(row)
-            log.info(
-                "verified %s: validation accuracy %.4f, test accuracy %.4f, %d bytes (%d gzip), p50 %.3f ms",
-                path.name, row["val_accuracy"], row["accuracy"], row["bytes"], row["gzip_bytes"], row["latency_ms_b1_p50"],
-            )
+            sessions.append(session)
+            metadata = get_metadata(onnx.load(str(path), load_external_data=False))
+            timing_inputs.append(model_inputs(pixels[:256], metadata))
+    add_latencies(rows, sessions, timing_inputs, config)
+    for row in rows:
+        log.info(
+            "verified %s: validation accuracy %.4f, test accuracy %.4f, %d bytes (%d deploy), %s MACs, p50 %.3f ms (%.2fx dense)%s",
+            row["path"], row["val_accuracy"], row["accuracy"], row["bytes"], row["deploy_bytes"], row["macs"],
+            row["latency_ms_b1_p50"], row["latency_vs_dense"],
+            ", slower than dense" if row["slower_than_dense"] else "",
+        )
     return {"artifacts": rows}
