@@ -144,7 +144,7 @@ def test_report_json_has_exactly_the_keys_of_its_typed_definition(report):
     assert report["versions"]["onnxruntime"] == onnxruntime.__version__
     assert [a["name"] for a in report["artifacts"]] == ARTIFACTS
     for artifact in report["artifacts"]:
-        assert set(artifact) == set(keys_of(Artifact))
+        assert set(artifact) == set(keys_of(Artifact)) - {"code_entropy_bits"}  # codebook files only
         assert artifact["path"] == f"{artifact['name']}.onnx"
         assert 0.0 <= artifact["accuracy"] <= 1.0
         assert artifact["status"] == "ok"
