@@ -177,6 +177,8 @@ def check_model(config: PipelineConfig, input_shape: tuple[int, ...], num_classe
         )
     if config.prune.enabled:
         prune.check_layer_names(model, config.prune)
+    # A model torch cannot export would otherwise fail after all the training.
+    export.check_exportable(model, input_shape, config.export.opset)
 
 
 def _first_line(exc: Exception) -> str:
@@ -185,7 +187,7 @@ def _first_line(exc: Exception) -> str:
 
 def check_pipeline(config: PipelineConfig) -> None:
     """What `compress validate` checks beyond the file itself: the model, against the data
-    set's image shape and classes (no data is read)."""
+    set's image shape and classes (no data is read), and that it exports to ONNX."""
     spec = DATASETS[config.data.name]
     check_model(config, spec.input_shape, len(spec.classes), spec.name)
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from compress.analysis.sweep import delta, run_variant
-from compress.config import PipelineConfig, load_pipeline
+from compress.config import PipelineConfig, ignored_by, load_pipeline
 from compress.errors import CompressError
 from compress.files import write_json, write_text
 
@@ -116,6 +116,9 @@ def tune(
     if fixed:
         config = config.with_overrides(fixed)
     param = param or default_param(config)
+    reason = ignored_by(config, param)
+    if reason is not None:
+        raise CompressError(f"--param {param}: the pipeline ignores it ({reason}), so every point would be the same run")
     default_low, default_high = DEFAULT_RANGES.get(param, (None, None))
     low = default_low if low is None else low
     high = default_high if high is None else high

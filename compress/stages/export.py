@@ -1,9 +1,12 @@
 """Export stage: the trained (dense) and the pruned, fine-tuned model to ONNX.
 
-Outputs `dense.onnx` and `pruned.onnx` in the run folder. Each is exported with
+Outputs `export/dense.onnx` and `export/pruned.onnx` (the verify stage writes the final
+artifacts into the run folder). Each is exported with
 torch.onnx's dynamo exporter into a single self-contained file, with a dynamic batch axis,
 Gemm rewritten as MatMul + Add with [in, out] weights (compresses better), -0.0 as +0.0, and metadata_props `preprocessing` (input = (pixel * scale - mean)
 / std for raw 0-255 pixels) and `labels` (class names), so the file alone is enough to use it.
+The file declares the `[export] opset` and the lowest IR version that opset allows
+(compress.encode.compat), so the oldest onnxruntime that implements the opset loads it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import torch
 import torch.nn as nn
 
 from compress.checkpoint import load_checkpoint
+from compress.encode.compat import opsets, set_ir_version
 from compress.encode.onnx_tools import (
     artifact_metadata,
     gemm_to_matmul,
@@ -26,29 +30,73 @@ from compress.encode.onnx_tools import (
     save_model,
     set_metadata,
 )
+from compress.errors import UnexportableModelError
 from compress.stages.context import StageContext
 
 log = logging.getLogger(__name__)
 ARTIFACTS = {"dense": "train", "pruned": "finetune"}  # artifact name -> stage whose model it is
 
 
-def export_onnx(
-    model: nn.Module, input_shape: tuple[int, ...], path: Path, opset: int, metadata: dict[str, str]
-) -> None:
+@contextlib.contextmanager
+def _quiet_exporter():
+    # The exporter prints its progress on stdout, logs a warning below opset 18 that it
+    # converts its opset-18 graph down (export_onnx checks the result instead), and logs
+    # whole graphs when it fails (check_exportable says why in one line).
+    logging.disable(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def to_onnx(model: nn.Module, input_shape: tuple[int, ...], opset: int) -> onnx.ModelProto:
+    """The model as an ONNX graph with a dynamic batch axis (torch.onnx's dynamo exporter)."""
     model = model.eval().cpu()
     example = (torch.zeros(1, *input_shape),)
     batch = torch.export.Dim("batch", min=1)
-    # The exporter prints its progress on stdout.
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
+    with _quiet_exporter():
         program = torch.onnx.export(
             model, example, dynamo=True, external_data=False, opset_version=opset,
             input_names=["input"], output_names=["logits"],
             dynamic_shapes=({0: batch},), verbose=False,
         )
-    proto: onnx.ModelProto = program.model_proto
+    return program.model_proto
+
+
+def check_exportable(model: nn.Module, input_shape: tuple[int, ...], opset: int) -> None:
+    """Export `model` (untrained is fine) in memory; a model torch cannot export is a
+    UnexportableModelError now, in seconds, rather than a traceback after training."""
+    try:
+        to_onnx(model, input_shape, opset)
+    except Exception as exc:
+        text = str(exc)
+        if "data-dependent" in text.lower() or "GuardOnDataDependent" in text:
+            reason = ("its forward() branches on the values of a tensor (data-dependent control flow), "
+                      "which an ONNX graph cannot hold; use torch.where or torch.cond instead of if/while "
+                      "on tensor values")
+        else:
+            lines = [line.strip() for line in text.splitlines() if line.strip()]
+            reason = f"{type(exc).__name__}: {lines[0][:200] if lines else ''}"
+        raise UnexportableModelError(
+            f"the model cannot be exported to ONNX (tried before training, at opset {opset}): {reason}"
+        ) from None
+
+
+def export_onnx(
+    model: nn.Module, input_shape: tuple[int, ...], path: Path, opset: int, metadata: dict[str, str],
+    ir_version: int | None = None,
+) -> None:
+    proto = to_onnx(model, input_shape, opset)
+    got = opsets(proto).get("ai.onnx")
+    if got != opset:
+        log.warning("%s: the exporter could not convert the graph to opset %d; it keeps opset %s",
+                    path.name, opset, got)
     gemm_to_matmul(proto)
     positive_zero_initializers(proto)
+    set_ir_version(proto, ir_version)
     set_metadata(proto, metadata)
     save_model(proto, path)
 
@@ -58,11 +106,12 @@ def run(ctx: StageContext) -> dict:
     metrics = {}
     for artifact, stage in ARTIFACTS.items():
         model, _, spec = load_checkpoint(ctx.input(stage, "model.pt"))
-        path = ctx.output(f"{artifact}.onnx", in_run_dir=True)
+        path = ctx.output(f"{artifact}.onnx")
         metadata = artifact_metadata(
-            data.preprocessing, list(data.classes), spec.get("name") or spec["class"], artifact
+            data.preprocessing, list(data.classes), spec.get("name") or spec["class"], artifact,
+            dataset=data.name, input_shape=data.input_shape,
         )
-        export_onnx(model, data.input_shape, path, ctx.config.export.opset, metadata)
-        metrics[artifact] = {"path": path.name, "bytes": path.stat().st_size}
+        export_onnx(model, data.input_shape, path, ctx.config.export.opset, metadata, ctx.config.export.ir_version)
+        metrics[artifact] = {"path": str(path.relative_to(ctx.run_dir)), "bytes": path.stat().st_size}
         log.info("exported %s (%d bytes)", path, path.stat().st_size)
     return metrics

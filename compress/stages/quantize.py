@@ -1,5 +1,7 @@
 """Quantize stage: int8 (and int4) variants of an exported float model, with onnxruntime.
 
+Files go to the stage folder (`quantize/<name>.onnx`); verify writes the final artifacts.
+
     dynamic      -> <source>-int8-dynamic.onnx  quantize_dynamic: int8 weights, activations at run time
     static       -> <source>-int8-static.onnx   quantize_static: QDQ, int8 weights and activations
     static-int4  -> <source>-int4-static.onnx   quantize_static: QDQ, 4-bit weights, int8 activations
@@ -28,6 +30,7 @@ from onnxruntime.quantization import (
 )
 
 from compress.config import QuantizeConfig
+from compress.encode.compat import set_ir_version
 from compress.encode.onnx_tools import get_metadata, save_model, set_metadata
 from compress.stages.context import StageContext
 
@@ -76,7 +79,8 @@ def _quiet_root_logger():
 
 
 def quantize_file(
-    source: Path, target: Path, variant: str, config: QuantizeConfig, calibration: np.ndarray | None
+    source: Path, target: Path, variant: str, config: QuantizeConfig, calibration: np.ndarray | None,
+    ir_version: int | None = None,
 ) -> None:
     """Write the `variant` of the float model at `source` to `target` (metadata kept)."""
     with tempfile.TemporaryDirectory() as tmp, _quiet_root_logger():
@@ -100,12 +104,15 @@ def quantize_file(
     metadata = get_metadata(onnx.load(str(source), load_external_data=False))
     metadata["variant"] = target.stem
     set_metadata(model, metadata)
+    # The quantizer stamps its own IR version (or raises the opset, for int4): declare the
+    # lowest the result allows, as the export does.
+    set_ir_version(model, ir_version)
     save_model(model, target)
 
 
 def run(ctx: StageContext) -> dict:
     config = ctx.config.quantize
-    source = ctx.run_dir / f"{config.source}.onnx"
+    source = ctx.input("export", f"{config.source}.onnx")
     calibration = None
     if any(v.startswith("static") for v in config.variants):
         images, _ = ctx.data.tensors("train", limit=config.calibration_samples)
@@ -113,8 +120,8 @@ def run(ctx: StageContext) -> dict:
     metrics = {}
     for variant in config.variants:
         name = variant_name(config.source, variant)
-        target = ctx.output(f"{name}.onnx", in_run_dir=True)
-        quantize_file(source, target, variant, config, calibration)
-        metrics[name] = {"path": target.name, "bytes": target.stat().st_size}
+        target = ctx.output(f"{name}.onnx")
+        quantize_file(source, target, variant, config, calibration, ctx.config.export.ir_version)
+        metrics[name] = {"path": str(target.relative_to(ctx.run_dir)), "bytes": target.stat().st_size}
         log.info("quantized %s -> %s (%d bytes)", source.name, target.name, target.stat().st_size)
     return metrics

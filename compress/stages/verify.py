@@ -3,10 +3,16 @@
 Per artifact: onnx.checker, accuracy on the whole test set (inputs prepared from raw pixels
 with the file's own `preprocessing` metadata), top-1 agreement and largest logit difference
 against the PyTorch model it came from, bytes on disk / gzip -9 / xz -9e, parameters and
-non-zero parameters counted in the file's initializers, the deployable package (the
+non-zero parameters counted in the file's initializers (sparsity: the zeros among the weights,
+biases apart), the deployable package (the
 smaller of .onnx.gz and .onnx.xz, written to deploy/), latency at batch 1 (p50, p95, on
 `threads` intra-op threads) and throughput at a large batch. A float export whose logits
 differ from PyTorch by more than `tolerance` is marked failed.
+
+The export and quantize stages leave their files in their own folders; this stage writes
+each final artifact into the run folder with the verified accuracy, the oldest onnxruntime
+that loads it (compress.encode.compat) and its own checksum in its metadata, then measures
+that final file (sizes, packages, latency; its logits must equal those measured before).
 """
 
 from __future__ import annotations
@@ -22,7 +28,14 @@ import onnxruntime as ort
 import torch
 
 from compress.checkpoint import load_checkpoint
-from compress.encode.onnx_tools import get_metadata, parameter_counts, write_packages
+from compress.encode.compat import min_onnxruntime, opsets
+from compress.encode.onnx_tools import (
+    get_metadata,
+    parameter_counts,
+    save_model,
+    set_metadata,
+    write_packages,
+)
 from compress.stages.context import StageContext
 from compress.stages.quantize import variant_name
 from compress.training import predict
@@ -36,6 +49,11 @@ def artifact_names(ctx: StageContext) -> list[tuple[str, str]]:
     source_stage = "train" if q.source == "dense" else "finetune"
     names = [("dense", "train"), ("pruned", "finetune")]
     return names + [(variant_name(q.source, v), source_stage) for v in q.variants]
+
+
+def artifact_source(name: str) -> str:
+    """The stage whose folder holds the unsealed file of artifact `name`."""
+    return "export" if name in ("dense", "pruned") else "quantize"
 
 
 def make_session(path: Path, threads: int) -> ort.InferenceSession:
@@ -83,14 +101,32 @@ def verify_artifact(
     config,
     is_float: bool,
     package_dir: Path,
+    source: Path | None = None,
 ) -> dict:
-    model = onnx.load(str(path))
+    """Measure the artifact at `path`. With `source` (the unsealed file of a stage folder),
+    `path` is first written from it with the verified accuracy, the oldest onnxruntime it
+    needs and its checksum in its metadata."""
+    model = onnx.load(str(source or path))
     onnx.checker.check_model(model, full_check=True)
     metadata = get_metadata(model)
     params, nonzero = parameter_counts(model)
+    weights, nonzero_weights = parameter_counts(model, weights_only=True)
     x = prepare_inputs(pixels, metadata)
+    accuracy = None
+    if source is not None:
+        logits = run_batches(make_session(source, config.threads), x, config.throughput_batch)[0]
+        accuracy = float((logits.argmax(1) == labels).mean())
+        set_metadata(model, {
+            "accuracy": f"{accuracy:.6f}",
+            "accuracy_measured_on": f"{len(labels)} test samples, onnxruntime {ort.__version__}",
+            "min_onnxruntime": min_onnxruntime(model),
+        })
+        save_model(model, path, seal=True)
     session = make_session(path, config.threads)
-    logits, throughput = run_batches(session, x, config.throughput_batch)
+    final_logits, throughput = run_batches(session, x, config.throughput_batch)
+    if accuracy is not None and not np.array_equal(final_logits, logits):
+        raise RuntimeError(f"{path.name}: the sealed file computes other logits than {source}")
+    logits = final_logits
     p50, p95 = latency_ms(session, x, config.repetitions)
     row = {
         "name": path.stem,
@@ -98,7 +134,13 @@ def verify_artifact(
         **write_packages(path, package_dir),
         "params": params,
         "nonzero_params": nonzero,
-        "sparsity": round(1 - nonzero / params, 6) if params else 0.0,
+        "weights": weights,
+        "nonzero_weights": nonzero_weights,
+        # zeros among the weights (matrices and kernels), biases apart: as the prune log says
+        "sparsity": round(1 - nonzero_weights / weights, 6) if weights else 0.0,
+        "min_onnxruntime": min_onnxruntime(model),
+        "ir_version": model.ir_version,
+        "opset": opsets(model).get("ai.onnx"),
         "accuracy": float((logits.argmax(1) == labels).mean()),
         "agreement": None,
         "max_logit_diff": None,
@@ -132,10 +174,11 @@ def run(ctx: StageContext) -> dict:
             if stage not in references:
                 model, _, _ = load_checkpoint(ctx.input(stage, "model.pt"))
                 references[stage] = predict(model, x_torch).numpy()
-            path = ctx.run_dir / f"{name}.onnx"
+            path = ctx.output(f"{name}.onnx", in_run_dir=True)
             is_float = name in ("dense", "pruned")
             row = verify_artifact(
-                path, pixels, labels, references[stage], ctx.config.verify, is_float, package_dir
+                path, pixels, labels, references[stage], ctx.config.verify, is_float, package_dir,
+                source=ctx.input(artifact_source(name), f"{name}.onnx"),
             )
             ctx.outputs += [ctx.run_dir / row["deploy_path"]]
             rows.append(row)
