@@ -1,4 +1,4 @@
-"""Command line: `compress run|validate|report|models|compare|sweep|tune`.
+"""Command line: `compress run|validate|report|models|methods|compare|sweep|tune|sensitivity`.
 
 A thin click layer over the library: user mistakes (CompressError) print one line and exit
 with status 2; Ctrl-C exits 130 and a rerun of the same command resumes.
@@ -171,6 +171,17 @@ def models():
 
 
 @main.command()
+def methods():
+    """List the pruning methods a pipeline can name in [prune] method."""
+    from compress.pruning.registry import list_methods
+
+    for name, method in list_methods().items():
+        low, high = method.tune_range
+        kind = "structured" if method.structured else "unstructured"
+        click.echo(f"{name:12s} {kind:12s} prunes more as {method.strength} grows (tune range {low:g}..{high:g})")
+
+
+@main.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["table", "md", "csv", "json"]), default="table",
               show_default=True, help="Output format.")
@@ -249,9 +260,10 @@ def sweep(pipeline, sets, out_dir, jobs, ray_address, max_drop, data_root, devic
 @click.option("--max-drop", type=float, required=True, metavar="PTS",
               help="Accuracy budget: points below dense that the best artifact may lose.")
 @click.option("--param", metavar="KEY",
-              help="The setting searched [default: prune.amount for magnitude, prune.threshold for threshold].")
-@click.option("--low", type=float, help="Low end of the search [default: 0.5 for amount, 0.001 for threshold].")
-@click.option("--high", type=float, help="High end of the search [default: 0.99 for amount, 0.1 for threshold].")
+              help="The setting searched [default: the method's strength, e.g. prune.amount for magnitude, "
+                   "prune.threshold for threshold; see `compress methods`].")
+@click.option("--low", type=float, help="Low end of the search [default: the method's tune range].")
+@click.option("--high", type=float, help="High end of the search [default: the method's tune range].")
 @click.option("--steps", type=click.IntRange(min=0), default=5, show_default=True,
               help="Bisection steps after the two ends.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
@@ -308,7 +320,7 @@ def sensitivity(pipeline, levels, out_dir, data_root, device):
     )
     from compress.checkpoint import load_checkpoint
     from compress.config import load_pipeline
-    from compress.data import load_dataset
+    from compress.data import load_data
     from compress.pipeline import run_pipeline
 
     try:
@@ -322,7 +334,7 @@ def sensitivity(pipeline, levels, out_dir, data_root, device):
     run_pipeline(config, out_dir=run_dir, data_root=data_root, device=device,
                  progress=sys.stderr.isatty(), until="train")
     model, _, _ = load_checkpoint(run_dir / "train" / "model.pt")
-    data = load_dataset(config.data.name, data_root or config.resolve(config.data.root) or "data")
+    data = load_data(config.data, config.base_dir, data_root)
     result = layer_sensitivity(model, data, sorted(level_values), config.data.eval_batch_size)
     write_sensitivity(run_dir / "sensitivity", result, f"{config.name}: pruning sensitivity per layer")
     click.echo(format_sensitivity(result))

@@ -15,9 +15,20 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    SerializeAsAny,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
-from compress.errors import ConfigError
+from compress.errors import CompressError, ConfigError
 
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
@@ -28,10 +39,13 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
 
 
-class DataConfig(Section):
-    name: Literal["mnist", "fashion-mnist"] = "mnist"
-    # Folder holding the IDX files (flat, or torchvision's layout). None: ./data, downloaded
-    # there by torchvision if missing. Relative paths are taken from the pipeline file's folder.
+class DataCommon(Section):
+    """Keys every data source has."""
+
+    # Folder the data is read from. IDX / torchvision sets: the folder holding their files
+    # (None: ./data). imagefolder: the folder with train/ (and test/). csv: the folder the
+    # train/test paths are taken from (None: the pipeline file's folder). Relative paths
+    # are taken from the pipeline file's folder; --data-root replaces it.
     root: str | None = None
     # Missing files are downloaded into the root with torchvision; false: fail at once
     # (offline machines, tests).
@@ -39,6 +53,80 @@ class DataConfig(Section):
     batch_size: PositiveInt = 64
     eval_batch_size: PositiveInt = 1000  # evaluation only; larger is faster, same result
     seed: int = 0
+    # Fraction of the training split held out (seeded, stratified) as the validation split:
+    # tune, sweep budgets and sensitivity decide on it; the test split is only reported.
+    validation: Annotated[float, Field(gt=0.0, le=0.5)] = 0.1
+
+
+IDX_SETS = ("mnist", "fashion-mnist", "kmnist")
+TORCHVISION_SETS = ("cifar10", "cifar100", "svhn")
+
+
+class IdxDataConfig(DataCommon):
+    """MNIST-style sets read from their IDX files."""
+
+    name: Literal["mnist", "fashion-mnist", "kmnist"] = "mnist"
+
+
+class TorchvisionDataConfig(DataCommon):
+    """torchvision's RGB sets, read from their own on-disk formats."""
+
+    name: Literal["cifar10", "cifar100", "svhn"]
+
+
+class ImageFolderDataConfig(DataCommon):
+    """root/train/<class>/<image> and root/test/<class>/<image> (or test_fraction)."""
+
+    name: Literal["imagefolder"]
+    image_size: Annotated[list[PositiveInt], Field(min_length=2, max_length=2)] | None = None  # [h, w]
+    channels: Literal[1, 3] = 3
+    test_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] | None = None  # without test/: default 0.2
+
+
+class CsvDataConfig(DataCommon):
+    """A table: one row per sample, a label column and numeric feature columns."""
+
+    name: Literal["csv"]
+    train: str
+    test: str | None = None
+    test_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] | None = None  # without test: default 0.2
+    label: str
+    features: Annotated[list[str], Field(min_length=1)] | None = None  # default: every other column
+
+    @model_validator(mode="after")
+    def _one_test_source(self) -> CsvDataConfig:
+        if self.test is not None and self.test_fraction is not None:
+            raise ValueError("set either test (a file) or test_fraction, not both")
+        return self
+
+
+DATA_SOURCES: dict[str, type[DataCommon]] = {
+    **{name: IdxDataConfig for name in IDX_SETS},
+    **{name: TorchvisionDataConfig for name in TORCHVISION_SETS},
+    "imagefolder": ImageFolderDataConfig,
+    "csv": CsvDataConfig,
+}
+
+
+def _data_tag(value: Any) -> str | None:
+    if isinstance(value, dict):
+        name = value.get("name", "mnist")
+        return name if isinstance(name, str) and name in DATA_SOURCES else None
+    return getattr(value, "name", None)
+
+
+# [data] is one of the sources above, chosen by its `name` (default mnist).
+DataConfig = Annotated[
+    Annotated[IdxDataConfig, Tag("mnist")] | Annotated[IdxDataConfig, Tag("fashion-mnist")]
+    | Annotated[IdxDataConfig, Tag("kmnist")] | Annotated[TorchvisionDataConfig, Tag("cifar10")]
+    | Annotated[TorchvisionDataConfig, Tag("cifar100")] | Annotated[TorchvisionDataConfig, Tag("svhn")]
+    | Annotated[ImageFolderDataConfig, Tag("imagefolder")] | Annotated[CsvDataConfig, Tag("csv")],
+    Discriminator(
+        _data_tag,
+        custom_error_type="unknown_data_source",
+        custom_error_message=f"name: unknown data source; known: {', '.join(DATA_SOURCES)}",
+    ),
+]
 
 
 class ModelConfig(Section):
@@ -131,29 +219,69 @@ class GradualConfig(OptimConfig):
     ramp: float = Field(0.75, gt=0.0, le=1.0)
 
 
+DEFAULT_PRUNE_METHOD = "threshold"
+
+
+def pruning_method(name: str):
+    """The registered pruning method `name`. Methods live a floor above (compress.pruning)
+    and register there by name, as models do; [prune] is validated by the method's section."""
+    from compress.pruning.registry import get_method
+
+    return get_method(name)
+
+
 class PruneConfig(Section):
+    """[prune]: what every method shares. Each method (compress.pruning) adds its settings in
+    a subclass keyed by `method`; `PruneConfig(method="magnitude", amount=0.9)` builds that
+    method's section, and so does [prune] in a pipeline file."""
+
     enabled: bool = True
-    # threshold: remove weights with |w| <= threshold (the near-zero weights left by L1).
-    # magnitude: remove the `amount` fraction of smallest-magnitude weights.
-    method: Literal["threshold", "magnitude"] = "threshold"
-    threshold: float = Field(1e-3, ge=0.0)
-    amount: Fraction = 0.9
-    scope: Literal["global", "layer"] = "global"  # magnitude: rank over all layers or each
+    # A registered pruning method (`compress methods`): threshold removes weights with
+    # |w| <= threshold (the near-zero weights left by L1); magnitude removes the `amount`
+    # fraction of smallest-magnitude weights.
+    method: str = DEFAULT_PRUNE_METHOD
     layers: list[str] | None = None  # module names to prune; None: every Linear and Conv
     overrides: dict[str, LayerPrune] = Field(default_factory=dict)  # per-layer amount/threshold
     # oneshot: prune once, then [finetune]. gradual: prune while training ([prune.gradual]).
     schedule: Literal["oneshot", "gradual"] = "oneshot"
     gradual: GradualConfig = GradualConfig()
 
+    def __new__(cls, *args: Any, **data: Any) -> PruneConfig:
+        if cls is PruneConfig:  # the base stands for the union: build the named method's section
+            cls = pruning_method(data.get("method", DEFAULT_PRUNE_METHOD)).Config
+        return super().__new__(cls)
+
     @model_validator(mode="after")
     def _rules(self) -> PruneConfig:
-        if self.schedule == "gradual" and self.method != "magnitude":
-            raise ValueError("schedule = 'gradual' needs method = 'magnitude'")
-        wanted = "amount" if self.method == "magnitude" else "threshold"
+        method = pruning_method(self.method)
+        if self.schedule == "gradual" and not method.fraction:
+            gradual = [repr(n) for n, m in _methods().items() if m.fraction]
+            raise ValueError(f"schedule = 'gradual' needs method = {' or '.join(gradual)}")
         for layer, override in self.overrides.items():
-            if getattr(override, wanted) is None:
-                raise ValueError(f"overrides.{layer} needs {wanted} for method = {self.method!r}")
+            if getattr(override, method.strength, None) is None:
+                raise ValueError(f"overrides.{layer} needs {method.strength} for method = {self.method!r}")
         return self
+
+
+def _methods() -> dict:
+    from compress.pruning.registry import list_methods
+
+    return list_methods()
+
+
+def prune_section(data: Any) -> Any:
+    """[prune] as a dict -> the named method's section (pydantic reports its errors in place)."""
+    if not isinstance(data, dict):
+        return data
+    method = data.get("method", DEFAULT_PRUNE_METHOD)
+    try:
+        section = pruning_method(method).Config
+    except CompressError as exc:  # reported at prune.method, like any wrong value
+        error = PydanticCustomError("unknown_method", str(exc).replace("{", "{{").replace("}", "}}"))
+        raise ValidationError.from_exception_data(
+            "PruneConfig", [{"type": error, "loc": ("method",), "input": method}]
+        ) from None
+    return section.model_validate(data)
 
 
 QuantVariant = Literal["dynamic", "static", "static-int4"]
@@ -190,10 +318,10 @@ class VerifyConfig(Section):
 class PipelineConfig(Section):
     name: str = "pipeline"
     description: str = ""
-    data: DataConfig = DataConfig()
+    data: DataConfig = IdxDataConfig()
     model: ModelConfig = ModelConfig(name="simplenet")
     train: TrainConfig = TrainConfig()
-    prune: PruneConfig = PruneConfig()
+    prune: SerializeAsAny[PruneConfig] = Field(default_factory=lambda: PruneConfig())
     finetune: FinetuneConfig = FinetuneConfig()
     quantize: QuantizeConfig = QuantizeConfig()
     export: ExportConfig = ExportConfig()
@@ -203,6 +331,11 @@ class PipelineConfig(Section):
     sweep: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(default_factory=dict)
     # Folder of the pipeline file: relative paths in it are taken from there.
     base_dir: str = Field(".", exclude=True)
+
+    @field_validator("prune", mode="wrap")
+    @classmethod
+    def _prune_method_section(cls, value: Any, handler: Any) -> PruneConfig:
+        return prune_section(value) if isinstance(value, dict) else handler(value)
 
     def resolve(self, relative: str | None) -> Path | None:
         if relative is None:
@@ -235,10 +368,8 @@ def ignored_by(config: PipelineConfig, dotted: str) -> str | None:
     section, _, key = dotted.rpartition(".")
     if dotted.startswith("prune.") and not prune.enabled:
         return "prune.enabled is false"
-    if dotted in ("prune.amount", "prune.scope") and prune.method != "magnitude":
-        return f"prune.method is {prune.method!r}; {dotted} is read by method = 'magnitude' only"
-    if dotted == "prune.threshold" and prune.method != "threshold":
-        return f"prune.method is {prune.method!r}; {dotted} is read by method = 'threshold' only"
+    if section == "prune" and key not in type(prune).model_fields:
+        return f"prune.method is {prune.method!r}, whose settings have no {key}"
     if dotted.startswith("prune.gradual.") and prune.schedule != "gradual":
         return f"prune.schedule is {prune.schedule!r}; [prune.gradual] is read by schedule = 'gradual' only"
     base, _, sub = section.rpartition(".") if section.endswith((".l1", ".distill")) else (section, "", "")
@@ -263,9 +394,13 @@ def _field_names(model: type[BaseModel]) -> list[str]:
     return [f.alias or name for name, f in model.model_fields.items() if not f.exclude]
 
 
-def _model_at(path: tuple) -> type[BaseModel] | None:
+def _model_at(path: tuple, data: dict, data_model: type[BaseModel] | None = None) -> type[BaseModel] | None:
     model: type[BaseModel] | None = PipelineConfig
-    for part in path:
+    if path[:1] == ("data",):  # [data] is a union: its model is the source's
+        if len(path) == 1:
+            return data_model
+        return None
+    for i, part in enumerate(path):
         if model is None or not isinstance(part, str):
             return None
         field = next(
@@ -275,17 +410,37 @@ def _model_at(path: tuple) -> type[BaseModel] | None:
             return None
         annotation = field.annotation
         model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        if model is PruneConfig and i == 0:  # the union: the named method's section
+            prune = data.get(part)
+            try:
+                model = pruning_method(prune.get("method", DEFAULT_PRUNE_METHOD)).Config
+            except (AttributeError, CompressError):
+                pass
     return model
 
 
-def _format_error(error: dict) -> str:
+def _other_prune_method(key: str) -> str | None:
+    """The method whose section has `key` (for a key given to the wrong method)."""
+    return next((n for n, m in _methods().items() if key in m.Config.model_fields), None)
+
+
+def _format_error(error: dict, data: dict) -> str:
     loc = tuple(error["loc"])
+    data_model = None
+    if loc[:1] == ("data",) and len(loc) > 1 and loc[1] in DATA_SOURCES:  # drop the union's tag
+        data_model, loc = DATA_SOURCES[loc[1]], (loc[0], *loc[2:])
     where = ".".join(str(p) for p in loc) or "pipeline"
+    if error["type"] == "unknown_data_source":
+        if not isinstance(error["input"], dict):
+            return f"data: Input should be a valid dictionary (got {error['input']!r})"
+        return f"data.name: unknown data source {error['input'].get('name')!r}; known: {', '.join(DATA_SOURCES)}"
     if error["type"] == "extra_forbidden":
-        parent = _model_at(loc[:-1])
+        parent = _model_at(loc[:-1], data, data_model)
         known = _field_names(parent) if parent else []
         close = difflib.get_close_matches(str(loc[-1]), known, n=1)
         hint = f"; did you mean {'.'.join([*map(str, loc[:-1]), close[0]])!r}?" if close else ""
+        if not close and len(loc) == 2 and loc[0] == "prune" and (owner := _other_prune_method(str(loc[-1]))):
+            hint = f"; it is a setting of method = {owner!r}"
         kind = "section" if len(loc) == 1 else "key"
         return f"{where}: unknown {kind}{hint} (known: {', '.join(known)})"
     message = error["msg"].removeprefix("Value error, ")
@@ -300,7 +455,7 @@ def parse_pipeline(data: dict[str, Any], name: str, base_dir: str | Path = ".") 
     try:
         return PipelineConfig.model_validate({**data, "base_dir": str(base_dir)})
     except ValidationError as exc:
-        errors = [_format_error(e) for e in exc.errors()]
+        errors = [_format_error(e, data) for e in exc.errors()]
         raise ConfigError("; ".join(errors)) from None
 
 

@@ -32,7 +32,7 @@ from compress import __version__
 from compress.cache import StageCache
 from compress.checkpoint import build_from_spec, load_user_weights, model_spec
 from compress.config import PipelineConfig
-from compress.data import DATASETS, Dataset, load_dataset
+from compress.data import Dataset, data_root, load_data, peek_data
 from compress.errors import CompressError
 from compress.files import (
     hash_object,
@@ -109,7 +109,7 @@ def stage_keys(config: PipelineConfig, data: Dataset) -> dict[str, str]:
     inputs = {
         "version": __version__,
         "data": {"name": data.name, "files": data.fingerprint, "batch_size": config.data.batch_size,
-                 "seed": config.data.seed},
+                 "seed": config.data.seed, "validation": config.data.validation},
         "model_source": hash_object(_model_source(config)),
         "weights": sha256_file(weights) if weights else None,
     }
@@ -187,19 +187,25 @@ def _first_line(exc: Exception) -> str:
 
 def check_pipeline(config: PipelineConfig) -> None:
     """What `compress validate` checks beyond the file itself: the model, against the data
-    set's image shape and classes (no data is read), and that it exports to ONNX."""
-    spec = DATASETS[config.data.name]
-    check_model(config, spec.input_shape, len(spec.classes), spec.name)
+    set's input shape and classes, known without decoding the data (skipped when the data
+    is not there to look at), and that it exports to ONNX."""
+    shape = peek_data(config.data, config.base_dir)
+    if shape is not None:
+        check_model(config, shape[0], shape[1], config.data.name)
+
+
+_data_root = data_root  # the parameter below shadows it
 
 
 def check_inputs(config: PipelineConfig, data_root: str | None) -> Dataset:
     """Everything that can be checked before the run folder is touched: data and model."""
-    root = Path(data_root).expanduser() if data_root else config.resolve(config.data.root)
-    if root is not None and not root.is_dir():
+    explicit = data_root is not None or config.data.root is not None
+    root = _data_root(config.data, config.base_dir, data_root)
+    if explicit and root is not None and not root.is_dir():
         source = "--data-root" if data_root else "[data] root"
         what = "is not a folder" if root.exists() else "does not exist"
         raise CompressError(f"data root {root} ({source}) {what}")
-    data = load_dataset(config.data.name, root if root is not None else "data", config.data.download)
+    data = load_data(config.data, config.base_dir, data_root)
     check_model(config, data.input_shape, data.num_classes, data.name)
     return data
 
@@ -240,8 +246,8 @@ def run_pipeline(
             for path in remove_stale_temp_files(run_dir):
                 log.info("removed %s, left by an interrupted run", path)
             log.info(
-                "data: %s, %d train and %d test images from %s",
-                data.name, data.size("train"), data.size("test"), Path(next(iter(data.files))).parent,
+                "data: %s, %d train, %d validation and %d test samples from %s",
+                data.name, data.size("train"), data.size("val"), data.size("test"), Path(next(iter(data.files))).parent,
             )
             write_json(run_dir / "pipeline.json", config.model_dump(mode="json", by_alias=True))
             stages = []
@@ -331,13 +337,15 @@ def _build_report(config, run_dir, data, device, stages, keys) -> dict:
         "config_hash": hash_object(config.model_dump(mode="json", by_alias=True)),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "model": config.model.name or f"{config.model.path}:{config.model.class_name}",
-        "dataset": {"name": data.name, "train_samples": data.size("train"), "test_samples": data.size("test")},
+        "dataset": {"name": data.name, "train_samples": data.size("train"), "val_samples": data.size("val"),
+                    "test_samples": data.size("test")},
         "device": str(device),
         "versions": versions(),
         "baseline": "dense",
         "artifacts": artifacts,
         "training": {
             "dense_test_accuracy": by_name["train"]["metrics"]["test_accuracy"],
+            "dense_val_accuracy": by_name["train"]["metrics"]["val_accuracy"],
             "pruned_sparsity": by_name["prune"]["metrics"]["sparsity"],
             "accuracy_after_prune": by_name["prune"]["metrics"]["test_accuracy"],
             "accuracy_after_finetune": by_name["finetune"]["metrics"]["test_accuracy"],

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.utils.prune as tprune
 
-from compress.pruning import PRUNABLE
+from compress.pruning.masks import PRUNABLE, ensure_masked
 
 QRANGE = {8: (-127, 127), 4: (-8, 7)}
 
@@ -44,8 +43,7 @@ def attach_fake_quant(model: nn.Module, bits: int) -> list:
     handles = []
     for module in model.modules():
         if isinstance(module, PRUNABLE):
-            if not tprune.is_pruned(module):
-                tprune.identity(module, "weight")  # weight becomes a computed attribute
+            ensure_masked(module)  # weight becomes a computed attribute, recomputed before this hook
             handles.append(module.register_forward_pre_hook(hook))
     return handles
 

@@ -19,7 +19,8 @@ from compress.files import read_json, write_json, write_text
 # (key, header, format) of the columns shown in the terminal and Markdown tables.
 COLUMNS = [
     ("name", "artifact", "{}"),
-    ("accuracy", "acc %", "{:.2%}"),
+    ("val_accuracy", "val %", "{:.2%}"),
+    ("accuracy", "test %", "{:.2%}"),
     ("accuracy_delta", "Δ pts", "{:+.2f}"),
     ("bytes", "bytes", "{:,}"),
     ("gzip_bytes", "gzip", "{:,}"),
@@ -33,7 +34,7 @@ COLUMNS = [
     ("status", "status", "{}"),
 ]
 CSV_FIELDS = [
-    "name", "path", "accuracy", "accuracy_delta", "bytes", "gzip_bytes", "xz_bytes", "deploy_bytes",
+    "name", "path", "val_accuracy", "accuracy", "accuracy_delta", "bytes", "gzip_bytes", "xz_bytes", "deploy_bytes",
     "deploy_form", "deploy_path", "compression", "params", "nonzero_params", "sparsity", "agreement",
     "max_logit_diff", "latency_ms_b1_p50", "latency_ms_b1_p95", "throughput", "status",
     "weights", "nonzero_weights", "min_onnxruntime", "ir_version", "opset",
@@ -72,9 +73,15 @@ def format_table(report: dict, columns=COLUMNS) -> str:
     )
     lines = [line(headers), "  ".join("-" * w for w in widths), *map(line, rows)]
     ds = report["dataset"]
-    title = f"{report['pipeline']} ({report.get('model', '')}) on {ds['name']}, {ds['test_samples']:,} test images"
+    title = f"{report['pipeline']} ({report.get('model', '')}) on {ds['name']}, {_samples(ds)}"
     note = "ratio = dense .onnx bytes / deploy bytes (smaller of .onnx.gz and .onnx.xz)"
     return "\n".join([title, *lines, note])
+
+
+def _samples(dataset: dict) -> str:
+    val = dataset.get("val_samples")
+    held = f"{val:,} validation and " if val is not None else ""
+    return f"{held}{dataset['test_samples']:,} test samples"
 
 
 def format_markdown(report: dict, columns=COLUMNS) -> str:
@@ -82,7 +89,7 @@ def format_markdown(report: dict, columns=COLUMNS) -> str:
     out = [f"# {report['pipeline']}", ""]
     ds = report["dataset"]
     out.append(
-        f"Model `{report.get('model', '')}` on {ds['name']} ({ds['test_samples']:,} test images), "
+        f"Model `{report.get('model', '')}` on {ds['name']} ({_samples(ds)}), "
         f"measured in onnxruntime {report['versions']['onnxruntime']} on {report['device']}."
     )
     out += ["", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]

@@ -139,10 +139,18 @@ def evaluate(model: nn.Module, data: Dataset, split: str, batch_size: int, devic
     return correct / data.size(split)
 
 
-def final_accuracy(result: FitResult, model: nn.Module, data: Dataset, batch_size: int) -> float:
-    """Test accuracy after training: the last epoch's, or measured now if no epoch ran."""
-    accuracy = result.final.get("test_accuracy")
-    return accuracy if accuracy is not None else evaluate(model, data, "test", batch_size, "cpu")
+def accuracies(model: nn.Module, data: Dataset, batch_size: int, device="cpu") -> dict[str, float]:
+    """Validation accuracy (what choices are made on) and test accuracy (reported only)."""
+    return {f"{split}_accuracy": evaluate(model, data, split, batch_size, device) for split in ("val", "test")}
+
+
+def final_accuracies(result: FitResult, model: nn.Module, data: Dataset, batch_size: int) -> dict[str, float]:
+    """Validation and test accuracy after training: the last epoch's, or measured now if no
+    epoch ran."""
+    final = result.final
+    if final.get("val_accuracy") is not None and final.get("test_accuracy") is not None:
+        return {"val_accuracy": final["val_accuracy"], "test_accuracy": final["test_accuracy"]}
+    return accuracies(model, data, batch_size)
 
 
 @torch.no_grad()
@@ -245,21 +253,23 @@ def fit(
         bar.close()
         _check_finite(run, desc, epoch, steps_per_epoch, bad_step, bad_value)
         train_loss = loss_sum.item() / data.size("train")
-        test_acc = evaluate(model, data, "test", run.eval_batch_size, run.device)
+        measured = accuracies(model, data, run.eval_batch_size, run.device)
         seconds = time.perf_counter() - started
         row = {
             "epoch": epoch + 1,
             "loss": round(train_loss, 6),
             "train_accuracy": round(correct.item() / data.size("train"), 6),
-            "test_accuracy": round(test_acc, 6),
+            "val_accuracy": round(measured["val_accuracy"], 6),
+            "test_accuracy": round(measured["test_accuracy"], 6),
             "lr": scheduler.get_last_lr()[0],
             "seconds": round(seconds, 3),
         }
         result.history.append(row)
         remaining = seconds * (config.epochs - epoch - 1)
         log.info(
-            "%s epoch %d/%d  loss %.4f  train acc %.4f  test acc %.4f  %.1fs  (about %.0fs left)",
-            desc, epoch + 1, config.epochs, train_loss, row["train_accuracy"], test_acc, seconds, remaining,
+            "%s epoch %d/%d  loss %.4f  train acc %.4f  val acc %.4f  test acc %.4f  %.1fs  (about %.0fs left)",
+            desc, epoch + 1, config.epochs, train_loss, row["train_accuracy"], row["val_accuracy"],
+            row["test_accuracy"], seconds, remaining,
         )
         _save_resume(run, model, optimizer, scheduler, result, epoch + 1)
     detach(fake_quant)
@@ -311,7 +321,8 @@ def _resume(run: RunSettings, model, optimizer, scheduler, result: FitResult) ->
         scheduler.load_state_dict(state["scheduler"])
     except (RuntimeError, KeyError, ValueError) as exc:
         raise CompressError(f"epoch checkpoint {path} does not fit the model: {exc}") from None
-    torch.set_rng_state(state["rng"])
+    # map_location moved every tensor to the training device; the CPU generator needs its own copy.
+    torch.set_rng_state(state["rng"].cpu())
     result.history = list(state["history"])
     result.resumed_from_epoch = state["epoch"]
     log.info("resuming from epoch %d checkpoint %s", state["epoch"], path)

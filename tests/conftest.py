@@ -89,6 +89,8 @@ def tiny_pipeline_data(data_root: Path) -> dict[str, Any]:
 def merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     """`base` with dotted keys replaced, e.g. {"finetune.lr": 0.02}."""
     out = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    if "prune.method" in changes:  # another method: the base's settings (threshold) are not its own
+        out["prune"] = {}
     for dotted, value in changes.items():
         node = out
         *parents, last = dotted.split(".")

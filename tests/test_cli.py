@@ -28,7 +28,7 @@ ARTIFACTS = ["dense", "pruned", "pruned-int8-dynamic", "pruned-int8-static"]
 STAGES = ["train", "prune", "finetune", "export", "quantize", "verify"]
 ARTIFACT_KEYS = {
     "name", "path", "bytes", "gzip_bytes", "params", "nonzero_params", "sparsity", "accuracy",
-    "agreement", "max_logit_diff", "latency_ms_b1_p50", "latency_ms_b1_p95", "throughput",
+    "val_accuracy", "agreement", "max_logit_diff", "latency_ms_b1_p50", "latency_ms_b1_p95", "throughput",
 }
 CORE_COMMANDS = ["run", "validate", "report", "models"]
 
@@ -83,7 +83,7 @@ def raw_test_split(mnist_arrays) -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.slow
 def test_run_exits_zero_and_prints_the_table(finished_run):
     out = finished_run["result"].stdout.splitlines()
-    assert out[0] == "tiny (simplenet) on mnist, 500 test images"
+    assert out[0] == "tiny (simplenet) on mnist, 200 validation and 500 test samples"
     assert out[1].split()[0] == "artifact" and "sparsity" in out[1]
     rows = [line.split() for line in out[3:3 + len(ARTIFACTS)]]
     assert [r[0] for r in rows] == ARTIFACTS

@@ -100,8 +100,8 @@ def test_the_table_fits_80_columns_and_marks_failed_artifacts(two_runs):
 
 def test_markdown_csv_and_json(two_runs):
     md = CliRunner().invoke(main, ["compare", *map(str, two_runs), "--format", "md"]).output
-    assert md.splitlines()[0].startswith("| run | artifact | acc % | Δ pts | bytes | gzip | deploy |")
-    assert "| mnist | pruned-int8-dynamic | 97.85% | -0.15 | 105,000 | 21,300 | 21,000 | 19.4x |" in md
+    assert md.splitlines()[0].startswith("| run | artifact | val % | test % | Δ pts | bytes | gzip | deploy |")
+    assert "| mnist | pruned-int8-dynamic | - | 97.85% | -0.15 | 105,000 | 21,300 | 21,000 | 19.4x |" in md
     text = CliRunner().invoke(main, ["compare", *map(str, two_runs), "--format", "csv"]).output
     rows = list(csv.DictReader(io.StringIO(text)))
     assert len(rows) == 6 and rows[0]["run"] == "mnist" and rows[0]["baseline"] == "mnist:dense"

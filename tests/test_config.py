@@ -56,10 +56,17 @@ def test_the_tiny_test_pipeline_reads_back_as_written(tiny_pipeline, mnist_root)
         ({"train": {"l1": {"lamda": 1e-4}}}, "train.l1.lamda: unknown key; did you mean 'train.l1.lambda'?"),
         ({"prune": {"gradual": {"step": 3}}}, "prune.gradual.step: unknown key; did you mean 'prune.gradual.steps'?"),
         ({"quantize": {"varaints": ["dynamic"]}}, "quantize.varaints: unknown key; did you mean 'quantize.variants'?"),
+        ({"prune": {"method": "magnitude", "amout": 0.9}}, "prune.amout: unknown key; did you mean 'prune.amount'?"),
+        ({"prune": {"amount": 0.9}}, "prune.amount: unknown key; it is a setting of method = 'magnitude'"),
     ],
 )
 def test_unknown_keys_are_rejected_with_a_suggestion(data, expected):
     assert expected in config_error(data)
+
+
+def test_an_unknown_prune_key_lists_the_keys_of_the_named_method():
+    message = config_error({"prune": {"method": "magnitude", "bogus": 1}})
+    assert "known: enabled, method, layers, overrides, schedule, gradual, amount, scope" in message
 
 
 def test_an_unknown_key_lists_the_known_keys_of_its_section():
@@ -92,7 +99,7 @@ def test_wrong_types_name_the_key_and_the_value(data, key, got):
         ({"train": {"epochs": -1}}, "train.epochs: Input should be greater than or equal to 0"),
         ({"train": {"momentum": 1.0}}, "train.momentum: Input should be less than 1"),
         ({"train": {"l1": {"lambda": -1e-4}}}, "train.l1.lambda: Input should be greater than or equal to 0"),
-        ({"prune": {"amount": 1.0}}, "prune.amount: Input should be less than 1"),
+        ({"prune": {"method": "magnitude", "amount": 1.0}}, "prune.amount: Input should be less than 1"),
         ({"prune": {"threshold": -0.1}}, "prune.threshold: Input should be greater than or equal to 0"),
         ({"data": {"batch_size": 0}}, "data.batch_size: Input should be greater than 0"),
         ({"export": {"opset": 16}}, "export.opset: Input should be greater than or equal to 17"),
@@ -172,7 +179,7 @@ def test_overrides_return_a_validated_copy():
 def test_an_invalid_override_names_the_key():
     config = parse_pipeline({}, name="base")
     with pytest.raises(ConfigError, match="prune.amount: Input should be less than 1"):
-        config.with_overrides({"prune.amount": 2.0})
+        config.with_overrides({"prune.method": "magnitude", "prune.amount": 2.0})
 
 
 def test_relative_paths_are_taken_from_the_pipeline_folder(tmp_path):

@@ -51,11 +51,27 @@ def test_read_idx_checks_the_magic_number(tmp_path, idx_writer):
 
 
 def test_the_real_mnist_slice_has_the_expected_content(tiny_data):
-    assert tiny_data.size("train") == TRAIN_SAMPLES and tiny_data.size("test") == TEST_SAMPLES
-    # The first images of real MNIST are a 5 (train) and a 7 (test).
-    assert tiny_data.labels["train"][0].item() == 5
+    assert tiny_data.size("train") + tiny_data.size("val") == TRAIN_SAMPLES
+    assert tiny_data.size("test") == TEST_SAMPLES
+    # The first test image of real MNIST is a 7.
     assert tiny_data.labels["test"][0].item() == 7
     assert set(tiny_data.labels["train"].tolist()) == set(range(10))
+
+
+def test_the_validation_split_is_a_seeded_stratified_tenth_of_the_training_files(tiny_data, mnist_root, mnist_arrays):
+    assert tiny_data.size("val") == pytest.approx(TRAIN_SAMPLES * 0.1, abs=10)
+    all_labels = torch.from_numpy(mnist_arrays[TRAIN_LABELS].astype(np.int64))
+    counts = torch.bincount(all_labels, minlength=10).float()
+    val_counts = torch.bincount(tiny_data.labels["val"], minlength=10).float()
+    assert torch.all((val_counts - 0.1 * counts).abs() <= 1)  # every class gives its share
+    # train and val partition the training files: together they hold every training image once
+    together = torch.cat([tiny_data.images["train"], tiny_data.images["val"]]).flatten(1)
+    assert len(torch.unique(together, dim=0)) == len(torch.unique(torch.from_numpy(mnist_arrays[TRAIN_IMAGES]).flatten(1), dim=0))
+    again = load_dataset("mnist", mnist_root, download=False)
+    assert torch.equal(again.labels["val"], tiny_data.labels["val"])
+    other = load_dataset("mnist", mnist_root, download=False, seed=1)
+    assert not torch.equal(other.images["val"], tiny_data.images["val"])
+    assert load_dataset("mnist", mnist_root, download=False, validation=0.2).size("val") == pytest.approx(400, abs=10)
 
 
 @pytest.mark.parametrize(
@@ -65,7 +81,7 @@ def test_the_real_mnist_slice_has_the_expected_content(tiny_data):
 )
 def test_load_dataset_finds_the_files_in_every_supported_layout(tmp_path, mnist_arrays, idx_writer, layout, gz):
     write_split_files(tmp_path / layout if layout else tmp_path, mnist_arrays, idx_writer, gz)
-    data = load_dataset("mnist", tmp_path, download=False)
+    data = load_dataset("mnist", tmp_path, download=False, validation=0.0)
     assert data.images["train"].shape == (TRAIN_SAMPLES, 1, 28, 28)
     assert data.images["test"].shape == (TEST_SAMPLES, 1, 28, 28)
     assert data.images["train"].dtype == torch.uint8
@@ -92,9 +108,10 @@ def test_an_unknown_data_set_lists_the_known_ones(tmp_path):
 
 def test_preprocessing_metadata_describes_normalize(tiny_data):
     pre = tiny_data.preprocessing
-    assert pre == {"scale": 1 / 255, "mean": DATASETS["mnist"].mean, "std": DATASETS["mnist"].std}
+    assert pre == {"scale": 1 / 255, "mean": [DATASETS["mnist"].mean], "std": [DATASETS["mnist"].std],
+                   "size": [28, 28], "channels": 1, "layout": "NCHW"}
     pixels = tiny_data.images["test"][:16]
-    expected = (pixels.float() * pre["scale"] - pre["mean"]) / pre["std"]
+    expected = (pixels.float() * pre["scale"] - pre["mean"][0]) / pre["std"][0]
     torch.testing.assert_close(tiny_data.normalize(pixels), expected, rtol=0, atol=1e-6)
 
 
@@ -108,8 +125,9 @@ def test_tensors_normalizes_the_first_samples_of_a_split(tiny_data):
 def test_batches_cover_every_sample_once_per_epoch(tiny_data):
     indices = list(tiny_data.index_batches("train", 64, torch.Generator().manual_seed(1)))
     assert [len(i) for i in indices[:-1]] == [64] * (len(indices) - 1)
-    assert len(indices[-1]) == TRAIN_SAMPLES - 64 * (len(indices) - 1)
-    assert sorted(torch.cat(indices).tolist()) == list(range(TRAIN_SAMPLES))
+    n = tiny_data.size("train")
+    assert len(indices[-1]) == n - 64 * (len(indices) - 1)
+    assert sorted(torch.cat(indices).tolist()) == list(range(n))
 
 
 def test_batches_are_shuffled_reproducibly_by_the_generator(tiny_data):

@@ -80,7 +80,8 @@ def test_the_exported_file_is_self_contained_and_passes_the_full_checker(pruned_
 
 def test_metadata_carries_preprocessing_and_labels(pruned_export, tiny_data):
     metadata = get_metadata(onnx.load(str(pruned_export.path)))
-    assert json.loads(metadata["preprocessing"]) == {"scale": 1 / 255, "mean": 0.1307, "std": 0.3081}
+    assert json.loads(metadata["preprocessing"]) == {"scale": 1 / 255, "mean": [0.1307], "std": [0.3081],
+                                                     "size": [28, 28], "channels": 1, "layout": "NCHW"}
     assert json.loads(metadata["preprocessing"]) == tiny_data.preprocessing
     assert json.loads(metadata["labels"]) == [str(i) for i in range(10)]
     assert metadata["model"] == "simplenet" and metadata["variant"] == "pruned"
@@ -90,7 +91,9 @@ def test_metadata_carries_preprocessing_and_labels(pruned_export, tiny_data):
 def test_preprocessing_metadata_reproduces_the_training_inputs(pruned_export, tiny_data):
     pre = json.loads(get_metadata(onnx.load(str(pruned_export.path)))["preprocessing"])
     pixels = tiny_data.images["test"][:50].numpy()
-    x = ((pixels.astype(np.float32) * pre["scale"] - pre["mean"]) / pre["std"]).astype(np.float32)
+    mean = np.float32(pre["mean"]).reshape(1, -1, 1, 1)
+    std = np.float32(pre["std"]).reshape(1, -1, 1, 1)
+    x = ((pixels.astype(np.float32) * np.float32(pre["scale"]) - mean) / std).astype(np.float32)
     np.testing.assert_allclose(x, tiny_data.tensors("test", limit=50)[0].numpy(), rtol=0, atol=1e-5)
 
 

@@ -72,16 +72,21 @@ def test_settings_a_pipeline_reads_are_not_flagged(key):
 
 def test_a_sweep_over_an_ignored_setting_is_refused_before_any_work():
     config = parse_pipeline({}, name="p")
-    with pytest.raises(CompressError, match=r"sweep over prune\.amount: the pipeline ignores it \(prune\.method"):
-        plan_variants(config, {"prune.amount": [0.8, 0.9]})
+    with pytest.raises(CompressError, match=r"sweep over prune\.gradual\.epochs: the pipeline ignores it "
+                                             r"\(prune\.schedule is 'oneshot'"):
+        plan_variants(config, {"prune.gradual.epochs": [3, 5]})
+    with pytest.raises(CompressError, match=r"sweep over train\.momentum: .*train\.optimizer is 'adam'"):
+        plan_variants(config, {"train.optimizer": ["adam", "adamw"], "train.momentum": [0.5, 0.9]})
     # read by some variants: allowed
-    plan_variants(config, {"prune.method": ["threshold", "magnitude"], "prune.amount": [0.8, 0.9]})
+    plan_variants(config, {"train.optimizer": ["sgd", "adam"], "train.momentum": [0.0, 0.9]})
 
 
 def test_sweep_and_tune_over_an_ignored_setting_are_one_line(pipeline_file, tmp_path):
     pipeline = pipeline_file()
+    line = one_error(invoke("sweep", pipeline, "--set", "prune.gradual.lr=0.01,0.02", "--out", tmp_path / "sweep"))
+    assert "prune.gradual.lr" in line and "ignores it" in line
     line = one_error(invoke("sweep", pipeline, "--set", "prune.amount=0.8,0.9", "--out", tmp_path / "sweep"))
-    assert "prune.amount" in line and "ignores it" in line
+    assert "prune.amount" in line  # not a setting of the threshold method at all
     line = one_error(invoke("tune", pipeline, "--max-drop", "1", "--param", "prune.amount", "--out", tmp_path / "t"))
     assert "--param prune.amount" in line and "ignores it" in line
     assert not (tmp_path / "sweep").exists() and not (tmp_path / "t").exists()

@@ -56,16 +56,17 @@ def onnx_weights(model: onnx.ModelProto) -> dict[tuple[int, ...], np.ndarray]:
 
 @pytest.fixture(scope="module")
 def small_data() -> Dataset:
-    """200 training and 100 test images of real MNIST, in memory."""
+    """200 training, 50 validation and 100 test images of real MNIST, in memory."""
     arrays = tiny_arrays()
     spec = DATASETS["mnist"]
 
-    def split(role: str, n: int):
-        images = torch.from_numpy(arrays[f"{role}-images"][:n].copy()).unsqueeze(1)
-        return images, torch.from_numpy(arrays[f"{role}-labels"][:n].astype(np.int64))
+    def split(role: str, start: int, stop: int):
+        images = torch.from_numpy(arrays[f"{role}-images"][start:stop].copy()).unsqueeze(1)
+        return images, torch.from_numpy(arrays[f"{role}-labels"][start:stop].astype(np.int64))
 
-    (xtr, ytr), (xte, yte) = split("train", 200), split("test", 100)
-    return Dataset("mnist", {"train": xtr, "test": xte}, {"train": ytr, "test": yte}, spec.classes, spec.mean, spec.std)
+    (xtr, ytr), (xva, yva), (xte, yte) = split("train", 0, 200), split("train", 200, 250), split("test", 0, 100)
+    return Dataset("mnist", {"train": xtr, "val": xva, "test": xte}, {"train": ytr, "val": yva, "test": yte},
+                   spec.classes, spec.mean, spec.std)
 
 
 # --- pruning

@@ -24,7 +24,7 @@ def artifact(name: str, accuracy: float, size: int, gz: int, xz: int, **extra) -
     row = {
         "name": name, "path": f"{name}.onnx", "bytes": size, "gzip_bytes": gz, "xz_bytes": xz,
         "deploy_bytes": min(gz, xz), "deploy_form": form, "deploy_path": f"deploy/{name}{form}",
-        "params": 1000, "nonzero_params": 400, "sparsity": 0.6, "accuracy": accuracy,
+        "params": 1000, "nonzero_params": 400, "sparsity": 0.6, "val_accuracy": accuracy, "accuracy": accuracy,
         "agreement": 1.0, "max_logit_diff": 1e-6, "latency_ms_b1_p50": 0.0123,
         "latency_ms_b1_p95": 0.02, "throughput": 123456.7, "status": "ok",
     }
@@ -40,7 +40,7 @@ def sample_report() -> dict:
     add_comparisons(artifacts)
     return {
         "pipeline": "tiny", "config_hash": "0123456789abcdef", "model": "simplenet",
-        "dataset": {"name": "mnist", "train_samples": 2000, "test_samples": 500},
+        "dataset": {"name": "mnist", "train_samples": 1800, "val_samples": 200, "test_samples": 500},
         "device": "cpu", "versions": {"onnxruntime": "1.0", "torch": "2", "onnx": "1"},
         "artifacts": artifacts,
         "stages": [{"name": "train", "key": "k1", "seconds": 1.25, "cached": False},
@@ -63,8 +63,8 @@ def test_comparisons_are_against_the_dense_baseline():
 def test_the_table_shows_every_artifact_and_the_title():
     text = format_table(sample_report())
     lines = text.splitlines()
-    assert lines[0] == "tiny (simplenet) on mnist, 500 test images"
-    assert lines[1].split()[:3] == ["artifact", "acc", "%"]
+    assert lines[0] == "tiny (simplenet) on mnist, 200 validation and 500 test samples"
+    assert lines[1].split()[:5] == ["artifact", "val", "%", "test", "%"]
     assert [line.split()[0] for line in lines[3:6]] == ["dense", "pruned", "pruned-int8-dynamic"]
     assert "88.50%" in lines[4] and "-1.50" in lines[4] and "4.0x" in lines[4]
     assert "100,000" in lines[3]
@@ -90,7 +90,7 @@ def test_the_markdown_report_has_the_table_and_the_stages():
     text = format_markdown(sample_report())
     assert text.startswith("# tiny\n")
     assert "measured in onnxruntime 1.0 on cpu" in text
-    assert "| artifact | acc % |" in text
+    assert "| artifact | val % | test % |" in text
     assert "| pruned-int8-dynamic | 88.75% |" in text
     assert "| train | 1.2 | no |" in text and "| prune | 0.5 | yes |" in text
 

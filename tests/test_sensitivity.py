@@ -22,7 +22,7 @@ def test_each_layer_is_pruned_alone_and_restored(tiny_data):
     for key, value in model.state_dict().items():  # the model comes back unchanged
         assert torch.equal(value, before[key]), key
     assert not any(k.endswith(("_orig", "_mask")) for k in model.state_dict())
-    assert result["baseline_accuracy"] == evaluate(model, tiny_data, "test", 500, "cpu")
+    assert result["baseline_accuracy"] == evaluate(model, tiny_data, "val", 500, "cpu")
     for row in result["rows"]:
         assert row["delta_pts"] == round(100 * (row["accuracy"] - result["baseline_accuracy"]), 2)
 

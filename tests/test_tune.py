@@ -16,7 +16,9 @@ from compress.config import parse_pipeline
 
 def report(dense: float, pruned: float, quantized: float, sparsity: float, cached: bool = True) -> dict:
     def artifact(name, accuracy, deploy, status="ok"):
-        return {"name": name, "accuracy": accuracy, "deploy_bytes": deploy, "sparsity": sparsity, "status": status}
+        # test accuracy deliberately far off: every choice must be made on val_accuracy
+        return {"name": name, "val_accuracy": accuracy, "accuracy": 1 - accuracy, "deploy_bytes": deploy,
+                "sparsity": sparsity, "status": status}
 
     return {
         "artifacts": [artifact("dense", dense, 100_000), artifact("pruned", pruned, int(60_000 * (1 - sparsity)) + 500),
@@ -30,7 +32,8 @@ def test_evaluate_point_takes_the_smallest_artifact_within_budget_else_the_most_
     r = report(0.98, 0.978, 0.975, 0.9)
     within = evaluate_point(r, max_drop=0.3)
     assert within["meets"] and within["best"]["artifact"] == "pruned"
-    assert within["best"]["drop"] == pytest.approx(0.2)
+    assert within["best"]["drop"] == pytest.approx(0.2)  # on the validation split
+    assert within["best"]["accuracy"] == 0.978 and within["best"]["test_accuracy"] == pytest.approx(0.022)
     assert evaluate_point(r, max_drop=0.5)["best"]["artifact"] == "pruned-int8-dynamic"
     missed = evaluate_point(r, max_drop=0.1)
     assert not missed["meets"] and missed["best"]["artifact"] == "pruned"

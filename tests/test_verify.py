@@ -23,7 +23,7 @@ from compress.stages.verify import (
 
 ROW_KEYS = {
     "name", "path", "bytes", "gzip_bytes", "xz_bytes", "deploy_bytes", "deploy_form", "deploy_path",
-    "params", "nonzero_params", "sparsity", "accuracy", "agreement", "max_logit_diff",
+    "params", "nonzero_params", "sparsity", "accuracy", "val_accuracy", "agreement", "max_logit_diff",
     "latency_ms_b1_p50", "latency_ms_b1_p95", "throughput", "status", "min_onnxruntime", "ir_version", "opset",
     "weights", "nonzero_weights",
 }

@@ -22,7 +22,7 @@ from compress.report import format_cell, load_report
 
 # (key, header, format) of the Markdown / CSV / JSON rows: the run and the report's own
 # columns up to latency; the terminal table is compacter.
-SHARED_KEYS = ("accuracy", "accuracy_delta", "bytes", "gzip_bytes", "deploy_bytes", "compression",
+SHARED_KEYS = ("val_accuracy", "accuracy", "accuracy_delta", "bytes", "gzip_bytes", "deploy_bytes", "compression",
                "sparsity", "latency_ms_b1_p50")
 COLUMNS = [("run", "run", "{}"), ("artifact", "artifact", "{}")] + [
     column for column in REPORT_COLUMNS if column[0] in SHARED_KEYS
@@ -94,6 +94,7 @@ def comparison_rows(runs: list[dict], baseline: str | None = None, sort: str = "
             rows.append({
                 "run": r["run"],
                 "artifact": a["name"],
+                "val_accuracy": a.get("val_accuracy"),
                 "accuracy": a["accuracy"],
                 "accuracy_delta": round(100 * (a["accuracy"] - base["accuracy"]), 2),
                 "bytes": a["bytes"],

@@ -3,8 +3,9 @@
     result = layer_sensitivity(model, data, levels=[0.5, 0.8, 0.9, 0.95, 0.98])
     print(format_sensitivity(result))
 
-Each layer is pruned by magnitude with torch.nn.utils.prune while every other layer keeps
-its weights, evaluated on the test set (no fine-tuning), then restored. Layers whose
+Each layer is pruned by magnitude (the `magnitude` method's masks, per layer) while every
+other layer keeps its weights, evaluated on the validation split (no fine-tuning; choices are
+never made on the test split), then restored. Layers whose
 accuracy holds at high sparsity can be given higher per-layer targets
 (`[prune] overrides`); `compress sensitivity` runs this on a pipeline's trained model and
 writes a table and a PNG plot.
@@ -17,11 +18,11 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torch.nn.utils.prune as tprune
 
 from compress.data import Dataset
 from compress.files import atomic_path, write_json, write_text
-from compress.pruning import prunable_layers
+from compress.pruning.magnitude import Magnitude, MagnitudeConfig
+from compress.pruning.masks import prunable_layers
 from compress.training import evaluate
 
 log = logging.getLogger(__name__)
@@ -33,17 +34,18 @@ DEFAULT_LEVELS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99)
 def layer_sensitivity(model: nn.Module, data: Dataset, levels=DEFAULT_LEVELS, batch_size: int = 1000) -> dict:
     """Accuracy with each prunable layer pruned alone to each level."""
     model = model.cpu().eval()
-    baseline = evaluate(model, data, "test", batch_size, "cpu")
+    baseline = evaluate(model, data, "val", batch_size, "cpu")
     rows = []
+    magnitude = Magnitude(MagnitudeConfig(scope="layer"))
     layers = prunable_layers(model)
     for index, (name, module) in enumerate(layers.items(), 1):
         # progress: a run over a large model and many levels takes minutes
         log.info("sensitivity: layer %s (%d of %d), %d levels", name, index, len(layers), len(levels))
         original = module.weight.detach().clone()
         for level in levels:
-            tprune.l1_unstructured(module, "weight", amount=float(level))
-            accuracy = evaluate(model, data, "test", batch_size, "cpu")
-            tprune.remove(module, "weight")
+            keep = magnitude.masks({name: module}, {name: float(level)})[name]
+            module.weight.mul_(keep)  # pruned for this evaluation only: no masks needed
+            accuracy = evaluate(model, data, "val", batch_size, "cpu")
             module.weight.copy_(original)
             rows.append({
                 "layer": name,
@@ -72,7 +74,8 @@ def format_sensitivity(result: dict, markdown: bool = False) -> str:
         fmt = lambda cells: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))  # noqa: E731
         lines = [fmt(headers), fmt(["-" * w for w in widths]), *map(fmt, rows)]
     title = (
-        f"Δ pts: accuracy change in points, negative = worse (baseline {result['baseline_accuracy']:.2%}), with one layer "
+        f"Δ pts: validation accuracy change in points, negative = worse (baseline {result['baseline_accuracy']:.2%}), "
+        "with one layer "
         "pruned alone by magnitude, no fine-tuning"
     )
     return "\n".join([title, *lines])
@@ -91,7 +94,7 @@ def plot_sensitivity(result: dict, path: Path, title: str = "") -> Path:
                 label=f"{layer} ({rows[0]['params']:,} weights)")
     ax.axhline(100 * result["baseline_accuracy"], color="gray", linestyle="--", linewidth=1, label="unpruned")
     ax.set_xlabel("sparsity of the layer (%)")
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel("validation accuracy (%)")
     ax.set_title(title or "pruning sensitivity per layer")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)

@@ -295,13 +295,16 @@ def budget_sentence(budget: dict, points: list[dict]) -> str:
 def collect_points(results: list[dict], baseline: str = "dense") -> list[dict]:
     """One point per distinct artifact of the variants (identical files shared by several
     variants, such as the common dense model, count once), with its drop in points
-    against its own variant's baseline."""
+    against its own variant's baseline.
+
+    A point's `accuracy` and `drop` are on the validation split: the frontier and the budget
+    choose on them; `test_accuracy` is only reported."""
     points: dict[tuple, dict] = {}
     for result in results:
         artifacts = result["report"]["artifacts"]
         base = next((a for a in artifacts if a["name"] == baseline), artifacts[0])
         for a in artifacts:
-            identity = (a["name"], a["bytes"], a["deploy_bytes"], a["accuracy"])
+            identity = (a["name"], a["bytes"], a["deploy_bytes"], a["val_accuracy"], a["accuracy"])
             if identity in points:
                 points[identity]["variants"].append(result["name"])
                 continue
@@ -309,8 +312,9 @@ def collect_points(results: list[dict], baseline: str = "dense") -> list[dict]:
                 "artifact": a["name"],
                 "variants": [result["name"]],
                 "path": str(Path(result["run_dir"]) / a["path"]),
-                "accuracy": a["accuracy"],
-                "drop": round(100 * (base["accuracy"] - a["accuracy"]), 4),
+                "accuracy": a["val_accuracy"],
+                "test_accuracy": a["accuracy"],
+                "drop": round(100 * (base["val_accuracy"] - a["val_accuracy"]), 4),
                 "bytes": a["bytes"],
                 "deploy_bytes": a["deploy_bytes"],
                 "compression": a["compression"],
@@ -383,7 +387,7 @@ def summarize(name: str, pipeline: str, axes: dict, results: list[dict], max_dro
         "variants": [
             {"name": r["name"], "overrides": r["overrides"], "run_dir": r["run_dir"],
              "stages_cached": [s["name"] for s in r["report"]["stages"] if s["cached"]],
-             "dense_accuracy": r["report"]["training"]["dense_test_accuracy"]}
+             "dense_accuracy": r["report"]["training"]["dense_val_accuracy"]}
             for r in results
         ],
         "stages_total": len(stages),
@@ -412,9 +416,14 @@ def delta(drop: float) -> str:
     return f"{(0.0 - drop) + 0.0:+.2f}"
 
 
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2%}"
+
+
 def format_points(points: list[dict], markdown: bool = False) -> str:
-    headers = ["artifact", "acc %", "Δ pts", "deploy", "ratio", "sparsity"]
-    rows = [[p["label"], f"{p['accuracy']:.2%}", delta(p["drop"]), f"{p['deploy_bytes']:,}",
+    headers = ["artifact", "val %", "Δ pts", "test %", "deploy", "ratio", "sparsity"]
+    rows = [[p["label"], f"{p['accuracy']:.2%}", delta(p["drop"]), _percent(p.get("test_accuracy")),
+             f"{p['deploy_bytes']:,}",
              f"{p['compression']:.1f}x", f"{p['sparsity']:.1%}"] for p in points]
     if markdown:
         return "\n".join(["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
@@ -432,20 +441,22 @@ def format_markdown(summary: dict) -> str:
     out += [f"- `{k}`: {', '.join(_short(v) for v in values)}" for k, values in summary["axes"].items()]
     out += ["", reuse_sentence(summary) + ".", ""]
     out += ["## Pareto frontier", "",
-            "Smallest deploy size for each accuracy level: no other artifact is both smaller and "
-            "at least as accurate. Δ pts against dense.", ""]
+            "Smallest deploy size for each validation accuracy level: no other artifact is both smaller "
+            "and at least as accurate on the validation split. Δ pts (validation) against dense; the "
+            "test split is only reported.", ""]
     out += [format_points(frontier_rows(summary), markdown=True), ""]
     if summary["budget"] is not None:
         out += ["## Accuracy budget", "", budget_sentence(summary["budget"], summary["points"]) + ".", ""]
     out += ["![accuracy against deploy size](sweep.png)", "", "## All artifacts", ""]
     budget = summary["budget"]
-    headers = ["variant(s)", "artifact", "acc %", "Δ pts", "deploy bytes", "ratio", "sparsity", "frontier"]
+    headers = ["variant(s)", "artifact", "val %", "Δ pts", "test %", "deploy bytes", "ratio", "sparsity", "frontier"]
     headers += [f"within {budget['max_drop']:g} pts"] if budget else []
     out += ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for p in sorted(summary["points"], key=lambda p: (p["deploy_bytes"], -p["accuracy"])):
         variants = "all" if p["label"] == p["artifact"] else ", ".join(p["variants"])
         artifact = p["artifact"] + ("" if p["status"] == "ok" else f" ({p['status']})")
-        cells = [variants, artifact, f"{p['accuracy']:.2%}", delta(p["drop"]), f"{p['deploy_bytes']:,}",
+        cells = [variants, artifact, f"{p['accuracy']:.2%}", delta(p["drop"]), _percent(p.get("test_accuracy")),
+                 f"{p['deploy_bytes']:,}",
                  f"{p['compression']:.1f}x", f"{p['sparsity']:.1%}", "yes" if p["frontier"] else ""]
         if budget:
             cells.append("smallest" if p["label"] == budget["chosen"] else "yes" if p["within_budget"] else "")
@@ -465,4 +476,4 @@ def write_sweep(out: Path, summary: dict) -> None:
     if summary["budget"] and len(dense) == 1:
         line = dense[0]["accuracy"] - summary["budget"]["max_drop"] / 100
     plot_tradeoff(summary["points"], summary["frontier"], out / "sweep.png",
-                  title=f"{summary['pipeline']}: accuracy against deploy size", chosen=chosen, budget_line=line)
+                  title=f"{summary['pipeline']}: validation accuracy against deploy size", chosen=chosen, budget_line=line)

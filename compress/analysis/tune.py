@@ -3,20 +3,22 @@
     result = tune("pipelines/mnist.toml", max_drop=0.1, out_dir="runs/tune-mnist")
     result["chosen"], result["points"]
 
-Bisection over one pruning setting, assumed to remove more weights as it grows:
-`prune.amount` for magnitude pipelines, `prune.threshold` for threshold ones (any dotted
-key with `param`). The high end is tried first (if it meets the budget, it is the answer),
-then the low end (if that misses, nothing in the range meets it), then `steps` midpoints,
-geometric for thresholds, arithmetic otherwise.
+Bisection over one pruning setting, assumed to remove more weights as it grows: the
+pruning method's `strength` (compress.pruning: `prune.amount` for magnitude,
+`prune.threshold` for threshold), or any dotted key with `param`. The high end is tried
+first (if it meets the budget, it is the answer), then the low end (if that misses, nothing
+in the range meets it), then `steps` midpoints, geometric where the method says so
+(thresholds), arithmetic otherwise.
 
-Per-layer `[prune] overrides` follow the searched value: with `prune.amount = a`, a layer
-whose override was `o` (against the file's amount `a0`) keeps the fraction
-(1 - o) * (1 - a) / (1 - a0) of its weights, so every layer's density is scaled by the
-same factor and the file's own setting is one point of the search; thresholds are scaled
-in proportion, o * a / a0.
+Per-layer `[prune] overrides` follow the searched value (PruningMethod.scale_override):
+for a fraction such as `prune.amount = a`, a layer whose override was `o` (against the
+file's amount `a0`) keeps the fraction (1 - o) * (1 - a) / (1 - a0) of its weights, so every
+layer's density is scaled by the same factor and the file's own setting is one point of the
+search; other settings are scaled in proportion, o * a / a0.
 
 A point meets the budget when one of its artifacts other than `dense` is at most
-`max_drop` points below that run's `dense` artifact. Every point is one run folder
+`max_drop` points below that run's `dense` artifact on the validation split (the test split
+is only reported). Every point is one run folder
 `<out>/<param>-<value>/` sharing the stage cache `<out>/cache`, so training runs once.
 """
 
@@ -28,34 +30,30 @@ from pathlib import Path
 from typing import Any
 
 from compress.analysis.sweep import delta, run_variant
-from compress.config import PipelineConfig, ignored_by, load_pipeline
+from compress.config import PipelineConfig, ignored_by, load_pipeline, pruning_method
 from compress.errors import CompressError
 from compress.files import write_json, write_text
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RANGES = {"prune.amount": (0.5, 0.99), "prune.threshold": (1e-3, 0.1)}
-
-
 def default_param(config: PipelineConfig) -> str:
-    return "prune.amount" if config.prune.method == "magnitude" else "prune.threshold"
+    return f"prune.{pruning_method(config.prune.method).strength}"
+
+
+def _searches_strength(config: PipelineConfig, param: str) -> bool:
+    return param == default_param(config)
 
 
 def point_overrides(config: PipelineConfig, param: str, value: float) -> dict[str, Any]:
     """The settings of one point: `param`, and the per-layer overrides scaled with it."""
     overrides: dict[str, Any] = {param: value}
-    attr = param.removeprefix("prune.")
-    if param in DEFAULT_RANGES and config.prune.overrides:
-        base = getattr(config.prune, attr)
+    if _searches_strength(config, param) and config.prune.overrides:
+        method = pruning_method(config.prune.method)
+        base = getattr(config.prune, method.strength)
         layers = {}
         for layer, override in config.prune.overrides.items():
-            own = getattr(override, attr)
-            if attr == "amount":
-                density = (1 - own) * (1 - value) / (1 - base)
-                scaled = min(max(1 - density, 0.0), 0.999)
-            else:
-                scaled = own * value / base if base > 0 else own
-            layers[layer] = {**override.model_dump(exclude_none=True), attr: round(scaled, 6)}
+            scaled = method.scale_override(getattr(override, method.strength), base, value)
+            layers[layer] = {**override.model_dump(exclude_none=True), method.strength: round(scaled, 6)}
         overrides["prune.overrides"] = layers
     return overrides
 
@@ -69,15 +67,18 @@ def midpoint(low: float, high: float, geometric: bool) -> float:
 
 
 def evaluate_point(report: dict, max_drop: float, baseline: str = "dense") -> dict:
-    """The best artifact of one run: the smallest within budget, else the most accurate."""
+    """The best artifact of one run: the smallest within budget, else the most accurate.
+
+    Judged on the validation split (`val_accuracy`); `test_accuracy` is only reported."""
     artifacts = report["artifacts"]
     base = next((a for a in artifacts if a["name"] == baseline), artifacts[0])
     candidates = []
     for a in artifacts:
         if a["name"] == baseline or a["status"] != "ok":
             continue
-        drop = round(100 * (base["accuracy"] - a["accuracy"]), 4)
-        candidates.append({"artifact": a["name"], "accuracy": a["accuracy"], "drop": drop,
+        drop = round(100 * (base["val_accuracy"] - a["val_accuracy"]), 4)
+        candidates.append({"artifact": a["name"], "accuracy": a["val_accuracy"], "test_accuracy": a["accuracy"],
+                           "drop": drop,
                            "deploy_bytes": a["deploy_bytes"], "sparsity": a["sparsity"]})
     meets = [c for c in candidates if c["drop"] <= max_drop + 1e-9]
     if meets:
@@ -87,7 +88,7 @@ def evaluate_point(report: dict, max_drop: float, baseline: str = "dense") -> di
     else:
         best = None
     return {
-        "dense_accuracy": base["accuracy"],
+        "dense_accuracy": base["val_accuracy"],
         "pruned_sparsity": report["training"]["pruned_sparsity"],
         "best": best,
         "meets": bool(meets),
@@ -119,11 +120,12 @@ def tune(
     reason = ignored_by(config, param)
     if reason is not None:
         raise CompressError(f"--param {param}: the pipeline ignores it ({reason}), so every point would be the same run")
-    default_low, default_high = DEFAULT_RANGES.get(param, (None, None))
+    method = pruning_method(config.prune.method)
+    default_low, default_high = method.tune_range if _searches_strength(config, param) else (None, None)
     low = default_low if low is None else low
     high = default_high if high is None else high
     if low is None or high is None:
-        raise CompressError(f"--param {param}: give --low and --high (defaults exist for {', '.join(DEFAULT_RANGES)})")
+        raise CompressError(f"--param {param}: give --low and --high (defaults exist for {default_param(config)})")
     if not low < high:
         raise CompressError(f"--low {low:g} must be below --high {high:g}")
     if steps < 0:
@@ -134,7 +136,7 @@ def tune(
     out = Path(out_dir).resolve()
     cache = Path(cache_dir).resolve() if cache_dir else out / "cache"
     root = str(Path(data_root).expanduser().resolve()) if data_root else None
-    geometric = param.endswith("threshold")
+    geometric = method.tune_geometric and _searches_strength(config, param)
     short = param.split(".")[-1]
     points: list[dict] = []
 
@@ -209,7 +211,7 @@ def summarize(name: str, pipeline: str, param: str, bounds: tuple[float, float],
 
 
 def _rows(result: dict) -> tuple[list[str], list[list[str]]]:
-    headers = [result["param"], "sparsity", "best artifact", "acc %", "Δ pts", "deploy", "budget"]
+    headers = [result["param"], "sparsity", "best artifact", "val %", "Δ pts", "deploy", "test %", "budget"]
     rows = []
     for p in sorted(result["points"], key=lambda p: p["value"]):
         b = p["best"]
@@ -218,7 +220,8 @@ def _rows(result: dict) -> tuple[list[str], list[list[str]]]:
             mark += " (chosen)"
         rows.append([f"{p['value']:g}", f"{p['pruned_sparsity']:.2%}", b["artifact"] if b else "-",
                      f"{b['accuracy']:.2%}" if b else "-", delta(b["drop"]) if b else "-",
-                     f"{b['deploy_bytes']:,}" if b else "-", mark])
+                     f"{b['deploy_bytes']:,}" if b else "-",
+                     f"{b['test_accuracy']:.2%}" if b and b.get("test_accuracy") is not None else "-", mark])
     return headers, rows
 
 
@@ -228,7 +231,7 @@ def chosen_sentence(result: dict) -> str:
     p = next(p for p in result["points"] if p["value"] == result["chosen"])
     b = p["best"]
     text = (f"chosen: {result['param']} = {result['chosen']:g}, sparsity {p['pruned_sparsity']:.2%}, "
-            f"{b['artifact']} {b['accuracy']:.2%} ({delta(b['drop'])} pts against dense "
+            f"{b['artifact']} validation {b['accuracy']:.2%} ({delta(b['drop'])} pts against dense "
             f"{p['dense_accuracy']:.2%}), {b['deploy_bytes']:,} deploy bytes, in {p['run_dir']}")
     if result["ties"]:
         text += f"; tied on sparsity with {', '.join(f'{v:g}' for v in result['ties'])}"
@@ -246,7 +249,7 @@ def format_table(result: dict) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
 
     def line(cells):
-        return "  ".join(c.rjust(w) if 0 < i < 6 and i != 2 else c.ljust(w)
+        return "  ".join(c.rjust(w) if 0 < i < 7 and i != 2 else c.ljust(w)
                          for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
 
     fixed = ", ".join(f"{k}={v!r}" for k, v in result.get("fixed", {}).items())
@@ -263,7 +266,8 @@ def format_markdown(result: dict) -> str:
     headers, rows = _rows(result)
     out = [f"# Tune {result['pipeline']}", "",
            f"Highest `{result['param']}` in [{result['low']:g}, {result['high']:g}] whose best artifact "
-           f"(the smallest within budget) is at most {result['max_drop']:g} pts below `dense`. "
+           f"(the smallest within budget) is at most {result['max_drop']:g} pts below `dense` on the "
+           "validation split (val %; test % is only reported). "
            "Sparsity: zeros among the pruned layers' weights.", ""]
     if result.get("fixed"):
         out += ["Every point with " + ", ".join(f"`{k} = {v!r}`" for k, v in result["fixed"].items()) + ".", ""]

@@ -1,299 +1,99 @@
-"""Image classification data sets held in memory as tensors.
+"""Data sources by name, each giving a Dataset held in memory as tensors.
 
-    data = load_dataset("mnist", root="../shared/data")
-    for x, y in data.batches("train", batch_size=64, generator=g):
-        ...
+    data = load_data(config.data, base_dir="pipelines", data_root=None)
+    for x, y in data.batches("train", batch_size=64, generator=g): ...
 
-MNIST and Fashion-MNIST are read from their IDX files (gzipped or not) in a flat folder or
-torchvision's `<root>/MNIST/raw` layout. When they are not found, torchvision downloads
-them; when that fails too, the error says where to put the files. Batches are cut from
-in-memory tensors by index, several times faster than a per-sample DataLoader.
+`[data] name` picks the source, one module each:
+
+| name | module | reads |
+|---|---|---|
+| mnist, fashion-mnist, kmnist | idx | IDX files (flat, or torchvision's `<Class>/raw`) |
+| cifar10, cifar100, svhn | torchvision_sets | CIFAR's Python batches, SVHN's .mat files |
+| imagefolder | imagefolder | `root/train/<class>/<image>` (and `test/`), decoded once into a cache |
+| csv | csv_table | a CSV table with a label column |
+
+Every source holds a seeded, stratified `validation` part of its training split out as
+split "val" (compress.data.split): every choice is made on it, the test split is only
+reported. Batches are cut from in-memory tensors by index, several times faster than a
+per-sample DataLoader.
 """
 
 from __future__ import annotations
 
-import gzip
-import logging
-import struct
-import zlib
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
-import numpy as np
-import torch
-
+from compress.data import csv_table, idx, imagefolder, torchvision_sets
+from compress.data.dataset import SPLITS, Dataset, channel_stats
+from compress.data.idx import (
+    DATASETS,
+    IDX_IMAGES_MAGIC,
+    IDX_LABELS_MAGIC,
+    SPLIT_FILES,
+    DatasetSpec,
+    locate_files,
+    read_idx,
+)
 from compress.errors import DataError
-from compress.files import sha256_file
 
-log = logging.getLogger(__name__)
+__all__ = [
+    "DATASETS", "IDX_IMAGES_MAGIC", "IDX_LABELS_MAGIC", "SOURCES", "SPLITS", "SPLIT_FILES", "Dataset",
+    "DatasetSpec", "channel_stats", "data_root", "load_data", "load_dataset", "locate_files", "peek_data",
+    "read_idx",
+]
 
-IDX_IMAGES_MAGIC = 0x00000803  # unsigned byte, 3 dimensions
-IDX_LABELS_MAGIC = 0x00000801  # unsigned byte, 1 dimension
-SPLIT_FILES = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+# name -> the module that reads it
+SOURCES: dict[str, ModuleType] = {
+    **{name: idx for name in idx.DATASETS},
+    **{name: torchvision_sets for name in (*torchvision_sets.CIFAR, "svhn")},
+    "imagefolder": imagefolder,
+    "csv": csv_table,
 }
 
 
-@dataclass(frozen=True)
-class DatasetSpec:
-    """What is known about a data set before its files are read."""
-
-    name: str
-    folders: tuple[str, ...]  # sub-folders of the data root to look in
-    system_dirs: tuple[str, ...]  # folders outside the data root (distribution packages)
-    torchvision_class: str
-    classes: tuple[str, ...]
-    mean: float  # of pixel/255 over the training set
-    std: float
-    image_shape: tuple[int, int] = (28, 28)  # height, width: a file holding others is refused
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        """One sample as a model sees it (known before any file is read)."""
-        return (1, *self.image_shape)
+def load_dataset(name: str, root: str | Path, download: bool = True, validation: float = 0.1, seed: int = 0) -> Dataset:
+    """A data set known by name (IDX or torchvision's), read from under `root`."""
+    if SOURCES.get(name) is idx:
+        return idx.load(name, root, download, validation, seed)
+    if SOURCES.get(name) is torchvision_sets:
+        return torchvision_sets.load(name, root, download, validation, seed)
+    known = [n for n, module in SOURCES.items() if module in (idx, torchvision_sets)]
+    raise DataError(f"unknown data set {name!r}; known: {', '.join(known)}")
 
 
-DATASETS: dict[str, DatasetSpec] = {
-    "mnist": DatasetSpec(
-        name="mnist",
-        folders=("", "mnist", "MNIST/raw", "MNIST"),
-        system_dirs=(),
-        torchvision_class="MNIST",
-        classes=tuple(str(i) for i in range(10)),
-        mean=0.1307,
-        std=0.3081,
-    ),
-    "fashion-mnist": DatasetSpec(
-        name="fashion-mnist",
-        folders=("", "fashion-mnist", "FashionMNIST/raw", "FashionMNIST"),
-        system_dirs=("/usr/share/datasets/fashion-mnist",),
-        torchvision_class="FashionMNIST",
-        classes=(
-            "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-        ),
-        mean=0.2860,
-        std=0.3530,
-    ),
-}
+def data_root(config, base_dir: str | Path = ".", override: str | Path | None = None) -> Path | None:
+    """The folder `config` reads from: --data-root, else [data] root (relative to the
+    pipeline file's folder), else the source's default (None for imagefolder: it needs one)."""
+    if override is not None:
+        return Path(override).expanduser()
+    if config.root is not None:
+        path = Path(config.root).expanduser()
+        return path if path.is_absolute() else Path(base_dir) / path
+    if config.name == "imagefolder":
+        return None
+    if config.name == "csv":
+        return Path(base_dir)
+    return Path("data")
 
 
-@dataclass
-class Dataset:
-    """A data set in memory: uint8 images [N, 1, H, W] and int64 labels, per split."""
-
-    name: str
-    images: dict[str, torch.Tensor]
-    labels: dict[str, torch.Tensor]
-    classes: tuple[str, ...]
-    mean: float
-    std: float
-    files: dict[str, str] = field(default_factory=dict)  # file path -> sha256
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.images["train"].shape[1:])
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def preprocessing(self) -> dict[str, float]:
-        """input = (pixel * scale - mean) / std, for raw 0-255 pixels."""
-        return {"scale": 1 / 255, "mean": self.mean, "std": self.std}
-
-    @property
-    def fingerprint(self) -> str:
-        """Names and content hashes of the files the data came from (part of every cache key)."""
-        return ",".join(sorted(f"{Path(p).name}:{digest}" for p, digest in self.files.items()))
-
-    def size(self, split: str) -> int:
-        return len(self.labels[split])
-
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        return (images.float() * (1 / 255) - self.mean) / self.std
-
-    def tensors(self, split: str, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The whole split (or its first `limit` samples), normalized."""
-        x, y = self.images[split], self.labels[split]
-        if limit is not None:
-            x, y = x[:limit], y[:limit]
-        return self.normalize(x), y
-
-    def batches(
-        self,
-        split: str,
-        batch_size: int,
-        generator: torch.Generator | None = None,
-        shuffle: bool = True,
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Normalized batches cut by index from the in-memory split."""
-        x, y = self.images[split], self.labels[split]
-        for index in self.index_batches(split, batch_size, generator, shuffle):
-            yield self.normalize(x[index]), y[index]
-
-    def index_batches(
-        self,
-        split: str,
-        batch_size: int,
-        generator: torch.Generator | None = None,
-        shuffle: bool = True,
-    ) -> Iterator[torch.Tensor]:
-        """The sample indices of each batch (shuffled with `generator`)."""
-        n = self.size(split)
-        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-        for start in range(0, n, batch_size):
-            yield order[start : start + batch_size]
+def load_data(config, base_dir: str | Path = ".", override: str | Path | None = None) -> Dataset:
+    """The Dataset a pipeline's [data] section describes."""
+    root = data_root(config, base_dir, override)
+    if config.name == "imagefolder":
+        if root is None:
+            raise DataError("[data] name = 'imagefolder' needs root: the folder holding train/<class>/<image>")
+        return imagefolder.load(config, root)
+    if config.name == "csv":
+        return csv_table.load(config, root)
+    return load_dataset(config.name, root, config.download, config.validation, config.seed)
 
 
-def read_idx(path: Path, expected_magic: int) -> np.ndarray:
-    """Read one IDX file (gzipped or raw), checking its magic number, shape and length."""
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror}") from None
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise DataError(f"{path} is not a valid gzip file ({exc}); download it again") from None
-    if len(raw) < 8:
-        raise DataError(f"{path} is too short to be an IDX file ({len(raw)} bytes)")
-    (magic,) = struct.unpack(">I", raw[:4])
-    if magic != expected_magic:
-        kind = "images" if expected_magic == IDX_IMAGES_MAGIC else "labels"
-        raise DataError(
-            f"{path} has magic number 0x{magic:08x}, expected 0x{expected_magic:08x} "
-            f"for an IDX {kind} file"
-        )
-    ndim = magic & 0xFF
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(f"{path} is truncated inside its header")
-    shape = struct.unpack(f">{ndim}I", raw[4:header])
-    expected = int(np.prod(shape))
-    actual = len(raw) - header
-    if actual != expected:
-        raise DataError(
-            f"{path} is truncated or corrupt: header says {shape} ({expected} bytes of data), "
-            f"file holds {actual}"
-        )
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
-
-
-def _find_file(dirs: list[Path], stem: str) -> Path | None:
-    for directory in dirs:
-        for candidate in (directory / f"{stem}.gz", directory / stem):
-            if candidate.is_file():
-                return candidate
-    return None
-
-
-def _candidate_dirs(spec: DatasetSpec, root: Path) -> list[Path]:
-    return [root / folder if folder else root for folder in spec.folders] + [
-        Path(d) for d in spec.system_dirs
-    ]
-
-
-def locate_files(spec: DatasetSpec, root: Path) -> dict[str, Path]:
-    """The IDX files of `spec` found under `root`, by role ("train-images", ...)."""
-    dirs = _candidate_dirs(spec, root)
-    found = {}
-    for split, stems in SPLIT_FILES.items():
-        for kind, stem in zip(("images", "labels"), stems, strict=True):
-            path = _find_file(dirs, stem)
-            if path is not None:
-                found[f"{split}-{kind}"] = path
-    return found
-
-
-def _missing(found: dict[str, Path]) -> list[str]:
-    return [
-        stem
-        for split, stems in SPLIT_FILES.items()
-        for kind, stem in zip(("images", "labels"), stems, strict=True)
-        if f"{split}-{kind}" not in found
-    ]
-
-
-def _download(spec: DatasetSpec, root: Path) -> None:
-    import torchvision.datasets
-
-    log.info("downloading %s into %s with torchvision", spec.name, root)
-    dataset_class = getattr(torchvision.datasets, spec.torchvision_class)
-    for train in (True, False):
-        dataset_class(root=str(root), train=train, download=True)
-
-
-def load_dataset(name: str, root: str | Path, download: bool = True) -> Dataset:
-    """Load a named data set into memory, downloading it with torchvision if it is missing."""
-    if name not in DATASETS:
-        raise DataError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}")
-    spec = DATASETS[name]
-    root = Path(root).expanduser()
-    files = locate_files(spec, root)
-    if _missing(files) and download:
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-            _download(spec, root)
-        except Exception as exc:  # network errors come in many types
-            log.debug("download failed", exc_info=True)
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise DataError(_missing_message(spec, root, files, f"download failed: {reason}")) from None
-        files = locate_files(spec, root)
-    if _missing(files):
-        reason = "download failed" if download else "download is off ([data] download = false)"
-        raise DataError(_missing_message(spec, root, files, reason))
-
-    arrays = {}
-    for key, path in files.items():
-        magic = IDX_IMAGES_MAGIC if key.endswith("images") else IDX_LABELS_MAGIC
-        arrays[key] = read_idx(path, magic)
-    images, labels = {}, {}
-    for split in SPLIT_FILES:
-        x, y = arrays[f"{split}-images"], arrays[f"{split}-labels"]
-        if len(y) == 0:
-            raise DataError(f"{files[f'{split}-labels']} holds no samples")
-        if tuple(x.shape[1:]) != spec.image_shape:
-            raise DataError(
-                f"{files[f'{split}-images']} holds {x.shape[1]}x{x.shape[2]} images, but "
-                f"{spec.name} images are {spec.image_shape[0]}x{spec.image_shape[1]}"
-            )
-        if len(x) != len(y):
-            raise DataError(
-                f"{files[f'{split}-images']} holds {len(x)} images but "
-                f"{files[f'{split}-labels']} holds {len(y)} labels"
-            )
-        if y.size and int(y.max()) >= len(spec.classes):
-            raise DataError(
-                f"{files[f'{split}-labels']} has label {int(y.max())}, "
-                f"but {spec.name} has {len(spec.classes)} classes"
-            )
-        images[split] = torch.from_numpy(x.copy()).unsqueeze(1)
-        labels[split] = torch.from_numpy(y.astype(np.int64))
-    log.debug(
-        "loaded %s: %d train, %d test images from %s",
-        spec.name, len(labels["train"]), len(labels["test"]), files["train-images"].parent,
-    )
-    return Dataset(
-        name=spec.name,
-        images=images,
-        labels=labels,
-        classes=spec.classes,
-        mean=spec.mean,
-        std=spec.std,
-        files={str(p): sha256_file(p) for p in files.values()},
-    )
-
-
-def _missing_message(spec: DatasetSpec, root: Path, found: dict[str, Path], reason: str) -> str:
-    where = ", ".join(str(d) for d in _candidate_dirs(spec, root))
-    missing = ", ".join(f"{stem}[.gz]" for stem in _missing(found))
-    exists = "" if root.exists() else f" (data root {root} does not exist)"
-    return (
-        f"{spec.name}: {missing} not found{exists} and {reason}. Put the IDX files in one "
-        f"of: {where}; or pass --data-root DIR pointing at a folder that holds them"
-    )
+def peek_data(config, base_dir: str | Path = ".", override: str | Path | None = None) -> tuple[tuple[int, ...], int] | None:
+    """(input shape, number of classes) without decoding the data, when that can be known
+    cheaply; None when only reading the data would tell (`compress validate` then checks
+    the model without them)."""
+    module = SOURCES[config.name]
+    if module in (idx, torchvision_sets):
+        return module.peek(config.name)
+    root = data_root(config, base_dir, override)
+    return None if root is None else module.peek(config, root)

@@ -12,7 +12,7 @@ import torch
 from compress.checkpoint import load_checkpoint, save_checkpoint
 from compress.pruning import apply_masks, make_permanent, sparsity_summary
 from compress.stages.context import StageContext
-from compress.training import final_accuracy, fit
+from compress.training import final_accuracies, fit
 
 
 def run(ctx: StageContext) -> dict:
@@ -31,7 +31,7 @@ def run(ctx: StageContext) -> dict:
             raise AssertionError(f"pruned weights of {name} changed during fine-tuning")
     save_checkpoint(ctx.output("model.pt"), model, spec, masks)
     return {
-        "test_accuracy": final_accuracy(result, model, ctx.data, ctx.config.data.eval_batch_size),
+        **final_accuracies(result, model, ctx.data, ctx.config.data.eval_batch_size),
         **sparsity_summary(model),
         "epochs": result.history,
         "resumed_from_epoch": result.resumed_from_epoch,

@@ -1,4 +1,5 @@
-"""Prune stage: train/model.pt -> prune/model.pt (weights and masks), via compress.pruning."""
+"""Prune stage: train/model.pt -> prune/model.pt (weights and masks), with the [prune] method
+(compress.pruning), once or gradually while training."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from compress.pruning import (
     sparsity_summary,
 )
 from compress.stages.context import StageContext
-from compress.training import evaluate, fit
+from compress.training import accuracies, fit
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +37,10 @@ def run(ctx: StageContext) -> dict:
         else:
             prune_oneshot(model, config)
     masks = masks_of(model)
-    accuracy = evaluate(model, ctx.data, "test", ctx.config.data.eval_batch_size, "cpu")
+    measured = accuracies(model, ctx.data, ctx.config.data.eval_batch_size)
     summary = sparsity_summary(model)
     make_permanent(model)
     save_checkpoint(ctx.output("model.pt"), model, spec, masks)
-    log.info("pruned to %.2f%% sparsity; accuracy before fine-tuning %.4f", 100 * summary["sparsity"], accuracy)
-    return {"test_accuracy": accuracy, **summary, "epochs": history}
+    log.info("pruned to %.2f%% sparsity; validation accuracy before fine-tuning %.4f",
+             100 * summary["sparsity"], measured["val_accuracy"])
+    return {**measured, **summary, "epochs": history}

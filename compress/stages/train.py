@@ -11,7 +11,7 @@ import torch
 from compress.checkpoint import build_from_spec, load_user_weights, model_spec, save_checkpoint
 from compress.pruning import sparsity_summary
 from compress.stages.context import StageContext
-from compress.training import final_accuracy, fit
+from compress.training import final_accuracies, fit
 
 
 def build_initial_model(ctx: StageContext):
@@ -32,7 +32,7 @@ def run(ctx: StageContext) -> dict:
     model.cpu()
     save_checkpoint(ctx.output("model.pt"), model, spec)
     return {
-        "test_accuracy": final_accuracy(result, model, ctx.data, ctx.config.data.eval_batch_size),
+        **final_accuracies(result, model, ctx.data, ctx.config.data.eval_batch_size),
         "epochs": result.history,
         "resumed_from_epoch": result.resumed_from_epoch,
         # How many weights training alone made exactly zero (proximal L1 makes exact zeros).

@@ -1,7 +1,8 @@
 """Verify stage: run every artifact in onnxruntime (CPU) and measure it.
 
-Per artifact: onnx.checker, accuracy on the whole test set (inputs prepared from raw pixels
-with the file's own `preprocessing` metadata), top-1 agreement and largest logit difference
+Per artifact: onnx.checker, accuracy on the whole validation split (`val_accuracy`, what
+tune and sweep budgets decide on) and test split (`accuracy`, only reported), inputs
+prepared from raw samples with the file's own `preprocessing` metadata; top-1 agreement and largest logit difference
 against the PyTorch model it came from, bytes on disk / gzip -9 / xz -9e, parameters and
 non-zero parameters counted in the file's initializers (sparsity: the zeros among the weights,
 biases apart), the deployable package (the
@@ -64,10 +65,19 @@ def make_session(path: Path, threads: int) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def prepare_inputs(pixels: np.ndarray, metadata: dict[str, str]) -> np.ndarray:
-    """Raw 0-255 pixels -> model input, using only the file's `preprocessing` metadata."""
+def prepare_inputs(samples: np.ndarray, metadata: dict[str, str]) -> np.ndarray:
+    """Raw samples -> model input, using only the file's `preprocessing` metadata.
+
+    Images (raw 0-255 pixels [N, C, H, W], already `size`): (pixel * scale - mean[c]) / std[c].
+    Tables (raw values [N, F], columns in `features` order): (x - mean[f]) / std[f].
+    """
     pre = json.loads(metadata["preprocessing"])
-    return ((pixels.astype(np.float32) * pre["scale"] - pre["mean"]) / pre["std"]).astype(np.float32)
+    mean = np.asarray(pre["mean"], dtype=np.float32)
+    std = np.asarray(pre["std"], dtype=np.float32)
+    if "features" in pre:
+        return ((samples.astype(np.float32) - mean) / std).astype(np.float32)
+    mean, std = mean.reshape(1, -1, 1, 1), std.reshape(1, -1, 1, 1)
+    return ((samples.astype(np.float32) * np.float32(pre["scale"]) - mean) / std).astype(np.float32)
 
 
 def run_batches(session: ort.InferenceSession, x: np.ndarray, batch_size: int) -> tuple[np.ndarray, float]:
@@ -101,11 +111,15 @@ def verify_artifact(
     config,
     is_float: bool,
     package_dir: Path,
+    val: tuple[np.ndarray, np.ndarray] | None = None,
     source: Path | None = None,
 ) -> dict:
-    """Measure the artifact at `path`. With `source` (the unsealed file of a stage folder),
-    `path` is first written from it with the verified accuracy, the oldest onnxruntime it
-    needs and its checksum in its metadata."""
+    """Check and measure one .onnx file on the test samples (`pixels`, `labels`) and, when
+    given, the validation samples `val`; `reference` holds PyTorch's test logits.
+
+    With `source` (the unsealed file of a stage folder), `path` is first written from it
+    with the verified accuracy, the oldest onnxruntime it needs and its own checksum in its
+    metadata; then that final file is measured."""
     model = onnx.load(str(source or path))
     onnx.checker.check_model(model, full_check=True)
     metadata = get_metadata(model)
@@ -114,13 +128,18 @@ def verify_artifact(
     x = prepare_inputs(pixels, metadata)
     accuracy = None
     if source is not None:
-        logits = run_batches(make_session(source, config.threads), x, config.throughput_batch)[0]
+        first = make_session(source, config.threads)
+        logits = run_batches(first, x, config.throughput_batch)[0]
         accuracy = float((logits.argmax(1) == labels).mean())
-        set_metadata(model, {
+        measured = {
             "accuracy": f"{accuracy:.6f}",
             "accuracy_measured_on": f"{len(labels)} test samples, onnxruntime {ort.__version__}",
             "min_onnxruntime": min_onnxruntime(model),
-        })
+        }
+        if val is not None:
+            val_logits = run_batches(first, prepare_inputs(val[0], metadata), config.throughput_batch)[0]
+            measured["val_accuracy"] = f"{float((val_logits.argmax(1) == val[1]).mean()):.6f}"
+        set_metadata(model, measured)
         save_model(model, path, seal=True)
     session = make_session(path, config.threads)
     final_logits, throughput = run_batches(session, x, config.throughput_batch)
@@ -142,6 +161,7 @@ def verify_artifact(
         "ir_version": model.ir_version,
         "opset": opsets(model).get("ai.onnx"),
         "accuracy": float((logits.argmax(1) == labels).mean()),
+        "val_accuracy": None,
         "agreement": None,
         "max_logit_diff": None,
         "latency_ms_b1_p50": round(p50, 4),
@@ -149,6 +169,9 @@ def verify_artifact(
         "throughput": round(throughput, 1),
         "status": "ok",
     }
+    if val is not None:
+        val_logits, _ = run_batches(session, prepare_inputs(val[0], metadata), config.throughput_batch)
+        row["val_accuracy"] = float((val_logits.argmax(1) == val[1]).mean())
     if reference is not None:
         row["agreement"] = float((logits.argmax(1) == reference.argmax(1)).mean())
         row["max_logit_diff"] = float(np.abs(logits - reference).max())
@@ -165,6 +188,7 @@ def run(ctx: StageContext) -> dict:
     data = ctx.data
     pixels = data.images["test"].numpy()
     labels = data.labels["test"].numpy()
+    val = (data.images["val"].numpy(), data.labels["val"].numpy())
     x_torch, _ = data.tensors("test")
     references: dict[str, np.ndarray] = {}
     package_dir = ctx.run_dir / "deploy"
@@ -177,13 +201,13 @@ def run(ctx: StageContext) -> dict:
             path = ctx.output(f"{name}.onnx", in_run_dir=True)
             is_float = name in ("dense", "pruned")
             row = verify_artifact(
-                path, pixels, labels, references[stage], ctx.config.verify, is_float, package_dir,
+                path, pixels, labels, references[stage], ctx.config.verify, is_float, package_dir, val,
                 source=ctx.input(artifact_source(name), f"{name}.onnx"),
             )
             ctx.outputs += [ctx.run_dir / row["deploy_path"]]
             rows.append(row)
             log.info(
-                "verified %s: accuracy %.4f, %d bytes (%d gzip), p50 %.3f ms",
-                path.name, row["accuracy"], row["bytes"], row["gzip_bytes"], row["latency_ms_b1_p50"],
+                "verified %s: validation accuracy %.4f, test accuracy %.4f, %d bytes (%d gzip), p50 %.3f ms",
+                path.name, row["val_accuracy"], row["accuracy"], row["bytes"], row["gzip_bytes"], row["latency_ms_b1_p50"],
             )
     return {"artifacts": rows}

@@ -1,0 +1,173 @@
+"""Tables from CSV files: one row per sample, a label column and numeric feature columns.
+
+    [data]
+    name = "csv"
+    train = "breast_cancer.csv"     # relative to [data] root, else to the pipeline file
+    test_fraction = 0.2             # or test = "test.csv"
+    label = "diagnosis"
+    features = ["mean radius", ...] # default: every column but the label
+
+The first row names the columns. Labels may be text or integers: the class names are the
+distinct label values as strings, sorted (numerically when every label is an integer),
+and index = output position. Every feature value must be a number: an empty or
+non-numeric one is an error naming the file, row (1-based, the header is row 1) and
+column. Features are standardized with the training part's mean and std (after the test
+and validation splits are held out); a constant feature gets std 1.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from compress.data.dataset import Dataset, split_off
+from compress.data.split import stratified_split
+from compress.errors import DataError
+from compress.files import sha256_file
+
+DEFAULT_TEST_FRACTION = 0.2
+
+
+def read_table(path: Path, label: str, features: list[str] | None) -> tuple[list[str], np.ndarray, list[str]]:
+    """(feature names, float32 values [N, F], label strings) of one CSV file."""
+    if not path.is_file():
+        raise DataError(f"CSV file {path} {'is not a file' if path.exists() else 'does not exist'}")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.reader(f))
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path} is not a UTF-8 text file (byte {exc.start}): is it a CSV file?") from None
+    except (OSError, csv.Error) as exc:
+        raise DataError(f"cannot read CSV file {path}: {exc}") from None
+    if not rows or not any(cell.strip() for cell in rows[0]):
+        raise DataError(f"{path} is empty: expected a header row naming the columns")
+    header = [cell.strip() for cell in rows[0]]
+    duplicates = sorted({c for c in header if header.count(c) > 1})
+    if duplicates:
+        raise DataError(f"{path}: column {duplicates[0]!r} appears more than once in the header")
+    if label not in header:
+        raise DataError(f"{path} has no label column {label!r} (columns: {', '.join(header)})")
+    names = features if features is not None else [c for c in header if c != label]
+    missing = [c for c in names if c not in header]
+    if missing:
+        raise DataError(f"{path} has no column {missing[0]!r} named in [data] features (columns: {', '.join(header)})")
+    if label in names:
+        raise DataError(f"[data] features names the label column {label!r}")
+    if not names:
+        raise DataError(f"{path} has no feature columns besides the label {label!r}")
+    columns = [header.index(c) for c in names]
+    label_column = header.index(label)
+    body = [(number, row) for number, row in enumerate(rows[1:], start=2) if any(cell.strip() for cell in row)]
+    if not body:
+        raise DataError(f"{path} holds a header but no rows")
+    values = np.empty((len(body), len(names)), dtype=np.float32)
+    labels = []
+    for i, (number, row) in enumerate(body):
+        if len(row) != len(header):
+            raise DataError(f"{path}, row {number}: {len(row)} cells, but the header names {len(header)} columns")
+        labels.append(_label(path, number, label, row[label_column]))
+        for j, (name, column) in enumerate(zip(names, columns, strict=True)):
+            values[i, j] = _number(path, number, name, row[column])
+    return names, values, labels
+
+
+def _number(path: Path, row: int, column: str, cell: str) -> float:
+    text = cell.strip()
+    if not text:
+        raise DataError(f"{path}, row {row}, column {column!r}: missing value")
+    try:
+        value = float(text)
+    except ValueError:
+        raise DataError(f"{path}, row {row}, column {column!r}: {text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise DataError(f"{path}, row {row}, column {column!r}: {text!r} is not a finite number")
+    return value
+
+
+def _label(path: Path, row: int, column: str, cell: str) -> str:
+    text = cell.strip()
+    if not text:
+        raise DataError(f"{path}, row {row}, column {column!r}: missing label")
+    return text
+
+
+def class_names(labels: list[str]) -> list[str]:
+    """Distinct labels, sorted: numerically when all are integers (so 2 comes before 10)."""
+    distinct = set(labels)
+    try:
+        return [str(v) for v in sorted({int(v) for v in distinct})] if all(_is_int(v) for v in distinct) else sorted(distinct)
+    except ValueError:
+        return sorted(distinct)
+
+
+def _is_int(text: str) -> bool:
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _canonical(label: str) -> str:
+    return str(int(label)) if _is_int(label) else label
+
+
+def _resolve(base: Path, name: str) -> Path:
+    path = Path(name).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def load(config, base: Path) -> Dataset:
+    """The CSV table(s) of `config` as a Dataset; relative file names are taken from `base`."""
+    train_path = _resolve(base, config.train)
+    names, x_train, y_train = read_table(train_path, config.label, config.features)
+    files = {str(train_path): sha256_file(train_path)}
+    y_train = [_canonical(v) for v in y_train]
+    if config.test is not None:
+        test_path = _resolve(base, config.test)
+        test_names, x_test, y_test = read_table(test_path, config.label, config.features or names)
+        y_test = [_canonical(v) for v in y_test]
+        if test_names != names:
+            raise DataError(f"{test_path} has other feature columns than {train_path}")
+        unknown = sorted(set(y_test) - set(y_train))
+        if unknown:
+            raise DataError(f"{test_path} has label {unknown[0]!r}, which {train_path} never has "
+                            f"(its labels: {', '.join(class_names(y_train))})")
+        files[str(test_path)] = sha256_file(test_path)
+    classes = class_names(y_train)
+    if len(classes) < 2:
+        raise DataError(f"{train_path}: every row has label {classes[0]!r}; classification needs at least two")
+    index = {c: i for i, c in enumerate(classes)}
+    images = {"train": torch.from_numpy(x_train)}
+    labels = {"train": torch.tensor([index[v] for v in y_train], dtype=torch.long)}
+    if config.test is not None:
+        images["test"] = torch.from_numpy(x_test)
+        labels["test"] = torch.tensor([index[v] for v in y_test], dtype=torch.long)
+    else:
+        kept, held = stratified_split(labels["train"], config.test_fraction or DEFAULT_TEST_FRACTION,
+                                      config.seed, what="test")
+        split_off(images, labels, "train", "test", held, kept)
+    kept, held = stratified_split(labels["train"], config.validation, config.seed)
+    split_off(images, labels, "train", "val", held, kept)
+    x = images["train"].double()
+    mean = x.mean(0)
+    std = x.std(0, correction=0)
+    std = torch.where(std > 0, std, torch.ones_like(std))
+    settings = {"source": "csv", "label": config.label, "features": names, "validation": config.validation,
+                "seed": config.seed, "test_fraction": config.test_fraction}
+    return Dataset(name=train_path.stem, images=images, labels=labels, classes=tuple(classes),
+                   mean=tuple(mean.tolist()), std=tuple(std.tolist()), files=files, kind="table",
+                   feature_names=tuple(names), settings=settings)
+
+
+def peek(config, base: Path) -> tuple[tuple[int, ...], int] | None:
+    """Input shape and number of classes (reads the training file)."""
+    path = _resolve(base, config.train)
+    if not path.is_file():
+        return None
+    names, _, labels = read_table(path, config.label, config.features)
+    return (len(names),), len({_canonical(v) for v in labels})

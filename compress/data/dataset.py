@@ -1,0 +1,156 @@
+"""A data set held in memory: raw samples and labels per split, and how to normalize them.
+
+    data = Dataset("mnist", images, labels, classes, mean=0.1307, std=0.3081)
+    x, y = data.tensors("val")                       # normalized float32 inputs, int64 labels
+    for x, y in data.batches("train", 64, generator=g): ...
+
+Splits are "train", "val" (a seeded, stratified part held out of the training files:
+every choice is made on it) and "test" (only reported). `images` holds the raw samples:
+uint8 pixels [N, C, H, W] for images (kind "image"), float32 values [N, F] for tables
+(kind "table"). `normalize` turns raw samples into model inputs exactly as the ONNX
+metadata `preprocessing` tells a deployer to:
+
+- images: input = (pixel * scale - mean[c]) / std[c], per channel c;
+- tables: input = (x - mean[f]) / std[f], per feature f.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from compress.files import hash_object
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Dataset:
+    name: str
+    images: dict[str, torch.Tensor]  # raw samples per split (see module docstring)
+    labels: dict[str, torch.Tensor]  # int64 class indices per split
+    classes: tuple[str, ...]
+    mean: float | tuple[float, ...]  # per channel (images) or per feature (tables)
+    std: float | tuple[float, ...]
+    files: dict[str, str] = field(default_factory=dict)  # file path -> sha256 (or content key)
+    kind: str = "image"  # "image" | "table"
+    feature_names: tuple[str, ...] | None = None  # table columns in input order; None for images
+    scale: float = 1 / 255  # images: raw pixel -> 0..1
+    settings: dict = field(default_factory=dict)  # source settings that shape the tensors (cache keys)
+
+    def __post_init__(self) -> None:
+        width = self.images["train"].shape[1]  # channels or features
+        self.mean = _per_entry(self.mean, width)
+        self.std = _per_entry(self.std, width)
+        shape = (1, width, 1, 1) if self.kind == "image" else (1, width)
+        self._mean = torch.tensor(self.mean, dtype=torch.float32).reshape(shape)
+        self._std = torch.tensor(self.std, dtype=torch.float32).reshape(shape)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """One sample as a model sees it: (C, H, W) for images, (F,) for tables."""
+        return tuple(self.images["train"].shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def preprocessing(self) -> dict:
+        """The ONNX metadata `preprocessing`: what a deployer does to a raw sample."""
+        if self.kind == "table":
+            return {"features": list(self.feature_names or ()), "mean": list(self.mean), "std": list(self.std)}
+        channels, height, width = self.input_shape
+        return {
+            "scale": self.scale,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "size": [height, width],
+            "channels": channels,
+            "layout": "NCHW",
+        }
+
+    @property
+    def fingerprint(self) -> str:
+        """Names and content hashes of the files the data came from, and the settings that
+        shaped the tensors (part of every cache key)."""
+        files = ",".join(sorted(f"{Path(p).name}:{digest}" for p, digest in self.files.items()))
+        return files + (f";{hash_object(self.settings)}" if self.settings else "")
+
+    def size(self, split: str) -> int:
+        return len(self.labels[split])
+
+    def normalize(self, samples: torch.Tensor) -> torch.Tensor:
+        if self.kind == "table":
+            return (samples.float() - self._mean) / self._std
+        return (samples.float() * self.scale - self._mean) / self._std
+
+    def tensors(self, split: str, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The whole split (or its first `limit` samples), normalized."""
+        x, y = self.images[split], self.labels[split]
+        if limit is not None:
+            x, y = x[:limit], y[:limit]
+        return self.normalize(x), y
+
+    def batches(
+        self,
+        split: str,
+        batch_size: int,
+        generator: torch.Generator | None = None,
+        shuffle: bool = True,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Normalized batches cut by index from the in-memory split."""
+        x, y = self.images[split], self.labels[split]
+        for index in self.index_batches(split, batch_size, generator, shuffle):
+            yield self.normalize(x[index]), y[index]
+
+    def index_batches(
+        self,
+        split: str,
+        batch_size: int,
+        generator: torch.Generator | None = None,
+        shuffle: bool = True,
+    ) -> Iterator[torch.Tensor]:
+        """The sample indices of each batch (shuffled with `generator`)."""
+        n = self.size(split)
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        for start in range(0, n, batch_size):
+            yield order[start : start + batch_size]
+
+
+def _per_entry(value: float | tuple[float, ...] | list[float], width: int) -> tuple[float, ...]:
+    if isinstance(value, int | float):
+        return (float(value),) * width
+    values = tuple(float(v) for v in value)
+    if len(values) != width:
+        raise ValueError(f"{len(values)} mean/std values for {width} channels or features")
+    return values
+
+
+def channel_stats(images: torch.Tensor, scale: float = 1 / 255) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images [N, C, H, W] after `* scale` (a std of 0,
+    a constant channel, becomes 1 so that normalizing never divides by zero)."""
+    channels = images.shape[1]
+    total = torch.zeros(channels, dtype=torch.float64)
+    squares = torch.zeros(channels, dtype=torch.float64)
+    for start in range(0, len(images), 4096):  # in chunks: a float copy of all of CIFAR is 1 GB
+        x = images[start : start + 4096].to(torch.float64).transpose(0, 1).reshape(channels, -1)
+        total += x.sum(1)
+        squares += (x * x).sum(1)
+    count = max(1, images[:, 0].numel())
+    mean = total / count
+    std = (squares / count - mean * mean).clamp_min(0).sqrt()
+    mean, std = mean * scale, std * scale
+    return tuple(mean.tolist()), tuple(torch.where(std > 0, std, torch.ones_like(std)).tolist())
+
+
+def split_off(
+    images: dict[str, torch.Tensor], labels: dict[str, torch.Tensor], source: str, target: str,
+    held: torch.Tensor, kept: torch.Tensor,
+) -> None:
+    """Move the samples `held` of split `source` into a new split `target`, in place."""
+    images[target], labels[target] = images[source][held], labels[source][held]
+    images[source], labels[source] = images[source][kept], labels[source][kept]

@@ -1,0 +1,211 @@
+"""Image folders in torchvision's ImageFolder layout, decoded once into a tensor cache.
+
+    data = load(config, root=Path("photos"))   # photos/train/<class>/<image>, photos/test/...
+
+`root/train/<class>/<image>` and `root/test/<class>/<image>`: class names are the folder
+names (sorted; index = output position), images are every file Pillow reads by its
+extension (png, jpg, bmp, gif, webp, ...), in sub-folders too. Without `test/`, a seeded,
+stratified `test_fraction` (default 0.2) of train/ is the test split. Images are converted
+to `channels` (1: grayscale, 3: RGB) and resized to `image_size = [h, w]` (bilinear; without
+it every image must have the first one's size). Mean and std per channel come from the
+training part, after the validation split is held out.
+
+Decoding is done once: the uint8 tensors go to a cache file (`$COMPRESS_CACHE_DIR`, default
+~/.cache/compress, `imagefolder-<key>.pt`, written atomically), keyed by every file's path,
+size and contents and by the settings; a later run reads the files only to hash them and
+loads the tensors. Errors name the file or folder: a corrupt image, an empty class folder,
+one class only, train and test with different classes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from compress.data.dataset import Dataset, channel_stats, split_off
+from compress.data.split import stratified_split
+from compress.errors import DataError
+from compress.files import atomic_path
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TEST_FRACTION = 0.2
+CACHE_FORMAT = "compress-imagefolder/1"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("COMPRESS_CACHE_DIR") or Path.home() / ".cache" / "compress")
+
+
+def image_extensions() -> set[str]:
+    from PIL import Image
+
+    return {ext.lower() for ext in Image.registered_extensions()}
+
+
+def list_split(folder: Path) -> dict[str, list[Path]]:
+    """Class name -> its image files (sorted), for one split folder."""
+    extensions = image_extensions()
+    classes = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DataError(f"{folder} holds no class folders: expected {folder}/<class>/<image>")
+    found = {}
+    for class_dir in classes:
+        files = sorted(
+            p for p in class_dir.rglob("*")
+            if p.is_file() and p.suffix.lower() in extensions and not p.name.startswith(".")
+        )
+        if not files:
+            raise DataError(f"class folder {class_dir} holds no images ({', '.join(sorted(extensions)[:6])}, ...)")
+        found[class_dir.name] = files
+    return found
+
+
+def _layout(root: Path, test_fraction: float | None) -> dict[str, dict[str, list[Path]]]:
+    if not root.is_dir():
+        raise DataError(f"image folder {root} {'is not a folder' if root.exists() else 'does not exist'}")
+    train_dir, test_dir = root / "train", root / "test"
+    if not train_dir.is_dir():
+        raise DataError(f"{root} has no train/ folder: expected {root}/train/<class>/<image>")
+    layout = {"train": list_split(train_dir)}
+    if test_dir.is_dir():
+        if test_fraction is not None:
+            raise DataError(f"{root} has a test/ folder: remove [data] test_fraction, or the test/ folder")
+        layout["test"] = list_split(test_dir)
+        if set(layout["test"]) != set(layout["train"]):
+            only_train = sorted(set(layout["train"]) - set(layout["test"]))
+            only_test = sorted(set(layout["test"]) - set(layout["train"]))
+            parts = [f"only in train/: {', '.join(only_train)}" if only_train else "",
+                     f"only in test/: {', '.join(only_test)}" if only_test else ""]
+            raise DataError(f"{root}: train/ and test/ have different classes ({'; '.join(p for p in parts if p)})")
+    if len(layout["train"]) < 2:
+        raise DataError(f"{train_dir} holds one class only ({next(iter(layout['train']))}): "
+                        "classification needs at least two class folders")
+    return layout
+
+
+def _content_key(root: Path, layout: dict, settings: dict) -> str:
+    """A hash of every file's path, size and contents, and of the settings."""
+    digest = hashlib.blake2b(repr(sorted(settings.items())).encode(), digest_size=16)
+    for split, classes in layout.items():
+        for name, files in classes.items():
+            for path in files:
+                data = path.read_bytes()
+                rel = path.relative_to(root).as_posix()
+                digest.update(f"{split}\0{name}\0{rel}\0{len(data)}\0".encode())
+                digest.update(hashlib.blake2b(data, digest_size=16).digest())
+    return digest.hexdigest()
+
+
+def _decode(path: Path, channels: int, size: tuple[int, int] | None) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(path.read_bytes())) as image:
+            image = image.convert("L" if channels == 1 else "RGB")
+            if size is not None and image.size != (size[1], size[0]):
+                image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+            array = np.asarray(image, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise DataError(f"{path} is not a readable image ({type(exc).__name__}: {exc})") from None
+    return array[None] if channels == 1 else array.transpose(2, 0, 1)
+
+
+def _decode_split(classes: dict[str, list[Path]], names: list[str], channels: int,
+                  size: tuple[int, int] | None) -> tuple[torch.Tensor, torch.Tensor]:
+    paths = [(names.index(name), path) for name, files in classes.items() for path in files]
+    first = _decode(paths[0][1], channels, size)
+    shape = first.shape
+    images = np.empty((len(paths), *shape), dtype=np.uint8)
+    labels = np.empty(len(paths), dtype=np.int64)
+    for i, (label, path) in enumerate(paths):
+        array = first if i == 0 else _decode(path, channels, size)
+        if array.shape != shape:
+            raise DataError(
+                f"{path} is {array.shape[2]}x{array.shape[1]} but {paths[0][1]} is {shape[2]}x{shape[1]}: "
+                "set [data] image_size = [h, w] to resize every image"
+            )
+        images[i], labels[i] = array, label
+    return torch.from_numpy(images), torch.from_numpy(labels)
+
+
+def _read_cache(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, weights_only=True)
+    except Exception as exc:  # a damaged cache file is decoded again, not trusted
+        log.warning("ignoring unreadable image cache %s (%s)", path, exc)
+        return None
+    return state if isinstance(state, dict) and state.get("format") == CACHE_FORMAT else None
+
+
+def decode_folder(root: Path, channels: int, image_size: list[int] | None,
+                  test_fraction: float | None) -> tuple[dict, list[str], str]:
+    """The decoded splits ("train", and "test" when root has test/), class names and the
+    content key, from the cache when it holds them."""
+    layout = _layout(root, test_fraction)
+    names = list(layout["train"])
+    settings = {"channels": channels, "image_size": image_size}
+    started = time.perf_counter()
+    key = _content_key(root, layout, settings)
+    cache_file = cache_dir() / f"imagefolder-{key}.pt"
+    state = _read_cache(cache_file)
+    if state is not None:
+        log.info("image folder %s: tensors from cache %s (%.1fs)", root, cache_file, time.perf_counter() - started)
+        return state["splits"], state["classes"], key
+    size = (image_size[0], image_size[1]) if image_size else None
+    splits = {split: _decode_split(classes, names, channels, size) for split, classes in layout.items()}
+    count = sum(len(y) for _, y in splits.values())
+    log.info("image folder %s: decoded %d images in %.1fs", root, count, time.perf_counter() - started)
+    try:
+        with atomic_path(cache_file) as tmp:
+            torch.save({"format": CACHE_FORMAT, "splits": splits, "classes": names}, tmp)
+    except OSError as exc:  # a read-only cache folder costs speed, not the run
+        log.warning("cannot write the image cache %s (%s); images will be decoded again next time",
+                    cache_file, exc.strerror)
+    return splits, names, key
+
+
+def load(config, root: Path) -> Dataset:
+    """The image folder `root` as a Dataset (see the module docstring)."""
+    splits, classes, key = decode_folder(root, config.channels, config.image_size, config.test_fraction)
+    images = {split: x for split, (x, _) in splits.items()}
+    labels = {split: y for split, (_, y) in splits.items()}
+    if "test" not in images:
+        fraction = config.test_fraction or DEFAULT_TEST_FRACTION
+        kept, held = stratified_split(labels["train"], fraction, config.seed, what="test")
+        split_off(images, labels, "train", "test", held, kept)
+    kept, held = stratified_split(labels["train"], config.validation, config.seed)
+    split_off(images, labels, "train", "val", held, kept)
+    mean, std = channel_stats(images["train"])
+    settings = {"source": "imagefolder", "validation": config.validation, "seed": config.seed,
+                "test_fraction": config.test_fraction}
+    return Dataset(name="imagefolder", images=images, labels=labels, classes=tuple(classes), mean=mean,
+                   std=std, files={str(root): key}, settings=settings)
+
+
+def peek(config, root: Path) -> tuple[tuple[int, ...], int] | None:
+    """Input shape and number of classes from the folder names and the first image's
+    header (None when there is no train/ folder to look at)."""
+    if not (root / "train").is_dir():
+        return None
+    classes = list_split(root / "train")
+    if config.image_size is not None:
+        return (config.channels, *config.image_size), len(classes)
+    from PIL import Image, UnidentifiedImageError
+
+    first = next(iter(classes.values()))[0]
+    try:
+        with Image.open(first) as image:
+            width, height = image.size
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"{first} is not a readable image ({type(exc).__name__}: {exc})") from None
+    return (config.channels, height, width), len(classes)

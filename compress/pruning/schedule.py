@@ -1,0 +1,76 @@
+"""When to prune: once, or gradually while training (Zhu & Gupta's cubic schedule).
+
+    masks = prune_oneshot(model, config.prune)                  # any registered method
+    pruner = GradualPruner(model, config.prune); fit(..., step_hook=pruner)
+
+The gradual schedule ("To prune, or not to prune", 2017) raises a method's fraction from
+`gradual.initial_amount` to its targets: s_t = s_f + (s_i - s_f) * (1 - t/n)^3, in
+`gradual.steps` steps over the first `gradual.ramp` of training; pruned weights stay pruned.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn as nn
+
+from compress.config import PruneConfig
+from compress.errors import CompressError
+from compress.pruning.base import PruningMethod
+from compress.pruning.masks import add_masks, ensure_masked, masks_of, prunable_layers
+from compress.pruning.registry import get_method
+
+log = logging.getLogger(__name__)
+
+
+def method_for(config: PruneConfig) -> PruningMethod:
+    """The registered method of a [prune] section, set up with it."""
+    return get_method(config.method)(config)
+
+
+def prune_oneshot(model: nn.Module, config: PruneConfig) -> dict[str, torch.Tensor]:
+    """Prune once, leaving torch.nn.utils.prune re-parametrizations on the model."""
+    method = method_for(config)
+    layers = prunable_layers(model, config.layers)
+    add_masks(layers, method.masks(layers, {n: method.setting(n) for n in layers}))
+    return masks_of(model)
+
+
+def cubic_sparsity(step: int, steps: int, initial: float, final: float) -> float:
+    """Zhu & Gupta's schedule: fast pruning early, slowing as the target is approached."""
+    progress = min(max(step / steps, 0.0), 1.0)
+    return final + (initial - final) * (1.0 - progress) ** 3
+
+
+class GradualPruner:
+    """Step hook for the training loop: raises sparsity in `gradual.steps` steps over the first `gradual.ramp` of training."""
+
+    def __init__(self, model: nn.Module, config: PruneConfig):
+        self.config = config
+        self.method = method_for(config)
+        if not self.method.fraction:
+            raise CompressError(f"gradual pruning needs a method whose {self.method.strength} is a fraction")
+        self.layers = prunable_layers(model, config.layers)
+        self.targets = {n: self.method.setting(n) for n in self.layers}
+        self.done = -1
+        for module in self.layers.values():
+            ensure_masked(module)  # masks exist from the start: checkpoints resume
+
+    def schedule_step(self, step: int, total_steps: int) -> int:
+        gradual = self.config.gradual
+        ramp_steps = max(1, int(total_steps * gradual.ramp))
+        return min(gradual.steps, (step * gradual.steps) // ramp_steps)
+
+    def __call__(self, step: int, total_steps: int) -> None:
+        k = self.schedule_step(step, total_steps)
+        if k <= self.done:
+            return
+        self.done = k
+        gradual = self.config.gradual
+        amounts = {
+            n: cubic_sparsity(k, gradual.steps, gradual.initial_amount, target)
+            for n, target in self.targets.items()
+        }
+        add_masks(self.layers, self.method.masks(self.layers, amounts))
+        log.debug("gradual prune step %d/%d: %s", k, gradual.steps, amounts)

@@ -1,0 +1,125 @@
+"""The data sources: image folders (and their cache), CSV tables, CIFAR batches; the registry."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from data_files import table_rows, write_cifar10, write_csv, write_image, write_image_folder
+
+from compress.config import parse_pipeline
+from compress.data import SOURCES, load_data, peek_data
+from compress.data.csv_table import class_names
+from compress.errors import DataError
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("COMPRESS_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def data_config(**data):
+    return parse_pipeline({"data": data}, name="p").data
+
+
+def test_every_source_is_registered_by_name():
+    assert set(SOURCES) == {"mnist", "fashion-mnist", "kmnist", "cifar10", "cifar100", "svhn", "imagefolder", "csv"}
+
+
+def test_an_image_folder_with_train_and_test(tmp_path):
+    root = write_image_folder(tmp_path / "photos", {"cat": 20, "dog": 20}, test={"cat": 5, "dog": 5})
+    data = load_data(data_config(name="imagefolder", root=str(root)))
+    assert data.classes == ("cat", "dog") and data.kind == "image" and data.feature_names is None
+    assert data.size("train") == 36 and data.size("val") == 4 and data.size("test") == 10
+    assert data.images["train"].dtype == torch.uint8 and data.input_shape == (3, 8, 8)
+    pre = data.preprocessing
+    assert pre["size"] == [8, 8] and pre["channels"] == 3 and pre["layout"] == "NCHW" and len(pre["mean"]) == 3
+    x = data.images["train"].double() / 255  # mean and std per channel of the training part
+    assert pre["mean"] == pytest.approx(x.mean((0, 2, 3)).tolist())
+    assert pre["std"] == pytest.approx(x.std((0, 2, 3), correction=0).tolist())
+    assert json.dumps(pre)  # JSON-ready for the ONNX metadata
+
+
+def test_without_test_folder_test_fraction_splits_a_stratified_part(tmp_path):
+    root = write_image_folder(tmp_path / "photos", {"a": 20, "b": 10})
+    data = load_data(data_config(name="imagefolder", root=str(root), test_fraction=0.2))
+    assert torch.bincount(data.labels["test"]).tolist() == [4, 2]
+    assert data.size("train") + data.size("val") + data.size("test") == 30
+
+
+def test_image_size_and_channels_resize_and_convert(tmp_path):
+    root = write_image_folder(tmp_path / "photos", {"a": 5, "b": 5}, size=(10, 12))
+    data = load_data(data_config(name="imagefolder", root=str(root), image_size=[6, 4], channels=1))
+    assert data.input_shape == (1, 6, 4)
+    assert peek_data(data_config(name="imagefolder", root=str(root), channels=1)) == ((1, 10, 12), 2)
+
+
+def test_the_second_load_reads_the_cache_and_a_changed_file_invalidates_it(tmp_path):
+    root = write_image_folder(tmp_path / "photos", {"a": 6, "b": 6})
+    config = data_config(name="imagefolder", root=str(root))
+    first = load_data(config)
+    cached = list((tmp_path / "cache").glob("imagefolder-*.pt"))
+    assert len(cached) == 1
+    again = load_data(config)
+    assert torch.equal(again.images["train"], first.images["train"]) and again.fingerprint == first.fingerprint
+    write_image(root / "train" / "a" / "000.png", np.zeros((8, 8, 3), np.uint8))  # same name and size
+    changed = load_data(config)
+    assert changed.fingerprint != first.fingerprint
+    assert len(list((tmp_path / "cache").glob("imagefolder-*.pt"))) == 2
+
+
+def test_a_csv_table_with_text_labels(tmp_path):
+    path = write_csv(tmp_path / "t.csv", ["x1", "x2", "x3", "diagnosis"], table_rows(100))
+    data = load_data(data_config(name="csv", train=str(path), label="diagnosis", test_fraction=0.2))
+    assert data.kind == "table" and data.classes == ("benign", "malignant")
+    assert data.feature_names == ("x1", "x2", "x3") and data.input_shape == (3,)
+    assert data.size("test") == 20 and data.size("val") == 8 and data.size("train") == 72
+    x, _ = data.tensors("train")  # standardized with the training part's mean and std
+    assert x.mean(0).abs().max() < 1e-5 and (x.std(0, correction=0) - 1).abs().max() < 1e-4
+    pre = data.preprocessing
+    assert set(pre) == {"features", "mean", "std"} and pre["features"] == ["x1", "x2", "x3"]
+    raw = data.images["test"].numpy()
+    expected = (raw - np.float32(pre["mean"])) / np.float32(pre["std"])
+    np.testing.assert_allclose(data.tensors("test")[0].numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_csv_features_choose_columns_and_a_test_file(tmp_path):
+    rows = table_rows(60, labels=("3", "10"))
+    train = write_csv(tmp_path / "train.csv", ["x1", "x2", "x3", "y"], rows[:40])
+    test = write_csv(tmp_path / "test.csv", ["x1", "x2", "x3", "y"], rows[40:])
+    data = load_data(data_config(name="csv", train="train.csv", test="test.csv", label="y", features=["x3", "x1"]),
+                     base_dir=tmp_path)
+    assert data.feature_names == ("x3", "x1") and data.size("test") == 20
+    assert data.classes == ("3", "10")  # integer labels sort as numbers
+    assert data.files.keys() == {str(train), str(test)}
+
+
+def test_class_names_sort_integers_as_numbers_and_text_as_text():
+    assert class_names(["10", "2", "2"]) == ["2", "10"]
+    assert class_names(["b", "a"]) == ["a", "b"]
+
+
+def test_cifar10_from_its_python_batches(tmp_path):
+    root = write_cifar10(tmp_path / "data", n_train=100, n_test=20)
+    data = load_data(data_config(name="cifar10", root=str(root), download=False))
+    assert data.classes[0] == "airplane" and data.num_classes == 10 and data.input_shape == (3, 32, 32)
+    assert data.size("train") + data.size("val") == 100 and data.size("test") == 20
+    batch = pickle.loads((root / "cifar-10-batches-py" / "test_batch").read_bytes())
+    np.testing.assert_array_equal(data.images["test"].reshape(20, -1).numpy(), batch[b"data"])
+
+
+def test_a_cifar_pickle_that_would_run_code_is_refused(tmp_path):
+    root = write_cifar10(tmp_path / "data")
+    marker = tmp_path / "code-ran"
+
+    class Touch:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    (root / "cifar-10-batches-py" / "data_batch_1").write_bytes(pickle.dumps({b"data": Touch(), b"labels": []}))
+    with pytest.raises(DataError, match="refusing to read .*data_batch_1: refers to the Python object io.open"):
+        load_data(data_config(name="cifar10", root=str(root), download=False))
+    assert not marker.exists()
