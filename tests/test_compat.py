@@ -75,13 +75,21 @@ def test_int4_weights_need_a_newer_runtime_than_int8():
     assert min_onnxruntime(int8, "1.32.0") == "1.12"
     assert lowest_ir_version(int4) == 10  # INT4 is an IR 10 type, whatever the opset
     set_ir_version(int4)
-    assert int4.ir_version == 10 and min_onnxruntime(int4, "1.32.0") == "1.18"
+    assert int4.ir_version == 10 and min_onnxruntime(int4, "1.32.0") == "1.19"
 
 
 def test_contrib_operators_have_their_own_minimum():
     assert min_onnxruntime(tiny_model(17, 8, domain_ops=["DequantizeLinear"]), "1.32.0") == "1.12"
     # an operator the table does not know needs the release that verified the file
     assert min_onnxruntime(tiny_model(17, 8, domain_ops=["SomeNewFusedOp"]), "1.32.1") == "1.32"
+
+
+def test_int8_convinteger_needs_the_release_with_its_kernel():
+    model = tiny_model(17, 8, TensorProto.INT8)
+    model.graph.node.append(helper.make_node("ConvInteger", ["x", "w"], ["c"]))
+    assert min_onnxruntime(model, "1.32.0") == "1.24"
+    model.graph.initializer[0].data_type = TensorProto.UINT8  # uint8 weights: any release
+    assert min_onnxruntime(model, "1.32.0") == "1.12"
 
 
 def test_an_ir_version_asked_for_below_what_the_file_needs_is_raised():
@@ -107,7 +115,7 @@ def exports(tmp_path_factory, pruned_export, tiny_data):
 
 
 @pytest.mark.parametrize(("variant", "oldest"), [
-    ("pruned", "1.12"), ("dynamic", "1.12"), ("static", "1.12"), ("static-int4", "1.18"),
+    ("pruned", "1.12"), ("dynamic", "1.12"), ("static", "1.12"), ("static-int4", "1.19"),
 ])
 def test_every_artifact_declares_versions_its_oldest_runtime_loads_and_loads(exports, tiny_data, variant, oldest):
     model = onnx.load(str(exports[variant]))

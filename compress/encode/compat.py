@@ -41,11 +41,13 @@ ORT_RELEASES: tuple[tuple[str, int, int, int], ...] = (
 
 # Tensor types newer than the opsets that use them: the IR version that introduced the
 # type (ONNX IR.md) and the first onnxruntime with kernels for it. 4-bit integers came with
-# ONNX 1.16 (IR 10); onnxruntime 1.18 is the first release built on ONNX 1.16, with int4
-# QuantizeLinear/DequantizeLinear. int8 and uint8 need nothing beyond their opset.
+# ONNX 1.16 (IR 10); onnxruntime 1.18 loads IR 10 but refuses tensor(int4) in the
+# DequantizeLinear that onnxruntime.quantization writes below opset 21, and 1.19 runs it
+# (both checked by loading a static-int4 file in each). int8 and uint8 need nothing beyond
+# their opset.
 TYPE_NEEDS: dict[int, tuple[int, str]] = {
-    onnx.TensorProto.INT4: (10, "1.18"),
-    onnx.TensorProto.UINT4: (10, "1.18"),
+    onnx.TensorProto.INT4: (10, "1.19"),
+    onnx.TensorProto.UINT4: (10, "1.19"),
     onnx.TensorProto.FLOAT8E4M3FN: (9, "1.16"),
     onnx.TensorProto.FLOAT8E4M3FNUZ: (9, "1.16"),
     onnx.TensorProto.FLOAT8E5M2: (9, "1.16"),
@@ -62,6 +64,17 @@ CONTRIB_OPS: dict[str, str] = {
     "DequantizeLinear": "1.0",
 }
 CONTRIB_DOMAIN = "com.microsoft"
+
+# Operators whose kernels for some input types came later than their opset: (operator, type
+# of its weight input) -> the first onnxruntime with that kernel. quantize_dynamic writes
+# ConvInteger with int8 weights; onnxruntime 1.15 to 1.23 have ConvInteger for uint8
+# weights only ("Could not find an implementation for ConvInteger(10)") and 1.24 runs it,
+# checked by loading a dynamic-int8 LeNet-5 in each.
+CONV_INTEGER_INT8 = "1.24"
+KERNEL_NEEDS: dict[tuple[str, int], str] = {
+    ("ConvInteger", onnx.TensorProto.INT8): CONV_INTEGER_INT8,
+}
+
 
 def _version_key(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in version.split(".")[:2])
@@ -116,9 +129,13 @@ def min_onnxruntime(model: onnx.ModelProto, verified_with: str | None = None) ->
         elif domain == "ai.onnx.ml":
             needs.append(_first_release(lambda r, v=version: r[2] >= v, verified_with))
     needs += [TYPE_NEEDS[t][1] for t in _initializer_types(model) if t in TYPE_NEEDS]
+    types = {init.name: init.data_type for init in model.graph.initializer}
     for node in model.graph.node:
         if node.domain == CONTRIB_DOMAIN:
             needs.append(CONTRIB_OPS.get(node.op_type, verified_with))
+        weight_type = types.get(node.input[1]) if len(node.input) > 1 else None
+        if (node.op_type, weight_type) in KERNEL_NEEDS:
+            needs.append(KERNEL_NEEDS[(node.op_type, weight_type)])
     return newest(*needs)
 
 
