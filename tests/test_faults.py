@@ -269,3 +269,33 @@ def test_sigterm_ends_a_run_with_one_line_and_status_143(tmp_path, tiny_pipeline
     assert proc.returncode == 143, err
     assert "terminated; run the same command again to resume" in err and "Traceback" not in err
     assert temp_files(out) == []
+
+
+@pytest.mark.parametrize("damage", [b"", b"{not json", b"[1, 2]", b'{"key": "other"}', b"\xff\xfe\x00"])
+def test_a_corrupt_cache_entry_is_not_used_and_raises_nothing(tmp_path, damage):
+    from compress.cache import StageCache
+
+    cache = StageCache(tmp_path / "cache")
+    entry = cache.entry("train", "k1")
+    entry.mkdir(parents=True)
+    (entry / "stage.json").write_bytes(damage)
+    assert cache.lookup("train", "k1", {}) is None
+    assert cache.fetch("train", "k1", {}, tmp_path / "run") is None
+    assert not (tmp_path / "run").exists()  # nothing linked from a bad entry
+
+
+def test_a_cache_folder_on_a_read_only_disk_is_one_line(tmp_path, pipeline_file, monkeypatch):
+    cache = tmp_path / "cache"
+    real_mkdir = Path.mkdir
+
+    def read_only(self, *args, **kwargs):
+        if str(self).startswith(str(cache)):
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    result = invoke("sweep", pipeline_file(), "--set", "prune.threshold=0.01,0.02", "--out", tmp_path / "sweep",
+                    "--cache", cache)
+    line = error_line(result, 1)
+    assert str(cache) in line and "read-only" in line
+    assert temp_files(tmp_path) == []
