@@ -29,15 +29,15 @@ class RunLockedError(CompressError):
     """Another run holds the run directory."""
 
 
+class ExportError(CompressError):
+    """The model cannot be exported to ONNX (an operation or control flow the exporter lacks)."""
+
+
 class FileSystemError(CompressError):
     """The file system refused a read or write (read-only, full, permission denied): the CLI
     prints one line naming the path and exits with status 1; nothing half-written is left."""
 
     exit_status = 1
-
-
-class UnexportableModelError(CompressError):
-    """The model cannot be exported to ONNX (found before any training)."""
 
 
 # errno -> what the user needs to do about it

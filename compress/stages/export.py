@@ -30,7 +30,7 @@ from compress.encode.onnx_tools import (
     save_model,
     set_metadata,
 )
-from compress.errors import UnexportableModelError
+from compress.errors import ExportError
 from compress.stages.context import StageContext
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def to_onnx(model: nn.Module, input_shape: tuple[int, ...], opset: int) -> onnx.
 
 def check_exportable(model: nn.Module, input_shape: tuple[int, ...], opset: int) -> None:
     """Export `model` (untrained is fine) in memory; a model torch cannot export is a
-    UnexportableModelError now, in seconds, rather than a traceback after training."""
+    ExportError now, in seconds, rather than a traceback after training."""
     try:
         to_onnx(model, input_shape, opset)
     except Exception as exc:
@@ -80,7 +80,7 @@ def check_exportable(model: nn.Module, input_shape: tuple[int, ...], opset: int)
         else:
             lines = [line.strip() for line in text.splitlines() if line.strip()]
             reason = f"{type(exc).__name__}: {lines[0][:200] if lines else ''}"
-        raise UnexportableModelError(
+        raise ExportError(
             f"the model cannot be exported to ONNX (tried before training, at opset {opset}): {reason}"
         ) from None
 
