@@ -4,6 +4,7 @@
     python bench/run.py --repeats 5                           # steadier medians, slower
     python bench/run.py --skip-pipeline                       # training rows only
     python bench/run.py --threads 0                           # torch's default threads (one per core)
+    python bench/run.py --speedup runs/lenet300 runs/lenet5   # only: each artifact's speed-up vs dense
 
 Every figure is the median of several runs, next to a baseline measured in the same run, so
 that the ratios stay meaningful on a busy machine. Runs that are compared are interleaved
@@ -33,6 +34,7 @@ from compress.pipeline import STAGE_NAMES
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import Row, describe_machine, format_text, median, write_outputs  # noqa: E402
+from speedup import speedup_rows  # noqa: E402
 from workloads import (  # noqa: E402
     CompressLoop,
     LatencyProbe,
@@ -244,6 +246,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip-pipeline", action="store_true", help="skip the pipeline and latency rows")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench",
                         help="folder for bench.json, bench.md and the pipeline's run [runs/bench]")
+    parser.add_argument("--speedup", type=Path, nargs="+", metavar="RUN",
+                        help="only time every artifact of these finished runs against their dense model, "
+                             "interleaved in one process, and print the speed-ups")
     parser.add_argument("--strict", action="store_true", help="exit with status 1 when a target is missed")
     args = parser.parse_args(argv)
     if min(args.repeats, args.pipeline_repeats, args.latency_repetitions, args.threads + 1) < 1:
@@ -261,6 +266,11 @@ def main(argv: list[str] | None = None) -> int:
     config = load_pipeline(args.pipeline)
     data_root = args.data_root or config.resolve(config.data.root) or "data"
     data = load_dataset(config.data.name, data_root)
+    if args.speedup:
+        pixels = data.images["test"][:256].numpy()
+        rows = [row for run in args.speedup for row in speedup_rows(run, pixels, args.latency_repetitions)]
+        print(format_text(machine, rows))
+        return 1 if args.strict and any(r.passed is False for r in rows) else 0
     if data.name != "mnist":
         raise SystemExit(f"{args.pipeline}: the benchmark compares against torchvision's MNIST; got {data.name}")
 
@@ -273,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = args.out / "pipeline"
         pipeline, report = pipeline_rows(args.pipeline, args.data_root, args.pipeline_repeats, run_dir, args.threads)
         rows += pipeline + latency_rows(run_dir, report, data, args.repeats, args.latency_repetitions)
+        rows += speedup_rows(run_dir, data.images["test"][:256].numpy(), args.latency_repetitions)
     rows += [device] + ([threads] if threads else [])
 
     settings = {

@@ -1,4 +1,4 @@
-"""Command line: `compress run|validate|report|models|methods|compare|sweep|tune|sensitivity`.
+"""Command line: `compress run|validate|report|models|methods|compare|sweep|tune|sensitivity|search`.
 
 A thin click layer over the library: user mistakes (CompressError) print one line and exit
 with status 2; Ctrl-C exits 130 and a rerun of the same command resumes.
@@ -296,6 +296,54 @@ def tune(pipeline, max_drop, param, low, high, steps, sets, out_dir, data_root, 
                       data_root=data_root, cache_dir=cache_dir, fixed=fixed, device=device)
     click.echo(format_table(result))
     click.echo(f"tune: {out / 'tune.md'}, {out / 'tune.json'}")
+
+
+@main.command()
+@click.argument("pipeline", type=click.Path(path_type=Path))
+@click.option("--param", "params", multiple=True, metavar="KEY=SPACE",
+              help="A setting to search: (low,high) uniform, log(low,high), int(low,high) or a TOML list of "
+                   "choices, e.g. 'train.l1.lambda=log(1e-5,1e-3)'. Repeat for more keys; adds to [search].")
+@click.option("--max-drop", type=float, metavar="PTS",
+              help="Accuracy budget in points below the dense model of the pipeline as written, on the "
+                   "validation split (needed by --objective size).")
+@click.option("--trials", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Trials in the study (a rerun after Ctrl-C runs only the missing ones).")
+@click.option("--objective", type=click.Choice(["size", "pareto"]), default="size", show_default=True,
+              help="size: smallest deploy size within --max-drop (TPE); pareto: the front of deploy size "
+                   "against validation accuracy (NSGA-II).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Search folder: the study, one run folder per trial [default: runs/<pipeline name>-search].")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Trials run at once, each in its own process or Ray task (torch threads shared out).")
+@click.option("--ray", "ray_address", metavar="ADDRESS",
+              help="Run each trial as a Ray task: 'local' starts a cluster here, 'auto' or host:port "
+                   "joins one (needs pip install 'compress[ray]').")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sampler.")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="CPU threads per trial [default: the CPUs shared out among --jobs].")
+@data_root_option
+@device_option("Where to train.")
+@_cache_option
+def search(pipeline, params, max_drop, trials, objective, out_dir, jobs, ray_address, seed, threads, data_root,
+           device, cache_dir):
+    """Search settings of PIPELINE (say L1 strength and pruning threshold together) with Optuna.
+
+    Every decision is made on the validation split; test accuracy of the chosen artifacts
+    is reported at the end only. Trials share stages through the stage cache; the study is
+    kept in OUT/study.journal, so the same command after Ctrl-C continues it. Writes
+    OUT/search.json, search.md, search-history.png and search-front.png.
+    """
+    from compress.analysis.search import format_table, run_search, search_spaces
+    from compress.config import load_pipeline
+
+    config = load_pipeline(pipeline)
+    spaces = search_spaces(config, list(params))
+    out = out_dir or Path("runs") / f"{config.name}-search"
+    summary = run_search(pipeline, spaces, out, max_drop=max_drop, trials=trials, objective=objective, jobs=jobs,
+                         ray_address=ray_address, data_root=data_root, cache_dir=cache_dir, device=device,
+                         threads=threads, seed=seed)
+    click.echo(format_table(summary))
+    click.echo(f"search: {out / 'search.md'}, {out / 'search-front.png'}, {out / 'search.json'}")
 
 
 @main.command()

@@ -147,12 +147,35 @@ class ModelConfig(Section):
         return self
 
 
+GroupKind = Literal["neurons", "channels", "inputs"]
+
+
 class L1Config(Section):
     lambda_: float = Field(0.0, alias="lambda", ge=0.0)  # strength of the L1 term
     # penalty: adds lambda * sum|w| to the loss. proximal: after each step, soft-threshold
     # every weight by lr * lambda, which drives small weights to exact zeros.
     method: Literal["penalty", "proximal"] = "penalty"
     params: Literal["weights", "all"] = "weights"  # weights: skip biases
+    # Group L1 (group lasso): instead of each weight, each structure's L2 norm, so whole
+    # structures reach zero together. neurons: each Linear unit's incoming weights (a row);
+    # channels: each Conv output channel's kernel; inputs: each input's outgoing weights (a
+    # Linear column, a Conv input channel). One kind or a list; the output layer's units are
+    # never grouped (its outputs are the classes). Proximal: zeroed groups stay zero.
+    groups: GroupKind | list[GroupKind] | None = None
+
+    @property
+    def group_kinds(self) -> tuple[str, ...]:
+        if self.groups is None:
+            return ()
+        return (self.groups,) if isinstance(self.groups, str) else tuple(dict.fromkeys(self.groups))
+
+    @model_validator(mode="after")
+    def _groups_of_weights(self) -> L1Config:
+        if self.groups is not None and self.params == "all":
+            raise ValueError("groups are made of weights: leave params = 'weights' with groups")
+        if isinstance(self.groups, list) and not self.groups:
+            raise ValueError("groups: name at least one of neurons, channels, inputs")
+        return self
 
 
 class DistillConfig(Section):
@@ -284,14 +307,33 @@ def prune_section(data: Any) -> Any:
     return section.model_validate(data)
 
 
-QuantVariant = Literal["dynamic", "static", "static-int4"]
+QuantVariant = Literal["dynamic", "static", "static-int4", "packed-int4"]
+
+
+class PackedConfig(Section):
+    """How `packed-int4` stores and runs its weights (compress/encode/packed.py)."""
+
+    # float32 keeps the QDQ model's exact scales; float16 halves them (a few hundred bytes).
+    scales: Literal["float32", "float16"] = "float32"
+    # float: drop activation quantize/dequantize pairs, so each call is the dense float
+    # kernels (dense speed); int8: keep them, logits bit-identical to static-int4's (slower).
+    activations: Literal["float", "int8"] = "float"
 
 
 class QuantizeConfig(Section):
     # dynamic: int8 weights, activations quantized at run time (onnxruntime quantize_dynamic).
     # static: int8 weights and activations, QDQ, calibrated on training images.
     # static-int4: like static with 4-bit weights (QDQ, onnxruntime >= 1.20).
+    # packed-int4: static-int4's codes and scales stored as non-zero positions + codes,
+    # rebuilt into float weights when the session loads: the smallest file, at dense speed.
     variants: list[QuantVariant] = Field(default_factory=lambda: ["dynamic", "static"])
+    # Layer types the dynamic variant quantizes. onnxruntime's dynamic int8 convolution
+    # (ConvInteger) is several times slower than its float Conv at small batch, so Conv
+    # stays float unless asked for.
+    dynamic_op_types: list[Literal["MatMul", "Gemm", "Conv"]] = Field(
+        default_factory=lambda: ["MatMul", "Gemm"], min_length=1
+    )
+    packed: PackedConfig = PackedConfig()
     source: Literal["pruned", "dense"] = "pruned"  # which float model to quantize
     per_channel: bool = True  # one scale per output channel (static variants)
     calibration_samples: PositiveInt = 512  # training images used to calibrate static
@@ -306,11 +348,21 @@ class ExportConfig(Section):
     # (IR 8 for opset 17 and 18; a file holding int4 weights needs 10). A number: that
     # version, or the lowest a file allows where that is higher.
     ir_version: Annotated[int, Field(ge=7, le=11)] | None = None
+    # Remove the pruned model's dead units and channels before export (compress.shrink):
+    # exact, so pruned.onnx is a smaller dense model that runs faster; verify still compares
+    # it with the unshrunk fine-tuned model.
+    shrink: bool = False
 
 
 class VerifyConfig(Section):
     threads: NonNegativeInt = 1  # intra-op threads for latency at batch 1 (0: onnxruntime's choice)
-    repetitions: PositiveInt = 200  # timed runs at batch 1 (after warm-up)
+    repetitions: PositiveInt = 200  # timed runs at batch 1 per artifact (after warm-up)
+    # Latency is timed for all artifacts interleaved: `rounds` rounds, each running every
+    # artifact's repetitions / rounds calls in turn, so load on the machine hits them alike.
+    rounds: PositiveInt = 20
+    # An artifact whose p50 exceeds dense's by more than this fraction is flagged slower
+    # than dense (a margin, because two equal models differ by a few percent of noise).
+    slower_margin: float = Field(0.10, ge=0.0)
     throughput_batch: PositiveInt = 1000
     tolerance: float = Field(1e-4, gt=0.0)  # largest logit difference allowed for float exports
 
@@ -329,6 +381,10 @@ class PipelineConfig(Section):
     # `compress sweep` only (run ignores it): dotted key -> the values to try, e.g.
     # "prune.threshold" = [1e-3, 3e-3]; every combination is one variant.
     sweep: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(default_factory=dict)
+    # `compress search` only (run ignores it): dotted key -> the space to search, e.g.
+    # "train.l1.lambda" = "log(1e-5, 1e-3)", "prune.threshold" = "(0.005, 0.08)" or a list
+    # of choices; checked by `compress search` (compress/analysis/search.py).
+    search: dict[str, str | list[Any]] = Field(default_factory=dict)
     # Folder of the pipeline file: relative paths in it are taken from there.
     base_dir: str = Field(".", exclude=True)
 
@@ -420,8 +476,9 @@ def _model_at(path: tuple, data: dict, data_model: type[BaseModel] | None = None
 
 
 def _other_prune_method(key: str) -> str | None:
-    """The method whose section has `key` (for a key given to the wrong method)."""
-    return next((n for n, m in _methods().items() if key in m.Config.model_fields), None)
+    """The methods whose sections have `key` (for a key given to the wrong method)."""
+    owners = [repr(n) for n, m in _methods().items() if key in m.Config.model_fields]
+    return " or ".join(owners) or None
 
 
 def _format_error(error: dict, data: dict) -> str:
@@ -440,7 +497,7 @@ def _format_error(error: dict, data: dict) -> str:
         close = difflib.get_close_matches(str(loc[-1]), known, n=1)
         hint = f"; did you mean {'.'.join([*map(str, loc[:-1]), close[0]])!r}?" if close else ""
         if not close and len(loc) == 2 and loc[0] == "prune" and (owner := _other_prune_method(str(loc[-1]))):
-            hint = f"; it is a setting of method = {owner!r}"
+            hint = f"; it is a setting of method = {owner}"
         kind = "section" if len(loc) == 1 else "key"
         return f"{where}: unknown {kind}{hint} (known: {', '.join(known)})"
     message = error["msg"].removeprefix("Value error, ")

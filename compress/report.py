@@ -29,6 +29,10 @@ COLUMNS = [
     ("sparsity", "sparsity", "{:.1%}"),
     ("latency_ms_b1_p50", "p50 ms", "{:.3f}"),
     ("latency_ms_b1_p95", "p95 ms", "{:.3f}"),
+    ("latency_vs_dense", "vs dense", "{:.2f}x"),
+    ("slower_than_dense", "slower", "{}"),
+    ("macs", "MACs", "{:,}"),
+    ("weight_bytes", "weights held", "{:,}"),
     ("throughput", "img/s", "{:,.0f}"),
     ("min_onnxruntime", "ort ≥", "{}"),  # the oldest onnxruntime that loads the file
     ("status", "status", "{}"),
@@ -36,7 +40,8 @@ COLUMNS = [
 CSV_FIELDS = [
     "name", "path", "val_accuracy", "accuracy", "accuracy_delta", "bytes", "gzip_bytes", "xz_bytes", "deploy_bytes",
     "deploy_form", "deploy_path", "compression", "params", "nonzero_params", "sparsity", "agreement",
-    "max_logit_diff", "latency_ms_b1_p50", "latency_ms_b1_p95", "throughput", "status",
+    "max_logit_diff", "latency_ms_b1_p50", "latency_ms_b1_p95", "latency_vs_dense", "slower_than_dense",
+    "macs", "weight_bytes", "throughput", "status",
     "weights", "nonzero_weights", "min_onnxruntime", "ir_version", "opset",
 ]
 
@@ -52,6 +57,8 @@ def add_comparisons(artifacts: list[dict], baseline: str = "dense") -> None:
 def format_cell(value: Any, fmt: str) -> str:
     if value is None:
         return "-"
+    if isinstance(value, bool):  # a flag: shown only where it is raised
+        return "SLOWER" if value else ""
     try:
         return fmt.format(value)
     except (ValueError, TypeError):
@@ -74,7 +81,10 @@ def format_table(report: dict, columns=COLUMNS) -> str:
     lines = [line(headers), "  ".join("-" * w for w in widths), *map(line, rows)]
     ds = report["dataset"]
     title = f"{report['pipeline']} ({report.get('model', '')}) on {ds['name']}, {_samples(ds)}"
-    note = "ratio = dense .onnx bytes / deploy bytes (smaller of .onnx.gz and .onnx.xz)"
+    note = (
+        "latency: all artifacts timed interleaved in one process; weights held: bytes a session keeps\n"
+        "ratio = dense .onnx bytes / deploy bytes (smaller of .onnx.gz and .onnx.xz)"
+    )
     return "\n".join([title, *lines, note])
 
 
@@ -94,7 +104,13 @@ def format_markdown(report: dict, columns=COLUMNS) -> str:
     )
     out += ["", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     out += ["| " + " | ".join(r) + " |" for r in rows]
-    out += ["", "ratio = dense .onnx bytes / deploy bytes (the smaller of .onnx.gz and .onnx.xz).", ""]
+    out += ["", "ratio = dense .onnx bytes / deploy bytes (the smaller of .onnx.gz and .onnx.xz)."]
+    out += [
+        "Latency: batch 1, all artifacts timed interleaved in rounds in one process; SLOWER: p50 more "
+        "than the verify margin above dense's. Weights held: initializer bytes an onnxruntime "
+        "session keeps after its load-time folding.",
+        "",
+    ]
     out += ["## Stages", "", "| stage | seconds | cached |", "|---|---|---|"]
     out += [f"| {s['name']} | {s['seconds']:.1f} | {'yes' if s['cached'] else 'no'} |" for s in report["stages"]]
     return "\n".join(out) + "\n"

@@ -27,6 +27,7 @@ from compress.checkpoint import save_state
 from compress.config import OptimConfig
 from compress.data import Dataset
 from compress.errors import CompressError, TrainingError
+from compress.pruning import PRUNABLE
 from compress.qat import attach_fake_quant, detach
 
 log = logging.getLogger(__name__)
@@ -63,21 +64,79 @@ def weight_params(model: nn.Module, which: str = "weights") -> list[torch.Tensor
     return params if which == "all" else [p for p in params if p.dim() > 1]
 
 
-class L1Term:
-    """lambda * sum|w|, as a loss penalty or as a proximal (soft-threshold) step."""
+@dataclass
+class WeightGroups:
+    """The groups of one weight tensor: its slices along `dim` (0: units, 1: inputs)."""
 
-    def __init__(self, model: nn.Module, config: OptimConfig):
+    param: torch.Tensor
+    dim: int
+    dead: torch.Tensor  # bool per slice: zeroed by the proximal step, held at zero since
+
+    def norms(self) -> torch.Tensor:
+        return self.param.detach().transpose(0, self.dim).flatten(1).norm(dim=1)
+
+    def broadcast(self, values: torch.Tensor) -> torch.Tensor:
+        """Per-slice values shaped to multiply the whole tensor."""
+        shape = [1] * self.param.dim()
+        shape[self.dim] = -1
+        return values.view(shape)
+
+
+def layer_weight(module: nn.Module) -> torch.Tensor:
+    """The trained weight Parameter of a layer (weight_orig under a pruning or QAT hook)."""
+    return getattr(module, "weight_orig", module.weight)
+
+
+def weight_groups(model: nn.Module, kinds: tuple[str, ...]) -> list[WeightGroups]:
+    """The structures group L1 acts on (see L1Config.groups).
+
+    The last Linear/Conv layer is taken to be the output layer: its units are the classes,
+    so it gets input groups only.
+    """
+    layers = [m for m in model.modules() if isinstance(m, PRUNABLE)]
+    groups = []
+    for index, layer in enumerate(layers):
+        param = layer_weight(layer)
+        if not param.requires_grad:
+            continue
+        is_conv = not isinstance(layer, nn.Linear)
+        dims = []
+        if index < len(layers) - 1 and ("channels" if is_conv else "neurons") in kinds:
+            dims.append(0)
+        if "inputs" in kinds and (not is_conv or layer.groups == 1):  # grouped convs: no whole-input slices
+            dims.append(1)
+        for dim in dims:
+            group = WeightGroups(param, dim, torch.zeros(param.shape[dim], dtype=torch.bool, device=param.device))
+            group.dead = group.norms() == 0  # structures already removed stay removed
+            groups.append(group)
+    return groups
+
+
+class L1Term:
+    """lambda * sum|w|, as a loss penalty or as a proximal (soft-threshold) step.
+
+    With `l1.groups`, the group lasso lambda * sum_g ||w_g||_2 over structures instead: its
+    proximal step scales each group by max(0, 1 - lr * lambda / ||w_g||), so whole neurons,
+    channels or inputs reach exact zeros; a group once zero is held at zero (and its
+    optimizer momentum cleared), or the next steps would grow it back.
+    """
+
+    def __init__(self, model: nn.Module, config: OptimConfig, optimizer: torch.optim.Optimizer | None = None):
         self.lam = config.l1.lambda_
         self.method = config.l1.method
-        self.params = weight_params(model, config.l1.params)
+        self.groups = weight_groups(model, config.l1.group_kinds) if config.l1.group_kinds else None
+        self.params = weight_params(model, config.l1.params) if self.groups is None else []
+        self.optimizer = optimizer
 
     @property
     def active(self) -> bool:
-        return self.lam > 0 and bool(self.params)
+        return self.lam > 0 and bool(self.params or self.groups)
 
     def penalty(self) -> torch.Tensor | None:
         if not (self.active and self.method == "penalty"):
             return None
+        if self.groups is not None:
+            return self.lam * torch.stack([g.norms().sum() for g in self.groups]).sum()
         # abs().sum(): on the CPU, _foreach_norm(params, 1) runs vector_norm per tensor, ~5x slower.
         return self.lam * torch.stack([p.abs().sum() for p in self.params]).sum()
 
@@ -88,8 +147,17 @@ class L1Term:
         fit takes the penalty's value without autograd and adds its gradient here after
         backward: backpropagating through abs() costs several passes and allocations over
         every weight, about a third of a step for simplenet on a CPU; this costs two.
+        Groups: grad += lambda * w_g / ||w_g|| (0 for a zero group, a subgradient).
         """
         if not (self.active and self.method == "penalty"):
+            return
+        if self.groups is not None:
+            for g in self.groups:
+                if g.param.grad is None:
+                    g.param.grad = torch.zeros_like(g.param)
+                norms = g.norms()
+                inverse = torch.where(norms > 0, 1.0 / norms.clamp_min(1e-30), torch.zeros_like(norms))
+                g.param.grad.add_(g.param * g.broadcast(inverse), alpha=self.lam)
             return
         for p in self.params:
             if p.grad is None:  # a weight the loss does not reach still gets the penalty's pull
@@ -102,8 +170,29 @@ class L1Term:
         if not (self.active and self.method == "proximal"):
             return
         shrink = lr * self.lam
+        if self.groups is not None:
+            self._group_step(shrink)
+            return
         for p in self.params:
             p.copy_(torch.sign(p) * torch.clamp_min(p.abs() - shrink, 0.0))
+
+    def _group_step(self, shrink: float) -> None:
+        for g in self.groups:
+            norms = g.norms()
+            keep = torch.clamp_min(1.0 - shrink / norms.clamp_min(1e-30), 0.0)
+            keep[g.dead] = 0.0
+            g.param.mul_(g.broadcast(keep))
+            g.dead |= keep == 0
+            if g.dead.any():
+                self._clear_state(g)
+
+    def _clear_state(self, g: WeightGroups) -> None:
+        """Zero the optimizer's running averages (momentum, Adam's moments) of dead groups."""
+        state = self.optimizer.state.get(g.param, {}) if self.optimizer is not None else {}
+        alive = g.broadcast((~g.dead).to(g.param.dtype))
+        for value in state.values():
+            if isinstance(value, torch.Tensor) and value.shape == g.param.shape:
+                value.mul_(alive)
 
 
 def make_optimizer(params, config: OptimConfig) -> torch.optim.Optimizer:
@@ -197,10 +286,10 @@ def fit(
     optimizer = make_optimizer(params, config)
     steps_per_epoch = math.ceil(data.size("train") / run.batch_size)
     scheduler = make_scheduler(optimizer, config, steps_per_epoch)
-    l1 = L1Term(model, config)
     result = FitResult()
     torch.manual_seed(run.seed)  # before resuming, which restores the generator's state
     start_epoch = _resume(run, model, optimizer, scheduler, result)
+    l1 = L1Term(model, config, optimizer)  # after resuming: groups zero in the checkpoint stay zero
     total_steps = config.epochs * steps_per_epoch
     images, labels = data.images["train"], data.labels["train"]
     distill = config.distill if config.distill.alpha > 0 else None

@@ -65,3 +65,38 @@ def test_json_and_markdown_hold_the_same_rows(tmp_path):
 def test_median_of_odd_and_even_counts():
     assert results.median([3.0, 1.0, 2.0]) == 2.0
     assert results.median([4.0, 1.0, 2.0, 3.0]) == 2.5
+
+
+def _speedup_module():
+    bench = str(Path(__file__).resolve().parent.parent / "bench")
+    if bench not in sys.path:
+        sys.path.insert(0, bench)  # speedup.py imports results as the benchmark does
+    spec = importlib.util.spec_from_file_location("bench_speedup", Path(bench) / "speedup.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_speedup_rows_compare_every_artifact_with_dense_and_hold_the_1_1x_target():
+    speedup = _speedup_module()
+    timings = {"dense": (0.100, 0.120), "pruned-int4-packed": (0.105, 0.130), "pruned-int4-static": (0.800, 1.0),
+               "fast": (0.025, 0.030)}
+    rows = speedup.rows_from_timings("lenet5", timings)
+    assert [r.figure.split(": ")[1] for r in rows] == ["pruned-int4-packed", "pruned-int4-static", "fast"]
+    packed, static, fast = rows
+    assert packed.ratio == pytest.approx(0.100 / 0.105) and packed.passed  # within 1.1x dense
+    assert static.ratio == pytest.approx(0.125) and static.passed is False
+    assert fast.ratio == pytest.approx(4.0) and fast.baseline == 0.100 and fast.value == 0.025
+    assert all("interleaved" in r.note for r in rows)
+
+
+def test_speedup_is_measured_for_every_artifact_of_a_run_folder(pruned_export, tiny_data, tmp_path):
+    import shutil
+
+    speedup = _speedup_module()
+    for name in ("dense", "pruned"):
+        shutil.copy(pruned_export.path, tmp_path / f"{name}.onnx")
+    report = {"artifacts": [{"name": n, "path": f"{n}.onnx"} for n in ("dense", "pruned")]}
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    rows = speedup.speedup_rows(tmp_path, tiny_data.images["test"][:8].numpy(), repetitions=20, rounds=4)
+    assert len(rows) == 1 and rows[0].value > 0 and 0.2 < rows[0].ratio < 5  # the same file twice

@@ -57,7 +57,7 @@ def test_the_tiny_test_pipeline_reads_back_as_written(tiny_pipeline, mnist_root)
         ({"prune": {"gradual": {"step": 3}}}, "prune.gradual.step: unknown key; did you mean 'prune.gradual.steps'?"),
         ({"quantize": {"varaints": ["dynamic"]}}, "quantize.varaints: unknown key; did you mean 'quantize.variants'?"),
         ({"prune": {"method": "magnitude", "amout": 0.9}}, "prune.amout: unknown key; did you mean 'prune.amount'?"),
-        ({"prune": {"amount": 0.9}}, "prune.amount: unknown key; it is a setting of method = 'magnitude'"),
+        ({"prune": {"amount": 0.9}}, "prune.amount: unknown key; it is a setting of method = 'channels' or 'magnitude'"),
     ],
 )
 def test_unknown_keys_are_rejected_with_a_suggestion(data, expected):
@@ -71,7 +71,7 @@ def test_an_unknown_prune_key_lists_the_keys_of_the_named_method():
 
 def test_an_unknown_key_lists_the_known_keys_of_its_section():
     message = config_error({"verify": {"repetitons": 3}})
-    assert "known: threads, repetitions, throughput_batch, tolerance" in message
+    assert "known: threads, repetitions, rounds, slower_margin, throughput_batch, tolerance" in message
 
 
 @pytest.mark.parametrize(
@@ -115,7 +115,7 @@ def test_out_of_range_values_name_the_key_and_the_bound(data, expected):
 @pytest.mark.parametrize(
     ("data", "expected"),
     [
-        ({"prune": {"schedule": "gradual"}}, "prune: schedule = 'gradual' needs method = 'magnitude'"),
+        ({"prune": {"schedule": "gradual"}}, "prune: schedule = 'gradual' needs method = 'channels' or 'magnitude'"),
         (
             {"prune": {"method": "magnitude", "overrides": {"net.1": {"threshold": 0.1}}}},
             "prune: overrides.net.1 needs amount for method = 'magnitude'",

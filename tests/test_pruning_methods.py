@@ -70,11 +70,12 @@ def mlp(seed: int = 0) -> nn.Module:
 
 
 def test_the_builtin_methods_are_registered():
-    assert list(list_methods()) == ["magnitude", "threshold"]
+    names = list(list_methods())
+    assert {"magnitude", "threshold", "channels"} <= set(names) and names == sorted(names)
 
 
 def test_an_unknown_method_lists_the_known_ones():
-    with pytest.raises(CompressError, match=r"unknown pruning method 'magnitud' \(did you mean 'magnitude'\?\); known: magnitude, threshold"):
+    with pytest.raises(CompressError, match=r"unknown pruning method 'magnitud' \(did you mean 'magnitude'\?\); known: .*magnitude, .*threshold"):
         get_method("magnitud")
 
 
@@ -96,7 +97,8 @@ def test_every_method_removes_more_weights_as_its_strength_grows(name):
     sparsity = []
     for value in (low, high):
         model = mlp()
-        masks = prune_oneshot(model, PruneConfig(method=name, **{method.strength: value}))
+        example = torch.randn(4, 1, 28, 28)  # structured methods trace the model with it
+        masks = prune_oneshot(model, PruneConfig(method=name, **{method.strength: value}), example)
         assert set(masks) == set(prunable_layers(model))
         for layer, mask in masks.items():  # masks are bool keep-masks that the model applies
             weight = dict(model.named_modules())[layer].weight
@@ -155,7 +157,7 @@ def test_a_new_method_with_a_fraction_prunes_gradually_and_with_overrides(random
 
 
 def test_gradual_pruning_is_refused_for_a_method_without_a_fraction():
-    with pytest.raises(ConfigError, match="schedule = 'gradual' needs method = 'magnitude'"):
+    with pytest.raises(ConfigError, match="schedule = 'gradual' needs method = .*'magnitude'"):
         parse_pipeline({"prune": {"method": "threshold", "schedule": "gradual"}}, name="p")
 
 
@@ -163,5 +165,5 @@ def test_compress_methods_lists_every_method(random_method):
     result = CliRunner().invoke(main, ["methods"])
     assert result.exit_code == 0
     names = [line.split()[0] for line in result.output.splitlines()]
-    assert names == ["magnitude", "random", "threshold"]
+    assert names == sorted(list_methods()) and "random" in names
     assert "prunes more as amount grows" in result.output

@@ -71,6 +71,15 @@ def test_the_table_shows_every_artifact_and_the_title():
     assert text.endswith("(smaller of .onnx.gz and .onnx.xz)")
 
 
+def test_an_artifact_slower_than_dense_is_flagged_in_the_table():
+    report = sample_report()
+    for artifact, slower in zip(report["artifacts"], [False, False, True], strict=True):
+        artifact["slower_than_dense"] = slower
+    lines = format_table(report).splitlines()
+    assert "SLOWER" in lines[5] and "SLOWER" not in lines[3] + lines[4]
+    assert sum("SLOWER" in line for line in format_markdown(report).splitlines() if line.startswith("|")) == 1
+
+
 def test_missing_values_show_as_a_dash():
     report = sample_report()
     report["artifacts"][2]["latency_ms_b1_p95"] = None

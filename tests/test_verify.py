@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
 import json
 import lzma
 
@@ -12,8 +14,11 @@ import pytest
 import torch
 
 from compress.config import VerifyConfig
+from compress.encode.cost import count_macs, initializer_bytes, session_weight_bytes
 from compress.encode.onnx_tools import get_metadata, parameter_counts
 from compress.stages.verify import (
+    add_latencies,
+    interleaved_latency_ms,
     latency_ms,
     make_session,
     prepare_inputs,
@@ -24,8 +29,8 @@ from compress.stages.verify import (
 ROW_KEYS = {
     "name", "path", "bytes", "gzip_bytes", "xz_bytes", "deploy_bytes", "deploy_form", "deploy_path",
     "params", "nonzero_params", "sparsity", "accuracy", "val_accuracy", "agreement", "max_logit_diff",
-    "latency_ms_b1_p50", "latency_ms_b1_p95", "throughput", "status", "min_onnxruntime", "ir_version", "opset",
-    "weights", "nonzero_weights",
+    "latency_ms_b1_p50", "latency_ms_b1_p95", "latency_vs_dense", "slower_than_dense", "throughput", "status",
+    "macs", "weight_bytes", "min_onnxruntime", "ir_version", "opset", "weights", "nonzero_weights",
 }
 CONFIG = VerifyConfig(repetitions=20, throughput_batch=200)
 
@@ -122,3 +127,55 @@ def test_latency_reports_the_median_and_the_95th_percentile(pruned_export, tiny_
     x = tiny_data.tensors("test", limit=5)[0].numpy()
     p50, p95 = latency_ms(session, x, repetitions=30)
     assert 0 < p50 <= p95 < 1000
+
+
+def test_macs_count_every_matmul_at_its_full_shape(pruned_export):
+    # simplenet(hidden=16): 784 -> 16 -> 10, zeros included (the kernels are dense).
+    assert count_macs(onnx.load(str(pruned_export.path))) == 784 * 16 + 16 * 10
+
+
+def test_macs_of_a_convolution_and_a_gemm(tmp_path):
+    conv = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1, groups=1), torch.nn.Conv2d(4, 8, 3, groups=2),
+        torch.nn.Flatten(), torch.nn.Linear(8 * 26 * 26, 5),
+    ).eval()
+    path = tmp_path / "conv.onnx"
+    with contextlib.redirect_stdout(io.StringIO()):
+        program = torch.onnx.export(conv, (torch.zeros(1, 1, 28, 28),), dynamo=True, input_names=["input"],
+                                    dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
+    onnx.save(program.model_proto, str(path))
+    expected = 4 * 28 * 28 * 9 + 8 * 26 * 26 * (2 * 9) + 5 * 8 * 26 * 26
+    assert count_macs(onnx.load(str(path))) == expected
+
+
+def test_weight_bytes_are_the_initializers_a_session_keeps(pruned_export):
+    model = onnx.load(str(pruned_export.path))
+    held = session_weight_bytes(pruned_export.path)
+    # The float weights and biases, 4 bytes each, all of them kept (none folded away).
+    assert held >= 4 * (784 * 16 + 16 + 16 * 10 + 10)
+    assert held <= initializer_bytes(model) + 64
+
+
+def test_interleaved_latency_times_every_session_and_flags_the_slow_one(pruned_export, tiny_data, tmp_path):
+    fast = make_session(pruned_export.path, threads=1)
+    x = tiny_data.tensors("test", limit=5)[0].numpy()
+    timings = interleaved_latency_ms([fast, fast], x, repetitions=40, rounds=4)
+    assert len(timings) == 2 and all(0 < p50 <= p95 < 1000 for p50, p95 in timings)
+
+    class Slow:  # a session that sleeps 2 ms per call
+        def __init__(self, inner):
+            self.inner = inner
+
+        def get_inputs(self):
+            return self.inner.get_inputs()
+
+        def run(self, *args):
+            import time
+            time.sleep(0.002)
+            return self.inner.run(*args)
+
+    rows = [{"name": "dense"}, {"name": "same"}, {"name": "slow"}]
+    add_latencies(rows, [fast, fast, Slow(fast)], x, VerifyConfig(repetitions=20, rounds=4))
+    assert rows[0]["latency_vs_dense"] == 1.0 and rows[0]["slower_than_dense"] is False
+    assert rows[2]["slower_than_dense"] is True and rows[2]["latency_vs_dense"] > 1.5
+    assert rows[2]["latency_ms_b1_p50"] >= 2.0

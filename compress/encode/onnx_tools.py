@@ -18,8 +18,10 @@ from onnx import numpy_helper
 
 from compress.files import atomic_path, write_bytes
 
-# Initializers that are parameters of the model (not scales, zero points or shapes).
-_AUX_SUFFIXES = ("_scale", "_zero_point")
+# Initializers that are parameters of the model (not scales, zero points or shapes); a
+# packed weight (compress/encode/packed.py) is counted from its codes and its shape.
+_AUX_SUFFIXES = ("_scale", "_zero_point", ".scale", ".scale16", ".zp", ".steps")
+_PACKED_CODES = ".codes"
 _PARAM_TYPES = {
     onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16,
     onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.INT4, onnx.TensorProto.UINT4,
@@ -139,13 +141,18 @@ def parameter_counts(model: onnx.ModelProto, weights_only: bool = False) -> tupl
     every variant.
     """
     params = nonzero = 0
+    inits = {init.name: init for init in model.graph.initializer}
     for init in model.graph.initializer:
         if init.data_type not in _PARAM_TYPES or init.name.endswith(_AUX_SUFFIXES):
             continue
         if len(init.dims) < (2 if weights_only else 1):
             continue
         array = numpy_helper.to_array(init)
-        params += array.size
+        if init.name.endswith(_PACKED_CODES):  # the non-zero codes (and zero fillers) only
+            shape = inits[init.name.removesuffix(_PACKED_CODES) + ".shape"]
+            params += int(np.prod(numpy_helper.to_array(shape)))
+        else:
+            params += array.size
         nonzero += int(np.count_nonzero(array))
     return params, nonzero
 

@@ -5,7 +5,7 @@ and the masks that remove them (torch.nn.utils.prune, owned by compress.pruning.
     pruner = GradualPruner(model, config.prune); fit(..., step_hook=pruner)
     get_method("magnitude").strength                      # "amount"
 
-Methods: compress.pruning.threshold, compress.pruning.magnitude (see BUILTIN in
+Methods: compress.pruning.threshold, .magnitude, .channels (structured; see BUILTIN in
 compress.pruning.registry); a new one is a module with a PruningMethod subclass
 (compress.pruning.base) and its name added to BUILTIN. The prune stage that uses this
 library is compress.stages.prune; finetune holds the masks and makes the pruning permanent.

@@ -50,6 +50,10 @@ class PruningMethod:
         value = getattr(override, self.strength, None) if override is not None else None
         return getattr(self.config, self.strength) if value is None else value
 
+    def setup(self, model: nn.Module, example: torch.Tensor | None) -> None:
+        """Called once with the whole model (before any mask) and an example input batch,
+        for methods that need the model's structure (compress.pruning.channels traces it)."""
+
     def masks(self, layers: dict[str, nn.Module], settings: dict[str, float]) -> dict[str, torch.Tensor]:
         """Keep-masks (bool, True = kept) for `layers` at the per-layer `settings` of `strength`."""
         raise NotImplementedError

@@ -21,7 +21,7 @@ from compress.registry import unknown_name_message
 if TYPE_CHECKING:
     from compress.pruning.base import PruningMethod
 
-BUILTIN = ("threshold", "magnitude")  # modules of compress.pruning, one per method
+BUILTIN = ("threshold", "magnitude", "channels")  # modules of compress.pruning, one per method
 
 _REGISTRY: dict[str, type[PruningMethod]] = {}
 _loaded = False

@@ -29,9 +29,12 @@ def method_for(config: PruneConfig) -> PruningMethod:
     return get_method(config.method)(config)
 
 
-def prune_oneshot(model: nn.Module, config: PruneConfig) -> dict[str, torch.Tensor]:
-    """Prune once, leaving torch.nn.utils.prune re-parametrizations on the model."""
+def prune_oneshot(model: nn.Module, config: PruneConfig, example: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Prune once, leaving torch.nn.utils.prune re-parametrizations on the model.
+
+    `example`: an input batch (structured methods trace the model with it)."""
     method = method_for(config)
+    method.setup(model, example)
     layers = prunable_layers(model, config.layers)
     add_masks(layers, method.masks(layers, {n: method.setting(n) for n in layers}))
     return masks_of(model)
@@ -46,11 +49,12 @@ def cubic_sparsity(step: int, steps: int, initial: float, final: float) -> float
 class GradualPruner:
     """Step hook for the training loop: raises sparsity in `gradual.steps` steps over the first `gradual.ramp` of training."""
 
-    def __init__(self, model: nn.Module, config: PruneConfig):
+    def __init__(self, model: nn.Module, config: PruneConfig, example: torch.Tensor | None = None):
         self.config = config
         self.method = method_for(config)
         if not self.method.fraction:
             raise CompressError(f"gradual pruning needs a method whose {self.method.strength} is a fraction")
+        self.method.setup(model, example)  # before the masks: tracing sees the plain model
         self.layers = prunable_layers(model, config.layers)
         self.targets = {n: self.method.setting(n) for n in self.layers}
         self.done = -1

@@ -1,7 +1,9 @@
 """Export stage: the trained (dense) and the pruned, fine-tuned model to ONNX.
 
 Outputs `export/dense.onnx` and `export/pruned.onnx` (the verify stage writes the final
-artifacts into the run folder). Each is exported with
+artifacts into the run folder). With `[export] shrink = true` the
+pruned model's dead units and channels are removed first (compress.shrink, exact), and the
+units of each layer before and after are in the stage's metrics. Each is exported with
 torch.onnx's dynamo exporter into a single self-contained file, with a dynamic batch axis,
 Gemm rewritten as MatMul + Add with [in, out] weights (compresses better), -0.0 as +0.0, and metadata_props `preprocessing` (input = (pixel * scale - mean)
 / std for raw 0-255 pixels) and `labels` (class names), so the file alone is enough to use it.
@@ -31,6 +33,7 @@ from compress.encode.onnx_tools import (
     set_metadata,
 )
 from compress.errors import ExportError
+from compress.pruning.shrink import shrink
 from compress.stages.context import StageContext
 
 log = logging.getLogger(__name__)
@@ -106,6 +109,7 @@ def run(ctx: StageContext) -> dict:
     metrics = {}
     for artifact, stage in ARTIFACTS.items():
         model, _, spec = load_checkpoint(ctx.input(stage, "model.pt"))
+        shrunk = shrink(model, data.input_shape) if artifact == "pruned" and ctx.config.export.shrink else None
         path = ctx.output(f"{artifact}.onnx")
         metadata = artifact_metadata(
             data.preprocessing, list(data.classes), spec.get("name") or spec["class"], artifact,
@@ -113,5 +117,7 @@ def run(ctx: StageContext) -> dict:
         )
         export_onnx(model, data.input_shape, path, ctx.config.export.opset, metadata, ctx.config.export.ir_version)
         metrics[artifact] = {"path": str(path.relative_to(ctx.run_dir)), "bytes": path.stat().st_size}
+        if shrunk is not None:
+            metrics[artifact]["shrink"] = shrunk
         log.info("exported %s (%d bytes)", path, path.stat().st_size)
     return metrics

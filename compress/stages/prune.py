@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 
+import torch
+
 from compress.checkpoint import load_checkpoint, save_checkpoint
 from compress.pruning import (
     GradualPruner,
@@ -27,15 +29,16 @@ def run(ctx: StageContext) -> dict:
     history = []
     if config.enabled:
         check_layer_names(model, config)
+        example = torch.zeros(1, *ctx.data.input_shape)  # structured methods trace the model with it
         if config.schedule == "gradual":
-            pruner = GradualPruner(model, config)
+            pruner = GradualPruner(model, config, example)
             history = fit(
                 model, ctx.data, config.gradual, ctx.run_settings(), "prune",
                 step_hook=pruner, teacher_logits=ctx.teacher_logits(config.gradual),
             ).history
             model.cpu()
         else:
-            prune_oneshot(model, config)
+            prune_oneshot(model, config, example)
     masks = masks_of(model)
     measured = accuracies(model, ctx.data, ctx.config.data.eval_batch_size)
     summary = sparsity_summary(model)

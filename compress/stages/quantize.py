@@ -5,10 +5,19 @@ Files go to the stage folder (`quantize/<name>.onnx`); verify writes the final a
     dynamic      -> <source>-int8-dynamic.onnx  quantize_dynamic: int8 weights, activations at run time
     static       -> <source>-int8-static.onnx   quantize_static: QDQ, int8 weights and activations
     static-int4  -> <source>-int4-static.onnx   quantize_static: QDQ, 4-bit weights, int8 activations
+    packed-int4  -> <source>-int4-packed.onnx   static-int4's codes stored packed (compress/encode/packed.py)
 
 Static variants are calibrated on the first `calibration_samples` training images (the
 same ones every run) and quantize weights per output channel by default. Weights are
 symmetric, so a pruned weight stays an exact stored zero.
+
+The dynamic variant quantizes only `dynamic_op_types` (MatMul and Gemm by default):
+onnxruntime's dynamic int8 convolution is slower than its float one at batch 1, so a
+dynamic variant of a CNN keeps its convolutions float.
+
+packed-int4 is the smallest file and runs at dense speed: each weight's non-zero positions
+and 4-bit codes, rebuilt into a dense float weight by ops onnxruntime folds when the
+session is created (with graph optimizations disabled the rebuild runs on every call).
 """
 
 from __future__ import annotations
@@ -32,11 +41,14 @@ from onnxruntime.quantization import (
 from compress.config import QuantizeConfig
 from compress.encode.compat import set_ir_version
 from compress.encode.onnx_tools import get_metadata, save_model, set_metadata
+from compress.encode.packed import ENCODING_NOTE, PackOptions, pack_model
 from compress.stages.context import StageContext
 
 log = logging.getLogger(__name__)
 
-VARIANT_SUFFIX = {"dynamic": "int8-dynamic", "static": "int8-static", "static-int4": "int4-static"}
+VARIANT_SUFFIX = {
+    "dynamic": "int8-dynamic", "static": "int8-static", "static-int4": "int4-static", "packed-int4": "int4-packed",
+}
 CALIBRATION = {
     "minmax": CalibrationMethod.MinMax,
     "entropy": CalibrationMethod.Entropy,
@@ -80,29 +92,43 @@ def _quiet_root_logger():
 
 def quantize_file(
     source: Path, target: Path, variant: str, config: QuantizeConfig, calibration: np.ndarray | None,
+    int4_static: Path | None = None,
     ir_version: int | None = None,
 ) -> None:
-    """Write the `variant` of the float model at `source` to `target` (metadata kept)."""
+    """Write the `variant` of the float model at `source` to `target` (metadata kept).
+
+    packed-int4 packs `int4_static` (the static-int4 file of the same source) when given,
+    else quantizes the source that way first.
+    """
     with tempfile.TemporaryDirectory() as tmp, _quiet_root_logger():
         out = Path(tmp) / "model.onnx"
-        if variant == "dynamic":
+        if variant == "packed-int4" and int4_static is not None:
+            out = int4_static
+        elif variant == "dynamic":
             quantize_dynamic(
                 source, out, weight_type=QuantType.QInt8, per_channel=config.per_channel,
+                op_types_to_quantize=list(config.dynamic_op_types),
             )
         else:
             quantize_static(
                 source, out, ArrayReader(calibration),
                 quant_format=QuantFormat.QDQ,
                 per_channel=config.per_channel,
-                weight_type=QuantType.QInt4 if variant == "static-int4" else QuantType.QInt8,
+                weight_type=QuantType.QInt8 if variant == "static" else QuantType.QInt4,
                 activation_type=QuantType.QUInt8,
                 calibrate_method=CALIBRATION[config.calibration_method],
                 extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
             )
         model = onnx.load(str(out))
+    metadata_extra = {}
+    if variant == "packed-int4":
+        options = PackOptions(scales=config.packed.scales, activations=config.packed.activations)
+        model = pack_model(model, onnx.load(str(source)), options)
+        metadata_extra["encoding"] = ENCODING_NOTE
     # The quantizer keeps metadata_props on some versions and not on others: set them again.
     metadata = get_metadata(onnx.load(str(source), load_external_data=False))
     metadata["variant"] = target.stem
+    metadata.update(metadata_extra)
     set_metadata(model, metadata)
     # The quantizer stamps its own IR version (or raises the opset, for int4): declare the
     # lowest the result allows, as the export does.
@@ -114,14 +140,18 @@ def run(ctx: StageContext) -> dict:
     config = ctx.config.quantize
     source = ctx.input("export", f"{config.source}.onnx")
     calibration = None
-    if any(v.startswith("static") for v in config.variants):
+    if any(v != "dynamic" for v in config.variants):
         images, _ = ctx.data.tensors("train", limit=config.calibration_samples)
         calibration = images.numpy().astype(np.float32)
     metrics = {}
-    for variant in config.variants:
+    written: dict[str, Path] = {}
+    # static-int4 first: packed-int4 packs its very codes and scales.
+    for variant in sorted(config.variants, key=lambda v: v != "static-int4"):
         name = variant_name(config.source, variant)
         target = ctx.output(f"{name}.onnx")
-        quantize_file(source, target, variant, config, calibration, ctx.config.export.ir_version)
+        quantize_file(source, target, variant, config, calibration, written.get("static-int4"),
+                      ctx.config.export.ir_version)
+        written[variant] = target
         metrics[name] = {"path": str(target.relative_to(ctx.run_dir)), "bytes": target.stat().st_size}
         log.info("quantized %s -> %s (%d bytes)", source.name, target.name, target.stat().st_size)
     return metrics

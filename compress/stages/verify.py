@@ -4,16 +4,24 @@ Per artifact: onnx.checker, accuracy on the whole validation split (`val_accurac
 tune and sweep budgets decide on) and test split (`accuracy`, only reported), inputs
 prepared from raw samples with the file's own `preprocessing` metadata; top-1 agreement and largest logit difference
 against the PyTorch model it came from, bytes on disk / gzip -9 / xz -9e, parameters and
-non-zero parameters counted in the file's initializers (sparsity: the zeros among the weights,
-biases apart), the deployable package (the
-smaller of .onnx.gz and .onnx.xz, written to deploy/), latency at batch 1 (p50, p95, on
-`threads` intra-op threads) and throughput at a large batch. A float export whose logits
-differ from PyTorch by more than `tolerance` is marked failed.
+non-zero parameters counted in the file's initializers (sparsity: the zeros among the
+weights, biases apart), the deployable package (the
+smaller of .onnx.gz and .onnx.xz, written to deploy/), multiply-accumulates per sample
+(`macs`), the weight bytes an onnxruntime session holds after load-time folding
+(`weight_bytes`), throughput at a large batch and latency at batch 1 (p50, p95, on
+`threads` intra-op threads). A float export whose logits differ from PyTorch by more than
+`tolerance` is marked failed.
+
+Latency is measured for all artifacts together, interleaved in rounds in one process:
+each round runs every artifact's share of timed calls in turn (in a rotating order), and
+p50/p95 are taken over all rounds. Load on the machine then falls on every artifact alike,
+so `latency_vs_dense` compares like with like; an artifact more than `slower_margin` slower
+than dense is flagged `slower_than_dense`.
 
 The export and quantize stages leave their files in their own folders; this stage writes
 each final artifact into the run folder with the verified accuracy, the oldest onnxruntime
-that loads it (compress.encode.compat) and its own checksum in its metadata, then measures
-that final file (sizes, packages, latency; its logits must equal those measured before).
+that loads it (compress.encode.compat) and its own checksum in its metadata
+(`seal_artifact`), then measures that final file; its accuracy must equal the one sealed in.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import torch
 
 from compress.checkpoint import load_checkpoint
 from compress.encode.compat import min_onnxruntime, opsets
+from compress.encode.cost import count_macs, session_weight_bytes
 from compress.encode.onnx_tools import (
     get_metadata,
     parameter_counts,
@@ -90,17 +99,77 @@ def run_batches(session: ort.InferenceSession, x: np.ndarray, batch_size: int) -
 
 
 def latency_ms(session: ort.InferenceSession, x: np.ndarray, repetitions: int) -> tuple[float, float]:
-    """p50 and p95 of single-sample inference, after a warm-up."""
-    name = session.get_inputs()[0].name
-    samples = [x[i % len(x)][None] for i in range(repetitions)]
-    for sample in samples[: min(20, repetitions)]:
-        session.run(None, {name: sample})
-    times = np.empty(repetitions)
-    for i, sample in enumerate(samples):
-        started = time.perf_counter()
-        session.run(None, {name: sample})
-        times[i] = time.perf_counter() - started
-    return float(np.percentile(times, 50) * 1e3), float(np.percentile(times, 95) * 1e3)
+    """p50 and p95 of single-sample inference of one session alone, after a warm-up."""
+    return interleaved_latency_ms([session], x, repetitions, rounds=1)[0]
+
+
+def interleaved_latency_ms(
+    sessions: list[ort.InferenceSession], x: np.ndarray, repetitions: int, rounds: int
+) -> list[tuple[float, float]]:
+    """(p50, p95) in ms of single-sample inference for each session, timed in rounds.
+
+    Each round runs `repetitions / rounds` timed calls of every session in turn, starting
+    with a different session each round; percentiles are over all of a session's calls.
+    """
+    rounds = max(1, min(rounds, repetitions))
+    per_round = -(-repetitions // rounds)
+    samples = [x[i % len(x)][None] for i in range(per_round)]
+    names = [s.get_inputs()[0].name for s in sessions]
+    for session, name in zip(sessions, names, strict=True):
+        for sample in samples[: min(20, per_round)]:
+            session.run(None, {name: sample})
+    times = [[] for _ in sessions]
+    for r in range(rounds):
+        for k in range(len(sessions)):
+            i = (r + k) % len(sessions)
+            session, name = sessions[i], names[i]
+            for sample in samples:
+                started = time.perf_counter()
+                session.run(None, {name: sample})
+                times[i].append(time.perf_counter() - started)
+    return [
+        (float(np.percentile(t, 50) * 1e3), float(np.percentile(t, 95) * 1e3)) for t in times
+    ]
+
+
+def add_latencies(rows: list[dict], sessions: list[ort.InferenceSession], x: np.ndarray, config) -> None:
+    """Time all sessions interleaved; set p50/p95, the ratio to dense's p50 and the slow flag.
+
+    The first row is the baseline (dense).
+    """
+    timings = interleaved_latency_ms(sessions, x, config.repetitions, config.rounds)
+    for row, (p50, p95) in zip(rows, timings, strict=True):
+        row["latency_ms_b1_p50"] = round(p50, 4)
+        row["latency_ms_b1_p95"] = round(p95, 4)
+    base = timings[0][0]
+    for row, (p50, _) in zip(rows, timings, strict=True):
+        row["latency_vs_dense"] = round(p50 / base, 3)
+        row["slower_than_dense"] = bool(p50 > base * (1 + config.slower_margin))
+
+
+def seal_artifact(
+    source: Path, path: Path, pixels: np.ndarray, labels: np.ndarray,
+    val: tuple[np.ndarray, np.ndarray] | None, config,
+) -> float:
+    """Write artifact `path` from a stage's file `source`, with its test (and validation)
+    accuracy measured in onnxruntime, the oldest onnxruntime that loads it and its own
+    checksum in its metadata; returns the test accuracy."""
+    model = onnx.load(str(source))
+    metadata = get_metadata(model)
+    session = make_session(source, config.threads)
+    logits = run_batches(session, prepare_inputs(pixels, metadata), config.throughput_batch)[0]
+    accuracy = float((logits.argmax(1) == labels).mean())
+    measured = {
+        "accuracy": f"{accuracy:.6f}",
+        "accuracy_measured_on": f"{len(labels)} test samples, onnxruntime {ort.__version__}",
+        "min_onnxruntime": min_onnxruntime(model),
+    }
+    if val is not None:
+        val_logits = run_batches(session, prepare_inputs(val[0], metadata), config.throughput_batch)[0]
+        measured["val_accuracy"] = f"{float((val_logits.argmax(1) == val[1]).mean()):.6f}"
+    set_metadata(model, measured)
+    save_model(model, path, seal=True)
+    return accuracy
 
 
 def verify_artifact(
@@ -112,41 +181,21 @@ def verify_artifact(
     is_float: bool,
     package_dir: Path,
     val: tuple[np.ndarray, np.ndarray] | None = None,
-    source: Path | None = None,
+    session: ort.InferenceSession | None = None,
+    time_alone: bool = True,
 ) -> dict:
     """Check and measure one .onnx file on the test samples (`pixels`, `labels`) and, when
-    given, the validation samples `val`; `reference` holds PyTorch's test logits.
-
-    With `source` (the unsealed file of a stage folder), `path` is first written from it
-    with the verified accuracy, the oldest onnxruntime it needs and its own checksum in its
-    metadata; then that final file is measured."""
-    model = onnx.load(str(source or path))
+    given, the validation samples `val`; `reference` holds PyTorch's test logits. Latency is
+    measured here only with `time_alone` (run() times all artifacts together)."""
+    model = onnx.load(str(path))
     onnx.checker.check_model(model, full_check=True)
     metadata = get_metadata(model)
     params, nonzero = parameter_counts(model)
     weights, nonzero_weights = parameter_counts(model, weights_only=True)
     x = prepare_inputs(pixels, metadata)
-    accuracy = None
-    if source is not None:
-        first = make_session(source, config.threads)
-        logits = run_batches(first, x, config.throughput_batch)[0]
-        accuracy = float((logits.argmax(1) == labels).mean())
-        measured = {
-            "accuracy": f"{accuracy:.6f}",
-            "accuracy_measured_on": f"{len(labels)} test samples, onnxruntime {ort.__version__}",
-            "min_onnxruntime": min_onnxruntime(model),
-        }
-        if val is not None:
-            val_logits = run_batches(first, prepare_inputs(val[0], metadata), config.throughput_batch)[0]
-            measured["val_accuracy"] = f"{float((val_logits.argmax(1) == val[1]).mean()):.6f}"
-        set_metadata(model, measured)
-        save_model(model, path, seal=True)
-    session = make_session(path, config.threads)
-    final_logits, throughput = run_batches(session, x, config.throughput_batch)
-    if accuracy is not None and not np.array_equal(final_logits, logits):
-        raise RuntimeError(f"{path.name}: the sealed file computes other logits than {source}")
-    logits = final_logits
-    p50, p95 = latency_ms(session, x, config.repetitions)
+    session = session or make_session(path, config.threads)
+    logits, throughput = run_batches(session, x, config.throughput_batch)
+    p50, p95 = latency_ms(session, x, config.repetitions) if time_alone else (None, None)
     row = {
         "name": path.stem,
         "path": path.name,
@@ -160,12 +209,16 @@ def verify_artifact(
         "min_onnxruntime": min_onnxruntime(model),
         "ir_version": model.ir_version,
         "opset": opsets(model).get("ai.onnx"),
+        "macs": count_macs(model),
+        "weight_bytes": session_weight_bytes(path),
         "accuracy": float((logits.argmax(1) == labels).mean()),
         "val_accuracy": None,
         "agreement": None,
         "max_logit_diff": None,
-        "latency_ms_b1_p50": round(p50, 4),
-        "latency_ms_b1_p95": round(p95, 4),
+        "latency_ms_b1_p50": None if p50 is None else round(p50, 4),
+        "latency_ms_b1_p95": None if p95 is None else round(p95, 4),
+        "latency_vs_dense": None,
+        "slower_than_dense": None,
         "throughput": round(throughput, 1),
         "status": "ok",
     }
@@ -186,28 +239,40 @@ def verify_artifact(
 
 def run(ctx: StageContext) -> dict:
     data = ctx.data
+    config = ctx.config.verify
     pixels = data.images["test"].numpy()
     labels = data.labels["test"].numpy()
     val = (data.images["val"].numpy(), data.labels["val"].numpy())
     x_torch, _ = data.tensors("test")
     references: dict[str, np.ndarray] = {}
     package_dir = ctx.run_dir / "deploy"
-    rows = []
+    rows, sessions = [], []
     with torch.inference_mode():
         for name, stage in artifact_names(ctx):
             if stage not in references:
                 model, _, _ = load_checkpoint(ctx.input(stage, "model.pt"))
                 references[stage] = predict(model, x_torch).numpy()
             path = ctx.output(f"{name}.onnx", in_run_dir=True)
+            sealed = seal_artifact(ctx.input(artifact_source(name), f"{name}.onnx"), path, pixels, labels, val, config)
             is_float = name in ("dense", "pruned")
+            session = make_session(path, config.threads)
             row = verify_artifact(
-                path, pixels, labels, references[stage], ctx.config.verify, is_float, package_dir, val,
-                source=ctx.input(artifact_source(name), f"{name}.onnx"),
+                path, pixels, labels, references[stage], config, is_float, package_dir, val,
+                session=session, time_alone=False,
             )
+            if row["accuracy"] != sealed:  # the metadata changed nothing the graph computes
+                raise RuntimeError(f"{path.name}: accuracy {row['accuracy']} differs from the sealed {sealed}")
             ctx.outputs += [ctx.run_dir / row["deploy_path"]]
             rows.append(row)
-            log.info(
-                "verified %s: validation accuracy %.4f, test accuracy %.4f, %d bytes (%d gzip), p50 %.3f ms",
-                path.name, row["val_accuracy"], row["accuracy"], row["bytes"], row["gzip_bytes"], row["latency_ms_b1_p50"],
-            )
+            sessions.append(session)
+    # Every artifact has the same input preprocessing (written by export from one dataset).
+    dense_metadata = get_metadata(onnx.load(str(ctx.run_dir / "dense.onnx"), load_external_data=False))
+    add_latencies(rows, sessions, prepare_inputs(pixels[:256], dense_metadata), config)
+    for row in rows:
+        log.info(
+            "verified %s: validation accuracy %.4f, test accuracy %.4f, %d bytes (%d deploy), %s MACs, p50 %.3f ms (%.2fx dense)%s",
+            row["path"], row["val_accuracy"], row["accuracy"], row["bytes"], row["deploy_bytes"], row["macs"],
+            row["latency_ms_b1_p50"], row["latency_vs_dense"],
+            ", slower than dense" if row["slower_than_dense"] else "",
+        )
     return {"artifacts": rows}

@@ -1,0 +1,246 @@
+"""Packed weights: a pruned, quantized model stored as only what is needed, run at dense speed.
+
+    packed = pack_model(onnx.load("pruned-int4-static.onnx"), onnx.load("pruned.onnx"), PackOptions())
+
+Input is a QDQ model whose weights are symmetric integer codes (`DequantizeLinear` of an
+initializer with zero point 0, as the quantize stage writes them). Each such weight is
+stored as:
+
+- `<w>.steps`  uint8: the gaps between its non-zero positions in the flattened weight
+  (the first is the position itself); a gap over 255 is split by filler entries of 255
+  whose code is 0, which write a zero where a zero already is;
+- `<w>.codes`  the codes of those entries, in the weight's own integer type (4 bits each
+  for int4);
+- `<w>.scale`  the per-channel scales (float32, or float16 with `scales = "float16"`).
+
+The dense float weight is rebuilt by standard ops whose inputs are all initializers:
+
+    positions = CumSum(Cast(steps, int64));  values = Cast(codes, float)
+    weight    = Reshape(ScatterND(ConstantOfShape([size]), positions, values), shape) * scale
+
+onnxruntime constant-folds such a subgraph once, when the session is created, so
+inference runs the same dense float kernels as the float model (and holds the weight
+decoded, at dense size, in memory). With graph optimizations disabled the decode runs on
+every call instead; the file's metadata says so (`encoding`). Other dequantized
+initializers (biases) are rebuilt the same way from their stored integers.
+
+`activations = "float"` (default) puts the rebuilt weights into the float model's own graph:
+weights keep their exact 4-bit values, activations stay float (as in int4
+quantization-aware training), and every call is the float model's dense MatMul/Conv. With
+`activations = "int8"` the QDQ graph is kept, activation quantize/dequantize pairs included
+(it folds ReLU into them, too), and the logits are bit-identical to the QDQ model's.
+"""
+
+from __future__ import annotations
+
+import lzma
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from compress.errors import CompressError
+
+ENCODING_NOTE = (
+    "packed: each weight is stored as its non-zero positions (uint8 gaps), codes and "
+    "per-channel scales, rebuilt into a dense float weight by ops that onnxruntime "
+    "constant-folds when the session is created (graph optimizations on, the default); "
+    "with graph optimizations disabled the rebuild runs on every call"
+)
+_INT4_OPSET = 21  # Cast from 4-bit integer types is defined from opset 21
+_SIGNED = {TensorProto.INT4, TensorProto.INT8}
+MAX_STEP = 255
+
+
+@dataclass(frozen=True)
+class PackOptions:
+    scales: str = "float32"  # float32 | float16: how per-channel scales are stored
+    activations: str = "float"  # float: drop activation Q/DQ pairs | int8: keep them
+
+
+def delta_stream(flat_codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 steps, codes) of the non-zero entries of a flat code array.
+
+    positions == cumsum(steps), and codes[i] is the code at positions[i]; gaps over 255
+    become filler entries (step 255, code 0).
+    """
+    positions = np.flatnonzero(flat_codes)
+    if len(positions) == 0:  # an all-zero weight: one filler keeps every tensor non-empty
+        return np.zeros(1, np.uint8), np.zeros(1, flat_codes.dtype)
+    gaps = np.diff(positions, prepend=0)
+    # A gap g needs (g - 1) // 255 fillers before its entry (the first may be 0: position 0).
+    fillers = np.maximum(gaps - 1, 0) // MAX_STEP
+    steps, codes = [], []
+    for gap, count, code in zip(gaps, fillers, flat_codes[positions], strict=True):
+        steps += [MAX_STEP] * int(count)
+        codes += [0] * int(count)
+        steps.append(int(gap) - MAX_STEP * int(count))
+        codes.append(code)
+    return np.asarray(steps, np.uint8), np.asarray(codes, flat_codes.dtype)
+
+
+def decode_stream(steps: np.ndarray, codes: np.ndarray, size: int) -> np.ndarray:
+    """The flat code array back from `delta_stream` (what the ONNX subgraph computes)."""
+    flat = np.zeros(size, codes.dtype)
+    flat[np.cumsum(steps.astype(np.int64))] = codes
+    return flat
+
+
+class _Builder:
+    """Collects the nodes and initializers of the rebuilt model."""
+
+    def __init__(self, model: onnx.ModelProto):
+        self.inits = {i.name: i for i in model.graph.initializer}
+        self.new_inits: list[onnx.TensorProto] = []
+        self.nodes: list[onnx.NodeProto] = []
+
+    def const(self, name: str, array: np.ndarray) -> str:
+        # 4-bit arrays (ml_dtypes int4, as numpy_helper reads them) are stored two to a byte.
+        self.new_inits.append(numpy_helper.from_array(np.asarray(array), name))
+        return name
+
+    def node(self, op: str, inputs: list[str], output: str, **attrs) -> str:
+        self.nodes.append(helper.make_node(op, inputs, [output], **attrs))  # unnamed: fewer bytes
+        return output
+
+    def shared(self, name: str, array: np.ndarray) -> str:
+        """A small constant that every rebuild uses, stored once."""
+        if name not in {i.name for i in self.new_inits}:
+            self.const(name, array)
+        return name
+
+    def scale(self, base: str, scale: np.ndarray, shape: list[int], axis: int, dtype: str) -> str:
+        """The scale as a float tensor that broadcasts over a weight of `shape` along `axis`."""
+        if scale.ndim == 1 and len(shape) > 1:
+            broadcast = [1] * len(shape)
+            broadcast[axis] = scale.size
+            scale = scale.reshape(broadcast)
+        if dtype == "float16":
+            stored = self.const(f"{base}.scale16", scale.astype(np.float16))
+            return self.node("Cast", [stored], f"{base}.scale_f", to=TensorProto.FLOAT)
+        return self.const(f"{base}.scale", scale.astype(np.float32))
+
+
+def _stream_bytes(codes: np.ndarray) -> int:
+    """xz bytes of a weight's steps and codes: how much its walk order costs in a package."""
+    steps, values = delta_stream(codes.flatten())
+    return len(lzma.compress(steps.tobytes() + values.astype(np.int8).tobytes(), preset=9))
+
+
+def _sparse_is_smaller(init: onnx.TensorProto) -> bool:
+    """Whether steps + codes take fewer bytes than all the codes (weights denser than ~1/3 do not)."""
+    codes = _array(init)
+    bits = 4 if init.data_type in (TensorProto.INT4, TensorProto.UINT4) else 8
+    entries = len(delta_stream(codes.flatten())[0])
+    return entries * (8 + bits) < codes.size * bits
+
+
+def _array(init: onnx.TensorProto) -> np.ndarray:
+    return numpy_helper.to_array(init)
+
+
+def _rebuild_sparse(b: _Builder, dq: onnx.NodeProto, options: PackOptions, output: str) -> None:
+    """A symmetric integer weight -> steps, codes, scales and the subgraph that rebuilds it."""
+    x = b.inits[dq.input[0]]
+    codes = _array(x)
+    base = dq.input[0].removesuffix("_quantized")
+    # A 2-D weight is walked in whichever order (rows or columns) compresses smaller: for a
+    # MatMul weight [in, out], column order visits each output unit's inputs in turn.
+    transposed = codes.ndim == 2 and _stream_bytes(codes.T) < _stream_bytes(codes)
+    stored_codes = codes.T if transposed else codes
+    steps, values = delta_stream(stored_codes.flatten())
+    steps_name = b.const(f"{base}.steps", steps)
+    codes_name = b.const(f"{base}.codes", values)
+    positions = b.node("CumSum", [b.node("Cast", [steps_name], f"{base}.steps64", to=TensorProto.INT64),
+                                  b.shared("packed.axis0", np.array(0, np.int64))], f"{base}.positions")
+    indices = b.node("Unsqueeze", [positions, b.shared("packed.axes1", np.array([1], np.int64))], f"{base}.indices")
+    zeros = b.node("ConstantOfShape", [b.const(f"{base}.size", np.array([codes.size], np.int64))], f"{base}.zeros",
+                   value=numpy_helper.from_array(np.zeros(1, np.float32)))
+    scattered = b.node("ScatterND", [zeros, indices, b.node("Cast", [codes_name], f"{base}.values",
+                                                            to=TensorProto.FLOAT)], f"{base}.flat")
+    dense = b.node("Reshape", [scattered, b.const(f"{base}.shape", np.array(stored_codes.shape, np.int64))],
+                   f"{base}.codes_f")
+    if transposed:
+        dense = b.node("Transpose", [dense], f"{base}.codes_t", perm=[1, 0])
+    attrs = {a.name: helper.get_attribute_value(a) for a in dq.attribute}
+    scale = _array(b.inits[dq.input[1]])
+    axis = attrs.get("axis", 1) % max(codes.ndim, 1)
+    b.node("Mul", [dense, b.scale(base, scale, list(codes.shape), axis, options.scales)], output)
+
+
+def _rebuild_dense(b: _Builder, dq: onnx.NodeProto, options: PackOptions, output: str) -> None:
+    """A dequantized initializer kept whole (a bias): (float(q) - zero point) * scale."""
+    base = dq.input[0].removesuffix("_quantized")
+    x = b.inits[dq.input[0]]
+    stored = b.const(f"{base}.q", _array(x))
+    value = b.node("Cast", [stored], f"{base}.qf", to=TensorProto.FLOAT)
+    zero = _array(b.inits[dq.input[2]]) if len(dq.input) > 2 and dq.input[2] else None
+    if zero is not None and np.any(zero != 0):
+        value = b.node("Sub", [value, b.const(f"{base}.zp", zero.astype(np.float32))], f"{base}.centred")
+    attrs = {a.name: helper.get_attribute_value(a) for a in dq.attribute}
+    scale = _array(b.inits[dq.input[1]])
+    shape = list(_array(x).shape)
+    axis = attrs.get("axis", 1) % max(len(shape), 1) if shape else 0
+    b.node("Mul", [value, b.scale(base, scale, shape, axis, options.scales)], output)
+
+
+def pack_model(
+    qdq: onnx.ModelProto, float_model: onnx.ModelProto | None = None, options: PackOptions = PackOptions()
+) -> onnx.ModelProto:
+    """The packed form of a QDQ model (see the module docstring).
+
+    activations "float": the graph is `float_model`'s (the model `qdq` was quantized from),
+    each of its initializers that `qdq` dequantizes replaced by the rebuild of its codes;
+    "int8": the graph is `qdq`'s, each DequantizeLinear of an initializer replaced.
+    """
+    if options.scales not in ("float32", "float16") or options.activations not in ("float", "int8"):
+        raise CompressError(f"packed: unknown options {options}")
+    if options.activations == "float" and float_model is None:
+        raise CompressError("packed: float activations need the float model the QDQ model came from")
+    b = _Builder(qdq)
+    model = onnx.ModelProto.FromString((qdq if options.activations == "int8" else float_model).SerializeToString())
+    float_inits = {i.name for i in model.graph.initializer}
+    replaced: set[str] = set()
+    for node in qdq.graph.node:
+        if node.op_type != "DequantizeLinear" or node.input[0] not in b.inits:
+            continue
+        if options.activations == "int8":
+            output = node.output[0]
+        else:  # the float initializer this dequantizes, e.g. "fc.weight" <- "fc.weight_quantized"
+            output = node.input[0].removesuffix("_quantized")
+            if output not in float_inits:
+                raise CompressError(f"packed: {node.input[0]} has no float initializer {output} in the float model")
+        replaced.add(node.output[0] if options.activations == "int8" else output)
+        x = b.inits[node.input[0]]
+        zero = _array(b.inits[node.input[2]]) if len(node.input) > 2 and node.input[2] else np.zeros(1)
+        if x.data_type in _SIGNED and len(x.dims) >= 2 and not np.any(zero) and _sparse_is_smaller(x):
+            _rebuild_sparse(b, node, options, output)
+        else:
+            _rebuild_dense(b, node, options, output)
+    if not replaced:
+        raise CompressError("packed: the model has no quantized weights to pack (quantize it first)")
+    if options.activations == "int8":
+        rest = [n for n in model.graph.node if not (n.op_type == "DequantizeLinear" and n.output[0] in replaced)]
+    else:
+        rest = list(model.graph.node)
+    nodes = b.nodes + rest
+    for node in nodes:  # the exporter's per-node notes (stack traces, scopes) are not needed to run
+        del node.metadata_props[:]
+        node.doc_string = ""
+    used = {i for n in nodes for i in n.input}
+    kept_inits = [i for i in model.graph.initializer if i.name in used and i.name not in replaced]
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept_inits + b.new_inits)
+    del model.graph.value_info[:]
+    for opset in model.opset_import:
+        if opset.domain in ("", "ai.onnx") and opset.version < _INT4_OPSET:
+            opset.version = _INT4_OPSET
+    if not any(n.domain == "com.microsoft" for n in nodes):
+        kept = [o for o in model.opset_import if o.domain != "com.microsoft"]
+        del model.opset_import[:]
+        model.opset_import.extend(kept)
+    model.ir_version = max(model.ir_version, 10)
+    return model

@@ -1,0 +1,176 @@
+"""`channels`: structured pruning of Linear neurons and Conv channels, with torch-pruning.
+
+    [prune]
+    method = "channels"
+    amount = 0.5            # fraction of each layer's units (Linear) or channels (Conv) removed
+    scope = "layer"         # "global": rank the units of all pruned layers together
+    importance = "group"    # group: L2 norm over every coupled weight; l1: the layer's own rows
+    schedule = "gradual"    # or oneshot, like magnitude
+
+Which weights belong to one unit comes from torch-pruning's dependency graph
+(`torch_pruning.DependencyGraph`): the unit's row in its layer, its column in every layer
+that reads it (through pooling and flatten: many columns), and the layers coupled to it by
+residual additions, BatchNorm and depthwise convolutions, which must lose the same channel.
+Importance is `torch_pruning.importance`'s magnitude of that group. A removed unit is masked
+like any pruned weight (rows and columns to zero, held through fine-tuning), so the
+schedules and checkpoints of unstructured pruning work unchanged; `[export] shrink = true`
+then removes the dead units physically (compress.shrink), and the model runs faster.
+The model's output layer keeps its units (they are the classes); each layer keeps one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn as nn
+import torch_pruning as tp
+
+from compress.config import Fraction, PruneConfig
+from compress.errors import CompressError
+from compress.pruning.base import PruningMethod
+from compress.pruning.masks import current_mask
+from compress.pruning.registry import register_pruning_method
+from compress.pruning.shrink import LAYERS, output_layers
+
+
+class ChannelsConfig(PruneConfig):
+    method: Literal["channels"] = "channels"
+    amount: Fraction = 0.5  # fraction of each layer's units or channels removed
+    scope: Literal["global", "layer"] = "layer"  # global: one ranking over all pruned layers
+    # group: torch-pruning's group L2 norm (every weight of the unit, in every coupled layer);
+    # l1: the L1 norm of the unit's own incoming weights.
+    importance: Literal["group", "l1"] = "group"
+
+
+@dataclass
+class UnitGroup:
+    """The units of one layer (and of the layers coupled to it), with what masks each one."""
+
+    root: str  # the layer whose units these are
+    size: int
+    tp_group: object  # torch_pruning's Group, for its importance
+    # (layer name, dim, root unit -> indices along dim): dim 0 rows (the unit's own weights),
+    # dim 1 columns (the weights that read it)
+    members: list[tuple[str, int, dict[int, list[int]]]]
+
+
+def unit_groups(model: nn.Module, example: torch.Tensor) -> list[UnitGroup]:
+    """Every prunable unit group of `model`, from torch-pruning's dependency graph."""
+    names = {m: n for n, m in model.named_modules()}
+    try:
+        with torch.enable_grad():  # the graph is traced through autograd
+            graph = tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False)
+    except Exception as exc:  # tracing a user's model can fail in many ways
+        raise CompressError(f"prune.method = 'channels': torch-pruning cannot trace the model: "
+                            f"{type(exc).__name__}: {exc}") from None
+    groups = []
+    for group in graph.get_all_groups(ignored_layers=output_layers(model, example)):
+        members = []
+        for item in group.items:
+            module = item.dep.target.module
+            if not isinstance(module, LAYERS):
+                continue
+            by_root: dict[int, list[int]] = {}
+            for index, root in zip(item.idxs, item.root_idxs, strict=True):
+                by_root.setdefault(int(root), []).append(int(index))
+            depthwise = module.groups > 1 if not isinstance(module, nn.Linear) else False
+            dim = 0 if graph.is_out_channel_pruning_fn(item.dep.handler) or depthwise else 1
+            members.append((names[module], dim, by_root))
+        root = names[group.items[0].dep.target.module]
+        groups.append(UnitGroup(root, len(group.items[0].idxs), group, members))
+    return groups
+
+
+def _importance(kind: str, normalize: bool) -> tp.importance.Importance:
+    normalizer = "mean" if normalize else None  # global ranking: comparable across layers
+    if kind == "l1":
+        return tp.importance.GroupMagnitudeImportance(p=1, group_reduction="first", normalizer=normalizer)
+    return tp.importance.GroupMagnitudeImportance(p=2, group_reduction="mean", normalizer=normalizer)
+
+
+@register_pruning_method
+class Channels(PruningMethod):
+    name = "channels"
+    Config = ChannelsConfig
+    strength = "amount"
+    fraction = True
+    structured = True
+    tune_range = (0.2, 0.9)
+
+    groups: list[UnitGroup] | None = None
+
+    def setup(self, model: nn.Module, example: torch.Tensor | None) -> None:
+        if example is None:
+            raise CompressError("prune.method = 'channels' needs an example input to trace the model")
+        self.groups = unit_groups(model, example)
+
+    def masks(self, layers: dict[str, nn.Module], settings: dict[str, float]) -> dict[str, torch.Tensor]:
+        if self.groups is None:
+            raise RuntimeError("Channels.masks before setup(model, example)")
+        keep = {n: current_mask(m).clone() for n, m in layers.items()}
+        groups = [g for g in self.groups if g.root in layers]
+        overridden = {g.root: self._overridden(g, settings) for g in groups}
+        pooled = [g for g in groups if self.config.scope == "global" and overridden[g.root] is None]
+        importance = _importance(self.config.importance, normalize=bool(pooled))
+        scores = {g.root: self._scores(g, importance, keep) for g in groups}
+        removed: dict[str, set[int]] = {}
+        for g in groups:
+            if g not in pooled:
+                amount = overridden[g.root] if overridden[g.root] is not None else settings[g.root]
+                removed[g.root] = _lowest([scores[g.root]], round(amount * g.size))[0]
+        if pooled:
+            target = round(settings[pooled[0].root] * sum(g.size for g in pooled))  # one amount for the pool
+            for g, chosen in zip(pooled, _lowest([scores[g.root] for g in pooled], target), strict=True):
+                removed[g.root] = chosen
+        for g in groups:
+            for name, dim, by_root in g.members:
+                if name not in keep:
+                    continue  # a coupled layer outside prune.layers: its unit reads a constant, shrink folds it
+                for unit in removed[g.root]:
+                    keep[name].index_fill_(dim, torch.tensor(by_root[unit]), False)
+        return keep
+
+    def _overridden(self, g: UnitGroup, settings: dict[str, float]) -> float | None:
+        """The amount of an `overrides` entry naming any layer whose units these are (coupled
+        layers, such as the convs of a residual stream, share one group and one amount)."""
+        for name, dim, _ in g.members:
+            if dim == 0 and name in self.config.overrides and name in settings:
+                return settings[name]
+        return None
+
+    @staticmethod
+    def _scores(g: UnitGroup, importance, keep: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Importance per unit; -inf for units already removed (their rows all masked), so
+        they are counted first and a higher amount removes only the difference."""
+        with torch.no_grad():
+            scores = importance(g.tp_group).detach().float().cpu()
+        gone = torch.ones(g.size, dtype=torch.bool)
+        for name, dim, by_root in g.members:
+            if dim == 0 and name in keep:
+                rows = keep[name].flatten(1) if keep[name].dim() > 1 else keep[name].unsqueeze(1)
+                alive = rows.any(1)
+                gone &= torch.tensor([not bool(alive[by_root[u]].any()) for u in range(g.size)])
+        return torch.where(gone, torch.tensor(float("-inf")), scores)
+
+
+def _lowest(scores: list[torch.Tensor], count: int) -> list[set[int]]:
+    """The `count` lowest-scoring units over all groups, each group keeping at least one."""
+    flat = torch.cat(scores)
+    order = torch.argsort(flat, stable=True).tolist()
+    offsets = [0]
+    for s in scores:
+        offsets.append(offsets[-1] + len(s))
+    chosen: list[set[int]] = [set() for _ in scores]
+    count = max(0, min(int(count), len(flat)))
+    taken = 0
+    for position in order:
+        if taken >= count:
+            break
+        group = next(i for i in range(len(scores)) if offsets[i] <= position < offsets[i + 1])
+        if len(chosen[group]) + 1 >= len(scores[group]):
+            continue  # keep one unit per group
+        chosen[group].add(position - offsets[group])
+        taken += 1
+    return chosen
