@@ -318,6 +318,10 @@ class PackedConfig(Section):
     # float: drop activation quantize/dequantize pairs, so each call is the dense float
     # kernels (dense speed); int8: keep them, logits bit-identical to static-int4's (slower).
     activations: Literal["float", "int8"] = "float"
+    # float: MatMul on the rebuilt float weight; matmulnbits: Linear layers run as
+    # com.microsoft.MatMulNBits (4-bit blocks of 32, accuracy_level 4: int8 activations
+    # inside the kernel), fed by the same packed codes. Needs activations = "float".
+    linear: Literal["float", "matmulnbits"] = "float"
 
 
 class QuantizeConfig(Section):
@@ -352,6 +356,9 @@ class ExportConfig(Section):
     # exact, so pruned.onnx is a smaller dense model that runs faster; verify still compares
     # it with the unshrunk fine-tuned model.
     shrink: bool = False
+    # Also export pruned-inputs.onnx, which takes only the inputs the pruned model still
+    # reads (its metadata `inputs` lists them): fewer features to measure on the device.
+    drop_unused_inputs: bool = False
 
 
 class VerifyConfig(Section):
@@ -501,7 +508,7 @@ def _format_error(error: dict, data: dict) -> str:
         kind = "section" if len(loc) == 1 else "key"
         return f"{where}: unknown {kind}{hint} (known: {', '.join(known)})"
     message = error["msg"].removeprefix("Value error, ")
-    if error["type"] not in ("value_error", "model_type") and "input" in error:
+    if error["type"] != "value_error" and "input" in error and not isinstance(error["input"], dict):
         message += f" (got {error['input']!r})"
     return f"{where}: {message}"
 

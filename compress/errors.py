@@ -1,5 +1,6 @@
-"""Errors that are the user's to fix: the CLI prints their message on one line and exits
-with the error's `exit_status` (2 for mistakes in the input, 1 for the file system)."""
+"""The tool's own errors: the CLI prints their message on one line and exits with
+`exit_status` (2: the user's to fix; 1: the file system refused a read or write; 3: an
+output failed the tool's own check)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,13 @@ class RunLockedError(CompressError):
 
 class ExportError(CompressError):
     """The model cannot be exported to ONNX (an operation or control flow the exporter lacks)."""
+
+
+class IntegrityError(CompressError):
+    """An output failed the tool's own check (pruned weights moved, a package does not unpack
+    to its file): not the user's mistake, but reported the same way, with exit status 3."""
+
+    exit_status = 3
 
 
 class FileSystemError(CompressError):

@@ -294,7 +294,7 @@ def fit(
     images, labels = data.images["train"], data.labels["train"]
     distill = config.distill if config.distill.alpha > 0 else None
     if distill and teacher_logits is None:
-        raise ValueError("distill.alpha > 0 needs teacher_logits")
+        raise CompressError(f"{desc}: distill.alpha > 0 needs a teacher (the trained model's logits)")
 
     for epoch in range(start_epoch, config.epochs):
         model.train()

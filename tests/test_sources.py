@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -123,3 +124,24 @@ def test_a_cifar_pickle_that_would_run_code_is_refused(tmp_path):
     with pytest.raises(DataError, match="refusing to read .*data_batch_1: refers to the Python object io.open"):
         load_data(data_config(name="cifar10", root=str(root), download=False))
     assert not marker.exists()
+
+
+def test_a_failed_download_gives_its_cause_and_leaves_nothing(tmp_path, monkeypatch):
+    import torchvision.datasets
+
+    class Unreachable:  # writes part of an archive, then loses the network
+        def __init__(self, root, train=True, download=False):
+            (Path(root) / "cifar-10-python.tar.gz").write_bytes(b"partial")
+            raise OSError("[Errno 101] Network is unreachable")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", Unreachable)
+    root = tmp_path / "fresh"
+    with pytest.raises(DataError, match=r"cifar10: download failed \(\[Errno 101\] Network is unreachable\)"):
+        load_data(data_config(name="cifar10", root=str(root), download=True))
+    assert not root.exists()
+    existing = tmp_path / "existing"
+    (existing / "notes.txt").parent.mkdir()
+    (existing / "notes.txt").write_text("mine")
+    with pytest.raises(DataError, match="download failed"):
+        load_data(data_config(name="cifar10", root=str(existing), download=True))
+    assert sorted(p.name for p in existing.iterdir()) == ["notes.txt"]

@@ -19,10 +19,12 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from compress import tables
 from compress.data import Dataset
 from compress.files import atomic_path, write_json, write_text
 from compress.pruning.magnitude import Magnitude, MagnitudeConfig
 from compress.pruning.masks import prunable_layers
+from compress.results import accuracy_points
 from compress.training import evaluate
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,7 @@ def layer_sensitivity(model: nn.Module, data: Dataset, levels=DEFAULT_LEVELS, ba
                 "sparsity": float(level),
                 "accuracy": accuracy,
                 # change in points, negative = worse (the sign of Δ pts in every other table)
-                "delta_pts": round(100 * (accuracy - baseline), 2) + 0.0,
+                "delta_pts": round(accuracy_points(baseline, accuracy), 2) + 0.0,
             })
     return {"baseline_accuracy": baseline, "levels": [float(v) for v in levels], "rows": rows}
 
@@ -66,13 +68,7 @@ def format_sensitivity(result: dict, markdown: bool = False) -> str:
     params = {r["layer"]: r["params"] for r in result["rows"]}
     headers = ["layer", "weights", *[f"{v:.0%}" if v * 100 == int(v * 100) else f"{v:.1%}" for v in levels]]
     rows = [[layer, f"{params[layer]:,}", *[f"{delta[(layer, v)] + 0.0:+.2f}" for v in levels]] for layer in layers]
-    if markdown:
-        lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-        lines += ["| " + " | ".join(r) + " |" for r in rows]
-    else:
-        widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-        fmt = lambda cells: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))  # noqa: E731
-        lines = [fmt(headers), fmt(["-" * w for w in widths]), *map(fmt, rows)]
+    lines = tables.markdown(headers, rows) if markdown else tables.text(headers, rows)
     title = (
         f"Δ pts: validation accuracy change in points, negative = worse (baseline {result['baseline_accuracy']:.2%}), "
         "with one layer "

@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from compress.errors import IntegrityError
 from compress.files import atomic_path, write_bytes
 
 # Initializers that are parameters of the model (not scales, zero points or shapes); a
@@ -49,7 +50,18 @@ def artifact_metadata(
     preprocessing: dict, labels: list[str], model_name: str, variant: str,
     dataset: str | None = None, input_shape: tuple[int, ...] | None = None,
 ) -> dict[str, str]:
-    """What a deployer needs beside the graph: how to prepare inputs, what outputs mean."""
+    """The metadata_props of every artifact (JSON strings), the file's whole contract:
+
+    - `preprocessing`: for images {"scale", "mean": [per channel], "std": [per channel],
+      "size": [h, w], "channels", "layout": "NCHW"}: resize to size, then
+      input = (pixel * scale - mean[c]) / std[c]; for tables {"features": [names in input
+      order], "mean": [...], "std": [...]}: input = (x - mean[f]) / std[f];
+    - `labels`: class names, index = output position;
+    - `model`, `variant`, `producer`;
+    - `output`: "logits"; with `dataset` and `input_shape`: `dataset`, `layout` ("NCHW" for
+      images, "NC" for tables) and `input_shape` ([null, ...]: any batch size).
+    The verify stage adds `accuracy`, `val_accuracy`, `min_onnxruntime` and `sha256`.
+    """
     from compress import __version__
 
     metadata = {
@@ -184,7 +196,7 @@ def write_packages(path: Path, out_dir: Path) -> dict:
     for suffix, (key, pack, unpack) in PACKAGERS.items():
         packed = pack(data)
         if unpack(packed) != data:  # a package must unpack to the identical file
-            raise RuntimeError(f"{suffix} package of {path} does not round-trip")
+            raise IntegrityError(f"{suffix} package of {path} does not unpack to the same file")
         write_bytes(out_dir / f"{path.stem}{suffix}", packed)
         sizes[key] = len(packed)
     form = min(PACKAGERS, key=lambda suffix: sizes[PACKAGERS[suffix][0]])

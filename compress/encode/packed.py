@@ -56,7 +56,8 @@ MAX_STEP = 255
 @dataclass(frozen=True)
 class PackOptions:
     scales: str = "float32"  # float32 | float16: how per-channel scales are stored
-    activations: str = "float"  # float: drop activation Q/DQ pairs | int8: keep them
+    activations: str = "float"  # float: the float model's graph | int8: the QDQ graph, pairs kept
+    linear: str = "float"  # float: MatMul on the rebuilt weight | matmulnbits: com.microsoft.MatMulNBits
 
 
 def delta_stream(flat_codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -140,7 +141,7 @@ def _array(init: onnx.TensorProto) -> np.ndarray:
     return numpy_helper.to_array(init)
 
 
-def _rebuild_sparse(b: _Builder, dq: onnx.NodeProto, options: PackOptions, output: str) -> None:
+def _rebuild_sparse(b: _Builder, dq: onnx.NodeProto, options: PackOptions, output: str) -> tuple[str, str]:
     """A symmetric integer weight -> steps, codes, scales and the subgraph that rebuilds it."""
     x = b.inits[dq.input[0]]
     codes = _array(x)
@@ -166,10 +167,12 @@ def _rebuild_sparse(b: _Builder, dq: onnx.NodeProto, options: PackOptions, outpu
     attrs = {a.name: helper.get_attribute_value(a) for a in dq.attribute}
     scale = _array(b.inits[dq.input[1]])
     axis = attrs.get("axis", 1) % max(codes.ndim, 1)
-    b.node("Mul", [dense, b.scale(base, scale, list(codes.shape), axis, options.scales)], output)
+    scale_name = b.scale(base, scale, list(codes.shape), axis, options.scales)
+    b.node("Mul", [dense, scale_name], output)
+    return dense, scale_name
 
 
-def _rebuild_dense(b: _Builder, dq: onnx.NodeProto, options: PackOptions, output: str) -> None:
+def _rebuild_dense(b: _Builder, dq: onnx.NodeProto, options: PackOptions, output: str) -> tuple[str, str]:
     """A dequantized initializer kept whole (a bias): (float(q) - zero point) * scale."""
     base = dq.input[0].removesuffix("_quantized")
     x = b.inits[dq.input[0]]
@@ -182,7 +185,52 @@ def _rebuild_dense(b: _Builder, dq: onnx.NodeProto, options: PackOptions, output
     scale = _array(b.inits[dq.input[1]])
     shape = list(_array(x).shape)
     axis = attrs.get("axis", 1) % max(len(shape), 1) if shape else 0
-    b.node("Mul", [value, b.scale(base, scale, shape, axis, options.scales)], output)
+    scale_name = b.scale(base, scale, shape, axis, options.scales)
+    b.node("Mul", [value, scale_name], output)
+    return value, scale_name
+
+
+NBITS_BLOCK = 32  # MatMulNBits block size: one scale per 32 inputs (here all of a channel's equal)
+
+
+def _matmul_nbits(b: _Builder, node: onnx.NodeProto, codes: str, scale: str, k: int, n: int) -> onnx.NodeProto:
+    """MatMul(A, W) -> com.microsoft.MatMulNBits(A, 4-bit blocks of W's codes, scales).
+
+    The blocks are built from the rebuilt codes by foldable ops as well: transposed to
+    [N, K], padded to whole blocks, offset by 8 (MatMulNBits' default zero point for 4
+    bits), and two codes packed into each byte, low nibble first.
+    """
+    base = node.input[1]
+    blocks = -(-k // NBITS_BLOCK)
+    t = b.node("Transpose", [codes], f"{base}.nb_t", perm=[1, 0])
+    if blocks * NBITS_BLOCK > k:
+        pads = b.const(f"{base}.nb_pads", np.array([0, 0, 0, blocks * NBITS_BLOCK - k], np.int64))
+        t = b.node("Pad", [t, pads], f"{base}.nb_padded")
+    shifted = b.node("Add", [t, b.shared("packed.eight", np.array(8.0, np.float32))], f"{base}.nb_u")
+    pairs = b.node("Reshape", [shifted, b.const(f"{base}.nb_pairs", np.array([n, blocks, NBITS_BLOCK // 2, 2], np.int64))],
+                   f"{base}.nb_pairs_r")
+    low = b.node("Gather", [pairs, b.shared("packed.zero", np.array(0, np.int64))], f"{base}.nb_lo", axis=3)
+    high = b.node("Gather", [pairs, b.shared("packed.one", np.array(1, np.int64))], f"{base}.nb_hi", axis=3)
+    high16 = b.node("Mul", [high, b.shared("packed.sixteen", np.array(16.0, np.float32))], f"{base}.nb_hi16")
+    packed = b.node("Cast", [b.node("Add", [high16, low], f"{base}.nb_bytes_f")], f"{base}.nb_bytes",
+                    to=TensorProto.UINT8)
+    column = b.node("Reshape", [scale, b.const(f"{base}.nb_col", np.array([n, 1], np.int64))], f"{base}.nb_sc")
+    per_block = b.node("Expand", [column, b.const(f"{base}.nb_grid", np.array([n, blocks], np.int64))], f"{base}.nb_sg")
+    scales = b.node("Reshape", [per_block, b.shared("packed.flat", np.array([-1], np.int64))], f"{base}.nb_scales")
+    return helper.make_node(
+        "MatMulNBits", [node.input[0], packed, scales], list(node.output), domain="com.microsoft",
+        K=k, N=n, bits=4, block_size=NBITS_BLOCK, accuracy_level=4,
+    )
+
+
+def _without_unused(nodes: list[onnx.NodeProto], outputs: set[str]) -> list[onnx.NodeProto]:
+    """Nodes whose results something uses (a weight MatMulNBits replaced is not rebuilt)."""
+    while True:
+        used = outputs | {i for n in nodes for i in n.input}
+        kept = [n for n in nodes if any(o in used for o in n.output)]
+        if len(kept) == len(nodes):
+            return kept
+        nodes = kept
 
 
 def pack_model(
@@ -194,14 +242,18 @@ def pack_model(
     each of its initializers that `qdq` dequantizes replaced by the rebuild of its codes;
     "int8": the graph is `qdq`'s, each DequantizeLinear of an initializer replaced.
     """
-    if options.scales not in ("float32", "float16") or options.activations not in ("float", "int8"):
+    if (options.scales not in ("float32", "float16") or options.activations not in ("float", "int8")
+            or options.linear not in ("float", "matmulnbits")):
         raise CompressError(f"packed: unknown options {options}")
+    if options.linear == "matmulnbits" and options.activations != "float":
+        raise CompressError("packed: MatMulNBits takes float activations (activations = \"float\")")
     if options.activations == "float" and float_model is None:
         raise CompressError("packed: float activations need the float model the QDQ model came from")
     b = _Builder(qdq)
     model = onnx.ModelProto.FromString((qdq if options.activations == "int8" else float_model).SerializeToString())
     float_inits = {i.name for i in model.graph.initializer}
     replaced: set[str] = set()
+    four_bit: dict[str, tuple[str, str, tuple[int, ...]]] = {}  # weight -> float codes, scale, shape
     for node in qdq.graph.node:
         if node.op_type != "DequantizeLinear" or node.input[0] not in b.inits:
             continue
@@ -215,16 +267,26 @@ def pack_model(
         x = b.inits[node.input[0]]
         zero = _array(b.inits[node.input[2]]) if len(node.input) > 2 and node.input[2] else np.zeros(1)
         if x.data_type in _SIGNED and len(x.dims) >= 2 and not np.any(zero) and _sparse_is_smaller(x):
-            _rebuild_sparse(b, node, options, output)
+            codes, scale = _rebuild_sparse(b, node, options, output)
         else:
-            _rebuild_dense(b, node, options, output)
+            codes, scale = _rebuild_dense(b, node, options, output)
+        if x.data_type == TensorProto.INT4 and len(x.dims) == 2 and not np.any(zero):
+            four_bit[output] = (codes, scale, tuple(x.dims))
     if not replaced:
         raise CompressError("packed: the model has no quantized weights to pack (quantize it first)")
     if options.activations == "int8":
         rest = [n for n in model.graph.node if not (n.op_type == "DequantizeLinear" and n.output[0] in replaced)]
     else:
         rest = list(model.graph.node)
-    nodes = b.nodes + rest
+    if options.linear == "matmulnbits":
+        rest = [
+            _matmul_nbits(b, n, *four_bit[n.input[1]][:2], *four_bit[n.input[1]][2])
+            if n.op_type == "MatMul" and n.input[1] in four_bit else n
+            for n in rest
+        ]
+        if not any(o.domain == "com.microsoft" for o in model.opset_import):
+            model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    nodes = _without_unused(b.nodes + rest, {o.name for o in model.graph.output})
     for node in nodes:  # the exporter's per-node notes (stack traces, scopes) are not needed to run
         del node.metadata_props[:]
         node.doc_string = ""

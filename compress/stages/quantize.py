@@ -122,7 +122,9 @@ def quantize_file(
         model = onnx.load(str(out))
     metadata_extra = {}
     if variant == "packed-int4":
-        options = PackOptions(scales=config.packed.scales, activations=config.packed.activations)
+        options = PackOptions(
+            scales=config.packed.scales, activations=config.packed.activations, linear=config.packed.linear
+        )
         model = pack_model(model, onnx.load(str(source)), options)
         metadata_extra["encoding"] = ENCODING_NOTE
     # The quantizer keeps metadata_props on some versions and not on others: set them again.
