@@ -66,6 +66,10 @@ class IdxDataConfig(DataCommon):
     """MNIST-style sets read from their IDX files."""
 
     name: Literal["mnist", "fashion-mnist", "kmnist"] = "mnist"
+    # Files against the data set's published checksums (compress.data.published): warn names
+    # each file that differs (another data set's files are named as such); strict makes that
+    # an error; off skips the check.
+    verify: Literal["warn", "strict", "off"] = "warn"
 
 
 class TorchvisionDataConfig(DataCommon):
