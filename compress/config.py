@@ -76,6 +76,7 @@ class TorchvisionDataConfig(DataCommon):
     """torchvision's RGB sets, read from their own on-disk formats."""
 
     name: Literal["cifar10", "cifar100", "svhn"]
+    verify: Literal["warn", "strict", "off"] = "warn"  # files against published checksums, as for IDX sets
 
 
 class ImageFolderDataConfig(DataCommon):

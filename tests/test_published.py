@@ -71,3 +71,14 @@ def test_strict_on_the_wrong_data_set_is_one_error_line(mnist_root, pipeline_fil
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "fashion-mnist's" in errors[0] and "Traceback" not in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_cifar_files_are_checked_by_name_and_content(tmp_path, monkeypatch, caplog):
+    batch = tmp_path / "data_batch_1"
+    batch.write_bytes(b"not the published batch")
+    with caplog.at_level(logging.WARNING):
+        assert published.check_published("cifar10", [batch], "warn")
+    assert f"{batch} does not match cifar10's published checksum" in caplog.text
+    monkeypatch.setitem(published.PUBLISHED_FILE_MD5["cifar10"], "data_batch_1", md5(batch))
+    assert published.check_published("cifar10", [batch], "strict") == []
+    assert published.check_published("csv", [batch], "strict") == []  # nothing published: not checked

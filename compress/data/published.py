@@ -7,7 +7,9 @@ damaged, re-packed with other content, or another data set under the expected na
 Sources: the MD5 of each `.gz` file as the data set's authors publish it (the lists in
 torchvision's dataset classes, e.g. `torchvision.datasets.MNIST.resources`), and for MNIST
 the SHA-256 of the uncompressed files too, so that a copy re-compressed with another gzip
-level, or stored uncompressed, is still recognised by its content.
+level, or stored uncompressed, is still recognised by its content; for CIFAR-10/100 and
+SVHN the MD5 of each file as stored (torchvision's `train_list`, `test_list`, `meta`,
+`split_list`).
 """
 
 from __future__ import annotations
@@ -51,6 +53,29 @@ PUBLISHED_RAW_SHA256: dict[str, dict[str, str]] = {
         "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
     },
 }
+# data set -> file name -> MD5 of the published file as it is stored (not compressed): the
+# batches of CIFAR's Python version and SVHN's .mat files (torchvision's CIFAR10.train_list,
+# test_list and meta, CIFAR100's, SVHN.split_list)
+PUBLISHED_FILE_MD5: dict[str, dict[str, str]] = {
+    "cifar10": {
+        "data_batch_1": "c99cafc152244af753f735de768cd75f",
+        "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+        "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+        "data_batch_4": "634d18415352ddfa80567beed471001a",
+        "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+        "test_batch": "40351d587109b95175f43aff81a1287e",
+        "batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
+    },
+    "cifar100": {
+        "train": "16019d7e3df5f24257cddd939b257f8d",
+        "test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
+        "meta": "7973b15100ade9c7d40fb424638fde48",
+    },
+    "svhn": {
+        "train_32x32.mat": "e26dedcc434d2e4c54c9b2d4a06d8373",
+        "test_32x32.mat": "eb5a983be6a315427106f1b164d9cef3",
+    },
+}
 MODES = ("warn", "strict", "off")
 
 
@@ -80,10 +105,19 @@ def identify(stem: str, gz_md5: str | None, raw_sha256: str) -> str | None:
 def check_published(name: str, files, mode: str = "warn") -> list[str]:
     """Compare each of `files` (paths of data set `name`) with its published checksum;
     returns the problems found (logged as warnings, or a DataError when `mode` is strict)."""
-    if mode == "off" or name not in PUBLISHED_GZ_MD5:
+    paths = [Path(f) for f in files]
+    if mode == "off":
         return []
+    if name in PUBLISHED_GZ_MD5:
+        return _report(_check_idx_files(name, paths), mode)
+    if name in PUBLISHED_FILE_MD5:
+        return _report(_check_plain_files(name, paths), mode)
+    return []
+
+
+def _check_idx_files(name: str, files: list[Path]) -> list[str]:
     problems = []
-    for path in map(Path, files):
+    for path in files:
         stem = _stem(path)
         if stem not in PUBLISHED_GZ_MD5[name]:
             continue
@@ -100,6 +134,27 @@ def check_published(name: str, files, mode: str = "warn") -> list[str]:
         else:
             problems.append(f"{path} does not match {name}'s published checksum "
                             f"(a damaged or other copy of {stem}, or the same content compressed otherwise)")
+    return problems
+
+
+def _check_plain_files(name: str, files: list[Path]) -> list[str]:
+    problems = []
+    for path in files:
+        if path.name not in PUBLISHED_FILE_MD5[name]:
+            continue
+        digest = hashlib.md5(path.read_bytes()).hexdigest()
+        found = next((other for other, table in PUBLISHED_FILE_MD5.items() if table.get(path.name) == digest), None)
+        if found == name:
+            continue
+        if found is not None:
+            problems.append(f"{path} is {found}'s {path.name}, not {name}'s (by its published checksum): "
+                            f"is [data] name or root wrong?")
+        else:
+            problems.append(f"{path} does not match {name}'s published checksum (a damaged or other copy)")
+    return problems
+
+
+def _report(problems: list[str], mode: str) -> list[str]:
     if problems and mode == "strict":
         raise DataError("; ".join(problems) + " ([data] verify = 'strict'; 'warn' goes on with a warning)")
     for problem in problems:
