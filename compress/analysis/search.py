@@ -783,7 +783,8 @@ def plot_history(summary: dict, path: Path) -> Path:
 
 def plot_front(summary: dict, path: Path) -> Path:
     """Every artifact of every trial, deploy size against validation accuracy, the front as
-    a step line, the budget dashed and the chosen artifact ringed (labels on the front only)."""
+    a step line, the budget dashed and the chosen artifact ringed (front points labelled
+    with their trial number)."""
     from compress.analysis.plot import _color
 
     plt = _pyplot()
@@ -800,9 +801,15 @@ def plot_front(summary: dict, path: Path) -> Path:
     if front:
         ax.step([p["deploy_bytes"] for p in front], [100 * p["val_accuracy"] for p in front], where="post",
                 color="black", linewidth=1.2, label="front", zorder=2)
+        # label front points by trial number, skipping one too close to a labelled one
+        placed: list[tuple[float, float]] = []
         for p in front:
-            ax.annotate(p["label"], (p["deploy_bytes"], 100 * p["val_accuracy"]), xytext=(5, 3),
-                        textcoords="offset points", fontsize=6)
+            x, y = math.log10(p["deploy_bytes"]), 100 * p["val_accuracy"]
+            if any(abs(x - px) < 0.08 and abs(y - py) < 1.0 for px, py in placed):
+                continue
+            placed.append((x, y))
+            ax.annotate(f"#{int(p['trial'].split('-')[1])}", (p["deploy_bytes"], y), xytext=(4, -9),
+                        textcoords="offset points", fontsize=7)
     if summary["max_drop"] is not None:
         line = 100 * summary["reference"]["dense_val_accuracy"] - summary["max_drop"]
         ax.axhline(line, color="tab:red", linestyle="--", linewidth=1, label="accuracy budget")
