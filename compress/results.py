@@ -92,14 +92,14 @@ class Report(TypedDict):
     versions: Annotated[dict[str, str], "`compress`, `torch`, `onnx`, `onnxruntime`, `python`"]
     baseline: Annotated[str, "the artifact ratios and deltas refer to (`dense`)"]
     artifacts: Annotated[list[Artifact], "one per ONNX file (see Artifact)"]
+    inputs: NotRequired[Annotated[dict | None, "which inputs the pruned model still reads: `{total, used, names, unit, "
+                                  "first_layers}` (`names`: the used CSV columns; `unit`: features, pixels or "
+                                  "channels); `null` when no Linear or Conv reads the input directly"]]
     training: Annotated[TrainingSummary, "`dense_test_accuracy`, `dense_val_accuracy`, `pruned_sparsity`, "
                         "`accuracy_after_prune`, `accuracy_after_finetune`, `zero_weights_after_train` "
                         "(PyTorch, test split unless named val)"]
     stages: Annotated[list[StageSummary], "`{name, key, seconds, cached}` per stage"]
     total_seconds: Annotated[float, "seconds of the stages that ran (not cached)"]
-    inputs: NotRequired[Annotated[dict | None, "which inputs the pruned model still reads: `{total, used, names, unit, "
-                                  "first_layers}` (`names`: the used CSV columns; `unit`: features, pixels or "
-                                  "channels); `null` when no Linear or Conv reads the input directly"]]
 
 
 def keys_of(kind: type) -> dict[str, str]:
