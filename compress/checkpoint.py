@@ -9,6 +9,7 @@ checkpoint can never run code when loaded.
 
 from __future__ import annotations
 
+import logging
 import pickle
 import re
 from pathlib import Path
@@ -20,6 +21,8 @@ import torch.nn as nn
 from compress.errors import CompressError
 from compress.files import atomic_path
 from compress.registry import build_model
+
+log = logging.getLogger(__name__)
 
 FORMAT = "compress-checkpoint/1"
 
@@ -105,6 +108,24 @@ def load_checkpoint(path: Path) -> tuple[nn.Module, dict[str, torch.Tensor], dic
     return model, state["masks"], state["model"]
 
 
+DATA_PARALLEL_PREFIX = "module."
+
+
+def _without_data_parallel_prefix(state: dict, model: nn.Module, path: Path) -> dict:
+    """Weights saved from a DataParallel / DistributedDataParallel wrapper have every key
+    prefixed with `module.`; the plain model's keys are the same without it."""
+    keys = [k for k in state if isinstance(k, str)]
+    expected = set(model.state_dict())
+    if not keys or not all(k.startswith(DATA_PARALLEL_PREFIX) for k in keys):
+        return state
+    if any(k.startswith(DATA_PARALLEL_PREFIX) for k in expected):
+        return state  # the model itself has a submodule called `module`
+    log.warning("weights file %s was saved from a DataParallel wrapper (every key starts with %r): "
+                "loading it with the prefix removed; save model.module.state_dict() to avoid this note",
+                path, DATA_PARALLEL_PREFIX)
+    return {k.removeprefix(DATA_PARALLEL_PREFIX): v for k, v in state.items()}
+
+
 def _load_problems(exc: RuntimeError) -> str:
     """torch's "Error(s) in loading state_dict for Net:" then one tab-indented line per problem."""
     problems = "; ".join(line.strip() for line in str(exc).splitlines()[1:] if line.strip())
@@ -118,6 +139,14 @@ def load_user_weights(model: nn.Module, path: Path) -> None:
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise CompressError(f"weights file {path} does not hold a state_dict (got {type(state).__name__})")
+    state = _without_data_parallel_prefix(state, model, path)
+    expected, given = set(model.state_dict()), set(state)
+    if expected != given:  # name the keys first: a shape message can wait
+        missing, unexpected = sorted(expected - given), sorted(given - expected)
+        few = lambda keys: ", ".join(keys[:4]) + (", ..." if len(keys) > 4 else "")  # noqa: E731
+        parts = [f"{len(missing)} missing ({few(missing)})"] if missing else []
+        parts += [f"{len(unexpected)} unexpected ({few(unexpected)})"] if unexpected else []
+        raise CompressError(f"weights file {path} does not fit the model: keys {'; '.join(parts)}")
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

@@ -7,13 +7,15 @@ with status 2; Ctrl-C exits 130 and a rerun of the same command resumes.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import click
 
 from compress import __version__
-from compress.errors import CompressError
+from compress.errors import CompressError, file_system_error, os_error_in
 
 log = logging.getLogger("compress")
 
@@ -26,20 +28,48 @@ def _setup_logging(verbose: bool) -> None:
     )
     for noisy in ("onnxruntime", "onnxscript", "onnx_ir", "torch", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # A log file on a full disk must not print a traceback of its own: the failing write
+    # that follows is reported as one line.
+    logging.raiseExceptions = False
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that open files are cleaned up as on Ctrl-C."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
 
 
 class CompressGroup(click.Group):
-    """Turns CompressError into a one-line message and exit status 2."""
+    """Turns CompressError into one `error:` line and its exit status (2 for input, 1 for the
+    file system); any other file-system failure too (status 1); Ctrl-C exits 130, SIGTERM 143."""
 
     def invoke(self, ctx):
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _on_sigterm)
         try:
             return super().invoke(ctx)
         except CompressError as exc:
-            click.echo(f"error: {' '.join(str(exc).splitlines())}", err=True)  # one line
+            click.echo(f"error: {_one_line(exc)}", err=True)
             sys.exit(exc.exit_status)
         except KeyboardInterrupt:
             click.echo("\ninterrupted; run the same command again to resume (finished stages are kept)", err=True)
             sys.exit(130)
+        except Terminated:
+            click.echo("terminated; run the same command again to resume (finished stages are kept)", err=True)
+            sys.exit(143)
+        except Exception as exc:
+            error = os_error_in(exc)
+            if error is None:
+                raise
+            click.echo(f"error: {_one_line(file_system_error(error))}", err=True)
+            sys.exit(1)
 
 
 @click.group(cls=CompressGroup)

@@ -66,12 +66,17 @@ class IdxDataConfig(DataCommon):
     """MNIST-style sets read from their IDX files."""
 
     name: Literal["mnist", "fashion-mnist", "kmnist"] = "mnist"
+    # Files against the data set's published checksums (compress.data.published): warn names
+    # each file that differs (another data set's files are named as such); strict makes that
+    # an error; off skips the check.
+    verify: Literal["warn", "strict", "off"] = "warn"
 
 
 class TorchvisionDataConfig(DataCommon):
     """torchvision's RGB sets, read from their own on-disk formats."""
 
     name: Literal["cifar10", "cifar100", "svhn"]
+    verify: Literal["warn", "strict", "off"] = "warn"  # files against published checksums, as for IDX sets
 
 
 class ImageFolderDataConfig(DataCommon):
@@ -365,7 +370,13 @@ class QuantizeConfig(Section):
 
 
 class ExportConfig(Section):
-    opset: Annotated[int, Field(ge=17, le=23)] = 18
+    # The ai.onnx opset: 17 is the lowest torch's exporter reaches (it exports at 18 and
+    # converts down), and onnxruntime loads opset 17 from 1.12 on (18: 1.14, 21: 1.18).
+    opset: Annotated[int, Field(ge=17, le=23)] = 17
+    # The IR version each file declares. None: the lowest its opsets and tensor types allow
+    # (IR 8 for opset 17 and 18; a file holding int4 weights needs 10). A number: that
+    # version, or the lowest a file allows where that is higher.
+    ir_version: Annotated[int, Field(ge=7, le=11)] | None = None
     # Remove the pruned model's dead units and channels before export (compress.shrink):
     # exact, so pruned.onnx is a smaller dense model that runs faster; verify still compares
     # it with the unshrunk fine-tuned model.
@@ -443,6 +454,39 @@ class PipelineConfig(Section):
         return parse_pipeline(data, name=self.name, base_dir=self.base_dir)
 
 
+_TRAINING_SECTIONS = ("train", "finetune", "prune.gradual")
+
+
+def ignored_by(config: PipelineConfig, dotted: str) -> str | None:
+    """Why `config` makes no use of the setting `dotted` (e.g. prune.amount on a threshold
+    pipeline), or None when it uses it. Sweeps and tunes refuse to vary such a setting:
+    every variant would be the same run."""
+    prune = config.prune
+    section, _, key = dotted.rpartition(".")
+    if dotted.startswith("prune.") and not prune.enabled:
+        return "prune.enabled is false"
+    if section == "prune" and key not in type(prune).model_fields:
+        return f"prune.method is {prune.method!r}, whose settings have no {key}"
+    if dotted.startswith("prune.gradual.") and prune.schedule != "gradual":
+        return f"prune.schedule is {prune.schedule!r}; [prune.gradual] is read by schedule = 'gradual' only"
+    base, _, sub = section.rpartition(".") if section.endswith((".l1", ".distill")) else (section, "", "")
+    if base in _TRAINING_SECTIONS:
+        optim = config.train if base == "train" else config.finetune if base == "finetune" else prune.gradual
+        if key in ("momentum", "nesterov") and not sub and optim.optimizer != "sgd":
+            return f"{base}.optimizer is {optim.optimizer!r}; {key} is read by optimizer = 'sgd' only"
+        if key in ("step_size", "gamma") and not sub and optim.schedule != "step":
+            return f"{base}.schedule is {optim.schedule!r}; {key} is read by schedule = 'step' only"
+        if sub == "l1" and key != "lambda" and optim.l1.lambda_ == 0:
+            return f"{base}.l1.lambda is 0 (no L1 term)"
+        if sub == "distill" and key != "alpha" and optim.distill.alpha == 0:
+            return f"{base}.distill.alpha is 0 (no distillation)"
+    if dotted in ("quantize.calibration_samples", "quantize.calibration_method") and not any(
+        v.startswith("static") for v in config.quantize.variants
+    ):
+        return "quantize.variants has no static variant; calibration is read by static variants only"
+    return None
+
+
 def _field_names(model: type[BaseModel]) -> list[str]:
     return [f.alias or name for name, f in model.model_fields.items() if not f.exclude]
 
@@ -517,7 +561,8 @@ def load_pipeline(path: str | Path) -> PipelineConfig:
     """Read and validate a pipeline TOML file; the pipeline's name defaults to the file's stem."""
     path = Path(path)
     try:
-        text = path.read_text()
+        # utf-8-sig: a byte-order mark (as some Windows editors write) is read as nothing.
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise ConfigError(f"pipeline file {path} does not exist") from None
     except IsADirectoryError:

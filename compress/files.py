@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from compress.errors import RunLockedError
+from compress.errors import FileSystemError, RunLockedError, file_system_error, os_error_in
 
 TEMP_SUFFIX = ".tmp"  # of the files atomic_path writes before renaming them into place
 
@@ -29,19 +29,37 @@ def _umask() -> int:
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it into place only if the block succeeds."""
+    """Yield a temporary path beside `path`; rename it into place only if the block succeeds.
+
+    A file-system failure (full disk, read-only folder, no permission), even one that the
+    writer wrapped in its own exception (torch.save raises RuntimeError), becomes a
+    FileSystemError naming `path`; the temporary file is removed either way.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
-    # mkstemp makes the file private (0600); give it the mode a plain open() would.
-    os.fchmod(fd, 0o666 & ~_umask())
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+        # mkstemp makes the file private (0600); give it the mode a plain open() would.
+        os.fchmod(fd, 0o666 & ~_umask())
+        os.close(fd)
+    except OSError as exc:
+        raise file_system_error(exc, path) from None
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except FileSystemError:
+        raise
+    except Exception as exc:
+        error = os_error_in(exc)
+        if error is None:
+            raise
+        if error.filename in (None, tmp, str(tmp_path)):  # the write itself: name the file meant
+            error = OSError(error.errno, error.strerror, str(path))
+        raise file_system_error(error, path) from None
     finally:
-        tmp_path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp_path.unlink(missing_ok=True)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -93,9 +111,13 @@ def remove_stale_temp_files(directory: str | os.PathLike) -> list[Path]:
 def locked_dir(directory: str | os.PathLike) -> Iterator[None]:
     """Hold an exclusive lock on `directory` for the duration of a run."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     lock_path = directory / ".lock"
-    with open(lock_path, "a+") as handle:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        handle = open(lock_path, "a+")  # noqa: SIM115 (closed by the with below)
+    except OSError as exc:
+        raise file_system_error(exc, lock_path) from None
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

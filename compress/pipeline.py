@@ -178,6 +178,8 @@ def check_model(config: PipelineConfig, input_shape: tuple[int, ...], num_classe
         )
     if config.prune.enabled:
         prune.check_layer_names(model, config.prune)
+    # A model torch cannot export would otherwise fail after all the training.
+    export.check_exportable(model, input_shape, config.export.opset)
 
 
 def _first_line(exc: Exception) -> str:
@@ -187,7 +189,7 @@ def _first_line(exc: Exception) -> str:
 def check_pipeline(config: PipelineConfig) -> None:
     """What `compress validate` checks beyond the file itself: the model, against the data
     set's input shape and classes, known without decoding the data (skipped when the data
-    is not there to look at)."""
+    is not there to look at), and that it exports to ONNX."""
     shape = peek_data(config.data, config.base_dir)
     if shape is not None:
         check_model(config, shape[0], shape[1], config.data.name)

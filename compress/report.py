@@ -34,6 +34,7 @@ COLUMNS = [
     ("macs", "MACs", "{:,}"),
     ("weight_bytes", "weights held", "{:,}"),
     ("throughput", "img/s", "{:,.0f}"),
+    ("min_onnxruntime", "ort ≥", "{}"),  # the oldest onnxruntime that loads the file
     ("status", "status", "{}"),
 ]
 CSV_FIELDS = [
@@ -42,6 +43,7 @@ CSV_FIELDS = [
     "deploy_form", "deploy_path", "compression", "params", "nonzero_params", "sparsity", "agreement",
     "max_logit_diff", "latency_ms_b1_p50", "latency_ms_b1_p95", "latency_vs_dense", "slower_than_dense",
     "macs", "weight_bytes", "throughput", "status",
+    "weights", "nonzero_weights", "min_onnxruntime", "ir_version", "opset",
 ]
 
 
@@ -143,4 +145,10 @@ def load_report(run_dir: Path) -> Report:
     path = Path(run_dir) / "report.json"
     if not path.is_file():
         raise CompressError(f"{path} does not exist: is {run_dir} a finished run folder?")
-    return read_json(path)
+    try:
+        report = read_json(path)
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise CompressError(f"{path} is not valid JSON ({exc}): run the pipeline again to rewrite it") from None
+    if not isinstance(report, dict) or not isinstance(report.get("artifacts"), list):
+        raise CompressError(f"{path} is not a compress report (no artifacts list)")
+    return report

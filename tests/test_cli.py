@@ -122,6 +122,24 @@ def test_each_artifact_has_a_deployable_package_that_unpacks_to_it(finished_run,
 
 
 @pytest.mark.slow
+def test_each_artifact_states_what_a_deployer_needs(finished_run, report):
+    from compress.encode.compat import lowest_ir_version, min_onnxruntime
+    from compress.encode.onnx_tools import checksum_matches, get_metadata
+
+    for row in report["artifacts"]:
+        data = (finished_run["run_dir"] / row["path"]).read_bytes()
+        model = onnx.load_from_string(data)
+        metadata = get_metadata(model)
+        assert checksum_matches(data), row["name"]  # the file's own sha256
+        assert metadata["min_onnxruntime"] == row["min_onnxruntime"] == min_onnxruntime(model)
+        assert model.ir_version == row["ir_version"] == lowest_ir_version(model) < 10 or "int4" in row["name"]
+        assert float(metadata["accuracy"]) == pytest.approx(row["accuracy"], abs=1e-6)
+        assert float(metadata["val_accuracy"]) == pytest.approx(row["val_accuracy"], abs=1e-6)
+        assert metadata["layout"] == "NCHW" and metadata["output"] == "logits"
+        assert metadata["dataset"] == report["dataset"]["name"]
+
+
+@pytest.mark.slow
 def test_run_writes_nothing_outside_its_run_folder(finished_run):
     assert list(finished_run["workdir"].iterdir()) == []
 

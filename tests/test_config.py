@@ -29,7 +29,7 @@ def test_an_empty_pipeline_gets_the_documented_defaults():
     assert config.prune.method == "threshold" and config.prune.schedule == "oneshot"
     assert config.finetune.epochs == 2 and config.finetune.lr == 0.001
     assert config.quantize.variants == ["dynamic", "static"]
-    assert config.export.opset == 18
+    assert config.export.opset == 17 and config.export.ir_version is None
     assert config.verify.tolerance == 1e-4
 
 

@@ -203,7 +203,7 @@ def test_stage_keys_cover_every_input(baseline, monkeypatch):
     assert changed(stage_keys(config.with_overrides({"train.lr": 0.2}), data)) == list(STAGE_NAMES)
     assert changed(stage_keys(config.with_overrides({"data.seed": 1}), data)) == list(STAGE_NAMES)
     assert changed(stage_keys(config.with_overrides({"prune.threshold": 0.03}), data)) == list(STAGE_NAMES[1:])
-    assert changed(stage_keys(config.with_overrides({"export.opset": 17}), data)) == ["export", "quantize", "verify"]
+    assert changed(stage_keys(config.with_overrides({"export.opset": 18}), data)) == ["export", "quantize", "verify"]
     assert changed(stage_keys(config.with_overrides({"verify.tolerance": 1e-3}), data)) == ["verify"]
     # data files: one label changed
     labels = tiny_arrays()["train-labels"].copy()
@@ -269,15 +269,15 @@ def test_a_corrupt_checkpoint_is_detected_and_recomputed(baseline, run_copy, dam
 
 @pytest.mark.slow
 def test_a_stage_made_from_other_inputs_is_not_reused(baseline, run_copy, caplog):
-    """pruned.onnx is replaced by a different file, consistently recorded (as a rerun of
-    export that gave other bytes would leave it): what was made from it runs again."""
+    """export/pruned.onnx is replaced by a different file, consistently recorded (as a rerun
+    of export that gave other bytes would leave it): what was made from it runs again."""
     caplog.set_level(logging.INFO)
-    path = run_copy / "pruned.onnx"
+    path = run_copy / "export" / "pruned.onnx"
     proto = onnx.load(str(path))
     set_metadata(proto, {"note": "re-exported"})
     save_model(proto, path)
     record = json.loads((run_copy / "export" / "stage.json").read_text())
-    record["outputs"]["pruned.onnx"] = sha256_file(path)
+    record["outputs"]["export/pruned.onnx"] = sha256_file(path)
     write_json(run_copy / "export" / "stage.json", record)
 
     report = run(baseline.pipeline, run_copy)
@@ -409,7 +409,11 @@ def test_reported_sparsity_is_the_zeros_in_the_onnx_files(baseline):
                 continue
             params, nonzero = params + array.size, nonzero + int(np.count_nonzero(array))
         assert (artifact["params"], artifact["nonzero_params"]) == (params, nonzero), artifact["name"]
-        assert artifact["sparsity"] == round(1 - nonzero / params, 6)
+        stored = onnx_weights(proto)  # sparsity: zeros among the weights, biases apart
+        weights = sum(w.size for w in stored.values())
+        assert artifact["sparsity"] == round(1 - sum(int(np.count_nonzero(w)) for w in stored.values()) / weights, 6)
+        if artifact["name"] == "pruned":
+            assert artifact["sparsity"] == report["training"]["pruned_sparsity"]  # the table says what the log says
         if artifact["name"] != "dense":  # every pruned weight is a stored 0 in every variant
             stored = onnx_weights(proto)
             for name, module in layers.items():

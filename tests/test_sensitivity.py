@@ -24,7 +24,7 @@ def test_each_layer_is_pruned_alone_and_restored(tiny_data):
     assert not any(k.endswith(("_orig", "_mask")) for k in model.state_dict())
     assert result["baseline_accuracy"] == evaluate(model, tiny_data, "val", 500, "cpu")
     for row in result["rows"]:
-        assert row["drop_pts"] == round(100 * (result["baseline_accuracy"] - row["accuracy"]), 2)
+        assert row["delta_pts"] == round(100 * (row["accuracy"] - result["baseline_accuracy"]), 2)
 
 
 def test_table_has_a_row_per_layer_and_a_column_per_level(tiny_data):

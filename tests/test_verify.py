@@ -67,7 +67,10 @@ def test_a_float_artifact_verifies_ok_against_pytorch(pruned_export, tiny_data, 
     assert row["gzip_bytes"] < row["bytes"]  # the zeros compress
     params, nonzero = parameter_counts(onnx.load(str(pruned_export.path)))
     assert (row["params"], row["nonzero_params"]) == (params, nonzero)
-    assert row["sparsity"] == pytest.approx(1 - nonzero / params, abs=1e-6) and row["sparsity"] > 0.3
+    weights, nonzero_weights = parameter_counts(onnx.load(str(pruned_export.path)), weights_only=True)
+    assert (row["weights"], row["nonzero_weights"]) == (weights, nonzero_weights)
+    assert weights == params - 16 - 10  # the two biases apart
+    assert row["sparsity"] == pytest.approx(1 - nonzero_weights / weights, abs=1e-6) and row["sparsity"] > 0.3
     assert 0 < row["latency_ms_b1_p50"] <= row["latency_ms_b1_p95"]
     assert row["throughput"] > 0
 

@@ -13,6 +13,7 @@ writes a table and a PNG plot.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -26,6 +27,8 @@ from compress.pruning.masks import prunable_layers
 from compress.results import accuracy_points
 from compress.training import evaluate
 
+log = logging.getLogger(__name__)
+
 DEFAULT_LEVELS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99)
 
 
@@ -36,7 +39,10 @@ def layer_sensitivity(model: nn.Module, data: Dataset, levels=DEFAULT_LEVELS, ba
     baseline = evaluate(model, data, "val", batch_size, "cpu")
     rows = []
     magnitude = Magnitude(MagnitudeConfig(scope="layer"))
-    for name, module in prunable_layers(model).items():
+    layers = prunable_layers(model)
+    for index, (name, module) in enumerate(layers.items(), 1):
+        # progress: a run over a large model and many levels takes minutes
+        log.info("sensitivity: layer %s (%d of %d), %d levels", name, index, len(layers), len(levels))
         original = module.weight.detach().clone()
         for level in levels:
             keep = magnitude.masks({name: module}, {name: float(level)})[name]
@@ -48,22 +54,24 @@ def layer_sensitivity(model: nn.Module, data: Dataset, levels=DEFAULT_LEVELS, ba
                 "params": original.numel(),
                 "sparsity": float(level),
                 "accuracy": accuracy,
-                "drop_pts": round(-accuracy_points(baseline, accuracy), 2),
+                # change in points, negative = worse (the sign of Δ pts in every other table)
+                "delta_pts": round(accuracy_points(baseline, accuracy), 2) + 0.0,
             })
     return {"baseline_accuracy": baseline, "levels": [float(v) for v in levels], "rows": rows}
 
 
 def format_sensitivity(result: dict, markdown: bool = False) -> str:
-    """Layers as rows, levels as columns, accuracy drop in points in the cells."""
+    """Layers as rows, levels as columns, accuracy change in points in the cells (negative = worse)."""
     levels = result["levels"]
     layers = list(dict.fromkeys(r["layer"] for r in result["rows"]))
-    drop = {(r["layer"], r["sparsity"]): r["drop_pts"] for r in result["rows"]}
+    delta = {(r["layer"], r["sparsity"]): r["delta_pts"] for r in result["rows"]}
     params = {r["layer"]: r["params"] for r in result["rows"]}
     headers = ["layer", "weights", *[f"{v:.0%}" if v * 100 == int(v * 100) else f"{v:.1%}" for v in levels]]
-    rows = [[layer, f"{params[layer]:,}", *[f"{drop[(layer, v)]:+.2f}" for v in levels]] for layer in layers]
+    rows = [[layer, f"{params[layer]:,}", *[f"{delta[(layer, v)] + 0.0:+.2f}" for v in levels]] for layer in layers]
     lines = tables.markdown(headers, rows) if markdown else tables.text(headers, rows)
     title = (
-        f"validation accuracy drop in points (baseline {result['baseline_accuracy']:.2%}) with one layer "
+        f"Δ pts: validation accuracy change in points, negative = worse (baseline {result['baseline_accuracy']:.2%}), "
+        "with one layer "
         "pruned alone by magnitude, no fine-tuning"
     )
     return "\n".join([title, *lines])

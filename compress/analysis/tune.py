@@ -32,7 +32,7 @@ from typing import Any
 from compress import tables
 from compress.analysis.runner import run_variant
 from compress.analysis.sweep import delta
-from compress.config import PipelineConfig, load_pipeline, pruning_method
+from compress.config import PipelineConfig, ignored_by, load_pipeline, pruning_method
 from compress.errors import CompressError
 from compress.files import write_json, write_text
 from compress.results import DENSE, VAL, Report, baseline_of, drop_pts
@@ -120,6 +120,9 @@ def tune(
     if fixed:
         config = config.with_overrides(fixed)
     param = param or default_param(config)
+    reason = ignored_by(config, param)
+    if reason is not None:
+        raise CompressError(f"--param {param}: the pipeline ignores it ({reason}), so every point would be the same run")
     method = pruning_method(config.prune.method)
     default_low, default_high = method.tune_range if _searches_strength(config, param) else (None, None)
     low = default_low if low is None else low

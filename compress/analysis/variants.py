@@ -14,7 +14,7 @@ import re
 import tomllib
 from typing import Any
 
-from compress.config import PipelineConfig
+from compress.config import PipelineConfig, ignored_by
 from compress.errors import CompressError
 
 
@@ -106,12 +106,18 @@ def plan_variants(config: PipelineConfig, axes: dict[str, list[Any]]) -> list[di
     """[{name, overrides}] for every combination; each is validated now, before any work."""
     keys = list(axes)
     combos = [dict(zip(keys, values, strict=True)) for values in itertools.product(*axes.values())]
-    variants = []
+    variants, reasons = [], {key: set() for key in keys}
     for name, combo in zip(variant_names(combos, axes), combos, strict=True):
         try:
-            config.with_overrides(combo)
+            variant = config.with_overrides(combo)
         except CompressError as exc:
             settings = ", ".join(f"{k}={v!r}" for k, v in combo.items())
             raise CompressError(f"variant {name} ({settings}): {exc}") from None
+        for key in keys:
+            reasons[key].add(ignored_by(variant, key))
         variants.append({"name": name, "overrides": combo})
+    for key, why in reasons.items():
+        if None not in why:  # no variant reads it: they would all be the same run
+            raise CompressError(f"sweep over {key}: the pipeline ignores it ({sorted(why)[0]}), "
+                                "so every variant would be the same run")
     return variants

@@ -23,7 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 from types import ModuleType
 
-from compress.data import csv_table, idx, imagefolder, torchvision_sets
+from compress.data import csv_table, idx, imagefolder, published, torchvision_sets
 from compress.data.dataset import SPLITS, Dataset, channel_stats
 from compress.data.idx import (
     DATASETS,
@@ -85,7 +85,9 @@ def load_data(config, base_dir: str | Path = ".", override: str | Path | None = 
         return imagefolder.load(config, root)
     if config.name == "csv":
         return csv_table.load(config, root)
-    return load_dataset(config.name, root, config.download, config.validation, config.seed)
+    data = load_dataset(config.name, root, config.download, config.validation, config.seed)
+    published.check_published(config.name, data.files, getattr(config, "verify", "warn"))
+    return data
 
 
 def peek_data(config, base_dir: str | Path = ".", override: str | Path | None = None) -> tuple[tuple[int, ...], int] | None:

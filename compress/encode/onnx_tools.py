@@ -7,6 +7,7 @@ disk is the whole model.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import lzma
 from pathlib import Path
@@ -45,7 +46,13 @@ def get_metadata(model: onnx.ModelProto) -> dict[str, str]:
     return {p.key: p.value for p in model.metadata_props}
 
 
-def artifact_metadata(preprocessing: dict, labels: list[str], model_name: str, variant: str) -> dict[str, str]:
+LAYOUTS = {3: "NCHW", 1: "NC"}  # input rank without the batch axis -> layout name
+
+
+def artifact_metadata(
+    preprocessing: dict, labels: list[str], model_name: str, variant: str,
+    dataset: str | None = None, input_shape: tuple[int, ...] | None = None,
+) -> dict[str, str]:
     """The metadata_props of every artifact (JSON strings), the file's whole contract:
 
     - `preprocessing`: for images {"scale", "mean": [per channel], "std": [per channel],
@@ -53,17 +60,69 @@ def artifact_metadata(preprocessing: dict, labels: list[str], model_name: str, v
       input = (pixel * scale - mean[c]) / std[c]; for tables {"features": [names in input
       order], "mean": [...], "std": [...]}: input = (x - mean[f]) / std[f];
     - `labels`: class names, index = output position;
-    - `model`, `variant`, `producer`.
+    - `model`, `variant`, `producer`;
+    - `output`: "logits"; with `dataset` and `input_shape`: `dataset`, `layout` ("NCHW" for
+      images, "NC" for tables) and `input_shape` ([null, ...]: any batch size).
+    The verify stage adds `accuracy`, `val_accuracy`, `min_onnxruntime` and `sha256`.
     """
     from compress import __version__
 
-    return {
+    metadata = {
         "preprocessing": json.dumps(preprocessing),
         "labels": json.dumps(list(labels)),
         "model": model_name,
         "variant": variant,
         "producer": f"compress {__version__}",
+        # The outputs are raw scores: argmax is the class; softmax gives probabilities.
+        "output": "logits",
     }
+    if dataset is not None:
+        metadata["dataset"] = dataset
+    if input_shape is not None:
+        metadata["layout"] = LAYOUTS.get(len(input_shape), "N" + "x" * len(input_shape))
+        metadata["input_shape"] = json.dumps([None, *input_shape])  # None: any batch size
+    return metadata
+
+
+# The file's own checksum in its metadata: the SHA-256 of the serialized file with this
+# value written as 64 zeros. Filling the value in changes no other byte (same length), so
+# anyone can check it: replace the 64 hex digits by 64 "0" characters and hash the bytes.
+CHECKSUM_KEY = "sha256"
+_PLACEHOLDER = b"0" * 64
+
+
+def _checksum_entry(value: bytes) -> bytes:
+    # How protobuf writes a StringStringEntryProto {key: "sha256", value: <64 bytes>}.
+    key = CHECKSUM_KEY.encode()
+    return b"\x0a" + bytes([len(key)]) + key + b"\x12" + bytes([len(value)]) + value
+
+
+def sealed_bytes(model: onnx.ModelProto) -> bytes:
+    """The serialized model with metadata `sha256` holding the checksum of these very bytes."""
+    set_metadata(model, {CHECKSUM_KEY: _PLACEHOLDER.decode()})
+    data = model.SerializeToString()
+    entry = _checksum_entry(_PLACEHOLDER)
+    at = data.rfind(entry)  # metadata_props are written after the graph: the last match
+    if at < 0:
+        raise RuntimeError("the checksum entry is not where protobuf writes it")
+    digest = hashlib.sha256(data).hexdigest().encode()
+    start = at + len(entry) - len(_PLACEHOLDER)
+    sealed = data[:start] + digest + data[start + len(digest):]
+    set_metadata(model, {CHECKSUM_KEY: digest.decode()})
+    return sealed
+
+
+def checksum_matches(data: bytes) -> bool:
+    """Whether the file's `sha256` metadata is the checksum of its bytes (see CHECKSUM_KEY)."""
+    model = onnx.load_from_string(data)
+    digest = get_metadata(model).get(CHECKSUM_KEY, "")
+    entry = _checksum_entry(digest.encode())
+    at = data.rfind(entry)
+    if len(digest) != 64 or at < 0:
+        return False
+    start = at + len(entry) - 64
+    blank = data[:start] + _PLACEHOLDER + data[start + 64:]
+    return hashlib.sha256(blank).hexdigest() == digest
 
 
 def positive_zero_initializers(model: onnx.ModelProto) -> None:
@@ -76,16 +135,22 @@ def positive_zero_initializers(model: onnx.ModelProto) -> None:
                 init.CopyFrom(numpy_helper.from_array(fixed, init.name))
 
 
-def save_model(model: onnx.ModelProto, path: Path, check: bool = True) -> None:
-    """Check (full, with shape inference) and write a single self-contained file atomically."""
+def save_model(model: onnx.ModelProto, path: Path, check: bool = True, seal: bool = False) -> None:
+    """Check (full, with shape inference) and write a single self-contained file atomically;
+    `seal`: with its own checksum in metadata `sha256` (sealed_bytes)."""
     if check:
         onnx.checker.check_model(model, full_check=True)
+    if seal:
+        write_bytes(path, sealed_bytes(model))
+        return
     with atomic_path(path) as tmp:
         onnx.save_model(model, str(tmp), save_as_external_data=False)
 
 
-def parameter_counts(model: onnx.ModelProto) -> tuple[int, int]:
-    """(parameters, non-zero parameters) counted in the file's weight and bias initializers.
+def parameter_counts(model: onnx.ModelProto, weights_only: bool = False) -> tuple[int, int]:
+    """(parameters, non-zero parameters) counted in the file's weight and bias initializers;
+    `weights_only`: in the weight matrices and kernels alone (2 or more dimensions), biases
+    apart: the count behind every `sparsity` compress reports.
 
     Quantized weights are symmetric (zero point 0), so a pruned weight is a stored 0 in
     every variant.
@@ -101,7 +166,7 @@ def parameter_counts(model: onnx.ModelProto) -> tuple[int, int]:
             continue
         if init.data_type not in _PARAM_TYPES or init.name.endswith(_AUX_SUFFIXES):
             continue
-        if len(init.dims) == 0:
+        if len(init.dims) < (2 if weights_only else 1):
             continue
         array = numpy_helper.to_array(init)
         if init.name.endswith(_PACKED_CODES):  # the non-zero codes (and zero fillers) only

@@ -1,12 +1,15 @@
 """Export stage: the trained (dense) and the pruned, fine-tuned model to ONNX.
 
-Outputs `dense.onnx` and `pruned.onnx` in the run folder. With `[export] shrink = true` the
+Outputs `export/dense.onnx` and `export/pruned.onnx` (the verify stage writes the final
+artifacts into the run folder). With `[export] shrink = true` the
 pruned model's dead units and channels are removed first (compress.shrink, exact), and the
 units of each layer before and after are in the stage's metrics. Each is exported with
 torch.onnx's dynamo exporter into a single self-contained file, with a dynamic batch axis,
 Gemm rewritten as MatMul + Add with [in, out] weights (compresses better), -0.0 as +0.0, and
 metadata_props `preprocessing` (the data set's: compress.encode.onnx_tools.artifact_metadata)
 and `labels` (class names), so the file alone is enough to use it.
+The file declares the `[export] opset` and the lowest IR version that opset allows
+(compress.encode.compat), so the oldest onnxruntime that implements the opset loads it.
 
 It also tells which inputs the pruned model still reads (compress.encode.inputs): the
 metrics' `inputs`, `inputs.png` (images read by a Linear first layer: the pixels still
@@ -27,6 +30,7 @@ import torch
 import torch.nn as nn
 
 from compress.checkpoint import load_checkpoint
+from compress.encode.compat import opsets, set_ir_version
 from compress.encode.inputs import input_usage, plot_usage, reduced_model
 from compress.encode.onnx_tools import (
     artifact_metadata,
@@ -45,27 +49,70 @@ ARTIFACTS = {DENSE: "train", PRUNED: "finetune"}  # artifact name -> stage whose
 REDUCED = "pruned-inputs"  # the pruned model on its used inputs only ([export] drop_unused_inputs)
 
 
-def export_onnx(
-    model: nn.Module, input_shape: tuple[int, ...], path: Path, opset: int, metadata: dict[str, str]
-) -> None:
+@contextlib.contextmanager
+def _quiet_exporter():
+    # The exporter prints its progress on stdout, logs a warning below opset 18 that it
+    # converts its opset-18 graph down (export_onnx checks the result instead), and logs
+    # whole graphs when it fails (check_exportable says why in one line).
+    logging.disable(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def to_onnx(model: nn.Module, input_shape: tuple[int, ...], opset: int) -> onnx.ModelProto:
+    """The model as an ONNX graph with a dynamic batch axis (torch.onnx's dynamo exporter)."""
     model = model.eval().cpu()
     example = (torch.zeros(1, *input_shape),)
     batch = torch.export.Dim("batch", min=1)
-    # The exporter prints its progress on stdout.
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        try:
-            program = torch.onnx.export(
-                model, example, dynamo=True, external_data=False, opset_version=opset,
-                input_names=["input"], output_names=["logits"],
-                dynamic_shapes=({0: batch},), verbose=False,
-            )
-        except Exception as exc:  # the user's model: an operation or control flow the exporter lacks
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise ExportError(f"exporting {path.name} to ONNX failed: {type(exc).__name__}: {reason}") from None
-    proto: onnx.ModelProto = program.model_proto
+    with _quiet_exporter():
+        program = torch.onnx.export(
+            model, example, dynamo=True, external_data=False, opset_version=opset,
+            input_names=["input"], output_names=["logits"],
+            dynamic_shapes=({0: batch},), verbose=False,
+        )
+    return program.model_proto
+
+
+def check_exportable(model: nn.Module, input_shape: tuple[int, ...], opset: int) -> None:
+    """Export `model` (untrained is fine) in memory; a model torch cannot export is a
+    ExportError now, in seconds, rather than a traceback after training."""
+    try:
+        to_onnx(model, input_shape, opset)
+    except Exception as exc:
+        text = str(exc)
+        if "data-dependent" in text.lower() or "GuardOnDataDependent" in text:
+            reason = ("its forward() branches on the values of a tensor (data-dependent control flow), "
+                      "which an ONNX graph cannot hold; use torch.where or torch.cond instead of if/while "
+                      "on tensor values")
+        else:
+            lines = [line.strip() for line in text.splitlines() if line.strip()]
+            reason = f"{type(exc).__name__}: {lines[0][:200] if lines else ''}"
+        raise ExportError(
+            f"the model cannot be exported to ONNX (tried before training, at opset {opset}): {reason}"
+        ) from None
+
+
+def export_onnx(
+    model: nn.Module, input_shape: tuple[int, ...], path: Path, opset: int, metadata: dict[str, str],
+    ir_version: int | None = None,
+) -> None:
+    try:
+        proto = to_onnx(model, input_shape, opset)
+    except Exception as exc:  # the user's model: an operation or control flow the exporter lacks
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ExportError(f"exporting {path.name} to ONNX failed: {type(exc).__name__}: {reason}") from None
+    got = opsets(proto).get("ai.onnx")
+    if got != opset:
+        log.warning("%s: the exporter could not convert the graph to opset %d; it keeps opset %s",
+                    path.name, opset, got)
     gemm_to_matmul(proto)
     positive_zero_initializers(proto)
+    set_ir_version(proto, ir_version)
     set_metadata(proto, metadata)
     save_model(proto, path)
 
@@ -88,12 +135,13 @@ def run(ctx: StageContext) -> dict:
         model, _, spec = load_checkpoint(ctx.input(stage, "model.pt"))
         shrunk = shrink(model, data.input_shape) if artifact == PRUNED and ctx.config.export.shrink else None
         models[artifact] = model
-        path = ctx.output(f"{artifact}.onnx", in_run_dir=True)
+        path = ctx.output(f"{artifact}.onnx")
         metadata = artifact_metadata(
-            data.preprocessing, list(data.classes), spec.get("name") or spec["class"], artifact
+            data.preprocessing, list(data.classes), spec.get("name") or spec["class"], artifact,
+            dataset=data.name, input_shape=data.input_shape,
         )
-        export_onnx(model, data.input_shape, path, ctx.config.export.opset, metadata)
-        metrics[artifact] = {"path": path.name, "bytes": path.stat().st_size}
+        export_onnx(model, data.input_shape, path, ctx.config.export.opset, metadata, ctx.config.export.ir_version)
+        metrics[artifact] = {"path": str(path.relative_to(ctx.run_dir)), "bytes": path.stat().st_size}
         if shrunk is not None:
             metrics[artifact]["shrink"] = shrunk
         log.info("exported %s (%d bytes)", path, path.stat().st_size)
@@ -120,10 +168,10 @@ def export_reduced(ctx: StageContext, model: nn.Module, spec: dict, usage) -> di
     reduced, shape = reduced_model(model, usage)
     metadata = artifact_metadata(
         reduced_preprocessing(data.preprocessing, usage), list(data.classes),
-        spec.get("name") or spec["class"], REDUCED,
+        spec.get("name") or spec["class"], REDUCED, dataset=data.name, input_shape=shape,
     )
     metadata["inputs"] = json.dumps(usage.metadata())
-    path = ctx.output(f"{REDUCED}.onnx", in_run_dir=True)
-    export_onnx(reduced, shape, path, ctx.config.export.opset, metadata)
+    path = ctx.output(f"{REDUCED}.onnx")
+    export_onnx(reduced, shape, path, ctx.config.export.opset, metadata, ctx.config.export.ir_version)
     log.info("exported %s: %s (%d bytes)", path, usage.sentence(), path.stat().st_size)
-    return {"path": path.name, "bytes": path.stat().st_size}
+    return {"path": str(path.relative_to(ctx.run_dir)), "bytes": path.stat().st_size}

@@ -1,5 +1,7 @@
 """Quantize stage: int8 (and int4) variants of an exported float model, with onnxruntime.
 
+Files go to the stage folder (`quantize/<name>.onnx`); verify writes the final artifacts.
+
     dynamic      -> <source>-int8-dynamic.onnx  quantize_dynamic: int8 weights, activations at run time
     static       -> <source>-int8-static.onnx   quantize_static: QDQ, int8 weights and activations
     static-int4  -> <source>-int4-static.onnx   quantize_static: QDQ, 4-bit weights, int8 activations
@@ -40,6 +42,7 @@ from onnxruntime.quantization import (
 
 from compress.config import QuantizeConfig
 from compress.encode.codebook import code_entropy_bits, encode_codebook
+from compress.encode.compat import set_ir_version
 from compress.encode.onnx_tools import get_metadata, save_model, set_metadata
 from compress.encode.packed import ENCODING_NOTE, PackOptions, pack_model
 from compress.errors import CompressError
@@ -95,6 +98,7 @@ def _quiet_root_logger():
 def quantize_file(
     source: Path, target: Path, variant: str, config: QuantizeConfig, calibration: np.ndarray | None,
     int4_static: Path | None = None,
+    ir_version: int | None = None,
 ) -> None:
     """Write the `variant` of the float model at `source` to `target` (metadata kept).
 
@@ -136,6 +140,9 @@ def quantize_file(
     metadata["variant"] = target.stem
     metadata.update(metadata_extra)
     set_metadata(model, metadata)
+    # The quantizer stamps its own IR version (or raises the opset, for int4): declare the
+    # lowest the result allows, as the export does.
+    set_ir_version(model, ir_version)
     save_model(model, target)
 
 
@@ -162,7 +169,7 @@ def write_codebook(source: Path, target: Path) -> dict:
 
 def run(ctx: StageContext) -> dict:
     config = ctx.config.quantize
-    source = ctx.run_dir / f"{config.source}.onnx"
+    source = ctx.input("export", f"{config.source}.onnx")
     calibration = None
     if any(v != "dynamic" for v in config.variants):
         images, _ = ctx.data.tensors("train", limit=config.calibration_samples)
@@ -172,9 +179,10 @@ def run(ctx: StageContext) -> dict:
     # static-int4 first: packed-int4 packs its very codes and scales.
     for variant in sorted(config.variants, key=lambda v: v != "static-int4"):
         name = variant_name(config.source, variant)
-        target = ctx.output(f"{name}.onnx", in_run_dir=True)
-        quantize_file(source, target, variant, config, calibration, written.get("static-int4"))
+        target = ctx.output(f"{name}.onnx")
+        quantize_file(source, target, variant, config, calibration, written.get("static-int4"),
+                      ctx.config.export.ir_version)
         written[variant] = target
-        metrics[name] = {"path": target.name, "bytes": target.stat().st_size}
+        metrics[name] = {"path": str(target.relative_to(ctx.run_dir)), "bytes": target.stat().st_size}
         log.info("quantized %s -> %s (%d bytes)", source.name, target.name, target.stat().st_size)
     return metrics

@@ -4,7 +4,8 @@ Per artifact: onnx.checker, accuracy on the whole validation split (`val_accurac
 tune and sweep budgets decide on) and test split (`accuracy`, only reported), inputs
 prepared from raw samples with the file's own `preprocessing` metadata; top-1 agreement and largest logit difference
 against the PyTorch model it came from, bytes on disk / gzip -9 / xz -9e, parameters and
-non-zero parameters counted in the file's initializers, the deployable package (the
+non-zero parameters counted in the file's initializers (sparsity: the zeros among the
+weights, biases apart), the deployable package (the
 smaller of .onnx.gz and .onnx.xz, written to deploy/), multiply-accumulates per sample
 (`macs`), the weight bytes an onnxruntime session holds after load-time folding
 (`weight_bytes`), throughput at a large batch and latency at batch 1 (p50, p95, on
@@ -20,6 +21,10 @@ than dense is flagged `slower_than_dense`.
 Each artifact's per-image correctness is kept as bits in `verify/correct.npz`, and each row
 gets `accuracy_delta_ci`: the 95% paired-bootstrap interval of its accuracy difference to
 `dense`, in points (compress.stats).
+The export and quantize stages leave their files in their own folders; this stage writes
+each final artifact into the run folder with the verified accuracy, the oldest onnxruntime
+that loads it (compress.encode.compat) and its own checksum in its metadata
+(`seal_artifact`), then measures that final file; its accuracy must equal the one sealed in.
 """
 
 from __future__ import annotations
@@ -36,9 +41,16 @@ import onnxruntime as ort
 import torch
 
 from compress.checkpoint import load_checkpoint
+from compress.encode.compat import min_onnxruntime, opsets
 from compress.encode.cost import count_macs, session_weight_bytes
 from compress.encode.inputs import take_used
-from compress.encode.onnx_tools import get_metadata, parameter_counts, write_packages
+from compress.encode.onnx_tools import (
+    get_metadata,
+    parameter_counts,
+    save_model,
+    set_metadata,
+    write_packages,
+)
 from compress.files import write_bytes
 from compress.results import DENSE, FLOAT_ARTIFACTS, PRUNED, Artifact
 from compress.stages.context import StageContext
@@ -55,9 +67,16 @@ def artifact_names(ctx: StageContext) -> list[tuple[str, str]]:
     q = ctx.config.quantize
     source_stage = "train" if q.source == DENSE else "finetune"
     names = [(DENSE, "train"), (PRUNED, "finetune")]
-    if ctx.config.export.drop_unused_inputs and (ctx.run_dir / f"{REDUCED}.onnx").is_file():
+    if ctx.config.export.drop_unused_inputs and ctx.input("export", f"{REDUCED}.onnx").is_file():
         names.append((REDUCED, "finetune"))
     return names + [(variant_name(q.source, v), source_stage) for v in q.variants]
+
+
+def artifact_source(ctx: StageContext, name: str) -> Path:
+    """The unsealed file of artifact `name`, in the folder of the stage that wrote it."""
+    q = ctx.config.quantize
+    quantized = {variant_name(q.source, v) for v in q.variants}
+    return ctx.input("quantize" if name in quantized else "export", f"{name}.onnx")
 
 
 def make_session(path: Path, threads: int) -> ort.InferenceSession:
@@ -154,6 +173,31 @@ def add_latencies(rows: list[dict], sessions: list[ort.InferenceSession], inputs
         row["slower_than_dense"] = bool(p50 > base * (1 + config.slower_margin))
 
 
+def seal_artifact(
+    source: Path, path: Path, pixels: np.ndarray, labels: np.ndarray,
+    val: tuple[np.ndarray, np.ndarray] | None, config,
+) -> float:
+    """Write artifact `path` from a stage's file `source`, with its test (and validation)
+    accuracy measured in onnxruntime, the oldest onnxruntime that loads it and its own
+    checksum in its metadata; returns the test accuracy."""
+    model = onnx.load(str(source))
+    metadata = get_metadata(model)
+    session = make_session(source, config.threads)
+    logits = run_batches(session, model_inputs(pixels, metadata), config.throughput_batch)[0]
+    accuracy = float((logits.argmax(1) == labels).mean())
+    measured = {
+        "accuracy": f"{accuracy:.6f}",
+        "accuracy_measured_on": f"{len(labels)} test samples, onnxruntime {ort.__version__}",
+        "min_onnxruntime": min_onnxruntime(model),
+    }
+    if val is not None:
+        val_logits = run_batches(session, model_inputs(val[0], metadata), config.throughput_batch)[0]
+        measured["val_accuracy"] = f"{float((val_logits.argmax(1) == val[1]).mean()):.6f}"
+    set_metadata(model, measured)
+    save_model(model, path, seal=True)
+    return accuracy
+
+
 def verify_artifact(
     path: Path,
     pixels: np.ndarray,
@@ -175,6 +219,7 @@ def verify_artifact(
     onnx.checker.check_model(model, full_check=True)
     metadata = get_metadata(model)
     params, nonzero = parameter_counts(model)
+    weights, nonzero_weights = parameter_counts(model, weights_only=True)
     x = model_inputs(pixels, metadata)
     session = session or make_session(path, config.threads)
     logits, throughput = run_batches(session, x, config.throughput_batch)
@@ -188,7 +233,13 @@ def verify_artifact(
         **write_packages(path, package_dir),
         "params": params,
         "nonzero_params": nonzero,
-        "sparsity": round(1 - nonzero / params, 6) if params else 0.0,
+        "weights": weights,
+        "nonzero_weights": nonzero_weights,
+        # zeros among the weights (matrices and kernels), biases apart: as the prune log says
+        "sparsity": round(1 - nonzero_weights / weights, 6) if weights else 0.0,
+        "min_onnxruntime": min_onnxruntime(model),
+        "ir_version": model.ir_version,
+        "opset": opsets(model).get("ai.onnx"),
         "macs": count_macs(model),
         "weight_bytes": session_weight_bytes(path),
         "accuracy": float(correct.mean()),
@@ -235,7 +286,8 @@ def run(ctx: StageContext) -> dict:
             if stage not in references:
                 model, _, _ = load_checkpoint(ctx.input(stage, "model.pt"))
                 references[stage] = predict(model, x_torch).numpy()
-            path = ctx.run_dir / f"{name}.onnx"
+            path = ctx.output(f"{name}.onnx", in_run_dir=True)
+            sealed = seal_artifact(artifact_source(ctx, name), path, pixels, labels, val, config)
             # codebook: the pruned model's very weights, stored as codes
             is_float = name in FLOAT_ARTIFACTS or name == REDUCED or name.endswith("-codebook")
             session = make_session(path, config.threads)
@@ -243,6 +295,8 @@ def run(ctx: StageContext) -> dict:
                 path, pixels, labels, references[stage], config, is_float, package_dir, val,
                 per_image, session=session, time_alone=False,
             )
+            if row["accuracy"] != sealed:  # the metadata changed nothing the graph computes
+                raise RuntimeError(f"{path.name}: accuracy {row['accuracy']} differs from the sealed {sealed}")
             ctx.outputs += [ctx.run_dir / row["deploy_path"]]
             rows.append(row)
             sessions.append(session)
