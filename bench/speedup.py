@@ -18,7 +18,7 @@ from results import Row
 
 from compress.encode.onnx_tools import get_metadata
 from compress.files import read_json
-from compress.stages.verify import interleaved_latency_ms, make_session, prepare_inputs
+from compress.stages.verify import interleaved_latency_ms, make_session, model_inputs
 
 MAX_SLOWDOWN = 1.1  # an artifact may take at most this times dense's p50
 
@@ -27,10 +27,10 @@ def measure(run_dir: Path, pixels, repetitions: int, rounds: int = 20) -> dict[s
     """artifact name -> (p50, p95) ms at batch 1, every artifact of the run timed interleaved."""
     artifacts = read_json(run_dir / "report.json")["artifacts"]
     paths = {a["name"]: run_dir / a["path"] for a in artifacts}
-    first = next(iter(paths.values()))
-    x = prepare_inputs(pixels, get_metadata(onnx.load(str(first), load_external_data=False)))
+    # each file's own inputs (one that takes only the used features gets those)
+    inputs = [model_inputs(pixels, get_metadata(onnx.load(str(p), load_external_data=False))) for p in paths.values()]
     sessions = [make_session(path, threads=1) for path in paths.values()]
-    timings = interleaved_latency_ms(sessions, x, repetitions, rounds)
+    timings = interleaved_latency_ms(sessions, inputs, repetitions, rounds)
     return dict(zip(paths, timings, strict=True))
 
 

@@ -24,18 +24,26 @@ from compress.registry import build_model
 FORMAT = "compress-checkpoint/1"
 
 
-def model_spec(config_model, base_dir: str | Path, num_classes: int) -> dict[str, Any]:
-    """Everything needed to rebuild the model: registry name or file + class, and kwargs."""
+def model_spec(
+    config_model, base_dir: str | Path, num_classes: int, input_shape: tuple[int, ...] | None = None
+) -> dict[str, Any]:
+    """Everything needed to rebuild the model: registry name or file + class, kwargs and
+    the shape of one input sample (passed to factories that accept `input_shape`)."""
     kwargs = {"num_classes": num_classes, **config_model.kwargs}
+    shape = {"input_shape": [int(d) for d in input_shape]} if input_shape is not None else {}
     if config_model.name is not None:
-        return {"name": config_model.name, "kwargs": kwargs}
+        return {"name": config_model.name, "kwargs": kwargs, **shape}
     path = Path(config_model.path)
     path = path if path.is_absolute() else Path(base_dir) / path
-    return {"path": str(path.resolve()), "class": config_model.class_name, "kwargs": kwargs}
+    return {"path": str(path.resolve()), "class": config_model.class_name, "kwargs": kwargs, **shape}
 
 
 def build_from_spec(spec: dict[str, Any]) -> nn.Module:
-    return build_model(spec.get("name"), spec.get("path"), spec.get("class"), spec.get("kwargs"))
+    shape = spec.get("input_shape")
+    return build_model(
+        spec.get("name"), spec.get("path"), spec.get("class"), spec.get("kwargs"),
+        tuple(shape) if shape is not None else None,
+    )
 
 
 def save_checkpoint(
@@ -90,8 +98,17 @@ def load_checkpoint(path: Path) -> tuple[nn.Module, dict[str, torch.Tensor], dic
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CompressError(f"{path} is not a compress checkpoint")
     model = build_from_spec(state["model"])
-    model.load_state_dict(state["state_dict"])
+    try:
+        model.load_state_dict(state["state_dict"])
+    except RuntimeError as exc:
+        raise CompressError(f"checkpoint {path} does not fit its model: {_load_problems(exc)}") from None
     return model, state["masks"], state["model"]
+
+
+def _load_problems(exc: RuntimeError) -> str:
+    """torch's "Error(s) in loading state_dict for Net:" then one tab-indented line per problem."""
+    problems = "; ".join(line.strip() for line in str(exc).splitlines()[1:] if line.strip())
+    return problems[:300] + " ..." if len(problems) > 300 else problems
 
 
 def load_user_weights(model: nn.Module, path: Path) -> None:
@@ -104,8 +121,4 @@ def load_user_weights(model: nn.Module, path: Path) -> None:
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        # "Error(s) in loading state_dict for Net:" then one tab-indented line per problem
-        problems = "; ".join(line.strip() for line in str(exc).splitlines()[1:] if line.strip())
-        if len(problems) > 300:
-            problems = problems[:300] + " ..."
-        raise CompressError(f"weights file {path} does not fit the model: {problems}") from None
+        raise CompressError(f"weights file {path} does not fit the model: {_load_problems(exc)}") from None

@@ -36,7 +36,7 @@ class CompressGroup(click.Group):
             return super().invoke(ctx)
         except CompressError as exc:
             click.echo(f"error: {' '.join(str(exc).splitlines())}", err=True)  # one line
-            sys.exit(2)
+            sys.exit(exc.exit_status)
         except KeyboardInterrupt:
             click.echo("\ninterrupted; run the same command again to resume (finished stages are kept)", err=True)
             sys.exit(130)
@@ -134,10 +134,12 @@ def report(run_dir, fmt):
 @main.command()
 def models():
     """List the models a pipeline can name in [model] name."""
-    from compress.registry import describe, list_models
+    from compress.registry import describe, list_families, list_models
 
     for name, factory in list_models().items():
-        click.echo(f"{name:12s} {describe(factory)}")
+        click.echo(f"{name:20s} {describe(factory)}")
+    for prefix, resolve in list_families().items():
+        click.echo(f"{prefix + ':<name>':20s} {describe(resolve)}")
 
 
 @main.command()
@@ -249,9 +251,9 @@ def tune(pipeline, max_drop, param, low, high, steps, sets, out_dir, data_root, 
     Bisection over one pruning setting; every point is a run folder sharing one stage
     cache, so training runs once. Writes OUT/tune.json and tune.md.
     """
-    from compress.analysis.sweep import parse_set
     from compress.analysis.tune import format_table
     from compress.analysis.tune import tune as run_tune
+    from compress.analysis.variants import parse_set
     from compress.config import load_pipeline
 
     fixed = {}

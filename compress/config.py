@@ -350,6 +350,9 @@ class ExportConfig(Section):
     # exact, so pruned.onnx is a smaller dense model that runs faster; verify still compares
     # it with the unshrunk fine-tuned model.
     shrink: bool = False
+    # Also export pruned-inputs.onnx, which takes only the inputs the pruned model still
+    # reads (its metadata `inputs` lists them): fewer features to measure on the device.
+    drop_unused_inputs: bool = False
 
 
 class VerifyConfig(Section):
@@ -466,7 +469,7 @@ def _format_error(error: dict, data: dict) -> str:
         kind = "section" if len(loc) == 1 else "key"
         return f"{where}: unknown {kind}{hint} (known: {', '.join(known)})"
     message = error["msg"].removeprefix("Value error, ")
-    if error["type"] not in ("value_error", "model_type") and "input" in error:
+    if error["type"] != "value_error" and "input" in error and not isinstance(error["input"], dict):
         message += f" (got {error['input']!r})"
     return f"{where}: {message}"
 

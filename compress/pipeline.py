@@ -44,6 +44,7 @@ from compress.files import (
 )
 from compress.registry import factory_source
 from compress.report import add_comparisons, write_reports
+from compress.results import DENSE, Artifact, Report
 from compress.stages import export, finetune, prune, quantize, train, verify
 from compress.stages.context import StageContext
 
@@ -148,7 +149,7 @@ def cached_record(run_dir: Path, name: str, key: str, inputs: dict[str, str]) ->
 def check_model(config: PipelineConfig, input_shape: tuple[int, ...], num_classes: int, dataset: str) -> None:
     """Build the model (with its [model] weights) and check that it maps samples of
     `input_shape` to `num_classes` logits and has the layers [prune] names."""
-    spec = model_spec(config.model, config.base_dir, num_classes)
+    spec = model_spec(config.model, config.base_dir, num_classes, input_shape)
     try:
         model = build_from_spec(spec)
     except CompressError:
@@ -238,6 +239,7 @@ def run_pipeline(
     rerun_from = 0 if force else (STAGE_NAMES.index(from_stage) if from_stage else len(STAGES))
     cache = StageCache(cache_dir) if cache_dir is not None else None
 
+    run = _Run(config, run_dir, keys, torch_device, data, progress, cache)
     with locked_dir(run_dir):
         file_log = _attach_run_log(run_dir)
         try:
@@ -252,8 +254,7 @@ def run_pipeline(
             outputs: dict[str, dict[str, str]] = {}  # stage -> its output files' checksums
             for index, stage in enumerate(STAGES):
                 inputs = {rel: digest for p in stage.parents for rel, digest in outputs[p].items()}
-                result = _run_stage(stage, index >= rerun_from, config, run_dir, keys, torch_device, data, progress, inputs,
-                                    cache)
+                result = _run_stage(run, stage, inputs, forced=index >= rerun_from)
                 outputs[stage.name] = result.pop("outputs")
                 stages.append(result)
                 if stage.name == until:
@@ -266,8 +267,22 @@ def run_pipeline(
     return report
 
 
-def _run_stage(stage, forced, config, run_dir, keys, device, data, progress, inputs, cache=None) -> dict:
-    key = keys[stage.name]
+@dataclass(frozen=True)
+class _Run:
+    """What every stage of one run shares: settings, folder, keys, device, data, cache."""
+
+    config: PipelineConfig
+    run_dir: Path
+    keys: dict[str, str]
+    device: torch.device
+    data: Dataset
+    progress: bool
+    cache: StageCache | None
+
+
+def _run_stage(run: _Run, stage: StageDef, inputs: dict[str, str], forced: bool) -> dict:
+    """Reuse the stage from the run folder or the cache when its key and inputs match, else run it."""
+    key, run_dir, cache = run.keys[stage.name], run.run_dir, run.cache
     record = None if forced else cached_record(run_dir, stage.name, key, inputs)
     if record is not None:
         log.info("%-8s cached (key %s)", stage.name, key)
@@ -277,13 +292,13 @@ def _run_stage(stage, forced, config, run_dir, keys, device, data, progress, inp
     if forced:  # run from scratch: not even the epoch checkpoint of an earlier run is reused
         (run_dir / stage.name / "last.pt").unlink(missing_ok=True)
     if cache is None:
-        return _stage_result(_execute_stage(stage, config, run_dir, keys, device, data, progress, inputs), cached=False)
+        return _stage_result(_execute_stage(run, stage, inputs), cached=False)
     with cache.lock(stage.name, key):  # a parallel run with the same key waits here, then reuses it
         record = None if forced else cache.fetch(stage.name, key, inputs, run_dir)
         if record is not None:
             log.info("%-8s cached (key %s, from %s)", stage.name, key, cache.root)
             return _stage_result(record, cached=True)
-        record = _execute_stage(stage, config, run_dir, keys, device, data, progress, inputs)
+        record = _execute_stage(run, stage, inputs)
         cache.store(record, run_dir)
     return _stage_result(record, cached=False)
 
@@ -300,12 +315,13 @@ def _stage_result(record: dict, cached: bool) -> dict:
             "metrics": record["metrics"], "outputs": record.get("outputs", {})}
 
 
-def _execute_stage(stage, config, run_dir, keys, device, data, progress, inputs) -> dict:
+def _execute_stage(run: _Run, stage: StageDef, inputs: dict[str, str]) -> dict:
     """Run one stage into the run folder; returns the record written to its stage.json."""
+    config, run_dir, keys = run.config, run.run_dir, run.keys
     key = keys[stage.name]
     log.info("%-8s running (key %s)", stage.name, key)
     (run_dir / stage.name / "stage.json").unlink(missing_ok=True)
-    ctx = StageContext(config, run_dir, stage.name, key, device, lambda: data, progress)
+    ctx = StageContext(config, run_dir, stage.name, key, run.device, lambda: run.data, run.progress)
     ctx.stage_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     metrics = stage.run(ctx)
@@ -326,10 +342,10 @@ def _execute_stage(stage, config, run_dir, keys, device, data, progress, inputs)
     return record
 
 
-def _build_report(config, run_dir, data, device, stages, keys) -> dict:
+def _build_report(config, run_dir, data, device, stages, keys) -> Report:
     by_name = {s["name"]: s for s in stages}
-    artifacts = [dict(a) for a in by_name["verify"]["metrics"]["artifacts"]]
-    add_comparisons(artifacts, baseline="dense")
+    artifacts: list[Artifact] = [dict(a) for a in by_name["verify"]["metrics"]["artifacts"]]
+    add_comparisons(artifacts, baseline=DENSE)
     return {
         "pipeline": config.name,
         "config_hash": hash_object(config.model_dump(mode="json", by_alias=True)),
@@ -339,8 +355,11 @@ def _build_report(config, run_dir, data, device, stages, keys) -> dict:
                     "test_samples": data.size("test")},
         "device": str(device),
         "versions": versions(),
-        "baseline": "dense",
+        "baseline": DENSE,
         "artifacts": artifacts,
+        # Which inputs the pruned model still reads ({total, used, names, unit}; None when
+        # its first layers do not read the input directly): compress.encode.inputs.
+        "inputs": by_name["export"]["metrics"].get("inputs"),
         "training": {
             "dense_test_accuracy": by_name["train"]["metrics"]["test_accuracy"],
             "dense_val_accuracy": by_name["train"]["metrics"]["val_accuracy"],

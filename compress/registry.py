@@ -1,14 +1,21 @@
 """Models by name.
 
     @register_model
-    def simplenet(num_classes: int = 10) -> nn.Module: ...
+    def simplenet(num_classes: int = 10, input_shape=(1, 28, 28)) -> nn.Module: ...
 
-    model = create_model("simplenet", num_classes=10)
+    model = build_model("simplenet", kwargs={"num_classes": 10}, input_shape=(1, 28, 28))
+    model = build_model("torchvision:resnet18", kwargs={"num_classes": 10}, input_shape=(3, 32, 32))
 
 The built-in definitions live in the top-level `models/` folder (installed as the package
 `compress_models`); `compress_models.MODULES` lists the files to import, explicitly. A
-pipeline can also name a class in any Python file with `[model] path` and `class`: that
+family of models behind a prefix ("torchvision:<name>") is registered with
+`@register_family(prefix)` on a function that turns the rest of the name into a factory.
+A pipeline can also name a class in any Python file with `[model] path` and `class`: that
 file's code runs, by design, so only point it at code you trust.
+
+The builder contract: a factory or class is called with `num_classes` (in kwargs) and,
+when its signature has an `input_shape` parameter, with the shape of one sample:
+(C, H, W) for images, (F,) for tables.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from compress.errors import CompressError
 
 ModelFactory = Callable[..., nn.Module]
 _REGISTRY: dict[str, ModelFactory] = {}
+_FAMILIES: dict[str, Callable[[str], ModelFactory]] = {}  # prefix -> name -> factory
 _loaded = False
 
 
@@ -38,6 +46,24 @@ def register_model(factory: ModelFactory) -> ModelFactory:
         raise ValueError(f"model {name!r} is registered twice")
     _REGISTRY[name] = factory
     return factory
+
+
+def register_family(prefix: str):
+    """Register a function that resolves "<prefix>:<name>" to a factory (raising
+    CompressError for an unknown name)."""
+
+    def decorate(resolve: Callable[[str], ModelFactory]) -> Callable[[str], ModelFactory]:
+        if prefix in _FAMILIES and _FAMILIES[prefix] is not resolve:
+            raise ValueError(f"model family {prefix!r} is registered twice")
+        _FAMILIES[prefix] = resolve
+        return resolve
+
+    return decorate
+
+
+def list_families() -> dict[str, Callable[[str], ModelFactory]]:
+    _load_builtin()
+    return dict(sorted(_FAMILIES.items()))
 
 
 def _load_builtin() -> None:
@@ -67,14 +93,28 @@ def unknown_name_message(kind: str, name: str, known: list[str]) -> str:
 
 def get_factory(name: str) -> ModelFactory:
     models = list_models()
+    prefix, sep, rest = name.partition(":")
+    if sep and prefix in _FAMILIES:
+        return _FAMILIES[prefix](rest)
     if name not in models:
-        raise CompressError(unknown_name_message("model", name, list(models)))
+        known = [*models, *(f"{p}:<name>" for p in _FAMILIES)]
+        raise CompressError(unknown_name_message("model", name, known))
     return models[name]
 
 
 def factory_source(name: str) -> str:
-    """Source text of the file that defines a registered model (part of cache keys)."""
-    return Path(inspect.getsourcefile(get_factory(name))).read_text()
+    """Source text of the file that defines a registered model, plus the version of the
+    library it comes from if any (part of cache keys)."""
+    factory = get_factory(name)
+    return Path(inspect.getsourcefile(factory)).read_text() + getattr(factory, "version", "")
+
+
+def accepts_input_shape(factory: ModelFactory) -> bool:
+    """Whether the factory or class names an `input_shape` parameter."""
+    try:
+        return "input_shape" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # builtins or C extensions without a signature
+        return False
 
 
 def load_user_class(path: str | Path, class_name: str) -> type[nn.Module]:
@@ -103,8 +143,12 @@ def build_model(
     path: str | Path | None = None,
     class_name: str | None = None,
     kwargs: dict[str, Any] | None = None,
+    input_shape: tuple[int, ...] | None = None,
 ) -> nn.Module:
-    """A model from the registry (`name`) or from a user's file (`path` + `class_name`)."""
+    """A model from the registry (`name`) or from a user's file (`path` + `class_name`).
+
+    `input_shape` (one sample's shape) is passed when the factory accepts it and the
+    kwargs do not already set it; without it, factories keep their default (MNIST's)."""
     kwargs = dict(kwargs or {})
     if name is not None:
         factory = get_factory(name)
@@ -112,7 +156,10 @@ def build_model(
     else:
         factory = load_user_class(path, class_name)
         label = f"model {class_name} from {path}"
+    given = dict(kwargs)
+    if input_shape is not None and "input_shape" not in kwargs and accepts_input_shape(factory):
+        kwargs["input_shape"] = tuple(input_shape)
     try:
         return factory(**kwargs)
     except TypeError as exc:
-        raise CompressError(f"{label} does not accept arguments {kwargs}: {exc}") from None
+        raise CompressError(f"{label} does not accept arguments {given}: {exc}") from None

@@ -1,20 +1,20 @@
 """Report: the size/accuracy/latency table of a run, in the terminal, Markdown, CSV and JSON.
 
-    report = build_report(run_dir)      # reads only the run folder
+    report = load_report(run_dir)       # reads only the run folder
     print(format_table(report))
 
-`report.json` is a stable interface (see README, "report.json"): accuracy is a fraction in
-0..1, sizes are bytes, latency milliseconds, throughput samples per second.
+`report.json` is a stable interface, typed in compress.results (Report, Artifact): accuracy
+is a fraction in 0..1, sizes are bytes, latency milliseconds, throughput samples per second.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
-from typing import Any
 
+from compress import tables
+from compress.errors import CompressError
 from compress.files import read_json, write_json, write_text
+from compress.results import DENSE, Artifact, Report, baseline_of, compression_ratio, delta_pts
 
 # (key, header, format) of the columns shown in the terminal and Markdown tables.
 COLUMNS = [
@@ -30,7 +30,7 @@ COLUMNS = [
     ("latency_ms_b1_p50", "p50 ms", "{:.3f}"),
     ("latency_ms_b1_p95", "p95 ms", "{:.3f}"),
     ("latency_vs_dense", "vs dense", "{:.2f}x"),
-    ("slower_than_dense", "slower", "{}"),
+    ("slower_than_dense", "slower", lambda slower: "SLOWER" if slower else ""),  # a flag: shown where raised
     ("macs", "MACs", "{:,}"),
     ("weight_bytes", "weights held", "{:,}"),
     ("throughput", "img/s", "{:,.0f}"),
@@ -44,46 +44,42 @@ CSV_FIELDS = [
 ]
 
 
-def add_comparisons(artifacts: list[dict], baseline: str = "dense") -> None:
+def add_comparisons(artifacts: list[Artifact], baseline: str = DENSE) -> None:
     """Ratio of the baseline's .onnx bytes to each deployable package; accuracy change in points."""
-    base = next((a for a in artifacts if a["name"] == baseline), artifacts[0])
+    base = baseline_of(artifacts, baseline)
     for a in artifacts:
-        a["compression"] = round(base["bytes"] / a["deploy_bytes"], 2)
-        a["accuracy_delta"] = round(100 * (a["accuracy"] - base["accuracy"]), 2)
+        a["compression"] = compression_ratio(base, a)
+        a["accuracy_delta"] = delta_pts(base, a)
 
 
-def format_cell(value: Any, fmt: str) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):  # a flag: shown only where it is raised
-        return "SLOWER" if value else ""
-    try:
-        return fmt.format(value)
-    except (ValueError, TypeError):
-        return str(value)
+def table_rows(artifacts: list[Artifact], columns=COLUMNS) -> tuple[list[str], list[list[str]]]:
+    return tables.cells(columns, artifacts)
 
 
-def table_rows(artifacts: list[dict], columns=COLUMNS) -> tuple[list[str], list[list[str]]]:
-    headers = [header for _, header, _ in columns]
-    rows = [[format_cell(a.get(key), fmt) for key, _, fmt in columns] for a in artifacts]
-    return headers, rows
-
-
-def format_table(report: dict, columns=COLUMNS) -> str:
+def format_table(report: Report, columns=COLUMNS) -> str:
     headers, rows = table_rows(report["artifacts"], columns)
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    line = lambda cells: "  ".join(  # noqa: E731
-        c.ljust(w) if i == 0 or c.startswith(("ok", "failed")) else c.rjust(w)
-        for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-    )
-    lines = [line(headers), "  ".join("-" * w for w in widths), *map(line, rows)]
+    # the artifact name and the status read left to right; numbers line up on the right
+    lines = tables.text(headers, rows, left=lambda i, cell: i == 0 or cell.startswith(("ok", "failed")))
     ds = report["dataset"]
     title = f"{report['pipeline']} ({report.get('model', '')}) on {ds['name']}, {_samples(ds)}"
     note = (
         "latency: all artifacts timed interleaved in one process; weights held: bytes a session keeps\n"
         "ratio = dense .onnx bytes / deploy bytes (smaller of .onnx.gz and .onnx.xz)"
     )
-    return "\n".join([title, *lines, note])
+    return "\n".join([title, *lines, note, *inputs_lines(report)])
+
+
+def inputs_lines(report: dict, max_names: int = 12) -> list[str]:
+    """"pruned model uses 9 of 30 features: a, b, ..." (nothing when unknown)."""
+    inputs = report.get("inputs")
+    if not inputs:
+        return []
+    text = f"pruned model uses {inputs['used']:,} of {inputs['total']:,} {inputs.get('unit', 'inputs')}"
+    names = inputs.get("names")
+    if names:
+        more = f", ... ({len(names) - max_names} more)" if len(names) > max_names else ""
+        text += ": " + ", ".join(names[:max_names]) + more
+    return [text]
 
 
 def _samples(dataset: dict) -> str:
@@ -92,7 +88,7 @@ def _samples(dataset: dict) -> str:
     return f"{held}{dataset['test_samples']:,} test samples"
 
 
-def format_markdown(report: dict, columns=COLUMNS) -> str:
+def format_markdown(report: Report, columns=COLUMNS) -> str:
     headers, rows = table_rows(report["artifacts"], columns)
     out = [f"# {report['pipeline']}", ""]
     ds = report["dataset"]
@@ -100,8 +96,7 @@ def format_markdown(report: dict, columns=COLUMNS) -> str:
         f"Model `{report.get('model', '')}` on {ds['name']} ({_samples(ds)}), "
         f"measured in onnxruntime {report['versions']['onnxruntime']} on {report['device']}."
     )
-    out += ["", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
+    out += ["", *tables.markdown(headers, rows)]
     out += ["", "ratio = dense .onnx bytes / deploy bytes (the smaller of .onnx.gz and .onnx.xz)."]
     out += [
         "Latency: batch 1, all artifacts timed interleaved in rounds in one process; SLOWER: p50 more "
@@ -109,29 +104,23 @@ def format_markdown(report: dict, columns=COLUMNS) -> str:
         "session keeps after its load-time folding.",
         "",
     ]
-    out += ["## Stages", "", "| stage | seconds | cached |", "|---|---|---|"]
-    out += [f"| {s['name']} | {s['seconds']:.1f} | {'yes' if s['cached'] else 'no'} |" for s in report["stages"]]
+    out += [f"The {line}.\n" for line in inputs_lines(report)]
+    stages = [[s["name"], f"{s['seconds']:.1f}", "yes" if s["cached"] else "no"] for s in report["stages"]]
+    out += ["## Stages", "", *tables.markdown(["stage", "seconds", "cached"], stages)]
     return "\n".join(out) + "\n"
 
 
-def format_csv(report: dict) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, extrasaction="ignore")
-    writer.writeheader()
-    for a in report["artifacts"]:
-        writer.writerow(a)
-    return buffer.getvalue()
+def format_csv(report: Report) -> str:
+    return tables.csv_text(CSV_FIELDS, report["artifacts"])
 
 
-def write_reports(run_dir: Path, report: dict) -> None:
+def write_reports(run_dir: Path, report: Report) -> None:
     write_json(run_dir / "report.json", report)
     write_text(run_dir / "report.md", format_markdown(report))
     write_text(run_dir / "report.csv", format_csv(report))
 
 
-def load_report(run_dir: Path) -> dict:
-    from compress.errors import CompressError
-
+def load_report(run_dir: Path) -> Report:
     path = Path(run_dir) / "report.json"
     if not path.is_file():
         raise CompressError(f"{path} does not exist: is {run_dir} a finished run folder?")

@@ -220,7 +220,10 @@ def make_scheduler(optimizer, config: OptimConfig, steps_per_epoch: int):
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data: Dataset, split: str, batch_size: int, device) -> float:
-    """Top-1 accuracy (0..1) of `model` on a whole split."""
+    """Top-1 accuracy (0..1) of `model` on a whole split (NaN for an empty split: a data set
+    loaded without a validation part, as the benchmark does to train on every image)."""
+    if data.size(split) == 0:
+        return float("nan")
     model.eval()
     correct = 0
     for x, y in data.batches(split, batch_size, shuffle=False):
@@ -294,7 +297,7 @@ def fit(
     images, labels = data.images["train"], data.labels["train"]
     distill = config.distill if config.distill.alpha > 0 else None
     if distill and teacher_logits is None:
-        raise ValueError("distill.alpha > 0 needs teacher_logits")
+        raise CompressError(f"{desc}: distill.alpha > 0 needs a teacher (the trained model's logits)")
 
     for epoch in range(start_epoch, config.epochs):
         model.train()

@@ -1,15 +1,14 @@
 """Shared fixtures: a tiny slice of the real MNIST as IDX files, and a tiny pipeline file.
 
 The data fixtures cut the first TRAIN_SAMPLES training and TEST_SAMPLES test images out of
-the real MNIST files (found beside the repository in shared/data/mnist, or wherever
-COMPRESS_TEST_MNIST points) and write them as proper gzipped IDX files under a temporary
-data root, so every test trains on real but tiny data without touching the network.
+the MNIST slice shipped in tests/data/mnist-slice and write them as proper gzipped IDX files
+under a temporary data root, so every test trains on real but tiny data without touching
+the network. A test whose data is missing fails; nothing is skipped for want of data.
 """
 
 from __future__ import annotations
 
 import gzip
-import os
 import struct
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from tiny_mnist import MNIST_SLICE
 
 from compress.config import L1Config, PruneConfig, TrainConfig
 from compress.data import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, SPLIT_FILES, load_dataset, read_idx
@@ -32,7 +32,6 @@ torch.set_num_threads(1)
 
 TRAIN_SAMPLES = 2000
 TEST_SAMPLES = 500
-MNIST_ENV = "COMPRESS_TEST_MNIST"
 
 
 def write_idx(path: Path, array: np.ndarray, gz: bool = True) -> Path:
@@ -102,19 +101,11 @@ def merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture(scope="session")
 def mnist_source() -> Path:
-    """The folder holding the real MNIST IDX files (skips the test when it is absent)."""
-    default = Path(__file__).resolve().parents[2] / "shared/data/mnist"
-    folder = Path(os.environ.get(MNIST_ENV) or default)
-    missing = [
-        stem for stems in SPLIT_FILES.values() for stem in stems
-        if not (folder / f"{stem}.gz").is_file() and not (folder / stem).is_file()
-    ]
+    """The MNIST slice shipped with the tests (a test fails when it is missing)."""
+    missing = [stem for stems in SPLIT_FILES.values() for stem in stems if not (MNIST_SLICE / f"{stem}.gz").is_file()]
     if missing:
-        pytest.skip(
-            f"real MNIST IDX files not found in {folder} (missing {', '.join(missing)}); "
-            f"set {MNIST_ENV} to a folder that holds them"
-        )
-    return folder
+        pytest.fail(f"the MNIST slice in {MNIST_SLICE} lacks {', '.join(missing)}: it ships with the repository")
+    return MNIST_SLICE
 
 
 @pytest.fixture(scope="session")
@@ -125,7 +116,6 @@ def mnist_arrays(mnist_source: Path) -> dict[str, np.ndarray]:
     for split, (images, labels) in SPLIT_FILES.items():
         for stem, magic in ((images, IDX_IMAGES_MAGIC), (labels, IDX_LABELS_MAGIC)):
             path = mnist_source / f"{stem}.gz"
-            path = path if path.is_file() else mnist_source / stem
             arrays[stem] = read_idx(path, magic)[: limits[split]].copy()
     return arrays
 

@@ -73,7 +73,7 @@ EXAMPLE = torch.zeros(1, 1, 28, 28)
 @torch.no_grad()
 def test_oneshot_channels_masks_whole_units_and_shrink_removes_them(tmp_path):
     model = cnn(tmp_path)
-    prune_oneshot(model, channels(0.5, scope="layer"), example=EXAMPLE)
+    prune_oneshot(model, channels(0.5, scope="layer"), sample=EXAMPLE)
     make_permanent(model)
     x = torch.randn(4, 1, 28, 28)
     expected = model(x)
@@ -86,12 +86,12 @@ def test_oneshot_channels_masks_whole_units_and_shrink_removes_them(tmp_path):
 
 def test_per_layer_overrides_and_global_scope(tmp_path):
     model = cnn(tmp_path)
-    prune_oneshot(model, channels(0.5, scope="layer", overrides={"fc": {"amount": 0.75}}), example=EXAMPLE)
+    prune_oneshot(model, channels(0.5, scope="layer", overrides={"fc": {"amount": 0.75}}), sample=EXAMPLE)
     make_permanent(model)
     shrink(model, (1, 28, 28))
     assert units(model)["fc"] == 16 and units(model)["conv"] == 16
     model = cnn(tmp_path)
-    prune_oneshot(model, channels(0.5, scope="global"), example=EXAMPLE)
+    prune_oneshot(model, channels(0.5, scope="global"), sample=EXAMPLE)
     make_permanent(model)
     shrink(model, (1, 28, 28))
     sizes = units(model)
@@ -105,7 +105,7 @@ def test_the_least_important_units_go_first(importance):
     with torch.no_grad():
         model[0].weight.mul_(torch.tensor([1.0, 0.01, 1.0, 0.02, 1.0, 1.0]).unsqueeze(1))
         model[2].weight[:, [1, 3]] *= 0.01
-    prune_oneshot(model, channels(0.34, importance=importance), example=torch.zeros(1, 8))
+    prune_oneshot(model, channels(0.34, importance=importance), sample=torch.zeros(1, 8))
     make_permanent(model)
     dead = (model[0].weight == 0).all(1)
     assert dead.tolist() == [False, True, False, True, False, False]
@@ -115,7 +115,7 @@ def test_the_least_important_units_go_first(importance):
 def test_gradual_channels_only_ever_remove_and_reach_the_target(tmp_path):
     model = cnn(tmp_path)
     config = channels(0.75, scope="layer", schedule="gradual", gradual={"steps": 4, "ramp": 1.0})
-    pruner = GradualPruner(model, config, example=EXAMPLE)
+    pruner = GradualPruner(model, config, sample=EXAMPLE)
     removed = []
     for step in range(1, 5):
         pruner(step, 4)
@@ -160,7 +160,7 @@ def test_cnn_pipeline_channel_pruned_shrunk_exported_and_verified(tmp_path, pipe
 def test_an_override_on_any_coupled_layer_sets_the_amount_of_its_group(tmp_path):
     model = cnn(tmp_path)
     # block.pw is coupled to stem through the residual addition: one group, one amount
-    prune_oneshot(model, channels(0.5, scope="global", overrides={"block.pw": {"amount": 0.75}}), example=EXAMPLE)
+    prune_oneshot(model, channels(0.5, scope="global", overrides={"block.pw": {"amount": 0.75}}), sample=EXAMPLE)
     make_permanent(model)
     shrink(model, (1, 28, 28))
     assert units(model)["stem"] == 4 and units(model)["block.pw"] == 4

@@ -93,23 +93,25 @@ def test_wrong_types_name_the_key_and_the_value(data, key, got):
 
 
 @pytest.mark.parametrize(
-    ("data", "expected"),
+    ("data", "key", "bound", "got"),
     [
-        ({"train": {"lr": 0}}, "train.lr: Input should be greater than 0"),
-        ({"train": {"epochs": -1}}, "train.epochs: Input should be greater than or equal to 0"),
-        ({"train": {"momentum": 1.0}}, "train.momentum: Input should be less than 1"),
-        ({"train": {"l1": {"lambda": -1e-4}}}, "train.l1.lambda: Input should be greater than or equal to 0"),
-        ({"prune": {"method": "magnitude", "amount": 1.0}}, "prune.amount: Input should be less than 1"),
-        ({"prune": {"threshold": -0.1}}, "prune.threshold: Input should be greater than or equal to 0"),
-        ({"data": {"batch_size": 0}}, "data.batch_size: Input should be greater than 0"),
-        ({"export": {"opset": 16}}, "export.opset: Input should be greater than or equal to 17"),
-        ({"verify": {"repetitions": 0}}, "verify.repetitions: Input should be greater than 0"),
-        ({"quantize": {"calibration_samples": 0}}, "quantize.calibration_samples: Input should be greater than 0"),
-        ({"finetune": {"distill": {"alpha": 1.5}}}, "finetune.distill.alpha: Input should be less than or equal to 1"),
+        ({"train": {"lr": 0}}, "train.lr", "0", "0"),
+        ({"train": {"epochs": -1}}, "train.epochs", "0", "-1"),
+        ({"train": {"momentum": 1.0}}, "train.momentum", "1", "1.0"),
+        ({"train": {"l1": {"lambda": -1e-4}}}, "train.l1.lambda", "0", "-0.0001"),
+        ({"prune": {"method": "magnitude", "amount": 1.0}}, "prune.amount", "1", "1.0"),
+        ({"prune": {"threshold": -0.1}}, "prune.threshold", "0", "-0.1"),
+        ({"data": {"batch_size": 0}}, "data.batch_size", "0", "0"),
+        ({"export": {"opset": 16}}, "export.opset", "17", "16"),
+        ({"verify": {"repetitions": 0}}, "verify.repetitions", "0", "0"),
+        ({"quantize": {"calibration_samples": 0}}, "quantize.calibration_samples", "0", "0"),
+        ({"finetune": {"distill": {"alpha": 1.5}}}, "finetune.distill.alpha", "1", "1.5"),
     ],
 )
-def test_out_of_range_values_name_the_key_and_the_bound(data, expected):
-    assert expected in config_error(data)
+def test_out_of_range_values_name_the_key_the_bound_and_the_value(data, key, bound, got):
+    message = config_error(data)
+    assert message.startswith(f"{key}: ") and message.endswith(f" (got {got})")
+    assert bound in message.removeprefix(f"{key}: ").removesuffix(f" (got {got})")
 
 
 @pytest.mark.parametrize(

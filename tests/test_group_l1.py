@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn as nn
@@ -80,9 +82,10 @@ def test_channel_and_input_groups_of_a_conv_net():
 @pytest.mark.parametrize(("optimizer", "lr", "momentum"), [("sgd", 0.05, 0.9), ("adam", 0.005, 0.0)])
 def test_zeroed_groups_stay_zero_through_training(tiny_data, fit_settings, optimizer, lr, momentum):
     model = mlp()
-    # lr * lambda * ~94 steps shrinks each group by about 0.5, the norm of a fresh row
-    config = group_config(0.005 / lr, ["neurons", "inputs"], optimizer=optimizer, momentum=momentum, lr=lr)
-    fit(model, tiny_data, config, fit_settings(), desc="train")
+    # over the epoch's steps, lr * lambda * steps shrinks each group by about 0.5, the norm of a fresh row
+    steps = math.ceil(tiny_data.size("train") / 32)
+    config = group_config(0.5 / (lr * steps), ["neurons", "inputs"], optimizer=optimizer, momentum=momentum, lr=lr)
+    fit(model, tiny_data, config, fit_settings(batch_size=32), desc="train")
     dead_rows = model[1].weight.detach().abs().sum(1) == 0
     dead_inputs = model[1].weight.detach().abs().sum(0) == 0
     assert dead_rows.any() and dead_inputs.any()  # structures reached exact zeros

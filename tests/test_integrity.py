@@ -127,6 +127,7 @@ def cached_flags(report: dict) -> dict[str, bool]:
 # --- atomic files
 
 
+@pytest.mark.slow
 def test_every_file_is_written_atomically(baseline):
     """Each file of the run folder got there by a rename (atomic_path), except the lock and the log."""
     written = {p for p in baseline.run.rglob("*") if p.is_file()} - {baseline.run / ".lock", baseline.run / "run.log"}
@@ -134,6 +135,7 @@ def test_every_file_is_written_atomically(baseline):
     assert written <= set(baseline.replaced)
 
 
+@pytest.mark.slow
 def test_files_are_readable_like_any_other(baseline):
     """atomic_path's temporary files are private (0600); the final files follow the umask."""
     umask = os.umask(0)
@@ -142,6 +144,7 @@ def test_files_are_readable_like_any_other(baseline):
         assert (baseline.run / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
 
 
+@pytest.mark.slow
 def test_rerun_reuses_every_stage_and_removes_stale_temp_files(baseline, run_copy):
     stale = [run_copy / "train" / ".model.pt.k1ll3d.tmp", run_copy / ".dense.onnx.k1ll3d.tmp"]
     # another run folder inside this one, maybe being written right now
@@ -159,6 +162,7 @@ def test_rerun_reuses_every_stage_and_removes_stale_temp_files(baseline, run_cop
 # --- one run per folder
 
 
+@pytest.mark.slow
 def test_a_locked_run_folder_is_refused(baseline, tmp_path):
     """A second process holds the folder's lock: the run says so, exits 2, writes nothing."""
     out = tmp_path / "locked"
@@ -184,6 +188,7 @@ def test_a_locked_run_folder_is_refused(baseline, tmp_path):
 # --- the cache never reuses what changed
 
 
+@pytest.mark.slow
 def test_stage_keys_cover_every_input(baseline, monkeypatch):
     """Each input changes the key of the stage that reads it and of every stage after it."""
     config = load_pipeline(baseline.pipeline)
@@ -211,6 +216,7 @@ def test_stage_keys_cover_every_input(baseline, monkeypatch):
     assert changed(stage_keys(config, data)) == list(STAGE_NAMES)
 
 
+@pytest.mark.slow
 def test_editing_the_model_file_reruns_everything(baseline, tmp_path):
     project = tmp_path / "project"
     shutil.copytree(baseline.pipeline.parent, project)
@@ -224,6 +230,7 @@ def test_editing_the_model_file_reruns_everything(baseline, tmp_path):
     assert report["training"] == baseline.report["training"]
 
 
+@pytest.mark.slow
 def test_changing_the_data_reruns_training(baseline, tmp_path):
     labels = tiny_arrays()["train-labels"].copy()
     labels[:300] = (labels[:300] + 1) % 10  # 10% of the labels wrong
@@ -232,10 +239,14 @@ def test_changing_the_data_reruns_training(baseline, tmp_path):
     run_dir = Path(shutil.copytree(baseline.run, tmp_path / "run"))
     report = run(pipeline, run_dir)
     assert not any(cached_flags(report).values())
-    assert report["dataset"] == baseline.report["dataset"]
+    # same images: the stratified validation part may move by a sample or two with the labels
+    same = ("name", "test_samples")
+    assert {k: report["dataset"][k] for k in same} == {k: baseline.report["dataset"][k] for k in same}
+    assert sum(report["dataset"][k] for k in ("train_samples", "val_samples")) == 2000
     assert (run_dir / "train/model.pt").read_bytes() != (baseline.run / "train/model.pt").read_bytes()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["model", "model-and-epoch-checkpoint"])
 def test_a_corrupt_checkpoint_is_detected_and_recomputed(baseline, run_copy, damage, caplog):
     caplog.set_level(logging.INFO)
@@ -256,6 +267,7 @@ def test_a_corrupt_checkpoint_is_detected_and_recomputed(baseline, run_copy, dam
     assert report["artifacts"] == baseline.report["artifacts"]
 
 
+@pytest.mark.slow
 def test_a_stage_made_from_other_inputs_is_not_reused(baseline, run_copy, caplog):
     """pruned.onnx is replaced by a different file, consistently recorded (as a rerun of
     export that gave other bytes would leave it): what was made from it runs again."""
@@ -279,6 +291,7 @@ def test_a_stage_made_from_other_inputs_is_not_reused(baseline, run_copy, caplog
 # --- untrusted files
 
 
+@pytest.mark.slow
 def test_a_hostile_epoch_checkpoint_is_never_unpickled(baseline, run_copy, tmp_path, caplog):
     caplog.set_level(logging.INFO)
     marker = tmp_path / "code-ran"
@@ -299,6 +312,7 @@ def test_a_hostile_checkpoint_is_refused(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_hostile_weights_are_refused_before_anything_is_written(baseline, tmp_path):
     marker = tmp_path / "code-ran"
     torch.save({"net.1.weight": Touch(marker)}, tmp_path / "weights.pt")
@@ -315,15 +329,16 @@ def test_hostile_weights_are_refused_before_anything_is_written(baseline, tmp_pa
 # --- numerical faults
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cause", ["nan-logits", "huge-lr"])
 def test_a_diverging_loss_stops_training(baseline, tmp_path, cause):
-    if cause == "nan-logits":  # 27 steps per epoch (2,700 of 3,000 images; 300 validation): the 40th is epoch 2, step 13
-        sections = {"model": {**USER_MODEL, "class": "Unstable", "kwargs": {"blowup_at": 40}}}
-        message = (r"train: loss became nan in epoch 2 at step 13 of 27; lower the learning rate or the L1 "
+    if cause == "nan-logits":  # 19 steps per epoch (1,801 of 2,000 images; 199 validation): the 32nd is epoch 2, step 13
+        sections = {"model": {**USER_MODEL, "class": "Unstable", "kwargs": {"blowup_at": 32}}}
+        message = (r"train: loss became nan in epoch 2 at step 13 of 19; lower the learning rate or the L1 "
                    r"lambda; the last good checkpoint \(epoch 1\) is kept in .*train/last\.pt")
     else:
         sections = {"train": {"epochs": 2, "lr": 1e9, "momentum": 0.9, "l1": {"lambda": 1e-4}}}
-        message = r"train: loss became (nan|inf) in epoch 1 at step \d+ of 27; lower the learning rate or the L1 lambda"
+        message = r"train: loss became (nan|inf) in epoch 1 at step \d+ of 19; lower the learning rate or the L1 lambda"
     pipeline = make_project(tmp_path / "project", baseline.data, **sections)
     out = tmp_path / "run"
     result = CliRunner().invoke(main, ["run", str(pipeline), "--out", str(out), "--no-progress"])
@@ -336,6 +351,7 @@ def test_a_diverging_loss_stops_training(baseline, tmp_path, cause):
         assert state["epoch"] == 1 and all(torch.isfinite(v).all() for v in state["model"].values())
 
 
+@pytest.mark.slow
 def test_an_export_that_disagrees_with_pytorch_fails_the_run(baseline, run_copy, monkeypatch):
     """onnxruntime's logits are compared with PyTorch's; make PyTorch's differ by 0.5."""
     import compress.stages.verify
@@ -367,6 +383,7 @@ def onnx_weights(proto: onnx.ModelProto) -> dict[tuple[int, ...], np.ndarray]:
     return found
 
 
+@pytest.mark.slow
 def test_reported_sparsity_is_the_zeros_in_the_onnx_files(baseline):
     run_dir, report = baseline.run, baseline.report
     records = stage_records(run_dir)

@@ -119,7 +119,7 @@ def test_pruning_only_ever_removes_weights(seed, threshold, amounts, scope, nois
     momentum=st.sampled_from([0.0, 0.9]),
     weight_decay=st.sampled_from([0.0, 1e-2]),
     l1=st.sampled_from([("penalty", 0.0), ("penalty", 1e-3), ("proximal", 1e-3)]),
-    qat_bits=st.sampled_from([0, 8] if "qat_bits" in FinetuneConfig.model_fields else [0]),
+    qat_bits=st.sampled_from([0, 4, 8]),
 )
 def test_pruned_weights_stay_exactly_zero_through_finetuning(
     small_data, seed, density, optimizer, momentum, weight_decay, l1, qat_bits
@@ -140,12 +140,16 @@ def test_pruned_weights_stay_exactly_zero_through_finetuning(
         assert not tprune.is_pruned(module)
         pruned = module.weight.detach()[~masks[name]]
         assert (pruned == 0).all() and not torch.signbit(pruned).any(), f"{name}: pruned weights moved"
-        assert not torch.equal(module.weight.detach(), before[name]), f"{name}: nothing was trained"
+    # At low density every hidden ReLU can be off for the whole epoch, leaving the first layer
+    # without gradient; the model as a whole must still have trained.
+    layers = prunable_layers(model)
+    assert any(not torch.equal(layers[n].weight.detach(), before[n]) for n in layers), "nothing was trained"
 
 
 # --- export and quantization
 
 
+@pytest.mark.slow
 @settings(max_examples=3, deadline=None)
 @given(seed=seeds, density=st.floats(0.0, 1.0))
 def test_export_and_quantization_keep_pruned_weights_zero(tmp_path_factory, small_data, seed, density):

@@ -213,3 +213,18 @@ def test_pruned_weights_stay_zero_through_finetuning(tiny_data, fit_settings, op
         assert not torch.signbit(weight[~masks[name]]).any()
         assert not torch.equal(weight[masks[name]], before[name][masks[name]])  # training did happen
         assert torch.all(weight[masks[name]] != 0)
+
+
+def test_a_convolutional_model_is_pruned_in_every_conv_and_linear_layer():
+    torch.manual_seed(0)
+    model = build_model("lenet5")
+    prune_oneshot(model, PruneConfig(method="magnitude", amount=0.5, scope="layer"))
+    masks = masks_of(model)
+    assert masks["features.0"].dim() == 4 and masks["classifier.1"].dim() == 2
+    for name, stats in sparsity_summary(model)["layers"].items():
+        assert stats["sparsity"] == pytest.approx(0.5, abs=1e-3), name
+    out = model(torch.randn(2, 1, 28, 28))
+    assert out.shape == (2, 10)
+    make_permanent(model)
+    for name, module in prunable_layers(model).items():
+        assert torch.all(module.weight[~masks[name]] == 0)

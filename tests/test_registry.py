@@ -37,7 +37,7 @@ def test_the_builtin_models_are_registered():
 @pytest.mark.parametrize("name", list(list_models()))
 def test_every_registered_model_maps_images_to_ten_logits(name):
     torch.manual_seed(0)
-    model = build_model(name, kwargs={"num_classes": 10}).eval()
+    model = build_model(name, kwargs={"num_classes": 10}, input_shape=(1, 28, 28)).eval()
     with torch.no_grad():
         out = model(torch.randn(3, 1, 28, 28))
     assert out.shape == (3, 10)
@@ -46,7 +46,7 @@ def test_every_registered_model_maps_images_to_ten_logits(name):
 
 @pytest.mark.parametrize("name", list(list_models()))
 def test_every_registered_model_takes_num_classes(name):
-    model = build_model(name, kwargs={"num_classes": 7}).eval()
+    model = build_model(name, kwargs={"num_classes": 7}, input_shape=(1, 28, 28)).eval()
     with torch.no_grad():
         assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 7)
 

@@ -54,6 +54,7 @@ def checkpoint_epoch(path: Path) -> int:
     return torch.load(path, map_location="cpu", weights_only=True)["epoch"]
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path: Path):
     data = write_tiny_mnist(tmp_path / "data")
     pipeline = write_pipeline(

@@ -155,6 +155,10 @@ def test_tiny_search_end_to_end(search_run):
     assert summary["train_runs"] == 0
     assert all("train" in t["stages_reused"] for t in summary["trials"])
     assert summary["stages_reused"] >= 3
+    # the first trial is the pipeline's own threshold: every stage came from the reference run
+    first = summary["trials"][0]
+    assert first["from_file"] and first["overrides"] == {"prune.threshold": 0.02}
+    assert len(first["stages_reused"]) == first["stages_total"]
     chosen = summary["chosen"]
     assert chosen and chosen.startswith("trial-")
     point = next(p for p in summary["points"] if p["label"] == chosen)
@@ -162,8 +166,8 @@ def test_tiny_search_end_to_end(search_run):
     # nothing smaller meets the budget on validation
     assert not any(p["deploy_bytes"] < point["deploy_bytes"] and p["drop"] <= 5 and p["artifact"] != "dense"
                    for p in summary["points"])
-    # test accuracy only for the chosen artifact and the front, read from the run's own report
-    assert set(summary["test_accuracy"]) == {chosen, *summary["front"]}
+    # test accuracy only for the chosen artifact, read from the run's own report
+    assert set(summary["test_accuracy"]) == {chosen}
     report = json.loads((Path(point["run_dir"]) / "report.json").read_text())
     assert summary["test_accuracy"][chosen] == next(a["accuracy"] for a in report["artifacts"]
                                                     if a["name"] == point["artifact"])
@@ -207,3 +211,28 @@ def test_a_failing_trial_is_recorded_and_the_search_goes_on(tmp_path, pipeline_w
     assert all("TrainingError" in t["error"] and "loss became" in t["error"] for t in summary["trials"])
     assert summary["chosen"] is None and summary["counts"]["fail"] == 2
     assert "nothing meets the budget" in (tmp_path / "out" / "search.md").read_text()
+
+
+def test_the_search_starts_from_the_pipelines_own_settings_when_they_fit(tmp_path, pipeline_writer):
+    from compress.analysis.search import file_settings
+
+    config = load_pipeline(pipeline_writer(tmp_path / "p.toml"))
+    inside = search_spaces(config, ["train.l1.lambda=log(1e-5,1e-3)", 'quantize.variants=[["dynamic","static"]]'])
+    assert file_settings(config, inside) == {"train.l1.lambda": 1e-4, "quantize.variants": ["dynamic", "static"]}
+    assert file_settings(config, search_spaces(config, ["prune.threshold=(0.05,0.08)"])) is None
+
+
+@pytest.mark.slow
+def test_pareto_search_in_worker_processes(tmp_path, pipeline_writer):
+    path = pipeline_writer(tmp_path / "tiny.toml", FAST)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["search", str(path), "--param", "prune.threshold=(0.01,0.08)",
+                                       "--objective", "pareto", "--trials", "2", "--jobs", "2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "search.json").read_text())
+    assert summary["objective"] == "pareto" and summary["chosen"] is None and summary["budget"] is None
+    assert [t["state"] for t in summary["trials"]] == ["ok", "ok"]
+    front = [p for p in summary["points"] if p["label"] in summary["front"]]
+    assert front and not any(q["deploy_bytes"] <= p["deploy_bytes"] and q["val_accuracy"] > p["val_accuracy"]
+                             for p in front for q in summary["points"])
+    assert set(summary["test_accuracy"]) == set(summary["front"])

@@ -164,7 +164,7 @@ def test_pipeline_with_group_l1_and_shrink_exports_a_smaller_verified_model(pipe
 
     pipeline = pipeline_file({
         "model.kwargs": {"hidden": 32},
-        "train.l1": {"lambda": 0.03, "method": "proximal", "groups": ["neurons", "inputs"]},
+        "train.l1": {"lambda": 0.06, "method": "proximal", "groups": ["neurons", "inputs"]},
         "prune.threshold": 0.0,
         "finetune.epochs": 0,
         "quantize.variants": ["static"],

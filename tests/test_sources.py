@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -123,3 +124,60 @@ def test_a_cifar_pickle_that_would_run_code_is_refused(tmp_path):
     with pytest.raises(DataError, match="refusing to read .*data_batch_1: refers to the Python object io.open"):
         load_data(data_config(name="cifar10", root=str(root), download=False))
     assert not marker.exists()
+
+
+def test_a_failed_download_gives_its_cause_and_leaves_nothing(tmp_path, monkeypatch):
+    import torchvision.datasets
+
+    class Unreachable:  # writes part of an archive, then loses the network
+        def __init__(self, root, train=True, download=False):
+            (Path(root) / "cifar-10-python.tar.gz").write_bytes(b"partial")
+            raise OSError("[Errno 101] Network is unreachable")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", Unreachable)
+    root = tmp_path / "fresh"
+    with pytest.raises(DataError, match=r"cifar10: download failed \(\[Errno 101\] Network is unreachable\)"):
+        load_data(data_config(name="cifar10", root=str(root), download=True))
+    assert not root.exists()
+    existing = tmp_path / "existing"
+    (existing / "notes.txt").parent.mkdir()
+    (existing / "notes.txt").write_text("mine")
+    with pytest.raises(DataError, match="download failed"):
+        load_data(data_config(name="cifar10", root=str(existing), download=True))
+    assert sorted(p.name for p in existing.iterdir()) == ["notes.txt"]
+
+
+def test_cifar100_uses_the_fine_labels(tmp_path):
+    folder = tmp_path / "data" / "cifar-100-python"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name, n in (("train", 30), ("test", 10)):
+        batch = {b"data": rng.integers(0, 256, (n, 3072)).astype(np.uint8), b"fine_labels": [i % 3 for i in range(n)],
+                 b"coarse_labels": [0] * n}
+        (folder / name).write_bytes(pickle.dumps(batch))
+    names = [f"class{i}".encode() for i in range(100)]
+    (folder / "meta").write_bytes(pickle.dumps({b"fine_label_names": names, b"coarse_label_names": [b"x"] * 20}))
+    data = load_data(data_config(name="cifar100", root=str(tmp_path / "data"), download=False))
+    assert data.num_classes == 100 and data.classes[2] == "class2" and data.size("test") == 10
+
+
+def test_svhn_from_its_mat_files_with_label_10_as_digit_0(tmp_path):
+    scipy_io = pytest.importorskip("scipy.io")
+    rng = np.random.default_rng(0)
+    for name, n in (("train_32x32.mat", 40), ("test_32x32.mat", 10)):
+        x = rng.integers(0, 256, (32, 32, 3, n)).astype(np.uint8)
+        y = np.array([[10 if i % 10 == 0 else i % 10] for i in range(n)], dtype=np.uint8)
+        scipy_io.savemat(tmp_path / name, {"X": x, "y": y})
+    data = load_data(data_config(name="svhn", root=str(tmp_path), download=False))
+    assert data.input_shape == (3, 32, 32) and data.classes == tuple(str(i) for i in range(10))
+    assert data.labels["test"].tolist() == list(range(10))
+    x = scipy_io.loadmat(tmp_path / "test_32x32.mat")["X"]
+    np.testing.assert_array_equal(data.images["test"][3].numpy(), x[..., 3].transpose(2, 0, 1))
+
+
+def test_kmnist_is_found_in_torchvisions_folder_layout(tmp_path, mnist_arrays, idx_writer):
+    raw = tmp_path / "KMNIST" / "raw"
+    for stem, array in mnist_arrays.items():
+        idx_writer(raw / f"{stem}.gz", array)
+    data = load_data(data_config(name="kmnist", root=str(tmp_path), download=False))
+    assert data.classes[:3] == ("o", "ki", "su") and data.input_shape == (1, 28, 28)

@@ -223,8 +223,16 @@ def test_cache_lock_makes_a_second_holder_wait(tmp_path):
         order.append("first")
     thread.join(5)
     assert order == ["first", "second"]
-    with cache.lock("train", "other"):  # another key is not held up
-        pass
+
+    def other_key():
+        with cache.lock("train", "other"):
+            order.append("other")
+
+    with cache.lock("train", "k"):  # another key is not held up while this one is held
+        thread = threading.Thread(target=other_key)
+        thread.start()
+        thread.join(5)
+        assert not thread.is_alive() and order[-1] == "other"
 
 
 # ---------------------------------------------------------------- real sweeps
@@ -294,7 +302,6 @@ def test_budget_that_nothing_meets_is_reported_honestly(sweep_run, tmp_path):
 
 @pytest.mark.slow
 def test_sweep_through_ray_on_a_local_cluster(sweep_run, tmp_path):
-    pytest.importorskip("ray", reason="Ray is not installed (pip install 'compress[ray]')")
     _, out, pipeline = sweep_run
     result = CliRunner().invoke(main, ["sweep", str(pipeline), *SETS, "--out", str(tmp_path / "ray"),
                                        "--cache", str(out / "cache"), "--ray", "local"])

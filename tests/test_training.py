@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 from compress.config import DistillConfig, L1Config, OptimConfig, TrainConfig
-from compress.errors import TrainingError
+from compress.errors import CompressError, TrainingError
 from compress.registry import build_model
 from compress.training import (
     L1Term,
@@ -159,7 +159,7 @@ def test_distillation_loss_is_zero_against_itself_and_positive_otherwise():
 
 def test_distillation_without_a_teacher_is_refused(tiny_data, fit_settings):
     config = OptimConfig(epochs=1, distill=DistillConfig(alpha=0.5))
-    with pytest.raises(ValueError, match="teacher_logits"):
+    with pytest.raises(CompressError, match="finetune: distill.alpha > 0 needs a teacher"):
         fit(tiny_model(), tiny_data, config, fit_settings(), desc="finetune")
 
 
@@ -188,3 +188,16 @@ def test_the_configured_optimizer_is_built(name):
     assert type(optimizer).__name__.lower() == name
     assert optimizer.param_groups[0]["lr"] == 0.02
     assert optimizer.param_groups[0]["weight_decay"] == 1e-4
+
+
+def test_distillation_in_the_loop_pulls_the_student_towards_the_teacher(tiny_data, fit_settings):
+    # A teacher whose answers are a fixed relabelling of the digits (d -> 9 - d): with
+    # alpha = 1 the student learns only from the teacher, and so learns the relabelling.
+    images, labels = tiny_data.tensors("train")
+    teacher_logits = torch.nn.functional.one_hot(9 - labels, 10).float() * 8
+    config = OptimConfig(epochs=2, lr=0.1, distill=DistillConfig(alpha=1.0, temperature=2.0))
+    student = tiny_model()
+    fit(student, tiny_data, config, fit_settings(), desc="finetune", teacher_logits=teacher_logits)
+    predicted = predict(student.eval(), images).argmax(1)
+    assert (predicted == 9 - labels).float().mean() > 0.6
+    assert (predicted == labels).float().mean() < 0.2

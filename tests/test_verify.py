@@ -16,6 +16,7 @@ import torch
 from compress.config import VerifyConfig
 from compress.encode.cost import count_macs, initializer_bytes, session_weight_bytes
 from compress.encode.onnx_tools import get_metadata, parameter_counts
+from compress.results import Artifact
 from compress.stages.verify import (
     add_latencies,
     interleaved_latency_ms,
@@ -26,12 +27,7 @@ from compress.stages.verify import (
     verify_artifact,
 )
 
-ROW_KEYS = {
-    "name", "path", "bytes", "gzip_bytes", "xz_bytes", "deploy_bytes", "deploy_form", "deploy_path",
-    "params", "nonzero_params", "sparsity", "accuracy", "val_accuracy", "agreement", "max_logit_diff",
-    "latency_ms_b1_p50", "latency_ms_b1_p95", "latency_vs_dense", "slower_than_dense", "throughput", "status",
-    "macs", "weight_bytes",
-}
+ROW_KEYS = Artifact.__required_keys__  # the report adds the others
 CONFIG = VerifyConfig(repetitions=20, throughput_batch=200)
 
 
@@ -156,7 +152,7 @@ def test_weight_bytes_are_the_initializers_a_session_keeps(pruned_export):
 def test_interleaved_latency_times_every_session_and_flags_the_slow_one(pruned_export, tiny_data, tmp_path):
     fast = make_session(pruned_export.path, threads=1)
     x = tiny_data.tensors("test", limit=5)[0].numpy()
-    timings = interleaved_latency_ms([fast, fast], x, repetitions=40, rounds=4)
+    timings = interleaved_latency_ms([fast, fast], [x, x], repetitions=40, rounds=4)
     assert len(timings) == 2 and all(0 < p50 <= p95 < 1000 for p50, p95 in timings)
 
     class Slow:  # a session that sleeps 2 ms per call
@@ -172,7 +168,7 @@ def test_interleaved_latency_times_every_session_and_flags_the_slow_one(pruned_e
             return self.inner.run(*args)
 
     rows = [{"name": "dense"}, {"name": "same"}, {"name": "slow"}]
-    add_latencies(rows, [fast, fast, Slow(fast)], x, VerifyConfig(repetitions=20, rounds=4))
+    add_latencies(rows, [fast, fast, Slow(fast)], [x, x, x], VerifyConfig(repetitions=20, rounds=4))
     assert rows[0]["latency_vs_dense"] == 1.0 and rows[0]["slower_than_dense"] is False
     assert rows[2]["slower_than_dense"] is True and rows[2]["latency_vs_dense"] > 1.5
     assert rows[2]["latency_ms_b1_p50"] >= 2.0

@@ -1,16 +1,16 @@
 """Small MNIST copies and pipeline files for the reliability tests.
 
-    root = write_tiny_mnist(tmp_path / "data")      # first 3000 train / 500 test real images
+    root = write_tiny_mnist(tmp_path / "data")      # first 2000 train / 500 test real images
     path = write_pipeline(tmp_path / "p.toml", root, train={"epochs": 3})
 
-The real IDX files are read from the shared data folder (or MNIST_DIR); a test that needs
-them is skipped when they are missing. Nothing here touches the network.
+The real images come from the MNIST slice shipped in tests/data/mnist-slice (the first
+2,000 training and 1,000 test images); a test whose data is missing fails, never skips.
+Nothing here touches the network.
 """
 
 from __future__ import annotations
 
 import gzip
-import os
 import struct
 from functools import cache
 from pathlib import Path
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REAL_MNIST = Path(os.environ.get("MNIST_DIR", Path(__file__).resolve().parents[2] / "shared/data/mnist"))
+MNIST_SLICE = Path(__file__).resolve().parent / "data" / "mnist-slice"  # see its README.md
 STEMS = {
     "train-images": "train-images-idx3-ubyte",
     "train-labels": "train-labels-idx1-ubyte",
@@ -35,25 +35,27 @@ def idx_bytes(array: np.ndarray, magic: int | None = None) -> bytes:
 
 
 def _read_real(stem: str, count: int) -> np.ndarray:
-    path = REAL_MNIST / f"{stem}.gz"
+    path = MNIST_SLICE / f"{stem}.gz"
     if not path.is_file():
-        pytest.skip(f"real MNIST not found at {REAL_MNIST}")
+        pytest.fail(f"the MNIST slice file {path} is missing: it ships with the repository")
     raw = gzip.decompress(path.read_bytes())
     ndim = raw[3]
     shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
+    if count > shape[0]:
+        pytest.fail(f"{path} holds {shape[0]} samples; a test asked for {count}")
     per_sample = int(np.prod(shape[1:])) if ndim > 1 else 1
     data = np.frombuffer(raw, np.uint8, count * per_sample, offset=4 + 4 * ndim)
     return data.reshape(count, *shape[1:])
 
 
 @cache
-def tiny_arrays(n_train: int = 3000, n_test: int = 500) -> dict[str, np.ndarray]:
+def tiny_arrays(n_train: int = 2000, n_test: int = 500) -> dict[str, np.ndarray]:
     """The first images and labels of the real MNIST splits, by role."""
     counts = {"train": n_train, "test": n_test}
     return {role: _read_real(stem, counts[role.split("-")[0]]) for role, stem in STEMS.items()}
 
 
-def write_tiny_mnist(root: Path, n_train: int = 3000, n_test: int = 500, **replace: np.ndarray) -> Path:
+def write_tiny_mnist(root: Path, n_train: int = 2000, n_test: int = 500, **replace: np.ndarray) -> Path:
     """Gzipped IDX files of a small MNIST in `root` (flat layout); `replace` swaps an array by role."""
     root.mkdir(parents=True, exist_ok=True)
     arrays = {**tiny_arrays(n_train, n_test), **{k.replace("_", "-"): v for k, v in replace.items()}}

@@ -11,14 +11,23 @@ for every run) or `RUN:ARTIFACT` (one artifact for every run).
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from pathlib import Path
 
+from compress import tables
 from compress.errors import CompressError
 from compress.report import COLUMNS as REPORT_COLUMNS
-from compress.report import format_cell, load_report
+from compress.report import load_report
+from compress.results import (
+    DENSE,
+    Artifact,
+    Report,
+    baseline_of,
+    compression_ratio,
+    delta_pts,
+    deploy_bytes,
+    find_artifact,
+)
 
 # (key, header, format) of the Markdown / CSV / JSON rows: the run and the report's own
 # columns up to latency; the terminal table is compacter.
@@ -44,18 +53,21 @@ def load_runs(run_dirs: list[str | Path]) -> list[dict]:
     return runs
 
 
-def _artifact(report: dict, name: str) -> dict | None:
-    return next((a for a in report["artifacts"] if a["name"] == name), None)
+def _artifact(report: Report, name: str) -> Artifact | None:
+    return find_artifact(report["artifacts"], name)
 
 
-def resolve_baselines(runs: list[dict], baseline: str | None) -> dict[str, tuple[str, dict]]:
+def _own_baseline(report: Report) -> Artifact:
+    return baseline_of(report["artifacts"], report.get("baseline", DENSE))
+
+
+def resolve_baselines(runs: list[dict], baseline: str | None) -> dict[str, tuple[str, Artifact]]:
     """run -> (label, baseline artifact) for every run."""
     by_run = {r["run"]: r for r in runs}
     if baseline is None:
         out = {}
         for r in runs:
-            name = r["report"].get("baseline", "dense")
-            artifact = _artifact(r["report"], name) or r["report"]["artifacts"][0]
+            artifact = _own_baseline(r["report"])
             out[r["run"]] = (f"{r['run']}:{artifact['name']}", artifact)
         return out
     if ":" in baseline:
@@ -70,8 +82,7 @@ def resolve_baselines(runs: list[dict], baseline: str | None) -> dict[str, tuple
     if all(_artifact(r["report"], baseline) for r in runs):
         return {r["run"]: (f"{r['run']}:{baseline}", _artifact(r["report"], baseline)) for r in runs}
     if baseline in by_run:
-        report = by_run[baseline]["report"]
-        artifact = _artifact(report, report.get("baseline", "dense")) or report["artifacts"][0]
+        artifact = _own_baseline(by_run[baseline]["report"])
         return {r["run"]: (f"{baseline}:{artifact['name']}", artifact) for r in runs}
     missing = [r["run"] for r in runs if _artifact(r["report"], baseline) is None]
     raise CompressError(
@@ -90,17 +101,16 @@ def comparison_rows(runs: list[dict], baseline: str | None = None, sort: str = "
     for order, r in enumerate(runs):
         label, base = baselines[r["run"]]
         for a in r["report"]["artifacts"]:
-            deploy = a.get("deploy_bytes") or min(a["gzip_bytes"], a["xz_bytes"])  # older reports
             rows.append({
                 "run": r["run"],
                 "artifact": a["name"],
                 "val_accuracy": a.get("val_accuracy"),
                 "accuracy": a["accuracy"],
-                "accuracy_delta": round(100 * (a["accuracy"] - base["accuracy"]), 2),
+                "accuracy_delta": delta_pts(base, a),
                 "bytes": a["bytes"],
                 "gzip_bytes": a.get("gzip_bytes"),
-                "deploy_bytes": deploy,
-                "compression": round(base["bytes"] / deploy, 2),
+                "deploy_bytes": deploy_bytes(a),
+                "compression": compression_ratio(base, a),
                 "sparsity": a.get("sparsity"),
                 "latency_ms_b1_p50": a.get("latency_ms_b1_p50"),
                 "status": a.get("status", "ok"),
@@ -145,8 +155,7 @@ TABLE_COLUMNS = [
 
 
 def _cell(row: dict, key: str, fmt) -> str:
-    value = row.get(key)
-    text = "-" if value is None else fmt(value)
+    text = tables.format_cell(row.get(key), fmt)
     if key == "artifact" and row.get("status", "ok") != "ok":
         text += "*"
     return text
@@ -158,23 +167,16 @@ TEXT_COLUMNS = ("run", "artifact")  # left-aligned; numbers are right-aligned
 def _aligned(columns: list, rows: list[dict]) -> list[str]:
     headers = [h for _, h, _ in columns]
     cells = [[_cell(r, k, f) for k, _, f in columns] for r in rows]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    widths = tables.widths(headers, cells)
     sep = "  " if sum(widths) + 2 * (len(widths) - 1) <= 80 else " "
-    left = [key in TEXT_COLUMNS for key, _, _ in columns]
-
-    def line(values):
-        return sep.join(
-            v.ljust(w) if is_left else v.rjust(w) for v, w, is_left in zip(values, widths, left, strict=True)
-        ).rstrip()
-
-    return [line(headers), sep.join("-" * w for w in widths), *map(line, cells)]
+    return tables.text(headers, cells, left=[key in TEXT_COLUMNS for key, _, _ in columns], sep=sep, strip=True)
 
 
 def _fitting(columns: list, rows: list[dict]) -> list:
     """Drop the .onnx and gzip size columns (in that order) while the table is wider than 80."""
     for drop in ((), ("gzip_bytes",), ("gzip_bytes", "bytes")):
         kept = [c for c in columns if c[0] not in drop]
-        if max(map(len, _aligned(kept, rows))) <= 80:
+        if tables.width(_aligned(kept, rows)) <= 80:
             return kept
     return kept
 
@@ -205,13 +207,11 @@ def format_table(rows: list[dict], grouped: bool = True) -> str:
 
 
 def format_markdown(rows: list[dict]) -> str:
-    headers = [h for _, h, _ in COLUMNS]
-    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    for r in rows:
-        cells = [format_cell(r.get(k), f) for k, _, f in COLUMNS]
+    headers, cells = tables.cells(COLUMNS, rows)
+    for r, row_cells in zip(rows, cells, strict=True):
         if r.get("status", "ok") != "ok":
-            cells[1] += " (failed)"
-        out.append("| " + " | ".join(cells) + " |")
+            row_cells[1] += " (failed)"
+    out = tables.markdown(headers, cells)
     bases = sorted({r["baseline"] for r in rows})
     out += ["", f"Δ pts and ratio against {', '.join(bases)}; ratio = baseline .onnx bytes / deploy bytes."]
     return "\n".join(out) + "\n"
@@ -221,11 +221,7 @@ CSV_FIELDS = [key for key, _, _ in COLUMNS] + ["status", "baseline"]
 
 
 def format_csv(rows: list[dict]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
+    return tables.csv_text(CSV_FIELDS, rows)
 
 
 def format_comparison(rows: list[dict], fmt: str = "table", sort: str = "run") -> str:

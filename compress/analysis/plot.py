@@ -12,8 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from compress.files import atomic_path
+from compress.results import DENSE, PRUNED
 
-ARTIFACT_COLORS = {"dense": "tab:gray", "pruned": "tab:blue"}  # quantized ones by their kind
+ARTIFACT_COLORS = {DENSE: "tab:gray", PRUNED: "tab:blue"}  # quantized ones by their kind
 
 
 def _color(artifact: str) -> str:

@@ -16,7 +16,8 @@ as written, run once as `<out>/reference`, so that a stronger L1 penalty cannot 
 bar by weakening its own dense model. Test accuracy decides nothing: it is read for the
 chosen artifacts at the end only.
 
-Every trial is a run folder `<out>/trial-NNNN/` sharing the stage cache `<out>/cache`
+The first trial is the pipeline's own settings when they lie in every space (a known point,
+already made by the reference run). Every trial is a run folder `<out>/trial-NNNN/` sharing the stage cache `<out>/cache`
 (compress.cache) with the others, so trials with the same training settings train once.
 The Optuna study lives in `<out>/study.journal`: a rerun of the same command after Ctrl-C
 continues it (finished trials are kept, interrupted ones are run again). A trial that
@@ -35,6 +36,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from compress import tables
 from compress.analysis.sweep import (
     available_cpus,
     delta,
@@ -47,6 +49,7 @@ from compress.analysis.sweep import (
 from compress.config import PipelineConfig, load_pipeline
 from compress.errors import CompressError
 from compress.files import write_json, write_text
+from compress.results import DENSE, VAL, accuracy_points, find_artifact
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +175,7 @@ def artifact_rows(report: dict, reference_val: float, where: str) -> list[dict]:
             raise CompressError(f"{where}: artifact {a['name']} has no val_accuracy in report.json; "
                                 "search needs a compress that measures accuracy on the validation split")
         rows.append({"artifact": a["name"], "val_accuracy": a["val_accuracy"],
-                     "drop": round(100 * (reference_val - a["val_accuracy"]), 4),
+                     "drop": round(-accuracy_points(reference_val, a[VAL]), 4),
                      "deploy_bytes": a["deploy_bytes"], "sparsity": a["sparsity"], "status": a["status"]})
     return rows
 
@@ -180,7 +183,7 @@ def artifact_rows(report: dict, reference_val: float, where: str) -> list[dict]:
 def trial_score(rows: list[dict], max_drop: float | None) -> dict | None:
     """The trial's representative artifact (other than dense): the smallest within the
     budget, else (or with no budget) the smallest; None when none was verified."""
-    ok = [r for r in rows if r["artifact"] != "dense" and r["status"] == "ok"]
+    ok = [r for r in rows if r["artifact"] != DENSE and r["status"] == "ok"]
     if not ok:
         return None
     meets = [r for r in ok if max_drop is None or r["drop"] <= max_drop + 1e-9]
@@ -263,9 +266,10 @@ def make_runner(jobs: int, ray_address: str | None, threads: int):
 
 
 def open_study(out: Path, objective: str, spaces: dict[str, Space], max_drop: float | None, trials: int,
-               seed: int):
+               seed: int, start: dict[str, Any] | None = None):
     """Create or reopen the study in `<out>/study.journal`; a study made with other spaces,
-    objective or budget is an error (it would mix two searches)."""
+    objective or budget is an error (it would mix two searches). A new study's first trial
+    is `start` (the pipeline's own settings) when given."""
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
@@ -298,7 +302,31 @@ def open_study(out: Path, objective: str, spaces: dict[str, Space], max_drop: fl
                                 load_if_exists=True)
     if not existing:
         study.set_user_attr("settings", settings)
+        if start:
+            study.enqueue_trial({k: json.dumps(v) if spaces[k].kind == "choice" else v for k, v in start.items()},
+                                user_attrs={"from_file": True})
     return study
+
+
+def file_settings(config: PipelineConfig, spaces: dict[str, Space]) -> dict[str, Any] | None:
+    """The pipeline file's own value of every searched key, when each lies in its space
+    (else None): the search starts from it, a known point that costs nothing, since the
+    reference run has already made every one of its stages."""
+    data = config.model_dump(by_alias=True)
+    values = {}
+    for key, space in spaces.items():
+        node: Any = data
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return None
+            node = node[part]
+        inside = (node in space.choices if space.kind == "choice"
+                  else isinstance(node, (int, float)) and not isinstance(node, bool)
+                  and space.low <= node <= space.high and (space.kind != "int" or float(node).is_integer()))
+        if not inside:
+            return None
+        values[key] = node
+    return values
 
 
 def _settings_text(settings: dict | None) -> str:
@@ -381,7 +409,7 @@ def run_search(
 
         torch.set_num_threads(threads)
 
-    study = open_study(out, objective, spaces, max_drop, trials, seed)
+    study = open_study(out, objective, spaces, max_drop, trials, seed, start=file_settings(config, spaces))
     retried = recover_interrupted(study)
     if retried:
         log.info("search: resuming; %d interrupted trial(s) will run again", retried)
@@ -427,7 +455,7 @@ def run_search(
 
 
 def _dense_val(report: dict, where: str) -> float:
-    dense = next((a for a in report["artifacts"] if a["name"] == "dense"), None)
+    dense = find_artifact(report["artifacts"], DENSE)
     if dense is None or dense.get("val_accuracy") is None:
         raise CompressError(f"{where}: report.json has no dense artifact with val_accuracy; "
                             "search needs a compress that measures accuracy on the validation split")
@@ -502,6 +530,7 @@ def trial_records(study) -> list[dict]:
             "stages_total": attrs.get("stages_total", 0),
             "error": attrs.get("error"),
             "retry_of": attrs.get("retry_of"),
+            "from_file": attrs.get("from_file", False),
             "seconds": round(t.duration.total_seconds(), 1) if t.duration else None,
         })
     return records
@@ -547,8 +576,10 @@ def summarize(study, name: str, pipeline: str, spaces: dict[str, Space], objecti
     train_runs = sum(1 for r in finished if "train" not in r["stages_reused"])
     ref_report = reference["report"]
     ref_best = trial_score(artifact_rows(ref_report, reference_val, REFERENCE), max_drop)
+    # the answer's test accuracy: the chosen artifact (size), or the front (pareto)
     reported = [chosen] if chosen else []
-    reported += [p["label"] for p in front if p["label"] not in reported]
+    if objective == "pareto":
+        reported += [p["label"] for p in front if p["label"] not in reported]
     return {
         "pipeline": name,
         "pipeline_file": pipeline,
@@ -625,6 +656,8 @@ def trial_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
     for r in summary["trials"]:
         b = r["best"]
         state = r["state"] + (f" ({r['error']})" if r["error"] and r["state"] == "fail" else "")
+        if r["from_file"]:
+            state += ", the pipeline's own settings"
         if r["retry_of"] is not None:
             state += f", reruns trial {r['retry_of']}"
         rows.append([str(r["number"]), *(_value_text(r["overrides"][k]) if k in r["overrides"] else "-" for k in keys),
@@ -635,16 +668,11 @@ def trial_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
 
 
 def _markdown_table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers), *("| " + " | ".join(r) + " |" for r in rows)]
+    return tables.markdown(headers, rows)
 
 
 def _text_table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-
-    def line(cells):
-        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
-
-    return [line(headers), "  ".join("-" * w for w in widths), *map(line, rows)]
+    return tables.text(headers, rows, left=lambda i, cell: True, strip=True)  # every column left-aligned
 
 
 def front_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
@@ -684,7 +712,8 @@ def format_markdown(summary: dict) -> str:
             "reused: stages taken from the stage cache.", ""]
     out += _markdown_table(*trial_rows(summary))
     out += ["", "![optimization history](search-history.png)", "", "## Test accuracy", "",
-            "Read after the search, for the chosen artifact and the front; it chose nothing.", ""]
+            "Read after the search, for the chosen artifact (and the front, for --objective pareto); "
+            "it chose nothing.", ""]
     out += [f"- {line}" for line in test_lines(summary)]
     return "\n".join(out) + "\n"
 
@@ -754,7 +783,8 @@ def plot_history(summary: dict, path: Path) -> Path:
 
 def plot_front(summary: dict, path: Path) -> Path:
     """Every artifact of every trial, deploy size against validation accuracy, the front as
-    a step line, the budget dashed and the chosen artifact ringed (labels on the front only)."""
+    a step line, the budget dashed and the chosen artifact ringed (front points labelled
+    with their trial number)."""
     from compress.analysis.plot import _color
 
     plt = _pyplot()
@@ -771,9 +801,15 @@ def plot_front(summary: dict, path: Path) -> Path:
     if front:
         ax.step([p["deploy_bytes"] for p in front], [100 * p["val_accuracy"] for p in front], where="post",
                 color="black", linewidth=1.2, label="front", zorder=2)
+        # label front points by trial number, skipping one too close to a labelled one
+        placed: list[tuple[float, float]] = []
         for p in front:
-            ax.annotate(p["label"], (p["deploy_bytes"], 100 * p["val_accuracy"]), xytext=(5, 3),
-                        textcoords="offset points", fontsize=6)
+            x, y = math.log10(p["deploy_bytes"]), 100 * p["val_accuracy"]
+            if any(abs(x - px) < 0.08 and abs(y - py) < 1.0 for px, py in placed):
+                continue
+            placed.append((x, y))
+            ax.annotate(f"#{int(p['trial'].split('-')[1])}", (p["deploy_bytes"], y), xytext=(4, -9),
+                        textcoords="offset points", fontsize=7)
     if summary["max_drop"] is not None:
         line = 100 * summary["reference"]["dense_val_accuracy"] - summary["max_drop"]
         ax.axhline(line, color="tab:red", linestyle="--", linewidth=1, label="accuracy budget")

@@ -18,10 +18,12 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from compress import tables
 from compress.data import Dataset
 from compress.files import atomic_path, write_json, write_text
 from compress.pruning.magnitude import Magnitude, MagnitudeConfig
 from compress.pruning.masks import prunable_layers
+from compress.results import accuracy_points
 from compress.training import evaluate
 
 DEFAULT_LEVELS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99)
@@ -46,7 +48,7 @@ def layer_sensitivity(model: nn.Module, data: Dataset, levels=DEFAULT_LEVELS, ba
                 "params": original.numel(),
                 "sparsity": float(level),
                 "accuracy": accuracy,
-                "drop_pts": round(100 * (baseline - accuracy), 2),
+                "drop_pts": round(-accuracy_points(baseline, accuracy), 2),
             })
     return {"baseline_accuracy": baseline, "levels": [float(v) for v in levels], "rows": rows}
 
@@ -59,13 +61,7 @@ def format_sensitivity(result: dict, markdown: bool = False) -> str:
     params = {r["layer"]: r["params"] for r in result["rows"]}
     headers = ["layer", "weights", *[f"{v:.0%}" if v * 100 == int(v * 100) else f"{v:.1%}" for v in levels]]
     rows = [[layer, f"{params[layer]:,}", *[f"{drop[(layer, v)]:+.2f}" for v in levels]] for layer in layers]
-    if markdown:
-        lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-        lines += ["| " + " | ".join(r) + " |" for r in rows]
-    else:
-        widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-        fmt = lambda cells: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))  # noqa: E731
-        lines = [fmt(headers), fmt(["-" * w for w in widths]), *map(fmt, rows)]
+    lines = tables.markdown(headers, rows) if markdown else tables.text(headers, rows)
     title = (
         f"validation accuracy drop in points (baseline {result['baseline_accuracy']:.2%}) with one layer "
         "pruned alone by magnitude, no fine-tuning"

@@ -29,10 +29,13 @@ import math
 from pathlib import Path
 from typing import Any
 
-from compress.analysis.sweep import delta, run_variant
+from compress import tables
+from compress.analysis.runner import run_variant
+from compress.analysis.sweep import delta
 from compress.config import PipelineConfig, load_pipeline, pruning_method
 from compress.errors import CompressError
 from compress.files import write_json, write_text
+from compress.results import DENSE, VAL, Report, baseline_of, drop_pts
 
 log = logging.getLogger(__name__)
 
@@ -66,17 +69,17 @@ def midpoint(low: float, high: float, geometric: bool) -> float:
     return _round(math.sqrt(low * high) if geometric and low > 0 else (low + high) / 2)
 
 
-def evaluate_point(report: dict, max_drop: float, baseline: str = "dense") -> dict:
+def evaluate_point(report: Report, max_drop: float, baseline: str = DENSE) -> dict:
     """The best artifact of one run: the smallest within budget, else the most accurate.
 
     Judged on the validation split (`val_accuracy`); `test_accuracy` is only reported."""
     artifacts = report["artifacts"]
-    base = next((a for a in artifacts if a["name"] == baseline), artifacts[0])
+    base = baseline_of(artifacts, baseline)
     candidates = []
     for a in artifacts:
         if a["name"] == baseline or a["status"] != "ok":
             continue
-        drop = round(100 * (base["val_accuracy"] - a["val_accuracy"]), 4)
+        drop = drop_pts(base, a, VAL)
         candidates.append({"artifact": a["name"], "accuracy": a["val_accuracy"], "test_accuracy": a["accuracy"],
                            "drop": drop,
                            "deploy_bytes": a["deploy_bytes"], "sparsity": a["sparsity"]})
@@ -243,16 +246,12 @@ def training_sentence(result: dict) -> str:
 
 def format_table(result: dict) -> str:
     headers, rows = _rows(result)
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-
-    def line(cells):
-        return "  ".join(c.rjust(w) if 0 < i < 7 and i != 2 else c.ljust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
-
+    # the value, the artifact and the budget read as words; the numbers line up on the right
+    table = tables.text(headers, rows, left=[True, False, True, False, False, False, False, True], strip=True)
     fixed = ", ".join(f"{k}={v!r}" for k, v in result.get("fixed", {}).items())
     lines = [f"tune {result['pipeline']}: highest {result['param']} in [{result['low']:g}, {result['high']:g}] "
              f"within {result['max_drop']:g} pts of dense" + (f" (with {fixed})" if fixed else ""),
-             line(headers), "  ".join("-" * w for w in widths), *map(line, rows), "",
+             *table, "",
              chosen_sentence(result)]
     lines += [n for n in result["notes"] if n != chosen_sentence(result)]
     lines.append(training_sentence(result))
@@ -268,8 +267,7 @@ def format_markdown(result: dict) -> str:
            "Sparsity: zeros among the pruned layers' weights.", ""]
     if result.get("fixed"):
         out += ["Every point with " + ", ".join(f"`{k} = {v!r}`" for k, v in result["fixed"].items()) + ".", ""]
-    out += ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
+    out += tables.markdown(headers, rows)
     out += ["", chosen_sentence(result) + "."]
     out += [f"- {n}" for n in result["notes"] if n != chosen_sentence(result)]
     out.append(f"\n{training_sentence(result)}.")

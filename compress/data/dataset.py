@@ -137,9 +137,9 @@ def channel_stats(images: torch.Tensor, scale: float = 1 / 255) -> tuple[tuple[f
     total = torch.zeros(channels, dtype=torch.float64)
     squares = torch.zeros(channels, dtype=torch.float64)
     for start in range(0, len(images), 4096):  # in chunks: a float copy of all of CIFAR is 1 GB
-        x = images[start : start + 4096].to(torch.float64).transpose(0, 1).reshape(channels, -1)
-        total += x.sum(1)
-        squares += (x * x).sum(1)
+        x = images[start : start + 4096].transpose(0, 1).reshape(channels, -1).float()
+        total += x.sum(1, dtype=torch.float64)
+        squares += x.square_().sum(1, dtype=torch.float64)
     count = max(1, images[:, 0].numel())
     mean = total / count
     std = (squares / count - mean * mean).clamp_min(0).sqrt()

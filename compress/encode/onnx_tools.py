@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from compress.errors import IntegrityError
 from compress.files import atomic_path, write_bytes
 
 # Initializers that are parameters of the model (not scales, zero points or shapes); a
@@ -42,6 +43,15 @@ def get_metadata(model: onnx.ModelProto) -> dict[str, str]:
 
 
 def artifact_metadata(preprocessing: dict, labels: list[str], model_name: str, variant: str) -> dict[str, str]:
+    """The metadata_props of every artifact (JSON strings), the file's whole contract:
+
+    - `preprocessing`: for images {"scale", "mean": [per channel], "std": [per channel],
+      "size": [h, w], "channels", "layout": "NCHW"}: resize to size, then
+      input = (pixel * scale - mean[c]) / std[c]; for tables {"features": [names in input
+      order], "mean": [...], "std": [...]}: input = (x - mean[f]) / std[f];
+    - `labels`: class names, index = output position;
+    - `model`, `variant`, `producer`.
+    """
     from compress import __version__
 
     return {
@@ -121,7 +131,7 @@ def write_packages(path: Path, out_dir: Path) -> dict:
     for suffix, (key, pack, unpack) in PACKAGERS.items():
         packed = pack(data)
         if unpack(packed) != data:  # a package must unpack to the identical file
-            raise RuntimeError(f"{suffix} package of {path} does not round-trip")
+            raise IntegrityError(f"{suffix} package of {path} does not unpack to the same file")
         write_bytes(out_dir / f"{path.stem}{suffix}", packed)
         sizes[key] = len(packed)
     form = min(PACKAGERS, key=lambda suffix: sizes[PACKAGERS[suffix][0]])

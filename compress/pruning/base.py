@@ -54,6 +54,11 @@ class PruningMethod:
         """Called once with the whole model (before any mask) and an example input batch,
         for methods that need the model's structure (compress.pruning.channels traces it)."""
 
+    def prepare(self, model: nn.Module, sample: torch.Tensor) -> None:
+        """Called with the whole model and a batch of inputs before `masks`, by schedules
+        that have them (the prune stage does): for methods that need to look beyond the
+        layers (magnitude: the BatchNorm after each). Default: nothing."""
+
     def masks(self, layers: dict[str, nn.Module], settings: dict[str, float]) -> dict[str, torch.Tensor]:
         """Keep-masks (bool, True = kept) for `layers` at the per-layer `settings` of `strength`."""
         raise NotImplementedError

@@ -129,7 +129,7 @@ class Channels(PruningMethod):
                 if name not in keep:
                     continue  # a coupled layer outside prune.layers: its unit reads a constant, shrink folds it
                 for unit in removed[g.root]:
-                    keep[name].index_fill_(dim, torch.tensor(by_root[unit]), False)
+                    keep[name].index_fill_(dim, torch.tensor(by_root[unit], device=keep[name].device), False)
         return keep
 
     def _overridden(self, g: UnitGroup, settings: dict[str, float]) -> float | None:

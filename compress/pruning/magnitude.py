@@ -8,6 +8,11 @@
 Layers with an `overrides` entry are always brought to their own amount alone. Fractions
 count the weights already removed, so a later, higher amount removes only the difference
 (the gradual schedule relies on it).
+
+Weights are ranked by the magnitude the network applies: for a layer whose output goes
+straight into a BatchNorm, |w| * |gamma| / sqrt(running_var + eps) of its output channel
+(the BatchNorm-folded weight), which a rescaling of w does not change; for other layers |w|
+(compress.pruning.batchnorm explains why). Models without BatchNorm rank as they always did.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import torch.nn as nn
 
 from compress.config import Fraction, PruneConfig
 from compress.pruning.base import PruningMethod, keep_largest
+from compress.pruning.batchnorm import batchnorm_scales, folded_magnitude
 from compress.pruning.masks import current_mask
 from compress.pruning.registry import register_pruning_method
 
@@ -37,9 +43,16 @@ class Magnitude(PruningMethod):
     fraction = True
     tune_range = (0.5, 0.99)
 
+    def __init__(self, config: PruneConfig):
+        super().__init__(config)
+        self.batchnorm_scales: dict[str, torch.Tensor] = {}
+
+    def prepare(self, model: nn.Module, sample: torch.Tensor) -> None:
+        self.batchnorm_scales = batchnorm_scales(model, sample)
+
     def scores(self, layers: dict[str, nn.Module]) -> dict[str, torch.Tensor]:
         """Importance of each weight: the lower, the sooner it goes."""
-        return {n: m.weight.detach().abs() for n, m in layers.items()}
+        return {n: folded_magnitude(m.weight, self.batchnorm_scales.get(n)) for n, m in layers.items()}
 
     def masks(self, layers: dict[str, nn.Module], settings: dict[str, float]) -> dict[str, torch.Tensor]:
         scores = self.scores(layers)

@@ -29,12 +29,16 @@ def method_for(config: PruneConfig) -> PruningMethod:
     return get_method(config.method)(config)
 
 
-def prune_oneshot(model: nn.Module, config: PruneConfig, example: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+def prune_oneshot(
+    model: nn.Module, config: PruneConfig, sample: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
     """Prune once, leaving torch.nn.utils.prune re-parametrizations on the model.
-
-    `example`: an input batch (structured methods trace the model with it)."""
+    `sample`: a batch of inputs, which lets a method see the model's structure and how it
+    runs (channels traces it; magnitude reads the BatchNorm after each layer)."""
     method = method_for(config)
-    method.setup(model, example)
+    method.setup(model, sample)
+    if sample is not None:
+        method.prepare(model, sample)
     layers = prunable_layers(model, config.layers)
     add_masks(layers, method.masks(layers, {n: method.setting(n) for n in layers}))
     return masks_of(model)
@@ -49,12 +53,14 @@ def cubic_sparsity(step: int, steps: int, initial: float, final: float) -> float
 class GradualPruner:
     """Step hook for the training loop: raises sparsity in `gradual.steps` steps over the first `gradual.ramp` of training."""
 
-    def __init__(self, model: nn.Module, config: PruneConfig, example: torch.Tensor | None = None):
+    def __init__(self, model: nn.Module, config: PruneConfig, sample: torch.Tensor | None = None):
         self.config = config
+        self.model = model
+        self.sample = sample  # see prune_oneshot; looked at again at each step (BatchNorm statistics move)
         self.method = method_for(config)
         if not self.method.fraction:
             raise CompressError(f"gradual pruning needs a method whose {self.method.strength} is a fraction")
-        self.method.setup(model, example)  # before the masks: tracing sees the plain model
+        self.method.setup(model, sample)  # before the masks: tracing sees the plain model
         self.layers = prunable_layers(model, config.layers)
         self.targets = {n: self.method.setting(n) for n in self.layers}
         self.done = -1
@@ -76,5 +82,7 @@ class GradualPruner:
             n: cubic_sparsity(k, gradual.steps, gradual.initial_amount, target)
             for n, target in self.targets.items()
         }
+        if self.sample is not None:
+            self.method.prepare(self.model, self.sample.to(next(self.model.parameters()).device))
         add_masks(self.layers, self.method.masks(self.layers, amounts))
         log.debug("gradual prune step %d/%d: %s", k, gradual.steps, amounts)

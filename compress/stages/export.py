@@ -4,14 +4,20 @@ Outputs `dense.onnx` and `pruned.onnx` in the run folder. With `[export] shrink 
 pruned model's dead units and channels are removed first (compress.shrink, exact), and the
 units of each layer before and after are in the stage's metrics. Each is exported with
 torch.onnx's dynamo exporter into a single self-contained file, with a dynamic batch axis,
-Gemm rewritten as MatMul + Add with [in, out] weights (compresses better), -0.0 as +0.0, and metadata_props `preprocessing` (input = (pixel * scale - mean)
-/ std for raw 0-255 pixels) and `labels` (class names), so the file alone is enough to use it.
+Gemm rewritten as MatMul + Add with [in, out] weights (compresses better), -0.0 as +0.0, and
+metadata_props `preprocessing` (the data set's: compress.encode.onnx_tools.artifact_metadata)
+and `labels` (class names), so the file alone is enough to use it.
+
+It also tells which inputs the pruned model still reads (compress.encode.inputs): the
+metrics' `inputs`, `inputs.png` (images read by a Linear first layer: the pixels still
+used) and, with `[export] drop_unused_inputs`, `pruned-inputs.onnx`, which takes only those.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import warnings
 from pathlib import Path
@@ -21,6 +27,7 @@ import torch
 import torch.nn as nn
 
 from compress.checkpoint import load_checkpoint
+from compress.encode.inputs import input_usage, plot_usage, reduced_model
 from compress.encode.onnx_tools import (
     artifact_metadata,
     gemm_to_matmul,
@@ -28,11 +35,14 @@ from compress.encode.onnx_tools import (
     save_model,
     set_metadata,
 )
+from compress.errors import ExportError
 from compress.pruning.shrink import shrink
+from compress.results import DENSE, PRUNED
 from compress.stages.context import StageContext
 
 log = logging.getLogger(__name__)
-ARTIFACTS = {"dense": "train", "pruned": "finetune"}  # artifact name -> stage whose model it is
+ARTIFACTS = {DENSE: "train", PRUNED: "finetune"}  # artifact name -> stage whose model it is
+REDUCED = "pruned-inputs"  # the pruned model on its used inputs only ([export] drop_unused_inputs)
 
 
 def export_onnx(
@@ -44,11 +54,15 @@ def export_onnx(
     # The exporter prints its progress on stdout.
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            model, example, dynamo=True, external_data=False, opset_version=opset,
-            input_names=["input"], output_names=["logits"],
-            dynamic_shapes=({0: batch},), verbose=False,
-        )
+        try:
+            program = torch.onnx.export(
+                model, example, dynamo=True, external_data=False, opset_version=opset,
+                input_names=["input"], output_names=["logits"],
+                dynamic_shapes=({0: batch},), verbose=False,
+            )
+        except Exception as exc:  # the user's model: an operation or control flow the exporter lacks
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise ExportError(f"exporting {path.name} to ONNX failed: {type(exc).__name__}: {reason}") from None
     proto: onnx.ModelProto = program.model_proto
     gemm_to_matmul(proto)
     positive_zero_initializers(proto)
@@ -56,12 +70,24 @@ def export_onnx(
     save_model(proto, path)
 
 
+def reduced_preprocessing(preprocessing: dict, usage) -> dict:
+    """Tables: the used features' names, means and stds only (a deployer measures just
+    those); images: unchanged (normalize the image, then take the listed elements)."""
+    if "features" not in preprocessing or usage.unit != "features":
+        return preprocessing
+    keep = [i for i, used in enumerate(usage.mask.tolist()) if used]
+    return {**preprocessing, **{k: [preprocessing[k][i] for i in keep] for k in ("features", "mean", "std")
+                                if isinstance(preprocessing.get(k), list)}}
+
+
 def run(ctx: StageContext) -> dict:
     data = ctx.data
     metrics = {}
+    models = {}
     for artifact, stage in ARTIFACTS.items():
         model, _, spec = load_checkpoint(ctx.input(stage, "model.pt"))
-        shrunk = shrink(model, data.input_shape) if artifact == "pruned" and ctx.config.export.shrink else None
+        shrunk = shrink(model, data.input_shape) if artifact == PRUNED and ctx.config.export.shrink else None
+        models[artifact] = model
         path = ctx.output(f"{artifact}.onnx", in_run_dir=True)
         metadata = artifact_metadata(
             data.preprocessing, list(data.classes), spec.get("name") or spec["class"], artifact
@@ -71,4 +97,33 @@ def run(ctx: StageContext) -> dict:
         if shrunk is not None:
             metrics[artifact]["shrink"] = shrunk
         log.info("exported %s (%d bytes)", path, path.stat().st_size)
+
+    model = models[PRUNED]
+    usage = input_usage(model, data.input_shape, getattr(data, "feature_names", None))
+    metrics["inputs"] = usage.summary() if usage is not None else None
+    if usage is not None:
+        log.info("the pruned model %s", usage.sentence())
+        if usage.unit == "pixels":
+            plot_usage(usage, ctx.output("inputs.png", in_run_dir=True), title=f"{ctx.config.name}: {usage.sentence()}")
+    if ctx.config.export.drop_unused_inputs:
+        metrics[REDUCED] = export_reduced(ctx, model, spec, usage)
     return metrics
+
+
+def export_reduced(ctx: StageContext, model: nn.Module, spec: dict, usage) -> dict | None:
+    """pruned-inputs.onnx: the pruned model taking only its used inputs."""
+    if usage is None:
+        log.warning("drop_unused_inputs: no Linear or Conv reads the model's input directly; "
+                    "%s.onnx is not written", REDUCED)
+        return None
+    data = ctx.data
+    reduced, shape = reduced_model(model, usage)
+    metadata = artifact_metadata(
+        reduced_preprocessing(data.preprocessing, usage), list(data.classes),
+        spec.get("name") or spec["class"], REDUCED,
+    )
+    metadata["inputs"] = json.dumps(usage.metadata())
+    path = ctx.output(f"{REDUCED}.onnx", in_run_dir=True)
+    export_onnx(reduced, shape, path, ctx.config.export.opset, metadata)
+    log.info("exported %s: %s (%d bytes)", path, usage.sentence(), path.stat().st_size)
+    return {"path": path.name, "bytes": path.stat().st_size}

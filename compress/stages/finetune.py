@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from compress.checkpoint import load_checkpoint, save_checkpoint
+from compress.errors import IntegrityError
 from compress.pruning import apply_masks, make_permanent, sparsity_summary
 from compress.stages.context import StageContext
 from compress.training import final_accuracies, fit
@@ -28,7 +29,7 @@ def run(ctx: StageContext) -> dict:
     modules = dict(model.named_modules())
     for name, mask in masks.items():  # the invariant the whole stage exists for
         if torch.any(modules[name].weight[~mask] != 0):
-            raise AssertionError(f"pruned weights of {name} changed during fine-tuning")
+            raise IntegrityError(f"pruned weights of {name} changed during fine-tuning")
     save_checkpoint(ctx.output("model.pt"), model, spec, masks)
     return {
         **final_accuracies(result, model, ctx.data, ctx.config.data.eval_batch_size),

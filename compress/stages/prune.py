@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import logging
 
-import torch
-
 from compress.checkpoint import load_checkpoint, save_checkpoint
 from compress.pruning import (
     GradualPruner,
@@ -16,10 +14,14 @@ from compress.pruning import (
     prune_oneshot,
     sparsity_summary,
 )
+from compress.pruning.batchnorm import has_batchnorm, recalibrate_batchnorm
 from compress.stages.context import StageContext
 from compress.training import accuracies, fit
 
 log = logging.getLogger(__name__)
+SAMPLE = 64  # training inputs a method may run through the model
+RECALIBRATION = 1024  # training inputs over which BatchNorm statistics are measured again after pruning
+NEARLY_ALL = 0.99  # a layer with this fraction of its weights removed gets a warning
 
 
 def run(ctx: StageContext) -> dict:
@@ -27,23 +29,45 @@ def run(ctx: StageContext) -> dict:
     config = ctx.config.prune
     model, _, spec = load_checkpoint(ctx.input("train", "model.pt"))
     history = []
+    recalibrated = 0
+    # A few training inputs: methods look at the model as it runs (magnitude: BatchNorms).
+    sample = ctx.data.tensors("train", limit=SAMPLE)[0]
     if config.enabled:
         check_layer_names(model, config)
-        example = torch.zeros(1, *ctx.data.input_shape)  # structured methods trace the model with it
         if config.schedule == "gradual":
-            pruner = GradualPruner(model, config, example)
+            pruner = GradualPruner(model, config, sample)
             history = fit(
                 model, ctx.data, config.gradual, ctx.run_settings(), "prune",
                 step_hook=pruner, teacher_logits=ctx.teacher_logits(config.gradual),
             ).history
             model.cpu()
         else:
-            prune_oneshot(model, config, example)
+            prune_oneshot(model, config, sample)
+        if has_batchnorm(model):
+            # The BatchNorms still hold the unpruned layers' statistics (see compress.pruning.batchnorm).
+            x, _ = ctx.data.tensors("train", limit=RECALIBRATION)
+            batch = ctx.config.data.batch_size
+            recalibrated = recalibrate_batchnorm(model, (x[i : i + batch] for i in range(0, len(x), batch)))
     masks = masks_of(model)
     measured = accuracies(model, ctx.data, ctx.config.data.eval_batch_size)
     summary = sparsity_summary(model)
+    warnings = nearly_empty_layers(summary["layers"])
+    for warning in warnings:
+        log.warning(warning)
     make_permanent(model)
     save_checkpoint(ctx.output("model.pt"), model, spec, masks)
     log.info("pruned to %.2f%% sparsity; validation accuracy before fine-tuning %.4f",
              100 * summary["sparsity"], measured["val_accuracy"])
-    return {**measured, **summary, "epochs": history}
+    return {**measured, **summary, "epochs": history,
+            "batchnorm_recalibration_samples": recalibrated, "warnings": warnings}
+
+
+def nearly_empty_layers(layers: dict[str, dict], limit: float = NEARLY_ALL) -> list[str]:
+    """A warning per layer that lost (nearly) all its weights: its output is (nearly) a
+    constant, which the rest of the network cannot undo."""
+    return [
+        f"prune: layer {name} keeps {s['params'] - s['zeros']:,} of {s['params']:,} weights "
+        f"({s['sparsity']:.1%} removed); lower the amount for it with [prune] overrides, "
+        "or leave it out with [prune] layers"
+        for name, s in layers.items() if s["sparsity"] >= limit
+    ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from compress.checkpoint import build_from_spec, load_user_weights, model_spec, save_checkpoint
-from compress.pruning import sparsity_summary
+from compress.pruning import make_permanent, sparsity_summary
 from compress.stages.context import StageContext
 from compress.training import final_accuracies, fit
 
@@ -17,7 +17,7 @@ from compress.training import final_accuracies, fit
 def build_initial_model(ctx: StageContext):
     """The model as the pipeline describes it (checked against the data before the run)."""
     cfg = ctx.config
-    spec = model_spec(cfg.model, cfg.base_dir, ctx.data.num_classes)
+    spec = model_spec(cfg.model, cfg.base_dir, ctx.data.num_classes, ctx.data.input_shape)
     torch.manual_seed(cfg.data.seed)  # weight initialisation is part of the seeded run
     model = build_from_spec(spec)
     if cfg.model.weights is not None:
@@ -30,6 +30,9 @@ def run(ctx: StageContext) -> dict:
     config = ctx.config.train
     result = fit(model, ctx.data, config, ctx.run_settings(), desc="train")
     model.cpu()
+    # Quantization-aware training trains through a weight re-parametrization; the
+    # checkpoint holds plain weights, as every stage's input does.
+    make_permanent(model)
     save_checkpoint(ctx.output("model.pt"), model, spec)
     return {
         **final_accuracies(result, model, ctx.data, ctx.config.data.eval_batch_size),

@@ -32,8 +32,11 @@ import torch
 
 from compress.checkpoint import load_checkpoint
 from compress.encode.cost import count_macs, session_weight_bytes
+from compress.encode.inputs import take_used
 from compress.encode.onnx_tools import get_metadata, parameter_counts, write_packages
+from compress.results import DENSE, FLOAT_ARTIFACTS, PRUNED, Artifact
 from compress.stages.context import StageContext
+from compress.stages.export import REDUCED
 from compress.stages.quantize import variant_name
 from compress.training import predict
 
@@ -43,8 +46,10 @@ log = logging.getLogger(__name__)
 def artifact_names(ctx: StageContext) -> list[tuple[str, str]]:
     """(artifact, stage of the PyTorch model it is compared with), in report order."""
     q = ctx.config.quantize
-    source_stage = "train" if q.source == "dense" else "finetune"
-    names = [("dense", "train"), ("pruned", "finetune")]
+    source_stage = "train" if q.source == DENSE else "finetune"
+    names = [(DENSE, "train"), (PRUNED, "finetune")]
+    if ctx.config.export.drop_unused_inputs and (ctx.run_dir / f"{REDUCED}.onnx").is_file():
+        names.append((REDUCED, "finetune"))
     return names + [(variant_name(q.source, v), source_stage) for v in q.variants]
 
 
@@ -71,6 +76,18 @@ def prepare_inputs(samples: np.ndarray, metadata: dict[str, str]) -> np.ndarray:
     return ((samples.astype(np.float32) * np.float32(pre["scale"]) - mean) / std).astype(np.float32)
 
 
+def model_inputs(samples: np.ndarray, metadata: dict[str, str]) -> np.ndarray:
+    """Raw samples -> what the file takes, from its metadata alone: `prepare_inputs`, and for
+    a file that takes only the used inputs (metadata `inputs`), those inputs. A table's file
+    lists only the used features' mean and std, so its columns are picked first."""
+    if "inputs" not in metadata:
+        return prepare_inputs(samples, metadata)
+    used = json.loads(metadata["inputs"])
+    if "features" in json.loads(metadata["preprocessing"]):
+        return prepare_inputs(take_used(samples, used), metadata)
+    return take_used(prepare_inputs(samples, metadata), used)
+
+
 def run_batches(session: ort.InferenceSession, x: np.ndarray, batch_size: int) -> tuple[np.ndarray, float]:
     """Logits for all of `x`, and the samples per second it took."""
     name = session.get_inputs()[0].name
@@ -82,30 +99,31 @@ def run_batches(session: ort.InferenceSession, x: np.ndarray, batch_size: int) -
 
 def latency_ms(session: ort.InferenceSession, x: np.ndarray, repetitions: int) -> tuple[float, float]:
     """p50 and p95 of single-sample inference of one session alone, after a warm-up."""
-    return interleaved_latency_ms([session], x, repetitions, rounds=1)[0]
+    return interleaved_latency_ms([session], [x], repetitions, rounds=1)[0]
 
 
 def interleaved_latency_ms(
-    sessions: list[ort.InferenceSession], x: np.ndarray, repetitions: int, rounds: int
+    sessions: list[ort.InferenceSession], inputs: list[np.ndarray], repetitions: int, rounds: int
 ) -> list[tuple[float, float]]:
-    """(p50, p95) in ms of single-sample inference for each session, timed in rounds.
+    """(p50, p95) in ms of single-sample inference for each session on its own inputs
+    (a file that takes only the used features gets those), timed in rounds.
 
     Each round runs `repetitions / rounds` timed calls of every session in turn, starting
     with a different session each round; percentiles are over all of a session's calls.
     """
     rounds = max(1, min(rounds, repetitions))
     per_round = -(-repetitions // rounds)
-    samples = [x[i % len(x)][None] for i in range(per_round)]
+    samples = [[x[i % len(x)][None] for i in range(per_round)] for x in inputs]
     names = [s.get_inputs()[0].name for s in sessions]
-    for session, name in zip(sessions, names, strict=True):
-        for sample in samples[: min(20, per_round)]:
+    for session, name, own in zip(sessions, names, samples, strict=True):
+        for sample in own[: min(20, per_round)]:
             session.run(None, {name: sample})
     times = [[] for _ in sessions]
     for r in range(rounds):
         for k in range(len(sessions)):
             i = (r + k) % len(sessions)
             session, name = sessions[i], names[i]
-            for sample in samples:
+            for sample in samples[i]:
                 started = time.perf_counter()
                 session.run(None, {name: sample})
                 times[i].append(time.perf_counter() - started)
@@ -114,12 +132,12 @@ def interleaved_latency_ms(
     ]
 
 
-def add_latencies(rows: list[dict], sessions: list[ort.InferenceSession], x: np.ndarray, config) -> None:
+def add_latencies(rows: list[dict], sessions: list[ort.InferenceSession], inputs: list[np.ndarray], config) -> None:
     """Time all sessions interleaved; set p50/p95, the ratio to dense's p50 and the slow flag.
 
     The first row is the baseline (dense).
     """
-    timings = interleaved_latency_ms(sessions, x, config.repetitions, config.rounds)
+    timings = interleaved_latency_ms(sessions, inputs, config.repetitions, config.rounds)
     for row, (p50, p95) in zip(rows, timings, strict=True):
         row["latency_ms_b1_p50"] = round(p50, 4)
         row["latency_ms_b1_p95"] = round(p95, 4)
@@ -140,7 +158,7 @@ def verify_artifact(
     val: tuple[np.ndarray, np.ndarray] | None = None,
     session: ort.InferenceSession | None = None,
     time_alone: bool = True,
-) -> dict:
+) -> Artifact:
     """Check and measure one .onnx file on the test samples (`pixels`, `labels`) and, when
     given, the validation samples `val`; `reference` holds PyTorch's test logits. Latency is
     measured here only with `time_alone` (run() times all artifacts together)."""
@@ -148,11 +166,11 @@ def verify_artifact(
     onnx.checker.check_model(model, full_check=True)
     metadata = get_metadata(model)
     params, nonzero = parameter_counts(model)
-    x = prepare_inputs(pixels, metadata)
+    x = model_inputs(pixels, metadata)
     session = session or make_session(path, config.threads)
     logits, throughput = run_batches(session, x, config.throughput_batch)
     p50, p95 = latency_ms(session, x, config.repetitions) if time_alone else (None, None)
-    row = {
+    row: Artifact = {
         "name": path.stem,
         "path": path.name,
         **write_packages(path, package_dir),
@@ -173,7 +191,7 @@ def verify_artifact(
         "status": "ok",
     }
     if val is not None:
-        val_logits, _ = run_batches(session, prepare_inputs(val[0], metadata), config.throughput_batch)
+        val_logits, _ = run_batches(session, model_inputs(val[0], metadata), config.throughput_batch)
         row["val_accuracy"] = float((val_logits.argmax(1) == val[1]).mean())
     if reference is not None:
         row["agreement"] = float((logits.argmax(1) == reference.argmax(1)).mean())
@@ -196,14 +214,14 @@ def run(ctx: StageContext) -> dict:
     x_torch, _ = data.tensors("test")
     references: dict[str, np.ndarray] = {}
     package_dir = ctx.run_dir / "deploy"
-    rows, sessions = [], []
+    rows, sessions, timing_inputs = [], [], []
     with torch.inference_mode():
         for name, stage in artifact_names(ctx):
             if stage not in references:
                 model, _, _ = load_checkpoint(ctx.input(stage, "model.pt"))
                 references[stage] = predict(model, x_torch).numpy()
             path = ctx.run_dir / f"{name}.onnx"
-            is_float = name in ("dense", "pruned")
+            is_float = name in FLOAT_ARTIFACTS or name == REDUCED
             session = make_session(path, config.threads)
             row = verify_artifact(
                 path, pixels, labels, references[stage], config, is_float, package_dir, val,
@@ -212,9 +230,9 @@ def run(ctx: StageContext) -> dict:
             ctx.outputs += [ctx.run_dir / row["deploy_path"]]
             rows.append(row)
             sessions.append(session)
-    # Every artifact has the same input preprocessing (written by export from one dataset).
-    dense_metadata = get_metadata(onnx.load(str(ctx.run_dir / "dense.onnx"), load_external_data=False))
-    add_latencies(rows, sessions, prepare_inputs(pixels[:256], dense_metadata), config)
+            metadata = get_metadata(onnx.load(str(path), load_external_data=False))
+            timing_inputs.append(model_inputs(pixels[:256], metadata))
+    add_latencies(rows, sessions, timing_inputs, config)
     for row in rows:
         log.info(
             "verified %s: validation accuracy %.4f, test accuracy %.4f, %d bytes (%d deploy), %s MACs, p50 %.3f ms (%.2fx dense)%s",

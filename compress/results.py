@@ -1,0 +1,160 @@
+"""What a run reports, typed once: an artifact row and report.json (README, "report.json").
+
+    report: Report = load_report(run_dir)
+    base = baseline_of(report["artifacts"], report["baseline"])   # the `dense` row by default
+    drop = drop_pts(base, row)                                     # accuracy points lost
+
+report.json is a stable interface: keys are only ever added (as NotRequired, with a README
+row), never renamed or removed. Each key's meaning is written beside it (Annotated) and
+the README table is checked against these definitions by the tests. Accuracy is a fraction
+in 0..1, sizes bytes, latency milliseconds, throughput samples per second.
+"""
+
+# No `from __future__ import annotations` here: TypedDict reads NotRequired from real annotations.
+from typing import Annotated, NotRequired, Required, TypedDict, get_args, get_origin, get_type_hints
+
+from compress import tables
+
+DENSE = "dense"  # the trained float model before pruning: the baseline of every comparison
+PRUNED = "pruned"  # the pruned, fine-tuned float model
+FLOAT_ARTIFACTS = (DENSE, PRUNED)  # exported from PyTorch, so held to the logit tolerance
+
+
+class Artifact(TypedDict):
+    """One ONNX file of a run, measured in onnxruntime (a row of `artifacts`)."""
+
+    name: Annotated[str, "file stem: `dense`, `pruned`, `pruned-int8-dynamic`, ..."]
+    path: Annotated[str, "the .onnx file, relative to the run folder"]
+    bytes: Annotated[int, "size of the .onnx file"]
+    gzip_bytes: Annotated[int, "size of its .onnx.gz (gzip -9)"]
+    xz_bytes: Annotated[int, "size of its .onnx.xz (xz -9e)"]
+    deploy_form: Annotated[str, "`.onnx.gz` or `.onnx.xz`, whichever is smaller"]
+    deploy_bytes: Annotated[int, "size of that deployable package"]
+    deploy_path: Annotated[str, "that package, under `deploy/`"]
+    params: Annotated[int, "entries of the file's weight and bias initializers"]
+    nonzero_params: Annotated[int, "those that are not zero"]
+    sparsity: Annotated[float, "1 - nonzero_params / params"]
+    macs: Annotated[int, "multiply-accumulates per sample (MatMul/Gemm/Conv at full shape)"]
+    weight_bytes: Annotated[int, "initializer bytes an onnxruntime session holds after its load-time folding"]
+    accuracy: Annotated[float, "top-1 accuracy on the test split"]
+    val_accuracy: Annotated[float | None, "top-1 accuracy on the validation split (what tune and sweep budgets choose on)"]
+    agreement: Annotated[float | None, "top-1 agreement with the PyTorch model it came from"]
+    max_logit_diff: Annotated[float | None, "largest logit difference from that PyTorch model"]
+    latency_ms_b1_p50: Annotated[float | None, "median latency at batch 1 (all artifacts timed interleaved)"]
+    latency_ms_b1_p95: Annotated[float | None, "95th percentile latency at batch 1"]
+    latency_vs_dense: Annotated[float | None, "p50 / dense p50"]
+    slower_than_dense: Annotated[bool | None, "true beyond `[verify] slower_margin`"]
+    throughput: Annotated[float, "images per second at the throughput batch"]
+    status: Annotated[str, "`ok`, or `failed: <why>`"]
+    compression: NotRequired[Annotated[float, "baseline .onnx bytes / deploy_bytes (added by the report)"]]
+    accuracy_delta: NotRequired[Annotated[float, "test accuracy change in points against the baseline (added by the report)"]]
+
+
+class DatasetSummary(TypedDict):
+    name: str
+    train_samples: int  # without the validation part
+    val_samples: int
+    test_samples: int
+
+
+class TrainingSummary(TypedDict):
+    """PyTorch accuracies on the test split along the stages."""
+
+    dense_test_accuracy: float
+    dense_val_accuracy: float
+    pruned_sparsity: float
+    accuracy_after_prune: float
+    accuracy_after_finetune: float
+    zero_weights_after_train: int
+
+
+class StageSummary(TypedDict):
+    name: str
+    key: str
+    seconds: float
+    cached: bool
+
+
+class Report(TypedDict):
+    """report.json: everything `compress report` and `compare` show, read from the run folder."""
+
+    pipeline: Annotated[str, "pipeline name"]
+    config_hash: Annotated[str, "hash of the resolved configuration"]
+    created: Annotated[str, "time of the report (UTC, ISO 8601)"]
+    model: Annotated[str, "model name (or `path:class`)"]
+    dataset: Annotated[DatasetSummary, "`{name, train_samples, val_samples, test_samples}` (train excludes the validation part)"]
+    device: Annotated[str, "training device"]
+    versions: Annotated[dict[str, str], "`compress`, `torch`, `onnx`, `onnxruntime`, `python`"]
+    baseline: Annotated[str, "the artifact ratios and deltas refer to (`dense`)"]
+    artifacts: Annotated[list[Artifact], "one per ONNX file (see Artifact)"]
+    inputs: NotRequired[Annotated[dict | None, "which inputs the pruned model still reads: `{total, used, names, unit, "
+                                  "first_layers}` (`names`: the used CSV columns; `unit`: features, pixels or "
+                                  "channels); `null` when no Linear or Conv reads the input directly"]]
+    training: Annotated[TrainingSummary, "`dense_test_accuracy`, `dense_val_accuracy`, `pruned_sparsity`, "
+                        "`accuracy_after_prune`, `accuracy_after_finetune`, `zero_weights_after_train` "
+                        "(PyTorch, test split unless named val)"]
+    stages: Annotated[list[StageSummary], "`{name, key, seconds, cached}` per stage"]
+    total_seconds: Annotated[float, "seconds of the stages that ran (not cached)"]
+
+
+def keys_of(kind: type) -> dict[str, str]:
+    """Key -> meaning, in order, of a TypedDict defined here (for docs and tests)."""
+    out = {}
+    for key, hint in get_type_hints(kind, include_extras=True).items():
+        if get_origin(hint) in (NotRequired, Required):
+            hint = get_args(hint)[0]
+        out[key] = next((m for m in getattr(hint, "__metadata__", ()) if isinstance(m, str)), "")
+    return out
+
+
+def required_keys(kind: type) -> frozenset[str]:
+    return kind.__required_keys__
+
+
+def baseline_of(artifacts: list[Artifact], name: str = DENSE) -> Artifact:
+    """The artifact named `name` (the first artifact if there is none by that name)."""
+    return next((a for a in artifacts if a["name"] == name), artifacts[0])
+
+
+def find_artifact(artifacts: list[Artifact], name: str) -> Artifact | None:
+    return next((a for a in artifacts if a["name"] == name), None)
+
+
+TEST = "accuracy"  # accuracy on the test split: reported
+VAL = "val_accuracy"  # accuracy on the validation split: what choices are made on
+
+
+def accuracy_points(base_accuracy: float, accuracy: float) -> float:
+    """The accuracy change from `base_accuracy` to `accuracy`, in percentage points: + is better."""
+    return 100 * (accuracy - base_accuracy)
+
+
+def change_pts(base: Artifact, artifact: Artifact, key: str = TEST) -> float:
+    """Accuracy change in points from `base` to `artifact` (test split unless `key` says)."""
+    return accuracy_points(base[key], artifact[key])
+
+
+def delta_pts(base: Artifact, artifact: Artifact) -> float:
+    """`accuracy_delta`: the change in points, to 2 decimals."""
+    return round(change_pts(base, artifact), 2)
+
+
+def drop_pts(base: Artifact, artifact: Artifact, key: str = TEST) -> float:
+    """Accuracy points `artifact` loses against `base` (negative: it gains), to 4 decimals."""
+    return round(-change_pts(base, artifact, key), 4)
+
+
+def deploy_bytes(artifact: Artifact) -> int:
+    """The deployable package's size (reports older than deploy_bytes: the smaller package)."""
+    return artifact.get("deploy_bytes") or min(artifact["gzip_bytes"], artifact["xz_bytes"])
+
+
+def compression_ratio(base: Artifact, artifact: Artifact) -> float:
+    """`compression`: the baseline's .onnx bytes over the artifact's deployable package."""
+    return round(base["bytes"] / deploy_bytes(artifact), 2)
+
+
+def markdown_table(kind: type, header: str = "key") -> str:
+    """The README's table of a TypedDict's keys (tests check that the README holds it)."""
+    rows = [[f"`{key}`", meaning] for key, meaning in keys_of(kind).items()]
+    return "\n".join(tables.markdown([header, "meaning"], rows)) + "\n"
