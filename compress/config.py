@@ -396,7 +396,7 @@ class VerifyConfig(Section):
     # than dense (a margin, because two equal models differ by a few percent of noise).
     slower_margin: float = Field(0.10, ge=0.0)
     throughput_batch: PositiveInt = 1000
-    tolerance: float = Field(1e-4, gt=0.0)  # largest logit difference allowed for float exports
+    tolerance: float = Field(1e-4, gt=0.0)  # largest logit difference allowed for float exports (relative beyond |logit| 1)
 
 
 class PipelineConfig(Section):

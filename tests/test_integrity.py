@@ -365,7 +365,7 @@ def test_an_export_that_disagrees_with_pytorch_fails_the_run(baseline, run_copy,
     report = json.loads((run_copy / "report.json").read_text())
     status = {a["name"]: a["status"] for a in report["artifacts"]}
     for name in ("dense", "pruned"):  # float exports are held to the tolerance
-        assert status.pop(name).startswith("failed: logits differ from PyTorch by 5.00e-01 (tolerance 1e-04)")
+        assert status.pop(name).startswith("failed: logits differ from PyTorch by 5.00e-01 (tolerance ")
     assert set(status.values()) == {"ok"}  # quantized ones are expected to differ
 
 

@@ -21,6 +21,7 @@ from compress.stages.verify import (
     add_latencies,
     interleaved_latency_ms,
     latency_ms,
+    logit_tolerance,
     make_session,
     prepare_inputs,
     run_batches,
@@ -175,3 +176,8 @@ def test_interleaved_latency_times_every_session_and_flags_the_slow_one(pruned_e
     assert rows[0]["latency_vs_dense"] == 1.0 and rows[0]["slower_than_dense"] is False
     assert rows[2]["slower_than_dense"] is True and rows[2]["latency_vs_dense"] > 1.5
     assert rows[2]["latency_ms_b1_p50"] >= 2.0
+
+
+def test_the_logit_tolerance_grows_with_the_logits_beyond_one():
+    assert logit_tolerance(np.array([[0.2, -0.9]]), 1e-4) == 1e-4
+    assert logit_tolerance(np.array([[3.0, -40.0]]), 1e-4) == pytest.approx(4e-3)
