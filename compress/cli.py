@@ -84,7 +84,7 @@ def main(verbose: bool) -> None:
 
 
 data_root_option = click.option(
-    "--data-root", type=click.Path(), help="Folder holding the data set's IDX files (overrides [data] root)."
+    "--data-root", type=click.Path(), help="Folder holding the named data sets' files (overrides their [data] root; an image folder or CSV pipeline that names its root keeps it)."
 )
 
 

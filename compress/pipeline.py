@@ -203,7 +203,7 @@ def check_inputs(config: PipelineConfig, data_root: str | None) -> Dataset:
     explicit = data_root is not None or config.data.root is not None
     root = _data_root(config.data, config.base_dir, data_root)
     if explicit and root is not None and not root.is_dir():
-        source = "--data-root" if data_root else "[data] root"
+        source = "--data-root" if data_root and root == Path(data_root).expanduser() else "[data] root"
         what = "is not a folder" if root.exists() else "does not exist"
         raise CompressError(f"data root {root} ({source}) {what}")
     data = load_data(config.data, config.base_dir, data_root)

@@ -130,3 +130,13 @@ def test_every_module_imports_on_its_own():
     # __main__ runs the command line when imported
     version = subprocess.run([sys.executable, "-m", "compress", "--version"], capture_output=True, text=True, timeout=120)
     assert version.returncode == 0 and version.stdout.startswith("compress, version"), version.stderr
+
+
+def test_every_subpackage_is_installed():
+    """A non-editable install ships only the packages pyproject.toml lists."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(root).parts) for p in (root / "compress").rglob("__init__.py")}
+    assert found <= listed, sorted(found - listed)

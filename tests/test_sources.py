@@ -181,3 +181,18 @@ def test_kmnist_is_found_in_torchvisions_folder_layout(tmp_path, mnist_arrays, i
         idx_writer(raw / f"{stem}.gz", array)
     data = load_data(data_config(name="kmnist", root=str(tmp_path), download=False))
     assert data.classes[:3] == ("o", "ki", "su") and data.input_shape == (1, 28, 28)
+
+
+def test_data_root_is_the_folder_of_named_data_sets_not_of_a_pipelines_own_files(tmp_path):
+    """`make run` passes --data-root for MNIST; a CSV or image-folder pipeline keeps its files."""
+    from compress.data import data_root
+
+    shared = tmp_path / "shared"
+    csv = parse_pipeline({"data": {"name": "csv", "train": "t.csv", "label": "y"}}, name="p").data
+    assert data_root(csv, tmp_path / "pipelines", shared) == tmp_path / "pipelines"
+    folder = parse_pipeline({"data": {"name": "imagefolder", "root": "images"}}, name="p").data
+    assert data_root(folder, tmp_path / "pipelines", shared) == tmp_path / "pipelines" / "images"
+    unnamed = parse_pipeline({"data": {"name": "imagefolder"}}, name="p").data
+    assert data_root(unnamed, tmp_path / "pipelines", shared) == shared
+    mnist = parse_pipeline({"data": {"name": "mnist", "root": "mine"}}, name="p").data
+    assert data_root(mnist, tmp_path / "pipelines", shared) == shared

@@ -62,9 +62,13 @@ def load_dataset(name: str, root: str | Path, download: bool = True, validation:
 
 
 def data_root(config, base_dir: str | Path = ".", override: str | Path | None = None) -> Path | None:
-    """The folder `config` reads from: --data-root, else [data] root (relative to the
-    pipeline file's folder), else the source's default (None for imagefolder: it needs one)."""
-    if override is not None:
+    """The folder `config` reads from. Named data sets (MNIST, CIFAR, ...): --data-root, else
+    [data] root (relative to the pipeline file's folder), else ./data. --data-root is the
+    folder of the named data sets, so it does not replace a pipeline's own files: a CSV
+    table's files are relative to [data] root, else to the pipeline file; an image folder
+    is [data] root, else --data-root (it needs one of them)."""
+    own_files = config.name == "csv" or (config.name == "imagefolder" and config.root is not None)
+    if override is not None and not own_files:
         return Path(override).expanduser()
     if config.root is not None:
         path = Path(config.root).expanduser()
