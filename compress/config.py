@@ -363,7 +363,9 @@ class QuantizeConfig(Section):
         default_factory=lambda: ["MatMul", "Gemm"], min_length=1
     )
     packed: PackedConfig = PackedConfig()
-    source: Literal["pruned", "dense"] = "pruned"  # which float model to quantize
+    # which float model to quantize; "pruned-inputs": the pruned model on its used inputs
+    # only ([export] drop_unused_inputs), so the int8 files take only those too
+    source: Literal["pruned", "dense", "pruned-inputs"] = "pruned"
     per_channel: bool = True  # one scale per output channel (static variants)
     calibration_samples: PositiveInt = 512  # training images used to calibrate static
     calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
@@ -427,6 +429,12 @@ class PipelineConfig(Section):
                 raise ValueError("quantize variant 'codebook' needs [finetune] share.bits (2-4): the levels it stores")
             if self.quantize.source != "pruned":
                 raise ValueError("quantize variant 'codebook' stores the weight-shared model: it needs source = 'pruned'")
+        return self
+
+    @model_validator(mode="after")
+    def _reduced_source_is_exported(self) -> PipelineConfig:
+        if self.quantize.source == "pruned-inputs" and not self.export.drop_unused_inputs:
+            raise ValueError("quantize.source = 'pruned-inputs' needs [export] drop_unused_inputs = true")
         return self
 
     @field_validator("prune", mode="wrap")

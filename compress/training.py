@@ -73,9 +73,17 @@ class WeightGroups:
     param: torch.Tensor
     dim: int
     dead: torch.Tensor  # bool per slice: zeroed by the proximal step, held at zero since
+    layer: nn.Module | None = None  # its layer, read for a pruning mask at each step
+
+    def weight(self) -> torch.Tensor:
+        """The weight the model runs: under a pruning mask, weight_orig * weight_mask. The
+        pruned entries of weight_orig are no part of the model; counted in the norm they
+        would keep a group whose live weights are all but zero from ever reaching zero."""
+        mask = getattr(self.layer, "weight_mask", None)
+        return self.param.detach() if mask is None else self.param.detach() * mask
 
     def norms(self) -> torch.Tensor:
-        return self.param.detach().transpose(0, self.dim).flatten(1).norm(dim=1)
+        return self.weight().transpose(0, self.dim).flatten(1).norm(dim=1)
 
     def broadcast(self, values: torch.Tensor) -> torch.Tensor:
         """Per-slice values shaped to multiply the whole tensor."""
@@ -108,7 +116,7 @@ def weight_groups(model: nn.Module, kinds: tuple[str, ...]) -> list[WeightGroups
         if "inputs" in kinds and (not is_conv or layer.groups == 1):  # grouped convs: no whole-input slices
             dims.append(1)
         for dim in dims:
-            group = WeightGroups(param, dim, torch.zeros(param.shape[dim], dtype=torch.bool, device=param.device))
+            group = WeightGroups(param, dim, torch.zeros(param.shape[dim], dtype=torch.bool, device=param.device), layer)
             group.dead = group.norms() == 0  # structures already removed stay removed
             groups.append(group)
     return groups

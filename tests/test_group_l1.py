@@ -115,3 +115,22 @@ def test_groups_config_accepts_one_kind_or_a_list_and_rejects_others():
         parse_pipeline({"train": {"l1": {"lambda": 1e-3, "groups": "rows"}}}, name="x")
     with pytest.raises(ConfigError, match="params = 'weights' with groups"):
         parse_pipeline({"train": {"l1": {"lambda": 1e-3, "groups": "neurons", "params": "all"}}}, name="x")
+
+
+def test_input_groups_under_a_pruning_mask_are_measured_on_the_live_weights():
+    # A pruned unit's entries of weight_orig are no part of the model: an input whose live
+    # weights are all but zero must reach zero even when the pruned row still holds large ones.
+    import torch.nn.utils.prune as tprune
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    with torch.no_grad():
+        model[1].weight.fill_(1.0)
+        model[1].weight[:, 0] = 1e-3  # input 0: tiny live weights ...
+        model[1].weight[0, 0] = 10.0  # ... and a large one in the unit pruned below
+    keep = torch.ones(3, 4)
+    keep[0] = 0.0
+    tprune.custom_from_mask(model[1], "weight", keep)
+    L1Term(model, group_config(0.1, "inputs")).proximal_step(0.1)  # shrink 0.01 > live norm of input 0
+    live = model[1].weight_orig * model[1].weight_mask
+    assert torch.all(live[:, 0] == 0)
+    assert torch.all(live[1:, 1:] > 0)

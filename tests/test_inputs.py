@@ -156,3 +156,36 @@ def test_a_model_that_needs_its_full_input_shape_gets_the_zero_filled_reduced_mo
     assert isinstance(reduced, UsedInputs) and shape == (5,)
     x = torch.randn(4, 6)
     torch.testing.assert_close(reduced(x[:, 1:]), model(x))
+
+
+def test_quantizing_the_reduced_file_needs_it_exported():
+    from compress.config import parse_pipeline
+    from compress.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="needs \\[export\\] drop_unused_inputs = true"):
+        parse_pipeline({"quantize": {"source": "pruned-inputs"}}, name="x")
+    parsed = parse_pipeline({"quantize": {"source": "pruned-inputs"}, "export": {"drop_unused_inputs": True}}, name="x")
+    assert parsed.quantize.source == "pruned-inputs"
+
+
+@pytest.mark.slow
+def test_int8_files_of_the_reduced_model_take_only_the_used_pixels(pipeline_file, tmp_path):
+    from click.testing import CliRunner
+
+    from compress.cli import main
+
+    pipeline = pipeline_file({"export.drop_unused_inputs": True, "prune.threshold": 0.05,
+                              "quantize.source": "pruned-inputs", "quantize.variants": ["dynamic", "static"]})
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["run", str(pipeline), "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    used = report["inputs"]["used"]
+    assert 0 < used < 784
+    rows = {a["name"]: a for a in report["artifacts"]}
+    for name in ("pruned-inputs-int8-dynamic", "pruned-inputs-int8-static"):
+        assert rows[name]["status"] == "ok"
+        assert rows[name]["agreement"] > 0.9  # against the pruned PyTorch model on all pixels
+        model = onnx.load(str(out / f"{name}.onnx"))
+        assert model.graph.input[0].type.tensor_type.shape.dim[1].dim_value == used
+        assert len(json.loads(get_metadata(model)["inputs"])["indices"]) == used

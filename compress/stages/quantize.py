@@ -25,6 +25,7 @@ session is created (with graph optimizations disabled the rebuild runs on every 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import tempfile
 from pathlib import Path
@@ -43,9 +44,10 @@ from onnxruntime.quantization import (
 from compress.config import QuantizeConfig
 from compress.encode.codebook import code_entropy_bits, encode_codebook
 from compress.encode.compat import set_ir_version
+from compress.encode.inputs import take_used
 from compress.encode.onnx_tools import get_metadata, save_model, set_metadata
 from compress.encode.packed import ENCODING_NOTE, PackOptions, pack_model
-from compress.errors import CompressError
+from compress.errors import CompressError, ExportError
 from compress.stages.context import StageContext
 
 log = logging.getLogger(__name__)
@@ -171,9 +173,15 @@ def run(ctx: StageContext) -> dict:
     config = ctx.config.quantize
     source = ctx.input("export", f"{config.source}.onnx")
     calibration = None
+    if not source.is_file():  # pruned-inputs: export found no first layer reading the input
+        raise ExportError(f"quantize.source = {config.source!r}: {source.name} was not exported "
+                          "(no Linear or Conv reads the model's input directly)")
     if any(v != "dynamic" for v in config.variants):
         images, _ = ctx.data.tensors("train", limit=config.calibration_samples)
         calibration = images.numpy().astype(np.float32)
+        used = get_metadata(onnx.load(str(source), load_external_data=False)).get("inputs")
+        if used:  # a file that takes only the used inputs is calibrated on those
+            calibration = take_used(calibration, json.loads(used))
     metrics = {}
     written: dict[str, Path] = {}
     # static-int4 first: packed-int4 packs its very codes and scales.
