@@ -51,6 +51,7 @@ from compress.encode.onnx_tools import (
     set_metadata,
     write_packages,
 )
+from compress.errors import IntegrityError
 from compress.files import write_bytes
 from compress.results import DENSE, FLOAT_ARTIFACTS, PRUNED, Artifact
 from compress.stages.context import StageContext
@@ -303,7 +304,7 @@ def run(ctx: StageContext) -> dict:
                 per_image, session=session, time_alone=False,
             )
             if row["accuracy"] != sealed:  # the metadata changed nothing the graph computes
-                raise RuntimeError(f"{path.name}: accuracy {row['accuracy']} differs from the sealed {sealed}")
+                raise IntegrityError(f"{path.name}: accuracy {row['accuracy']} differs from the sealed {sealed}")
             ctx.outputs += [ctx.run_dir / row["deploy_path"]]
             rows.append(row)
             sessions.append(session)
