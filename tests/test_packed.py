@@ -209,6 +209,9 @@ def test_sparse_weights_are_rebuilt_exactly(kind, tmp_path):
     # Four bytes per weight in the float file; well under one in the packed one.
     weights = sum(int(np.prod(i.dims)) for i in source.graph.initializer if len(i.dims) > 1)
     assert packed.ByteSize() < 0.5 * weights
+    # The counts behind `sparsity` see the packed weights as the tensors they rebuild.
+    for weights_only in (False, True):
+        assert parameter_counts(packed, weights_only) == parameter_counts(qdq, weights_only)
 
 
 def test_linear_layers_can_run_as_matmulnbits_on_the_same_codes(tmp_path):

@@ -156,9 +156,12 @@ def parameter_counts(model: onnx.ModelProto, weights_only: bool = False) -> tupl
     every variant.
     """
     params = nonzero = 0
+    min_dims = 2 if weights_only else 1
     inits = {init.name: init for init in model.graph.initializer}
     codebooks = {n.removesuffix(_CODEBOOK) for n in inits if n.endswith(_CODEBOOK)}
     for base in codebooks:  # a tensor stored as codes: its size, and codes that are not 0
+        if len(numpy_helper.to_array(inits[f"{base}.shape"])) < min_dims:
+            continue
         params += int(numpy_helper.to_array(inits[f"{base}.numel"])[0])
         nonzero += int(np.count_nonzero(numpy_helper.to_array(inits[f"{base}.code"])))
     for init in model.graph.initializer:
@@ -166,15 +169,17 @@ def parameter_counts(model: onnx.ModelProto, weights_only: bool = False) -> tupl
             continue
         if init.data_type not in _PARAM_TYPES or init.name.endswith(_AUX_SUFFIXES):
             continue
-        if len(init.dims) < (2 if weights_only else 1):
-            continue
-        array = numpy_helper.to_array(init)
         if init.name.endswith(_PACKED_CODES):  # the non-zero codes (and zero fillers) only
-            shape = inits[init.name.removesuffix(_PACKED_CODES) + ".shape"]
-            params += int(np.prod(numpy_helper.to_array(shape)))
+            # a flat stream: the tensor it rebuilds has the shape stored beside it
+            shape = numpy_helper.to_array(inits[init.name.removesuffix(_PACKED_CODES) + ".shape"])
+            if len(shape) < min_dims:
+                continue
+            params += int(np.prod(shape))
+        elif len(init.dims) < min_dims:
+            continue
         else:
-            params += array.size
-        nonzero += int(np.count_nonzero(array))
+            params += int(np.prod(init.dims))
+        nonzero += int(np.count_nonzero(numpy_helper.to_array(init)))
     return params, nonzero
 
 
