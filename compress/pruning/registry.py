@@ -13,21 +13,21 @@ a new built-in method is one module in compress/pruning/ and its name added ther
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
 
 from compress.errors import CompressError
 from compress.registry import unknown_name_message
 
-if TYPE_CHECKING:
-    from compress.pruning.base import PruningMethod
+# The registry holds compress.pruning.base.PruningMethod subclasses (typed `type` here) but
+# imports none of them, so compress.config can look a [prune] method up by name (the method
+# modules are imported on first lookup, as models are) without an import cycle.
 
 BUILTIN = ("threshold", "magnitude", "channels", "variational")  # modules of compress.pruning, one per method
 
-_REGISTRY: dict[str, type[PruningMethod]] = {}
+_REGISTRY: dict[str, type] = {}
 _loaded = False
 
 
-def register_pruning_method(method: type[PruningMethod]) -> type[PruningMethod]:
+def register_pruning_method(method: type) -> type:
     """Register a PruningMethod subclass under its `name` (usable as a class decorator)."""
     name = method.name
     if name in _REGISTRY and _REGISTRY[name] is not method:
@@ -46,12 +46,12 @@ def _load_builtin() -> None:
             importlib.import_module(f"compress.pruning.{module}")
 
 
-def list_methods() -> dict[str, type[PruningMethod]]:
+def list_methods() -> dict[str, type]:
     _load_builtin()
     return dict(sorted(_REGISTRY.items()))
 
 
-def get_method(name: str) -> type[PruningMethod]:
+def get_method(name: str) -> type:
     methods = list_methods()
     if name not in methods:
         raise CompressError(unknown_name_message("pruning method", str(name), list(methods)))
