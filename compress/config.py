@@ -58,11 +58,20 @@ class DataCommon(Section):
     validation: Annotated[float, Field(gt=0.0, le=0.5)] = 0.1
 
 
+class ImageDataCommon(DataCommon):
+    """Keys every image source has."""
+
+    # Augmentation: each training image moved by a random whole-pixel offset of up to this
+    # many pixels in each direction, in every stage that trains (dense training, gradual
+    # pruning, fine-tuning), so the dense baseline is trained the same way. 0: off.
+    shift: NonNegativeInt = 0
+
+
 IDX_SETS = ("mnist", "fashion-mnist", "kmnist")
 TORCHVISION_SETS = ("cifar10", "cifar100", "svhn")
 
 
-class IdxDataConfig(DataCommon):
+class IdxDataConfig(ImageDataCommon):
     """MNIST-style sets read from their IDX files."""
 
     name: Literal["mnist", "fashion-mnist", "kmnist"] = "mnist"
@@ -72,14 +81,14 @@ class IdxDataConfig(DataCommon):
     verify: Literal["warn", "strict", "off"] = "warn"
 
 
-class TorchvisionDataConfig(DataCommon):
+class TorchvisionDataConfig(ImageDataCommon):
     """torchvision's RGB sets, read from their own on-disk formats."""
 
     name: Literal["cifar10", "cifar100", "svhn"]
     verify: Literal["warn", "strict", "off"] = "warn"  # files against published checksums, as for IDX sets
 
 
-class ImageFolderDataConfig(DataCommon):
+class ImageFolderDataConfig(ImageDataCommon):
     """root/train/<class>/<image> and root/test/<class>/<image> (or test_fraction)."""
 
     name: Literal["imagefolder"]

@@ -110,7 +110,8 @@ def stage_keys(config: PipelineConfig, data: Dataset) -> dict[str, str]:
     inputs = {
         "version": __version__,
         "data": {"name": data.name, "files": data.fingerprint, "batch_size": config.data.batch_size,
-                 "seed": config.data.seed, "validation": config.data.validation},
+                 "seed": config.data.seed, "validation": config.data.validation,
+                 **({"shift": shift} if (shift := getattr(config.data, "shift", 0)) else {})},
         "model_source": hash_object(_model_source(config)),
         "weights": sha256_file(weights) if weights else None,
     }

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from compress.checkpoint import save_state
 from compress.config import OptimConfig
 from compress.data import Dataset
+from compress.data.augment import random_shift
 from compress.errors import CompressError, TrainingError
 from compress.pruning import PRUNABLE
 from compress.qat import attach_fake_quant, detach
@@ -45,6 +46,7 @@ class RunSettings:
     batch_size: int
     eval_batch_size: int
     seed: int
+    shift: int = 0  # random translation of training images, in pixels (compress.data.augment)
     resume_path: Path | None = None  # per-epoch checkpoint to resume from / write
     resume_key: str = ""  # the stage's cache key: a checkpoint with another key is ignored
     progress: bool = True
@@ -304,6 +306,7 @@ def fit(
     step_hook: StepHook | None = None,
     teacher_logits: torch.Tensor | None = None,
     loss_term: LossTerm | None = None,
+    teacher: nn.Module | None = None,
 ) -> FitResult:
     """Train `model` in place for `config.epochs` epochs; returns per-epoch metrics.
 
@@ -311,7 +314,9 @@ def fit(
     regulariser, e.g. variational dropout's KL term).
 
     With `teacher_logits` (one row per training sample) and `config.distill.alpha` > 0, the
-    loss mixes in the KL divergence to the teacher's softened predictions.
+    loss mixes in the KL divergence to the teacher's softened predictions. With
+    `run.shift` (augmented images) the teacher's predictions differ from batch to batch:
+    pass the `teacher` model instead, which is run on each batch.
     """
     model.to(run.device)
     # Before the optimizer and the resume: fake quantization re-registers weights as weight_orig.
@@ -331,8 +336,10 @@ def fit(
     total_steps = config.epochs * steps_per_epoch
     images, labels = data.images["train"], data.labels["train"]
     distill = config.distill if config.distill.alpha > 0 else None
-    if distill and teacher_logits is None:
+    if distill and teacher_logits is None and teacher is None:
         raise CompressError(f"{desc}: distill.alpha > 0 needs a teacher (the trained model's logits)")
+    if teacher is not None:
+        teacher.to(run.device).eval()
 
     for epoch in range(start_epoch, config.epochs):
         model.train()
@@ -345,18 +352,27 @@ def fit(
         bad_step = torch.zeros((), dtype=torch.long, device=run.device)
         bad_value = torch.zeros((), device=run.device)
         batches = data.index_batches("train", run.batch_size, _epoch_generator(run.seed, epoch))
+        shifts = _epoch_generator(run.seed + 1_000_003, epoch)
         bar = tqdm(
             batches, total=steps_per_epoch, desc=f"{desc} {epoch + 1}/{config.epochs}",
             leave=False, disable=not run.progress, unit="batch",
         )
         for i, index in enumerate(bar):
-            x = data.normalize(images[index]).to(run.device, non_blocking=True)
+            x = images[index]
+            if run.shift and data.kind == "image":
+                x = random_shift(x, run.shift, shifts)
+            x = data.normalize(x).to(run.device, non_blocking=True)
             y = labels[index].to(run.device, non_blocking=True)
             logits = model(x)
             loss = F.cross_entropy(logits, y)
             if distill:
+                if teacher is not None:
+                    with torch.no_grad():
+                        target = teacher(x)
+                else:
+                    target = teacher_logits[index].to(run.device)
                 loss = (1 - distill.alpha) * loss + distill.alpha * distillation_loss(
-                    logits, teacher_logits[index].to(run.device), distill.temperature
+                    logits, target, distill.temperature
                 )
             with torch.no_grad():  # the value only: add_gradient adds its gradient after backward
                 penalty = l1.penalty()

@@ -177,15 +177,15 @@ def tiny_pipeline(pipeline_file) -> Path:
     return pipeline_file()
 
 
-def run_settings(seed: int = 0, batch_size: int = 32) -> RunSettings:
+def run_settings(seed: int = 0, batch_size: int = 32, shift: int = 0) -> RunSettings:
     """Training settings for tests: CPU, no progress bars, no epoch checkpoints."""
     return RunSettings(device=torch.device("cpu"), batch_size=batch_size, eval_batch_size=500,
-                       seed=seed, progress=False)
+                       seed=seed, shift=shift, progress=False)
 
 
 @pytest.fixture(scope="session")
 def fit_settings():
-    """run_settings(seed=0, batch_size=32) -> RunSettings for `fit` on the CPU."""
+    """run_settings(seed=0, batch_size=32, shift=0) -> RunSettings for `fit` on the CPU."""
     return run_settings
 
 

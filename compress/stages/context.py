@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -55,14 +56,18 @@ class StageContext:
             batch_size=data_cfg.batch_size,
             eval_batch_size=data_cfg.eval_batch_size,
             seed=data_cfg.seed,
+            shift=getattr(data_cfg, "shift", 0),
             resume_path=self.stage_dir / "last.pt" if resume else None,
             resume_key=self.key,
             progress=self.progress,
         )
 
-    def teacher_logits(self, config: OptimConfig) -> torch.Tensor | None:
-        """The trained dense model's logits on the training set, when `config` distills."""
+    def teacher(self, config: OptimConfig) -> dict[str, Any]:
+        """fit()'s teacher arguments when `config` distills: the trained dense model's logits
+        on the training set, or, when training images are shifted, the model itself."""
         if config.distill.alpha == 0:
-            return None
+            return {}
         teacher, _, _ = load_checkpoint(self.input("train", "model.pt"))
-        return predict(teacher, self.data.tensors("train")[0])
+        if getattr(self.config.data, "shift", 0):
+            return {"teacher": teacher}
+        return {"teacher_logits": predict(teacher, self.data.tensors("train")[0])}

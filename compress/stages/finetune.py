@@ -25,7 +25,7 @@ def run(ctx: StageContext) -> dict:
     config = ctx.config.finetune
     result = fit(
         model, ctx.data, config, ctx.run_settings(), desc="finetune",
-        teacher_logits=ctx.teacher_logits(config),
+        **ctx.teacher(config),
     )
     model.cpu()
     sharing = {}
@@ -59,7 +59,7 @@ def share_weights(ctx: StageContext, model, config) -> dict:
     settings.resume_path = ctx.stage_dir / "share-last.pt"  # its own resume point, beside fine-tuning's
     history = fit(
         model, ctx.data, share_config, settings, desc="share",
-        teacher_logits=ctx.teacher_logits(share_config),
+        **ctx.teacher(share_config),
     ).history
     model.cpu()
     entropy = sharing.entropy()

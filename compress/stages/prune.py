@@ -49,7 +49,7 @@ def run(ctx: StageContext) -> dict:
             pruner = GradualPruner(model, config, sample)
             history = fit(
                 model, ctx.data, config.gradual, ctx.run_settings(), "prune",
-                step_hook=pruner, teacher_logits=ctx.teacher_logits(config.gradual),
+                step_hook=pruner, **ctx.teacher(config.gradual),
             ).history
             model.cpu()
         else:
