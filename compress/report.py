@@ -93,6 +93,8 @@ def inputs_lines(report: dict, max_names: int = 12) -> list[str]:
     inputs = report.get("inputs")
     if not inputs:
         return []
+    if inputs.get("unit") == "channels" and inputs["used"] == inputs["total"]:
+        return []  # a convolution reads every pixel: "uses 3 of 3 channels" says nothing
     text = f"pruned model uses {inputs['used']:,} of {inputs['total']:,} {inputs.get('unit', 'inputs')}"
     names = inputs.get("names")
     if names:

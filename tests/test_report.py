@@ -12,6 +12,7 @@ from compress.report import (
     CSV_FIELDS,
     add_comparisons,
     format_csv,
+    inputs_lines,
     format_delta,
     format_markdown,
     format_table,
@@ -128,3 +129,13 @@ def test_the_delta_is_shown_with_its_interval():
     assert "+0.00" in table  # an artifact without an interval shows the delta alone
     assert format_delta(0.04, [-0.031, 0.12]) == "+0.04 [-0.03, +0.12]"
     assert format_delta(None, None) == "-"
+
+
+def test_the_inputs_line_names_what_pruning_left_unused_and_is_silent_when_nothing_is():
+    features = {"used": 2, "total": 3, "unit": "features", "names": ["a", "c"]}
+    assert inputs_lines({"inputs": features}) == ["pruned model uses 2 of 3 features: a, c"]
+    assert inputs_lines({"inputs": {"used": 2, "total": 3, "unit": "channels"}}) == [
+        "pruned model uses 2 of 3 channels"
+    ]
+    assert inputs_lines({"inputs": {"used": 1, "total": 1, "unit": "channels"}}) == []
+    assert inputs_lines({}) == []
