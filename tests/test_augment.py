@@ -33,7 +33,7 @@ def test_each_image_is_translated_by_at_most_the_given_pixels_and_loses_nothing(
     images = digit_images()
     moved = random_shift(images, 2, torch.Generator().manual_seed(0))
     assert moved.shape == images.shape and moved.dtype == images.dtype
-    offsets = [offset(a, b, 2) for a, b in zip(images, moved)]
+    offsets = [offset(a, b, 2) for a, b in zip(images, moved, strict=True)]
     assert None not in offsets
     # Offsets are drawn per image, over the whole range (25 possible).
     assert len(set(offsets)) > 12

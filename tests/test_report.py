@@ -12,10 +12,10 @@ from compress.report import (
     CSV_FIELDS,
     add_comparisons,
     format_csv,
-    inputs_lines,
     format_delta,
     format_markdown,
     format_table,
+    inputs_lines,
     load_report,
     write_reports,
 )
