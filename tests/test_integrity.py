@@ -202,6 +202,9 @@ def test_stage_keys_cover_every_input(baseline, monkeypatch):
     assert changed(stage_keys(config.with_overrides({"data.eval_batch_size": 250}), data)) == []
     assert changed(stage_keys(config.with_overrides({"train.lr": 0.2}), data)) == list(STAGE_NAMES)
     assert changed(stage_keys(config.with_overrides({"data.seed": 1}), data)) == list(STAGE_NAMES)
+    assert changed(stage_keys(config.with_overrides({"data.shift": 2}), data)) == list(STAGE_NAMES)
+    # shift = 0 (the default) written out keeps the keys of runs made before the key existed
+    assert changed(stage_keys(config.with_overrides({"data.shift": 0}), data)) == []
     assert changed(stage_keys(config.with_overrides({"prune.threshold": 0.03}), data)) == list(STAGE_NAMES[1:])
     assert changed(stage_keys(config.with_overrides({"export.opset": 18}), data)) == ["export", "quantize", "verify"]
     assert changed(stage_keys(config.with_overrides({"verify.tolerance": 1e-3}), data)) == ["verify"]
