@@ -145,6 +145,21 @@ def test_the_packed_variant_follows_its_config(pruned_export, tiny_data):
     assert dequantized and not set(dequantized) & initializers  # activations only: weights are rebuilt
 
 
+def test_the_written_file_has_short_names_and_the_same_logits(int4, pruned_export, tmp_path):
+    path, x, source = int4
+    target = tmp_path / "pruned-int4-packed.onnx"
+    quantize_file(pruned_export.path, target, "packed-int4", QuantizeConfig(), x[:8], int4_static=path)
+    written, named = onnx.load(str(target)), pack_model(onnx.load(str(path)), source)
+    assert written.ByteSize() < named.ByteSize() - 200
+    assert [i.name for i in written.graph.input] == ["input"] and [o.name for o in written.graph.output] == ["logits"]
+    assert not any(n.name for n in written.graph.node)
+    assert max(len(i.name) for i in written.graph.initializer) <= len("ab.scale16")
+    np.testing.assert_array_equal(logits(written, x), logits(named, x))
+    # The parts of each weight keep their suffixes, so the counts behind `sparsity` are the same.
+    for weights_only in (False, True):
+        assert parameter_counts(written, weights_only) == parameter_counts(named, weights_only)
+
+
 def test_a_float_model_has_nothing_to_pack(pruned_export):
     model = onnx.load(str(pruned_export.path))
     with pytest.raises(CompressError, match="no quantized weights"):

@@ -9,7 +9,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from onnx import numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
 from compress.config import OptimConfig, parse_pipeline
 from compress.encode.codebook import (
@@ -18,7 +18,7 @@ from compress.encode.codebook import (
     encode_codebook,
     gaps_and_codes,
 )
-from compress.encode.onnx_tools import artifact_metadata, parameter_counts
+from compress.encode.onnx_tools import artifact_metadata, compact_names, parameter_counts
 from compress.errors import CompressError, ConfigError
 from compress.pruning import apply_masks, make_permanent
 from compress.sharing import CODEBOOK, WeightSharing, code_entropy, kmeans_1d
@@ -103,6 +103,38 @@ def test_the_codebook_file_gives_the_same_logits_and_is_smaller(
         session = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
         logits[p.name] = session.run(None, {"input": x})[0]
     np.testing.assert_array_equal(logits["pruned.onnx"], logits["pruned-codebook.onnx"])
+    # Short names (as the codebook variant is written) change neither the counts nor the logits.
+    compact_names(proto)
+    assert parameter_counts(proto) == params_before
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(session.run(None, {"input": x})[0], logits["pruned.onnx"])
+
+
+def matrix_with_one_run_per_column(rows: int = 400, cols: int = 40) -> np.ndarray:
+    """[in, out] with each output unit reading one run of 12 inputs at a random place: cheap
+    to walk column by column (gaps of 1), irregular row by row."""
+    rng = np.random.default_rng(0)
+    array = np.zeros((rows, cols), np.float32)
+    for j, start in enumerate(rng.integers(0, rows - 12, cols)):
+        array[start:start + 12, j] = rng.choice([-0.5, 0.25, 0.75], 12)
+    return array
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+def test_a_matrix_is_walked_in_its_cheaper_order_and_rebuilt_exactly(transpose):
+    weight = matrix_with_one_run_per_column()
+    weight = weight.T.copy() if transpose else weight  # runs along rows: the row walk is the cheap one
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", weight.shape[0]])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", weight.shape[1]])
+    graph = helper.make_graph([helper.make_node("MatMul", ["input", "w"], ["logits"])], "g", [x], [y],
+                              [numpy_helper.from_array(weight, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    encode_codebook(model)
+    onnx.checker.check_model(model, full_check=True)
+    assert ("Transpose" in [n.op_type for n in model.graph.node]) != transpose
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    rebuilt = session.run(None, {"input": np.eye(weight.shape[0], dtype=np.float32)})[0]  # I @ W = W
+    np.testing.assert_array_equal(rebuilt, weight)
 
 
 def test_the_codebook_variant_needs_weight_sharing():

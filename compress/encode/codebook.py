@@ -10,7 +10,8 @@ weight-shared layer: compress.sharing), the file stores instead
   - `<name>.code`: uint8 code of each entry (0 for a bridge);
 and rebuilds the tensor under its old name with standard ops whose inputs are all
 constants: CumSum(Cast(gap)) - 1 -> positions, Gather(codebook, Cast(code)) -> values,
-ScatterND(ConstantOfShape(numel), positions, values) -> Reshape. onnxruntime folds such a
+ScatterND(ConstantOfShape(numel), positions, values) -> Reshape (a matrix may be stored
+transposed, walked column by column when that compresses smaller, and Transposed back). onnxruntime folds such a
 subgraph into a plain initializer when the session is created (graph optimizations on, its
 default), so the model then runs at dense speed; with optimizations disabled the decode runs
 on every call. The rebuilt tensor equals the original bit for bit. Gaps and codes are one
@@ -22,6 +23,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+from compress.encode.onnx_tools import xz_size
 
 MAX_LEVELS = 255  # codes are bytes: 0 is the zero level
 MIN_SIZE = 16  # smaller tensors are not worth a decode subgraph
@@ -69,17 +72,21 @@ def encode_codebook(model: onnx.ModelProto) -> dict[str, dict]:
         if codebook is None:
             kept.append(init)
             continue
-        name = init.name
-        flat = array.reshape(-1)
+        name = n = init.name
+        # A matrix is walked in whichever order (rows or columns) compresses smaller: for a
+        # MatMul weight [in, out], column order visits each output unit's inputs in turn.
+        transposed = array.ndim == 2 and xz_size(*gaps_and_codes(array.T.reshape(-1), codebook)) < xz_size(
+            *gaps_and_codes(array.reshape(-1), codebook))
+        stored = array.T if transposed else array
+        flat = stored.reshape(-1)
         gaps, codes = gaps_and_codes(flat, codebook)
         added += [
             numpy_helper.from_array(codebook, f"{name}.cb"),
             numpy_helper.from_array(gaps.reshape(-1, 1), f"{name}.gap"),
             numpy_helper.from_array(codes, f"{name}.code"),
             numpy_helper.from_array(np.array([flat.size], dtype=np.int64), f"{name}.numel"),
-            numpy_helper.from_array(np.array(array.shape, dtype=np.int64), f"{name}.shape"),
+            numpy_helper.from_array(np.array(stored.shape, dtype=np.int64), f"{name}.shape"),
         ]
-        n = name
         decoders += [
             helper.make_node("Cast", [f"{n}.gap"], [f"{n}.gap64"], to=TensorProto.INT64),
             helper.make_node("CumSum", [f"{n}.gap64", f"{n}.axis"], [f"{n}.end"]),
@@ -89,8 +96,14 @@ def encode_codebook(model: onnx.ModelProto) -> dict[str, dict]:
             helper.make_node("ConstantOfShape", [f"{n}.numel"], [f"{n}.zero"],
                              value=numpy_helper.from_array(np.zeros(1, np.float32))),
             helper.make_node("ScatterND", [f"{n}.zero", f"{n}.pos", f"{n}.val"], [f"{n}.flat"]),
-            helper.make_node("Reshape", [f"{n}.flat", f"{n}.shape"], [name]),
         ]
+        if transposed:
+            decoders += [
+                helper.make_node("Reshape", [f"{n}.flat", f"{n}.shape"], [f"{n}.stored"]),
+                helper.make_node("Transpose", [f"{n}.stored"], [name], perm=[1, 0]),
+            ]
+        else:
+            decoders.append(helper.make_node("Reshape", [f"{n}.flat", f"{n}.shape"], [name]))
         added += [
             numpy_helper.from_array(np.array(0, dtype=np.int64), f"{n}.axis"),
             numpy_helper.from_array(np.array(1, dtype=np.int64), f"{n}.one"),

@@ -183,6 +183,12 @@ def parameter_counts(model: onnx.ModelProto, weights_only: bool = False) -> tupl
     return params, nonzero
 
 
+def xz_size(*arrays: np.ndarray) -> int:
+    """Bytes of the arrays' raw bytes, one after another, under xz -9: what a choice of
+    layout costs in a package (a quick estimate: PACKAGERS' xz tries more settings)."""
+    return len(lzma.compress(b"".join(np.ascontiguousarray(a).tobytes() for a in arrays), preset=9))
+
+
 def _xz(data: bytes) -> bytes:
     # LZMA2 at -9e, default literal context and also none (lc=0, pb=0): quantized weights are
     # nibbles and bytes with little structure across byte boundaries, where the second
@@ -252,3 +258,59 @@ def gemm_to_matmul(model: onnx.ModelProto) -> int:
     del model.graph.value_info[:]
     model.graph.value_info.extend(kept)
     return rewritten
+
+
+def _short_id(index: int) -> str:
+    """0 -> "a", 25 -> "z", 26 -> "ba", ...: a name of a letter or two."""
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    name = letters[index % 26]
+    while index >= 26:
+        index = index // 26 - 1
+        name = letters[index % 26] + name
+    return name
+
+
+def compact_names(model: onnx.ModelProto) -> None:
+    """Give every value inside the graph a short name, in place; for the encodings whose file
+    size is the point (packed, codebook).
+
+    The graph's inputs and outputs keep their names. An initializer keeps its last
+    `.suffix` (what parameter_counts reads it by: `.codes`, `.cb`, `.scale16`, ...) after a
+    short id that stands for the rest, so the parts of one tensor still share a base. Node
+    names, value_info, doc strings and the exporter's per-value notes go.
+    """
+    graph = model.graph
+    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in graph.node for a in n.attribute):
+        return  # values of a subgraph may refer to the outer graph's names: leave them all
+    kept = {v.name for v in graph.input} | {v.name for v in graph.output} | {""}
+    ids: dict[str, str] = {}
+
+    def short(key: str) -> str:
+        if key not in ids:
+            ids[key] = _short_id(len(ids))
+        return ids[key]
+
+    renamed: dict[str, str] = {}
+    for init in graph.initializer:
+        if init.name in kept:
+            continue
+        base, dot, suffix = init.name.rpartition(".")
+        renamed[init.name] = f"{short('base:' + base)}.{suffix}" if dot else short("value:" + init.name)
+    for node in graph.node:
+        for name in list(node.input) + list(node.output):
+            if name not in kept and name not in renamed:
+                renamed[name] = short("value:" + name)
+    for init in graph.initializer:
+        init.name = renamed.get(init.name, init.name)
+    for node in graph.node:
+        node.name = ""
+        node.doc_string = ""
+        del node.metadata_props[:]
+        for i, name in enumerate(node.input):
+            node.input[i] = renamed.get(name, name)
+        for i, name in enumerate(node.output):
+            node.output[i] = renamed.get(name, name)
+    del graph.value_info[:]
+    for value in list(graph.input) + list(graph.output):
+        value.doc_string = ""
+        del value.metadata_props[:]

@@ -24,6 +24,9 @@ decoded, at dense size, in memory). With graph optimizations disabled the decode
 every call instead; the file's metadata says so (`encoding`). Other dequantized
 initializers (biases) are rebuilt the same way from their stored integers.
 
+The quantize stage then gives every value inside the graph a short name (onnx_tools.compact_names:
+`<w>` becomes an id of a letter or two, the suffixes stay).
+
 `activations = "float"` (default) puts the rebuilt weights into the float model's own graph:
 weights keep their exact 4-bit values, activations stay float (as in int4
 quantization-aware training), and every call is the float model's dense MatMul/Conv. With
@@ -37,13 +40,13 @@ which rounds differently (on LeNet-300: logits up to 0.32 apart, the same top-1 
 
 from __future__ import annotations
 
-import lzma
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from compress.encode.onnx_tools import xz_size
 from compress.errors import CompressError
 
 ENCODING_NOTE = (
@@ -130,7 +133,7 @@ class _Builder:
 def _stream_bytes(codes: np.ndarray) -> int:
     """xz bytes of a weight's steps and codes: how much its walk order costs in a package."""
     steps, values = delta_stream(codes.flatten())
-    return len(lzma.compress(steps.tobytes() + values.astype(np.int8).tobytes(), preset=9))
+    return xz_size(steps, values.astype(np.int8))
 
 
 def _sparse_is_smaller(init: onnx.TensorProto) -> bool:

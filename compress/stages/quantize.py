@@ -45,7 +45,7 @@ from compress.config import QuantizeConfig
 from compress.encode.codebook import code_entropy_bits, encode_codebook
 from compress.encode.compat import set_ir_version
 from compress.encode.inputs import take_used
-from compress.encode.onnx_tools import get_metadata, save_model, set_metadata
+from compress.encode.onnx_tools import compact_names, get_metadata, save_model, set_metadata
 from compress.encode.packed import ENCODING_NOTE, PackOptions, pack_model
 from compress.errors import CompressError, ExportError
 from compress.stages.context import StageContext
@@ -136,6 +136,7 @@ def quantize_file(
             scales=config.packed.scales, activations=config.packed.activations, linear=config.packed.linear
         )
         model = pack_model(model, onnx.load(str(source)), options)
+        compact_names(model)
         metadata_extra["encoding"] = ENCODING_NOTE
     # The quantizer keeps metadata_props on some versions and not on others: set them again.
     metadata = get_metadata(onnx.load(str(source), load_external_data=False))
@@ -152,6 +153,7 @@ def write_codebook(source: Path, target: Path) -> dict:
     """The float model with every weight-shared tensor as codes + codebook (exactly the same weights)."""
     model = onnx.load(str(source))
     stats = encode_codebook(model)
+    compact_names(model)
     if not stats:
         raise CompressError(
             f"{source.name} has no weight-shared tensor (at most 255 distinct values) to store as a "
