@@ -165,12 +165,13 @@ def test_biases_can_share_too(pruned_export, tiny_data, fit_settings):
 
 
 @pytest.mark.slow
-def test_a_pipeline_learns_masks_shares_weights_and_writes_a_codebook_file(pipeline_file, tmp_path):
+def test_a_pipeline_learns_masks_with_distillation_shares_weights_and_writes_a_codebook_file(pipeline_file, tmp_path):
     from compress.config import load_pipeline
     from compress.pipeline import run_pipeline
 
     path = pipeline_file({
-        "prune": {"method": "variational", "variational": {"epochs": 1, "lr": 3e-3, "kl_ramp": 0.3}},
+        "prune": {"method": "variational",
+                  "variational": {"epochs": 1, "lr": 3e-3, "kl_ramp": 0.3, "distill": {"alpha": 0.5}}},
         "finetune.distill": {"alpha": 0.5},
         "finetune.share": {"bits": 3, "epochs": 1, "lr": 1e-3, "biases": True},
         "quantize.variants": ["codebook"],

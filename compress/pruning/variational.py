@@ -66,8 +66,8 @@ class VariationalTraining(OptimConfig):
 
     @model_validator(mode="after")
     def _plain_training(self) -> VariationalTraining:
-        if self.qat_bits or self.l1.lambda_ or self.distill.alpha:
-            raise ValueError("prune.variational trains without qat_bits, l1 and distill (use them in [finetune])")
+        if self.qat_bits or self.l1.lambda_:
+            raise ValueError("prune.variational trains without qat_bits and l1 (use them in [finetune])")
         return self
 
 

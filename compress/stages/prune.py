@@ -40,7 +40,7 @@ def run(ctx: StageContext) -> dict:
             sparsifier = method.sparsifier(model, ctx.data.size("train"))
             history = fit(
                 model, ctx.data, sparsifier.training, ctx.run_settings(), "prune",
-                loss_term=sparsifier.loss,
+                loss_term=sparsifier.loss, **ctx.teacher(sparsifier.training),
             ).history
             model.cpu()
             prune_oneshot(model, config, sample)
