@@ -59,6 +59,21 @@ def test_the_hook_adds_noise_in_training_and_masks_in_evaluation():
     assert sparsifier.loss(10, 10).item() > 0  # ... and ramps up
 
 
+def test_the_kl_term_reuses_the_step_s_log_alpha_and_matches_a_fresh_one():
+    model = tiny_model()
+    sparsifier = VariationalDropout(model, VariationalConfig(), train_size=100)
+    fresh = sparsifier.kl()  # no forward pass yet: computed from the parameters
+    model.train()
+    model(torch.randn(4, 1, 28, 28))
+    reused = sparsifier.kl()
+    torch.testing.assert_close(reused, fresh)
+    assert reused.requires_grad
+    with torch.no_grad():
+        for layer in sparsifier.layers.values():
+            getattr(layer, PARAM).add_(1.0)
+    assert sparsifier.kl() < fresh  # used once: the next call sees the noisier parameters
+
+
 def test_training_learns_masks_that_go_through_torch_prune(tiny_data, fit_settings):
     model = tiny_model()
     fit(model, tiny_data, OptimConfig(epochs=1, lr=0.1), fit_settings(), desc="train")

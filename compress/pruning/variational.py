@@ -118,6 +118,7 @@ class VariationalDropout:
         self.train_size = train_size
         self.layers = prunable_layers(model, config.layers)
         self.handles = []
+        self._step_log_alphas: dict[nn.Module, torch.Tensor] = {}  # this step's, for its KL term
         for module in self.layers.values():
             if not hasattr(module, PARAM):
                 init = torch.full_like(module.weight, config.variational.init_log_sigma2)
@@ -130,13 +131,19 @@ class VariationalDropout:
         if not module.training:  # evaluate as the pruned model will run
             keep = (la <= self.config.log_alpha_threshold).to(module.weight.dtype)
             return _layer_output(module, x, module.weight * keep, module.bias)
+        self._step_log_alphas[module] = la
         # Local reparametrization: the output's variance is x^2 * sigma^2 with
         # sigma^2 = alpha * w^2 (through log alpha, so the clip bounds it).
         variance = _layer_output(module, x * x, torch.exp(la) * module.weight * module.weight, None)
         return output + torch.sqrt(variance + 1e-8) * torch.randn_like(output)
 
     def kl(self) -> torch.Tensor:
-        return sum(kl_divergence(log_alpha(m.weight, getattr(m, PARAM))) for m in self.layers.values())
+        """Over every layer, with the log alpha this step's forward pass computed (once)."""
+        cached, self._step_log_alphas = self._step_log_alphas, {}
+        return sum(
+            kl_divergence(cached[m] if m in cached else log_alpha(m.weight, getattr(m, PARAM)))
+            for m in self.layers.values()
+        )
 
     def loss(self, step: int, total_steps: int) -> torch.Tensor:
         """The KL term per training sample, its weight ramped up over the first `kl_ramp`."""
