@@ -260,6 +260,7 @@ class FinetuneConfig(OptimConfig):
 class LayerPrune(Section):
     amount: Fraction | None = None
     threshold: float | None = Field(None, ge=0.0)
+    kl_weight: float | None = Field(None, gt=0.0)
 
 
 class GradualConfig(OptimConfig):

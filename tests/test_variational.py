@@ -74,6 +74,17 @@ def test_the_kl_term_reuses_the_step_s_log_alpha_and_matches_a_fresh_one():
     assert sparsifier.kl() < fresh  # used once: the next call sees the noisier parameters
 
 
+def test_overrides_give_a_layer_its_own_kl_weight():
+    config = parse_pipeline({"prune": {"method": "variational", "kl_weight": 2.0,
+                                       "overrides": {"net.3": {"kl_weight": 0.5}}}}, "x").prune
+    model = tiny_model()
+    sparsifier = get_method("variational")(config).sparsifier(model, train_size=100)
+    assert sparsifier.kl_weights == {"net.1": 2.0, "net.3": 0.5}
+    per_layer = {n: kl_divergence(log_alpha(m.weight, getattr(m, PARAM))) for n, m in sparsifier.layers.items()}
+    torch.testing.assert_close(sparsifier.kl(), 2.0 * per_layer["net.1"] + 0.5 * per_layer["net.3"])
+    torch.testing.assert_close(sparsifier.loss(10, 10), sparsifier.kl() / 100)
+
+
 def test_training_learns_masks_that_go_through_torch_prune(tiny_data, fit_settings):
     model = tiny_model()
     fit(model, tiny_data, OptimConfig(epochs=1, lr=0.1), fit_settings(), desc="train")

@@ -3,6 +3,7 @@
     [prune]
     method = "variational"
     kl_weight = 1.0                 # the KL term's weight: higher removes more
+    overrides = { "classifier.1" = { kl_weight = 3.0 } }   # per layer
     log_alpha_threshold = 3.0
     variational = { epochs = 10, optimizer = "adam", lr = 1e-3, kl_ramp = 0.5 }
 
@@ -26,6 +27,7 @@ thresholded weights, so the accuracy seen during training is the pruned model's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -97,7 +99,7 @@ class Variational(PruningMethod):
         return {n: log_alpha(m.weight, getattr(m, PARAM)).detach() <= threshold for n, m in layers.items()}
 
     def sparsifier(self, model: nn.Module, train_size: int) -> VariationalDropout:
-        return VariationalDropout(model, self.config, train_size)
+        return VariationalDropout(model, self.config, train_size, kl_weight=self.setting)
 
 
 def _layer_output(module: nn.Module, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
@@ -112,11 +114,17 @@ def _layer_output(module: nn.Module, x: torch.Tensor, weight: torch.Tensor, bias
 class VariationalDropout:
     """Attaches log sigma^2 parameters and noise hooks to the prunable layers of a model."""
 
-    def __init__(self, model: nn.Module, config: VariationalConfig, train_size: int):
+    def __init__(
+        self, model: nn.Module, config: VariationalConfig, train_size: int,
+        kl_weight: Callable[[str], float] | None = None,
+    ):
+        """`kl_weight(layer)`: each layer's KL weight (Variational.setting: its [prune]
+        overrides entry, else `config.kl_weight`)."""
         self.config = config
         self.training = config.variational  # what the training loop trains with
         self.train_size = train_size
         self.layers = prunable_layers(model, config.layers)
+        self.kl_weights = {n: kl_weight(n) if kl_weight else config.kl_weight for n in self.layers}
         self.handles = []
         self._step_log_alphas: dict[nn.Module, torch.Tensor] = {}  # this step's, for its KL term
         for module in self.layers.values():
@@ -138,18 +146,19 @@ class VariationalDropout:
         return output + torch.sqrt(variance + 1e-8) * torch.randn_like(output)
 
     def kl(self) -> torch.Tensor:
-        """Over every layer, with the log alpha this step's forward pass computed (once)."""
+        """Each layer's KL times its KL weight, summed, with the log alpha this step's forward
+        pass computed (once)."""
         cached, self._step_log_alphas = self._step_log_alphas, {}
         return sum(
-            kl_divergence(cached[m] if m in cached else log_alpha(m.weight, getattr(m, PARAM)))
-            for m in self.layers.values()
+            self.kl_weights[n] * kl_divergence(cached[m] if m in cached else log_alpha(m.weight, getattr(m, PARAM)))
+            for n, m in self.layers.items()
         )
 
     def loss(self, step: int, total_steps: int) -> torch.Tensor:
-        """The KL term per training sample, its weight ramped up over the first `kl_ramp`."""
+        """The KL term per training sample, its weights ramped up over the first `kl_ramp`."""
         ramp_steps = self.config.variational.kl_ramp * total_steps
         factor = 1.0 if ramp_steps <= 0 else min(1.0, step / ramp_steps)
-        return (self.config.kl_weight * factor / self.train_size) * self.kl()
+        return (factor / self.train_size) * self.kl()
 
     @torch.no_grad()
     def log_alphas(self) -> dict[str, torch.Tensor]:
