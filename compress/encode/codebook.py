@@ -10,8 +10,8 @@ weight-shared layer: compress.sharing), the file stores instead
   - `<name>.code`: uint8 code of each entry (0 for a bridge);
 and rebuilds the tensor under its old name with standard ops whose inputs are all
 constants: CumSum(Cast(gap)) - 1 -> positions, Gather(codebook, Cast(code)) -> values,
-ScatterND(ConstantOfShape(numel), positions, values) -> Reshape (a matrix may be stored
-transposed, walked column by column when that compresses smaller, and Transposed back). onnxruntime folds such a
+ScatterND(ConstantOfShape(numel), positions, values) -> Reshape (and Transpose, for a
+matrix stored column by column because that compresses smaller). onnxruntime folds such a
 subgraph into a plain initializer when the session is created (graph optimizations on, its
 default), so the model then runs at dense speed; with optimizations disabled the decode runs
 on every call. The rebuilt tensor equals the original bit for bit. Gaps and codes are one
@@ -75,11 +75,10 @@ def encode_codebook(model: onnx.ModelProto) -> dict[str, dict]:
         name = n = init.name
         # A matrix is walked in whichever order (rows or columns) compresses smaller: for a
         # MatMul weight [in, out], column order visits each output unit's inputs in turn.
-        transposed = array.ndim == 2 and xz_size(*gaps_and_codes(array.T.reshape(-1), codebook)) < xz_size(
-            *gaps_and_codes(array.reshape(-1), codebook))
-        stored = array.T if transposed else array
+        walks = [(array, False)] + ([(array.T, True)] if array.ndim == 2 else [])
+        encoded = [(gaps_and_codes(a.reshape(-1), codebook), a, t) for a, t in walks]
+        (gaps, codes), stored, transposed = min(encoded, key=lambda e: xz_size(*e[0]))  # a tie: rows
         flat = stored.reshape(-1)
-        gaps, codes = gaps_and_codes(flat, codebook)
         added += [
             numpy_helper.from_array(codebook, f"{name}.cb"),
             numpy_helper.from_array(gaps.reshape(-1, 1), f"{name}.gap"),
