@@ -130,9 +130,8 @@ class _Builder:
         return self.const(f"{base}.scale", scale.astype(np.float32))
 
 
-def _stream_bytes(codes: np.ndarray) -> int:
+def _stream_bytes(steps: np.ndarray, values: np.ndarray) -> int:
     """xz bytes of a weight's steps and codes: how much its walk order costs in a package."""
-    steps, values = delta_stream(codes.flatten())
     return xz_size(steps, values.astype(np.int8))
 
 
@@ -155,9 +154,9 @@ def _rebuild_sparse(b: _Builder, dq: onnx.NodeProto, options: PackOptions, outpu
     base = dq.input[0].removesuffix("_quantized")
     # A 2-D weight is walked in whichever order (rows or columns) compresses smaller: for a
     # MatMul weight [in, out], column order visits each output unit's inputs in turn.
-    transposed = codes.ndim == 2 and _stream_bytes(codes.T) < _stream_bytes(codes)
-    stored_codes = codes.T if transposed else codes
-    steps, values = delta_stream(stored_codes.flatten())
+    walks = [(codes, False)] + ([(codes.T, True)] if codes.ndim == 2 else [])
+    encoded = [(delta_stream(c.flatten()), c, t) for c, t in walks]
+    (steps, values), stored_codes, transposed = min(encoded, key=lambda e: _stream_bytes(*e[0]))  # a tie: rows
     steps_name = b.const(f"{base}.steps", steps)
     codes_name = b.const(f"{base}.codes", values)
     positions = b.node("CumSum", [b.node("Cast", [steps_name], f"{base}.steps64", to=TensorProto.INT64),
