@@ -20,11 +20,13 @@ byte each: the .xz package's order-0 literal coder brings them close to their en
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from compress.encode.onnx_tools import xz_size
+from compress.encode.onnx_tools import smaller_walk
 
 MAX_LEVELS = 255  # codes are bytes: 0 is the zero level
 MIN_SIZE = 16  # smaller tensors are not worth a decode subgraph
@@ -73,11 +75,7 @@ def encode_codebook(model: onnx.ModelProto) -> dict[str, dict]:
             kept.append(init)
             continue
         name = n = init.name
-        # A matrix is walked in whichever order (rows or columns) compresses smaller: for a
-        # MatMul weight [in, out], column order visits each output unit's inputs in turn.
-        walks = [(array, False)] + ([(array.T, True)] if array.ndim == 2 else [])
-        encoded = [(gaps_and_codes(a.reshape(-1), codebook), a, t) for a, t in walks]
-        (gaps, codes), stored, transposed = min(encoded, key=lambda e: xz_size(*e[0]))  # a tie: rows
+        (gaps, codes), stored, transposed = smaller_walk(array, partial(gaps_and_codes, codebook=codebook))
         flat = stored.reshape(-1)
         added += [
             numpy_helper.from_array(codebook, f"{name}.cb"),

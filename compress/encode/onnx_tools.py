@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import json
 import lzma
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -187,6 +188,18 @@ def xz_size(*arrays: np.ndarray) -> int:
     """Bytes of the arrays' raw bytes, one after another, under xz -9: what a choice of
     layout costs in a package (a quick estimate: PACKAGERS' xz tries more settings)."""
     return len(lzma.compress(b"".join(np.ascontiguousarray(a).tobytes() for a in arrays), preset=9))
+
+
+def smaller_walk(
+    array: np.ndarray, encode: Callable[[np.ndarray], tuple], cost: Callable[[tuple], int] | None = None,
+) -> tuple[tuple, np.ndarray, bool]:
+    """`encode` of the array walked by rows and, for a matrix, by columns: (the encoding that
+    costs less, xz_size of its arrays by default, a tie going to rows; the array as walked;
+    whether that is the transpose). For a MatMul weight [in, out], the column walk visits
+    each output unit's inputs in turn."""
+    walks = [(array, False)] + ([(array.T, True)] if array.ndim == 2 else [])
+    encoded = [(encode(a.reshape(-1)), a, transposed) for a, transposed in walks]
+    return min(encoded, key=lambda e: cost(e[0]) if cost else xz_size(*e[0]))
 
 
 def _xz(data: bytes) -> bytes:

@@ -46,7 +46,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from compress.encode.onnx_tools import xz_size
+from compress.encode.onnx_tools import smaller_walk, xz_size
 from compress.errors import CompressError
 
 ENCODING_NOTE = (
@@ -152,11 +152,8 @@ def _rebuild_sparse(b: _Builder, dq: onnx.NodeProto, options: PackOptions, outpu
     x = b.inits[dq.input[0]]
     codes = _array(x)
     base = dq.input[0].removesuffix("_quantized")
-    # A 2-D weight is walked in whichever order (rows or columns) compresses smaller: for a
-    # MatMul weight [in, out], column order visits each output unit's inputs in turn.
-    walks = [(codes, False)] + ([(codes.T, True)] if codes.ndim == 2 else [])
-    encoded = [(delta_stream(c.flatten()), c, t) for c, t in walks]
-    (steps, values), stored_codes, transposed = min(encoded, key=lambda e: _stream_bytes(*e[0]))  # a tie: rows
+    # Rows or, for a matrix, columns: whichever walk compresses smaller.
+    (steps, values), stored_codes, transposed = smaller_walk(codes, delta_stream, cost=lambda e: _stream_bytes(*e))
     steps_name = b.const(f"{base}.steps", steps)
     codes_name = b.const(f"{base}.codes", values)
     positions = b.node("CumSum", [b.node("Cast", [steps_name], f"{base}.steps64", to=TensorProto.INT64),
