@@ -132,6 +132,32 @@ def test_cpu_convolutions_train_in_channels_last_and_come_back_in_the_usual_layo
     assert training_layout(conv3d, torch.device("cpu")) is torch.contiguous_format  # 5-d weight
 
 
+class ViewsItsFeatures(nn.Module):
+    """The classic `x.view(x.size(0), -1)` flatten, which channels_last tensors refuse."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 5, stride=4)
+        self.fc = nn.Linear(4 * 6 * 6, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.conv(x))
+        return self.fc(x.view(x.size(0), -1))
+
+
+def test_a_model_that_cannot_run_in_channels_last_trains_in_the_usual_layout(tiny_data, fit_settings):
+    model = ViewsItsFeatures()
+    sample = torch.randn(2, 1, 28, 28)
+    with pytest.raises(RuntimeError):
+        model.to(memory_format=torch.channels_last)(sample.contiguous(memory_format=torch.channels_last))
+    model.to(memory_format=torch.contiguous_format)
+    assert training_layout(model, torch.device("cpu"), sample) is torch.contiguous_format
+    assert training_layout(build_model("lenet5", kwargs={"num_classes": 10}), torch.device("cpu"), sample) \
+        is torch.channels_last
+    fit(model, tiny_data, TrainConfig(epochs=1, lr=0.05), fit_settings(), desc="train")
+    assert evaluate(model, tiny_data, "test", 500, "cpu") > 0.5
+
+
 def test_training_in_channels_last_learns_what_the_usual_layout_learns(tiny_data, fit_settings, monkeypatch):
     import compress.training as training
 
@@ -143,7 +169,7 @@ def test_training_in_channels_last_learns_what_the_usual_layout_learns(tiny_data
         return model
 
     fast = trained(training_layout)
-    usual = trained(lambda model, device: torch.contiguous_format)
+    usual = trained(lambda model, device, sample=None: torch.contiguous_format)
     conv = fast.features[2].weight
     assert conv.is_contiguous()  # back in the usual layout for export and the encoders
     assert not torch.equal(conv, usual.features[2].weight)  # it did train in the other layout
