@@ -31,7 +31,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from compress.files import atomic_path, read_json, sha256_file, write_json
+from compress.files import atomic_path, read_json, sha256_file, stays_inside, write_json
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,9 @@ class StageCache:
             return None
         if record.get("inputs", {}) != inputs:
             log.info("%s: cache entry %s was made from other parent files; not used", stage, key)
+            return None
+        if not all(isinstance(rel, str) and stays_inside(rel) for rel in record.get("outputs", {})):
+            log.warning("%s: cache entry %s names an output outside its folder; not used", stage, key)
             return None
         for rel, digest in record.get("outputs", {}).items():
             file = entry / rel

@@ -29,6 +29,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from compress.errors import CompressError, ConfigError
+from compress.files import NAME_RULE, is_plain_name
 
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
@@ -412,7 +413,7 @@ class VerifyConfig(Section):
 
 
 class PipelineConfig(Section):
-    name: str = "pipeline"
+    name: str = "pipeline"  # the run folder's name, runs/<name>: a plain name (NAME_RULE), not a path
     description: str = ""
     data: DataConfig = IdxDataConfig()
     model: ModelConfig = ModelConfig(name="simplenet")
@@ -431,6 +432,13 @@ class PipelineConfig(Section):
     search: dict[str, str | list[Any]] = Field(default_factory=dict)
     # Folder of the pipeline file: relative paths in it are taken from there.
     base_dir: str = Field(".", exclude=True)
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        if not is_plain_name(value):
+            raise ValueError(f"{value!r} is not a plain name ({NAME_RULE}): it names the run folder runs/<name>")
+        return value
 
     @model_validator(mode="after")
     def _codebook_needs_sharing(self) -> PipelineConfig:
@@ -566,7 +574,11 @@ def _format_error(error: dict, data: dict) -> str:
 
 
 def parse_pipeline(data: dict[str, Any], name: str, base_dir: str | Path = ".") -> PipelineConfig:
+    """Validate a pipeline's data; `name` is its name unless the data sets one (the file's stem)."""
     data = dict(data)
+    if "name" not in data and not is_plain_name(name):
+        raise ConfigError(f"the file's name makes the pipeline name {name!r}, which is not a plain name "
+                          f"({NAME_RULE}): rename the file, or set name = \"...\" in it")
     data.setdefault("name", name)
     try:
         return PipelineConfig.model_validate({**data, "base_dir": str(base_dir)})

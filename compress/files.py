@@ -11,14 +11,48 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from compress.errors import FileSystemError, RunLockedError, file_system_error, os_error_in
+from compress.errors import (
+    CompressError,
+    FileSystemError,
+    RunLockedError,
+    file_system_error,
+    os_error_in,
+)
 
 TEMP_SUFFIX = ".tmp"  # of the files atomic_path writes before renaming them into place
+
+# A pipeline's name is its run folder's name (runs/<name>), so it must be a name, not a path:
+# a pipeline file from someone else must not make `compress run` write outside runs/.
+NAME_RULE = "letters, digits, '.', '_' and '-', starting with a letter or digit, at most 100 characters"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def is_plain_name(name: object) -> bool:
+    """Whether `name` follows NAME_RULE (so it is one path component, never `.` or `..`)."""
+    return isinstance(name, str) and _NAME.fullmatch(name) is not None
+
+
+def child_path(parent: str | os.PathLike, name: str, what: str) -> Path:
+    """`parent / name` for a folder or file name built from settings or data (a sweep
+    variant, a tune point): refused unless `name` is one path component inside `parent`."""
+    if name in ("", ".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise CompressError(f"{what} {name!r} is not a usable folder name: it must not be empty, "
+                            "'.' or '..', nor hold '/' or '\\'")
+    return Path(parent) / name
+
+
+def stays_inside(relative: str) -> bool:
+    """Whether the relative path `relative` (read from a stage record) names a file inside
+    the folder it is joined to: not absolute, no `..`. A record edited by hand, or copied
+    from someone else, must not make a rerun read or write elsewhere."""
+    path = Path(relative)
+    return bool(relative) and not path.is_absolute() and ".." not in path.parts and "\0" not in relative
 
 
 def _umask() -> int:

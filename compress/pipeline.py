@@ -40,6 +40,7 @@ from compress.files import (
     read_json,
     remove_stale_temp_files,
     sha256_file,
+    stays_inside,
     write_json,
 )
 from compress.registry import factory_source
@@ -138,6 +139,9 @@ def cached_record(run_dir: Path, name: str, key: str, inputs: dict[str, str]) ->
         return None
     if record.get("inputs", {}) != inputs:
         log.warning("%s: the files it was made from have changed; running the stage again", name)
+        return None
+    if not all(isinstance(rel, str) and stays_inside(rel) for rel in record.get("outputs", {})):
+        log.warning("%s: its stage.json names an output outside the run folder; running the stage again", name)
         return None
     for rel, digest in record.get("outputs", {}).items():
         file = run_dir / rel

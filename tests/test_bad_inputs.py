@@ -22,7 +22,13 @@ import torch
 from click.testing import CliRunner
 from tiny_mnist import STEMS, files_under, idx_bytes, tiny_arrays, write_pipeline, write_tiny_mnist
 
+from compress.analysis.tune import tune
+from compress.cache import StageCache
 from compress.cli import main
+from compress.config import parse_pipeline
+from compress.errors import CompressError, ConfigError
+from compress.files import child_path, sha256_file, write_json
+from compress.pipeline import cached_record
 
 NET_PY = """
 import torch.nn as nn
@@ -178,6 +184,18 @@ CASES = [
          pipeline="folder.toml", files={"folder.toml/x": ""}, sections=None),
     Case("pipeline-not-text", r"binary\.toml is not a UTF-8 text file \(byte 0\)", pipeline="binary.toml",
          files={"binary.toml": b"\xff\xfe\x00junk"}, sections=None),
+    # --- the pipeline's name is its run folder's name: a name, never a path
+    Case("name-leaves-runs", r"pipeline\.toml: name: '\.\./\.\./etc' is not a plain name \(letters, digits, '\.', "
+         r"'_' and '-', starting with a letter or digit, at most 100 characters\): it names the run folder",
+         text="name = '../../etc'\n"),
+    Case("name-absolute", r"name: '/tmp/x' is not a plain name", text="name = '/tmp/x'\n"),
+    Case("name-two-parts", r"name: 'a/b' is not a plain name", text="name = 'a/b'\n"),
+    Case("name-dot-dot", r"name: '\.\.' is not a plain name", text="name = '..'\n"),
+    Case("name-empty", r"name: '' is not a plain name", text="name = ''\n"),
+    Case("name-from-file-stem", r"the file's name makes the pipeline name '\.\.', which is not a plain name .*: "
+         r"rename the file, or set name = \"\.\.\.\" in it", pipeline="...toml"),
+    Case("name-from-file-stem-with-space", r"the file's name makes the pipeline name 'my pipeline'",
+         pipeline="my pipeline.toml"),
     # --- the model
     Case("unknown-model", r"unknown model 'simplnet' \(did you mean 'simplenet'\?\); known: .*simplenet",
          {"model": {"name": "simplnet"}}),
@@ -338,3 +356,71 @@ def test_fixing_the_mistake_makes_validate_pass(tmp_path: Path, tiny_root: Path)
     result = CliRunner().invoke(main, ["validate", str(pipeline)])
     assert result.exit_code == 0, result.output
     assert "good.toml: ok (good: simplenet on mnist)" in result.stdout
+
+
+# --- names and paths built from settings or records, checked one by one
+
+
+@pytest.mark.parametrize("name", ["mnist", "lenet5-vd", "run_2", "v1.2", "A", "9lives", "x" * 100])
+def test_a_plain_name_is_accepted(name: str):
+    assert parse_pipeline({"name": name}, name="p").name == name
+
+
+@pytest.mark.parametrize("name", ["../x", "/tmp/x", "a/b", "a\\b", ".", "..", "", ".hidden", "-rf", "a b",
+                                  "caf\u00e9", "x" * 101, "a\nb"])
+def test_a_name_that_is_not_one_plain_folder_name_is_refused(name: str):
+    with pytest.raises(ConfigError, match=r"^name: .* is not a plain name"):
+        parse_pipeline({"name": name}, name="p")
+
+
+def test_run_without_out_writes_nothing_outside_runs_for_a_name_that_climbs(tmp_path: Path, tiny_root: Path,
+                                                                             monkeypatch):
+    work = tmp_path / "work"
+    pipeline = write_pipeline(work / "p.toml", tiny_root)
+    pipeline.write_text('name = "../../escaped"\n' + pipeline.read_text())
+    monkeypatch.chdir(work)
+    before = files_under(tmp_path)
+    result = CliRunner().invoke(main, ["run", str(pipeline), "--no-progress", "--threads", "1"])
+    assert result.exit_code == 2, result.output
+    assert "is not a plain name" in result.stderr
+    assert files_under(tmp_path) == before
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "a/b", "/abs", "a\\b"])
+def test_a_derived_folder_name_must_be_one_component(name: str, tmp_path: Path):
+    with pytest.raises(CompressError, match=r"sweep variant .* is not a usable folder name"):
+        child_path(tmp_path, name, "sweep variant")
+
+
+def test_child_path_keeps_sweep_variant_names(tmp_path: Path):
+    assert child_path(tmp_path, "variants-dynamic+static", "sweep variant") == tmp_path / "variants-dynamic+static"
+
+
+def test_tune_refuses_a_parameter_whose_point_folders_would_leave_out(tmp_path: Path, tiny_root: Path):
+    pipeline = write_pipeline(tmp_path / "p.toml", tiny_root)
+    before = files_under(tmp_path)
+    with pytest.raises(CompressError, match=r"tune point '/tmp/evil-0' is not a usable folder name"):
+        tune(pipeline, 1.0, tmp_path / "out", param="model.kwargs./tmp/evil", low=0.0, high=1.0)
+    assert files_under(tmp_path) == before
+
+
+def _record_naming(rel: str) -> dict:
+    return {"name": "train", "key": "k", "inputs": {}, "seconds": 1.0, "metrics": {}, "outputs": {rel: ""}}
+
+
+@pytest.mark.parametrize("rel", ["../outside.pt", "train/../../outside.pt", "{tmp}/elsewhere/outside.pt"])
+def test_a_stage_record_naming_a_file_outside_its_folder_is_not_used(rel: str, tmp_path: Path):
+    """A run folder or cache entry copied from someone else must not make a rerun link or
+    copy files outside it."""
+    rel = rel.format(tmp=tmp_path)  # an absolute path, under tmp_path all the same
+    run_dir, entry = tmp_path / "run", tmp_path / "cache" / "train" / "k"
+    for folder in (run_dir, entry):
+        target = folder / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(b"w")  # present and matching: only its place is wrong
+        record = _record_naming(rel)
+        record["outputs"][rel] = sha256_file(target)
+        write_json(folder / ("train/stage.json" if folder is run_dir else "stage.json"), record)
+    assert cached_record(run_dir, "train", "k", {}) is None
+    assert StageCache(tmp_path / "cache").fetch("train", "k", {}, tmp_path / "other") is None
+    assert not (tmp_path / "other").exists()

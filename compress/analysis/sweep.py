@@ -32,7 +32,7 @@ from compress.analysis.variants import (
     variant_names,
 )
 from compress.config import load_pipeline
-from compress.files import write_json, write_text
+from compress.files import child_path, write_json, write_text
 from compress.results import DENSE
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,8 @@ def run_sweep(
     cache = Path(cache_dir).resolve() if cache_dir else out / "cache"
     root = str(Path(data_root).expanduser().resolve()) if data_root else None
     tasks = [{"name": v["name"], "overrides": v["overrides"], "pipeline": str(pipeline),
-              "run_dir": str(out / v["name"]), "data_root": root, "cache_dir": str(cache), "device": device}
+              "run_dir": str(child_path(out, v["name"], "sweep variant")), "data_root": root,
+              "cache_dir": str(cache), "device": device}
              for v in variants]
     log.info("sweep of %s: %d variants into %s", config.name, len(tasks), out)
     results = run_tasks(tasks, jobs=jobs, ray_address=ray_address)

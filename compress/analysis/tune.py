@@ -34,7 +34,7 @@ from compress.analysis.runner import run_variant
 from compress.analysis.sweep import delta
 from compress.config import PipelineConfig, ignored_by, load_pipeline, pruning_method
 from compress.errors import CompressError
-from compress.files import write_json, write_text
+from compress.files import child_path, write_json, write_text
 from compress.results import DENSE, VAL, Report, baseline_of, drop_pts
 
 log = logging.getLogger(__name__)
@@ -133,24 +133,26 @@ def tune(
         raise CompressError(f"--low {low:g} must be below --high {high:g}")
     if steps < 0:
         raise CompressError(f"--steps {steps}: give 0 or more")
-    for value in (low, high):  # every point's settings are valid before any work
-        config.with_overrides(point_overrides(config, param, value))
-    check_inputs(config, data_root)
     out = Path(out_dir).resolve()
+    short = param.split(".")[-1]
+    for value in (low, high):  # every point's settings and folder name are valid before any work
+        config.with_overrides(point_overrides(config, param, value))
+        child_path(out, f"{short}-{value:g}", "tune point")
+    check_inputs(config, data_root)
     cache = Path(cache_dir).resolve() if cache_dir else out / "cache"
     root = str(Path(data_root).expanduser().resolve()) if data_root else None
     geometric = method.tune_geometric and _searches_strength(config, param)
-    short = param.split(".")[-1]
     points: list[dict] = []
 
     def try_value(value: float) -> dict:
         overrides = {**(fixed or {}), **point_overrides(config, param, value)}
         name = f"{short}-{value:g}"
+        run_dir = child_path(out, name, "tune point")
         log.info("tune: %s = %g (point %d)", param, value, len(points) + 1)
         result = run_variant({"name": name, "overrides": overrides, "pipeline": str(pipeline),
-                              "run_dir": str(out / name), "data_root": root, "cache_dir": str(cache),
+                              "run_dir": str(run_dir), "data_root": root, "cache_dir": str(cache),
                               "device": device})
-        point = {"value": value, "run_dir": str(out / name), **evaluate_point(result["report"], max_drop)}
+        point = {"value": value, "run_dir": str(run_dir), **evaluate_point(result["report"], max_drop)}
         points.append(point)
         best = point["best"]
         log.info("tune: %s = %g: sparsity %.2f%%, best %s %.2f%% (%+.2f pts), %s bytes: %s",
