@@ -20,10 +20,12 @@ when its signature has an `input_shape` parameter, with the shape of one sample:
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import importlib.util
 import inspect
+import io
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -117,6 +119,38 @@ def accepts_input_shape(factory: ModelFactory) -> bool:
         return False
 
 
+def _exit_status(exc: SystemExit) -> str:
+    """sys.exit's argument as the user sees it: an exit status, or the message it printed."""
+    if exc.code is None or isinstance(exc.code, int):
+        return f"exit status {exc.code or 0}"
+    return f"message {_first_line(exc.code)!r}, exit status 1"
+
+
+def _first_line(value: object) -> str:
+    text = str(value).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def _import_quietly(spec, module, path: Path, printed: io.StringIO) -> None:
+    """Run the model file as a module. It sees the command line `python <file>` (not
+    compress's own arguments, which a module-level argparse would reject), and what it
+    prints is held back: shown after a successful import, summed up in the error otherwise
+    (so a failure stays one line)."""
+    argv = sys.argv
+    sys.argv = [str(path)]
+    try:
+        with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
+            spec.loader.exec_module(module)
+    finally:
+        sys.argv = argv
+    sys.stderr.write(printed.getvalue())
+
+
 def load_user_class(path: str | Path, class_name: str) -> type[nn.Module]:
     """Import `class_name` from the Python file at `path` (runs that file's code)."""
     path = Path(path)
@@ -126,11 +160,20 @@ def load_user_class(path: str | Path, class_name: str) -> type[nn.Module]:
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
+    printed = io.StringIO()
     try:
-        spec.loader.exec_module(module)
-    except Exception as exc:
+        _import_quietly(spec, module, path, printed)
+    except SystemExit as exc:  # a training script's argparse or sys.exit() at module level
         del sys.modules[module_name]
-        raise CompressError(f"model file {path} failed to import: {type(exc).__name__}: {exc}") from None
+        said = _last_line(printed.getvalue())
+        raise CompressError(
+            f"model file {path} called sys.exit() while being imported ({_exit_status(exc)}"
+            + (f"; it printed {said!r}" if said else "")
+            + "): put the script's own code under `if __name__ == \"__main__\":`"
+        ) from None
+    except Exception as exc:  # KeyboardInterrupt is not an Exception: Ctrl-C stays Ctrl-C
+        del sys.modules[module_name]
+        raise CompressError(f"model file {path} failed to import: {type(exc).__name__}: {_first_line(exc)}") from None
     cls = getattr(module, class_name, None)
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         classes = [n for n, v in vars(module).items() if isinstance(v, type) and issubclass(v, nn.Module) and v.__module__ == module_name]
@@ -163,3 +206,5 @@ def build_model(
         return factory(**kwargs)
     except TypeError as exc:
         raise CompressError(f"{label} does not accept arguments {given}: {exc}") from None
+    except SystemExit as exc:  # a constructor that parses the command line, say
+        raise CompressError(f"building {label} called sys.exit() ({_exit_status(exc)})") from None

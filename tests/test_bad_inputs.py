@@ -29,6 +29,7 @@ from compress.config import parse_pipeline
 from compress.errors import CompressError, ConfigError
 from compress.files import child_path, sha256_file, write_json
 from compress.pipeline import cached_record
+from compress.registry import load_user_class
 
 NET_PY = """
 import torch.nn as nn
@@ -59,6 +60,32 @@ class Picky(nn.Module):
 """
 
 
+EXITS_PY = "import sys\n\nsys.exit(3)\n"
+ARGPARSE_PY = """
+import argparse
+
+import torch.nn as nn
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--epochs", type=int, required=True)
+args = parser.parse_args()
+
+
+class Net(nn.Module):
+    pass
+"""
+RAISES_PY = "raise RuntimeError('needs a GPU\\nsee the README')\n"
+QUITTER_PY = """
+import sys
+
+import torch.nn as nn
+
+
+class Quitter(nn.Module):
+    def __init__(self, num_classes=10):
+        super().__init__()
+        sys.exit("no config given")
+"""
 class Holder:
     """A custom class: saving an instance makes a file only full unpickling can load."""
 
@@ -217,6 +244,17 @@ CASES = [
          user_model("Nett"), files={"net.py": NET_PY}),
     Case("model-file-broken", r"model file .*broken\.py failed to import: SyntaxError",
          user_model("Net", path="broken.py"), files={"broken.py": "class Net(:\n"}),
+    Case("model-file-exits", r"model file .*exits\.py called sys\.exit\(\) while being imported \(exit status 3\): "
+         r"put the script's own code under `if __name__ == \"__main__\":`$",
+         user_model("Net", path="exits.py"), files={"exits.py": EXITS_PY}),
+    Case("model-file-argparse", r"model file .*train\.py called sys\.exit\(\) while being imported \(exit status 2; "
+         r"it printed 'train\.py: error: the following arguments are required: --epochs'\): put the script's own",
+         user_model("Net", path="train.py"), files={"train.py": ARGPARSE_PY}),
+    Case("model-file-raises", r"model file .*gpu\.py failed to import: RuntimeError: needs a GPU$",
+         user_model("Net", path="gpu.py"), files={"gpu.py": RAISES_PY}),
+    Case("model-constructor-exits", r"building model Quitter from .*quit\.py called sys\.exit\(\) "
+         r"\(message 'no config given', exit status 1\)$",
+         user_model("Quitter", path="quit.py"), files={"quit.py": QUITTER_PY}),
     Case("model-constructor-fails", r"building the model failed: ValueError: num_classes must be even",
          user_model("Picky"), files={"net.py": NET_PY}),
     Case("model-output-wrong-classes", r"the model outputs \(2, 5\) but mnist has 10 classes: expected logits of shape \(batch, 10\)",
@@ -424,3 +462,17 @@ def test_a_stage_record_naming_a_file_outside_its_folder_is_not_used(rel: str, t
     assert cached_record(run_dir, "train", "k", {}) is None
     assert StageCache(tmp_path / "cache").fetch("train", "k", {}, tmp_path / "other") is None
     assert not (tmp_path / "other").exists()
+
+
+def test_a_model_file_interrupted_by_ctrl_c_stays_an_interrupt(tmp_path: Path):
+    path = tmp_path / "slow.py"
+    path.write_text("raise KeyboardInterrupt\n")
+    with pytest.raises(KeyboardInterrupt):
+        load_user_class(path, "Net")
+
+
+def test_a_model_file_imports_with_its_own_command_line_and_its_output_shown(tmp_path: Path, capsys):
+    path = tmp_path / "net.py"
+    path.write_text("import sys\nprint('argv', sys.argv[1:])\n" + NET_PY)
+    assert load_user_class(path, "Net").__name__ == "Net"
+    assert "argv []" in capsys.readouterr().err
