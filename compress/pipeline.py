@@ -32,7 +32,7 @@ from compress import __version__
 from compress.cache import StageCache
 from compress.checkpoint import build_from_spec, load_user_weights, model_spec
 from compress.config import PipelineConfig
-from compress.data import Dataset, data_root, load_data, peek_data
+from compress.data import Dataset, check_files, load_data, peek_data
 from compress.errors import CompressError
 from compress.files import (
     hash_object,
@@ -162,10 +162,7 @@ def check_model(config: PipelineConfig, input_shape: tuple[int, ...], num_classe
     except Exception as exc:  # the user's own constructor
         raise CompressError(f"building the model failed: {type(exc).__name__}: {_first_line(exc)}") from None
     if config.model.weights is not None:
-        weights = config.resolve(config.model.weights)
-        if not weights.is_file():
-            raise CompressError(f"model.weights file {weights} does not exist")
-        load_user_weights(model, weights)
+        load_user_weights(model, config.resolve(config.model.weights))
     x = torch.zeros(2, *input_shape)
     try:
         with torch.no_grad():
@@ -191,26 +188,31 @@ def _first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else ""
 
 
+def check_paths(config: PipelineConfig, data_root: str | None = None) -> None:
+    """That every file and folder the pipeline names exists ([model] path and weights, the
+    data's root, an image folder's train/, a CSV table's files), before anything is loaded:
+    a missing file is reported at once, not after the data set has been read."""
+    for key, path in (("model", config.model.path), ("model.weights", config.model.weights)):
+        resolved = config.resolve(path)
+        if resolved is not None and not resolved.is_file():
+            what = "is a folder, not a file" if resolved.is_dir() else "does not exist"
+            raise CompressError(f"{key} file {resolved} {what}")
+    check_files(config.data, config.base_dir, data_root)
+
+
 def check_pipeline(config: PipelineConfig) -> None:
-    """What `compress validate` checks beyond the file itself: the model, against the data
-    set's input shape and classes, known without decoding the data (skipped when the data
-    is not there to look at), and that it exports to ONNX."""
+    """What `compress validate` checks beyond the file itself: the files it names, the
+    model, against the data set's input shape and classes, known without decoding the data
+    (skipped when the data is not there to look at), and that it exports to ONNX."""
+    check_paths(config)
     shape = peek_data(config.data, config.base_dir)
     if shape is not None:
         check_model(config, shape[0], shape[1], config.data.name)
 
 
-_data_root = data_root  # the parameter below shadows it
-
-
 def check_inputs(config: PipelineConfig, data_root: str | None) -> Dataset:
-    """Everything that can be checked before the run folder is touched: data and model."""
-    explicit = data_root is not None or config.data.root is not None
-    root = _data_root(config.data, config.base_dir, data_root)
-    if explicit and root is not None and not root.is_dir():
-        source = "--data-root" if data_root and root == Path(data_root).expanduser() else "[data] root"
-        what = "is not a folder" if root.exists() else "does not exist"
-        raise CompressError(f"data root {root} ({source}) {what}")
+    """Everything that can be checked before the run folder is touched: files, data, model."""
+    check_paths(config, data_root)
     data = load_data(config.data, config.base_dir, data_root)
     check_model(config, data.input_shape, data.num_classes, data.name)
     return data

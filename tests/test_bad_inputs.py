@@ -86,6 +86,19 @@ class Quitter(nn.Module):
         super().__init__()
         sys.exit("no config given")
 """
+IRIS_CSV = "sepal,petal_length,species\n1.0,2.0,setosa\n3.0,4.0,virginica\n5.0,6.0,setosa\n"
+
+
+def csv_data(**more) -> dict:
+    """[data] for a CSV table t.csv in the pipeline's folder, read with an MLP."""
+    return {"data": {"name": "csv", "root": None, "train": "t.csv", "label": "species", **more},
+            "model": {"name": "logreg", "kwargs": {}}}
+
+
+def images_data(**more) -> dict:
+    return {"data": {"name": "imagefolder", "root": "photos", **more}}
+
+
 class Holder:
     """A custom class: saving an instance makes a file only full unpickling can load."""
 
@@ -262,6 +275,13 @@ CASES = [
     Case("model-input-wrong-shape", r"the model does not accept mnist images of shape \(2, 1, 28, 28\): RuntimeError: ",
          user_model("Small"), files={"net.py": NET_PY}),
     Case("weights-missing", r"model\.weights file .*absent\.pt does not exist", {"model": {"weights": "absent.pt"}}),
+    # every file the pipeline names is looked for before the data is read
+    Case("weights-missing-before-data", r"model\.weights file .*absent\.pt does not exist",
+         {"model": {"weights": "absent.pt"}}, data=_mutate("train-images", lambda b: b[: len(b) // 2])),
+    Case("model-file-missing-before-data", r"model file .*nope\.py does not exist",
+         user_model("Net", path="nope.py"), data=_mutate("train-images", lambda b: b[: len(b) // 2])),
+    Case("weights-is-a-folder", r"model\.weights file .*saved is a folder, not a file",
+         {"model": {"weights": "saved"}}, files={"saved/model.pt": ""}),
     Case("weights-custom-class", r"refusing to load weights file .*weights\.pt: it refers to the Python object \S*Holder, which only full unpickling can load, and that could run code",
          user_model("Net", weights="weights.pt"), files={"net.py": NET_PY, "weights.pt": _save(Holder)}),
     Case("weights-do-not-fit", r"weights file .*weights\.pt does not fit the model: keys 1 missing \(fc\.bias\)$",
@@ -289,9 +309,17 @@ CASES = [
     Case("data-root-missing", r"data root .*nowhere \(--data-root\) does not exist",
          args=("--data-root", "{tmp}/nowhere"), validate=False),
     Case("data-root-in-file-missing", r"data root .*nowhere \(\[data\] root\) does not exist",
-         {"data": {"root": "nowhere"}}, validate=False),
+         {"data": {"root": "nowhere"}}),
     Case("data-root-is-a-file", r"data root .*pipeline\.toml \(\[data\] root\) is not a folder",
-         {"data": {"root": "pipeline.toml"}}, validate=False),
+         {"data": {"root": "pipeline.toml"}}),
+    Case("csv-file-missing", r"CSV file .*t\.csv does not exist", csv_data()),
+    Case("csv-test-file-missing", r"CSV file .*u\.csv does not exist", csv_data(test="u.csv"),
+         files={"t.csv": IRIS_CSV}),
+    Case("csv-file-is-a-folder", r"CSV file .*t\.csv is not a file", csv_data(), files={"t.csv/x": ""}),
+    Case("image-folder-missing", r"data root .*photos \(\[data\] root\) does not exist", images_data()),
+    Case("image-folder-without-train", r"photos has no train/ folder: expected .*photos/train/<class>/<image>",
+         images_data(), files={"photos/test/cat/a.png": ""}),
+    Case("image-folder-without-root", r"\[data\] name = 'imagefolder' needs root", images_data(root=None)),
     Case("data-root-option-is-a-file", r"data root .*pipeline\.toml \(--data-root\) is not a folder",
          args=("--data-root", "{tmp}/pipeline.toml"), validate=False),
     Case("data-file-missing", r"mnist: t10k-labels-idx1-ubyte\[\.gz\] not found and download is off \(\[data\] download = false\)\. Put the IDX files in one of: ",

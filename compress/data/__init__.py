@@ -38,8 +38,8 @@ from compress.errors import DataError
 
 __all__ = [
     "DATASETS", "IDX_IMAGES_MAGIC", "IDX_LABELS_MAGIC", "SOURCES", "SPLITS", "SPLIT_FILES", "Dataset",
-    "DatasetSpec", "channel_stats", "data_root", "load_data", "load_dataset", "locate_files", "peek_data",
-    "read_idx",
+    "DatasetSpec", "channel_stats", "check_files", "data_root", "load_data", "load_dataset", "locate_files",
+    "peek_data", "read_idx",
 ]
 
 # name -> the module that reads it
@@ -80,12 +80,35 @@ def data_root(config, base_dir: str | Path = ".", override: str | Path | None = 
     return Path("data")
 
 
+def check_files(config, base_dir: str | Path = ".", override: str | Path | None = None) -> None:
+    """That the folders and files `config` names exist, without reading them: a root given
+    in [data] or with --data-root, an image folder's train/, a CSV table's files. Cheap, so
+    `run` and `validate` call it before anything is loaded."""
+    root = data_root(config, base_dir, override)
+    explicit = override is not None or config.root is not None
+    if explicit and root is not None and not root.is_dir():
+        source = "--data-root" if override is not None and root == Path(override).expanduser() else "[data] root"
+        what = "is not a folder" if root.exists() else "does not exist"
+        raise DataError(f"data root {root} ({source}) {what}")
+    if config.name == "imagefolder":
+        if root is None:
+            raise DataError(IMAGEFOLDER_NEEDS_ROOT)
+        imagefolder.check_root(root)
+    if config.name == "csv":
+        for name in (config.train, config.test):
+            if name is not None:
+                csv_table.check_file(csv_table.resolve(root, name))
+
+
+IMAGEFOLDER_NEEDS_ROOT = "[data] name = 'imagefolder' needs root: the folder holding train/<class>/<image>"
+
+
 def load_data(config, base_dir: str | Path = ".", override: str | Path | None = None) -> Dataset:
     """The Dataset a pipeline's [data] section describes."""
     root = data_root(config, base_dir, override)
     if config.name == "imagefolder":
         if root is None:
-            raise DataError("[data] name = 'imagefolder' needs root: the folder holding train/<class>/<image>")
+            raise DataError(IMAGEFOLDER_NEEDS_ROOT)
         return imagefolder.load(config, root)
     if config.name == "csv":
         return csv_table.load(config, root)

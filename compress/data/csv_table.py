@@ -32,10 +32,14 @@ from compress.files import sha256_file
 DEFAULT_TEST_FRACTION = 0.2
 
 
-def read_table(path: Path, label: str, features: list[str] | None) -> tuple[list[str], np.ndarray, list[str]]:
-    """(feature names, float32 values [N, F], label strings) of one CSV file."""
+def check_file(path: Path) -> None:
     if not path.is_file():
         raise DataError(f"CSV file {path} {'is not a file' if path.exists() else 'does not exist'}")
+
+
+def read_table(path: Path, label: str, features: list[str] | None) -> tuple[list[str], np.ndarray, list[str]]:
+    """(feature names, float32 values [N, F], label strings) of one CSV file."""
+    check_file(path)
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             rows = list(csv.reader(f))
@@ -116,19 +120,20 @@ def _canonical(label: str) -> str:
     return str(int(label)) if _is_int(label) else label
 
 
-def _resolve(base: Path, name: str) -> Path:
+def resolve(base: Path, name: str) -> Path:
+    """A [data] train/test file name, taken from `base` unless absolute."""
     path = Path(name).expanduser()
     return path if path.is_absolute() else base / path
 
 
 def load(config, base: Path) -> Dataset:
     """The CSV table(s) of `config` as a Dataset; relative file names are taken from `base`."""
-    train_path = _resolve(base, config.train)
+    train_path = resolve(base, config.train)
     names, x_train, y_train = read_table(train_path, config.label, config.features)
     files = {str(train_path): sha256_file(train_path)}
     y_train = [_canonical(v) for v in y_train]
     if config.test is not None:
-        test_path = _resolve(base, config.test)
+        test_path = resolve(base, config.test)
         test_names, x_test, y_test = read_table(test_path, config.label, config.features or names)
         y_test = [_canonical(v) for v in y_test]
         if test_names != names:
@@ -166,7 +171,7 @@ def load(config, base: Path) -> Dataset:
 
 def peek(config, base: Path) -> tuple[tuple[int, ...], int] | None:
     """Input shape and number of classes (reads the training file)."""
-    path = _resolve(base, config.train)
+    path = resolve(base, config.train)
     if not path.is_file():
         return None
     names, _, labels = read_table(path, config.label, config.features)

@@ -76,12 +76,17 @@ def list_split(folder: Path) -> dict[str, list[str]]:
     return found
 
 
-def _layout(root: Path, test_fraction: float | None) -> dict[str, dict[str, list[str]]]:
+def check_root(root: Path) -> None:
+    """That `root` is a folder with a train/ folder in it (without listing the images)."""
     if not root.is_dir():
         raise DataError(f"image folder {root} {'is not a folder' if root.exists() else 'does not exist'}")
-    train_dir, test_dir = root / "train", root / "test"
-    if not train_dir.is_dir():
+    if not (root / "train").is_dir():
         raise DataError(f"{root} has no train/ folder: expected {root}/train/<class>/<image>")
+
+
+def _layout(root: Path, test_fraction: float | None) -> dict[str, dict[str, list[str]]]:
+    check_root(root)
+    train_dir, test_dir = root / "train", root / "test"
     layout = {"train": list_split(train_dir)}
     if test_dir.is_dir():
         if test_fraction is not None:
