@@ -10,7 +10,6 @@ checked before any work starts. Values are literals only: nothing in the file is
 
 from __future__ import annotations
 
-import difflib
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -28,7 +27,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from compress.errors import CompressError, ConfigError
+from compress.errors import CompressError, ConfigError, closest
 from compress.files import NAME_RULE, is_plain_name
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -561,8 +560,8 @@ def _format_error(error: dict, data: dict) -> str:
     if error["type"] == "extra_forbidden":
         parent = _model_at(loc[:-1], data, data_model)
         known = _field_names(parent) if parent else []
-        close = difflib.get_close_matches(str(loc[-1]), known, n=1)
-        hint = f"; did you mean {'.'.join([*map(str, loc[:-1]), close[0]])!r}?" if close else ""
+        close = closest(str(loc[-1]), known)
+        hint = f"; did you mean {'.'.join([*map(str, loc[:-1]), close])!r}?" if close else ""
         if not close and len(loc) == 2 and loc[0] == "prune" and (owner := _other_prune_method(str(loc[-1]))):
             hint = f"; it is a setting of method = {owner}"
         kind = "section" if len(loc) == 1 else "key"

@@ -4,6 +4,7 @@ output failed the tool's own check)."""
 
 from __future__ import annotations
 
+import difflib
 import errno
 import os
 
@@ -46,6 +47,16 @@ class FileSystemError(CompressError):
     prints one line naming the path and exits with status 1; nothing half-written is left."""
 
     exit_status = 1
+
+
+def closest(name: str, known: list[str]) -> str | None:
+    """The known name the user probably meant, for a "did you mean": one that differs only
+    in case, else the closest spelling (difflib), else None."""
+    same = [k for k in known if k.casefold() == name.casefold()]
+    if same:
+        return same[0]
+    close = difflib.get_close_matches(name, known, n=1)
+    return close[0] if close else None
 
 
 # errno -> what the user needs to do about it

@@ -21,7 +21,6 @@ when its signature has an `input_shape` parameter, with the shape of one sample:
 from __future__ import annotations
 
 import contextlib
-import difflib
 import importlib
 import importlib.util
 import inspect
@@ -33,7 +32,7 @@ from typing import Any
 
 import torch.nn as nn
 
-from compress.errors import CompressError
+from compress.errors import CompressError, closest
 
 ModelFactory = Callable[..., nn.Module]
 _REGISTRY: dict[str, ModelFactory] = {}
@@ -88,8 +87,8 @@ def describe(factory: ModelFactory) -> str:
 
 
 def unknown_name_message(kind: str, name: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(name, known, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    close = closest(name, known)
+    hint = f" (did you mean {close!r}?)" if close else ""
     return f"unknown {kind} {name!r}{hint}; known: {', '.join(known)}"
 
 

@@ -26,7 +26,7 @@ from compress.analysis.tune import tune
 from compress.cache import StageCache
 from compress.cli import main
 from compress.config import parse_pipeline
-from compress.errors import CompressError, ConfigError
+from compress.errors import CompressError, ConfigError, closest
 from compress.files import child_path, sha256_file, write_json
 from compress.pipeline import cached_record
 from compress.registry import load_user_class
@@ -316,6 +316,11 @@ CASES = [
     Case("csv-test-file-missing", r"CSV file .*u\.csv does not exist", csv_data(test="u.csv"),
          files={"t.csv": IRIS_CSV}),
     Case("csv-file-is-a-folder", r"CSV file .*t\.csv is not a file", csv_data(), files={"t.csv/x": ""}),
+    Case("csv-label-wrong-case", r"t\.csv has no label column 'Species'; did you mean 'species'\? "
+         r"\(columns: sepal, petal_length, species\)$", csv_data(label="Species"), files={"t.csv": IRIS_CSV}),
+    Case("csv-feature-misspelt", r"t\.csv has no column 'petal_lenght' named in \[data\] features; "
+         r"did you mean 'petal_length'\? \(columns: ", csv_data(features=["sepal", "petal_lenght"]),
+         files={"t.csv": IRIS_CSV}),
     Case("image-folder-missing", r"data root .*photos \(\[data\] root\) does not exist", images_data()),
     Case("image-folder-without-train", r"photos has no train/ folder: expected .*photos/train/<class>/<image>",
          images_data(), files={"photos/test/cat/a.png": ""}),
@@ -504,3 +509,12 @@ def test_a_model_file_imports_with_its_own_command_line_and_its_output_shown(tmp
     path.write_text("import sys\nprint('argv', sys.argv[1:])\n" + NET_PY)
     assert load_user_class(path, "Net").__name__ == "Net"
     assert "argv []" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("name", "known", "meant"), [
+    ("Species", ["sepal", "species"], "species"),
+    ("petal_lenght", ["sepal", "petal_length"], "petal_length"),
+    ("colour", ["threads", "repetitions"], None),
+])
+def test_did_you_mean_prefers_a_name_that_differs_only_in_case(name, known, meant):
+    assert closest(name, known) == meant

@@ -26,10 +26,15 @@ import torch
 
 from compress.data.dataset import Dataset, split_off
 from compress.data.split import stratified_split
-from compress.errors import DataError
+from compress.errors import DataError, closest
 from compress.files import sha256_file
 
 DEFAULT_TEST_FRACTION = 0.2
+
+
+def _did_you_mean(name: str, header: list[str]) -> str:
+    close = closest(name, header)
+    return f"; did you mean {close!r}?" if close else ""
 
 
 def check_file(path: Path) -> None:
@@ -54,11 +59,13 @@ def read_table(path: Path, label: str, features: list[str] | None) -> tuple[list
     if duplicates:
         raise DataError(f"{path}: column {duplicates[0]!r} appears more than once in the header")
     if label not in header:
-        raise DataError(f"{path} has no label column {label!r} (columns: {', '.join(header)})")
+        raise DataError(f"{path} has no label column {label!r}{_did_you_mean(label, header)} "
+                        f"(columns: {', '.join(header)})")
     names = features if features is not None else [c for c in header if c != label]
     missing = [c for c in names if c not in header]
     if missing:
-        raise DataError(f"{path} has no column {missing[0]!r} named in [data] features (columns: {', '.join(header)})")
+        raise DataError(f"{path} has no column {missing[0]!r} named in [data] features"
+                        f"{_did_you_mean(missing[0], header)} (columns: {', '.join(header)})")
     if label in names:
         raise DataError(f"[data] features names the label column {label!r}")
     if not names:
