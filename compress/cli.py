@@ -106,7 +106,8 @@ def device_option(help_text: str):
 @click.option("--threads", type=click.IntRange(min=1),
               help="CPU threads for training [default: torch's choice]; 1 is fastest on a machine busy with other work.")
 def run(pipeline, out_dir, data_root, device, force, from_stage, no_progress, threads):
-    """Run PIPELINE (a .toml file) and print the size/accuracy/latency table.
+    """Run PIPELINE (a .toml file) and print the size/accuracy/latency table (its main
+    columns, fitted to the terminal; `compress report RUN_DIR --wide` shows them all).
 
     Finished stages are reused when their settings are unchanged; the run folder keeps
     checkpoints, ONNX artifacts and report.json/.md/.csv.
@@ -114,6 +115,7 @@ def run(pipeline, out_dir, data_root, device, force, from_stage, no_progress, th
     from compress.config import load_pipeline
     from compress.pipeline import run_pipeline
     from compress.report import format_table
+    from compress.tables import terminal_width
 
     config = load_pipeline(pipeline)
     if threads:
@@ -124,7 +126,7 @@ def run(pipeline, out_dir, data_root, device, force, from_stage, no_progress, th
         config, out_dir=out_dir, data_root=data_root, device=device, force=force,
         from_stage=from_stage, progress=not no_progress and sys.stderr.isatty(),
     )
-    click.echo(format_table(report))
+    click.echo(format_table(report, terminal_width()))
     run_dir = out_dir or Path("runs") / config.name
     click.echo(f"\nreport: {run_dir / 'report.md'} ({report['total_seconds']:.1f}s of work)")
     failed = [a["name"] for a in report["artifacts"] if a["status"] != "ok"]
@@ -149,14 +151,22 @@ def validate(pipeline):
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["table", "md", "csv", "json"]), default="table",
               show_default=True, help="Output format.")
-def report(run_dir, fmt):
-    """Print the table of a finished run folder."""
+@click.option("--wide", is_flag=True,
+              help="Table: every column, however wide the terminal [default: the main columns, fitted to it].")
+def report(run_dir, fmt, wide):
+    """Print the table of a finished run folder.
+
+    The table fits the terminal (COLUMNS, else its width, else 80): the main columns, fewer
+    on a narrower one; --wide, md and csv have them all.
+    """
     import json
 
     from compress.report import format_csv, format_markdown, format_table, load_report
+    from compress.tables import terminal_width
 
     data = load_report(run_dir)
-    text = {"table": format_table, "md": format_markdown, "csv": format_csv,
+    width = None if wide else terminal_width()
+    text = {"table": lambda r: format_table(r, width), "md": format_markdown, "csv": format_csv,
             "json": lambda r: json.dumps(r, indent=2)}[fmt](data)
     click.echo(text.rstrip("\n"))
 

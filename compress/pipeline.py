@@ -361,7 +361,7 @@ def _build_report(config, run_dir, data, device, stages, keys) -> Report:
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "model": config.model.name or f"{config.model.path}:{config.model.class_name}",
         "dataset": {"name": data.name, "train_samples": data.size("train"), "val_samples": data.size("val"),
-                    "test_samples": data.size("test")},
+                    "test_samples": data.size("test"), "kind": data.kind},
         "device": str(device),
         "versions": versions(),
         "baseline": DENSE,

@@ -1,7 +1,8 @@
 """Report: the size/accuracy/latency table of a run, in the terminal, Markdown, CSV and JSON.
 
     report = load_report(run_dir)       # reads only the run folder
-    print(format_table(report))
+    print(format_table(report, 80))     # the compact table, fitted to 80 columns
+    print(format_table(report))         # every column (`compress report --wide`)
 
 `report.json` is a stable interface, typed in compress.results (Report, Artifact): accuracy
 is a fraction in 0..1, sizes are bytes, latency milliseconds, throughput samples per second.
@@ -9,6 +10,7 @@ is a fraction in 0..1, sizes are bytes, latency milliseconds, throughput samples
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 from compress import tables
@@ -16,7 +18,7 @@ from compress.errors import CompressError
 from compress.files import read_json, write_json, write_text
 from compress.results import DENSE, Artifact, Report, baseline_of, compression_ratio, delta_pts
 
-# (key, header, format) of the columns shown in the terminal and Markdown tables.
+# (key, header, format) of the columns of the wide terminal table and of report.md.
 COLUMNS = [
     ("name", "artifact", "{}"),
     ("val_accuracy", "val %", "{:.2%}"),
@@ -33,10 +35,25 @@ COLUMNS = [
     ("slower_than_dense", "slower", lambda slower: "SLOWER" if slower else ""),  # a flag: shown where raised
     ("macs", "MACs", "{:,}"),
     ("weight_bytes", "weights held", "{:,}"),
-    ("throughput", "img/s", "{:,.0f}"),
+    ("throughput", "img/s", "{:,.0f}"),  # "rows/s" for tables (columns_for)
     ("min_onnxruntime", "ort ≥", "{}"),  # the oldest onnxruntime that loads the file
     ("status", "status", "{}"),
 ]
+THROUGHPUT = {"image": "img/s", "table": "rows/s"}
+SAMPLES = {"image": "images", "table": "rows"}
+TEXT_KEYS = ("name", "status")  # left-aligned; numbers line up on the right
+
+# The terminal's default table answers: how accurate (val, test, the change with its
+# interval), how small once deployed (deploy bytes, ratio, sparsity), as fast as dense
+# (vs dense, with SLOWER beside it) and did it pass (status). The rest (.onnx and gzip bytes,
+# absolute latencies, MACs, weights held, throughput, ort ≥) is in `--wide`, report.md and
+# report.csv.
+COMPACT = ["name", "val_accuracy", "accuracy", "accuracy_delta", "deploy_bytes", "compression", "sparsity",
+           "latency_vs_dense", "status"]
+# What a narrower terminal leaves out, one step at a time: the first goes first. The name,
+# test %, deploy bytes and status always stay; a status too long is cut short ("…").
+NARROWER = ["val_accuracy", "interval", "sparsity", "latency_vs_dense", "compression", "accuracy_delta"]
+MIN_STATUS = 16  # a status is cut no shorter than this ("failed: logits …") before a column goes
 CSV_FIELDS = [
     "name", "path", "val_accuracy", "accuracy", "accuracy_delta", "accuracy_delta_ci", "bytes", "gzip_bytes",
     "xz_bytes", "deploy_bytes",
@@ -55,14 +72,37 @@ def add_comparisons(artifacts: list[Artifact], baseline: str = DENSE) -> None:
         a["accuracy_delta"] = delta_pts(base, a)
 
 
-def table_rows(artifacts: list[Artifact], columns=COLUMNS) -> tuple[list[str], list[list[str]]]:
+def columns_for(report: Report, columns=COLUMNS) -> list:
+    """`columns` with the throughput named for the data: img/s for images, rows/s for tables."""
+    header = THROUGHPUT.get(data_kind(report), "samples/s")
+    return [(key, header if key == "throughput" else h, fmt) for key, h, fmt in columns]
+
+
+def data_kind(report: Report) -> str:
+    """"image" or "table" (reports before dataset.kind: a model reading features is on a table)."""
+    kind = report["dataset"].get("kind")
+    if kind:
+        return kind
+    return "table" if (report.get("inputs") or {}).get("unit") == "features" else "image"
+
+
+def table_rows(
+    artifacts: list[Artifact], columns=COLUMNS, interval: bool = True
+) -> tuple[list[str], list[list[str]]]:
+    """Headers and cells: Δ pts with its interval where verify measured one (unless not
+    `interval`), and SLOWER beside `vs dense` when the slower column is not shown."""
     headers, rows = tables.cells(columns, artifacts)
     keys = [key for key, _, _ in columns]
-    if "accuracy_delta" in keys:  # the change is shown with its interval where verify measured one
+    if "accuracy_delta" in keys and interval:
         i = keys.index("accuracy_delta")
         for row, artifact in zip(rows, artifacts, strict=True):
             if artifact.get("accuracy_delta_ci") and artifact.get("accuracy_delta") is not None:
                 row[i] = format_delta(artifact["accuracy_delta"], artifact["accuracy_delta_ci"])
+    if "latency_vs_dense" in keys and "slower_than_dense" not in keys:
+        i = keys.index("latency_vs_dense")
+        for row, artifact in zip(rows, artifacts, strict=True):
+            if artifact.get("slower_than_dense"):
+                row[i] += " SLOWER"
     return headers, rows
 
 
@@ -74,18 +114,85 @@ def format_delta(delta: float | None, interval: list[float] | None) -> str:
     return f"{text} [{interval[0]:+.2f}, {interval[1]:+.2f}]" if interval else text
 
 
-def format_table(report: Report, columns=COLUMNS) -> str:
-    headers, rows = table_rows(report["artifacts"], columns)
-    # the artifact name and the status read left to right; numbers line up on the right
-    lines = tables.text(headers, rows, left=lambda i, cell: i == 0 or cell.startswith(("ok", "failed")), strip=True)
+def format_table(report: Report, width: int | None = None) -> str:
+    """The terminal table. `width` None: every column (`compress report --wide`); a number of
+    columns: the compact table (COMPACT), narrowed (NARROWER) until it fits, title and
+    notes wrapped to it."""
+    columns = columns_for(report)
+    if width is None:
+        shown, interval = [key for key, _, _ in columns], True
+        lines = _aligned(report["artifacts"], columns, interval)
+    else:
+        shown, interval, lines = _fitted(report["artifacts"], columns, width)
     ds = report["dataset"]
-    title = f"{report['pipeline']} ({report.get('model', '')}) on {ds['name']}, {_samples(ds)}"
-    note = (
-        "latency: all artifacts timed interleaved in one process; weights held: bytes a session keeps\n"
-        "Δ pts [95% CI]: paired bootstrap over the test images; "
-        "ratio = dense .onnx bytes / deploy bytes (smaller of .onnx.gz and .onnx.xz)"
-    )
-    return "\n".join([title, *lines, note, *inputs_lines(report)])
+    title = f"{report['pipeline']} ({report.get('model', '')}) on {ds['name']}, {_samples(ds, data_kind(report))}"
+    notes = _notes(report, shown, interval)
+    if len(shown) < len(columns):
+        notes.append("all columns: compress report RUN_DIR --wide, or report.md")
+    size = min(width or 1_000, max(80, tables.width(lines)))  # prose no wider than the table
+    below = [*_packed(notes, size), *(part for line in inputs_lines(report) for part in _wrap(line, size))]
+    return "\n".join([*_wrap(title, size), *lines, *below])
+
+
+def _notes(report: Report, shown: list[str], interval: bool) -> list[str]:
+    """What the columns shown mean, where their header cannot say it."""
+    notes = []
+    if {"latency_ms_b1_p50", "latency_ms_b1_p95", "latency_vs_dense"} & set(shown):
+        notes.append("latency: all artifacts timed interleaved in one process")
+    if "weight_bytes" in shown:
+        notes.append("weights held: bytes a session keeps")
+    if "accuracy_delta" in shown:
+        words = SAMPLES.get(data_kind(report), "samples")
+        notes.append(f"Δ pts [95% CI]: paired bootstrap over the test {words}" if interval
+                     else "Δ pts: change of test % against dense, in points")
+    if "compression" in shown:
+        notes.append("ratio = dense .onnx bytes / deploy bytes (smaller of .onnx.gz and .onnx.xz)")
+    return notes
+
+
+def _aligned(artifacts: list[Artifact], columns: list, interval: bool, status_size: int | None = None) -> list[str]:
+    headers, rows = table_rows(artifacts, columns, interval)
+    keys = [key for key, _, _ in columns]
+    if status_size is not None and "status" in keys:
+        i = keys.index("status")
+        for row in rows:
+            row[i] = tables.shorten(row[i], status_size)
+    return tables.text(headers, rows, left=[key in TEXT_KEYS for key in keys], strip=True)
+
+
+def _fitted(artifacts: list[Artifact], columns: list, width: int) -> tuple[list[str], bool, list[str]]:
+    """(keys shown, whether Δ has its interval, lines) of the widest compact table that fits
+    `width` columns; the narrowest one when none does."""
+    for step in range(len(NARROWER) + 1):
+        left_out = NARROWER[:step]
+        kept = [c for c in columns if c[0] in COMPACT and c[0] not in left_out]
+        interval = "interval" not in left_out
+        headers, rows = table_rows(artifacts, kept, interval)
+        sizes = tables.widths(headers, rows)
+        status = [key for key, _, _ in kept].index("status")
+        room = width - sum(s for i, s in enumerate(sizes) if i != status) - 2 * (len(kept) - 1)
+        if room >= min(sizes[status], max(MIN_STATUS, len(headers[status]))) or step == len(NARROWER):
+            lines = _aligned(artifacts, kept, interval, status_size=max(room, len(headers[status])))
+            return [key for key, _, _ in kept], interval, lines
+    raise AssertionError("unreachable: the last step always returns")
+
+
+def _packed(notes: list[str], width: int) -> list[str]:
+    """Notes joined by "; " into lines of at most `width` (a note too long alone is wrapped)."""
+    lines: list[str] = []
+    for note in notes:
+        if lines and len(lines[-1]) + 2 + len(note) <= width:
+            lines[-1] += "; " + note
+        else:
+            lines += _wrap(note, width)
+    return lines
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    """A line of prose wrapped to `width` (a word longer than that stays whole)."""
+    if len(text) <= width:
+        return [text] if text else []
+    return textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False)
 
 
 def inputs_lines(report: dict, max_names: int = 12) -> list[str]:
@@ -103,24 +210,26 @@ def inputs_lines(report: dict, max_names: int = 12) -> list[str]:
     return [text]
 
 
-def _samples(dataset: dict) -> str:
+def _samples(dataset: dict, kind: str = "image") -> str:
+    """"5,999 validation and 10,000 test samples" (rows, for a table)."""
+    word = "rows" if kind == "table" else "samples"
     val = dataset.get("val_samples")
     held = f"{val:,} validation and " if val is not None else ""
-    return f"{held}{dataset['test_samples']:,} test samples"
+    return f"{held}{dataset['test_samples']:,} test {word}"
 
 
-def format_markdown(report: Report, columns=COLUMNS) -> str:
-    headers, rows = table_rows(report["artifacts"], columns)
+def format_markdown(report: Report) -> str:
+    headers, rows = table_rows(report["artifacts"], columns_for(report))
     out = [f"# {report['pipeline']}", ""]
     ds = report["dataset"]
     out.append(
-        f"Model `{report.get('model', '')}` on {ds['name']} ({_samples(ds)}), "
+        f"Model `{report.get('model', '')}` on {ds['name']} ({_samples(ds, data_kind(report))}), "
         f"measured in onnxruntime {report['versions']['onnxruntime']} on {report['device']}."
     )
     out += ["", *tables.markdown(headers, rows)]
     out += ["", "ratio = dense .onnx bytes / deploy bytes (the smaller of .onnx.gz and .onnx.xz). "
             "Δ pts [95% CI]: the paired bootstrap interval of the accuracy difference to dense over the "
-            "test images (2,000 resamples)."]
+            f"test {SAMPLES.get(data_kind(report), 'samples')} (2,000 resamples)."]
     out += [
         "Latency: batch 1, all artifacts timed interleaved in rounds in one process; SLOWER: p50 more "
         "than the verify margin above dense's. Weights held: initializer bytes an onnxruntime "

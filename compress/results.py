@@ -59,10 +59,11 @@ class Artifact(TypedDict):
 
 
 class DatasetSummary(TypedDict):
-    name: str
+    name: str  # the named data set (`mnist`), `imagefolder`, or a CSV file with its folder (`wine/train.csv`)
     train_samples: int  # without the validation part
     val_samples: int
     test_samples: int
+    kind: NotRequired[str]  # "image" or "table" (reports before it: see compress.report.data_kind)
 
 
 class TrainingSummary(TypedDict):
@@ -90,7 +91,9 @@ class Report(TypedDict):
     config_hash: Annotated[str, "hash of the resolved configuration"]
     created: Annotated[str, "time of the report (UTC, ISO 8601)"]
     model: Annotated[str, "model name (or `path:class`)"]
-    dataset: Annotated[DatasetSummary, "`{name, train_samples, val_samples, test_samples}` (train excludes the validation part)"]
+    dataset: Annotated[DatasetSummary, "`{name, train_samples, val_samples, test_samples, kind}` (train excludes the "
+                                       "validation part; `kind`: `image` or `table`; a CSV's `name`: its file "
+                                       "with its folder, e.g. `wine/train.csv`)"]
     device: Annotated[str, "training device"]
     versions: Annotated[dict[str, str], "`compress`, `torch`, `onnx`, `onnxruntime`, `python`"]
     baseline: Annotated[str, "the artifact ratios and deltas refer to (`dense`)"]

@@ -4,6 +4,7 @@
     print("\\n".join(text(headers, rows)))              # first column left, the rest right
     print("\\n".join(markdown(headers, rows)))
     print(csv_text(["name", "accuracy"], artifacts))   # dict rows, other keys ignored
+    terminal_width()                                   # what a table printed now may fill
 
 Report, compare, sweep, tune and sensitivity all lay their tables out here; each decides
 only which cells to show and how to format a value.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
+import shutil
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -67,6 +69,17 @@ def text(
 
 def width(lines: Sequence[str]) -> int:
     return max(map(len, lines), default=0)
+
+
+def terminal_width() -> int:
+    """Columns a printed table may fill: the COLUMNS variable when it is a positive number,
+    else the terminal's width, else 80 (output to a file or a pipe, as in CI logs)."""
+    return shutil.get_terminal_size((80, 24)).columns
+
+
+def shorten(cell: str, size: int) -> str:
+    """`cell` cut to `size` characters, its end marked by "…" where it was cut."""
+    return cell if len(cell) <= size else cell[: max(size - 1, 0)] + "…"
 
 
 def markdown(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:

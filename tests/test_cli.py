@@ -6,7 +6,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import logging
 import lzma
+import re
 import shutil
 from pathlib import Path
 
@@ -43,7 +45,8 @@ def invoke(*args: str):
 
 
 def compress_run(pipeline: Path, out: Path):
-    result = invoke("run", pipeline, "--out", out, "--no-progress")
+    # an 80-column terminal, whatever the one running the tests
+    result = CliRunner(env={"COLUMNS": "80"}).invoke(main, ["run", str(pipeline), "--out", str(out), "--no-progress"])
     assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
     return result
 
@@ -90,11 +93,38 @@ def test_run_exits_zero_and_prints_the_table(finished_run, report):
     out = finished_run["result"].stdout.splitlines()
     val = report["dataset"]["val_samples"]
     assert out[0] == f"tiny (simplenet) on mnist, {val} validation and 500 test samples"
-    assert out[1].split()[0] == "artifact" and "sparsity" in out[1]
+    assert out[1].split()[0] == "artifact" and "deploy" in out[1]
     rows = [line.split() for line in out[3:3 + len(ARTIFACTS)]]
     assert [r[0] for r in rows] == ARTIFACTS
     assert all(r[-1] == "ok" for r in rows)
     assert any(line.startswith("report: ") and line.split()[1].endswith("report.md") for line in out)
+
+
+@pytest.mark.slow
+def test_run_prints_the_main_columns_within_the_terminal_width(finished_run):
+    out = finished_run["result"].stdout
+    assert max(len(line) for line in out.splitlines()) <= 80
+    header = out.splitlines()[1]
+    assert "deploy" in header and "status" in header and "MACs" not in header
+    assert "compress report RUN_DIR --wide" in out
+
+
+@pytest.mark.slow
+def test_export_quantize_and_verify_log_each_artifact_with_its_time(finished_run, tmp_path, caplog):
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run["run_dir"], run_dir)
+    caplog.set_level(logging.INFO)
+    result = invoke("run", finished_run["pipeline"], "--out", run_dir, "--from", "export", "--no-progress")
+    assert result.exit_code == 0, result.output
+    log = caplog.text
+    seconds = r" in \d+\.\ds"
+    for name in ("dense", "pruned"):
+        assert re.search(rf"exported \S*{name}\.onnx \(\d+ bytes\){seconds}", log), name
+    assert re.search(rf"quantized pruned\.onnx -> pruned-int8-static\.onnx \(\d+ bytes\){seconds}", log)
+    for name in ARTIFACTS:
+        assert re.search(rf"verified {name}\.onnx{seconds}: validation accuracy", log), name
+        assert re.search(rf"latency {name}\.onnx: p50 [\d.]+ ms", log), name
+    assert "timing 4 artifacts at batch 1" in log
 
 
 @pytest.mark.slow
@@ -306,7 +336,7 @@ def test_validate_rejects_an_unknown_model(pipeline_file):
 
 @pytest.mark.slow
 def test_report_prints_the_table_of_a_finished_run(finished_run):
-    result = invoke("report", finished_run["run_dir"])
+    result = CliRunner(env={"COLUMNS": "80"}).invoke(main, ["report", str(finished_run["run_dir"])])  # as run's
     assert result.exit_code == 0, result.output
     table = slice(0, 3 + len(ARTIFACTS))  # title, header, rule, one row per artifact
     assert result.stdout.splitlines()[table] == finished_run["result"].stdout.splitlines()[table]

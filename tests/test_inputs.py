@@ -62,6 +62,16 @@ def test_a_conv_first_layer_is_read_per_input_channel_groups_included():
     assert (usage.unit, usage.total, usage.used, usage.indices) == ("channels", 4, 3, [0, 2, 3])
 
 
+@pytest.mark.parametrize(("channels", "sentence"), [
+    (1, "reads every pixel of its one input channel"),  # not "uses 1 of 1 channels"
+    (3, "reads every pixel of all 3 input channels"),
+])
+def test_a_convolution_reading_every_channel_says_it_reads_every_pixel(channels, sentence):
+    model = nn.Sequential(nn.Conv2d(channels, 4, 3), nn.Flatten(), nn.LazyLinear(2))
+    model(torch.zeros(1, channels, 8, 8))
+    assert input_usage(model, (channels, 8, 8)).sentence() == sentence
+
+
 def test_no_verdict_when_something_else_reads_the_input_first():
     model = nn.Sequential(nn.BatchNorm1d(6), nn.Linear(6, 2))
     assert input_usage(model, (6,)) is None

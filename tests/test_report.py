@@ -139,3 +139,100 @@ def test_the_inputs_line_names_what_pruning_left_unused_and_is_silent_when_nothi
     ]
     assert inputs_lines({"inputs": {"used": 1, "total": 1, "unit": "channels"}}) == []
     assert inputs_lines({}) == []
+
+
+def report_with_intervals() -> dict:
+    report = sample_report()
+    for row, ci in zip(report["artifacts"], [[0.0, 0.0], [-2.6, -0.4], [-2.41, -0.12]], strict=True):
+        row.update(accuracy_delta_ci=ci, latency_vs_dense=1.0, slower_than_dense=False, macs=101_632,
+                   weight_bytes=407_096, min_onnxruntime="1.12")
+    return report
+
+
+def header_of(table: str) -> str:
+    lines = table.splitlines()
+    return lines[next(i for i, line in enumerate(lines) if line.startswith("---")) - 1]
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_the_terminal_table_is_no_wider_than_the_terminal(width):
+    table = format_table(report_with_intervals(), width)
+    assert max(len(line) for line in table.splitlines()) <= width
+    header = header_of(table)
+    for column in ("artifact", "test %", "Δ pts", "deploy", "ratio", "status"):
+        assert column in header
+    assert "MACs" not in header and "weights held" not in header  # in --wide and report.md
+    assert "compress report RUN_DIR --wide" in table
+
+
+def test_a_wider_terminal_shows_more_of_the_main_columns():
+    at_80, at_120 = format_table(report_with_intervals(), 80), format_table(report_with_intervals(), 120)
+    assert "val %" in header_of(at_120) and "val %" not in header_of(at_80)
+    assert "-1.50 [-2.60, -0.40]" in at_120 and "[-2.60" not in at_80
+    assert "vs dense" in header_of(at_80) and "sparsity" in header_of(at_80)
+
+
+def test_a_narrow_terminal_keeps_the_name_test_accuracy_size_and_a_shortened_status():
+    report = report_with_intervals()
+    report["artifacts"][1]["status"] = "failed: logits differ from PyTorch by 1.23e-02 (tolerance 1.0e-04)"
+    table = format_table(report, 60)
+    assert max(len(line) for line in table.splitlines()) <= 60
+    assert header_of(table).split()[:3] == ["artifact", "test", "%"]
+    assert "failed: logits" in table and "…" in table and "(tolerance 1.0e-04)" not in table
+    assert "(tolerance 1.0e-04)" in format_table(report)  # the wide table has it whole
+
+
+def test_a_slower_artifact_is_flagged_beside_vs_dense_in_the_compact_table():
+    report = report_with_intervals()
+    report["artifacts"][2].update(latency_vs_dense=1.8, slower_than_dense=True)
+    rows = format_table(report, 100).splitlines()
+    assert "1.80x SLOWER" in next(line for line in rows if line.startswith("pruned-int8-dynamic"))
+    assert sum("SLOWER" in line for line in rows) == 1
+
+
+def test_the_wide_table_has_every_column():
+    from compress.report import COLUMNS
+
+    header = header_of(format_table(report_with_intervals()))
+    assert all(title in header for _, title, _ in COLUMNS)
+
+
+def test_compress_report_fits_the_terminal_and_wide_shows_every_column(tmp_path):
+    from click.testing import CliRunner
+
+    from compress.cli import main
+
+    write_reports(tmp_path, report_with_intervals())
+    runner = CliRunner(env={"COLUMNS": "80"})
+    compact = runner.invoke(main, ["report", str(tmp_path)])
+    wide = runner.invoke(main, ["report", str(tmp_path), "--wide"])
+    assert compact.exit_code == 0 and wide.exit_code == 0
+    assert max(len(line) for line in compact.output.splitlines()) <= 80
+    assert "MACs" not in compact.output and "p50 ms" not in compact.output
+    assert all(title in header_of(wide.output) for title in ("MACs", "weights held", "p50 ms", "gzip", "ort ≥"))
+    assert runner.invoke(main, ["report", str(tmp_path), "--format", "md"]).output.count("MACs") == 1
+
+
+def table_report() -> dict:
+    report = sample_report()
+    report.update(pipeline="wine", model="logreg")
+    report["dataset"] = {"name": "wine/train.csv", "train_samples": 106, "val_samples": 36, "test_samples": 36,
+                         "kind": "table"}
+    return report
+
+
+def test_a_csv_run_is_titled_by_its_file_and_counts_rows():
+    assert format_table(table_report(), 80).splitlines()[0] == (
+        "wine (logreg) on wine/train.csv, 36 validation and 36 test rows"
+    )
+    assert "on wine/train.csv (36 validation and 36 test rows)" in format_markdown(table_report())
+
+
+def test_throughput_is_rows_per_second_for_tables_and_images_per_second_for_images():
+    assert "rows/s" in header_of(format_table(table_report())) and "img/s" not in format_table(table_report())
+    assert "| rows/s |" in format_markdown(table_report())
+    assert "img/s" in header_of(format_table(sample_report()))
+    older = table_report()  # a report from before dataset.kind: its inputs say features
+    del older["dataset"]["kind"]
+    older["inputs"] = {"used": 2, "total": 3, "unit": "features", "names": ["a", "c"]}
+    assert "rows/s" in header_of(format_table(older))

@@ -98,6 +98,12 @@ def test_csv_features_choose_columns_and_a_test_file(tmp_path):
     assert data.files.keys() == {str(train), str(test)}
 
 
+def test_a_csv_table_is_named_by_its_file_and_folder(tmp_path):
+    path = write_csv(tmp_path / "wine" / "train.csv", ["x1", "x2", "x3", "y"], table_rows(40))
+    data = load_data(data_config(name="csv", train=str(path), label="y"))
+    assert data.name == "wine/train.csv"  # "train", the stem alone, would not say which table
+
+
 def test_class_names_sort_integers_as_numbers_and_text_as_text():
     assert class_names(["10", "2", "2"]) == ["2", "10"]
     assert class_names(["b", "a"]) == ["a", "b"]

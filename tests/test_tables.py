@@ -56,6 +56,23 @@ def test_cells_format_values_and_show_missing_ones_as_a_dash():
     assert rows == [["a", "50.0%", "<1>", "text"], ["b", "-", "-", "-"]]
 
 
+def test_the_terminal_width_is_columns_else_the_terminal_else_80(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "123")
+    assert tables.terminal_width() == 123
+    monkeypatch.delenv("COLUMNS")
+
+    def not_a_terminal(fd):
+        raise OSError("not a terminal")
+
+    monkeypatch.setattr("os.get_terminal_size", not_a_terminal)  # a pipe, a file, a CI log
+    assert tables.terminal_width() == 80
+
+
+def test_a_cell_is_shortened_with_a_mark_where_it_was_cut():
+    assert tables.shorten("failed: logits differ", 10) == "failed: l…"
+    assert tables.shorten("ok", 10) == "ok"
+
+
 def _code_strings_and_calls(path: Path) -> list[str]:
     """Non-docstring string constants and called attribute names of a module."""
     tree = ast.parse(path.read_text())

@@ -178,6 +178,16 @@ def test_interleaved_latency_times_every_session_and_flags_the_slow_one(pruned_e
     assert rows[2]["latency_ms_b1_p50"] >= 2.0
 
 
+def test_latency_rounds_show_a_progress_bar_only_when_asked(pruned_export, tiny_data, capsys):
+    session = make_session(pruned_export.path, threads=1)
+    x = tiny_data.tensors("test", limit=5)[0].numpy()
+    interleaved_latency_ms([session], [x], repetitions=8, rounds=4, progress=True)
+    bar = capsys.readouterr().err
+    assert "latency" in bar and "/4 " in bar and "round" in bar  # rounds done / rounds
+    interleaved_latency_ms([session], [x], repetitions=8, rounds=4, progress=False)  # --no-progress
+    assert capsys.readouterr().err == ""
+
+
 def test_the_logit_tolerance_grows_with_the_logits_beyond_one():
     assert logit_tolerance(np.array([[0.2, -0.9]]), 1e-4) == 1e-4
     assert logit_tolerance(np.array([[3.0, -40.0]]), 1e-4) == pytest.approx(4e-3)

@@ -171,9 +171,16 @@ def load(config, base: Path) -> Dataset:
     std = torch.where(std > 0, std, torch.ones_like(std))
     settings = {"source": "csv", "label": config.label, "features": names, "validation": config.validation,
                 "seed": config.seed, "test_fraction": config.test_fraction}
-    return Dataset(name=train_path.stem, images=images, labels=labels, classes=tuple(classes),
+    return Dataset(name=table_name(train_path), images=images, labels=labels, classes=tuple(classes),
                    mean=tuple(mean.tolist()), std=tuple(std.tolist()), files=files, kind="table",
                    feature_names=tuple(names), settings=settings)
+
+
+def table_name(path: Path) -> str:
+    """The data set's name in reports and metadata: the file with its folder, "wine/train.csv"
+    (a file's stem alone, "train", would not say which table)."""
+    folder = path.resolve().parent.name
+    return f"{folder}/{path.name}" if folder else path.name
 
 
 def peek(config, base: Path) -> tuple[tuple[int, ...], int] | None:

@@ -2,7 +2,8 @@
 
     usage = input_usage(model, input_shape=(30,), feature_names=names)
     usage.summary()          # {"total": 30, "used": 9, "names": [...], "unit": "features", ...}
-    usage.sentence()         # "uses 9 of 30 features: mean radius, ..."
+    usage.sentence()         # "uses 9 of 30 features: mean radius, ..."; a CNN reading all
+                             # its channels: "reads every pixel of its one input channel"
     small, shape = reduced_model(model, usage)   # takes x[:, usage.indices] instead of x
     plot_usage(usage, "inputs.png")    # images with a Linear first layer: heatmap of the pixels
 
@@ -97,6 +98,10 @@ class InputUsage:
         }
 
     def sentence(self, max_names: int = 12) -> str:
+        if self.unit == "channels" and self.used == self.total:
+            # a convolution reads every pixel: "uses 1 of 1 channels" would say nothing
+            channels = "its one input channel" if self.total == 1 else f"all {self.total:,} input channels"
+            return f"reads every pixel of {channels}"
         text = f"uses {self.used:,} of {self.total:,} {self.unit}"
         names = self.names
         if names:

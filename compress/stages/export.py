@@ -22,6 +22,7 @@ import contextlib
 import io
 import json
 import logging
+import time
 import warnings
 from pathlib import Path
 
@@ -132,6 +133,7 @@ def run(ctx: StageContext) -> dict:
     metrics = {}
     models = {}
     for artifact, stage in ARTIFACTS.items():
+        started = time.perf_counter()
         model, _, spec = load_checkpoint(ctx.input(stage, "model.pt"))
         shrunk = shrink(model, data.input_shape) if artifact == PRUNED and ctx.config.export.shrink else None
         models[artifact] = model
@@ -144,7 +146,7 @@ def run(ctx: StageContext) -> dict:
         metrics[artifact] = {"path": str(path.relative_to(ctx.run_dir)), "bytes": path.stat().st_size}
         if shrunk is not None:
             metrics[artifact]["shrink"] = shrunk
-        log.info("exported %s (%d bytes)", path, path.stat().st_size)
+        log.info("exported %s (%d bytes) in %.1fs", path, path.stat().st_size, time.perf_counter() - started)
 
     model = models[PRUNED]
     usage = input_usage(model, data.input_shape, getattr(data, "feature_names", None))
@@ -172,6 +174,8 @@ def export_reduced(ctx: StageContext, model: nn.Module, spec: dict, usage) -> di
     )
     metadata["inputs"] = json.dumps(usage.metadata())
     path = ctx.output(f"{REDUCED}.onnx")
+    started = time.perf_counter()
     export_onnx(reduced, shape, path, ctx.config.export.opset, metadata, ctx.config.export.ir_version)
-    log.info("exported %s: %s (%d bytes)", path, usage.sentence(), path.stat().st_size)
+    log.info("exported %s: %s (%d bytes) in %.1fs", path, usage.sentence(), path.stat().st_size,
+             time.perf_counter() - started)
     return {"path": str(path.relative_to(ctx.run_dir)), "bytes": path.stat().st_size}

@@ -28,6 +28,7 @@ import contextlib
 import json
 import logging
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -190,9 +191,11 @@ def run(ctx: StageContext) -> dict:
     for variant in sorted(config.variants, key=lambda v: v != "static-int4"):
         name = variant_name(config.source, variant)
         target = ctx.output(f"{name}.onnx")
+        started = time.perf_counter()
         quantize_file(source, target, variant, config, calibration, written.get("static-int4"),
                       ctx.config.export.ir_version)
         written[variant] = target
         metrics[name] = {"path": str(target.relative_to(ctx.run_dir)), "bytes": target.stat().st_size}
-        log.info("quantized %s -> %s (%d bytes)", source.name, target.name, target.stat().st_size)
+        log.info("quantized %s -> %s (%d bytes) in %.1fs", source.name, target.name, target.stat().st_size,
+                 time.perf_counter() - started)
     return metrics

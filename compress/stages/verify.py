@@ -16,7 +16,9 @@ Latency is measured for all artifacts together, interleaved in rounds in one pro
 each round runs every artifact's share of timed calls in turn (in a rotating order), and
 p50/p95 are taken over all rounds. Load on the machine then falls on every artifact alike,
 so `latency_vs_dense` compares like with like; an artifact more than `slower_margin` slower
-than dense is flagged `slower_than_dense`.
+than dense is flagged `slower_than_dense`. Each artifact is logged as it is verified, with
+its time, and the rounds show a progress bar on a terminal (as training does; not with
+`--no-progress`).
 
 Each artifact's per-image correctness is kept as bits in `verify/correct.npz`, and each row
 gets `accuracy_delta_ci`: the 95% paired-bootstrap interval of its accuracy difference to
@@ -39,6 +41,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+from tqdm import tqdm
 
 from compress.checkpoint import load_checkpoint
 from compress.encode.compat import min_onnxruntime, opsets
@@ -130,13 +133,15 @@ def latency_ms(session: ort.InferenceSession, x: np.ndarray, repetitions: int) -
 
 
 def interleaved_latency_ms(
-    sessions: list[ort.InferenceSession], inputs: list[np.ndarray], repetitions: int, rounds: int
+    sessions: list[ort.InferenceSession], inputs: list[np.ndarray], repetitions: int, rounds: int,
+    progress: bool = False,
 ) -> list[tuple[float, float]]:
     """(p50, p95) in ms of single-sample inference for each session on its own inputs
     (a file that takes only the used features gets those), timed in rounds.
 
     Each round runs `repetitions / rounds` timed calls of every session in turn, starting
     with a different session each round; percentiles are over all of a session's calls.
+    `progress`: a progress bar of the rounds on stderr.
     """
     rounds = max(1, min(rounds, repetitions))
     per_round = -(-repetitions // rounds)
@@ -146,7 +151,7 @@ def interleaved_latency_ms(
         for sample in own[: min(20, per_round)]:
             session.run(None, {name: sample})
     times = [[] for _ in sessions]
-    for r in range(rounds):
+    for r in tqdm(range(rounds), desc="latency", unit="round", leave=False, disable=not progress):
         for k in range(len(sessions)):
             i = (r + k) % len(sessions)
             session, name = sessions[i], names[i]
@@ -159,12 +164,15 @@ def interleaved_latency_ms(
     ]
 
 
-def add_latencies(rows: list[dict], sessions: list[ort.InferenceSession], inputs: list[np.ndarray], config) -> None:
+def add_latencies(
+    rows: list[dict], sessions: list[ort.InferenceSession], inputs: list[np.ndarray], config,
+    progress: bool = False,
+) -> None:
     """Time all sessions interleaved; set p50/p95, the ratio to dense's p50 and the slow flag.
 
     The first row is the baseline (dense).
     """
-    timings = interleaved_latency_ms(sessions, inputs, config.repetitions, config.rounds)
+    timings = interleaved_latency_ms(sessions, inputs, config.repetitions, config.rounds, progress)
     for row, (p50, p95) in zip(rows, timings, strict=True):
         row["latency_ms_b1_p50"] = round(p50, 4)
         row["latency_ms_b1_p95"] = round(p95, 4)
@@ -291,6 +299,7 @@ def run(ctx: StageContext) -> dict:
     per_image: dict[str, np.ndarray] = {}
     with torch.inference_mode():
         for name, stage in artifact_names(ctx):
+            started = time.perf_counter()
             if stage not in references:
                 model, _, _ = load_checkpoint(ctx.input(stage, "model.pt"))
                 references[stage] = predict(model, x_torch).numpy()
@@ -310,14 +319,19 @@ def run(ctx: StageContext) -> dict:
             sessions.append(session)
             metadata = get_metadata(onnx.load(str(path), load_external_data=False))
             timing_inputs.append(model_inputs(pixels[:256], metadata))
-    add_latencies(rows, sessions, timing_inputs, config)
+            log.info(
+                "verified %s in %.1fs: validation accuracy %.4f, test accuracy %.4f, %d bytes (%d deploy), %s MACs",
+                row["path"], time.perf_counter() - started, row["val_accuracy"], row["accuracy"], row["bytes"],
+                row["deploy_bytes"], row["macs"],
+            )
+    started = time.perf_counter()
+    log.info("timing %d artifacts at batch 1, interleaved in %d rounds", len(rows),
+             max(1, min(config.rounds, config.repetitions)))
+    add_latencies(rows, sessions, timing_inputs, config, progress=ctx.progress)
     for row in rows:
-        log.info(
-            "verified %s: validation accuracy %.4f, test accuracy %.4f, %d bytes (%d deploy), %s MACs, p50 %.3f ms (%.2fx dense)%s",
-            row["path"], row["val_accuracy"], row["accuracy"], row["bytes"], row["deploy_bytes"], row["macs"],
-            row["latency_ms_b1_p50"], row["latency_vs_dense"],
-            ", slower than dense" if row["slower_than_dense"] else "",
-        )
+        log.info("latency %s: p50 %.3f ms (%.2fx dense)%s", row["path"], row["latency_ms_b1_p50"],
+                 row["latency_vs_dense"], ", slower than dense" if row["slower_than_dense"] else "")
+    log.info("latency timed in %.1fs", time.perf_counter() - started)
     for row in rows:
         row["accuracy_delta_ci"] = list(paired_bootstrap_ci(per_image[row["name"]], per_image[DENSE]))
     buffer = io.BytesIO()  # the evidence behind every interval, 1 bit per image
