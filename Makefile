@@ -10,6 +10,7 @@ PIPELINE ?= pipelines/mnist.toml
 # Offline machines keep MNIST in ../shared/data; elsewhere torchvision downloads it into ./data.
 DATA_ROOT ?= $(firstword $(wildcard ../shared/data))
 DATA_FLAG := $(if $(DATA_ROOT),--data-root $(DATA_ROOT),)
+NO_DATA_NOTE := no ../shared/data: MNIST will be downloaded into ./data; set DATA_ROOT=/path/to/data to use a local copy
 
 .PHONY: install run test bench lint clean
 
@@ -22,12 +23,14 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: install
+	@$(if $(DATA_ROOT),:,echo "$(NO_DATA_NOTE)")
 	$(BIN)/compress run $(PIPELINE) $(DATA_FLAG)
 
 test: install
 	$(BIN)/python -m pytest
 
 bench: install
+	@$(if $(DATA_ROOT),:,echo "$(NO_DATA_NOTE)")
 	$(BIN)/python bench/run.py $(DATA_FLAG)
 
 lint: install
