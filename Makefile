@@ -16,10 +16,15 @@ NO_DATA_NOTE := no ../shared/data: MNIST will be downloaded into ./data; set DAT
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# editable_mode=strict: a path entry (a tree of links under build/), so that `import compress`
+# finds this package even beside a folder named compress/ (a clone's); a module added or
+# removed changes its folder, which installs again.
+PACKAGE_DIRS := $(shell find compress models -type d -not -name __pycache__)
+
+$(STAMP): pyproject.toml $(PACKAGE_DIRS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]' --config-settings editable_mode=strict
 	touch $(STAMP)
 
 run: install

@@ -33,6 +33,7 @@ FLOORS = {
 # registry whose entries live above (as models are found by name in compress_models).
 UPWARD = {
     ("compress.config", "compress.pruning.registry"): "a [prune] section is the named method's own",
+    ("compress", "compress.pipeline"): "`from compress import run_pipeline`, imported when first used",
 }
 
 
