@@ -10,24 +10,32 @@ PIPELINE ?= pipelines/mnist.toml
 # Offline machines keep MNIST in ../shared/data; elsewhere torchvision downloads it into ./data.
 DATA_ROOT ?= $(firstword $(wildcard ../shared/data))
 DATA_FLAG := $(if $(DATA_ROOT),--data-root $(DATA_ROOT),)
+NO_DATA_NOTE := no ../shared/data: MNIST will be downloaded into ./data; set DATA_ROOT=/path/to/data to use a local copy
 
 .PHONY: install run test bench lint clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# editable_mode=strict: a path entry (a tree of links under build/), so that `import compress`
+# finds this package even beside a folder named compress/ (a clone's); a module added or
+# removed changes its folder, which installs again.
+PACKAGE_DIRS := $(shell find compress models -type d -not -name __pycache__)
+
+$(STAMP): pyproject.toml $(PACKAGE_DIRS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]' --config-settings editable_mode=strict
 	touch $(STAMP)
 
 run: install
+	@$(if $(DATA_ROOT),:,echo "$(NO_DATA_NOTE)")
 	$(BIN)/compress run $(PIPELINE) $(DATA_FLAG)
 
 test: install
 	$(BIN)/python -m pytest
 
 bench: install
+	@$(if $(DATA_ROOT),:,echo "$(NO_DATA_NOTE)")
 	$(BIN)/python bench/run.py $(DATA_FLAG)
 
 lint: install

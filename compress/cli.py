@@ -104,7 +104,7 @@ def device_option(help_text: str):
               help="Run this stage and the ones after it again (train, prune, finetune, export, quantize, verify).")
 @click.option("--no-progress", is_flag=True, help="No progress bars (the log still shows each epoch).")
 @click.option("--threads", type=click.IntRange(min=1),
-              help="CPU threads for training [default: torch's choice]; 1 is fastest on a machine busy with other work.")
+              help="CPU threads for training [default: 1 on 2 CPUs or fewer, else the idle CPUs, at most 4].")
 def run(pipeline, out_dir, data_root, device, force, from_stage, no_progress, threads):
     """Run PIPELINE (a .toml file) and print the size/accuracy/latency table (its main
     columns, fitted to the terminal; `compress report RUN_DIR --wide` shows them all).
@@ -116,16 +116,14 @@ def run(pipeline, out_dir, data_root, device, force, from_stage, no_progress, th
     from compress.pipeline import run_pipeline
     from compress.report import format_table
     from compress.tables import terminal_width
+    from compress.threads import default_threads, torch_threads
 
     config = load_pipeline(pipeline)
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-    report = run_pipeline(
-        config, out_dir=out_dir, data_root=data_root, device=device, force=force,
-        from_stage=from_stage, progress=not no_progress and sys.stderr.isatty(),
-    )
+    with torch_threads(threads or default_threads()):
+        report = run_pipeline(
+            config, out_dir=out_dir, data_root=data_root, device=device, force=force,
+            from_stage=from_stage, progress=not no_progress and sys.stderr.isatty(),
+        )
     click.echo(format_table(report, terminal_width()))
     run_dir = out_dir or Path("runs") / config.name
     click.echo(f"\nreport: {run_dir / 'report.md'} ({report['total_seconds']:.1f}s of work)")
@@ -332,7 +330,8 @@ def tune(pipeline, max_drop, param, low, high, steps, sets, out_dir, data_root, 
                    "joins one (needs pip install 'compress[ray]').")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sampler.")
 @click.option("--threads", type=click.IntRange(min=1),
-              help="CPU threads per trial [default: the CPUs shared out among --jobs].")
+              help="CPU threads per trial [default: 1 on 2 CPUs or fewer, else the idle CPUs shared out "
+                   "among --jobs, at most 4 each].")
 @data_root_option
 @device_option("Where to train.")
 @_cache_option
@@ -347,13 +346,14 @@ def search(pipeline, params, max_drop, trials, objective, out_dir, jobs, ray_add
     """
     from compress.analysis.search import format_table, run_search, search_spaces
     from compress.config import load_pipeline
+    from compress.threads import default_threads
 
     config = load_pipeline(pipeline)
     spaces = search_spaces(config, list(params))
     out = out_dir or Path("runs") / f"{config.name}-search"
     summary = run_search(pipeline, spaces, out, max_drop=max_drop, trials=trials, objective=objective, jobs=jobs,
                          ray_address=ray_address, data_root=data_root, cache_dir=cache_dir, device=device,
-                         threads=threads, seed=seed)
+                         threads=threads or default_threads(jobs), seed=seed)
     click.echo(format_table(summary))
     click.echo(f"search: {out / 'search.md'}, {out / 'search-front.png'}, {out / 'search.json'}")
 

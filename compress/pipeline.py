@@ -45,7 +45,7 @@ from compress.files import (
 )
 from compress.registry import factory_source
 from compress.report import add_comparisons, write_reports
-from compress.results import DENSE, Artifact, Report
+from compress.results import DENSE, Artifact, Report, RunReport
 from compress.stages import export, finetune, prune, quantize, train, verify
 from compress.stages.context import StageContext
 
@@ -228,8 +228,9 @@ def run_pipeline(
     progress: bool = True,
     cache_dir: str | Path | None = None,
     until: str | None = None,
-) -> dict:
-    """Run (or reuse) every stage, then write and return the report.
+) -> RunReport | dict:
+    """Run (or reuse) every stage, then write the report and return it as a RunReport
+    (compress.results: report.json with attribute access, `report.artifacts[0].accuracy`).
 
     `until`: stop after this stage and return {"stages": [...]} without a report (used by
     commands that need only the trained model, such as `compress sensitivity`).
@@ -273,7 +274,7 @@ def run_pipeline(
         finally:
             logging.getLogger().removeHandler(file_log)
             file_log.close()
-    return report
+    return RunReport(report, run_dir)
 
 
 @dataclass(frozen=True)

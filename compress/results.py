@@ -1,6 +1,7 @@
 """What a run reports, typed once: an artifact row and report.json (README, "report.json").
 
     report: Report = load_report(run_dir)
+    report = RunReport(report, run_dir)        # as run_pipeline returns it: report.artifacts[0].accuracy
     base = baseline_of(report["artifacts"], report["baseline"])   # the `dense` row by default
     drop = drop_pts(base, row)                                     # accuracy points lost
 
@@ -11,7 +12,19 @@ in 0..1, sizes bytes, latency milliseconds, throughput samples per second.
 """
 
 # No `from __future__ import annotations` here: TypedDict reads NotRequired from real annotations.
-from typing import Annotated, NotRequired, Required, TypedDict, get_args, get_origin, get_type_hints
+from functools import cache
+from pathlib import Path
+from typing import (
+    Annotated,
+    Any,
+    ClassVar,
+    NotRequired,
+    Required,
+    TypedDict,
+    get_args,
+    get_origin,
+    get_type_hints,
+)
 
 from compress import tables
 
@@ -116,6 +129,77 @@ def keys_of(kind: type) -> dict[str, str]:
             hint = get_args(hint)[0]
         out[key] = next((m for m in getattr(hint, "__metadata__", ()) if isinstance(m, str)), "")
     return out
+
+
+class _Row(dict):
+    """A part of report.json: the plain dict (JSON as written, `row["accuracy"]`) whose keys
+    read as attributes too (`row.accuracy`). The keys are those of `schema`, a TypedDict
+    above; a key a report leaves out (an older report, a NotRequired one) reads as None."""
+
+    schema: ClassVar[type]
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("_") or key not in _keys(self.schema):
+            raise AttributeError(f"{type(self).__name__} has no {key!r}; keys: {', '.join(_keys(self.schema))}")
+        return self.get(key)
+
+
+class ArtifactRow(_Row):
+    """One artifact of a run (see Artifact): `row.name`, `row.deploy_bytes`, `row.accuracy`..."""
+
+    schema = Artifact
+
+
+class DatasetRow(_Row):
+    schema = DatasetSummary
+
+
+class TrainingRow(_Row):
+    schema = TrainingSummary
+
+
+class StageRow(_Row):
+    schema = StageSummary
+
+
+class RunReport(_Row):
+    """What `run_pipeline` returns: report.json (see Report) with attribute access, and the
+    run folder it was written to.
+
+        report = run_pipeline(load_pipeline("pipelines/mnist.toml"), out_dir="runs/mnist")
+        report.run_dir / "report.md"                        # the files of the run
+        for a in report.artifacts:                          # ArtifactRow, one per .onnx file
+            print(a.name, a.deploy_bytes, a.accuracy, a.compression)
+        report.artifact("pruned-int8-static").accuracy_delta
+        report.training.dense_test_accuracy, report.total_seconds
+        report["artifacts"][0]["accuracy"]                  # still the plain dict
+    """
+
+    schema = Report
+    run_dir: Path
+
+    def __init__(self, report: Report, run_dir: str | Path):
+        super().__init__(report)
+        self["artifacts"] = [ArtifactRow(a) for a in report["artifacts"]]
+        self["dataset"] = DatasetRow(report["dataset"])
+        self["training"] = TrainingRow(report["training"])
+        self["stages"] = [StageRow(st) for st in report["stages"]]
+        self.run_dir = Path(run_dir)
+
+    def __reduce__(self):  # across processes (sweeps, Ray) as it was made
+        return (RunReport, (dict(self), self.run_dir))
+
+    def artifact(self, name: str) -> ArtifactRow:
+        """The artifact named `name` (`dense`, `pruned`, `pruned-int8-dynamic`, ...)."""
+        found = find_artifact(self["artifacts"], name)
+        if found is None:
+            raise KeyError(f"no artifact {name!r}; artifacts: {', '.join(a['name'] for a in self['artifacts'])}")
+        return found
+
+
+@cache
+def _keys(kind: type) -> tuple[str, ...]:
+    return tuple(get_type_hints(kind))
 
 
 def required_keys(kind: type) -> frozenset[str]:

@@ -21,7 +21,7 @@ FLOORS = {
     "compress.results": 0, "compress.tables": 0,
     "compress.registry": 1, "compress.checkpoint": 1,
     "compress.data": 2,
-    "compress.stats": 0,
+    "compress.stats": 0, "compress.threads": 0,
     "compress.pruning": 3, "compress.qat": 3, "compress.training": 3, "compress.sharing": 3,
     "compress.encode": 4,
     "compress.stages": 5,
@@ -33,6 +33,7 @@ FLOORS = {
 # registry whose entries live above (as models are found by name in compress_models).
 UPWARD = {
     ("compress.config", "compress.pruning.registry"): "a [prune] section is the named method's own",
+    ("compress", "compress.pipeline"): "`from compress import run_pipeline`, imported when first used",
 }
 
 

@@ -4,6 +4,7 @@ files under the expected names are named for what they are."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import logging
 from pathlib import Path
@@ -38,6 +39,24 @@ def test_the_real_mnist_files_match_though_recompressed():
     for f in files:
         assert md5(f) != published.PUBLISHED_GZ_MD5["mnist"][f.name.removesuffix(".gz")]
     assert published.check_published("mnist", files, "strict") == []
+
+
+def test_an_mnist_pipeline_on_recompressed_fashion_mnist_files_is_an_error_when_strict(
+        mnist_root, monkeypatch, tmp_path):
+    # Debian's way: the same content gzipped again, so only the uncompressed checksum matches.
+    # The tiny files stand for Fashion-MNIST's: their content's checksums are what it publishes.
+    root = tmp_path / "fashion"
+    root.mkdir()
+    for stem in STEMS:
+        raw = gzip.decompress((mnist_root / f"{stem}.gz").read_bytes())
+        (root / f"{stem}.gz").write_bytes(gzip.compress(raw, compresslevel=9, mtime=1))
+        monkeypatch.setitem(published.PUBLISHED_RAW_SHA256["fashion-mnist"], stem,
+                            hashlib.sha256(raw).hexdigest())
+        monkeypatch.setitem(published.PUBLISHED_RAW_SHA256["mnist"], stem, "0" * 64)
+    with pytest.raises(DataError, match=rf"{root / STEMS[0]}\.gz is fashion-mnist's {STEMS[0]}, "
+                                        r"not mnist's .*is \[data\] name or root wrong\?"):
+        load_data(data_config(root, verify="strict"))
+    load_data(data_config(root, verify="strict", name="fashion-mnist"))
 
 
 def test_a_copy_that_differs_is_a_warning_naming_each_file(mnist_root, caplog):
