@@ -169,6 +169,108 @@ def test_identical_artifacts_of_several_variants_are_one_point():
     assert points[2]["accuracy"] == 0.85 and points[2]["test_accuracy"] == 0.5
 
 
+# ---------------------------------------------------------------- the bar: the pipeline's dense model
+
+
+def variant_report(dense: float, pruned: float, pruned_bytes: int, train_cached: bool = True) -> dict:
+    """A run's report.json, as far as a sweep reads it (validation accuracies)."""
+    def artifact(name, accuracy, deploy):
+        return {"name": name, "path": f"{name}.onnx", "bytes": 100_000, "deploy_bytes": deploy,
+                "val_accuracy": accuracy, "accuracy": accuracy, "compression": 100_000 / deploy,
+                "sparsity": 0.0 if name == "dense" else 0.9, "status": "ok"}
+
+    return {"artifacts": [artifact("dense", dense, 90_000 + int(1e6 * dense) % 1000),
+                          artifact("pruned", pruned, pruned_bytes)],
+            "training": {"dense_val_accuracy": dense},
+            "stages": [{"name": "train", "cached": train_cached}, {"name": "prune", "cached": False}]}
+
+
+@pytest.fixture
+def fake_sweep(monkeypatch):
+    """Sweeps on a stand-in for running the variants: `make(overrides) -> report`; returns
+    the names of the runs, in order."""
+    import compress.analysis.sweep as sweep_module
+
+    ran = []
+
+    def install(make):
+        def run_tasks(tasks, jobs=1, ray_address=None, threads=None):
+            ran.extend(t["name"] for t in tasks)
+            return [{"name": t["name"], "overrides": t["overrides"], "run_dir": t["run_dir"],
+                     "report": make(t["overrides"])} for t in tasks]
+
+        monkeypatch.setattr(sweep_module, "run_tasks", run_tasks)
+        return ran
+
+    return install
+
+
+def test_a_variant_that_weakens_its_own_dense_model_is_judged_against_the_pipelines(
+        fake_sweep, tmp_path, pipeline_writer):
+    # the pipeline as written (lambda 1e-4) makes a dense model of 95% on validation; lambda
+    # 1e-2 makes one of 89.7%, and a pruned model as good as that: "+0.00 pts" against its
+    # own dense model, but 5.3 points below the pipeline's
+    def make(overrides):
+        lam = overrides.get("train.l1.lambda", 1e-4)
+        if lam == 1e-2:
+            return variant_report(dense=0.897, pruned=0.897, pruned_bytes=2_000)
+        return variant_report(dense=0.95, pruned=0.945, pruned_bytes=5_000)
+
+    ran = fake_sweep(make)
+    pipeline = pipeline_writer(tmp_path / "p.toml")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["sweep", str(pipeline), "--set", "train.l1.lambda=1e-3,1e-2",
+                                       "--out", str(out), "--max-drop", "1"])
+    assert result.exit_code == 0, result.output
+    assert ran == ["reference", "lambda-0.001", "lambda-0.01"]  # no variant is the pipeline as written
+    summary = json.loads((out / "sweep.json").read_text())
+    drops = {p["label"]: p["drop"] for p in summary["points"]}
+    assert drops["lambda-0.01/pruned"] == pytest.approx(5.3)
+    assert drops["lambda-0.01/dense"] == pytest.approx(5.3)
+    assert drops["lambda-0.001/pruned"] == pytest.approx(0.5)
+    assert summary["budget"]["chosen"] == "lambda-0.001/pruned"
+    assert summary["reference"]["dense_val_accuracy"] == 0.95 and summary["reference"]["variant"] is None
+    assert not any(p["label"].startswith("reference") for p in summary["points"])
+    assert "Δ pts against the dense model of the pipeline as written, on validation (95.00%" in result.output
+    assert "smallest within 1 pts of the reference dense: lambda-0.001/pruned" in result.output
+    assert "dense model of the pipeline as written" in (out / "sweep.md").read_text()
+
+
+def test_a_variant_that_trains_as_the_pipeline_does_is_the_reference(fake_sweep, tmp_path, pipeline_writer):
+    ran = fake_sweep(lambda overrides: variant_report(0.95, 0.94, int(1e5 * overrides["prune.threshold"])))
+    pipeline = pipeline_writer(tmp_path / "p.toml")  # threshold 0.02: neither value is the file's own
+    result = CliRunner().invoke(main, ["sweep", str(pipeline), "--set", "prune.threshold=0.01,0.03",
+                                       "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert ran == ["threshold-0.01", "threshold-0.03"]  # the same training: nothing more runs
+    summary = json.loads((tmp_path / "out/sweep.json").read_text())
+    assert summary["reference"]["variant"] == "threshold-0.01"
+    assert "(95.00%, variant threshold-0.01)" in result.output
+
+
+def test_threads_are_set_for_the_variants(monkeypatch, tmp_path, pipeline_writer):
+    import torch
+
+    import compress.analysis.runner as runner_module
+
+    seen = []
+
+    def run_variant(task):
+        seen.append(torch.get_num_threads())
+        return {"name": task["name"], "overrides": task["overrides"], "run_dir": task["run_dir"],
+                "report": variant_report(0.95, 0.94, 5_000)}
+
+    monkeypatch.setattr(runner_module, "run_variant", run_variant)
+    pipeline = pipeline_writer(tmp_path / "p.toml")
+    try:
+        result = CliRunner().invoke(main, ["sweep", str(pipeline), "--set", "prune.threshold=0.01,0.03",
+                                           "--out", str(tmp_path / "out"), "--threads", "2"])
+    finally:
+        torch.set_num_threads(1)
+    assert result.exit_code == 0, result.output
+    assert seen == [2, 2]
+
+
 # ---------------------------------------------------------------- the stage cache
 
 
@@ -271,7 +373,7 @@ def test_sweep_trains_once_and_writes_its_reports(sweep_run):
     assert summary["frontier"] and all(p["frontier"] == (p["label"] in summary["frontier"])
                                        for p in summary["points"])
     assert summary["budget"]["chosen"] in summary["frontier"]
-    assert "smallest within 50 pts of dense" in result.output
+    assert "smallest within 50 pts of the reference dense" in result.output
     assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = (out / "sweep.md").read_text()
     assert "## Pareto frontier" in md and "sweep.png" in md and "| smallest |" in md
