@@ -206,7 +206,7 @@ def fake_sweep(monkeypatch):
 
 
 def test_a_variant_that_weakens_its_own_dense_model_is_judged_against_the_pipelines(
-        fake_sweep, tmp_path, pipeline_writer):
+        fake_sweep, monkeypatch, tmp_path, pipeline_writer):
     # the pipeline as written (lambda 1e-4) makes a dense model of 95% on validation; lambda
     # 1e-2 makes one of 89.7%, and a pruned model as good as that: "+0.00 pts" against its
     # own dense model, but 5.3 points below the pipeline's
@@ -217,6 +217,8 @@ def test_a_variant_that_weakens_its_own_dense_model_is_judged_against_the_pipeli
         return variant_report(dense=0.95, pruned=0.945, pruned_bytes=5_000)
 
     ran = fake_sweep(make)
+    drawn = {}
+    monkeypatch.setattr("compress.analysis.plot.plot_tradeoff", lambda *args, **kwargs: drawn.update(kwargs))
     pipeline = pipeline_writer(tmp_path / "p.toml")
     out = tmp_path / "out"
     result = CliRunner().invoke(main, ["sweep", str(pipeline), "--set", "train.l1.lambda=1e-3,1e-2",
@@ -234,6 +236,7 @@ def test_a_variant_that_weakens_its_own_dense_model_is_judged_against_the_pipeli
     assert "Δ pts against the dense model of the pipeline as written, on validation (95.00%" in result.output
     assert "smallest within 1 pts of the reference dense: lambda-0.001/pruned" in result.output
     assert "dense model of the pipeline as written" in (out / "sweep.md").read_text()
+    assert drawn["budget_line"] == pytest.approx(0.94)  # the budget, drawn: 95% - 1 pt
 
 
 def test_a_variant_that_trains_as_the_pipeline_does_is_the_reference(fake_sweep, tmp_path, pipeline_writer):
@@ -269,6 +272,36 @@ def test_threads_are_set_for_the_variants(monkeypatch, tmp_path, pipeline_writer
         torch.set_num_threads(1)
     assert result.exit_code == 0, result.output
     assert seen == [2, 2]
+
+
+@pytest.mark.parametrize("count", [2, 4, 6])
+def test_the_plot_shows_validation_accuracy_the_budget_and_labels_that_do_not_overlap(count):
+    from compress.analysis.plot import draw_tradeoff
+
+    # quantized files of nearby size and accuracy, with long labels: the usual small sweep
+    candidates = [
+        point("dense", 98_000, 0.9418), point("pruned", 30_500, 0.9415),
+        point("variants-dynamic/pruned-int8-dynamic", 12_400, 0.9411, artifact="pruned-int8-dynamic"),
+        point("variants-static/pruned-int8-static", 11_900, 0.9409, artifact="pruned-int8-static"),
+        point("variants-static-int4/pruned-int4-static", 8_300, 0.9380, artifact="pruned-int4-static"),
+        point("variants-dynamic/pruned-int8-dynamic-2", 12_900, 0.9412, artifact="pruned-int8-dynamic"),
+    ]
+    points = candidates[:count]
+    frontier = [p["label"] for p in pareto_frontier(points)]
+    fig = draw_tradeoff(points, frontier, chosen=frontier[0], budget_line=0.9368,
+                        budget_label="budget: the pipeline's dense 94.18% - 0.5 pts")
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "validation accuracy (%)"
+    line = next(x for x in ax.get_lines() if x.get_label().startswith("budget"))
+    assert line.get_ydata()[0] == pytest.approx(93.68)
+    renderer = fig.canvas.get_renderer()
+    boxes = {t.get_text(): t.get_window_extent(renderer) for t in ax.texts}
+    assert set(boxes) == {p["label"] for p in points}
+    labels = list(boxes.values())
+    assert not any(a.overlaps(b) for i, a in enumerate(labels) for b in labels[i + 1:])
+    for p in points:  # no label covers another point's marker
+        x, y = ax.transData.transform((p["deploy_bytes"], 100 * p["accuracy"]))
+        assert not any(box.contains(x, y) for label, box in boxes.items() if label != p["label"])
 
 
 # ---------------------------------------------------------------- the stage cache
