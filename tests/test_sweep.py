@@ -370,6 +370,61 @@ def test_cache_lock_makes_a_second_holder_wait(tmp_path):
         assert not thread.is_alive() and order[-1] == "other"
 
 
+def test_shared_work_is_done_once_for_all_run_folders_of_a_cache(tmp_path):
+    import torch
+
+    from compress.stages.context import StageContext
+
+    made = []
+
+    def context(run: str, cache: StageCache | None) -> StageContext:
+        return StageContext(None, tmp_path / run, "export", "key", torch.device("cpu"), lambda: None, cache=cache)
+
+    def share(ctx: StageContext, identity: dict) -> tuple[dict, bool]:
+        path = ctx.run_dir / "export" / "dense.onnx"
+
+        def make() -> dict:
+            made.append(ctx.run_dir.name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"onnx of " + identity["model"].encode())
+            return {"bytes": path.stat().st_size}
+
+        return ctx.shared("dense-export", identity, [path], make)
+
+    cache = StageCache(tmp_path / "cache")
+    assert share(context("a", cache), {"model": "m1"}) == ({"bytes": 10}, False)
+    assert share(context("b", cache), {"model": "m1"}) == ({"bytes": 10}, True)
+    assert made == ["a"]
+    assert (tmp_path / "b/export/dense.onnx").read_bytes() == b"onnx of m1"
+    assert (tmp_path / "b/export/dense.onnx").stat().st_ino == (tmp_path / "a/export/dense.onnx").stat().st_ino
+    assert share(context("c", cache), {"model": "m2"})[1] is False  # another model: made again
+    assert share(context("d", None), {"model": "m1"})[1] is False  # no cache: always made
+    assert made == ["a", "c", "d"]
+
+
+@pytest.mark.slow
+def test_variants_with_one_dense_model_export_and_measure_it_once(tmp_path, pipeline_writer):
+    from compress.config import load_pipeline
+    from compress.pipeline import run_pipeline
+
+    config = load_pipeline(pipeline_writer(tmp_path / "p.toml", {"quantize.variants": ["dynamic"]}))
+    cache = tmp_path / "cache"
+    reports = {t: run_pipeline(config.with_overrides({"prune.threshold": t}), out_dir=tmp_path / f"t{t}",
+                               progress=False, cache_dir=cache) for t in (0.01, 0.03)}
+    assert len([e for e in (cache / "dense-export").iterdir() if e.is_dir()]) == 1
+    assert len([e for e in (cache / "dense-verify").iterdir() if e.is_dir()]) == 1
+    # the second variant's dense files are the first's (hard links), its export and verify ran
+    for rel in ("export/dense.onnx", "dense.onnx", "deploy/dense.onnx.xz"):
+        assert (tmp_path / "t0.03" / rel).stat().st_ino == (tmp_path / "t0.01" / rel).stat().st_ino, rel
+    assert [s["cached"] for s in reports[0.03]["stages"]] == [True, False, False, False, False, False]
+    timed = ("latency_ms_b1_p50", "latency_ms_b1_p95", "latency_vs_dense", "slower_than_dense")
+    first, second = (next(a for a in r["artifacts"] if a["name"] == "dense") for r in reports.values())
+    assert {k: v for k, v in first.items() if k not in timed} == {k: v for k, v in second.items() if k not in timed}
+    assert second["latency_ms_b1_p50"] is not None  # latency is still timed in each run
+    pruned = next(a for a in reports[0.03]["artifacts"] if a["name"] == "pruned")
+    assert pruned["accuracy_delta_ci"] and pruned["sparsity"] > 0
+
+
 # ---------------------------------------------------------------- real sweeps
 
 
