@@ -227,18 +227,24 @@ def _cache_option(f):
               help="Run each variant as a Ray task: 'local' starts a cluster here, 'auto' or host:port "
                    "joins one (needs pip install 'compress[ray]').")
 @click.option("--max-drop", type=float, metavar="PTS",
-              help="Accuracy budget in points below dense: name the smallest artifact within it.")
+              help="Accuracy budget in points below the dense model of the pipeline as written, on the "
+                   "validation split: name the smallest artifact within it.")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="CPU threads per variant [default: torch's choice; with --jobs, the CPUs shared out among them].")
 @data_root_option
 @device_option("Where to train.")
 @_cache_option
-def sweep(pipeline, sets, out_dir, jobs, ray_address, max_drop, data_root, device, cache_dir):
+def sweep(pipeline, sets, out_dir, jobs, ray_address, max_drop, threads, data_root, device, cache_dir):
     """Run every combination of settings of PIPELINE and find the size/accuracy frontier.
 
     Variants share the stages they have in common (training runs once when only later
-    settings vary). Writes OUT/sweep.json, sweep.md and sweep.png (accuracy against
-    deploy bytes, Pareto frontier drawn).
+    settings vary). Δ pts is against the dense model of the pipeline as written, on the
+    validation split (a variant makes it, or it runs once as OUT/reference). Writes
+    OUT/sweep.json, sweep.md and sweep.png (validation accuracy against deploy bytes,
+    Pareto frontier drawn).
     """
     from compress.analysis.sweep import (
+        bar_sentence,
         budget_sentence,
         format_points,
         frontier_rows,
@@ -252,8 +258,8 @@ def sweep(pipeline, sets, out_dir, jobs, ray_address, max_drop, data_root, devic
     axes = sweep_axes(config, list(sets))
     out = out_dir or Path("runs") / f"{config.name}-sweep"
     summary = run_sweep(pipeline, axes, out, data_root=data_root, jobs=jobs, ray_address=ray_address,
-                        max_drop=max_drop, cache_dir=cache_dir, device=device)
-    click.echo(f"Pareto frontier of {summary['pipeline']} (Δ pts against dense):")
+                        max_drop=max_drop, cache_dir=cache_dir, device=device, threads=threads)
+    click.echo(f"Pareto frontier of {summary['pipeline']} ({bar_sentence(summary)}):")
     click.echo(format_points(frontier_rows(summary)))
     click.echo("")
     click.echo(reuse_sentence(summary))
@@ -268,7 +274,8 @@ def sweep(pipeline, sets, out_dir, jobs, ray_address, max_drop, data_root, devic
 @main.command()
 @click.argument("pipeline", type=click.Path(path_type=Path))
 @click.option("--max-drop", type=float, required=True, metavar="PTS",
-              help="Accuracy budget: points below dense that the best artifact may lose.")
+              help="Accuracy budget: points the best artifact may lose against the dense model of the "
+                   "pipeline as written (with --set), on the validation split.")
 @click.option("--param", metavar="KEY",
               help="The setting searched [default: the method's strength, e.g. prune.amount for magnitude, "
                    "prune.threshold for threshold; see `compress methods`].")
@@ -280,14 +287,18 @@ def sweep(pipeline, sets, out_dir, jobs, ray_address, max_drop, data_root, devic
               help="A fixed change to the pipeline for every point, e.g. finetune.epochs=1.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Tune folder: one run folder per point [default: runs/<pipeline name>-tune].")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="CPU threads for every point [default: torch's choice]; 1 is fastest on a machine busy "
+                   "with other work.")
 @data_root_option
 @device_option("Where to train.")
 @_cache_option
-def tune(pipeline, max_drop, param, low, high, steps, sets, out_dir, data_root, device, cache_dir):
+def tune(pipeline, max_drop, param, low, high, steps, sets, out_dir, threads, data_root, device, cache_dir):
     """Find the highest sparsity of PIPELINE whose best artifact stays within --max-drop.
 
     Bisection over one pruning setting; every point is a run folder sharing one stage
-    cache, so training runs once. Writes OUT/tune.json and tune.md.
+    cache, so training runs once. Δ pts is against the dense model of the pipeline as
+    written, on the validation split. Writes OUT/tune.json and tune.md.
     """
     from compress.analysis.tune import format_table
     from compress.analysis.tune import tune as run_tune
@@ -303,7 +314,7 @@ def tune(pipeline, max_drop, param, low, high, steps, sets, out_dir, data_root, 
     config = load_pipeline(pipeline)
     out = out_dir or Path("runs") / f"{config.name}-tune"
     result = run_tune(pipeline, max_drop, out, param=param, low=low, high=high, steps=steps,
-                      data_root=data_root, cache_dir=cache_dir, fixed=fixed, device=device)
+                      data_root=data_root, cache_dir=cache_dir, fixed=fixed, device=device, threads=threads)
     click.echo(format_table(result))
     click.echo(f"tune: {out / 'tune.md'}, {out / 'tune.json'}")
 
@@ -364,9 +375,12 @@ def search(pipeline, params, max_drop, trials, objective, out_dir, jobs, ray_add
               help="Comma-separated sparsity levels to try on each layer.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Run folder whose trained model to use (trained there if missing) [default: runs/<pipeline name>].")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="CPU threads for training and the evaluations [default: torch's choice]; 1 is fastest on "
+                   "a machine busy with other work.")
 @data_root_option
 @device_option("Where to train if the trained model is not there yet.")
-def sensitivity(pipeline, levels, out_dir, data_root, device):
+def sensitivity(pipeline, levels, out_dir, threads, data_root, device):
     """Prune each layer alone at several levels and report accuracy against sparsity.
 
     Uses the pipeline's trained model (the train stage runs first if it is not finished),
@@ -390,6 +404,10 @@ def sensitivity(pipeline, levels, out_dir, data_root, device):
     if not level_values or not all(0 < v < 1 for v in level_values):
         raise CompressError(f"--levels {levels!r}: each level must be between 0 and 1 (exclusive)")
     config = load_pipeline(pipeline)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     run_dir = out_dir or Path("runs") / config.name
     run_pipeline(config, out_dir=run_dir, data_root=data_root, device=device,
                  progress=sys.stderr.isatty(), until="train")

@@ -302,13 +302,13 @@ def _run_stage(run: _Run, stage: StageDef, inputs: dict[str, str], forced: bool)
     if forced:  # run from scratch: not even the epoch checkpoint of an earlier run is reused
         (run_dir / stage.name / "last.pt").unlink(missing_ok=True)
     if cache is None:
-        return _stage_result(_execute_stage(run, stage, inputs), cached=False)
+        return _stage_result(_execute_stage(run, stage, inputs, forced), cached=False)
     with cache.lock(stage.name, key):  # a parallel run with the same key waits here, then reuses it
         record = None if forced else cache.fetch(stage.name, key, inputs, run_dir)
         if record is not None:
             log.info("%-8s cached (key %s, from %s)", stage.name, key, cache.root)
             return _stage_result(record, cached=True)
-        record = _execute_stage(run, stage, inputs)
+        record = _execute_stage(run, stage, inputs, forced)
         cache.store(record, run_dir)
     return _stage_result(record, cached=False)
 
@@ -325,13 +325,15 @@ def _stage_result(record: dict, cached: bool) -> dict:
             "metrics": record["metrics"], "outputs": record.get("outputs", {})}
 
 
-def _execute_stage(run: _Run, stage: StageDef, inputs: dict[str, str]) -> dict:
-    """Run one stage into the run folder; returns the record written to its stage.json."""
+def _execute_stage(run: _Run, stage: StageDef, inputs: dict[str, str], forced: bool = False) -> dict:
+    """Run one stage into the run folder; returns the record written to its stage.json.
+    The stage may share parts of its work through the cache (StageContext.shared), unless forced."""
     config, run_dir, keys = run.config, run.run_dir, run.keys
     key = keys[stage.name]
     log.info("%-8s running (key %s)", stage.name, key)
     (run_dir / stage.name / "stage.json").unlink(missing_ok=True)
-    ctx = StageContext(config, run_dir, stage.name, key, run.device, lambda: run.data, run.progress)
+    ctx = StageContext(config, run_dir, stage.name, key, run.device, lambda: run.data, run.progress,
+                       cache=None if forced else run.cache)
     ctx.stage_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     metrics = stage.run(ctx)

@@ -56,3 +56,15 @@ def test_cli_rejects_levels_outside_0_1(tiny_pipeline, tmp_path):
     assert result.exit_code == 2
     assert "between 0 and 1" in result.output
     assert not (tmp_path / "r").exists()
+
+
+def test_cli_sets_the_threads_it_is_given(tiny_pipeline, tmp_path):
+    try:
+        result = CliRunner().invoke(
+            main, ["sensitivity", str(tiny_pipeline), "--out", str(tmp_path / "r"), "--levels", "0.5", "--threads", "2"]
+        )
+        threads = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(1)
+    assert result.exit_code == 0, result.output
+    assert threads == 2

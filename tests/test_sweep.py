@@ -169,6 +169,141 @@ def test_identical_artifacts_of_several_variants_are_one_point():
     assert points[2]["accuracy"] == 0.85 and points[2]["test_accuracy"] == 0.5
 
 
+# ---------------------------------------------------------------- the bar: the pipeline's dense model
+
+
+def variant_report(dense: float, pruned: float, pruned_bytes: int, train_cached: bool = True) -> dict:
+    """A run's report.json, as far as a sweep reads it (validation accuracies)."""
+    def artifact(name, accuracy, deploy):
+        return {"name": name, "path": f"{name}.onnx", "bytes": 100_000, "deploy_bytes": deploy,
+                "val_accuracy": accuracy, "accuracy": accuracy, "compression": 100_000 / deploy,
+                "sparsity": 0.0 if name == "dense" else 0.9, "status": "ok"}
+
+    return {"artifacts": [artifact("dense", dense, 90_000 + int(1e6 * dense) % 1000),
+                          artifact("pruned", pruned, pruned_bytes)],
+            "training": {"dense_val_accuracy": dense},
+            "stages": [{"name": "train", "cached": train_cached}, {"name": "prune", "cached": False}]}
+
+
+@pytest.fixture
+def fake_sweep(monkeypatch):
+    """Sweeps on a stand-in for running the variants: `make(overrides) -> report`; returns
+    the names of the runs, in order."""
+    import compress.analysis.sweep as sweep_module
+
+    ran = []
+
+    def install(make):
+        def run_tasks(tasks, jobs=1, ray_address=None, threads=None):
+            ran.extend(t["name"] for t in tasks)
+            return [{"name": t["name"], "overrides": t["overrides"], "run_dir": t["run_dir"],
+                     "report": make(t["overrides"])} for t in tasks]
+
+        monkeypatch.setattr(sweep_module, "run_tasks", run_tasks)
+        return ran
+
+    return install
+
+
+def test_a_variant_that_weakens_its_own_dense_model_is_judged_against_the_pipelines(
+        fake_sweep, monkeypatch, tmp_path, pipeline_writer):
+    # the pipeline as written (lambda 1e-4) makes a dense model of 95% on validation; lambda
+    # 1e-2 makes one of 89.7%, and a pruned model as good as that: "+0.00 pts" against its
+    # own dense model, but 5.3 points below the pipeline's
+    def make(overrides):
+        lam = overrides.get("train.l1.lambda", 1e-4)
+        if lam == 1e-2:
+            return variant_report(dense=0.897, pruned=0.897, pruned_bytes=2_000)
+        return variant_report(dense=0.95, pruned=0.945, pruned_bytes=5_000)
+
+    ran = fake_sweep(make)
+    drawn = {}
+    monkeypatch.setattr("compress.analysis.plot.plot_tradeoff", lambda *args, **kwargs: drawn.update(kwargs))
+    pipeline = pipeline_writer(tmp_path / "p.toml")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["sweep", str(pipeline), "--set", "train.l1.lambda=1e-3,1e-2",
+                                       "--out", str(out), "--max-drop", "1"])
+    assert result.exit_code == 0, result.output
+    assert ran == ["reference", "lambda-0.001", "lambda-0.01"]  # no variant is the pipeline as written
+    summary = json.loads((out / "sweep.json").read_text())
+    drops = {p["label"]: p["drop"] for p in summary["points"]}
+    assert drops["lambda-0.01/pruned"] == pytest.approx(5.3)
+    assert drops["lambda-0.01/dense"] == pytest.approx(5.3)
+    assert drops["lambda-0.001/pruned"] == pytest.approx(0.5)
+    assert summary["budget"]["chosen"] == "lambda-0.001/pruned"
+    assert summary["reference"]["dense_val_accuracy"] == 0.95 and summary["reference"]["variant"] is None
+    assert not any(p["label"].startswith("reference") for p in summary["points"])
+    assert "Δ pts against the dense model of the pipeline as written, on validation (95.00%" in result.output
+    assert "smallest within 1 pts of the reference dense: lambda-0.001/pruned" in result.output
+    assert "dense model of the pipeline as written" in (out / "sweep.md").read_text()
+    assert drawn["budget_line"] == pytest.approx(0.94)  # the budget, drawn: 95% - 1 pt
+
+
+def test_a_variant_that_trains_as_the_pipeline_does_is_the_reference(fake_sweep, tmp_path, pipeline_writer):
+    ran = fake_sweep(lambda overrides: variant_report(0.95, 0.94, int(1e5 * overrides["prune.threshold"])))
+    pipeline = pipeline_writer(tmp_path / "p.toml")  # threshold 0.02: neither value is the file's own
+    result = CliRunner().invoke(main, ["sweep", str(pipeline), "--set", "prune.threshold=0.01,0.03",
+                                       "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert ran == ["threshold-0.01", "threshold-0.03"]  # the same training: nothing more runs
+    summary = json.loads((tmp_path / "out/sweep.json").read_text())
+    assert summary["reference"]["variant"] == "threshold-0.01"
+    assert "(95.00%, variant threshold-0.01)" in result.output
+
+
+def test_threads_are_set_for_the_variants(monkeypatch, tmp_path, pipeline_writer):
+    import torch
+
+    import compress.analysis.runner as runner_module
+
+    seen = []
+
+    def run_variant(task):
+        seen.append(torch.get_num_threads())
+        return {"name": task["name"], "overrides": task["overrides"], "run_dir": task["run_dir"],
+                "report": variant_report(0.95, 0.94, 5_000)}
+
+    monkeypatch.setattr(runner_module, "run_variant", run_variant)
+    pipeline = pipeline_writer(tmp_path / "p.toml")
+    try:
+        result = CliRunner().invoke(main, ["sweep", str(pipeline), "--set", "prune.threshold=0.01,0.03",
+                                           "--out", str(tmp_path / "out"), "--threads", "2"])
+    finally:
+        torch.set_num_threads(1)
+    assert result.exit_code == 0, result.output
+    assert seen == [2, 2]
+
+
+@pytest.mark.parametrize("count", [2, 4, 6])
+def test_the_plot_shows_validation_accuracy_the_budget_and_labels_that_do_not_overlap(count):
+    from compress.analysis.plot import draw_tradeoff
+
+    # quantized files of nearby size and accuracy, with long labels: the usual small sweep
+    candidates = [
+        point("dense", 98_000, 0.9418), point("pruned", 30_500, 0.9415),
+        point("variants-dynamic/pruned-int8-dynamic", 12_400, 0.9411, artifact="pruned-int8-dynamic"),
+        point("variants-static/pruned-int8-static", 11_900, 0.9409, artifact="pruned-int8-static"),
+        point("variants-static-int4/pruned-int4-static", 8_300, 0.9380, artifact="pruned-int4-static"),
+        point("variants-dynamic/pruned-int8-dynamic-2", 12_900, 0.9412, artifact="pruned-int8-dynamic"),
+    ]
+    points = candidates[:count]
+    frontier = [p["label"] for p in pareto_frontier(points)]
+    fig = draw_tradeoff(points, frontier, chosen=frontier[0], budget_line=0.9368,
+                        budget_label="budget: the pipeline's dense 94.18% - 0.5 pts")
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "validation accuracy (%)"
+    line = next(x for x in ax.get_lines() if x.get_label().startswith("budget"))
+    assert line.get_ydata()[0] == pytest.approx(93.68)
+    renderer = fig.canvas.get_renderer()
+    boxes = {t.get_text(): t.get_window_extent(renderer) for t in ax.texts}
+    assert set(boxes) == {p["label"] for p in points}
+    labels = list(boxes.values())
+    assert not any(a.overlaps(b) for i, a in enumerate(labels) for b in labels[i + 1:])
+    for p in points:  # no label covers another point's marker
+        x, y = ax.transData.transform((p["deploy_bytes"], 100 * p["accuracy"]))
+        assert not any(box.contains(x, y) for label, box in boxes.items() if label != p["label"])
+
+
 # ---------------------------------------------------------------- the stage cache
 
 
@@ -235,6 +370,61 @@ def test_cache_lock_makes_a_second_holder_wait(tmp_path):
         assert not thread.is_alive() and order[-1] == "other"
 
 
+def test_shared_work_is_done_once_for_all_run_folders_of_a_cache(tmp_path):
+    import torch
+
+    from compress.stages.context import StageContext
+
+    made = []
+
+    def context(run: str, cache: StageCache | None) -> StageContext:
+        return StageContext(None, tmp_path / run, "export", "key", torch.device("cpu"), lambda: None, cache=cache)
+
+    def share(ctx: StageContext, identity: dict) -> tuple[dict, bool]:
+        path = ctx.run_dir / "export" / "dense.onnx"
+
+        def make() -> dict:
+            made.append(ctx.run_dir.name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"onnx of " + identity["model"].encode())
+            return {"bytes": path.stat().st_size}
+
+        return ctx.shared("dense-export", identity, [path], make)
+
+    cache = StageCache(tmp_path / "cache")
+    assert share(context("a", cache), {"model": "m1"}) == ({"bytes": 10}, False)
+    assert share(context("b", cache), {"model": "m1"}) == ({"bytes": 10}, True)
+    assert made == ["a"]
+    assert (tmp_path / "b/export/dense.onnx").read_bytes() == b"onnx of m1"
+    assert (tmp_path / "b/export/dense.onnx").stat().st_ino == (tmp_path / "a/export/dense.onnx").stat().st_ino
+    assert share(context("c", cache), {"model": "m2"})[1] is False  # another model: made again
+    assert share(context("d", None), {"model": "m1"})[1] is False  # no cache: always made
+    assert made == ["a", "c", "d"]
+
+
+@pytest.mark.slow
+def test_variants_with_one_dense_model_export_and_measure_it_once(tmp_path, pipeline_writer):
+    from compress.config import load_pipeline
+    from compress.pipeline import run_pipeline
+
+    config = load_pipeline(pipeline_writer(tmp_path / "p.toml", {"quantize.variants": ["dynamic"]}))
+    cache = tmp_path / "cache"
+    reports = {t: run_pipeline(config.with_overrides({"prune.threshold": t}), out_dir=tmp_path / f"t{t}",
+                               progress=False, cache_dir=cache) for t in (0.01, 0.03)}
+    assert len([e for e in (cache / "dense-export").iterdir() if e.is_dir()]) == 1
+    assert len([e for e in (cache / "dense-verify").iterdir() if e.is_dir()]) == 1
+    # the second variant's dense files are the first's (hard links), its export and verify ran
+    for rel in ("export/dense.onnx", "dense.onnx", "deploy/dense.onnx.xz"):
+        assert (tmp_path / "t0.03" / rel).stat().st_ino == (tmp_path / "t0.01" / rel).stat().st_ino, rel
+    assert [s["cached"] for s in reports[0.03]["stages"]] == [True, False, False, False, False, False]
+    timed = ("latency_ms_b1_p50", "latency_ms_b1_p95", "latency_vs_dense", "slower_than_dense")
+    first, second = (next(a for a in r["artifacts"] if a["name"] == "dense") for r in reports.values())
+    assert {k: v for k, v in first.items() if k not in timed} == {k: v for k, v in second.items() if k not in timed}
+    assert second["latency_ms_b1_p50"] is not None  # latency is still timed in each run
+    pruned = next(a for a in reports[0.03]["artifacts"] if a["name"] == "pruned")
+    assert pruned["accuracy_delta_ci"] and pruned["sparsity"] > 0
+
+
 # ---------------------------------------------------------------- real sweeps
 
 
@@ -271,7 +461,7 @@ def test_sweep_trains_once_and_writes_its_reports(sweep_run):
     assert summary["frontier"] and all(p["frontier"] == (p["label"] in summary["frontier"])
                                        for p in summary["points"])
     assert summary["budget"]["chosen"] in summary["frontier"]
-    assert "smallest within 50 pts of dense" in result.output
+    assert "smallest within 50 pts of the reference dense" in result.output
     assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = (out / "sweep.md").read_text()
     assert "## Pareto frontier" in md and "sweep.png" in md and "| smallest |" in md

@@ -129,6 +129,60 @@ def test_ties_on_sparsity_are_reported(monkeypatch, tmp_path, pipeline_writer):
     assert "tied on sparsity with" in (tmp_path / "t/tune.md").read_text()
 
 
+def test_a_setting_that_changes_training_is_judged_against_the_pipelines_dense_model(
+        monkeypatch, tmp_path, pipeline_writer):
+    # a stronger L1 penalty weakens the dense model as much as the pruned one: against its
+    # own dense model every point would meet the budget (and the high end win at once)
+    calls = []
+
+    def run_variant(task):
+        lam = task["overrides"].get("train.l1.lambda", 1e-4)  # the reference: the file's own 1e-4
+        calls.append(task["name"])
+        dense = 0.95 - 5 * (lam - 1e-4)
+        return {"report": report(dense, dense - 0.001, dense - 0.002, 0.5 + 40 * lam)}
+
+    monkeypatch.setattr(tune_module, "run_variant", run_variant)
+    pipeline = pipeline_writer(tmp_path / "p.toml")
+    result = tune(pipeline, max_drop=1.0, out_dir=tmp_path / "t", param="train.l1.lambda", low=1e-5, high=1e-2,
+                  steps=4)
+    assert calls[:3] == ["reference", "lambda-0.01", "lambda-1e-05"]
+    assert result["reference"] == {"run_dir": str(tmp_path / "t/reference"), "dense_val_accuracy": 0.95}
+    for p in result["points"]:
+        assert p["best"]["drop"] == pytest.approx(100 * (0.95 - p["best"]["accuracy"]), abs=1e-3)
+        assert p["meets"] == (p["best"]["drop"] <= 1.0)
+    assert result["chosen"] is not None and result["chosen"] < 1e-2
+    text = tune_module.format_table(result)
+    assert "Δ pts against the dense model of the pipeline as written, on validation (95.00%" in text
+
+
+def test_points_that_train_alike_are_their_own_reference(fake_runs, tmp_path):
+    install, pipeline = fake_runs
+    calls = install(knee=0.9)
+    result = tune(pipeline, max_drop=0.5, out_dir=tmp_path / "t", steps=1)
+    assert len(calls) == 3  # no reference run: prune.amount leaves the dense model alone
+    assert result["reference"] == {"run_dir": str(tmp_path / "t/amount-0.99"), "dense_val_accuracy": 0.98}
+
+
+def test_threads_are_set_for_every_point(monkeypatch, tmp_path, pipeline_writer):
+    import torch
+
+    seen = []
+
+    def run_variant(task):
+        seen.append(torch.get_num_threads())
+        return {"report": report(0.98, 0.979, 0.978, 0.9)}
+
+    monkeypatch.setattr(tune_module, "run_variant", run_variant)
+    pipeline = pipeline_writer(tmp_path / "p.toml")
+    try:
+        result = CliRunner().invoke(main, ["tune", str(pipeline), "--max-drop", "1", "--out", str(tmp_path / "t"),
+                                           "--threads", "2"])
+    finally:
+        torch.set_num_threads(1)
+    assert result.exit_code == 0, result.output
+    assert seen and set(seen) == {2}
+
+
 def test_bad_ranges_are_one_line_errors(tmp_path, pipeline_writer):
     threshold = pipeline_writer(tmp_path / "p.toml")
     magnitude = pipeline_writer(tmp_path / "m.toml", {"prune.method": "magnitude"})

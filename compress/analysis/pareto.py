@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from compress.results import DENSE, VAL, baseline_of, drop_pts
+from compress.results import DENSE, VAL, accuracy_points, baseline_of, drop_pts
 
 
 def dominates(q: dict, p: dict) -> bool:
@@ -48,10 +48,11 @@ def within_budget(points: list[dict], max_drop: float, baseline: str = DENSE) ->
     return result
 
 
-def collect_points(results: list[dict], baseline: str = DENSE) -> list[dict]:
+def collect_points(results: list[dict], baseline: str = DENSE, reference: float | None = None) -> list[dict]:
     """One point per distinct artifact of the variants (identical files shared by several
     variants, such as the common dense model, count once), with its drop in points
-    against its own variant's baseline.
+    against `reference` (a validation accuracy: the dense model of the pipeline as
+    written), or, without one, against its own variant's baseline.
 
     A point's `accuracy` and `drop` are on the validation split: the frontier and the budget
     choose on them; `test_accuracy` is only reported."""
@@ -70,7 +71,8 @@ def collect_points(results: list[dict], baseline: str = DENSE) -> list[dict]:
                 "path": str(Path(result["run_dir"]) / a["path"]),
                 "accuracy": a["val_accuracy"],
                 "test_accuracy": a["accuracy"],
-                "drop": drop_pts(base, a, VAL),
+                "drop": drop_pts(base, a, VAL) if reference is None
+                else round(-accuracy_points(reference, a[VAL]), 4),
                 "bytes": a["bytes"],
                 "deploy_bytes": a["deploy_bytes"],
                 "compression": a["compression"],

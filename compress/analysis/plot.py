@@ -2,9 +2,10 @@
 
     plot_tradeoff(points, frontier_labels, "runs/sweep/sweep.png", title="mnist")
 
-Each point is an artifact (`label`, `accuracy` 0..1, `deploy_bytes`); the x axis is
-logarithmic, the Pareto frontier is drawn as a step line, an optional accuracy budget as a
-dashed horizontal line and the chosen artifact ringed.
+Each point is an artifact (`label`, `accuracy` 0..1 on the validation split, `deploy_bytes`);
+the x axis is logarithmic, the Pareto frontier is drawn as a step line, an optional accuracy
+budget as a dashed horizontal line and the chosen artifact ringed. Every point is labelled
+where its label covers no other label and no marker; the legend sits below the axes.
 """
 
 from __future__ import annotations
@@ -25,44 +26,67 @@ def _color(artifact: str) -> str:
     return "tab:orange" if "dynamic" in artifact else "tab:green"
 
 
-# Offsets (points) tried in turn for a label, so that labels of nearby points do not overlap.
-LABEL_OFFSETS = [(6, 3), (6, -10), (6, 12), (6, -19), (6, 21), (6, -28), (6, 30), (6, -37)]
+# Offsets (in points) tried in turn for a label: just above or below the point on its right
+# (clear of the frontier's step, which leaves a point horizontally), then on its left, then
+# further up and down; a label moved off its point gets a thin leader line.
+LABEL_OFFSETS = [(5, 3), (5, -3), (-5, 3), (-5, -3)] + [
+    (dx, dy) for step in range(1, 6) for dy in (3 + 11 * step, -3 - 11 * step) for dx in (5, -5)]
+MARKER_PADDING = 5  # pixels kept clear around each marker (RING_PADDING: the chosen one's ring)
+RING_PADDING = 12
 
 
-def _place_labels(fig, ax, points: list[dict], frontier: set[str]) -> None:
-    """Label every point, moving a label up or down until it overlaps no earlier one
-    (frontier points first, so that theirs sit closest)."""
+def _place_labels(fig, ax, points: list[dict], frontier: set[str], chosen: str | None = None) -> list:
+    """Label every point where the label overlaps no other label, no marker and stays
+    inside the axes (frontier points first, so that theirs sit closest); returns the texts."""
+    from matplotlib.transforms import Bbox
+
     renderer = fig.canvas.get_renderer()
-    placed = []
+    frame = ax.get_window_extent(renderer)
+    markers = {}
+    for p in points:
+        x, y = ax.transData.transform((p["deploy_bytes"], 100 * p["accuracy"]))
+        pad = RING_PADDING if p["label"] == chosen else MARKER_PADDING
+        markers[p["label"]] = Bbox.from_extents(x - pad, y - pad, x + pad, y + pad)
+    placed, texts = [], []
     for p in sorted(points, key=lambda p: (p["label"] not in frontier, p["deploy_bytes"])):
         on_front = p["label"] in frontier
-        for offset in LABEL_OFFSETS:
-            text = ax.annotate(p["label"], (p["deploy_bytes"], 100 * p["accuracy"]), xytext=offset,
+        others = placed + [box for label, box in markers.items() if label != p["label"]]
+        ring = 5 if p["label"] == chosen else 0  # start beyond the chosen point's ring
+        for attempt, (dx, dy) in enumerate(LABEL_OFFSETS, 1):
+            dx, dy = dx + ring * (1 if dx > 0 else -1), dy + ring * (1 if dy > 0 else -1)
+            text = ax.annotate(p["label"], (p["deploy_bytes"], 100 * p["accuracy"]), xytext=(dx, dy),
                                textcoords="offset points", fontsize=7 if on_front else 6,
-                               color="black" if on_front else "dimgray")
+                               color="black" if on_front else "dimgray",
+                               ha="left" if dx > 0 else "right", va="bottom" if dy > 0 else "top",
+                               arrowprops={"arrowstyle": "-", "color": "gray", "linewidth": 0.5,
+                                           "shrinkA": 0, "shrinkB": 3} if abs(dy) > 3 + ring else None)
             box = text.get_window_extent(renderer)
-            if not any(box.overlaps(other) for other in placed) or offset == LABEL_OFFSETS[-1]:
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            clear = inside and not any(box.overlaps(other) for other in others)
+            if clear or attempt == len(LABEL_OFFSETS):
                 placed.append(box)
+                texts.append(text)
                 break
             text.remove()
+    return texts
 
 
-def plot_tradeoff(
+def draw_tradeoff(
     points: list[dict],
     frontier: list[str],
-    path: str | Path,
     title: str = "",
     chosen: str | None = None,
     budget_line: float | None = None,
-) -> Path:
+    budget_label: str = "accuracy budget",
+):
+    """The figure of `plot_tradeoff` (matplotlib Figure; the caller closes it)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    path = Path(path)
     ok = [p for p in points if p.get("status", "ok") == "ok"]
-    fig, ax = plt.subplots(figsize=(9, 6), dpi=110)
+    fig, ax = plt.subplots(figsize=(10, 6), dpi=110)
     kinds: dict[str, list[dict]] = {}
     for p in ok:
         kinds.setdefault(p["artifact"], []).append(p)
@@ -75,20 +99,37 @@ def plot_tradeoff(
         ax.step([p["deploy_bytes"] for p in front], [100 * p["accuracy"] for p in front], where="post",
                 color="black", linewidth=1.2, label="Pareto frontier", zorder=2)
     if budget_line is not None:
-        ax.axhline(100 * budget_line, color="tab:red", linestyle="--", linewidth=1, label="accuracy budget")
+        ax.axhline(100 * budget_line, color="tab:red", linestyle="--", linewidth=1, label=budget_label)
     if chosen in by_label:
         p = by_label[chosen]
         ax.scatter([p["deploy_bytes"]], [100 * p["accuracy"]], s=220, facecolors="none",
                    edgecolors="tab:red", linewidths=1.8, zorder=4, label="smallest within budget")
     ax.set_xscale("log")
     ax.set_xlabel("deploy bytes (smaller of .onnx.gz and .onnx.xz), log scale")
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel("validation accuracy (%)")
     ax.set_title(title)
     ax.grid(True, which="both", linewidth=0.3, alpha=0.6)
-    ax.margins(x=0.25, y=0.08)  # room for the labels
-    ax.legend(fontsize=8, loc="best")
+    ax.margins(x=0.3, y=0.12)  # room for the labels
+    # the legend below the axes, where no label or point can be under it
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=4, frameon=False)
     fig.tight_layout()
-    _place_labels(fig, ax, ok, set(frontier))
+    _place_labels(fig, ax, ok, set(frontier), chosen)
+    return fig
+
+
+def plot_tradeoff(
+    points: list[dict],
+    frontier: list[str],
+    path: str | Path,
+    title: str = "",
+    chosen: str | None = None,
+    budget_line: float | None = None,
+    budget_label: str = "accuracy budget",
+) -> Path:
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fig = draw_tradeoff(points, frontier, title, chosen, budget_line, budget_label)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)

@@ -72,10 +72,18 @@ def import_ray():
     return ray
 
 
-def run_tasks(tasks: list[dict], jobs: int = 1, ray_address: str | None = None) -> list[dict]:
+def run_tasks(tasks: list[dict], jobs: int = 1, ray_address: str | None = None,
+              threads: int | None = None) -> list[dict]:
     """Run variant tasks in order (jobs 1), in `jobs` processes, or as Ray tasks; results
-    come back in the order of `tasks`. The first failure stops the sweep."""
-    threads = max(1, available_cpus() // max(1, jobs))
+    come back in the order of `tasks`. The first failure stops the sweep.
+
+    `threads`: torch threads per variant (None: the CPUs shared out among the jobs; in
+    this process with jobs 1, torch's own choice)."""
+    if ray_address is None and jobs <= 1 and threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    threads = threads or max(1, available_cpus() // max(1, jobs))
     if ray_address is not None:
         return _run_ray(tasks, jobs, threads, ray_address)
     if jobs <= 1:

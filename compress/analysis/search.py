@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from compress import tables
+from compress.analysis.reference import REFERENCE, dense_val
 from compress.analysis.sweep import (
     available_cpus,
     delta,
@@ -49,13 +50,12 @@ from compress.analysis.sweep import (
 from compress.config import PipelineConfig, load_pipeline
 from compress.errors import CompressError
 from compress.files import write_json, write_text
-from compress.results import DENSE, VAL, accuracy_points, find_artifact
+from compress.results import DENSE, VAL, accuracy_points
 
 log = logging.getLogger(__name__)
 
 OBJECTIVES = ("size", "pareto")
 STUDY_FILE = "study.journal"
-REFERENCE = "reference"
 FLOAT_DIGITS = 3  # sampled floats are rounded to 3 significant digits, so near-equal draws share stages
 
 
@@ -426,7 +426,7 @@ def run_search(
         reference = runner.wait()[0]
         if "error" in reference:
             raise CompressError(f"the reference run (the pipeline as written) failed: {reference['error']}")
-        reference_val = _dense_val(reference["report"], REFERENCE)
+        reference_val = dense_val(reference["report"], REFERENCE)
         pending: dict[str, Any] = {}
         start = counted(study)
         if start:
@@ -452,14 +452,6 @@ def run_search(
                         reference, reference_val)
     write_search(out, summary)
     return summary
-
-
-def _dense_val(report: dict, where: str) -> float:
-    dense = find_artifact(report["artifacts"], DENSE)
-    if dense is None or dense.get("val_accuracy") is None:
-        raise CompressError(f"{where}: report.json has no dense artifact with val_accuracy; "
-                            "search needs a compress that measures accuracy on the validation split")
-    return dense["val_accuracy"]
 
 
 def _tell(study, trial, result: dict, reference_val: float, max_drop: float | None, objective: str) -> None:

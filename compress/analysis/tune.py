@@ -17,8 +17,11 @@ layer's density is scaled by the same factor and the file's own setting is one p
 search; other settings are scaled in proportion, o * a / a0.
 
 A point meets the budget when one of its artifacts other than `dense` is at most
-`max_drop` points below that run's `dense` artifact on the validation split (the test split
-is only reported). Every point is one run folder
+`max_drop` points below the dense model of the pipeline as written (with the `--set`
+changes every point has), on the validation split (the test split is only reported): a
+point that changes training cannot lower its own bar (compress.analysis.reference). That
+model is the points' own when they train it alike (the usual case: a pruning setting);
+otherwise the pipeline runs once first as `<out>/reference`. Every point is one run folder
 `<out>/<param>-<value>/` sharing the stage cache `<out>/cache`, so training runs once.
 """
 
@@ -30,12 +33,13 @@ from pathlib import Path
 from typing import Any
 
 from compress import tables
+from compress.analysis.reference import BAR, REFERENCE, Reference, dense_val
 from compress.analysis.runner import run_variant
 from compress.analysis.sweep import delta
 from compress.config import PipelineConfig, ignored_by, load_pipeline, pruning_method
 from compress.errors import CompressError
 from compress.files import child_path, write_json, write_text
-from compress.results import DENSE, VAL, Report, baseline_of, drop_pts
+from compress.results import DENSE, VAL, Report, accuracy_points, baseline_of, drop_pts
 
 log = logging.getLogger(__name__)
 
@@ -69,17 +73,19 @@ def midpoint(low: float, high: float, geometric: bool) -> float:
     return _round(math.sqrt(low * high) if geometric and low > 0 else (low + high) / 2)
 
 
-def evaluate_point(report: Report, max_drop: float, baseline: str = DENSE) -> dict:
+def evaluate_point(report: Report, max_drop: float, baseline: str = DENSE, reference: float | None = None) -> dict:
     """The best artifact of one run: the smallest within budget, else the most accurate.
 
-    Judged on the validation split (`val_accuracy`); `test_accuracy` is only reported."""
+    Judged on the validation split (`val_accuracy`), against `reference` (the validation
+    accuracy of the pipeline's dense model) or, without one, the run's own `baseline`;
+    `test_accuracy` is only reported."""
     artifacts = report["artifacts"]
     base = baseline_of(artifacts, baseline)
     candidates = []
     for a in artifacts:
         if a["name"] == baseline or a["status"] != "ok":
             continue
-        drop = drop_pts(base, a, VAL)
+        drop = drop_pts(base, a, VAL) if reference is None else round(-accuracy_points(reference, a[VAL]), 4)
         candidates.append({"artifact": a["name"], "accuracy": a["val_accuracy"], "test_accuracy": a["accuracy"],
                            "drop": drop,
                            "deploy_bytes": a["deploy_bytes"], "sparsity": a["sparsity"]})
@@ -92,6 +98,7 @@ def evaluate_point(report: Report, max_drop: float, baseline: str = DENSE) -> di
         best = None
     return {
         "dense_accuracy": base["val_accuracy"],
+        "reference_accuracy": base["val_accuracy"] if reference is None else reference,
         "pruned_sparsity": report["training"]["pruned_sparsity"],
         "best": best,
         "meets": bool(meets),
@@ -111,8 +118,11 @@ def tune(
     cache_dir: str | Path | None = None,
     fixed: dict[str, Any] | None = None,
     device: str = "cpu",
+    threads: int | None = None,
 ) -> dict:
-    """Search, write `<out>/tune.json` and `tune.md`, and return the result."""
+    """Search, write `<out>/tune.json` and `tune.md`, and return the result.
+
+    `threads`: torch threads for every point (None: torch's choice)."""
     from compress.pipeline import check_inputs
 
     pipeline = Path(pipeline).resolve()
@@ -138,21 +148,40 @@ def tune(
     for value in (low, high):  # every point's settings and folder name are valid before any work
         config.with_overrides(point_overrides(config, param, value))
         child_path(out, f"{short}-{value:g}", "tune point")
-    check_inputs(config, data_root)
+    data = check_inputs(config, data_root)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     cache = Path(cache_dir).resolve() if cache_dir else out / "cache"
     root = str(Path(data_root).expanduser().resolve()) if data_root else None
     geometric = method.tune_geometric and _searches_strength(config, param)
     points: list[dict] = []
+
+    def run(name: str, overrides: dict[str, Any]) -> dict:
+        return run_variant({"name": name, "overrides": overrides, "pipeline": str(pipeline),
+                            "run_dir": str(child_path(out, name, "tune point")), "data_root": root,
+                            "cache_dir": str(cache),
+                            "device": device})["report"]
+
+    # the bar: the dense model of the pipeline (with --set); the points' own if they make it
+    reference = {"run_dir": None, "dense_val_accuracy": None}
+    bar = Reference(config, data)
+    if not all(bar.made_by(config.with_overrides(point_overrides(config, param, v))) for v in (low, high)):
+        log.info("tune: %s changes the dense model; the pipeline runs first as %s", param, REFERENCE)
+        reference = {"run_dir": str(out / REFERENCE),
+                     "dense_val_accuracy": dense_val(run(REFERENCE, dict(fixed or {})), REFERENCE)}
 
     def try_value(value: float) -> dict:
         overrides = {**(fixed or {}), **point_overrides(config, param, value)}
         name = f"{short}-{value:g}"
         run_dir = child_path(out, name, "tune point")
         log.info("tune: %s = %g (point %d)", param, value, len(points) + 1)
-        result = run_variant({"name": name, "overrides": overrides, "pipeline": str(pipeline),
-                              "run_dir": str(run_dir), "data_root": root, "cache_dir": str(cache),
-                              "device": device})
-        point = {"value": value, "run_dir": str(run_dir), **evaluate_point(result["report"], max_drop)}
+        report = run(name, overrides)
+        if reference["dense_val_accuracy"] is None:  # this point's dense model is the pipeline's
+            reference.update(run_dir=str(run_dir), dense_val_accuracy=dense_val(report, name))
+        point = {"value": value, "run_dir": str(run_dir),
+                 **evaluate_point(report, max_drop, reference=reference["dense_val_accuracy"])}
         points.append(point)
         best = point["best"]
         log.info("tune: %s = %g: sparsity %.2f%%, best %s %.2f%% (%+.2f pts), %s bytes: %s",
@@ -175,6 +204,7 @@ def tune(
                 hi = mid
     result = summarize(config.name, str(pipeline), param, (low, high), max_drop, points)
     result["fixed"] = dict(fixed or {})
+    result["reference"] = reference
     write_json(out / "tune.json", result)
     write_text(out / "tune.md", format_markdown(result))
     return result
@@ -215,6 +245,14 @@ def summarize(name: str, pipeline: str, param: str, bounds: tuple[float, float],
     }
 
 
+def bar_sentence(result: dict) -> str:
+    """What every Δ pts is measured against."""
+    ref = result.get("reference") or {}
+    if ref.get("dense_val_accuracy") is None:
+        return BAR
+    return f"{BAR} ({ref['dense_val_accuracy']:.2%}, in {ref['run_dir']})"
+
+
 def _rows(result: dict) -> tuple[list[str], list[list[str]]]:
     headers = [result["param"], "sparsity", "best artifact", "val %", "Δ pts", "deploy", "test %", "budget"]
     rows = []
@@ -236,8 +274,8 @@ def chosen_sentence(result: dict) -> str:
     p = next(p for p in result["points"] if p["value"] == result["chosen"])
     b = p["best"]
     text = (f"chosen: {result['param']} = {result['chosen']:g}, sparsity {p['pruned_sparsity']:.2%}, "
-            f"{b['artifact']} validation {b['accuracy']:.2%} ({delta(b['drop'])} pts against dense "
-            f"{p['dense_accuracy']:.2%}), {b['deploy_bytes']:,} deploy bytes, in {p['run_dir']}")
+            f"{b['artifact']} validation {b['accuracy']:.2%} ({delta(b['drop'])} pts against the reference "
+            f"dense {p['reference_accuracy']:.2%}), {b['deploy_bytes']:,} deploy bytes, in {p['run_dir']}")
     if result["ties"]:
         text += f"; tied on sparsity with {', '.join(f'{v:g}' for v in result['ties'])}"
     return text
@@ -255,8 +293,8 @@ def format_table(result: dict) -> str:
     table = tables.text(headers, rows, left=[True, False, True, False, False, False, False, True], strip=True)
     fixed = ", ".join(f"{k}={v!r}" for k, v in result.get("fixed", {}).items())
     lines = [f"tune {result['pipeline']}: highest {result['param']} in [{result['low']:g}, {result['high']:g}] "
-             f"within {result['max_drop']:g} pts of dense" + (f" (with {fixed})" if fixed else ""),
-             *table, "",
+             f"within {result['max_drop']:g} pts of the reference dense" + (f" (with {fixed})" if fixed else ""),
+             f"({bar_sentence(result)})", *table, "",
              chosen_sentence(result)]
     lines += [n for n in result["notes"] if n != chosen_sentence(result)]
     lines.append(training_sentence(result))
@@ -267,8 +305,8 @@ def format_markdown(result: dict) -> str:
     headers, rows = _rows(result)
     out = [f"# Tune {result['pipeline']}", "",
            f"Highest `{result['param']}` in [{result['low']:g}, {result['high']:g}] whose best artifact "
-           f"(the smallest within budget) is at most {result['max_drop']:g} pts below `dense` on the "
-           "validation split (val %; test % is only reported). "
+           f"(the smallest within budget) is at most {result['max_drop']:g} pts below the reference "
+           f"dense model on the validation split; {bar_sentence(result)} (val %; test % is only reported). "
            "Sparsity: zeros among the pruned layers' weights.", ""]
     if result.get("fixed"):
         out += ["Every point with " + ", ".join(f"`{k} = {v!r}`" for k, v in result["fixed"].items()) + ".", ""]

@@ -15,9 +15,12 @@ from typing import Any
 
 import torch
 
+from compress import __version__
+from compress.cache import StageCache, link_or_copy
 from compress.checkpoint import load_checkpoint
 from compress.config import OptimConfig, PipelineConfig
 from compress.data import Dataset
+from compress.files import hash_object, sha256_file
 from compress.training import RunSettings, predict
 
 
@@ -31,6 +34,7 @@ class StageContext:
     load_data: Callable[[], Dataset]
     progress: bool = True
     outputs: list[Path] = field(default_factory=list)  # files this stage wrote (hashed for the cache)
+    cache: StageCache | None = None  # the stage cache run folders share (sweeps, tune, search)
 
     @property
     def stage_dir(self) -> Path:
@@ -48,6 +52,31 @@ class StageContext:
         path = (self.run_dir if in_run_dir else self.stage_dir) / filename
         self.outputs.append(path)
         return path
+
+    def shared(self, part: str, identity: dict[str, Any], files: list[Path],
+               make: Callable[[], dict]) -> tuple[dict, bool]:
+        """Do `make()` once for every run folder that shares the stage cache: work that stages
+        of different keys have in common, such as exporting and measuring the dense model,
+        which depend on the train stage alone while their stages' keys depend on pruning too.
+
+        `make` writes `files` (in the run folder) and returns what it measured (JSON);
+        `identity` is everything those depend on (file checksums, settings). The entry
+        `<cache>/<part>/<key>/` keeps the files and the result; a run that finds it links the
+        files in and gets the result. Returns (result, reused); without a cache, just `make()`."""
+        if self.cache is None:
+            return make(), False
+        key = hash_object({"part": part, "version": __version__, **identity})
+        with self.cache.lock(part, key):
+            record = self.cache.lookup(part, key, {})
+            if record is not None:
+                for rel in record["outputs"]:
+                    link_or_copy(self.cache.entry(part, key) / rel, self.run_dir / rel)
+                return record["metrics"], True
+            result = make()
+            record = {"name": part, "key": key, "inputs": {}, "metrics": result,
+                      "outputs": {str(f.relative_to(self.run_dir)): sha256_file(f) for f in files}}
+            self.cache.store(record, self.run_dir)
+        return result, False
 
     def run_settings(self, resume: bool = True) -> RunSettings:
         data_cfg = self.config.data

@@ -11,6 +11,9 @@ and `labels` (class names), so the file alone is enough to use it.
 The file declares the `[export] opset` and the lowest IR version that opset allows
 (compress.encode.compat), so the oldest onnxruntime that implements the opset loads it.
 
+The dense model's export depends on the train stage alone, so run folders that share a
+stage cache (the variants of a sweep) export it once (StageContext.shared).
+
 It also tells which inputs the pruned model still reads (compress.encode.inputs): the
 metrics' `inputs`, `inputs.png` (images read by a Linear first layer: the pixels still
 used) and, with `[export] drop_unused_inputs`, `pruned-inputs.onnx`, which takes only those.
@@ -41,6 +44,7 @@ from compress.encode.onnx_tools import (
     set_metadata,
 )
 from compress.errors import ExportError
+from compress.files import sha256_file
 from compress.pruning.shrink import shrink
 from compress.results import DENSE, PRUNED
 from compress.stages.context import StageContext
@@ -48,6 +52,7 @@ from compress.stages.context import StageContext
 log = logging.getLogger(__name__)
 ARTIFACTS = {DENSE: "train", PRUNED: "finetune"}  # artifact name -> stage whose model it is
 REDUCED = "pruned-inputs"  # the pruned model on its used inputs only ([export] drop_unused_inputs)
+DENSE_EXPORT = "dense-export"  # the dense model's export, shared by run folders (StageContext.shared)
 
 
 @contextlib.contextmanager
@@ -142,7 +147,16 @@ def run(ctx: StageContext) -> dict:
             data.preprocessing, list(data.classes), spec.get("name") or spec["class"], artifact,
             dataset=data.name, input_shape=data.input_shape,
         )
-        export_onnx(model, data.input_shape, path, ctx.config.export.opset, metadata, ctx.config.export.ir_version)
+        def make(model=model, path=path, metadata=metadata) -> dict:
+            export_onnx(model, data.input_shape, path, ctx.config.export.opset, metadata, ctx.config.export.ir_version)
+            return {}
+
+        if artifact == DENSE:  # the same for every run folder whose train stage made this model
+            _, reused = ctx.shared(DENSE_EXPORT, dense_identity(ctx, metadata), [path], make)
+            if reused:
+                log.info("%s: the dense model's export, shared by the stage cache (%d bytes)", path, path.stat().st_size)
+        else:
+            make()
         metrics[artifact] = {"path": str(path.relative_to(ctx.run_dir)), "bytes": path.stat().st_size}
         if shrunk is not None:
             metrics[artifact]["shrink"] = shrunk
@@ -158,6 +172,14 @@ def run(ctx: StageContext) -> dict:
     if ctx.config.export.drop_unused_inputs:
         metrics[REDUCED] = export_reduced(ctx, model, spec, usage)
     return metrics
+
+
+def dense_identity(ctx: StageContext, metadata: dict[str, str]) -> dict:
+    """What dense.onnx depends on: the trained model's file, the metadata written into it
+    and the export settings that touch it (shrink and drop_unused_inputs touch pruned only)."""
+    return {"model": sha256_file(ctx.input("train", "model.pt")), "metadata": metadata,
+            "input_shape": list(ctx.data.input_shape), "opset": ctx.config.export.opset,
+            "ir_version": ctx.config.export.ir_version}
 
 
 def export_reduced(ctx: StageContext, model: nn.Module, spec: dict, usage) -> dict | None:

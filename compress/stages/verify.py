@@ -27,6 +27,10 @@ The export and quantize stages leave their files in their own folders; this stag
 each final artifact into the run folder with the verified accuracy, the oldest onnxruntime
 that loads it (compress.encode.compat) and its own checksum in its metadata
 (`seal_artifact`), then measures that final file; its accuracy must equal the one sealed in.
+
+Run folders that share a stage cache and the same dense.onnx (the variants of a sweep) seal
+and measure dense once (StageContext.shared); its latency is still timed in every run,
+interleaved with that run's other artifacts.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from compress.encode.compat import min_onnxruntime, opsets
 from compress.encode.cost import count_macs, session_weight_bytes
 from compress.encode.inputs import take_used
 from compress.encode.onnx_tools import (
+    PACKAGERS,
     get_metadata,
     parameter_counts,
     save_model,
@@ -55,15 +60,16 @@ from compress.encode.onnx_tools import (
     write_packages,
 )
 from compress.errors import IntegrityError
-from compress.files import write_bytes
+from compress.files import sha256_file, write_bytes
 from compress.results import DENSE, FLOAT_ARTIFACTS, PRUNED, Artifact
 from compress.stages.context import StageContext
 from compress.stages.export import REDUCED
 from compress.stages.quantize import variant_name
-from compress.stats import pack_correct, paired_bootstrap_ci
+from compress.stats import pack_correct, paired_bootstrap_ci, unpack_correct
 from compress.training import predict
 
 log = logging.getLogger(__name__)
+DENSE_VERIFY = "dense-verify"  # dense's measurements, shared by run folders (StageContext.shared)
 
 
 def artifact_names(ctx: StageContext) -> list[tuple[str, str]]:
@@ -286,6 +292,14 @@ def verify_artifact(
     return row
 
 
+def dense_identity(ctx: StageContext) -> dict:
+    """What dense's measurements depend on: its file, the PyTorch model it is compared with,
+    the data (files and splits) and the verify settings."""
+    return {"onnx": sha256_file(artifact_source(ctx, DENSE)), "model": sha256_file(ctx.input("train", "model.pt")),
+            "data": ctx.data.fingerprint, "data_settings": ctx.config.data.model_dump(mode="json"),
+            "verify": ctx.config.verify.model_dump(mode="json")}
+
+
 def run(ctx: StageContext) -> dict:
     data = ctx.data
     config = ctx.config.verify
@@ -297,26 +311,42 @@ def run(ctx: StageContext) -> dict:
     package_dir = ctx.run_dir / "deploy"
     rows, sessions, timing_inputs = [], [], []
     per_image: dict[str, np.ndarray] = {}
+    opened: dict[str, ort.InferenceSession] = {}
     with torch.inference_mode():
         for name, stage in artifact_names(ctx):
             started = time.perf_counter()
-            if stage not in references:
-                model, _, _ = load_checkpoint(ctx.input(stage, "model.pt"))
-                references[stage] = predict(model, x_torch).numpy()
             path = ctx.output(f"{name}.onnx", in_run_dir=True)
-            sealed = seal_artifact(artifact_source(ctx, name), path, pixels, labels, val, config)
-            # codebook: the pruned model's very weights, stored as codes
-            is_float = name in FLOAT_ARTIFACTS or name == REDUCED or name.endswith("-codebook")
-            session = make_session(path, config.threads)
-            row = verify_artifact(
-                path, pixels, labels, references[stage], config, is_float, package_dir, val,
-                per_image, session=session, time_alone=False,
-            )
-            if row["accuracy"] != sealed:  # the metadata changed nothing the graph computes
-                raise IntegrityError(f"{path.name}: accuracy {row['accuracy']} differs from the sealed {sealed}")
+
+            def measure(name=name, stage=stage, path=path) -> dict:
+                if stage not in references:
+                    model, _, _ = load_checkpoint(ctx.input(stage, "model.pt"))
+                    references[stage] = predict(model, x_torch).numpy()
+                sealed = seal_artifact(artifact_source(ctx, name), path, pixels, labels, val, config)
+                # codebook: the pruned model's very weights, stored as codes
+                is_float = name in FLOAT_ARTIFACTS or name == REDUCED or name.endswith("-codebook")
+                opened[name] = make_session(path, config.threads)
+                row = verify_artifact(
+                    path, pixels, labels, references[stage], config, is_float, package_dir, val,
+                    per_image, session=opened[name], time_alone=False,
+                )
+                if row["accuracy"] != sealed:  # the metadata changed nothing the graph computes
+                    raise IntegrityError(f"{path.name}: accuracy {row['accuracy']} differs from the sealed {sealed}")
+                return {"row": row, "correct": pack_correct(per_image[name]).tobytes().hex()}
+
+            if name == DENSE:  # the same for every run folder with this dense.onnx: measured once
+                files = [path, *(package_dir / f"{name}{suffix}" for suffix in PACKAGERS)]
+                measured, reused = ctx.shared(DENSE_VERIFY, dense_identity(ctx), files, measure)
+                if reused:
+                    log.info("%s: sealed and measured once for the run folders sharing the stage cache; "
+                             "its latency is timed here", path.name)
+                    per_image[name] = unpack_correct(np.frombuffer(bytes.fromhex(measured["correct"]), np.uint8),
+                                                     len(labels))
+            else:
+                measured = measure()
+            row = dict(measured["row"])
             ctx.outputs += [ctx.run_dir / row["deploy_path"]]
             rows.append(row)
-            sessions.append(session)
+            sessions.append(opened.get(name) or make_session(path, config.threads))  # latency: timed below, always
             metadata = get_metadata(onnx.load(str(path), load_external_data=False))
             timing_inputs.append(model_inputs(pixels[:256], metadata))
             log.info(
