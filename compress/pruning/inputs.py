@@ -43,7 +43,9 @@ def first_layers(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, to
     x = torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(0)).to(device)
     seen: dict[str, torch.Tensor] = {}
     hooks = [
-        module.register_forward_pre_hook(lambda _m, args, name=name: seen.setdefault(name, args[0].detach().clone()))
+        module.register_forward_pre_hook(
+            lambda _m, args, name=name: seen.setdefault(name, args[0].detach().clone())
+        )
         for name, module in model.named_modules()
         if isinstance(module, FIRST_LAYER_TYPES)
     ]
@@ -55,8 +57,10 @@ def first_layers(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, to
         for hook in hooks:
             hook.remove()
     return {
-        name: tensor for name, tensor in seen.items()
-        if isinstance(tensor, torch.Tensor) and tensor.numel() == x.numel()
+        name: tensor
+        for name, tensor in seen.items()
+        if isinstance(tensor, torch.Tensor)
+        and tensor.numel() == x.numel()
         and torch.equal(tensor.reshape(2, -1), x.reshape(2, -1))
     }
 
@@ -73,19 +77,24 @@ def input_unit(input_shape: tuple[int, ...], convolutions: bool) -> str:
 class InputScores:
     unit: str  # features | pixels | channels
     scores: torch.Tensor  # float64 [inputs]: L2 norm of the first-layer weights on each input
-    units: dict[str, torch.Tensor]  # first layer -> the input each of its weights reads (weight's shape)
+    # first layer -> the input each entry of its weight reads (the weight's shape)
+    units: dict[str, torch.Tensor]
 
     @property
     def total(self) -> int:
         return self.scores.numel()
 
 
-def _units_read(module: nn.Module, seen: torch.Tensor, input_shape: tuple[int, ...], unit: str) -> torch.Tensor | None:
+def _units_read(
+    module: nn.Module, seen: torch.Tensor, input_shape: tuple[int, ...], unit: str
+) -> torch.Tensor | None:
     """For each entry of the layer's weight, the input (in `unit`) it reads; None when its
     weights do not map onto single inputs (a Linear along the last axis of an image)."""
     weight = module.weight
     if isinstance(module, nn.Linear):
-        if not (seen.dim() == 2 and seen.shape[1] == math.prod(input_shape)):
+        flattened = seen.dim() == 2 and seen.shape[1] == math.prod(input_shape)
+        # beside a Conv (unit channels), a Linear's columns are not one channel each
+        if not flattened or unit == "channels":
             return None
         column = torch.arange(weight.shape[1])
         if unit == "pixels":  # the flattened image is [C, H, W]: a pixel in every channel
@@ -114,7 +123,7 @@ def input_scores(model: nn.Module, input_shape: tuple[int, ...]) -> InputScores:
         )
     modules = dict(model.named_modules())
     unit = input_unit(input_shape, any(not isinstance(modules[n], nn.Linear) for n in seen))
-    total = {"features": input_shape[0], "channels": input_shape[0]}.get(unit, math.prod(input_shape[1:]))
+    total = math.prod(input_shape[1:]) if unit == "pixels" else input_shape[0]
     squares = torch.zeros(total, dtype=torch.float64)
     units = {}
     for name, tensor in seen.items():
@@ -122,7 +131,8 @@ def input_scores(model: nn.Module, input_shape: tuple[int, ...]) -> InputScores:
         if read is None:
             raise CompressError(
                 f"prune.keep_inputs: layer {name} ({type(modules[name]).__name__}) reads the input "
-                f"in a way whose weights are not one group per {unit[:-1]}, so {unit} cannot be selected"
+                f"in a way whose weights are not one group per {unit[:-1]}, "
+                f"so {unit} cannot be selected"
             )
         weight = modules[name].weight.detach().double()
         squares.index_add_(0, read.flatten().to(squares.device), (weight * weight).flatten().cpu())
@@ -142,7 +152,8 @@ def keep_strongest_inputs(model: nn.Module, k: int, input_shape: tuple[int, ...]
     """Mask every first-layer weight on all but the k strongest inputs; their indices, in order."""
     scores = input_scores(model, input_shape)
     check_keep_inputs(k, scores)
-    order = torch.argsort(scores.scores, descending=True, stable=True)  # stable: ties to the lower index
+    # stable: of equal scores the lower index comes first, and is kept
+    order = torch.argsort(scores.scores, descending=True, stable=True)
     kept = torch.sort(order[:k]).values
     modules = dict(model.named_modules())
     add_masks(modules, {name: torch.isin(read, kept) for name, read in scores.units.items()})

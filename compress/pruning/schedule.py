@@ -53,7 +53,9 @@ def prune_oneshot(
 
 def _input_shape(sample: torch.Tensor | None) -> tuple[int, ...]:
     if sample is None:
-        raise CompressError("prune.keep_inputs needs a batch of inputs (sample) to find the layers that read them")
+        raise CompressError(
+            "prune.keep_inputs needs a batch of inputs (sample) to find the layers that read them"
+        )
     return tuple(sample.shape[1:])
 
 

@@ -81,7 +81,9 @@ def run(ctx: StageContext) -> dict:
             "batchnorm_recalibration_samples": recalibrated, "warnings": warnings}
 
 
-def check_inputs_to_keep(model: nn.Module, config: PruneConfig, input_shape: tuple[int, ...]) -> None:
+def check_inputs_to_keep(
+    model: nn.Module, config: PruneConfig, input_shape: tuple[int, ...]
+) -> None:
     """[prune] keep_inputs against the model, before any training: 1 <= k <= its inputs, and
     a first layer that reads them (compress.pruning.inputs)."""
     if config.enabled and config.keep_inputs is not None:
