@@ -162,6 +162,28 @@ def test_a_model_that_transforms_its_input_before_any_layer_is_an_error():
         prune_oneshot(model, keep(2), sample=torch.zeros(2, 6))
 
 
+class ConvAndLinear(nn.Module):
+    """A Conv and a Linear both read the image: a Linear's columns are pixels, not channels."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 2, 3)
+        self.linear = nn.Linear(2 * 4 * 4, 2)
+
+    def forward(self, x):
+        return self.conv(x).flatten(1)[:, :2] + self.linear(x.flatten(1))
+
+
+@pytest.mark.parametrize("model, shape", [
+    (ConvAndLinear(), (2, 4, 4)),
+    # a Linear along the last axis: a column is a whole image column
+    (nn.Sequential(nn.Linear(4, 2), nn.Flatten(), nn.Linear(16, 2)), (2, 4, 4)),
+])
+def test_first_layers_whose_weights_are_not_one_group_per_input_are_an_error(model, shape):
+    with pytest.raises(CompressError, match="reads the input in a way whose weights are not one"):
+        prune_oneshot(model, keep(1), sample=torch.zeros(1, *shape))
+
+
 def test_keep_inputs_needs_the_sample_that_finds_the_first_layer():
     with pytest.raises(CompressError, match="needs a batch of inputs"):
         prune_oneshot(logreg_with_columns([[1.0]] * 3), keep(2))
