@@ -298,6 +298,9 @@ class PruneConfig(Section):
     method: str = DEFAULT_PRUNE_METHOD
     layers: list[str] | None = None  # module names to prune; None: every Linear and Conv
     overrides: dict[str, LayerPrune] = Field(default_factory=dict)  # per-layer amount/threshold
+    # After the method's masks, keep only the k inputs (features, pixels or channels) whose
+    # first-layer weights have the largest L2 norm; mask the others' (compress.pruning.inputs).
+    keep_inputs: PositiveInt | None = None
     # oneshot: prune once, then [finetune]. gradual: prune while training ([prune.gradual]).
     schedule: Literal["oneshot", "gradual"] = "oneshot"
     gradual: GradualConfig = GradualConfig()

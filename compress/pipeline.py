@@ -153,7 +153,8 @@ def cached_record(run_dir: Path, name: str, key: str, inputs: dict[str, str]) ->
 
 def check_model(config: PipelineConfig, input_shape: tuple[int, ...], num_classes: int, dataset: str) -> None:
     """Build the model (with its [model] weights) and check that it maps samples of
-    `input_shape` to `num_classes` logits and has the layers [prune] names."""
+    `input_shape` to `num_classes` logits, has the layers [prune] names and the inputs its
+    keep_inputs counts."""
     spec = model_spec(config.model, config.base_dir, num_classes, input_shape)
     try:
         model = build_from_spec(spec)
@@ -180,6 +181,7 @@ def check_model(config: PipelineConfig, input_shape: tuple[int, ...], num_classe
         )
     if config.prune.enabled:
         prune.check_layer_names(model, config.prune)
+        prune.check_inputs_to_keep(model, config.prune, input_shape)
     # A model torch cannot export would otherwise fail after all the training.
     export.check_exportable(model, input_shape, config.export.opset)
 

@@ -66,7 +66,7 @@ def test_unknown_keys_are_rejected_with_a_suggestion(data, expected):
 
 def test_an_unknown_prune_key_lists_the_keys_of_the_named_method():
     message = config_error({"prune": {"method": "magnitude", "bogus": 1}})
-    assert "known: enabled, method, layers, overrides, schedule, gradual, amount, scope" in message
+    assert "known: enabled, method, layers, overrides, keep_inputs, schedule, gradual, amount, scope" in message
 
 
 def test_an_unknown_key_lists_the_known_keys_of_its_section():

@@ -36,9 +36,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-log = logging.getLogger(__name__)
+from compress.pruning.inputs import first_layers, input_unit
 
-FIRST_LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -151,29 +151,10 @@ def input_usage(
     """Which inputs the model reads (see module docstring); None if its first layers
     do not read the input directly."""
     input_shape = tuple(int(d) for d in input_shape)
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(2, *input_shape, generator=generator)
-    seen: dict[str, torch.Tensor] = {}
-    hooks = [
-        module.register_forward_pre_hook(lambda _m, args, name=name: seen.setdefault(name, args[0].detach().clone()))
-        for name, module in model.named_modules()
-        if isinstance(module, FIRST_LAYER_TYPES)
-    ]
-    was_training = model.training
-    try:
-        model.eval()(x)
-    finally:
-        model.train(was_training)
-        for hook in hooks:
-            hook.remove()
     modules = dict(model.named_modules())
     total: torch.Tensor | None = None
     first: list[str] = []
-    for name, tensor in seen.items():
-        if not isinstance(tensor, torch.Tensor) or tensor.numel() != x.numel() or not torch.equal(
-            tensor.reshape(2, -1), x.reshape(2, -1)
-        ):
-            continue
+    for name, tensor in first_layers(model, input_shape).items():
         counts = _layer_weight_use(modules[name], tensor, input_shape)
         if counts is None:
             continue
@@ -182,14 +163,8 @@ def input_usage(
     if total is None:
         log.info("cannot tell which inputs the model uses: no Linear or Conv reads its input directly")
         return None
-    convs = [n for n in first if not isinstance(modules[n], nn.Linear)]
-    if len(input_shape) == 1:
-        unit, axis = "features", "elements"
-    elif convs:
-        # A convolution reads every pixel of a channel it uses: only channels can drop out.
-        unit, axis = "channels", "channels"
-    else:
-        unit, axis = "pixels", "elements"
+    unit = input_unit(input_shape, any(not isinstance(modules[n], nn.Linear) for n in first))
+    axis = "channels" if unit == "channels" else "elements"
     names = tuple(feature_names) if feature_names is not None and unit == "features" else None
     return InputUsage(input_shape, total, unit, axis, tuple(first), names)
 

@@ -6,6 +6,10 @@
 The gradual schedule ("To prune, or not to prune", 2017) raises a method's fraction from
 `gradual.initial_amount` to its targets: s_t = s_f + (s_i - s_f) * (1 - t/n)^3, in
 `gradual.steps` steps over the first `gradual.ramp` of training; pruned weights stay pruned.
+
+`[prune] keep_inputs = k` (compress.pruning.inputs) follows the method's masks: at once in
+prune_oneshot, at the last step of the ramp in GradualPruner (the rest of training then
+reads those k inputs only). Both need the batch of inputs `sample`, to find the first layers.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import torch.nn as nn
 from compress.config import PruneConfig
 from compress.errors import CompressError
 from compress.pruning.base import PruningMethod
+from compress.pruning.inputs import check_keep_inputs, input_scores, keep_strongest_inputs
 from compress.pruning.masks import add_masks, ensure_masked, masks_of, prunable_layers
 from compress.pruning.registry import get_method
 
@@ -41,7 +46,17 @@ def prune_oneshot(
         method.prepare(model, sample)
     layers = prunable_layers(model, config.layers)
     add_masks(layers, method.masks(layers, {n: method.setting(n) for n in layers}))
+    if config.keep_inputs is not None:
+        keep_strongest_inputs(model, config.keep_inputs, _input_shape(sample))
     return masks_of(model)
+
+
+def _input_shape(sample: torch.Tensor | None) -> tuple[int, ...]:
+    if sample is None:
+        raise CompressError(
+            "prune.keep_inputs needs a batch of inputs (sample) to find the layers that read them"
+        )
+    return tuple(sample.shape[1:])
 
 
 def cubic_sparsity(step: int, steps: int, initial: float, final: float) -> float:
@@ -60,6 +75,8 @@ class GradualPruner:
         self.method = method_for(config)
         if not self.method.fraction:
             raise CompressError(f"gradual pruning needs a method whose {self.method.strength} is a fraction")
+        if config.keep_inputs is not None:  # a wrong k fails now, not after the ramp
+            check_keep_inputs(config.keep_inputs, input_scores(model, _input_shape(sample)))
         self.method.setup(model, sample)  # before the masks: tracing sees the plain model
         self.layers = prunable_layers(model, config.layers)
         self.targets = {n: self.method.setting(n) for n in self.layers}
@@ -85,4 +102,6 @@ class GradualPruner:
         if self.sample is not None:
             self.method.prepare(self.model, self.sample.to(next(self.model.parameters()).device))
         add_masks(self.layers, self.method.masks(self.layers, amounts))
+        if k == gradual.steps and self.config.keep_inputs is not None:
+            keep_strongest_inputs(self.model, self.config.keep_inputs, tuple(self.sample.shape[1:]))
         log.debug("gradual prune step %d/%d: %s", k, gradual.steps, amounts)

@@ -1,19 +1,25 @@
 """Prune stage: train/model.pt -> prune/model.pt (weights and masks), with the [prune] method
-(compress.pruning), once or gradually while training."""
+(compress.pruning), once or gradually while training; then [prune] keep_inputs, if set."""
 
 from __future__ import annotations
 
 import logging
 
+import torch.nn as nn
+
 from compress.checkpoint import load_checkpoint, save_checkpoint
+from compress.config import PruneConfig
 from compress.pruning import (
     GradualPruner,
+    check_keep_inputs,
     check_layer_names,
+    input_scores,
     make_permanent,
     masks_of,
     method_for,
     prune_oneshot,
     sparsity_summary,
+    strong_inputs,
 )
 from compress.pruning.batchnorm import has_batchnorm, recalibrate_batchnorm
 from compress.stages.context import StageContext
@@ -63,6 +69,8 @@ def run(ctx: StageContext) -> dict:
     measured = accuracies(model, ctx.data, ctx.config.data.eval_batch_size)
     summary = sparsity_summary(model)
     warnings = nearly_empty_layers(summary["layers"])
+    if config.enabled and config.keep_inputs is not None:
+        warnings += fewer_inputs(config.keep_inputs, strong_inputs(model, tuple(sample.shape[1:])))
     for warning in warnings:
         log.warning(warning)
     make_permanent(model)
@@ -71,6 +79,23 @@ def run(ctx: StageContext) -> dict:
              100 * summary["sparsity"], measured["val_accuracy"])
     return {**measured, **summary, "epochs": history,
             "batchnorm_recalibration_samples": recalibrated, "warnings": warnings}
+
+
+def check_inputs_to_keep(
+    model: nn.Module, config: PruneConfig, input_shape: tuple[int, ...]
+) -> None:
+    """[prune] keep_inputs against the model, before any training: 1 <= k <= its inputs, and
+    a first layer that reads them (compress.pruning.inputs)."""
+    if config.enabled and config.keep_inputs is not None:
+        check_keep_inputs(config.keep_inputs, input_scores(model, input_shape))
+
+
+def fewer_inputs(k: int, read: int) -> list[str]:
+    """A warning when the method left fewer than keep_inputs inputs with any weight."""
+    if read >= k:
+        return []
+    return [f"prune: keep_inputs = {k}, but the method left only {read} inputs with non-zero "
+            "first-layer weights, so the model reads those; lower its strength to keep more"]
 
 
 def nearly_empty_layers(layers: dict[str, dict], limit: float = NEARLY_ALL) -> list[str]:
