@@ -59,6 +59,7 @@ from compress.stages.export import REDUCED
 from compress.stages.quantize import variant_name
 from compress.stats import pack_correct, paired_bootstrap_ci
 from compress.training import predict
+from compress.variants import get_variant
 
 log = logging.getLogger(__name__)
 
@@ -289,6 +290,8 @@ def run(ctx: StageContext) -> dict:
     package_dir = ctx.run_dir / "deploy"
     rows, sessions, timing_inputs = [], [], []
     per_image: dict[str, np.ndarray] = {}
+    q = ctx.config.quantize
+    lossless = {variant_name(q.source, v) for v in q.variants if get_variant(v).lossless}
     with torch.inference_mode():
         for name, stage in artifact_names(ctx):
             if stage not in references:
@@ -296,8 +299,9 @@ def run(ctx: StageContext) -> dict:
                 references[stage] = predict(model, x_torch).numpy()
             path = ctx.output(f"{name}.onnx", in_run_dir=True)
             sealed = seal_artifact(artifact_source(ctx, name), path, pixels, labels, val, config)
-            # codebook: the pruned model's very weights, stored as codes
-            is_float = name in FLOAT_ARTIFACTS or name == REDUCED or name.endswith("-codebook")
+            # a lossless variant (codebook: the pruned model's very weights, stored as codes)
+            # is held to the float tolerance too
+            is_float = name in FLOAT_ARTIFACTS or name == REDUCED or name in lossless
             session = make_session(path, config.threads)
             row = verify_artifact(
                 path, pixels, labels, references[stage], config, is_float, package_dir, val,
