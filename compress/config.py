@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -343,7 +344,24 @@ def prune_section(data: Any) -> Any:
     return section.model_validate(data)
 
 
-QuantVariant = Literal["dynamic", "static", "static-int4", "packed-int4", "codebook"]
+def quantize_variant(name: str):
+    """The registered variant `name`. Variants live a floor above (compress.variants) and
+    register there by name, as pruning methods do."""
+    from compress.variants.registry import get_variant
+
+    return get_variant(name)
+
+
+def _known_variant(name: str) -> str:
+    try:
+        quantize_variant(name)
+    except CompressError as exc:  # reported at quantize.variants.<i>, like any wrong value
+        raise PydanticCustomError("unknown_variant", str(exc).replace("{", "{{").replace("}", "}}")) from None
+    return name
+
+
+# A registered variant (compress.variants): dynamic | static | static-int4 | packed-int4 | codebook.
+QuantVariant = Annotated[str, AfterValidator(_known_variant)]
 
 
 class PackedConfig(Section):
@@ -508,10 +526,24 @@ def ignored_by(config: PipelineConfig, dotted: str) -> str | None:
             return f"{base}.l1.lambda is 0 (no L1 term)"
         if sub == "distill" and key != "alpha" and optim.distill.alpha == 0:
             return f"{base}.distill.alpha is 0 (no distillation)"
+    if dotted.startswith("quantize."):
+        return _ignored_by_variants(config.quantize, dotted)
+    return None
+
+
+def _ignored_by_variants(quantize: QuantizeConfig, dotted: str) -> str | None:
+    """Why no variant of `quantize` (nor one they need) reads the [quantize] setting `dotted`."""
+    from compress.variants.registry import in_order, list_variants
+
+    written = [quantize_variant(v) for v in in_order(quantize.variants)]
     if dotted in ("quantize.calibration_samples", "quantize.calibration_method") and not any(
-        v.startswith("static") for v in config.quantize.variants
+        v.calibrated for v in written
     ):
         return "quantize.variants has no static variant; calibration is read by static variants only"
+    table = dotted.split(".")[1]
+    readers = [name for name, v in list_variants().items() if v.section == table]
+    if readers and not any(v.section == table for v in written):
+        return f"quantize.variants has no {' or '.join(readers)}; [quantize] {table} is read by it only"
     return None
 
 

@@ -26,7 +26,7 @@ from compress.encode.onnx_tools import (
     sealed_bytes,
 )
 from compress.stages.export import export_onnx
-from compress.stages.quantize import quantize_file
+from compress.stages.quantize import write_variant
 
 
 def release(version: str) -> tuple[str, int, int, int]:
@@ -110,7 +110,7 @@ def exports(tmp_path_factory, pruned_export, tiny_data):
     paths = {"pruned": float_path}
     for variant in ("dynamic", "static", "static-int4"):
         paths[variant] = folder / f"pruned-{variant}.onnx"
-        quantize_file(float_path, paths[variant], variant, QuantizeConfig(calibration_samples=64), calibration)
+        write_variant(float_path, paths[variant], variant, QuantizeConfig(calibration_samples=64), calibration)
     return paths
 
 

@@ -23,7 +23,7 @@ FLOORS = {
     "compress.data": 2,
     "compress.stats": 0, "compress.threads": 0,
     "compress.pruning": 3, "compress.qat": 3, "compress.training": 3, "compress.sharing": 3,
-    "compress.encode": 4,
+    "compress.encode": 4, "compress.variants": 4,
     "compress.stages": 5,
     "compress.report": 6, "compress.pipeline": 6,
     "compress.analysis": 7,
@@ -34,6 +34,7 @@ FLOORS = {
 UPWARD = {
     ("compress.config", "compress.pruning.registry"): "a [prune] section is the named method's own",
     ("compress", "compress.pipeline"): "`from compress import run_pipeline`, imported when first used",
+    ("compress.config", "compress.variants.registry"): "[quantize] variants are registered names",
 }
 
 

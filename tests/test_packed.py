@@ -20,7 +20,7 @@ from compress.encode.onnx_tools import get_metadata, parameter_counts, write_pac
 from compress.encode.packed import MAX_STEP, PackOptions, decode_stream, delta_stream, pack_model
 from compress.errors import CompressError
 from compress.stages.export import export_onnx
-from compress.stages.quantize import quantize_file
+from compress.stages.quantize import write_variant
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def int4(pruned_export, tiny_data, tmp_path_factory):
     folder = tmp_path_factory.mktemp("packed")
     calibration = tiny_data.tensors("train", limit=128)[0].numpy()
     path = folder / "pruned-int4-static.onnx"
-    quantize_file(pruned_export.path, path, "static-int4", QuantizeConfig(), calibration)
+    write_variant(pruned_export.path, path, "static-int4", QuantizeConfig(), calibration)
     return path, tiny_data.tensors("test")[0].numpy(), onnx.load(str(pruned_export.path))
 
 
@@ -110,7 +110,7 @@ def test_the_packed_file_is_smaller_and_a_session_holds_dense_float_weights(int4
     path, _, _ = int4
     target = tmp_path / "pruned-int4-packed.onnx"
     calibration = np.zeros((1, 1, 28, 28), np.float32)
-    quantize_file(pruned_export.path, target, "packed-int4", QuantizeConfig(), calibration, int4_static=path)
+    write_variant(pruned_export.path, target, "packed-int4", QuantizeConfig(), calibration, {"static-int4": path})
     packed_sizes = write_packages(target, tmp_path / "deploy")
     qdq_sizes = write_packages(path, tmp_path / "deploy")
     assert packed_sizes["bytes"] < qdq_sizes["bytes"]
@@ -138,7 +138,7 @@ def test_the_packed_variant_follows_its_config(pruned_export, tiny_data):
     config = QuantizeConfig(packed=PackedConfig(activations="int8"))
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(tmp) / "p.onnx"
-        quantize_file(pruned_export.path, target, "packed-int4", config, calibration)
+        write_variant(pruned_export.path, target, "packed-int4", config, calibration)
         model = onnx.load(str(target))
     initializers = {i.name for i in model.graph.initializer}
     dequantized = [n.input[0] for n in model.graph.node if n.op_type == "DequantizeLinear"]
@@ -148,7 +148,7 @@ def test_the_packed_variant_follows_its_config(pruned_export, tiny_data):
 def test_the_written_file_has_short_names_and_the_same_logits(int4, pruned_export, tmp_path):
     path, x, source = int4
     target = tmp_path / "pruned-int4-packed.onnx"
-    quantize_file(pruned_export.path, target, "packed-int4", QuantizeConfig(), x[:8], int4_static=path)
+    write_variant(pruned_export.path, target, "packed-int4", QuantizeConfig(), x[:8], {"static-int4": path})
     written, named = onnx.load(str(target)), pack_model(onnx.load(str(path)), source)
     assert written.ByteSize() < named.ByteSize() - 200
     assert [i.name for i in written.graph.input] == ["input"] and [o.name for o in written.graph.output] == ["logits"]
@@ -214,7 +214,7 @@ def test_sparse_weights_are_rebuilt_exactly(kind, tmp_path):
     float_path, qdq_path = tmp_path / "pruned.onnx", tmp_path / "int4.onnx"
     export_onnx(sparse_model(kind), (1, 28, 28), float_path, 18, {"preprocessing": "{}"})
     x = np.random.default_rng(0).random((16, 1, 28, 28), dtype=np.float32)
-    quantize_file(float_path, qdq_path, "static-int4", QuantizeConfig(), x)
+    write_variant(float_path, qdq_path, "static-int4", QuantizeConfig(), x)
     qdq, source = onnx.load(str(qdq_path)), onnx.load(str(float_path))
     packed = pack_model(qdq, source)
     ops = [n.op_type for n in packed.graph.node]
@@ -233,7 +233,7 @@ def test_linear_layers_can_run_as_matmulnbits_on_the_same_codes(tmp_path):
     float_path, qdq_path = tmp_path / "pruned.onnx", tmp_path / "int4.onnx"
     export_onnx(sparse_model("mlp"), (1, 28, 28), float_path, 18, {"preprocessing": "{}"})
     x = np.random.default_rng(1).random((16, 1, 28, 28), dtype=np.float32)
-    quantize_file(float_path, qdq_path, "static-int4", QuantizeConfig(), x)
+    write_variant(float_path, qdq_path, "static-int4", QuantizeConfig(), x)
     qdq, source = onnx.load(str(qdq_path)), onnx.load(str(float_path))
     nbits = pack_model(qdq, source, PackOptions(linear="matmulnbits"))
     onnx.checker.check_model(nbits, full_check=True)

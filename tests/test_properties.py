@@ -25,7 +25,7 @@ from compress.data import DATASETS, Dataset
 from compress.pruning import apply_masks, make_permanent, masks_of, prunable_layers, prune_oneshot
 from compress.registry import build_model
 from compress.stages.export import export_onnx
-from compress.stages.quantize import quantize_file
+from compress.stages.quantize import write_variant
 from compress.training import RunSettings, fit
 
 seeds = st.integers(0, 2**16)
@@ -175,7 +175,7 @@ def test_export_and_quantization_keep_pruned_weights_zero(tmp_path_factory, smal
     calibration = small_data.tensors("train", limit=64)[0].numpy()
     for variant in ("dynamic", "static", "static-int4"):
         target = folder / f"{variant}.onnx"
-        quantize_file(path, target, variant, QuantizeConfig(), calibration)
+        write_variant(path, target, variant, QuantizeConfig(), calibration)
         quantized = onnx.load(str(target))
         weights = onnx_weights(quantized)
         for shape, weight in expected.items():

@@ -145,7 +145,7 @@ def test_the_codebook_variant_needs_weight_sharing():
 
 
 def test_a_codebook_of_a_model_that_was_not_shared_is_refused(pruned_export, tmp_path):
-    from compress.stages.quantize import write_codebook
+    from compress.variants.codebook import write_codebook
 
     with pytest.raises(CompressError, match="no weight-shared tensor"):
         write_codebook(pruned_export.path, tmp_path / "pruned-codebook.onnx")

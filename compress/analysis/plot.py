@@ -14,16 +14,23 @@ from pathlib import Path
 
 from compress.files import atomic_path
 from compress.results import DENSE, PRUNED
+from compress.variants import for_artifact
 
-ARTIFACT_COLORS = {DENSE: "tab:gray", PRUNED: "tab:blue"}  # quantized ones by their kind
+ARTIFACT_COLORS = {DENSE: "tab:gray", PRUNED: "tab:blue"}  # variants: their own `color`
+OTHER_COLOR = "tab:green"  # a float artifact of another kind (pruned-inputs)
 
 
 def _color(artifact: str) -> str:
     if artifact in ARTIFACT_COLORS:
         return ARTIFACT_COLORS[artifact]
-    if "int4" in artifact:
-        return "tab:purple"
-    return "tab:orange" if "dynamic" in artifact else "tab:green"
+    variant = for_artifact(artifact)
+    return variant.color if variant is not None else OTHER_COLOR
+
+
+def _order(artifact: str) -> tuple:
+    """Legend order: the float artifacts, then the variants in their registry `order`."""
+    variant = for_artifact(artifact)
+    return (variant is not None, variant.order if variant is not None else 0, artifact)
 
 
 # Offsets (in points) tried in turn for a label: just above or below the point on its right
@@ -90,7 +97,7 @@ def draw_tradeoff(
     kinds: dict[str, list[dict]] = {}
     for p in ok:
         kinds.setdefault(p["artifact"], []).append(p)
-    for artifact, group in sorted(kinds.items()):
+    for artifact, group in sorted(kinds.items(), key=lambda kind: _order(kind[0])):
         ax.scatter([p["deploy_bytes"] for p in group], [100 * p["accuracy"] for p in group],
                    s=36, color=_color(artifact), label=artifact, zorder=3, alpha=0.85)
     by_label = {p["label"]: p for p in ok}

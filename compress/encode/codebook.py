@@ -16,6 +16,7 @@ subgraph into a plain initializer when the session is created (graph optimizatio
 default), so the model then runs at dense speed; with optimizations disabled the decode runs
 on every call. The rebuilt tensor equals the original bit for bit. Gaps and codes are one
 byte each: the .xz package's order-0 literal coder brings them close to their entropy.
+The gap stream and its decode ops are compress.encode.gaps (packed weights share them).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from compress.encode import gaps as stream
+from compress.encode.gaps import decode_gaps, encode_gaps
 from compress.encode.onnx_tools import smaller_walk
 
 MAX_LEVELS = 255  # codes are bytes: 0 is the zero level
@@ -33,22 +36,15 @@ MIN_SIZE = 16  # smaller tensors are not worth a decode subgraph
 
 
 def gaps_and_codes(values: np.ndarray, codebook: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(gaps, codes) of a flat tensor whose non-zeros are among codebook[1:]."""
+    """(gaps, codes) of a flat tensor whose non-zeros are among codebook[1:]: a gap stream
+    (compress.encode.gaps) from origin -1, so positions == cumsum(gaps) - 1."""
     positions = np.flatnonzero(values)
     codes = np.searchsorted(codebook[1:], values[positions]) + 1
-    steps = np.diff(positions, prepend=-1)
-    bridges = (steps - 1) // 255  # entries of code 0 needed before each position
-    total = len(positions) + int(bridges.sum())
-    gaps = np.full(total, 255, dtype=np.uint8)
-    out_codes = np.zeros(total, dtype=np.uint8)
-    ends = np.cumsum(bridges + 1) - 1  # where each real entry lands
-    gaps[ends] = steps - 255 * bridges
-    out_codes[ends] = codes
-    return gaps, out_codes
+    return encode_gaps(positions, codes.astype(np.uint8), origin=-1)
 
 
 def decode_positions(gaps: np.ndarray) -> np.ndarray:
-    return np.cumsum(gaps.astype(np.int64)) - 1
+    return decode_gaps(gaps, origin=-1)
 
 
 def codebook_of(array: np.ndarray) -> np.ndarray | None:
@@ -68,6 +64,11 @@ def encode_codebook(model: onnx.ModelProto) -> dict[str, dict]:
     graph = model.graph
     stats: dict[str, dict] = {}
     kept, decoders, added = [], [], []
+
+    def node(op: str, inputs: list[str], output: str, **attrs) -> str:
+        decoders.append(helper.make_node(op, inputs, [output], **attrs))
+        return output
+
     for init in graph.initializer:
         array = numpy_helper.to_array(init)
         codebook = codebook_of(array)
@@ -84,23 +85,10 @@ def encode_codebook(model: onnx.ModelProto) -> dict[str, dict]:
             numpy_helper.from_array(np.array([flat.size], dtype=np.int64), f"{name}.numel"),
             numpy_helper.from_array(np.array(stored.shape, dtype=np.int64), f"{name}.shape"),
         ]
-        decoders += [
-            helper.make_node("Cast", [f"{n}.gap"], [f"{n}.gap64"], to=TensorProto.INT64),
-            helper.make_node("CumSum", [f"{n}.gap64", f"{n}.axis"], [f"{n}.end"]),
-            helper.make_node("Sub", [f"{n}.end", f"{n}.one"], [f"{n}.pos"]),
-            helper.make_node("Cast", [f"{n}.code"], [f"{n}.code64"], to=TensorProto.INT64),
-            helper.make_node("Gather", [f"{n}.cb", f"{n}.code64"], [f"{n}.val"], axis=0),
-            helper.make_node("ConstantOfShape", [f"{n}.numel"], [f"{n}.zero"],
-                             value=numpy_helper.from_array(np.zeros(1, np.float32))),
-            helper.make_node("ScatterND", [f"{n}.zero", f"{n}.pos", f"{n}.val"], [f"{n}.flat"]),
-        ]
-        if transposed:
-            decoders += [
-                helper.make_node("Reshape", [f"{n}.flat", f"{n}.shape"], [f"{n}.stored"]),
-                helper.make_node("Transpose", [f"{n}.stored"], [name], perm=[1, 0]),
-            ]
-        else:
-            decoders.append(helper.make_node("Reshape", [f"{n}.flat", f"{n}.shape"], [name]))
+        position = stream.positions(node, f"{n}.gap", f"{n}.axis", f"{n}.pos", origin=f"{n}.one")
+        code = node("Cast", [f"{n}.code"], f"{n}.code64", to=TensorProto.INT64)
+        value = node("Gather", [f"{n}.cb", code], f"{n}.val", axis=0)
+        stream.scatter(node, stream.zeros(node, f"{n}.numel", f"{n}.zero"), position, value, f"{n}.shape", name, transposed)
         added += [
             numpy_helper.from_array(np.array(0, dtype=np.int64), f"{n}.axis"),
             numpy_helper.from_array(np.array(1, dtype=np.int64), f"{n}.one"),

@@ -54,26 +54,31 @@ TYPE_NEEDS: dict[int, tuple[int, str]] = {
     onnx.TensorProto.FLOAT8E5M2FNUZ: (9, "1.16"),
 }
 
-# com.microsoft operators (onnxruntime's own, outside the ONNX opsets) that
-# onnxruntime.quantization writes, and the first release with them: the contrib
-# QuantizeLinear / DequantizeLinear (per-axis int8 before ai.onnx opset 13) date from
-# onnxruntime 1.0; their int4 form is covered by TYPE_NEEDS. A contrib operator not listed
-# here is taken to need the onnxruntime release that verified the file.
-CONTRIB_OPS: dict[str, str] = {
-    "QuantizeLinear": "1.0",
-    "DequantizeLinear": "1.0",
-}
+# com.microsoft operators (onnxruntime's own, outside the ONNX opsets) and kernels that came
+# later than their opset are what a variant writes: each variant declares its own
+# (compress.variants, Variant.contrib_ops and .kernel_needs). A contrib operator no variant
+# lists is taken to need the onnxruntime release that verified the file.
 CONTRIB_DOMAIN = "com.microsoft"
 
-# Operators whose kernels for some input types came later than their opset: (operator, type
-# of its weight input) -> the first onnxruntime with that kernel. quantize_dynamic writes
-# ConvInteger with int8 weights; onnxruntime 1.15 to 1.23 have ConvInteger for uint8
-# weights only ("Could not find an implementation for ConvInteger(10)") and 1.24 runs it,
-# checked by loading a dynamic-int8 LeNet-5 in each.
-CONV_INTEGER_INT8 = "1.24"
-KERNEL_NEEDS: dict[tuple[str, int], str] = {
-    ("ConvInteger", onnx.TensorProto.INT8): CONV_INTEGER_INT8,
-}
+
+def contrib_ops() -> dict[str, str]:
+    """com.microsoft operator -> the first onnxruntime with it, over every variant."""
+    return _declared("contrib_ops")
+
+
+def kernel_needs() -> dict[tuple[str, int], str]:
+    """(operator, type of its weight input) -> the first onnxruntime with that kernel."""
+    return _declared("kernel_needs")
+
+
+def _declared(attribute: str) -> dict:
+    from compress.variants.registry import list_variants
+
+    table: dict = {}
+    for variant in list_variants().values():
+        for key, release in getattr(variant, attribute).items():
+            table[key] = newest(release, table.get(key, release))
+    return table
 
 
 def _version_key(version: str) -> tuple[int, ...]:
@@ -130,12 +135,13 @@ def min_onnxruntime(model: onnx.ModelProto, verified_with: str | None = None) ->
             needs.append(_first_release(lambda r, v=version: r[2] >= v, verified_with))
     needs += [TYPE_NEEDS[t][1] for t in _initializer_types(model) if t in TYPE_NEEDS]
     types = {init.name: init.data_type for init in model.graph.initializer}
+    contrib, kernels = contrib_ops(), kernel_needs()
     for node in model.graph.node:
         if node.domain == CONTRIB_DOMAIN:
-            needs.append(CONTRIB_OPS.get(node.op_type, verified_with))
+            needs.append(contrib.get(node.op_type, verified_with))
         weight_type = types.get(node.input[1]) if len(node.input) > 1 else None
-        if (node.op_type, weight_type) in KERNEL_NEEDS:
-            needs.append(KERNEL_NEEDS[(node.op_type, weight_type)])
+        if (node.op_type, weight_type) in kernels:
+            needs.append(kernels[(node.op_type, weight_type)])
     return newest(*needs)
 
 

@@ -20,13 +20,7 @@ from onnx import numpy_helper
 from compress.errors import IntegrityError
 from compress.files import atomic_path, write_bytes
 
-# Initializers that are parameters of the model (not scales, zero points or shapes); a
-# packed weight (compress/encode/packed.py) is counted from its codes and its shape.
-_AUX_SUFFIXES = ("_scale", "_zero_point", ".scale", ".scale16", ".zp", ".steps")
-_PACKED_CODES = ".codes"
-# The parts of a codebook-encoded tensor `<name>.cb`, `.gap`, `.code`, `.numel`, ...
-# (compress/encode/codebook.py): counted once, as the tensor they rebuild.
-_CODEBOOK = ".cb"
+# Initializer types that hold parameters (others are shapes and indices).
 _PARAM_TYPES = {
     onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16,
     onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.INT4, onnx.TensorProto.UINT4,
@@ -156,30 +150,22 @@ def parameter_counts(model: onnx.ModelProto, weights_only: bool = False) -> tupl
     Quantized weights are symmetric (zero point 0), so a pruned weight is a stored 0 in
     every variant.
     """
-    params = nonzero = 0
+    # Each variant's encoding knows its own tensors (codes that stand for a weight, scales,
+    # zero points): compress.variants, Variant.count_stored.
+    from compress.variants.registry import list_variants
+
     min_dims = 2 if weights_only else 1
     inits = {init.name: init for init in model.graph.initializer}
-    codebooks = {n.removesuffix(_CODEBOOK) for n in inits if n.endswith(_CODEBOOK)}
-    for base in codebooks:  # a tensor stored as codes: its size, and codes that are not 0
-        if len(numpy_helper.to_array(inits[f"{base}.shape"])) < min_dims:
-            continue
-        params += int(numpy_helper.to_array(inits[f"{base}.numel"])[0])
-        nonzero += int(np.count_nonzero(numpy_helper.to_array(inits[f"{base}.code"])))
+    params = nonzero = 0
+    accounted: set[str] = set()
+    for variant in list_variants().values():
+        stored = variant.count_stored(inits, min_dims)
+        params, nonzero = params + stored.params, nonzero + stored.nonzero
+        accounted |= stored.names
     for init in model.graph.initializer:
-        if init.name.rpartition(".")[0] in codebooks:
+        if init.name in accounted or init.data_type not in _PARAM_TYPES or len(init.dims) < min_dims:
             continue
-        if init.data_type not in _PARAM_TYPES or init.name.endswith(_AUX_SUFFIXES):
-            continue
-        if init.name.endswith(_PACKED_CODES):  # the non-zero codes (and zero fillers) only
-            # a flat stream: the tensor it rebuilds has the shape stored beside it
-            shape = numpy_helper.to_array(inits[init.name.removesuffix(_PACKED_CODES) + ".shape"])
-            if len(shape) < min_dims:
-                continue
-            params += int(np.prod(shape))
-        elif len(init.dims) < min_dims:
-            continue
-        else:
-            params += int(np.prod(init.dims))
+        params += int(np.prod(init.dims))
         nonzero += int(np.count_nonzero(numpy_helper.to_array(init)))
     return params, nonzero
 

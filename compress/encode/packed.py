@@ -18,6 +18,8 @@ The dense float weight is rebuilt by standard ops whose inputs are all initializ
     positions = CumSum(Cast(steps, int64));  values = Cast(codes, float)
     weight    = Reshape(ScatterND(ConstantOfShape([size]), positions, values), shape) * scale
 
+(the gap stream and its decode ops are compress.encode.gaps, which codebook files share).
+
 onnxruntime constant-folds such a subgraph once, when the session is created, so
 inference runs the same dense float kernels as the float model (and holds the weight
 decoded, at dense size, in memory). With graph optimizations disabled the decode runs on
@@ -46,6 +48,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from compress.encode import gaps as stream
+from compress.encode.gaps import MAX_GAP, decode_gaps, encode_gaps
 from compress.encode.onnx_tools import smaller_walk, xz_size
 from compress.errors import CompressError
 
@@ -57,7 +61,7 @@ ENCODING_NOTE = (
 )
 _INT4_OPSET = 21  # Cast from 4-bit integer types is defined from opset 21
 _SIGNED = {TensorProto.INT4, TensorProto.INT8}
-MAX_STEP = 255
+MAX_STEP = MAX_GAP
 
 
 @dataclass(frozen=True)
@@ -68,30 +72,18 @@ class PackOptions:
 
 
 def delta_stream(flat_codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(uint8 steps, codes) of the non-zero entries of a flat code array.
-
-    positions == cumsum(steps), and codes[i] is the code at positions[i]; gaps over 255
-    become filler entries (step 255, code 0).
-    """
+    """(uint8 steps, codes) of the non-zero entries of a flat code array: a gap stream
+    (compress.encode.gaps) from origin 0, so positions == cumsum(steps)."""
     positions = np.flatnonzero(flat_codes)
     if len(positions) == 0:  # an all-zero weight: one filler keeps every tensor non-empty
         return np.zeros(1, np.uint8), np.zeros(1, flat_codes.dtype)
-    gaps = np.diff(positions, prepend=0)
-    # A gap g needs (g - 1) // 255 fillers before its entry (the first may be 0: position 0).
-    fillers = np.maximum(gaps - 1, 0) // MAX_STEP
-    steps, codes = [], []
-    for gap, count, code in zip(gaps, fillers, flat_codes[positions], strict=True):
-        steps += [MAX_STEP] * int(count)
-        codes += [0] * int(count)
-        steps.append(int(gap) - MAX_STEP * int(count))
-        codes.append(code)
-    return np.asarray(steps, np.uint8), np.asarray(codes, flat_codes.dtype)
+    return encode_gaps(positions, flat_codes[positions], origin=0)
 
 
 def decode_stream(steps: np.ndarray, codes: np.ndarray, size: int) -> np.ndarray:
     """The flat code array back from `delta_stream` (what the ONNX subgraph computes)."""
     flat = np.zeros(size, codes.dtype)
-    flat[np.cumsum(steps.astype(np.int64))] = codes
+    flat[decode_gaps(steps, origin=0)] = codes
     return flat
 
 
@@ -156,17 +148,12 @@ def _rebuild_sparse(b: _Builder, dq: onnx.NodeProto, options: PackOptions, outpu
     (steps, values), stored_codes, transposed = smaller_walk(codes, delta_stream, cost=lambda e: _stream_bytes(*e))
     steps_name = b.const(f"{base}.steps", steps)
     codes_name = b.const(f"{base}.codes", values)
-    positions = b.node("CumSum", [b.node("Cast", [steps_name], f"{base}.steps64", to=TensorProto.INT64),
-                                  b.shared("packed.axis0", np.array(0, np.int64))], f"{base}.positions")
-    indices = b.node("Unsqueeze", [positions, b.shared("packed.axes1", np.array([1], np.int64))], f"{base}.indices")
-    zeros = b.node("ConstantOfShape", [b.const(f"{base}.size", np.array([codes.size], np.int64))], f"{base}.zeros",
-                   value=numpy_helper.from_array(np.zeros(1, np.float32)))
-    scattered = b.node("ScatterND", [zeros, indices, b.node("Cast", [codes_name], f"{base}.values",
-                                                            to=TensorProto.FLOAT)], f"{base}.flat")
-    dense = b.node("Reshape", [scattered, b.const(f"{base}.shape", np.array(stored_codes.shape, np.int64))],
-                   f"{base}.codes_f")
-    if transposed:
-        dense = b.node("Transpose", [dense], f"{base}.codes_t", perm=[1, 0])
+    indices = stream.positions(b.node, steps_name, b.shared("packed.axis0", np.array(0, np.int64)), f"{base}.indices",
+                             column=b.shared("packed.axes1", np.array([1], np.int64)))
+    zeros = stream.zeros(b.node, b.const(f"{base}.size", np.array([codes.size], np.int64)), f"{base}.zeros")
+    floats = b.node("Cast", [codes_name], f"{base}.values", to=TensorProto.FLOAT)
+    dense = stream.scatter(b.node, zeros, indices, floats, b.const(f"{base}.shape", np.array(stored_codes.shape, np.int64)),
+                         f"{base}.codes_f", transposed)
     attrs = {a.name: helper.get_attribute_value(a) for a in dq.attribute}
     scale = _array(b.inits[dq.input[1]])
     axis = attrs.get("axis", 1) % max(codes.ndim, 1)

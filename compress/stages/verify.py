@@ -67,6 +67,7 @@ from compress.stages.export import REDUCED
 from compress.stages.quantize import variant_name
 from compress.stats import pack_correct, paired_bootstrap_ci, unpack_correct
 from compress.training import predict
+from compress.variants import get_variant
 
 log = logging.getLogger(__name__)
 DENSE_VERIFY = "dense-verify"  # dense's measurements, shared by run folders (StageContext.shared)
@@ -312,6 +313,8 @@ def run(ctx: StageContext) -> dict:
     rows, sessions, timing_inputs = [], [], []
     per_image: dict[str, np.ndarray] = {}
     opened: dict[str, ort.InferenceSession] = {}
+    q = ctx.config.quantize
+    lossless = {variant_name(q.source, v) for v in q.variants if get_variant(v).lossless}
     with torch.inference_mode():
         for name, stage in artifact_names(ctx):
             started = time.perf_counter()
@@ -322,8 +325,7 @@ def run(ctx: StageContext) -> dict:
                     model, _, _ = load_checkpoint(ctx.input(stage, "model.pt"))
                     references[stage] = predict(model, x_torch).numpy()
                 sealed = seal_artifact(artifact_source(ctx, name), path, pixels, labels, val, config)
-                # codebook: the pruned model's very weights, stored as codes
-                is_float = name in FLOAT_ARTIFACTS or name == REDUCED or name.endswith("-codebook")
+                is_float = name in FLOAT_ARTIFACTS or name == REDUCED or name in lossless
                 opened[name] = make_session(path, config.threads)
                 row = verify_artifact(
                     path, pixels, labels, references[stage], config, is_float, package_dir, val,
