@@ -77,7 +77,7 @@ def format_delta(delta: float | None, interval: list[float] | None) -> str:
 def format_table(report: Report, columns=COLUMNS) -> str:
     headers, rows = table_rows(report["artifacts"], columns)
     # the artifact name and the status read left to right; numbers line up on the right
-    lines = tables.text(headers, rows, left=lambda i, cell: i == 0 or cell.startswith(("ok", "failed")), strip=True)
+    lines = tables.text(headers, rows, left=lambda i, cell: i == 0 or cell.startswith(("ok", "failed", "warning")), strip=True)
     ds = report["dataset"]
     title = f"{report['pipeline']} ({report.get('model', '')}) on {ds['name']}, {_samples(ds)}"
     note = (
