@@ -105,7 +105,10 @@ def device_option(help_text: str):
 @click.option("--no-progress", is_flag=True, help="No progress bars (the log still shows each epoch).")
 @click.option("--threads", type=click.IntRange(min=1),
               help="CPU threads for training [default: 1 on 2 CPUs or fewer, else the idle CPUs, at most 4].")
-def run(pipeline, out_dir, data_root, device, force, from_stage, no_progress, threads):
+@click.option("--strict", is_flag=True,
+              help="Exit with status 3 when an artifact's status is a warning "
+                   "(at chance while training accuracy is high).")
+def run(pipeline, out_dir, data_root, device, force, from_stage, no_progress, threads, strict):
     """Run PIPELINE (a .toml file) and print the size/accuracy/latency table (its main
     columns, fitted to the terminal; `compress report RUN_DIR --wide` shows them all).
 
@@ -113,8 +116,10 @@ def run(pipeline, out_dir, data_root, device, force, from_stage, no_progress, th
     checkpoints, ONNX artifacts and report.json/.md/.csv.
     """
     from compress.config import load_pipeline
+    from compress.errors import StrictWarningError
     from compress.pipeline import run_pipeline
     from compress.report import format_table
+    from compress.results import FAILED, WARNING, status_kind
     from compress.tables import terminal_width
     from compress.threads import default_threads, torch_threads
 
@@ -127,10 +132,18 @@ def run(pipeline, out_dir, data_root, device, force, from_stage, no_progress, th
     click.echo(format_table(report, terminal_width()))
     run_dir = out_dir or Path("runs") / config.name
     click.echo(f"\nreport: {run_dir / 'report.md'} ({report['total_seconds']:.1f}s of work)")
-    failed = [a["name"] for a in report["artifacts"] if a["status"] != "ok"]
+    warned = [a for a in report["artifacts"] if status_kind(a) == WARNING]
+    for artifact in warned:
+        what = artifact["status"].removeprefix("warning: ")
+        click.echo(f"warning: {artifact['name']}: {what}", err=True)
+    failed = [a["name"] for a in report["artifacts"] if status_kind(a) == FAILED]
     if failed:
         click.echo(f"error: verification failed for {', '.join(failed)}", err=True)
         sys.exit(1)
+    if strict and warned:
+        names = ", ".join(a["name"] for a in warned)
+        raise StrictWarningError(f"--strict: {names} at chance while training accuracy is high "
+                                 f"(the warnings above; the report is written)")
 
 
 @main.command()

@@ -42,6 +42,12 @@ class IntegrityError(CompressError):
     exit_status = 3
 
 
+class StrictWarningError(IntegrityError):
+    """`compress run --strict`: an artifact verified but got a warning (at chance while
+    training accuracy is high). The run is complete and its report written; exit status 3,
+    the status of an output that failed the tool's own check."""
+
+
 class FileSystemError(CompressError):
     """The file system refused a read or write (read-only, full, permission denied): the CLI
     prints one line naming the path and exits with status 1; nothing half-written is left."""

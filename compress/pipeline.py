@@ -4,7 +4,8 @@
     report = run_pipeline(config, out_dir="runs/mnist")
 
 Each stage has a cache key hashed from its own settings, its parents' keys, the data files'
-checksums, the model definition's source and the package version. A stage whose folder
+checksums, the model definition's source, the package version and the stage's revision (raised
+when its code computes something else from the same settings). A stage whose folder
 holds a finished record (`<stage>/stage.json`) with the same key, whose outputs still match
 their recorded checksums and whose parents' outputs are the ones it was made from, is
 reused ("cached"); anything else runs again, and so do the stages after it, because their
@@ -58,12 +59,16 @@ class StageDef:
     run: Callable[[StageContext], dict]
     settings: Callable[[PipelineConfig], Any]  # the part of the config this stage depends on
     parents: tuple[str, ...]
+    # Raised when the stage's code computes something else from the same settings, so that a
+    # run folder or cache made by the older code is not reused (the key does not hash code).
+    # 1: train and finetune measure BatchNorm statistics again after training.
+    revision: int = 0
 
 
 STAGES: tuple[StageDef, ...] = (
-    StageDef("train", train.run, lambda c: {"model": c.model, "train": c.train}, ()),
+    StageDef("train", train.run, lambda c: {"model": c.model, "train": c.train}, (), revision=1),
     StageDef("prune", prune.run, lambda c: c.prune, ("train",)),
-    StageDef("finetune", finetune.run, lambda c: c.finetune, ("prune",)),
+    StageDef("finetune", finetune.run, lambda c: c.finetune, ("prune",), revision=1),
     StageDef("export", export.run, lambda c: c.export, ("train", "finetune")),
     StageDef("quantize", quantize.run, lambda c: c.quantize, ("export",)),
     StageDef("verify", verify.run, lambda c: c.verify, ("export", "quantize")),
@@ -123,6 +128,7 @@ def stage_keys(config: PipelineConfig, data: Dataset) -> dict[str, str]:
             "settings": _plain(stage.settings(config)),
             "parents": [keys[p] for p in stage.parents],
             **(inputs if not stage.parents else {}),
+            **({"revision": stage.revision} if stage.revision else {}),  # 0: the keys as before
         })
     return keys
 

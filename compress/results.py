@@ -63,7 +63,8 @@ class Artifact(TypedDict):
     latency_vs_dense: Annotated[float | None, "p50 / dense p50"]
     slower_than_dense: Annotated[bool | None, "true beyond `[verify] slower_margin`"]
     throughput: Annotated[float, "images per second at the throughput batch"]
-    status: Annotated[str, "`ok`, or `failed: <why>`"]
+    status: Annotated[str, "`ok`, `failed: <why>`, or `warning: <what>` "
+                      "(at chance while training accuracy is high)"]
     compression: NotRequired[Annotated[float, "baseline .onnx bytes / deploy_bytes (added by the report)"]]
     accuracy_delta: NotRequired[Annotated[float, "test accuracy change in points against the baseline (added by the report)"]]
     accuracy_delta_ci: NotRequired[Annotated[list[float], "`[low, high]`, points: the 95% paired-bootstrap interval "
@@ -119,6 +120,16 @@ class Report(TypedDict):
                         "(PyTorch, test split unless named val)"]
     stages: Annotated[list[StageSummary], "`{name, key, seconds, cached}` per stage"]
     total_seconds: Annotated[float, "seconds of the stages that ran (not cached)"]
+
+
+OK = "ok"
+FAILED = "failed"  # status "failed: <why>": the artifact is wrong (the run exits with status 1)
+WARNING = "warning"  # "warning: <what>": verified, but at chance (an error with run --strict)
+
+
+def status_kind(artifact: Artifact) -> str:
+    """`ok`, `failed` or `warning`: the status up to its colon (reports without one: ok)."""
+    return artifact.get("status", OK).split(":", 1)[0]
 
 
 def keys_of(kind: type) -> dict[str, str]:

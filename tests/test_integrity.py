@@ -7,6 +7,7 @@ pipeline whose model is a user file, so that editing that file can be tested too
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -217,6 +218,18 @@ def test_stage_keys_cover_every_input(baseline, monkeypatch):
     # the package version
     monkeypatch.setattr(compress.pipeline, "__version__", "99.0")
     assert changed(stage_keys(config, data)) == list(STAGE_NAMES)
+
+
+def test_a_stage_s_code_revision_is_part_of_its_key(tiny_pipeline, tiny_data, monkeypatch):
+    """Train and finetune measure BatchNorm statistics again since revision 1: a run folder
+    or cache made by the older code (same settings, revision 0) is not reused."""
+    config = load_pipeline(tiny_pipeline)
+    keys = stage_keys(config, tiny_data)
+    revisions = {s.name: s.revision for s in compress.pipeline.STAGES}
+    assert revisions["train"] >= 1 and revisions["finetune"] >= 1
+    older = tuple(dataclasses.replace(s, revision=0) for s in compress.pipeline.STAGES)
+    monkeypatch.setattr(compress.pipeline, "STAGES", older)
+    assert [s for s in STAGE_NAMES if stage_keys(config, tiny_data)[s] == keys[s]] == []
 
 
 @pytest.mark.slow

@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from compress.stats import pack_correct, paired_bootstrap_ci, unpack_correct
+from compress.stats import (
+    at_chance,
+    chance_accuracy,
+    chance_bound,
+    pack_correct,
+    paired_bootstrap_ci,
+    unpack_correct,
+)
 
 
 def test_identical_predictions_give_a_zero_interval():
@@ -53,3 +60,28 @@ def test_correctness_round_trips_through_bits():
     bits = pack_correct(correct)
     assert bits.nbytes == 126
     np.testing.assert_array_equal(unpack_correct(bits, len(correct)), correct)
+
+
+# --- at chance: no better than answering the most frequent class, although training learned
+
+
+def test_chance_is_the_share_of_the_most_frequent_class():
+    assert chance_accuracy(np.repeat(np.arange(10), 1000)) == 0.1
+    assert chance_accuracy(np.array([0, 0, 0, 1])) == 0.75  # an unbalanced test set
+
+
+def test_at_chance_allows_three_binomial_standard_errors_above_chance():
+    balanced = np.repeat(np.arange(10), 1000)  # 10,000 images: the bound is 10.9%
+    assert chance_bound(balanced) == pytest.approx(0.109)
+    assert at_chance(0.1000, 0.89, balanced) and at_chance(0.1089, 0.89, balanced)
+    assert not at_chance(0.1091, 0.89, balanced)
+    five_hundred = np.repeat(np.arange(10), 50)
+    assert chance_bound(five_hundred) == pytest.approx(0.1 + 3 * np.sqrt(0.09 / 500))
+    assert chance_bound(five_hundred) == pytest.approx(0.140, abs=5e-4)  # as the README says
+
+
+def test_at_chance_needs_a_training_accuracy_clearly_above_it():
+    balanced = np.repeat(np.arange(10), 1000)
+    assert at_chance(0.10, 0.21, balanced)  # LEARNED (10 points) above the bound of 10.9%
+    assert not at_chance(0.10, 0.20, balanced)  # a task the model could not learn either
+    assert not at_chance(0.10, None, balanced)  # no epoch trained: nothing to compare with

@@ -27,6 +27,7 @@ from compress.results import (
     delta_pts,
     deploy_bytes,
     find_artifact,
+    status_kind,
 )
 
 # (key, header, format) of the Markdown / CSV / JSON rows: the run and the report's own
@@ -200,7 +201,7 @@ def format_table(rows: list[dict], grouped: bool = True) -> str:
         columns = _fitting([("run", "run", str), *TABLE_COLUMNS], rows)
         out += _aligned(columns, rows) + [""]
     if any(r.get("status", "ok") != "ok" for r in rows):
-        out.append("* failed verification (see the run's report)")
+        out.append("* failed verification, or a warning (see the run's report)")
     out.append("Δ pts, ratio: against the baseline; ratio = its .onnx bytes / deploy bytes")
     out.append("(deploy: smaller of .onnx.gz and .onnx.xz); k = 1,000 bytes, M = 1,000,000 bytes")
     return "\n".join(out)
@@ -210,7 +211,7 @@ def format_markdown(rows: list[dict]) -> str:
     headers, cells = tables.cells(COLUMNS, rows)
     for r, row_cells in zip(rows, cells, strict=True):
         if r.get("status", "ok") != "ok":
-            row_cells[1] += " (failed)"
+            row_cells[1] += f" ({status_kind(r)})"  # failed, or warning
     out = tables.markdown(headers, cells)
     bases = sorted({r["baseline"] for r in rows})
     out += ["", f"Δ pts and ratio against {', '.join(bases)}; ratio = baseline .onnx bytes / deploy bytes."]

@@ -34,6 +34,7 @@ from compress.analysis.variants import (
 )
 from compress.config import load_pipeline
 from compress.files import child_path, write_json, write_text
+from compress.results import FAILED, status_kind
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ def summarize(name: str, pipeline: str, axes: dict, results: list[dict], max_dro
         "points": points,
         "frontier": [p["label"] for p in frontier],
         "budget": budget,
-        "failed": [p["label"] for p in points if p["status"] != "ok"],
+        "failed": [p["label"] for p in points if status_kind(p) == FAILED],  # not warnings
     }
 
 

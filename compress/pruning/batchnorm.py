@@ -3,6 +3,7 @@ statistics that pruning made stale.
 
     scales = batchnorm_scales(model, sample)     # layer -> |gamma| / sqrt(running_var + eps)
     recalibrate_batchnorm(model, batches)         # running mean/var measured again, masks on
+    recalibrate_on_training_data(model, data, batch_size)   # what every training stage ends with
 
 A Conv or Linear whose output goes straight into a BatchNorm is invariant to the scale of
 its weights: BatchNorm divides the scale out, and L1 or weight decay shrink such weights at
@@ -15,15 +16,28 @@ After pruning, a BatchNorm still holds the mean and variance of the unpruned lay
 it; in eval mode it then shifts and rescales the pruned layer's outputs wrongly. Measured on
 a BatchNorm CNN (MNIST, 70% global magnitude): 13% accuracy before fine-tuning with the old
 statistics, 80% after re-estimating them on 1,024 training images, with the same masks.
+
+Training leaves stale statistics too: the running averages trail the weights by about
+1 / momentum steps, so with a small momentum (torchvision's mobilenet_v3_small: 0.01) and a
+short run they still describe early weights. Reported: 89% training accuracy, 10.00%
+(chance) in eval mode, 74% once re-estimated. Every stage that hands on a model it trained
+(train, prune, finetune) therefore ends with `recalibrate_on_training_data`; a model
+without BatchNorm is left untouched (no data read, no generator drawn).
 """
 
 from __future__ import annotations
+
+import logging
 
 import torch
 import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from compress.data import Dataset
 from compress.pruning.masks import PRUNABLE
+
+log = logging.getLogger(__name__)
+RECALIBRATION = 1024  # training inputs over which BatchNorm statistics are measured again
 
 
 @torch.no_grad()
@@ -89,4 +103,21 @@ def recalibrate_batchnorm(model: nn.Module, batches) -> int:
         for m, momentum in zip(norms, momenta, strict=True):
             m.momentum = momentum
         model.train(was_training)
+    return seen
+
+
+def recalibrate_on_training_data(
+    model: nn.Module, data: Dataset, batch_size: int, samples: int = RECALIBRATION
+) -> int:
+    """Re-estimate the BatchNorm statistics on the first `samples` training inputs (no
+    augmentation: as the model will see images), in batches of `batch_size`; returns the
+    samples used, 0 for a model without BatchNorm (which is not touched)."""
+    if not has_batchnorm(model):
+        return 0
+    x, _ = data.tensors("train", limit=samples)
+    if len(x) % batch_size == 1 and len(x) > 1:  # a batch of one has no variance: train mode refuses it
+        x = x[:-1]
+    batches = (x[i : i + batch_size] for i in range(0, len(x), batch_size))
+    seen = recalibrate_batchnorm(model, batches)
+    log.info("BatchNorm statistics measured again on %d training samples", seen)
     return seen

@@ -20,7 +20,7 @@ from compress.cache import StageCache, link_or_copy
 from compress.checkpoint import load_checkpoint
 from compress.config import OptimConfig, PipelineConfig
 from compress.data import Dataset
-from compress.files import hash_object, sha256_file
+from compress.files import hash_object, read_json, sha256_file
 from compress.training import RunSettings, predict
 
 
@@ -46,6 +46,10 @@ class StageContext:
 
     def input(self, stage: str, filename: str) -> Path:
         return self.run_dir / stage / filename
+
+    def metrics(self, stage: str) -> dict[str, Any]:
+        """The metrics an earlier stage of this run recorded in its stage.json."""
+        return read_json(self.input(stage, "stage.json"))["metrics"]
 
     def output(self, filename: str, in_run_dir: bool = False) -> Path:
         """A path for a file this stage produces (in its folder, or the run folder for artifacts)."""

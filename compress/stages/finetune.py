@@ -4,7 +4,9 @@ The masks are re-attached with torch.nn.utils.prune, so pruned weights stay exac
 whatever the optimizer does to the underlying `weight_orig`; `prune.remove` then bakes them
 in, and the zeros are written as +0.0. With `share.bits`, the fine-tuned weights are then
 clustered into a per-layer codebook and its levels trained with the assignments held
-(compress.sharing); the metrics give the entropy of the codes.
+(compress.sharing); the metrics give the entropy of the codes. After the last epoch the
+BatchNorm statistics, if any, are measured again on training images, with the final weights
+(compress.pruning.batchnorm).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import torch
 from compress.checkpoint import load_checkpoint, save_checkpoint
 from compress.errors import IntegrityError
 from compress.pruning import apply_masks, make_permanent, sparsity_summary
+from compress.pruning.batchnorm import recalibrate_on_training_data
 from compress.sharing import WeightSharing
 from compress.stages.context import StageContext
 from compress.training import accuracies, final_accuracies, fit
@@ -37,16 +40,22 @@ def run(ctx: StageContext) -> dict:
     for name, mask in masks.items():  # the invariant the whole stage exists for
         if torch.any(modules[name].weight[~mask] != 0):
             raise IntegrityError(f"pruned weights of {name} changed during fine-tuning")
+    recalibrated = 0
+    if config.epochs > 0 or sharing:  # else this is prune's output, whose statistics prune measured
+        recalibrated = recalibrate_on_training_data(model, ctx.data, ctx.config.data.batch_size)
     save_checkpoint(ctx.output("model.pt"), model, spec, masks)
+    eval_batch = ctx.config.data.eval_batch_size
     return {
         **(
-            accuracies(model, ctx.data, ctx.config.data.eval_batch_size) if sharing  # the shared weights'
-            else final_accuracies(result, model, ctx.data, ctx.config.data.eval_batch_size)
+            # the shared weights', or the last epoch's measured with the statistics now replaced
+            accuracies(model, ctx.data, eval_batch) if sharing or recalibrated
+            else final_accuracies(result, model, ctx.data, eval_batch)
         ),
         **({"sharing": sharing} if sharing else {}),
         **sparsity_summary(model),
         "epochs": result.history,
         "resumed_from_epoch": result.resumed_from_epoch,
+        "batchnorm_recalibration_samples": recalibrated,
     }
 
 

@@ -21,13 +21,12 @@ from compress.pruning import (
     sparsity_summary,
     strong_inputs,
 )
-from compress.pruning.batchnorm import has_batchnorm, recalibrate_batchnorm
+from compress.pruning.batchnorm import recalibrate_on_training_data
 from compress.stages.context import StageContext
 from compress.training import accuracies, fit
 
 log = logging.getLogger(__name__)
 SAMPLE = 64  # training inputs a method may run through the model
-RECALIBRATION = 1024  # training inputs over which BatchNorm statistics are measured again after pruning
 NEARLY_ALL = 0.99  # a layer with this fraction of its weights removed gets a warning
 
 
@@ -60,11 +59,8 @@ def run(ctx: StageContext) -> dict:
             model.cpu()
         else:
             prune_oneshot(model, config, sample)
-        if has_batchnorm(model):
-            # The BatchNorms still hold the unpruned layers' statistics (see compress.pruning.batchnorm).
-            x, _ = ctx.data.tensors("train", limit=RECALIBRATION)
-            batch = ctx.config.data.batch_size
-            recalibrated = recalibrate_batchnorm(model, (x[i : i + batch] for i in range(0, len(x), batch)))
+        # The BatchNorms still hold the unpruned layers' statistics (see compress.pruning.batchnorm).
+        recalibrated = recalibrate_on_training_data(model, ctx.data, ctx.config.data.batch_size)
     masks = masks_of(model)
     measured = accuracies(model, ctx.data, ctx.config.data.eval_batch_size)
     summary = sparsity_summary(model)

@@ -1,7 +1,10 @@
 """Train stage: build the model (optionally from user weights) and train it, with L1.
 
-Output: train/model.pt, a self-describing checkpoint. With `[train] epochs = 0` the model
-is kept as built or loaded, for users who bring a trained model.
+Output: train/model.pt, a self-describing checkpoint. Its BatchNorm statistics, if it has
+any, are measured again on training images after the last epoch
+(compress.pruning.batchnorm): the running averages kept while training can trail the
+weights far enough to put the model at chance. With `[train] epochs = 0` the model is kept
+as built or loaded, statistics included, for users who bring a trained model.
 """
 
 from __future__ import annotations
@@ -10,8 +13,9 @@ import torch
 
 from compress.checkpoint import build_from_spec, load_user_weights, model_spec, save_checkpoint
 from compress.pruning import make_permanent, sparsity_summary
+from compress.pruning.batchnorm import recalibrate_on_training_data
 from compress.stages.context import StageContext
-from compress.training import final_accuracies, fit
+from compress.training import accuracies, final_accuracies, fit
 
 
 def build_initial_model(ctx: StageContext):
@@ -33,11 +37,20 @@ def run(ctx: StageContext) -> dict:
     # Quantization-aware training trains through a weight re-parametrization; the
     # checkpoint holds plain weights, as every stage's input does.
     make_permanent(model)
+    recalibrated = 0
+    if config.epochs > 0:  # a model brought trained keeps the statistics it came with
+        recalibrated = recalibrate_on_training_data(model, ctx.data, ctx.config.data.batch_size)
     save_checkpoint(ctx.output("model.pt"), model, spec)
+    eval_batch = ctx.config.data.eval_batch_size
+    measured = (  # the last epoch's accuracies were measured with the statistics now replaced
+        accuracies(model, ctx.data, eval_batch) if recalibrated
+        else final_accuracies(result, model, ctx.data, eval_batch)
+    )
     return {
-        **final_accuracies(result, model, ctx.data, ctx.config.data.eval_batch_size),
+        **measured,
         "epochs": result.history,
         "resumed_from_epoch": result.resumed_from_epoch,
+        "batchnorm_recalibration_samples": recalibrated,
         # How many weights training alone made exactly zero (proximal L1 makes exact zeros).
         **sparsity_summary(model),
     }

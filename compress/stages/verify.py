@@ -10,7 +10,10 @@ smaller of .onnx.gz and .onnx.xz, written to deploy/), multiply-accumulates per 
 (`macs`), the weight bytes an onnxruntime session holds after load-time folding
 (`weight_bytes`), throughput at a large batch and latency at batch 1 (p50, p95, on
 `threads` intra-op threads). A float export whose logits differ from PyTorch by more than
-`tolerance` times the largest logit (at least 1) is marked failed.
+`tolerance` times the largest logit (at least 1) is marked failed. An artifact whose test
+accuracy is at chance while the model it came from reached a clearly higher training
+accuracy (compress.stats.at_chance) gets the status `warning: at chance ...`, also logged;
+`compress run --strict` makes that an error.
 
 Latency is measured for all artifacts together, interleaved in rounds in one process:
 each round runs every artifact's share of timed calls in turn (in a rotating order), and
@@ -65,7 +68,13 @@ from compress.results import DENSE, FLOAT_ARTIFACTS, PRUNED, Artifact
 from compress.stages.context import StageContext
 from compress.stages.export import REDUCED
 from compress.stages.quantize import variant_name
-from compress.stats import pack_correct, paired_bootstrap_ci, unpack_correct
+from compress.stats import (
+    at_chance,
+    chance_accuracy,
+    pack_correct,
+    paired_bootstrap_ci,
+    unpack_correct,
+)
 from compress.training import predict
 from compress.variants import get_variant
 
@@ -301,6 +310,26 @@ def dense_identity(ctx: StageContext) -> dict:
             "verify": ctx.config.verify.model_dump(mode="json")}
 
 
+def training_accuracy(ctx: StageContext, stage: str) -> float | None:
+    """The training accuracy logged in the last epoch of `stage` (the model an artifact came
+    from), or of train when `stage` trained no epoch; None when neither did."""
+    for name in dict.fromkeys((stage, "train")):
+        epochs = ctx.metrics(name).get("epochs") or []
+        if epochs:
+            return epochs[-1]["train_accuracy"]
+    return None
+
+
+def chance_warning(accuracy: float, train_accuracy: float | None, labels: np.ndarray) -> str | None:
+    """The status of an artifact at chance on the test `labels` although training learned."""
+    if not at_chance(accuracy, train_accuracy, labels):
+        return None
+    return (
+        f"warning: at chance ({accuracy:.1%} on test, chance {chance_accuracy(labels):.1%}) "
+        f"while training accuracy is {train_accuracy:.0%}"
+    )
+
+
 def run(ctx: StageContext) -> dict:
     data = ctx.data
     config = ctx.config.verify
@@ -346,6 +375,10 @@ def run(ctx: StageContext) -> dict:
             else:
                 measured = measure()
             row = dict(measured["row"])
+            warning = chance_warning(row["accuracy"], training_accuracy(ctx, stage), labels)
+            if warning is not None and row["status"] == "ok":
+                row["status"] = warning
+                log.warning("%s: %s", path.name, warning.removeprefix("warning: "))
             ctx.outputs += [ctx.run_dir / row["deploy_path"]]
             rows.append(row)
             sessions.append(opened.get(name) or make_session(path, config.threads))  # latency: timed below, always
