@@ -22,7 +22,7 @@ FLOORS = {
     "compress.registry": 1, "compress.checkpoint": 1,
     "compress.data": 2,
     "compress.stats": 0,
-    "compress.pruning": 3, "compress.qat": 3, "compress.training": 3, "compress.sharing": 3,
+    "compress.modifier": 3, "compress.pruning": 3, "compress.qat": 3, "compress.training": 3, "compress.sharing": 3,
     "compress.encode": 4,
     "compress.stages": 5,
     "compress.report": 6, "compress.pipeline": 6,
