@@ -1,6 +1,8 @@
 """Quantization-aware training: train against the weights that onnxruntime will store.
 
-    handles = attach_fake_quant(model, bits=4)   # forward pre-hooks on Linear/Conv layers
+    fit(model, data, config, run, "train", modifiers=[FakeQuantization(bits=4)])  # as a modifier
+
+    handles = attach_fake_quant(model, bits=4)   # or by hand: forward pre-hooks on Linear/Conv
     ... train ...
     detach(handles)
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from compress.modifier import Modifier
 from compress.pruning.masks import PRUNABLE, ensure_masked
 
 QRANGE = {8: (-127, 127), 4: (-8, 7)}
@@ -51,3 +54,19 @@ def attach_fake_quant(model: nn.Module, bits: int) -> list:
 def detach(handles: list) -> None:
     for handle in handles:
         handle.remove()
+
+
+class FakeQuantization(Modifier):
+    """`qat_bits` as a training modifier: the hooks go on before the optimizer is made (the
+    weights become `weight_orig`, which a resumed checkpoint holds) and off at the end."""
+
+    def __init__(self, bits: int):
+        self.bits = bits
+        self.handles: list = []
+
+    def attach(self, model: nn.Module, layout: torch.memory_format) -> None:
+        self.handles = attach_fake_quant(model, self.bits)
+
+    def detach(self, model: nn.Module) -> None:
+        detach(self.handles)
+        self.handles = []

@@ -1,8 +1,12 @@
 """Trained weight sharing: a small per-layer codebook, the assignments held, the centroids trained.
 
     sharing = WeightSharing(model, bits=3)     # k-means per layer on the non-zero weights
-    fit(model, data, config, run, "share")     # trains the codebooks (and biases)
-    sharing.bake(model)                        # weights become codebook[codes], plain tensors
+    fit(model, data, config, run, "share", modifiers=[sharing])  # trains the codebooks
+    sharing.entropy()                          # bits per non-zero weight of the codes
+
+A training modifier (compress.modifier): its hooks are forward pre-hooks on the layers,
+put on when it is made; fit's end `detach`es it, which bakes: the weights become
+codebook[codes], plain tensors again (under their pruning masks).
 
 Deep Compression's trained quantization (Han et al., ICLR 2016): each layer's non-zero
 weights are clustered into 2^bits - 1 levels by 1-D k-means (initialised linearly between
@@ -22,9 +26,9 @@ import math
 
 import torch
 import torch.nn as nn
-import torch.nn.utils.prune as tprune
 
-from compress.pruning import PRUNABLE
+from compress.modifier import Modifier
+from compress.pruning.masks import PRUNABLE, ensure_masked, recompute
 
 CODEBOOK = "weight_codebook"  # the trainable non-zero levels
 CODES = "weight_codes"  # buffer: 0 = the exact zero level, k = codebook[k - 1]
@@ -76,7 +80,7 @@ def _shared_tensors(module: nn.Module, inputs) -> None:
             setattr(module, tensor, _shared(module, tensor))
 
 
-class WeightSharing:
+class WeightSharing(Modifier):
     """Attaches a codebook and codes to every Linear/Conv layer of a (pruned) model."""
 
     def __init__(self, model: nn.Module, bits: int, biases: bool = False):
@@ -86,12 +90,12 @@ class WeightSharing:
         self.layers = {n: m for n, m in model.named_modules() if isinstance(m, PRUNABLE)}
         self.tensors = ("weight", "bias") if biases else ("weight",)
         self.handles = []
+        self.baked_codes: dict[str, torch.Tensor] = {}  # the codes, kept by bake for entropy()
         for module in self.layers.values():
             for tensor in self.tensors:
                 if getattr(module, tensor, None) is None:
                     continue
-                if not hasattr(module, f"{tensor}_orig"):
-                    tprune.identity(module, tensor)  # the tensor becomes computed: the hook can set it
+                ensure_masked(module, tensor)  # the tensor becomes computed: the hook can set it
                 if not hasattr(module, f"{tensor}_codebook"):
                     self._cluster(module, tensor)
             self.handles.append(module.register_forward_pre_hook(_shared_tensors))
@@ -107,7 +111,7 @@ class WeightSharing:
 
     def entropy(self) -> dict:
         """Bits per non-zero weight of the codes, per layer and over all layers."""
-        codes = {n: getattr(m, CODES) for n, m in self.layers.items()}
+        codes = self.baked_codes or {n: getattr(m, CODES) for n, m in self.layers.items()}
         total = torch.cat([c.flatten() for c in codes.values()])
         return {
             "bits": self.bits,
@@ -116,12 +120,19 @@ class WeightSharing:
             "max_bits": math.log2(2**self.bits - 1),
         }
 
+    def detach(self, model: nn.Module) -> None:
+        """The end of training: bake."""
+        self.bake(model)
+
     @torch.no_grad()
     def bake(self, model: nn.Module) -> None:
         """Write codebook[codes] into the weights; remove the hooks, codebooks and codes."""
+        if not self.handles:
+            return  # baked already
         for handle in self.handles:
             handle.remove()
         self.handles = []
+        self.baked_codes = {n: getattr(m, CODES) for n, m in self.layers.items()}
         for module in self.layers.values():
             for tensor in self.tensors:
                 if not hasattr(module, f"{tensor}_codes"):
@@ -129,4 +140,4 @@ class WeightSharing:
                 getattr(module, f"{tensor}_orig").copy_(_shared(module, tensor).detach())
                 del module._parameters[f"{tensor}_codebook"]
                 del module._buffers[f"{tensor}_codes"]
-                setattr(module, tensor, getattr(module, f"{tensor}_orig") * getattr(module, f"{tensor}_mask"))
+                recompute(module, tensor)

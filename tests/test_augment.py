@@ -9,7 +9,7 @@ from compress.config import DistillConfig, OptimConfig, load_pipeline
 from compress.data.augment import random_shift
 from compress.errors import ConfigError
 from compress.registry import build_model
-from compress.training import fit, predict
+from compress.training import fit, modifiers_for, predict
 
 
 def digit_images(n: int = 64) -> torch.Tensor:
@@ -80,7 +80,8 @@ def test_with_shifted_images_distillation_asks_the_teacher_about_each_shifted_ba
         relabel[1].weight.copy_(torch.eye(10).flip(0) * 4)  # logit of d goes to 9 - d
     student = build_model("simplenet", kwargs={"num_classes": 10, "hidden": 32})
     config = OptimConfig(epochs=3, lr=0.1, distill=DistillConfig(alpha=1.0, temperature=2.0))
-    fit(student, tiny_data, config, fit_settings(shift=2), desc="finetune", teacher=relabel)
+    modifiers = modifiers_for(config, "finetune", teacher=relabel)
+    fit(student, tiny_data, config, fit_settings(shift=2), desc="finetune", modifiers=modifiers)
     predicted = predict(student.eval(), images).argmax(1)
     assert (predicted == 9 - labels).float().mean() > 0.6
 

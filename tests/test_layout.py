@@ -22,7 +22,7 @@ FLOORS = {
     "compress.registry": 1, "compress.checkpoint": 1,
     "compress.data": 2,
     "compress.stats": 0, "compress.threads": 0,
-    "compress.pruning": 3, "compress.qat": 3, "compress.training": 3, "compress.sharing": 3,
+    "compress.modifier": 3, "compress.pruning": 3, "compress.qat": 3, "compress.training": 3, "compress.sharing": 3,
     "compress.encode": 4, "compress.variants": 4,
     "compress.stages": 5,
     "compress.report": 6, "compress.pipeline": 6,
@@ -142,3 +142,24 @@ def test_every_subpackage_is_installed():
     listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {".".join(p.parent.relative_to(root).parts) for p in (root / "compress").rglob("__init__.py")}
     assert found <= listed, sorted(found - listed)
+
+
+def test_only_the_masks_module_imports_torch_prune():
+    """compress.pruning.masks is the one owner of the re-parametrization (README, "Pruning
+    methods"): every other module goes through its functions."""
+    users = {module for module in MODULES if _imports_torch_prune(module)}
+    assert users == {"compress.pruning.masks"}
+
+
+def _imports_torch_prune(module: str) -> bool:
+    path = PACKAGE.parent / Path(*module.split("."))
+    tree = ast.parse((path / "__init__.py" if path.is_dir() else path.with_suffix(".py")).read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import) and any(a.name == "torch.nn.utils.prune" for a in node.names):
+            return True
+        if isinstance(node, ast.ImportFrom) and (
+            node.module == "torch.nn.utils.prune"
+            or (node.module == "torch.nn.utils" and any(a.name == "prune" for a in node.names))
+        ):
+            return True
+    return False

@@ -183,7 +183,7 @@ def test_gradual_pruning_in_the_training_loop_reaches_the_target_sparsity(tiny_d
     gradual = GradualConfig(epochs=1, lr=0.05, steps=5, ramp=0.5)
     config = PruneConfig(method="magnitude", schedule="gradual", amount=0.7, scope=scope, gradual=gradual)
     pruner = GradualPruner(model, config)
-    result = fit(model, tiny_data, config.gradual, fit_settings(), desc="prune", step_hook=pruner)
+    result = fit(model, tiny_data, config.gradual, fit_settings(), desc="prune", modifiers=[pruner])
     assert sparsity_summary(model)["sparsity"] == pytest.approx(0.7, abs=1e-3)
     if scope == "layer":
         for module in prunable_layers(model).values():

@@ -187,3 +187,28 @@ def test_a_pipeline_learns_masks_with_distillation_shares_weights_and_writes_a_c
     assert codebook["bytes"] < pruned["bytes"] / 4
     finetune = next(s for s in report["stages"] if s["name"] == "finetune")
     assert finetune["cached"] is False
+
+
+def test_weight_sharing_as_a_modifier_is_baked_in_at_the_end_of_training(pruned_export, tiny_data, fit_settings):
+    model = copy.deepcopy(pruned_export.model)
+    apply_masks(model, pruned_export.masks)
+    sharing = WeightSharing(model, bits=2, biases=True)
+    fit(model, tiny_data, OptimConfig(epochs=1, lr=0.01), fit_settings(), desc="share", modifiers=[sharing])
+    assert not any("codebook" in n or "codes" in n for n in model.state_dict())
+    assert len(torch.unique(model.net[1].weight.detach())) <= 4  # 3 levels and the exact zero
+    assert 0 < sharing.entropy()["code_entropy_bits"] <= np.log2(3) + 1e-6  # kept from the codes
+    make_permanent(model)
+    assert all(not torch.any(model.get_submodule(n).weight[~m]) for n, m in pruned_export.masks.items())
+
+
+def test_a_bias_gets_its_own_all_ones_mask_beside_a_masked_weight():
+    from compress.pruning.masks import ensure_masked, recompute
+
+    layer = torch.nn.Linear(3, 2)
+    ensure_masked(layer)
+    ensure_masked(layer, "bias")  # the weight's mask does not stand for the bias
+    assert {n for n, _ in layer.named_buffers()} == {"weight_mask", "bias_mask"}
+    with torch.no_grad():
+        layer.bias_orig.fill_(2.0)
+    recompute(layer, "bias")
+    assert layer.bias.tolist() == [2.0, 2.0]

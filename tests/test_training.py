@@ -16,6 +16,7 @@ from compress.training import (
     fit,
     make_optimizer,
     make_scheduler,
+    modifiers_for,
     predict,
     training_layout,
     weight_params,
@@ -159,7 +160,7 @@ def test_a_model_that_cannot_run_in_channels_last_trains_in_the_usual_layout(tin
 
 
 def test_training_in_channels_last_learns_what_the_usual_layout_learns(tiny_data, fit_settings, monkeypatch):
-    import compress.training as training
+    import compress.training.loop as training
 
     def trained(layout_of):
         monkeypatch.setattr(training, "training_layout", layout_of)
@@ -286,7 +287,8 @@ def test_distillation_in_the_loop_pulls_the_student_towards_the_teacher(tiny_dat
     teacher_logits = torch.nn.functional.one_hot(9 - labels, 10).float() * 8
     config = OptimConfig(epochs=2, lr=0.1, distill=DistillConfig(alpha=1.0, temperature=2.0))
     student = tiny_model()
-    fit(student, tiny_data, config, fit_settings(), desc="finetune", teacher_logits=teacher_logits)
+    modifiers = modifiers_for(config, "finetune", teacher_logits=teacher_logits)
+    fit(student, tiny_data, config, fit_settings(), desc="finetune", modifiers=modifiers)
     predicted = predict(student.eval(), images).argmax(1)
     assert (predicted == 9 - labels).float().mean() > 0.6
     assert (predicted == labels).float().mean() < 0.2

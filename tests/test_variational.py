@@ -56,8 +56,8 @@ def test_the_hook_adds_noise_in_training_and_masks_in_evaluation():
     plain = nn.functional.linear(x.flatten(1), layer.weight * (torch.arange(16) >= 8)[:, None], layer.bias)
     hidden = layer(x.flatten(1))
     torch.testing.assert_close(hidden, plain)
-    assert sparsifier.loss(0, 10).item() == 0.0  # the KL weight starts at 0 ...
-    assert sparsifier.loss(10, 10).item() > 0  # ... and ramps up
+    assert sparsifier.kl_loss(0, 10).item() == 0.0  # the KL weight starts at 0 ...
+    assert sparsifier.kl_loss(10, 10).item() > 0  # ... and ramps up
 
 
 def test_the_kl_term_reuses_the_step_s_log_alpha_and_matches_a_fresh_one():
@@ -92,7 +92,7 @@ def test_overrides_give_a_layer_its_own_kl_weight():
     assert sparsifier.kl_weights == {"net.1": 2.0, "net.3": 0.5}
     per_layer = {n: kl_divergence(log_alpha(m.weight, getattr(m, PARAM))) for n, m in sparsifier.layers.items()}
     torch.testing.assert_close(sparsifier.kl(), 2.0 * per_layer["net.1"] + 0.5 * per_layer["net.3"])
-    torch.testing.assert_close(sparsifier.loss(10, 10), sparsifier.kl() / 100)
+    torch.testing.assert_close(sparsifier.kl_loss(10, 10), sparsifier.kl() / 100)
 
 
 def test_training_learns_masks_that_go_through_torch_prune(tiny_data, fit_settings):
@@ -103,10 +103,10 @@ def test_training_learns_masks_that_go_through_torch_prune(tiny_data, fit_settin
         prune_oneshot(model, config)
     sparsifier = get_method("variational")(config).sparsifier(model, tiny_data.size("train"))
     assert any(n.endswith(PARAM) for n, _ in model.named_parameters())
-    fit(model, tiny_data, sparsifier.training, fit_settings(), desc="prune", loss_term=sparsifier.loss)
+    fit(model, tiny_data, sparsifier.training, fit_settings(), desc="prune", modifiers=[sparsifier])
     noisy_accuracy = evaluate(model, tiny_data, "test", 500, "cpu")  # eval: thresholded
     masks = prune_oneshot(model, config)
-    sparsifier.detach()
+    sparsifier.remove()
     assert all(torch.equal(masks[n], m) for n, m in masks_of(model).items())
     assert set(masks) == {"net.1", "net.3"}
     assert not any(n.endswith(PARAM) for n, _ in model.named_parameters())
@@ -138,8 +138,8 @@ def test_a_heavier_kl_term_removes_more_weights(tiny_data, fit_settings):
         config = PruneConfig(method="variational", kl_weight=kl_weight,
                              variational=VariationalTraining(epochs=1, lr=3e-3, kl_ramp=0.0))
         sparsifier = get_method("variational")(config).sparsifier(model, tiny_data.size("train"))
-        fit(model, tiny_data, sparsifier.training, fit_settings(), desc="prune", loss_term=sparsifier.loss)
+        fit(model, tiny_data, sparsifier.training, fit_settings(), desc="prune", modifiers=[sparsifier])
         masks = prune_oneshot(model, config)
-        sparsifier.detach()
+        sparsifier.remove()
         kept.append(sum(int(m.sum()) for m in masks.values()))
     assert kept[1] < kept[0], kept

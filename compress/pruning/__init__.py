@@ -2,7 +2,7 @@
 and the masks that remove them (torch.nn.utils.prune, owned by compress.pruning.masks).
 
     masks = prune_oneshot(model, config.prune)            # config.prune.method names the method
-    pruner = GradualPruner(model, config.prune); fit(..., step_hook=pruner)
+    pruner = GradualPruner(model, config.prune)           # a training modifier for fit
     get_method("magnitude").strength                      # "amount"
 
 Methods: compress.pruning.threshold, .magnitude, .channels (structured; see BUILTIN in

@@ -5,11 +5,14 @@
     masks = masks_of(model)                         # the masks, to save beside the weights
     make_permanent(model)                           # plain weights again, pruned entries +0.0
     apply_masks(model, masks)                       # re-attach saved masks (finetune)
+    ensure_masked(layer, "bias")                    # an all-ones mask: bias computed before each call
+    recompute(layer, "bias")                        # ... and now, after its parts changed
 
 While a layer is masked its state_dict holds `weight_orig` and `weight_mask` instead of
 `weight`; `plain_state_dict` gives the state_dict of the plain model without touching it.
 Pruning methods (compress.pruning.threshold, .magnitude, ...) only compute masks; every
-change to a model's masks goes through this module.
+change to a model's masks goes through this module (fake quantization and weight sharing,
+which replace a computed tensor in a forward pre-hook, get it made computed here too).
 """
 
 from __future__ import annotations
@@ -63,11 +66,18 @@ def masked_count(module: nn.Module) -> int:
     return int((module.weight_mask == 0).sum()) if is_masked(module) else 0
 
 
-def ensure_masked(module: nn.Module) -> None:
-    """Give the layer an all-ones mask if it has none: `weight` becomes computed from
-    `weight_orig` (training hooks and gradual pruning rely on that from the first step)."""
-    if not tprune.is_pruned(module):
-        tprune.identity(module, "weight")
+def ensure_masked(module: nn.Module, tensor: str = "weight") -> None:
+    """Give the layer's `tensor` an all-ones mask if it has none: it becomes computed from
+    `<tensor>_orig` before each forward pass (training hooks and gradual pruning rely on that
+    from the first step; weight sharing then replaces it by its codebook's levels)."""
+    if not hasattr(module, f"{tensor}_orig"):
+        tprune.identity(module, tensor)
+
+
+def recompute(module: nn.Module, tensor: str = "weight") -> None:
+    """Set a masked `tensor` from its parts now, `<tensor>_orig * <tensor>_mask`, as the
+    forward pre-hook does before each call (after a change to either part)."""
+    setattr(module, tensor, getattr(module, f"{tensor}_orig") * getattr(module, f"{tensor}_mask"))
 
 
 def add_masks(layers: dict[str, nn.Module], keep: dict[str, torch.Tensor]) -> None:
@@ -78,7 +88,7 @@ def add_masks(layers: dict[str, nn.Module], keep: dict[str, torch.Tensor]) -> No
         mask = mask.to(device=module.weight.device, dtype=module.weight.dtype)
         if is_masked(module):
             module.weight_mask.mul_(mask)  # the forward pre-hook reads this buffer
-            module.weight = module.weight_orig * module.weight_mask
+            recompute(module)
         else:
             tprune.custom_from_mask(module, "weight", mask)
 

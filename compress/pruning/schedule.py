@@ -1,7 +1,8 @@
 """When to prune: once, or gradually while training (Zhu & Gupta's cubic schedule).
 
     masks = prune_oneshot(model, config.prune)                  # any registered method
-    pruner = GradualPruner(model, config.prune); fit(..., step_hook=pruner)
+    pruner = GradualPruner(model, config.prune)       # a training modifier (compress.modifier)
+    fit(model, data, config.prune.gradual, run, "prune", modifiers_for(config.prune.gradual, "prune", pruner))
 
 The gradual schedule ("To prune, or not to prune", 2017) raises a method's fraction from
 `gradual.initial_amount` to its targets: s_t = s_f + (s_i - s_f) * (1 - t/n)^3, in
@@ -21,6 +22,7 @@ import torch.nn as nn
 
 from compress.config import PruneConfig
 from compress.errors import CompressError
+from compress.modifier import Modifier
 from compress.pruning.base import PruningMethod
 from compress.pruning.inputs import check_keep_inputs, input_scores, keep_strongest_inputs
 from compress.pruning.masks import add_masks, ensure_masked, masks_of, prunable_layers
@@ -65,8 +67,10 @@ def cubic_sparsity(step: int, steps: int, initial: float, final: float) -> float
     return final + (initial - final) * (1.0 - progress) ** 3
 
 
-class GradualPruner:
-    """Step hook for the training loop: raises sparsity in `gradual.steps` steps over the first `gradual.ramp` of training."""
+class GradualPruner(Modifier):
+    """Training modifier: after each optimizer step, raises sparsity on the schedule, in
+    `gradual.steps` steps over the first `gradual.ramp` of training. Its masks are on the
+    layers from the start (all ones), so a checkpoint taken at any epoch resumes."""
 
     def __init__(self, model: nn.Module, config: PruneConfig, sample: torch.Tensor | None = None):
         self.config = config
@@ -89,7 +93,11 @@ class GradualPruner:
         ramp_steps = max(1, int(total_steps * gradual.ramp))
         return min(gradual.steps, (step * gradual.steps) // ramp_steps)
 
+    def after_step(self, step: int, total: int, lr: float) -> None:
+        self(step, total)
+
     def __call__(self, step: int, total_steps: int) -> None:
+        """Prune to the schedule's sparsity at `step` of `total_steps` (no-op between its steps)."""
         k = self.schedule_step(step, total_steps)
         if k <= self.done:
             return

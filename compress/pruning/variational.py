@@ -8,19 +8,20 @@
     variational = { epochs = 10, optimizer = "adam", lr = 1e-3, kl_ramp = 0.5 }
 
     sparsifier = VariationalDropout(model, config, train_size)   # adds log sigma^2 per weight
-    fit(model, data, config.variational, run, "prune", loss_term=sparsifier.loss)
+    fit(model, data, config.variational, run, "prune", modifiers=[sparsifier])   # a modifier
     masks = prune_oneshot(model, config)   # log alpha > threshold -> masks (compress.pruning.masks)
-    sparsifier.detach()
+    sparsifier.remove()                    # the noise parameters and hooks go
 
 Each Linear/Conv weight w gets a learned log sigma^2 of the same shape (a parameter
 `weight_log_sigma2` on the layer, so checkpoints and resuming carry it); alpha = sigma^2 / w^2
-is its multiplicative Gaussian noise. Training uses the local reparametrization trick (the
+is its multiplicative Gaussian noise, trained without weight decay (decay would pull
+log sigma^2 towards 0, i.e. towards noise). Training uses the local reparametrization trick (the
 layer's output gets noise of variance x^2 * sigma^2, through a forward hook) and the loss
 adds KL(q || log-uniform prior) / N with Molchanov et al.'s approximation
   -KL ~ k1 sigmoid(k2 + k3 log alpha) - 0.5 log(1 + 1/alpha) - k1.
 A weight whose noise outweighs it (log alpha > threshold, 3 by default) carries no
 information and is pruned: the method's `masks` reads each layer's learned log alpha, and
-compress.pruning.masks applies them with torch.nn.utils.prune; `detach` then removes the
+compress.pruning.masks applies them with torch.nn.utils.prune; `remove` then removes the
 noise parameters and hooks. In eval mode the hooks already compute the layer with the
 thresholded weights, so the accuracy seen during training is the pruned model's.
 """
@@ -37,6 +38,7 @@ from pydantic import Field, model_validator
 
 from compress.config import OptimConfig, PositiveInt, PruneConfig
 from compress.errors import CompressError
+from compress.modifier import Batch, Modifier
 from compress.pruning.base import PruningMethod
 from compress.pruning.masks import prunable_layers
 from compress.pruning.registry import register_pruning_method
@@ -119,8 +121,9 @@ def _standard_normal_like(t: torch.Tensor) -> torch.Tensor:
     return torch.randn(t.numel(), dtype=t.dtype, device=t.device).as_strided(t.shape, t.stride())
 
 
-class VariationalDropout:
-    """Attaches log sigma^2 parameters and noise hooks to the prunable layers of a model."""
+class VariationalDropout(Modifier):
+    """Attaches log sigma^2 parameters and noise hooks to the prunable layers of a model; as
+    a training modifier, adds the KL term to the loss and keeps the noise out of decay."""
 
     def __init__(
         self, model: nn.Module, config: VariationalConfig, train_size: int,
@@ -162,7 +165,13 @@ class VariationalDropout:
             for n, m in self.layers.items()
         )
 
-    def loss(self, step: int, total_steps: int) -> torch.Tensor:
+    def no_decay_params(self) -> list[nn.Parameter]:
+        return [getattr(m, PARAM) for m in self.layers.values()]
+
+    def loss(self, step: int, total: int, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        return self.kl_loss(step, total)
+
+    def kl_loss(self, step: int, total_steps: int) -> torch.Tensor:
         """The KL term per training sample, its weights ramped up over the first `kl_ramp`."""
         ramp_steps = self.config.variational.kl_ramp * total_steps
         factor = 1.0 if ramp_steps <= 0 else min(1.0, step / ramp_steps)
@@ -172,8 +181,9 @@ class VariationalDropout:
     def log_alphas(self) -> dict[str, torch.Tensor]:
         return {n: log_alpha(m.weight, getattr(m, PARAM)).detach() for n, m in self.layers.items()}
 
-    def detach(self) -> None:
-        """Remove the noise parameters and hooks (after the masks are taken)."""
+    def remove(self) -> None:
+        """Remove the noise parameters and hooks (after the masks are taken: not at the end
+        of training, so this is not the modifier's `detach`)."""
         for handle in self.handles:
             handle.remove()
         self.handles = []

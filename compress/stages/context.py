@@ -96,7 +96,7 @@ class StageContext:
         )
 
     def teacher(self, config: OptimConfig) -> dict[str, Any]:
-        """fit()'s teacher arguments when `config` distills: the trained dense model's logits
+        """modifiers_for()'s teacher arguments when `config` distills: the trained dense model's logits
         on the training set, or, when training images are shifted, the model itself."""
         if config.distill.alpha == 0:
             return {}

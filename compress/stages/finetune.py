@@ -19,17 +19,15 @@ from compress.pruning import apply_masks, make_permanent, sparsity_summary
 from compress.pruning.batchnorm import recalibrate_on_training_data
 from compress.sharing import WeightSharing
 from compress.stages.context import StageContext
-from compress.training import accuracies, final_accuracies, fit
+from compress.training import accuracies, final_accuracies, fit, modifiers_for
 
 
 def run(ctx: StageContext) -> dict:
     model, masks, spec = load_checkpoint(ctx.input("prune", "model.pt"))
     apply_masks(model, masks)
     config = ctx.config.finetune
-    result = fit(
-        model, ctx.data, config, ctx.run_settings(), desc="finetune",
-        **ctx.teacher(config),
-    )
+    modifiers = modifiers_for(config, "finetune", **ctx.teacher(config))
+    result = fit(model, ctx.data, config, ctx.run_settings(), desc="finetune", modifiers=modifiers)
     model.cpu()
     sharing = {}
     if config.share.bits:
@@ -66,11 +64,7 @@ def share_weights(ctx: StageContext, model, config) -> dict:
     share_config = config.model_copy(update={"epochs": config.share.epochs, "lr": config.share.lr, "qat_bits": 0})
     settings = ctx.run_settings()
     settings.resume_path = ctx.stage_dir / "share-last.pt"  # its own resume point, beside fine-tuning's
-    history = fit(
-        model, ctx.data, share_config, settings, desc="share",
-        **ctx.teacher(share_config),
-    ).history
-    model.cpu()
-    entropy = sharing.entropy()
-    sharing.bake(model)
-    return {**entropy, "val_accuracy_after_clustering": before, "epochs": history}
+    modifiers = modifiers_for(share_config, "share", sharing, **ctx.teacher(share_config))
+    history = fit(model, ctx.data, share_config, settings, desc="share", modifiers=modifiers).history
+    model.cpu()  # fit's end baked the shared weights in (WeightSharing.detach)
+    return {**sharing.entropy(), "val_accuracy_after_clustering": before, "epochs": history}

@@ -1,5 +1,7 @@
 """Prune stage: train/model.pt -> prune/model.pt (weights and masks), with the [prune] method
-(compress.pruning), once or gradually while training; then [prune] keep_inputs, if set."""
+(compress.pruning), once or gradually while training (the method's training modifier,
+GradualPruner or VariationalDropout, beside those of its training config); then [prune]
+keep_inputs, if set."""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from compress.pruning import (
 )
 from compress.pruning.batchnorm import recalibrate_on_training_data
 from compress.stages.context import StageContext
-from compress.training import accuracies, fit
+from compress.training import accuracies, fit, modifiers_for
 
 log = logging.getLogger(__name__)
 SAMPLE = 64  # training inputs a method may run through the model
@@ -43,19 +45,15 @@ def run(ctx: StageContext) -> dict:
         method = method_for(config)
         if method.trains:  # e.g. variational dropout: train with its hooks, then masks from what it learned
             sparsifier = method.sparsifier(model, ctx.data.size("train"))
-            history = fit(
-                model, ctx.data, sparsifier.training, ctx.run_settings(), "prune",
-                loss_term=sparsifier.loss, **ctx.teacher(sparsifier.training),
-            ).history
+            modifiers = modifiers_for(sparsifier.training, "prune", sparsifier, **ctx.teacher(sparsifier.training))
+            history = fit(model, ctx.data, sparsifier.training, ctx.run_settings(), "prune", modifiers).history
             model.cpu()
             prune_oneshot(model, config, sample)
-            sparsifier.detach()
+            sparsifier.remove()
         elif config.schedule == "gradual":
             pruner = GradualPruner(model, config, sample)
-            history = fit(
-                model, ctx.data, config.gradual, ctx.run_settings(), "prune",
-                step_hook=pruner, **ctx.teacher(config.gradual),
-            ).history
+            modifiers = modifiers_for(config.gradual, "prune", pruner, **ctx.teacher(config.gradual))
+            history = fit(model, ctx.data, config.gradual, ctx.run_settings(), "prune", modifiers).history
             model.cpu()
         else:
             prune_oneshot(model, config, sample)
