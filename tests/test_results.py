@@ -1,5 +1,5 @@
-"""The typed results: report.json's keys are defined once, the README documents exactly
-those, and the comparisons (baseline, drop, delta, ratio) are computed one way."""
+"""The typed results: report.json's keys are defined once, docs/reference.md documents
+exactly those, and the comparisons (baseline, drop, delta, ratio) are computed one way."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from compress.results import (
     markdown_table,
 )
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+REFERENCE = Path(__file__).resolve().parents[1] / "docs" / "reference.md"
 
 
 def row(name: str, accuracy: float, size: int = 1000, deploy: int = 100) -> Artifact:
@@ -31,8 +31,8 @@ def row(name: str, accuracy: float, size: int = 1000, deploy: int = 100) -> Arti
 
 
 @pytest.mark.parametrize(("kind", "header"), [(Report, "key"), (Artifact, "artifact key")])
-def test_the_readme_documents_exactly_the_typed_keys(kind, header):
-    section = README.read_text().split("## report.json", 1)[1].split("\n## ", 1)[0]
+def test_the_reference_documents_exactly_the_typed_keys(kind, header):
+    section = REFERENCE.read_text().split("\n## report.json\n", 1)[1].split("\n## ", 1)[0]
     assert markdown_table(kind, header) in section
 
 
