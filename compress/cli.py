@@ -78,7 +78,7 @@ class CompressGroup(click.Group):
 def main(verbose: bool) -> None:
     """Train, prune, fine-tune, quantize, export and verify a model as small ONNX artifacts.
 
-    A pipeline TOML file describes the run; see pipelines/ and README.md.
+    A pipeline TOML file describes the run; see pipelines/, README.md and docs/reference.md.
     """
     _setup_logging(verbose)
 

@@ -15,7 +15,7 @@ import compress
 
 PACKAGE = Path(compress.__file__).parent
 
-# A module imports only from its own floor or those below (README, "Layout").
+# A module imports only from its own floor or those below (docs/development.md, "Layout").
 FLOORS = {
     "compress": 0, "compress.errors": 0, "compress.files": 0, "compress.cache": 0, "compress.config": 0,
     "compress.results": 0, "compress.tables": 0,
@@ -51,7 +51,7 @@ def floor(module: str) -> int:
     for n in range(len(parts), 0, -1):
         if ".".join(parts[:n]) in FLOORS:
             return FLOORS[".".join(parts[:n])]
-    raise AssertionError(f"{module} has no floor: add it to FLOORS in tests/test_layout.py and to the README")
+    raise AssertionError(f"{module} has no floor: add it to FLOORS in tests/test_layout.py and to docs/development.md")
 
 
 def imports_of(module: str) -> set[str]:
@@ -145,7 +145,7 @@ def test_every_subpackage_is_installed():
 
 
 def test_only_the_masks_module_imports_torch_prune():
-    """compress.pruning.masks is the one owner of the re-parametrization (README, "Pruning
+    """compress.pruning.masks is the one owner of the re-parametrization (docs/methods.md, "Pruning
     methods"): every other module goes through its functions."""
     users = {module for module in MODULES if _imports_torch_prune(module)}
     assert users == {"compress.pruning.masks"}
