@@ -55,7 +55,9 @@ def _l1_argument() -> dict:
     return {"l1_ratio": 1.0} if (major, minor) >= (1, 8) else {"penalty": "l1"}
 
 
-def sklearn_path(x_train, y_train, x_val, y_val, x_test, y_test, solver: str, grid: np.ndarray) -> list[dict]:
+def sklearn_path(
+    x_train, y_train, x_val, y_val, x_test, y_test, solver: str, grid: np.ndarray
+) -> list[dict]:
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
@@ -64,14 +66,19 @@ def sklearn_path(x_train, y_train, x_val, y_val, x_test, y_test, solver: str, gr
     for c in grid:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            clf = LogisticRegression(**L1, C=float(c), solver=solver, max_iter=5000, tol=1e-6, random_state=0)
+            clf = LogisticRegression(
+                **L1, C=float(c), solver=solver, max_iter=5000, tol=1e-6, random_state=0
+            )
             clf.fit(x_train, y_train)
         used = int((np.abs(clf.coef_) > 0).any(axis=0).sum())
-        rows.append({
-            "C": float(c), "features": used,
-            "val_accuracy": float(clf.score(x_val, y_val)),
-            "test_accuracy": float(clf.score(x_test, y_test)),
-        })
+        rows.append(
+            {
+                "C": float(c),
+                "features": used,
+                "val_accuracy": float(clf.score(x_val, y_val)),
+                "test_accuracy": float(clf.score(x_test, y_test)),
+            }
+        )
     return rows
 
 
@@ -95,8 +102,14 @@ def neighbours(path: list[dict], features: int) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("pipeline", nargs="?", default="pipelines/breast_cancer.toml")
-    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                        help="pipeline override, value as JSON (e.g. model.name=mlp)")
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="pipeline override, value as JSON (e.g. model.name=mlp)",
+    )
     parser.add_argument("--out", default="runs/feature_selection", help="run folder")
     parser.add_argument("--solver", choices=["liblinear", "saga"], default="liblinear")
     parser.add_argument("--grid", type=int, default=300, help="C values, log-spaced in [1e-3, 10]")
@@ -117,40 +130,67 @@ def main(argv: list[str] | None = None) -> int:
 
     data = load_data(config.data, config.base_dir)
     split = {s: tuple(t.numpy() for t in data.tensors(s)) for s in ("train", "val", "test")}
-    (x_train, y_train), (x_val, y_val), (x_test, y_test) = split["train"], split["val"], split["test"]
-    path = sklearn_path(x_train, y_train, x_val, y_val, x_test, y_test, args.solver,
-                        np.logspace(-3, 1, args.grid))
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = (
+        split["train"],
+        split["val"],
+        split["test"],
+    )
+    path = sklearn_path(
+        x_train, y_train, x_val, y_val, x_test, y_test, args.solver, np.logspace(-3, 1, args.grid)
+    )
     chosen = choose(path, inputs["used"])
 
     result = {
         "pipeline": config.name,
         "model": report["model"],
         "samples": {s: int(len(split[s][1])) for s in split},
-        "compress": {"features": inputs["used"], "of": inputs["total"], "names": inputs["names"],
-                     "val_accuracy": pruned.get("val_accuracy"), "test_accuracy": pruned["accuracy"]},
-        "sklearn": {"solver": args.solver, "chosen": chosen,
-                    "feature_counts_reached": sorted({r["features"] for r in path})},
+        "compress": {
+            "features": inputs["used"],
+            "of": inputs["total"],
+            "names": inputs["names"],
+            "val_accuracy": pruned.get("val_accuracy"),
+            "test_accuracy": pruned["accuracy"],
+        },
+        "sklearn": {
+            "solver": args.solver,
+            "chosen": chosen,
+            "feature_counts_reached": sorted({r["features"] for r in path}),
+        },
     }
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "feature_selection.json").write_text(json.dumps({**result, "sklearn_path": path}, indent=2))
+    (Path(args.out) / "feature_selection.json").write_text(
+        json.dumps({**result, "sklearn_path": path}, indent=2)
+    )
 
-    print(f"{config.name}: {report['model']} with L1 vs LogisticRegression(penalty='l1', solver='{args.solver}'), "
-          f"standardized inputs; {result['samples']['train']} train, {result['samples']['val']} validation, "
-          f"{result['samples']['test']} test samples")
+    print(
+        f"{config.name}: {report['model']} with L1 vs LogisticRegression(penalty='l1', solver='{args.solver}'), "
+        f"standardized inputs; {result['samples']['train']} train, {result['samples']['val']} validation, "
+        f"{result['samples']['test']} test samples"
+    )
     print(f"{'':28s} {'features':>8s} {'val %':>7s} {'test %':>7s}")
     c = result["compress"]
     val = f"{100 * c['val_accuracy']:.2f}" if c["val_accuracy"] is not None else "-"
-    print(f"{'compress (pruned.onnx)':28s} {c['features']:>8d} {val:>7s} {100 * c['test_accuracy']:>7.2f}")
+    print(
+        f"{'compress (pruned.onnx)':28s} {c['features']:>8d} {val:>7s} {100 * c['test_accuracy']:>7.2f}"
+    )
     if chosen is None:
-        print(f"scikit-learn: no C in the grid gives exactly {c['features']} features "
-              f"(reached: {result['sklearn']['feature_counts_reached']}); nearest:")
+        print(
+            f"scikit-learn: no C in the grid gives exactly {c['features']} features "
+            f"(reached: {result['sklearn']['feature_counts_reached']}); nearest:"
+        )
         for row in neighbours(path, c["features"]):
             label = f"sklearn C={row['C']:.4g}"
-            print(f"{label:28s} {row['features']:>8d} {100 * row['val_accuracy']:>7.2f} {100 * row['test_accuracy']:>7.2f}")
+            print(
+                f"{label:28s} {row['features']:>8d} {100 * row['val_accuracy']:>7.2f} {100 * row['test_accuracy']:>7.2f}"
+            )
         return 1
     label = f"sklearn C={chosen['C']:.4g}"
-    print(f"{label:28s} {chosen['features']:>8d} {100 * chosen['val_accuracy']:>7.2f} {100 * chosen['test_accuracy']:>7.2f}")
-    verdict = "at least as accurate" if c["test_accuracy"] >= chosen["test_accuracy"] else "LESS accurate"
+    print(
+        f"{label:28s} {chosen['features']:>8d} {100 * chosen['val_accuracy']:>7.2f} {100 * chosen['test_accuracy']:>7.2f}"
+    )
+    verdict = (
+        "at least as accurate" if c["test_accuracy"] >= chosen["test_accuracy"] else "LESS accurate"
+    )
     print(f"compress is {verdict} on the test split at {c['features']} of {c['of']} features")
     print(f"used by compress: {', '.join(c['names'] or [])}")
     return 0 if c["test_accuracy"] >= chosen["test_accuracy"] else 1

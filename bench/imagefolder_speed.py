@@ -20,7 +20,9 @@ import time
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--folder", required=True, help="MNIST written as PNG files (bench/mnist_png_folder.py)")
+    parser.add_argument(
+        "--folder", required=True, help="MNIST written as PNG files (bench/mnist_png_folder.py)"
+    )
     parser.add_argument("--data-root", default="data", help="folder with the MNIST IDX files")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
@@ -34,17 +36,30 @@ def main() -> None:
     from compress.registry import build_model
     from compress.training import RunSettings, fit
 
-    config = parse_pipeline({"data": {"name": "imagefolder", "root": args.folder, "image_size": [28, 28],
-                                      "channels": 1}}, "bench").data
+    config = parse_pipeline(
+        {
+            "data": {
+                "name": "imagefolder",
+                "root": args.folder,
+                "image_size": [28, 28],
+                "channels": 1,
+            }
+        },
+        "bench",
+    ).data
     for what in ("decode (empty cache)", "cache", "cache"):
         started = time.perf_counter()
         folder = load_data(config)
-        print(f"{what}: {time.perf_counter() - started:.2f} s for {sum(folder.size(s) for s in ('train', 'val', 'test'))} images",
-              flush=True)
+        print(
+            f"{what}: {time.perf_counter() - started:.2f} s for {sum(folder.size(s) for s in ('train', 'val', 'test'))} images",
+            flush=True,
+        )
     idx = load_dataset("mnist", args.data_root, download=False)
     assert folder.size("train") == idx.size("train")
 
-    settings = RunSettings(device=torch.device("cpu"), batch_size=64, eval_batch_size=1000, seed=0, progress=False)
+    settings = RunSettings(
+        device=torch.device("cpu"), batch_size=64, eval_batch_size=1000, seed=0, progress=False
+    )
     train = TrainConfig(epochs=1, lr=0.01)
     speeds: dict[str, list[float]] = {"idx": [], "folder": []}
     for _ in range(args.rounds):
@@ -54,10 +69,15 @@ def main() -> None:
             result = fit(model, data, train, settings, desc=name)
             seconds = result.history[-1]["seconds"]
             speeds[name].append(data.size("train") / seconds)
-            print(f"{name}: {speeds[name][-1]:,.0f} images/s (one epoch incl. evaluation, {seconds:.1f} s)", flush=True)
+            print(
+                f"{name}: {speeds[name][-1]:,.0f} images/s (one epoch incl. evaluation, {seconds:.1f} s)",
+                flush=True,
+            )
     ratios = [f / i for f, i in zip(speeds["folder"], speeds["idx"], strict=True)]
-    print(f"folder / idx speed per round: {', '.join(f'{r:.3f}' for r in ratios)}; "
-          f"median {sorted(ratios)[len(ratios) // 2]:.3f} (1 torch thread)")
+    print(
+        f"folder / idx speed per round: {', '.join(f'{r:.3f}' for r in ratios)}; "
+        f"median {sorted(ratios)[len(ratios) // 2]:.3f} (1 torch thread)"
+    )
 
 
 if __name__ == "__main__":

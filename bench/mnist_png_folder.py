@@ -37,7 +37,9 @@ def write_folder(out: Path, data_root: str, train: int | None, test: int | None)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", default="data", help="folder holding the MNIST IDX files")
-    parser.add_argument("--out", type=Path, required=True, help="folder to write train/ and test/ into")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="folder to write train/ and test/ into"
+    )
     parser.add_argument("--train", type=int, default=None, help="first N training images only")
     parser.add_argument("--test", type=int, default=None, help="first N test images only")
     args = parser.parse_args(argv)

@@ -1,8 +1,8 @@
 """The benchmark's table: rows, the machine description, and their text/Markdown/JSON forms.
 
-    rows = [Row("train epoch", 2.1, unit="s", baseline=9.8, ratio=4.7, target=">= 4x", passed=True)]
-    print(format_text(describe_machine(), rows))
-    write_outputs(Path("runs/bench"), describe_machine(), settings, rows)
+rows = [Row("train epoch", 2.1, unit="s", baseline=9.8, ratio=4.7, target=">= 4x", passed=True)]
+print(format_text(describe_machine(), rows))
+write_outputs(Path("runs/bench"), describe_machine(), settings, rows)
 """
 
 from __future__ import annotations
@@ -15,7 +15,11 @@ from pathlib import Path
 from typing import Any
 
 HEADERS = ("figure", "value", "baseline", "ratio", "target", "result", "notes")
-THREAD_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS")  # change what CPU timings mean
+THREAD_ENV = (
+    "OMP_NUM_THREADS",
+    "OMP_WAIT_POLICY",
+    "MKL_NUM_THREADS",
+)  # change what CPU timings mean
 
 
 @dataclass
@@ -44,7 +48,15 @@ class Row:
         unit = f" {self.unit}" if self.unit else ""
         number = lambda v: "-" if v is None else self.fmt.format(v) + unit  # noqa: E731
         ratio = "-" if self.ratio is None else self.ratio_fmt.format(self.ratio)
-        return [self.figure, number(self.value), number(self.baseline), ratio, self.target, self.result, self.note]
+        return [
+            self.figure,
+            number(self.value),
+            number(self.baseline),
+            ratio,
+            self.target,
+            self.result,
+            self.note,
+        ]
 
 
 def median(values: list[float]) -> float:
@@ -76,7 +88,9 @@ def describe_machine() -> dict[str, Any]:
         "cores": os.cpu_count(),
         "usable_cores": usable,
         "torch_threads": torch.get_num_threads(),
-        "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        "load_average": [round(x, 2) for x in os.getloadavg()]
+        if hasattr(os, "getloadavg")
+        else None,
         "gpu": gpu,
         "thread_env": {k: os.environ[k] for k in THREAD_ENV if k in os.environ},
         "platform": platform.platform(),
@@ -103,13 +117,16 @@ def format_text(machine: dict[str, Any], rows: list[Row], title: str = "compress
     cells = [list(HEADERS)] + [r.cells() for r in rows]
     widths = [max(len(c[i]) for c in cells) for i in range(len(HEADERS))]
     line = lambda c: "  ".join(  # noqa: E731
-        v.ljust(w) if i in (0, 4, 5, 6) else v.rjust(w) for i, (v, w) in enumerate(zip(c, widths, strict=True))
+        v.ljust(w) if i in (0, 4, 5, 6) else v.rjust(w)
+        for i, (v, w) in enumerate(zip(c, widths, strict=True))
     ).rstrip()
     table = [line(cells[0]), "  ".join("-" * w for w in widths), *map(line, cells[1:])]
     return "\n".join([title, *machine_lines(machine), "", *table])
 
 
-def format_markdown(machine: dict[str, Any], rows: list[Row], title: str = "compress benchmark") -> str:
+def format_markdown(
+    machine: dict[str, Any], rows: list[Row], title: str = "compress benchmark"
+) -> str:
     escape = lambda s: s.replace("|", "\\|")  # noqa: E731
     lines = [f"# {title}", "", *(f"- {line}" for line in machine_lines(machine)), ""]
     lines += ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]

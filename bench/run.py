@@ -69,7 +69,10 @@ def interleave(loops: dict, rounds: int, what: str) -> dict[str, list[dict]]:
     for r in range(rounds):
         for name in rotated(list(loops), r):
             runs[name].append(loops[name].epoch())
-        log(f"{what} {r + 1}/{rounds}: " + ", ".join(f"{n} {runs[n][-1]['seconds']:.2f}s" for n in loops))
+        log(
+            f"{what} {r + 1}/{rounds}: "
+            + ", ".join(f"{n} {runs[n][-1]['seconds']:.2f}s" for n in loops)
+        )
     return runs
 
 
@@ -77,13 +80,17 @@ def seconds_of(runs: dict[str, list[dict]]) -> dict[str, list[float]]:
     return {name: [x["seconds"] for x in xs] for name, xs in runs.items()}
 
 
-def loop_rows(config: PipelineConfig, data: Dataset, data_root: str, repeats: int, tmp: Path) -> tuple[list[Row], float]:
+def loop_rows(
+    config: PipelineConfig, data: Dataset, data_root: str, repeats: int, tmp: Path
+) -> tuple[list[Row], float]:
     """Row 1: compress's epoch and accuracy against the torchvision recipe's; and its median epoch."""
     log("unpacking MNIST into torchvision's layout ...")
     tv_root = torchvision_layout(data_root, tmp / "torchvision")
     # Both loops train their own copy of the same initial model, one epoch per round.
     loops = {
-        "compress": CompressLoop(config, config.train, data, torch.device("cpu"), tmp / "compress.pt"),
+        "compress": CompressLoop(
+            config, config.train, data, torch.device("cpu"), tmp / "compress.pt"
+        ),
         "torchvision": TorchvisionLoop(config, config.train, tv_root),
     }
     runs = interleave(loops, repeats, "epoch")
@@ -93,17 +100,31 @@ def loop_rows(config: PipelineConfig, data: Dataset, data_root: str, repeats: in
     delta_pts = 100 * (accuracy["compress"] - accuracy["torchvision"])
     epochs = f"{repeats} epoch{'s' if repeats > 1 else ''}"
     rows = [
-        Row("train epoch, compress fit vs torchvision DataLoader (ratio = speed-up)",
-            seconds["compress"], "s", seconds["torchvision"], speedup, fmt="{:.2f}",
-            target=f">= {SPEEDUP_TARGET:.0f}x", passed=speedup >= SPEEDUP_TARGET,
+        Row(
+            "train epoch, compress fit vs torchvision DataLoader (ratio = speed-up)",
+            seconds["compress"],
+            "s",
+            seconds["torchvision"],
+            speedup,
+            fmt="{:.2f}",
+            target=f">= {SPEEDUP_TARGET:.0f}x",
+            passed=speedup >= SPEEDUP_TARGET,
             note=f"median of {repeats}; train + test eval, batch {config.data.batch_size}",
-            samples=seconds_of(runs)),
-        Row(f"test accuracy after {epochs}, compress vs torchvision (ratio = Δ)",
-            accuracy["compress"], "", accuracy["torchvision"], delta_pts, fmt="{:.2%}",
-            ratio_fmt="{:+.2f} pts", target=f"|Δ| <= {ACCURACY_TOLERANCE_PTS:g} pt",
+            samples=seconds_of(runs),
+        ),
+        Row(
+            f"test accuracy after {epochs}, compress vs torchvision (ratio = Δ)",
+            accuracy["compress"],
+            "",
+            accuracy["torchvision"],
+            delta_pts,
+            fmt="{:.2%}",
+            ratio_fmt="{:+.2f} pts",
+            target=f"|Δ| <= {ACCURACY_TOLERANCE_PTS:g} pt",
             passed=abs(delta_pts) <= ACCURACY_TOLERANCE_PTS,
             note="same seed and initial weights; shuffles differ",
-            samples={name: [x["test_accuracy"] for x in xs] for name, xs in runs.items()}),
+            samples={name: [x["test_accuracy"] for x in xs] for name, xs in runs.items()},
+        ),
     ]
     return rows, seconds["compress"]
 
@@ -125,13 +146,22 @@ def l1_row(config: PipelineConfig, data: Dataset, repeats: int, tmp: Path) -> Ro
     overhead = median([a / b for a, b in zip(seconds["l1"], seconds["no-l1"], strict=True)]) - 1
     return Row(
         f"train step, L1 penalty (lambda {config.train.l1.lambda_:g}) vs none (ratio = added)",
-        per_step["l1"], "ms", per_step["no-l1"], overhead, fmt="{:.3f}", ratio_fmt="{:+.1%}",
-        target=f"<= +{L1_OVERHEAD_TARGET:.0%}", passed=overhead <= L1_OVERHEAD_TARGET,
-        note=f"median epoch of {pairs} / {steps} steps; ratio: median of the {pairs} pairs", samples=seconds,
+        per_step["l1"],
+        "ms",
+        per_step["no-l1"],
+        overhead,
+        fmt="{:.3f}",
+        ratio_fmt="{:+.1%}",
+        target=f"<= +{L1_OVERHEAD_TARGET:.0%}",
+        passed=overhead <= L1_OVERHEAD_TARGET,
+        note=f"median epoch of {pairs} / {steps} steps; ratio: median of the {pairs} pairs",
+        samples=seconds,
     )
 
 
-def threads_row(config: PipelineConfig, data: Dataset, repeats: int, threads: int, tmp: Path) -> Row | None:
+def threads_row(
+    config: PipelineConfig, data: Dataset, repeats: int, threads: int, tmp: Path
+) -> Row | None:
     """compress's step on torch's default thread count against the bench's: a diagnostic.
 
     torch's OpenMP threads spin while they wait for each other; when other work holds the
@@ -143,23 +173,41 @@ def threads_row(config: PipelineConfig, data: Dataset, repeats: int, threads: in
         return None
     cut = dataclasses.replace(
         data,
-        images={"train": data.images["train"][:DIAGNOSTIC_SAMPLES], "test": data.images["test"][:1000]},
-        labels={"train": data.labels["train"][:DIAGNOSTIC_SAMPLES], "test": data.labels["test"][:1000]},
+        images={
+            "train": data.images["train"][:DIAGNOSTIC_SAMPLES],
+            "test": data.images["test"][:1000],
+        },
+        labels={
+            "train": data.labels["train"][:DIAGNOSTIC_SAMPLES],
+            "test": data.labels["test"][:1000],
+        },
     )
     cpu = torch.device("cpu")
     loops = {
-        f"{threads} threads": CompressLoop(config, config.train, cut, cpu, tmp / "compress-threads.pt", threads=threads),
-        f"{current} thread{'s' if current > 1 else ''}": CompressLoop(config, config.train, cut, cpu, tmp / "compress-bench.pt"),
+        f"{threads} threads": CompressLoop(
+            config, config.train, cut, cpu, tmp / "compress-threads.pt", threads=threads
+        ),
+        f"{current} thread{'s' if current > 1 else ''}": CompressLoop(
+            config, config.train, cut, cpu, tmp / "compress-bench.pt"
+        ),
     }
     seconds = seconds_of(interleave(loops, repeats, "threads"))
     value, baseline = (median(xs) for xs in seconds.values())
-    return Row(f"train epoch of {DIAGNOSTIC_SAMPLES:,} images, torch's default {threads} threads vs {current} (ratio)",
-               value, "s", baseline, value / baseline, fmt="{:.2f}",
-               note=f"median of {repeats}; diagnostic: > 1x when other work on the cores stalls the threads",
-               samples=seconds)
+    return Row(
+        f"train epoch of {DIAGNOSTIC_SAMPLES:,} images, torch's default {threads} threads vs {current} (ratio)",
+        value,
+        "s",
+        baseline,
+        value / baseline,
+        fmt="{:.2f}",
+        note=f"median of {repeats}; diagnostic: > 1x when other work on the cores stalls the threads",
+        samples=seconds,
+    )
 
 
-def device_row(config: PipelineConfig, data: Dataset, repeats: int, cpu_seconds: float, tmp: Path) -> Row:
+def device_row(
+    config: PipelineConfig, data: Dataset, repeats: int, cpu_seconds: float, tmp: Path
+) -> Row:
     """Row 5: compress's epoch on CUDA, when there is a GPU (never assumed)."""
     figure = "train epoch, compress fit on cuda vs cpu (ratio = speed-up)"
     if not torch.cuda.is_available():
@@ -169,13 +217,21 @@ def device_row(config: PipelineConfig, data: Dataset, repeats: int, cpu_seconds:
     seconds = [loop.epoch()["seconds"] for _ in range(repeats)]
     log(f"cuda epochs: {', '.join(f'{s:.2f}s' for s in seconds)}")
     value = median(seconds)
-    return Row(figure, value, "s", cpu_seconds, cpu_seconds / value, fmt="{:.2f}",
-               note=f"{torch.cuda.get_device_name(0)}; median of {repeats} after a warm-up epoch",
-               samples={"cuda": seconds})
+    return Row(
+        figure,
+        value,
+        "s",
+        cpu_seconds,
+        cpu_seconds / value,
+        fmt="{:.2f}",
+        note=f"{torch.cuda.get_device_name(0)}; median of {repeats} after a warm-up epoch",
+        samples={"cuda": seconds},
+    )
 
 
-def pipeline_rows(pipeline: Path, data_root: str | None, repeats: int, out_dir: Path,
-                  threads: int | None) -> tuple[list[Row], dict]:
+def pipeline_rows(
+    pipeline: Path, data_root: str | None, repeats: int, out_dir: Path, threads: int | None
+) -> tuple[list[Row], dict]:
     """Row 3: `compress run PIPELINE --force`, in all and per stage (from report.json)."""
     runs = []
     for r in range(repeats):
@@ -191,19 +247,41 @@ def pipeline_rows(pipeline: Path, data_root: str | None, repeats: int, out_dir: 
     stage_sum = median([run["report"]["total_seconds"] for run in runs])
     failed = [a["name"] for a in runs[-1]["report"]["artifacts"] if a["status"] != "ok"]
     note = f"median of {repeats}; wall clock of the command, its stages sum to {stage_sum:.1f} s"
-    rows = [Row(f"pipeline `compress run {pipeline.name} --force`", total, "s", fmt="{:.1f}",
-                target=f"< {PIPELINE_TARGET_S:.0f} s", passed=total < PIPELINE_TARGET_S and not failed,
-                note=note + (f"; verification failed: {', '.join(failed)}" if failed else ""),
-                samples={"wall": [run["seconds"] for run in runs],
-                         "stages_total": [run["report"]["total_seconds"] for run in runs]})]
+    rows = [
+        Row(
+            f"pipeline `compress run {pipeline.name} --force`",
+            total,
+            "s",
+            fmt="{:.1f}",
+            target=f"< {PIPELINE_TARGET_S:.0f} s",
+            passed=total < PIPELINE_TARGET_S and not failed,
+            note=note + (f"; verification failed: {', '.join(failed)}" if failed else ""),
+            samples={
+                "wall": [run["seconds"] for run in runs],
+                "stages_total": [run["report"]["total_seconds"] for run in runs],
+            },
+        )
+    ]
     for name in STAGE_NAMES:
-        values = [s["seconds"] for run in runs for s in run["report"]["stages"] if s["name"] == name]
+        values = [
+            s["seconds"] for run in runs for s in run["report"]["stages"] if s["name"] == name
+        ]
         if values:
-            rows.append(Row(f"  stage {name}", median(values), "s", fmt="{:.1f}", samples={"seconds": values}))
+            rows.append(
+                Row(
+                    f"  stage {name}",
+                    median(values),
+                    "s",
+                    fmt="{:.1f}",
+                    samples={"seconds": values},
+                )
+            )
     return rows, runs[-1]["report"]
 
 
-def latency_rows(run_dir: Path, report: dict, data: Dataset, repeats: int, repetitions: int) -> list[Row]:
+def latency_rows(
+    run_dir: Path, report: dict, data: Dataset, repeats: int, repetitions: int
+) -> list[Row]:
     """Row 4: onnxruntime latency at batch 1 (1 thread) of each artifact, against dense."""
     probe = LatencyProbe(run_dir, report, data.images["test"][:1000].numpy())
     measured: dict[str, list[tuple[float, float]]] = {name: [] for name in probe.names}
@@ -218,41 +296,88 @@ def latency_rows(run_dir: Path, report: dict, data: Dataset, repeats: int, repet
     for name in probe.names:
         ratio = p50[name] / p50[base]
         quantized = "int" in name and name != base  # int8 and int4 must be no slower than dense
-        rows.append(Row(
-            f"onnxruntime b1 p50, {name} vs {base}", p50[name], "ms", p50[base], ratio, fmt="{:.4f}",
-            target=f"<= {LATENCY_TARGET:.2f}x" if quantized else "-",
-            passed=ratio <= LATENCY_TARGET if quantized else None,
-            note=f"p95 {p95[name]:.4f} ms ({base} {p95[base]:.4f}); "
-                 f"verify stage p50 {in_report[name]['latency_ms_b1_p50']:.4f}",
-            samples={"p50": [m[0] for m in measured[name]], "p95": [m[1] for m in measured[name]]},
-        ))
+        rows.append(
+            Row(
+                f"onnxruntime b1 p50, {name} vs {base}",
+                p50[name],
+                "ms",
+                p50[base],
+                ratio,
+                fmt="{:.4f}",
+                target=f"<= {LATENCY_TARGET:.2f}x" if quantized else "-",
+                passed=ratio <= LATENCY_TARGET if quantized else None,
+                note=f"p95 {p95[name]:.4f} ms ({base} {p95[base]:.4f}); "
+                f"verify stage p50 {in_report[name]['latency_ms_b1_p50']:.4f}",
+                samples={
+                    "p50": [m[0] for m in measured[name]],
+                    "p95": [m[1] for m in measured[name]],
+                },
+            )
+        )
     return rows
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-root", help="folder holding the MNIST IDX files [default: ./data, downloaded]")
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="timed runs per figure (epochs, latency rounds); the median is reported [3]")
-    parser.add_argument("--pipeline", type=Path, default=REPO / "pipelines" / "mnist.toml",
-                        help="pipeline whose settings are benchmarked [pipelines/mnist.toml]")
-    parser.add_argument("--pipeline-repeats", type=int, default=3,
-                        help="whole-pipeline runs (about 30 s each on 2 cores) [3]")
-    parser.add_argument("--latency-repetitions", type=int, default=2000,
-                        help="onnxruntime runs per latency measurement [2000]")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads for everything timed, OMP_NUM_THREADS for the pipeline; "
-                             "0: torch's default (one per core) [1]")
-    parser.add_argument("--skip-pipeline", action="store_true", help="skip the pipeline and latency rows")
-    parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench",
-                        help="folder for bench.json, bench.md and the pipeline's run [runs/bench]")
-    parser.add_argument("--speedup", type=Path, nargs="+", metavar="RUN",
-                        help="only time every artifact of these finished runs against their dense model, "
-                             "interleaved in one process, and print the speed-ups")
-    parser.add_argument("--strict", action="store_true", help="exit with status 1 when a target is missed")
+    parser.add_argument(
+        "--data-root", help="folder holding the MNIST IDX files [default: ./data, downloaded]"
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="timed runs per figure (epochs, latency rounds); the median is reported [3]",
+    )
+    parser.add_argument(
+        "--pipeline",
+        type=Path,
+        default=REPO / "pipelines" / "mnist.toml",
+        help="pipeline whose settings are benchmarked [pipelines/mnist.toml]",
+    )
+    parser.add_argument(
+        "--pipeline-repeats",
+        type=int,
+        default=3,
+        help="whole-pipeline runs (about 30 s each on 2 cores) [3]",
+    )
+    parser.add_argument(
+        "--latency-repetitions",
+        type=int,
+        default=2000,
+        help="onnxruntime runs per latency measurement [2000]",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads for everything timed, OMP_NUM_THREADS for the pipeline; "
+        "0: torch's default (one per core) [1]",
+    )
+    parser.add_argument(
+        "--skip-pipeline", action="store_true", help="skip the pipeline and latency rows"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=REPO / "runs" / "bench",
+        help="folder for bench.json, bench.md and the pipeline's run [runs/bench]",
+    )
+    parser.add_argument(
+        "--speedup",
+        type=Path,
+        nargs="+",
+        metavar="RUN",
+        help="only time every artifact of these finished runs against their dense model, "
+        "interleaved in one process, and print the speed-ups",
+    )
+    parser.add_argument(
+        "--strict", action="store_true", help="exit with status 1 when a target is missed"
+    )
     args = parser.parse_args(argv)
     if min(args.repeats, args.pipeline_repeats, args.latency_repetitions, args.threads + 1) < 1:
-        parser.error("--repeats, --pipeline-repeats and --latency-repetitions must be at least 1, --threads at least 0")
+        parser.error(
+            "--repeats, --pipeline-repeats and --latency-repetitions must be at least 1, --threads at least 0"
+        )
     return args
 
 
@@ -269,11 +394,17 @@ def main(argv: list[str] | None = None) -> int:
     data = load_dataset(config.data.name, data_root, validation=0.0)
     if args.speedup:
         pixels = data.images["test"][:256].numpy()
-        rows = [row for run in args.speedup for row in speedup_rows(run, pixels, args.latency_repetitions)]
+        rows = [
+            row
+            for run in args.speedup
+            for row in speedup_rows(run, pixels, args.latency_repetitions)
+        ]
         print(format_text(machine, rows))
         return 1 if args.strict and any(r.passed is False for r in rows) else 0
     if data.name != "mnist":
-        raise SystemExit(f"{args.pipeline}: the benchmark compares against torchvision's MNIST; got {data.name}")
+        raise SystemExit(
+            f"{args.pipeline}: the benchmark compares against torchvision's MNIST; got {data.name}"
+        )
 
     with tempfile.TemporaryDirectory(prefix="compress-bench-") as tmp:
         rows, cpu_epoch = loop_rows(config, data, str(data_root), args.repeats, Path(tmp))
@@ -282,22 +413,34 @@ def main(argv: list[str] | None = None) -> int:
         device = device_row(config, data, args.repeats, cpu_epoch, Path(tmp))
     if not args.skip_pipeline:
         run_dir = args.out / "pipeline"
-        pipeline, report = pipeline_rows(args.pipeline, args.data_root, args.pipeline_repeats, run_dir, args.threads)
-        rows += pipeline + latency_rows(run_dir, report, data, args.repeats, args.latency_repetitions)
+        pipeline, report = pipeline_rows(
+            args.pipeline, args.data_root, args.pipeline_repeats, run_dir, args.threads
+        )
+        rows += pipeline + latency_rows(
+            run_dir, report, data, args.repeats, args.latency_repetitions
+        )
         rows += speedup_rows(run_dir, data.images["test"][:256].numpy(), args.latency_repetitions)
     rows += [device] + ([threads] if threads else [])
 
     settings = {
-        "pipeline": str(args.pipeline), "data_root": str(data_root), "repeats": args.repeats,
-        "pipeline_repeats": args.pipeline_repeats, "latency_repetitions": args.latency_repetitions,
-        "threads": args.threads, "skip_pipeline": args.skip_pipeline,
+        "pipeline": str(args.pipeline),
+        "data_root": str(data_root),
+        "repeats": args.repeats,
+        "pipeline_repeats": args.pipeline_repeats,
+        "latency_repetitions": args.latency_repetitions,
+        "threads": args.threads,
+        "skip_pipeline": args.skip_pipeline,
         "seconds": round(time.perf_counter() - started, 1),
-        "load_average_at_end": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()]
+        if hasattr(os, "getloadavg")
+        else None,
     }
     print(format_text(machine, rows))
     paths = write_outputs(args.out, machine, settings, rows)
-    print(f"\nwritten: {', '.join(str(p) for p in paths)} ({settings['seconds']:.0f} s in all; "
-          f"load average at end {settings['load_average_at_end']})")
+    print(
+        f"\nwritten: {', '.join(str(p) for p in paths)} ({settings['seconds']:.0f} s in all; "
+        f"load average at end {settings['load_average_at_end']})"
+    )
     return 1 if args.strict and any(r.passed is False for r in rows) else 0
 
 

@@ -44,13 +44,25 @@ def steps_per_epoch(data: Dataset, batch_size: int) -> int:
 class CompressLoop:
     """compress's training loop, one more epoch per call (resuming from its epoch checkpoint)."""
 
-    def __init__(self, config: PipelineConfig, train: OptimConfig, data: Dataset, device: torch.device,
-                 checkpoint: Path, threads: int | None = None):
+    def __init__(
+        self,
+        config: PipelineConfig,
+        train: OptimConfig,
+        data: Dataset,
+        device: torch.device,
+        checkpoint: Path,
+        threads: int | None = None,
+    ):
         self.data, self.train, self.epochs, self.threads = data, train, 0, threads
         self.model = build_model(config, data.num_classes)
         self.run = RunSettings(
-            device=device, batch_size=config.data.batch_size, eval_batch_size=config.data.eval_batch_size,
-            seed=config.data.seed, resume_path=checkpoint, resume_key=checkpoint.stem, progress=False,
+            device=device,
+            batch_size=config.data.batch_size,
+            eval_batch_size=config.data.eval_batch_size,
+            seed=config.data.seed,
+            resume_path=checkpoint,
+            resume_key=checkpoint.stem,
+            progress=False,
         )
         checkpoint.unlink(missing_ok=True)
 
@@ -60,8 +72,13 @@ class CompressLoop:
         default_threads = torch.get_num_threads()
         torch.set_num_threads(self.threads or default_threads)
         try:
-            result = fit(self.model, self.data, self.train.model_copy(update={"epochs": self.epochs}),
-                         self.run, desc="bench")
+            result = fit(
+                self.model,
+                self.data,
+                self.train.model_copy(update={"epochs": self.epochs}),
+                self.run,
+                desc="bench",
+            )
         finally:
             torch.set_num_threads(default_threads)
         row = result.final
@@ -91,11 +108,15 @@ class TorchvisionLoop:
         from torchvision import datasets, transforms
 
         spec = DATASETS["mnist"]
-        transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((spec.mean,), (spec.std,))])
+        transform = transforms.Compose(
+            [transforms.ToTensor(), transforms.Normalize((spec.mean,), (spec.std,))]
+        )
         train_set = datasets.MNIST(str(root), train=True, transform=transform, download=False)
         test_set = datasets.MNIST(str(root), train=False, transform=transform, download=False)
         shuffle = torch.Generator().manual_seed(config.data.seed)
-        self.train_loader = DataLoader(train_set, batch_size=config.data.batch_size, shuffle=True, generator=shuffle)
+        self.train_loader = DataLoader(
+            train_set, batch_size=config.data.batch_size, shuffle=True, generator=shuffle
+        )
         self.test_loader = DataLoader(test_set, batch_size=config.data.eval_batch_size)
         self.model = build_model(config, len(spec.classes))
         self.optimizer = make_optimizer(self.model.parameters(), train)  # the same SGD settings
@@ -125,9 +146,21 @@ class TorchvisionLoop:
         return correct / total
 
 
-def run_pipeline_cli(pipeline: Path, out_dir: Path, data_root: str | None, threads: int | None = None) -> dict:
+def run_pipeline_cli(
+    pipeline: Path, out_dir: Path, data_root: str | None, threads: int | None = None
+) -> dict:
     """`compress run PIPELINE --force --out OUT_DIR`: wall seconds and its report.json."""
-    command = [sys.executable, "-m", "compress", "run", str(pipeline), "--force", "--out", str(out_dir), "--no-progress"]
+    command = [
+        sys.executable,
+        "-m",
+        "compress",
+        "run",
+        str(pipeline),
+        "--force",
+        "--out",
+        str(out_dir),
+        "--no-progress",
+    ]
     if data_root is not None:
         command += ["--data-root", str(data_root)]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads)) if threads else None
@@ -138,7 +171,11 @@ def run_pipeline_cli(pipeline: Path, out_dir: Path, data_root: str | None, threa
     if done.returncode not in (0, 1) or not report_path.is_file():  # 1: a verification failed
         tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-5:])
         raise RuntimeError(f"{' '.join(command)} exited with status {done.returncode}:\n{tail}")
-    return {"seconds": seconds, "returncode": done.returncode, "report": json.loads(report_path.read_text())}
+    return {
+        "seconds": seconds,
+        "returncode": done.returncode,
+        "report": json.loads(report_path.read_text()),
+    }
 
 
 class LatencyProbe:
@@ -149,7 +186,9 @@ class LatencyProbe:
         for artifact in report["artifacts"]:
             path = run_dir / artifact["path"]
             self.sessions[artifact["name"]] = make_session(path, threads=1)
-            self.inputs[artifact["name"]] = prepare_inputs(pixels, get_metadata(onnx.load(str(path))))
+            self.inputs[artifact["name"]] = prepare_inputs(
+                pixels, get_metadata(onnx.load(str(path)))
+            )
 
     @property
     def names(self) -> list[str]:

@@ -85,12 +85,16 @@ class StageCache:
             log.info("%s: cache entry %s was made from other parent files; not used", stage, key)
             return None
         if not all(isinstance(rel, str) and stays_inside(rel) for rel in record.get("outputs", {})):
-            log.warning("%s: cache entry %s names an output outside its folder; not used", stage, key)
+            log.warning(
+                "%s: cache entry %s names an output outside its folder; not used", stage, key
+            )
             return None
         for rel, digest in record.get("outputs", {}).items():
             file = entry / rel
             if not file.is_file() or sha256_file(file) != digest:
-                log.warning("%s: cache entry %s has a missing or changed %s; not used", stage, key, rel)
+                log.warning(
+                    "%s: cache entry %s has a missing or changed %s; not used", stage, key, rel
+                )
                 return None
         return record
 

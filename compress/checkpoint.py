@@ -38,13 +38,21 @@ def model_spec(
         return {"name": config_model.name, "kwargs": kwargs, **shape}
     path = Path(config_model.path)
     path = path if path.is_absolute() else Path(base_dir) / path
-    return {"path": str(path.resolve()), "class": config_model.class_name, "kwargs": kwargs, **shape}
+    return {
+        "path": str(path.resolve()),
+        "class": config_model.class_name,
+        "kwargs": kwargs,
+        **shape,
+    }
 
 
 def build_from_spec(spec: dict[str, Any]) -> nn.Module:
     shape = spec.get("input_shape")
     return build_model(
-        spec.get("name"), spec.get("path"), spec.get("class"), spec.get("kwargs"),
+        spec.get("name"),
+        spec.get("path"),
+        spec.get("class"),
+        spec.get("kwargs"),
         tuple(shape) if shape is not None else None,
     )
 
@@ -92,7 +100,9 @@ def safe_load(path: Path, what: str = "checkpoint") -> Any:
         ) from None
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0].split(". ")[0] if str(exc).strip() else ""
-        raise CompressError(f"{what} {path} is unreadable or corrupt: {type(exc).__name__}: {reason}") from None
+        raise CompressError(
+            f"{what} {path} is unreadable or corrupt: {type(exc).__name__}: {reason}"
+        ) from None
 
 
 def load_checkpoint(path: Path) -> tuple[nn.Module, dict[str, torch.Tensor], dict[str, Any]]:
@@ -104,7 +114,9 @@ def load_checkpoint(path: Path) -> tuple[nn.Module, dict[str, torch.Tensor], dic
     try:
         model.load_state_dict(state["state_dict"])
     except RuntimeError as exc:
-        raise CompressError(f"checkpoint {path} does not fit its model: {_load_problems(exc)}") from None
+        raise CompressError(
+            f"checkpoint {path} does not fit its model: {_load_problems(exc)}"
+        ) from None
     return model, state["masks"], state["model"]
 
 
@@ -120,9 +132,12 @@ def _without_data_parallel_prefix(state: dict, model: nn.Module, path: Path) -> 
         return state
     if any(k.startswith(DATA_PARALLEL_PREFIX) for k in expected):
         return state  # the model itself has a submodule called `module`
-    log.warning("weights file %s was saved from a DataParallel wrapper (every key starts with %r): "
-                "loading it with the prefix removed; save model.module.state_dict() to avoid this note",
-                path, DATA_PARALLEL_PREFIX)
+    log.warning(
+        "weights file %s was saved from a DataParallel wrapper (every key starts with %r): "
+        "loading it with the prefix removed; save model.module.state_dict() to avoid this note",
+        path,
+        DATA_PARALLEL_PREFIX,
+    )
     return {k.removeprefix(DATA_PARALLEL_PREFIX): v for k, v in state.items()}
 
 
@@ -138,7 +153,9 @@ def load_user_weights(model: nn.Module, path: Path) -> None:
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
-        raise CompressError(f"weights file {path} does not hold a state_dict (got {type(state).__name__})")
+        raise CompressError(
+            f"weights file {path} does not hold a state_dict (got {type(state).__name__})"
+        )
     state = _without_data_parallel_prefix(state, model, path)
     expected, given = set(model.state_dict()), set(state)
     if expected != given:  # name the keys first: a shape message can wait
@@ -150,4 +167,6 @@ def load_user_weights(model: nn.Module, path: Path) -> None:
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise CompressError(f"weights file {path} does not fit the model: {_load_problems(exc)}") from None
+        raise CompressError(
+            f"weights file {path} does not fit the model: {_load_problems(exc)}"
+        ) from None

@@ -100,7 +100,11 @@ def file_system_error(exc: OSError, path: str | os.PathLike | None = None) -> Fi
     reason = (exc.strerror or os.strerror(exc.errno or 0) or type(exc).__name__).lower()
     need = _NEEDS.get(exc.errno, "")
     action = "write" if exc.errno in _WRITING else "use"
-    text = f"cannot {action} {where}: {reason}" if where is not None else f"file system error: {reason}"
+    text = (
+        f"cannot {action} {where}: {reason}"
+        if where is not None
+        else f"file system error: {reason}"
+    )
     if need:
         text += f" (needs {need}; then run the same command again to resume)"
     return FileSystemError(text)

@@ -29,7 +29,9 @@ TEMP_SUFFIX = ".tmp"  # of the files atomic_path writes before renaming them int
 
 # A pipeline's name is its run folder's name (runs/<name>), so it must be a name, not a path:
 # a pipeline file from someone else must not make `compress run` write outside runs/.
-NAME_RULE = "letters, digits, '.', '_' and '-', starting with a letter or digit, at most 100 characters"
+NAME_RULE = (
+    "letters, digits, '.', '_' and '-', starting with a letter or digit, at most 100 characters"
+)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
@@ -42,8 +44,10 @@ def child_path(parent: str | os.PathLike, name: str, what: str) -> Path:
     """`parent / name` for a folder or file name built from settings or data (a sweep
     variant, a tune point): refused unless `name` is one path component inside `parent`."""
     if name in ("", ".", "..") or "/" in name or "\\" in name or "\0" in name:
-        raise CompressError(f"{what} {name!r} is not a usable folder name: it must not be empty, "
-                            "'.' or '..', nor hold '/' or '\\'")
+        raise CompressError(
+            f"{what} {name!r} is not a usable folder name: it must not be empty, "
+            "'.' or '..', nor hold '/' or '\\'"
+        )
     return Path(parent) / name
 
 
@@ -52,7 +56,12 @@ def stays_inside(relative: str) -> bool:
     the folder it is joined to: not absolute, no `..`. A record edited by hand, or copied
     from someone else, must not make a rerun read or write elsewhere."""
     path = Path(relative)
-    return bool(relative) and not path.is_absolute() and ".." not in path.parts and "\0" not in relative
+    return (
+        bool(relative)
+        and not path.is_absolute()
+        and ".." not in path.parts
+        and "\0" not in relative
+    )
 
 
 def _umask() -> int:

@@ -62,7 +62,9 @@ class Modifier:
     def task_loss(self, loss: torch.Tensor, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
         return loss
 
-    def loss(self, step: int, total: int, logits: torch.Tensor, batch: Batch) -> torch.Tensor | None:
+    def loss(
+        self, step: int, total: int, logits: torch.Tensor, batch: Batch
+    ) -> torch.Tensor | None:
         return None
 
     def after_backward(self) -> None:

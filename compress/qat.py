@@ -46,7 +46,9 @@ def attach_fake_quant(model: nn.Module, bits: int) -> list:
     handles = []
     for module in model.modules():
         if isinstance(module, PRUNABLE):
-            ensure_masked(module)  # weight becomes a computed attribute, recomputed before this hook
+            ensure_masked(
+                module
+            )  # weight becomes a computed attribute, recomputed before this hook
             handles.append(module.register_forward_pre_hook(hook))
     return handles
 

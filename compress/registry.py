@@ -168,15 +168,23 @@ def load_user_class(path: str | Path, class_name: str) -> type[nn.Module]:
         raise CompressError(
             f"model file {path} called sys.exit() while being imported ({_exit_status(exc)}"
             + (f"; it printed {said!r}" if said else "")
-            + "): put the script's own code under `if __name__ == \"__main__\":`"
+            + '): put the script\'s own code under `if __name__ == "__main__":`'
         ) from None
     except Exception as exc:  # KeyboardInterrupt is not an Exception: Ctrl-C stays Ctrl-C
         del sys.modules[module_name]
-        raise CompressError(f"model file {path} failed to import: {type(exc).__name__}: {_first_line(exc)}") from None
+        raise CompressError(
+            f"model file {path} failed to import: {type(exc).__name__}: {_first_line(exc)}"
+        ) from None
     cls = getattr(module, class_name, None)
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        classes = [n for n, v in vars(module).items() if isinstance(v, type) and issubclass(v, nn.Module) and v.__module__ == module_name]
-        raise CompressError(unknown_name_message(f"nn.Module class in {path}:", class_name, classes))
+        classes = [
+            n
+            for n, v in vars(module).items()
+            if isinstance(v, type) and issubclass(v, nn.Module) and v.__module__ == module_name
+        ]
+        raise CompressError(
+            unknown_name_message(f"nn.Module class in {path}:", class_name, classes)
+        )
     return cls
 
 

@@ -32,7 +32,11 @@ COLUMNS = [
     ("latency_ms_b1_p50", "p50 ms", "{:.3f}"),
     ("latency_ms_b1_p95", "p95 ms", "{:.3f}"),
     ("latency_vs_dense", "vs dense", "{:.2f}x"),
-    ("slower_than_dense", "slower", lambda slower: "SLOWER" if slower else ""),  # a flag: shown where raised
+    (
+        "slower_than_dense",
+        "slower",
+        lambda slower: "SLOWER" if slower else "",
+    ),  # a flag: shown where raised
     ("macs", "MACs", "{:,}"),
     ("weight_bytes", "weights held", "{:,}"),
     ("throughput", "img/s", "{:,.0f}"),  # "rows/s" for tables (columns_for)
@@ -48,19 +52,60 @@ TEXT_KEYS = ("name", "status")  # left-aligned; numbers line up on the right
 # (vs dense, with SLOWER beside it) and did it pass (status). The rest (.onnx and gzip bytes,
 # absolute latencies, MACs, weights held, throughput, ort ≥) is in `--wide`, report.md and
 # report.csv.
-COMPACT = ["name", "val_accuracy", "accuracy", "accuracy_delta", "deploy_bytes", "compression", "sparsity",
-           "latency_vs_dense", "status"]
+COMPACT = [
+    "name",
+    "val_accuracy",
+    "accuracy",
+    "accuracy_delta",
+    "deploy_bytes",
+    "compression",
+    "sparsity",
+    "latency_vs_dense",
+    "status",
+]
 # What a narrower terminal leaves out, one step at a time: the first goes first. The name,
 # test %, deploy bytes and status always stay; a status too long is cut short ("…").
-NARROWER = ["val_accuracy", "interval", "sparsity", "latency_vs_dense", "compression", "accuracy_delta"]
+NARROWER = [
+    "val_accuracy",
+    "interval",
+    "sparsity",
+    "latency_vs_dense",
+    "compression",
+    "accuracy_delta",
+]
 MIN_STATUS = 16  # a status is cut no shorter than this ("failed: logits …") before a column goes
 CSV_FIELDS = [
-    "name", "path", "val_accuracy", "accuracy", "accuracy_delta", "accuracy_delta_ci", "bytes", "gzip_bytes",
-    "xz_bytes", "deploy_bytes",
-    "deploy_form", "deploy_path", "compression", "params", "nonzero_params", "sparsity", "agreement",
-    "max_logit_diff", "latency_ms_b1_p50", "latency_ms_b1_p95", "latency_vs_dense", "slower_than_dense",
-    "macs", "weight_bytes", "throughput", "status",
-    "weights", "nonzero_weights", "min_onnxruntime", "ir_version", "opset",
+    "name",
+    "path",
+    "val_accuracy",
+    "accuracy",
+    "accuracy_delta",
+    "accuracy_delta_ci",
+    "bytes",
+    "gzip_bytes",
+    "xz_bytes",
+    "deploy_bytes",
+    "deploy_form",
+    "deploy_path",
+    "compression",
+    "params",
+    "nonzero_params",
+    "sparsity",
+    "agreement",
+    "max_logit_diff",
+    "latency_ms_b1_p50",
+    "latency_ms_b1_p95",
+    "latency_vs_dense",
+    "slower_than_dense",
+    "macs",
+    "weight_bytes",
+    "throughput",
+    "status",
+    "weights",
+    "nonzero_weights",
+    "min_onnxruntime",
+    "ir_version",
+    "opset",
 ]
 
 
@@ -79,7 +124,7 @@ def columns_for(report: Report, columns=COLUMNS) -> list:
 
 
 def data_kind(report: Report) -> str:
-    """"image" or "table" (reports before dataset.kind: a model reading features is on a table)."""
+    """ "image" or "table" (reports before dataset.kind: a model reading features is on a table)."""
     kind = report["dataset"].get("kind")
     if kind:
         return kind
@@ -130,7 +175,10 @@ def format_table(report: Report, width: int | None = None) -> str:
     if len(shown) < len(columns):
         notes.append("all columns: compress report RUN_DIR --wide, or report.md")
     size = min(width or 1_000, max(80, tables.width(lines)))  # prose no wider than the table
-    below = [*_packed(notes, size), *(part for line in inputs_lines(report) for part in _wrap(line, size))]
+    below = [
+        *_packed(notes, size),
+        *(part for line in inputs_lines(report) for part in _wrap(line, size)),
+    ]
     return "\n".join([*_wrap(title, size), *lines, *below])
 
 
@@ -143,14 +191,19 @@ def _notes(report: Report, shown: list[str], interval: bool) -> list[str]:
         notes.append("weights held: bytes a session keeps")
     if "accuracy_delta" in shown:
         words = SAMPLES.get(data_kind(report), "samples")
-        notes.append(f"Δ pts [95% CI]: paired bootstrap over the test {words}" if interval
-                     else "Δ pts: change of test % against dense, in points")
+        notes.append(
+            f"Δ pts [95% CI]: paired bootstrap over the test {words}"
+            if interval
+            else "Δ pts: change of test % against dense, in points"
+        )
     if "compression" in shown:
         notes.append("ratio = dense .onnx bytes / deploy bytes (smaller of .onnx.gz and .onnx.xz)")
     return notes
 
 
-def _aligned(artifacts: list[Artifact], columns: list, interval: bool, status_size: int | None = None) -> list[str]:
+def _aligned(
+    artifacts: list[Artifact], columns: list, interval: bool, status_size: int | None = None
+) -> list[str]:
     headers, rows = table_rows(artifacts, columns, interval)
     keys = [key for key, _, _ in columns]
     if status_size is not None and "status" in keys:
@@ -160,7 +213,9 @@ def _aligned(artifacts: list[Artifact], columns: list, interval: bool, status_si
     return tables.text(headers, rows, left=[key in TEXT_KEYS for key in keys], strip=True)
 
 
-def _fitted(artifacts: list[Artifact], columns: list, width: int) -> tuple[list[str], bool, list[str]]:
+def _fitted(
+    artifacts: list[Artifact], columns: list, width: int
+) -> tuple[list[str], bool, list[str]]:
     """(keys shown, whether Δ has its interval, lines) of the widest compact table that fits
     `width` columns; the narrowest one when none does."""
     for step in range(len(NARROWER) + 1):
@@ -171,7 +226,9 @@ def _fitted(artifacts: list[Artifact], columns: list, width: int) -> tuple[list[
         sizes = tables.widths(headers, rows)
         status = [key for key, _, _ in kept].index("status")
         room = width - sum(s for i, s in enumerate(sizes) if i != status) - 2 * (len(kept) - 1)
-        if room >= min(sizes[status], max(MIN_STATUS, len(headers[status]))) or step == len(NARROWER):
+        if room >= min(sizes[status], max(MIN_STATUS, len(headers[status]))) or step == len(
+            NARROWER
+        ):
             lines = _aligned(artifacts, kept, interval, status_size=max(room, len(headers[status])))
             return [key for key, _, _ in kept], interval, lines
     raise AssertionError("unreachable: the last step always returns")
@@ -196,7 +253,7 @@ def _wrap(text: str, width: int) -> list[str]:
 
 
 def inputs_lines(report: dict, max_names: int = 12) -> list[str]:
-    """"pruned model uses 9 of 30 features: a, b, ..." (nothing when unknown)."""
+    """ "pruned model uses 9 of 30 features: a, b, ..." (nothing when unknown)."""
     inputs = report.get("inputs")
     if not inputs:
         return []
@@ -211,7 +268,7 @@ def inputs_lines(report: dict, max_names: int = 12) -> list[str]:
 
 
 def _samples(dataset: dict, kind: str = "image") -> str:
-    """"5,999 validation and 10,000 test samples" (rows, for a table)."""
+    """ "5,999 validation and 10,000 test samples" (rows, for a table)."""
     word = "rows" if kind == "table" else "samples"
     val = dataset.get("val_samples")
     held = f"{val:,} validation and " if val is not None else ""
@@ -227,9 +284,12 @@ def format_markdown(report: Report) -> str:
         f"measured in onnxruntime {report['versions']['onnxruntime']} on {report['device']}."
     )
     out += ["", *tables.markdown(headers, rows)]
-    out += ["", "ratio = dense .onnx bytes / deploy bytes (the smaller of .onnx.gz and .onnx.xz). "
-            "Δ pts [95% CI]: the paired bootstrap interval of the accuracy difference to dense over the "
-            f"test {SAMPLES.get(data_kind(report), 'samples')} (2,000 resamples)."]
+    out += [
+        "",
+        "ratio = dense .onnx bytes / deploy bytes (the smaller of .onnx.gz and .onnx.xz). "
+        "Δ pts [95% CI]: the paired bootstrap interval of the accuracy difference to dense over the "
+        f"test {SAMPLES.get(data_kind(report), 'samples')} (2,000 resamples).",
+    ]
     out += [
         "Latency: batch 1, all artifacts timed interleaved in rounds in one process; SLOWER: p50 more "
         "than the verify margin above dense's. Weights held: initializer bytes an onnxruntime "
@@ -237,7 +297,9 @@ def format_markdown(report: Report) -> str:
         "",
     ]
     out += [f"The {line}.\n" for line in inputs_lines(report)]
-    stages = [[s["name"], f"{s['seconds']:.1f}", "yes" if s["cached"] else "no"] for s in report["stages"]]
+    stages = [
+        [s["name"], f"{s['seconds']:.1f}", "yes" if s["cached"] else "no"] for s in report["stages"]
+    ]
     out += ["## Stages", "", *tables.markdown(["stage", "seconds", "cached"], stages)]
     return "\n".join(out) + "\n"
 
@@ -259,7 +321,9 @@ def load_report(run_dir: Path) -> Report:
     try:
         report = read_json(path)
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
-        raise CompressError(f"{path} is not valid JSON ({exc}): run the pipeline again to rewrite it") from None
+        raise CompressError(
+            f"{path} is not valid JSON ({exc}): run the pipeline again to rewrite it"
+        ) from None
     if not isinstance(report, dict) or not isinstance(report.get("artifacts"), list):
         raise CompressError(f"{path} is not a compress report (no artifacts list)")
     return report

@@ -35,13 +35,17 @@ CODES = "weight_codes"  # buffer: 0 = the exact zero level, k = codebook[k - 1]
 
 
 @torch.no_grad()
-def kmeans_1d(values: torch.Tensor, clusters: int, iterations: int = 30) -> tuple[torch.Tensor, torch.Tensor]:
+def kmeans_1d(
+    values: torch.Tensor, clusters: int, iterations: int = 30
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Lloyd's k-means on a 1-d tensor, linear initialisation; returns (centroids, assignment)."""
     values = values.flatten().double()
     if values.numel() == 0:
         return torch.zeros(0, dtype=torch.float32), torch.zeros(0, dtype=torch.long)
     clusters = min(clusters, values.numel())
-    centroids = torch.linspace(values.min().item(), values.max().item(), clusters, dtype=torch.float64)
+    centroids = torch.linspace(
+        values.min().item(), values.max().item(), clusters, dtype=torch.float64
+    )
     for _ in range(iterations):
         assign = (values[:, None] - centroids[None, :]).abs().argmin(1)
         sums = torch.zeros_like(centroids).index_add_(0, assign, values)

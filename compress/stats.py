@@ -31,16 +31,20 @@ def paired_bootstrap_ci(
     correct = np.asarray(correct, dtype=bool)
     baseline_correct = np.asarray(baseline_correct, dtype=bool)
     if correct.shape != baseline_correct.shape or correct.ndim != 1 or len(correct) == 0:
-        raise ValueError(f"need two equal-length 1-d arrays, got {correct.shape} and {baseline_correct.shape}")
+        raise ValueError(
+            f"need two equal-length 1-d arrays, got {correct.shape} and {baseline_correct.shape}"
+        )
     diff = correct.astype(np.int32) - baseline_correct.astype(np.int32)
     n = len(diff)
     if not diff.any():  # no image changed: every resample is 0
         return 0.0, 0.0
     rng = np.random.default_rng(seed)
-    sums = np.concatenate([
-        diff[rng.integers(0, n, size=(min(_CHUNK, resamples - start), n))].sum(axis=1)
-        for start in range(0, resamples, _CHUNK)
-    ])
+    sums = np.concatenate(
+        [
+            diff[rng.integers(0, n, size=(min(_CHUNK, resamples - start), n))].sum(axis=1)
+            for start in range(0, resamples, _CHUNK)
+        ]
+    )
     tail = 100 * (1 - level) / 2
     low, high = np.percentile(100 * sums / n, [tail, 100 - tail])
     return round(float(low), 4), round(float(high), 4)

@@ -34,14 +34,18 @@ def format_cell(value: Any, fmt: Format = "{}") -> str:
         return str(value)
 
 
-def cells(columns: Sequence[tuple[str, str, Format]], rows: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
+def cells(
+    columns: Sequence[tuple[str, str, Format]], rows: Sequence[dict]
+) -> tuple[list[str], list[list[str]]]:
     """Headers and formatted cells of dict rows for (key, header, format) columns."""
     headers = [header for _, header, _ in columns]
     return headers, [[format_cell(row.get(key), fmt) for key, _, fmt in columns] for row in rows]
 
 
 def widths(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[int]:
-    return [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    return [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
 
 
 def text(
@@ -60,8 +64,10 @@ def text(
         return left(i, cell) if callable(left) else i < len(left) and left[i]
 
     def line(values: Sequence[str]) -> str:
-        out = sep.join(v.ljust(w) if is_left(i, v) else v.rjust(w)
-                       for i, (v, w) in enumerate(zip(values, sizes, strict=True)))
+        out = sep.join(
+            v.ljust(w) if is_left(i, v) else v.rjust(w)
+            for i, (v, w) in enumerate(zip(values, sizes, strict=True))
+        )
         return out.rstrip() if strip else out
 
     return [line(headers), sep.join("-" * w for w in sizes), *map(line, rows)]
@@ -84,8 +90,11 @@ def shorten(cell: str, size: int) -> str:
 
 def markdown(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     """A Markdown table: header, separator, one line per row."""
-    return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers),
-            *("| " + " | ".join(r) + " |" for r in rows)]
+    return [
+        "| " + " | ".join(headers) + " |",
+        "|" + "---|" * len(headers),
+        *("| " + " | ".join(r) + " |" for r in rows),
+    ]
 
 
 def csv_text(fields: Sequence[str], rows: Sequence[dict]) -> str:

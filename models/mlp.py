@@ -34,7 +34,9 @@ def _features(input_shape: Sequence[int]) -> int:
 
 
 @register_model
-def simplenet(num_classes: int = 10, hidden: int = 128, input_shape: Sequence[int] = MNIST) -> nn.Module:
+def simplenet(
+    num_classes: int = 10, hidden: int = 128, input_shape: Sequence[int] = MNIST
+) -> nn.Module:
     """784-128-10 MLP: the network of the original L1 + pruning recipe."""
     return MLP([hidden], num_classes, _features(input_shape))
 
@@ -46,7 +48,9 @@ def lenet300(num_classes: int = 10, input_shape: Sequence[int] = MNIST) -> nn.Mo
 
 
 @register_model
-def mlp(num_classes: int = 10, hidden: Sequence[int] = (64,), input_shape: Sequence[int] = MNIST) -> nn.Module:
+def mlp(
+    num_classes: int = 10, hidden: Sequence[int] = (64,), input_shape: Sequence[int] = MNIST
+) -> nn.Module:
     """MLP with kwargs hidden = [widths...] on flattened inputs (tables or images)."""
     if isinstance(hidden, int):
         hidden = [hidden]

@@ -47,7 +47,8 @@ class BasicBlock(nn.Module):
                 self.shortcut = PadShortcut(in_channels, out_channels, stride)
             else:
                 self.shortcut = nn.Sequential(
-                    nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), nn.BatchNorm2d(out_channels)
+                    nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
+                    nn.BatchNorm2d(out_channels),
                 )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -81,10 +82,16 @@ class CifarResNet(nn.Module):
 
 
 @register_model
-def resnet20(num_classes: int = 10, input_shape: Sequence[int] = (3, 32, 32), shortcut: str = "A") -> nn.Module:
+def resnet20(
+    num_classes: int = 10, input_shape: Sequence[int] = (3, 32, 32), shortcut: str = "A"
+) -> nn.Module:
     """CIFAR ResNet-20 (He et al. 2016): 3 stages x 3 basic blocks, 16/32/64 channels, BatchNorm."""
     if shortcut not in ("A", "B"):
-        raise CompressError(f"model resnet20: shortcut must be 'A' (zero-pad) or 'B' (1x1 conv), got {shortcut!r}")
+        raise CompressError(
+            f"model resnet20: shortcut must be 'A' (zero-pad) or 'B' (1x1 conv), got {shortcut!r}"
+        )
     if len(input_shape) != 3:
-        raise CompressError(f"model resnet20 needs images (C, H, W), got input shape {tuple(input_shape)}")
+        raise CompressError(
+            f"model resnet20 needs images (C, H, W), got input shape {tuple(input_shape)}"
+        )
     return CifarResNet(3, num_classes, int(input_shape[0]), shortcut)

@@ -40,23 +40,40 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
 
 
 def _adapt_first_conv(model: nn.Module, channels: int) -> None:
-    name, conv = next(((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), (None, None))
+    name, conv = next(
+        ((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), (None, None)
+    )
     if conv is None or conv.in_channels == channels:
         return
     if conv.groups != 1:
-        raise CompressError(f"cannot adapt the first convolution {name} (groups = {conv.groups}) to {channels} channels")
-    _replace(model, name, nn.Conv2d(
-        channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
-        bias=conv.bias is not None, padding_mode=conv.padding_mode,
-    ))
+        raise CompressError(
+            f"cannot adapt the first convolution {name} (groups = {conv.groups}) to {channels} channels"
+        )
+    _replace(
+        model,
+        name,
+        nn.Conv2d(
+            channels,
+            conv.out_channels,
+            conv.kernel_size,
+            conv.stride,
+            conv.padding,
+            conv.dilation,
+            bias=conv.bias is not None,
+            padding_mode=conv.padding_mode,
+        ),
+    )
 
 
 def _adapt_classifier(model: nn.Module, num_classes: int) -> None:
     name, linear = next(
-        ((n, m) for n, m in reversed(list(model.named_modules())) if isinstance(m, nn.Linear)), (None, None)
+        ((n, m) for n, m in reversed(list(model.named_modules())) if isinstance(m, nn.Linear)),
+        (None, None),
     )
     if linear is not None and linear.out_features != num_classes:
-        _replace(model, name, nn.Linear(linear.in_features, num_classes, bias=linear.bias is not None))
+        _replace(
+            model, name, nn.Linear(linear.in_features, num_classes, bias=linear.bias is not None)
+        )
 
 
 def _defaults(arch: str, kwargs: dict, input_shape: Sequence[int]) -> dict:
@@ -88,19 +105,31 @@ def torchvision_model(arch: str) -> ModelFactory:
             "torchvision.models.list_models(module=torchvision.models)"
         )
 
-    def factory(num_classes: int = 1000, input_shape: Sequence[int] = (3, 224, 224), **kwargs) -> nn.Module:
+    def factory(
+        num_classes: int = 1000, input_shape: Sequence[int] = (3, 224, 224), **kwargs
+    ) -> nn.Module:
         if len(input_shape) != 3:
-            raise CompressError(f"torchvision:{arch} needs images (C, H, W), got input shape {tuple(input_shape)}")
+            raise CompressError(
+                f"torchvision:{arch} needs images (C, H, W), got input shape {tuple(input_shape)}"
+            )
         if "weights" in kwargs and kwargs["weights"] is not None:
-            raise CompressError("torchvision models are built without pretrained weights (weights = None); "
-                                "load your own state_dict with [model] weights")
+            raise CompressError(
+                "torchvision models are built without pretrained weights (weights = None); "
+                "load your own state_dict with [model] weights"
+            )
         kwargs.pop("weights", None)
-        model = tvm.get_model(arch, weights=None, num_classes=num_classes, **_defaults(arch, kwargs, input_shape))
+        model = tvm.get_model(
+            arch, weights=None, num_classes=num_classes, **_defaults(arch, kwargs, input_shape)
+        )
         _adapt_first_conv(model, int(input_shape[0]))
         _adapt_classifier(model, num_classes)
         return model
 
-    factory.__doc__ = f"torchvision's {arch} (weights=None), adapted to the data's channels and classes."
+    factory.__doc__ = (
+        f"torchvision's {arch} (weights=None), adapted to the data's channels and classes."
+    )
     factory.__module__ = __name__
-    factory.version = f"torchvision {torchvision.__version__}; {inspect.getsource(tvm.get_model_builder(arch))}"
+    factory.version = (
+        f"torchvision {torchvision.__version__}; {inspect.getsource(tvm.get_model_builder(arch))}"
+    )
     return factory

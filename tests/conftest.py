@@ -73,11 +73,21 @@ def tiny_pipeline_data(data_root: Path) -> dict[str, Any]:
     """A pipeline that runs every stage in seconds: a 784-16-10 MLP, one epoch each."""
     return {
         "description": "tiny pipeline for tests",
-        "data": {"name": "mnist", "root": str(data_root), "download": False, "batch_size": 32,
-                 "eval_batch_size": 500, "seed": 0},
+        "data": {
+            "name": "mnist",
+            "root": str(data_root),
+            "download": False,
+            "batch_size": 32,
+            "eval_batch_size": 500,
+            "seed": 0,
+        },
         "model": {"name": "simplenet", "kwargs": {"hidden": 16}},
-        "train": {"epochs": 1, "optimizer": "sgd", "lr": 0.1,
-                  "l1": {"lambda": 1e-4, "method": "penalty"}},
+        "train": {
+            "epochs": 1,
+            "optimizer": "sgd",
+            "lr": 0.1,
+            "l1": {"lambda": 1e-4, "method": "penalty"},
+        },
         "prune": {"method": "threshold", "threshold": 0.02},
         "finetune": {"epochs": 1, "lr": 0.01},
         "quantize": {"variants": ["dynamic", "static"], "calibration_samples": 128},
@@ -102,9 +112,16 @@ def merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def mnist_source() -> Path:
     """The MNIST slice shipped with the tests (a test fails when it is missing)."""
-    missing = [stem for stems in SPLIT_FILES.values() for stem in stems if not (MNIST_SLICE / f"{stem}.gz").is_file()]
+    missing = [
+        stem
+        for stems in SPLIT_FILES.values()
+        for stem in stems
+        if not (MNIST_SLICE / f"{stem}.gz").is_file()
+    ]
     if missing:
-        pytest.fail(f"the MNIST slice in {MNIST_SLICE} lacks {', '.join(missing)}: it ships with the repository")
+        pytest.fail(
+            f"the MNIST slice in {MNIST_SLICE} lacks {', '.join(missing)}: it ships with the repository"
+        )
     return MNIST_SLICE
 
 
@@ -145,8 +162,8 @@ def idx_writer():
 def pipeline_writer(mnist_root: Path):
     """Write the tiny pipeline, with optional dotted-key changes, to a .toml file.
 
-        pipeline_writer(folder / "tiny.toml")
-        pipeline_writer(folder / "tiny.toml", {"finetune.lr": 0.02})
+    pipeline_writer(folder / "tiny.toml")
+    pipeline_writer(folder / "tiny.toml", {"finetune.lr": 0.02})
     """
 
     def write(path: Path, changes: dict[str, Any] | None = None) -> Path:
@@ -161,8 +178,8 @@ def pipeline_writer(mnist_root: Path):
 def pipeline_file(tmp_path: Path, pipeline_writer):
     """Write the tiny pipeline (with optional dotted-key changes) under tmp_path.
 
-        path = pipeline_file()                                 # tmp_path/tiny.toml
-        path = pipeline_file({"finetune.lr": 0.02}, name="b")  # tmp_path/b.toml
+    path = pipeline_file()                                 # tmp_path/tiny.toml
+    path = pipeline_file({"finetune.lr": 0.02}, name="b")  # tmp_path/b.toml
     """
 
     def write(changes: dict[str, Any] | None = None, name: str = "tiny") -> Path:
@@ -179,8 +196,14 @@ def tiny_pipeline(pipeline_file) -> Path:
 
 def run_settings(seed: int = 0, batch_size: int = 32, shift: int = 0) -> RunSettings:
     """Training settings for tests: CPU, no progress bars, no epoch checkpoints."""
-    return RunSettings(device=torch.device("cpu"), batch_size=batch_size, eval_batch_size=500,
-                       seed=seed, shift=shift, progress=False)
+    return RunSettings(
+        device=torch.device("cpu"),
+        batch_size=batch_size,
+        eval_batch_size=500,
+        seed=seed,
+        shift=shift,
+        progress=False,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -205,6 +228,8 @@ def pruned_export(tmp_path_factory, tiny_data):
     make_permanent(model)
     folder = tmp_path_factory.mktemp("export")
     path = folder / "pruned.onnx"
-    metadata = artifact_metadata(tiny_data.preprocessing, list(tiny_data.classes), "simplenet", "pruned")
+    metadata = artifact_metadata(
+        tiny_data.preprocessing, list(tiny_data.classes), "simplenet", "pruned"
+    )
     export_onnx(model, tiny_data.input_shape, path, opset=18, metadata=metadata)
     return SimpleNamespace(model=model.eval(), masks=masks, path=path, folder=folder)

@@ -34,7 +34,12 @@ def test_run_pipeline_returns_the_report_with_attributes(api_run):
     report, run_dir = api_run
     assert isinstance(report, RunReport) and report.run_dir == run_dir
     assert json.loads((run_dir / "report.json").read_text()) == report  # the same content
-    assert [a.name for a in report.artifacts] == ["dense", "pruned", "pruned-int8-dynamic", "pruned-int8-static"]
+    assert [a.name for a in report.artifacts] == [
+        "dense",
+        "pruned",
+        "pruned-int8-dynamic",
+        "pruned-int8-static",
+    ]
     for artifact in report.artifacts:
         assert isinstance(artifact, ArtifactRow)
         assert artifact.accuracy == artifact["accuracy"] and 0.5 < artifact.accuracy <= 1
@@ -42,20 +47,35 @@ def test_run_pipeline_returns_the_report_with_attributes(api_run):
     assert report.artifact("pruned-int8-static").compression > 1
     assert report.training.dense_test_accuracy == report["training"]["dense_test_accuracy"]
     assert report.dataset.name == "mnist" and report.total_seconds > 0
-    assert [s.name for s in report.stages] == ["train", "prune", "finetune", "export", "quantize", "verify"]
+    assert [s.name for s in report.stages] == [
+        "train",
+        "prune",
+        "finetune",
+        "export",
+        "quantize",
+        "verify",
+    ]
 
 
 def small_report() -> Report:
     artifact = dict.fromkeys(keys_of(Artifact), 0) | {"name": "dense", "accuracy": 0.9}
     artifact.pop("compression")  # a key the report adds: absent, it reads as None
-    return {**dict.fromkeys(keys_of(Report)), "artifacts": [artifact], "stages": [],
-            "dataset": {"name": "mnist"}, "training": {"dense_test_accuracy": 0.9}, "total_seconds": 1.5}
+    return {
+        **dict.fromkeys(keys_of(Report)),
+        "artifacts": [artifact],
+        "stages": [],
+        "dataset": {"name": "mnist"},
+        "training": {"dense_test_accuracy": 0.9},
+        "total_seconds": 1.5,
+    }
 
 
 def test_a_run_report_reads_its_keys_as_attributes(tmp_path):
     report = RunReport(small_report(), tmp_path)
     assert report.total_seconds == 1.5 and report.artifacts[0].accuracy == 0.9
-    assert report.artifact("dense") is report.artifacts[0] and report.artifacts[0].compression is None
+    assert (
+        report.artifact("dense") is report.artifacts[0] and report.artifacts[0].compression is None
+    )
     assert report["artifacts"][0]["accuracy"] == 0.9 and json.loads(json.dumps(report)) == report
 
 
@@ -69,18 +89,31 @@ def test_an_unknown_name_is_an_error_that_lists_the_keys(tmp_path):
 
 def test_a_run_report_crosses_processes_whole(tmp_path):
     copy = pickle.loads(pickle.dumps(RunReport(small_report(), tmp_path)))
-    assert isinstance(copy, RunReport) and copy.run_dir == tmp_path and copy.artifacts[0].accuracy == 0.9
+    assert (
+        isinstance(copy, RunReport)
+        and copy.run_dir == tmp_path
+        and copy.artifacts[0].accuracy == 0.9
+    )
 
 
 def python(code: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_import_compress_is_light_and_exports_the_api(tmp_path):
-    result = python("import sys, compress; print('torch' in sys.modules, callable(compress.run_pipeline), "
-                    "callable(compress.load_pipeline), 'torch' in sys.modules)", tmp_path,
-                    env={"PYTHONPATH": str(ROOT)})  # this tree's package, wherever it is installed from
+    result = python(
+        "import sys, compress; print('torch' in sys.modules, callable(compress.run_pipeline), "
+        "callable(compress.load_pipeline), 'torch' in sys.modules)",
+        tmp_path,
+        env={"PYTHONPATH": str(ROOT)},
+    )  # this tree's package, wherever it is installed from
     assert result.stdout.split() == ["False", "True", "True", "True"], result.stderr
 
 
@@ -93,7 +126,8 @@ def test_import_compress_beside_a_clone_named_compress(tmp_path):
     result = python("import compress; print(compress.__version__)", tmp_path)
     assert result.stdout.strip() == compress.__version__, (
         f"{result.stderr.strip().splitlines()[-1:]}: install with make install "
-        f"(pip install -e . --config-settings editable_mode=strict)")
+        f"(pip install -e . --config-settings editable_mode=strict)"
+    )
 
 
 def test_the_version_is_written_once():

@@ -14,7 +14,7 @@ from compress.stages.verify import chance_warning
 
 # Learns in training mode (logistic regression); in evaluation mode, which is what is
 # exported, every image gets the same logits: the model behind the reported 10.00%.
-CONSTANT_IN_EVAL = '''
+CONSTANT_IN_EVAL = """
 import torch.nn as nn
 
 
@@ -26,7 +26,7 @@ class Net(nn.Module):
     def forward(self, x):
         logits = self.fc(x.flatten(1))
         return logits if self.training else logits * 0
-'''
+"""
 
 
 def test_the_warning_names_the_accuracy_chance_and_training_accuracy():
@@ -39,11 +39,13 @@ def test_the_warning_names_the_accuracy_chance_and_training_accuracy():
 
 def test_an_artifact_at_chance_is_a_warning_and_an_error_with_strict(pipeline_file, tmp_path):
     (tmp_path / "net.py").write_text(CONSTANT_IN_EVAL)
-    pipeline = pipeline_file({
-        "model": {"path": str(tmp_path / "net.py"), "class": "Net"},
-        "finetune.epochs": 0,
-        "quantize.variants": ["dynamic"],
-    })
+    pipeline = pipeline_file(
+        {
+            "model": {"path": str(tmp_path / "net.py"), "class": "Net"},
+            "finetune.epochs": 0,
+            "quantize.variants": ["dynamic"],
+        }
+    )
     run_dir = tmp_path / "run"
     args = ["run", str(pipeline), "--out", str(run_dir), "--no-progress"]
     result = CliRunner().invoke(main, args)

@@ -16,7 +16,9 @@ def digit_images(n: int = 64) -> torch.Tensor:
     """(n, 1, 12, 12) uint8 images, each a distinct pattern inside a 4-pixel border of zeros."""
     generator = torch.Generator().manual_seed(1)
     images = torch.zeros(n, 1, 12, 12, dtype=torch.uint8)
-    images[:, :, 4:8, 4:8] = torch.randint(1, 256, (n, 1, 4, 4), generator=generator, dtype=torch.uint8)
+    images[:, :, 4:8, 4:8] = torch.randint(
+        1, 256, (n, 1, 4, 4), generator=generator, dtype=torch.uint8
+    )
     return images
 
 
@@ -62,13 +64,17 @@ def test_shift_is_an_image_setting_that_tables_refuse(tmp_path):
     path = tmp_path / "p.toml"
     path.write_text('[data]\nname = "mnist"\nshift = 2\n[model]\nname = "lenet300"\n')
     assert load_pipeline(path).data.shift == 2
-    path.write_text('[data]\nname = "csv"\ntrain = "t.csv"\ntest_fraction = 0.2\nlabel = "y"\nshift = 2\n'
-                    '[model]\nname = "logreg"\n')
+    path.write_text(
+        '[data]\nname = "csv"\ntrain = "t.csv"\ntest_fraction = 0.2\nlabel = "y"\nshift = 2\n'
+        '[model]\nname = "logreg"\n'
+    )
     with pytest.raises(ConfigError, match="shift"):
         load_pipeline(path)
 
 
-def test_with_shifted_images_distillation_asks_the_teacher_about_each_shifted_batch(tiny_data, fit_settings):
+def test_with_shifted_images_distillation_asks_the_teacher_about_each_shifted_batch(
+    tiny_data, fit_settings
+):
     # The teacher relabels digits (d -> 9 - d) from the image itself, so only a teacher run
     # on the shifted batch can be followed; the student learns the relabelling from it.
     torch.manual_seed(0)
@@ -90,7 +96,9 @@ def test_with_shifted_images_distillation_asks_the_teacher_about_each_shifted_ba
 def test_fit_trains_on_shifted_images_only_when_asked(tiny_data, fit_settings, shift):
     seen = []
     model = build_model("simplenet", kwargs={"num_classes": 10, "hidden": 8})
-    model.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()) if module.training else None)
+    model.register_forward_pre_hook(
+        lambda module, args: seen.append(args[0].detach().clone()) if module.training else None
+    )
     fit(model, tiny_data, OptimConfig(epochs=1, lr=0.01), fit_settings(shift=shift), desc="train")
     originals = {tuple(row.flatten().tolist()) for row in tiny_data.tensors("train")[0][:2000]}
     first_batch = seen[0]

@@ -28,7 +28,9 @@ def folder(**kwargs) -> Callable[[Path], None]:
     return lambda tmp: write_image_folder(tmp / "photos", **kwargs)
 
 
-def table(rows: list[list] | None = None, header: list[str] = CSV_HEADER, name: str = "t.csv") -> Callable[[Path], None]:
+def table(
+    rows: list[list] | None = None, header: list[str] = CSV_HEADER, name: str = "t.csv"
+) -> Callable[[Path], None]:
     return lambda tmp: write_csv(tmp / name, header, rows if rows is not None else table_rows(40))
 
 
@@ -56,6 +58,7 @@ def csv_cell(row: int, column: int, value: str) -> Callable[[Path], None]:
         rows = table_rows(40)
         rows[row][column] = value
         write_csv(tmp / "t.csv", CSV_HEADER, rows)
+
     return write
 
 
@@ -73,7 +76,9 @@ def hostile_cifar(tmp: Path) -> None:
         def __reduce__(self):
             return (open, (str(tmp / "code-ran"), "w"))
 
-    (root / "cifar-10-batches-py" / "test_batch").write_bytes(pickle.dumps({b"data": Touch(), b"labels": [0]}))
+    (root / "cifar-10-batches-py" / "test_batch").write_bytes(
+        pickle.dumps({b"data": Touch(), b"labels": [0]})
+    )
 
 
 def short_cifar_rows(tmp: Path) -> None:
@@ -82,7 +87,13 @@ def short_cifar_rows(tmp: Path) -> None:
     (root / "cifar-10-batches-py" / "data_batch_3").write_bytes(pickle.dumps(batch))
 
 
-IMAGES = {"name": "imagefolder", "root": "photos", "download": False, "batch_size": 4, "eval_batch_size": 100}
+IMAGES = {
+    "name": "imagefolder",
+    "root": "photos",
+    "download": False,
+    "batch_size": 4,
+    "eval_batch_size": 100,
+}
 CSV = {"name": "csv", "train": "t.csv", "label": "diagnosis", "download": False, "batch_size": 8}
 CIFAR = {"name": "cifar10", "root": "data", "download": False, "batch_size": 8}
 
@@ -99,55 +110,160 @@ class Case:
 
 CASES = [
     # image folders
-    Case("image-corrupt", r"photos/train/dog/002\.png is not a readable image", IMAGES, corrupt_image),
-    Case("image-empty-class-folder", r"class folder .*photos/train/eel holds no images", IMAGES, empty_class),
-    Case("image-one-class", r"photos/train holds one class only \(cat\): classification needs at least two",
-         IMAGES, folder(classes={"cat": 5})),
-    Case("image-train-test-classes-differ",
-         r"train/ and test/ have different classes \(only in train/: dog; only in test/: fox\)", IMAGES,
-         other_test_classes),
-    Case("image-no-train-folder", r"photos has no train/ folder: expected .*photos/train/<class>/<image>", IMAGES,
-         lambda tmp: (tmp / "photos" / "test" / "cat").mkdir(parents=True)),
+    Case(
+        "image-corrupt", r"photos/train/dog/002\.png is not a readable image", IMAGES, corrupt_image
+    ),
+    Case(
+        "image-empty-class-folder",
+        r"class folder .*photos/train/eel holds no images",
+        IMAGES,
+        empty_class,
+    ),
+    Case(
+        "image-one-class",
+        r"photos/train holds one class only \(cat\): classification needs at least two",
+        IMAGES,
+        folder(classes={"cat": 5}),
+    ),
+    Case(
+        "image-train-test-classes-differ",
+        r"train/ and test/ have different classes \(only in train/: dog; only in test/: fox\)",
+        IMAGES,
+        other_test_classes,
+    ),
+    Case(
+        "image-no-train-folder",
+        r"photos has no train/ folder: expected .*photos/train/<class>/<image>",
+        IMAGES,
+        lambda tmp: (tmp / "photos" / "test" / "cat").mkdir(parents=True),
+    ),
     Case("image-root-missing", r"data root .*photos \(\[data\] root\) does not exist", IMAGES),
-    Case("image-sizes-differ", r"cat/000\.png is 8x8 but .*cat/000\.bmp is 9x9: set \[data\] image_size = \[h, w\]", IMAGES, mixed_sizes),
+    Case(
+        "image-sizes-differ",
+        r"cat/000\.png is 8x8 but .*cat/000\.bmp is 9x9: set \[data\] image_size = \[h, w\]",
+        IMAGES,
+        mixed_sizes,
+    ),
     Case("image-no-root", r"\[data\] name = 'imagefolder' needs root", {**IMAGES, "root": None}),
-    Case("image-test-fraction-with-test-folder", r"photos has a test/ folder: remove \[data\] test_fraction",
-         {**IMAGES, "test_fraction": 0.2}, folder(classes={"a": 4, "b": 4}, test={"a": 2, "b": 2})),
-    Case("image-channels-2", r"data\.channels: Input should be 1 or 3 \(got 2\)", {**IMAGES, "channels": 2},
-         folder(), validate=True),
+    Case(
+        "image-test-fraction-with-test-folder",
+        r"photos has a test/ folder: remove \[data\] test_fraction",
+        {**IMAGES, "test_fraction": 0.2},
+        folder(classes={"a": 4, "b": 4}, test={"a": 2, "b": 2}),
+    ),
+    Case(
+        "image-channels-2",
+        r"data\.channels: Input should be 1 or 3 \(got 2\)",
+        {**IMAGES, "channels": 2},
+        folder(),
+        validate=True,
+    ),
     # CSV tables
-    Case("csv-not-a-number", r"t\.csv, row 5, column 'x2': 'abc' is not a number", CSV, csv_cell(3, 1, "abc")),
-    Case("csv-missing-value", r"t\.csv, row 12, column 'x3': missing value", CSV, csv_cell(10, 2, "")),
-    Case("csv-missing-label", r"t\.csv, row 2, column 'diagnosis': missing label", CSV, csv_cell(0, 3, " ")),
-    Case("csv-no-label-column", r"t\.csv has no label column 'class' \(columns: x1, x2, x3, diagnosis\)",
-         {**CSV, "label": "class"}, table()),
-    Case("csv-unknown-feature", r"t\.csv has no column 'x9' named in \[data\] features",
-         {**CSV, "features": ["x1", "x9"]}, table()),
-    Case("csv-one-label", r"every row has label 'benign'; classification needs at least two", CSV,
-         table(table_rows(20, labels=("benign",)))),
+    Case(
+        "csv-not-a-number",
+        r"t\.csv, row 5, column 'x2': 'abc' is not a number",
+        CSV,
+        csv_cell(3, 1, "abc"),
+    ),
+    Case(
+        "csv-missing-value", r"t\.csv, row 12, column 'x3': missing value", CSV, csv_cell(10, 2, "")
+    ),
+    Case(
+        "csv-missing-label",
+        r"t\.csv, row 2, column 'diagnosis': missing label",
+        CSV,
+        csv_cell(0, 3, " "),
+    ),
+    Case(
+        "csv-no-label-column",
+        r"t\.csv has no label column 'class' \(columns: x1, x2, x3, diagnosis\)",
+        {**CSV, "label": "class"},
+        table(),
+    ),
+    Case(
+        "csv-unknown-feature",
+        r"t\.csv has no column 'x9' named in \[data\] features",
+        {**CSV, "features": ["x1", "x9"]},
+        table(),
+    ),
+    Case(
+        "csv-one-label",
+        r"every row has label 'benign'; classification needs at least two",
+        CSV,
+        table(table_rows(20, labels=("benign",))),
+    ),
     Case("csv-ragged-row", r"t\.csv, row 6: 5 cells, but the header names 4 columns", CSV, ragged),
     Case("csv-file-missing", r"CSV file .*t\.csv does not exist", CSV),
-    Case("csv-empty", r"t\.csv is empty: expected a header row", CSV, lambda tmp: (tmp / "t.csv").write_text("")),
-    Case("csv-test-has-new-label", r"test\.csv has label 'cyst', which .*t\.csv never has", {**CSV, "test": "test.csv"},
-         lambda tmp: (table()(tmp), table(table_rows(6, labels=("benign", "cyst"))[1:], name="test.csv")(tmp))),
-    Case("csv-test-and-test-fraction", r"data: set either test \(a file\) or test_fraction, not both",
-         {**CSV, "test": "t.csv", "test_fraction": 0.2}, table(), validate=True),
-    Case("csv-duplicate-column", r"column 'x1' appears more than once", CSV,
-         table(header=["x1", "x1", "x3", "diagnosis"])),
+    Case(
+        "csv-empty",
+        r"t\.csv is empty: expected a header row",
+        CSV,
+        lambda tmp: (tmp / "t.csv").write_text(""),
+    ),
+    Case(
+        "csv-test-has-new-label",
+        r"test\.csv has label 'cyst', which .*t\.csv never has",
+        {**CSV, "test": "test.csv"},
+        lambda tmp: (
+            table()(tmp),
+            table(table_rows(6, labels=("benign", "cyst"))[1:], name="test.csv")(tmp),
+        ),
+    ),
+    Case(
+        "csv-test-and-test-fraction",
+        r"data: set either test \(a file\) or test_fraction, not both",
+        {**CSV, "test": "t.csv", "test_fraction": 0.2},
+        table(),
+        validate=True,
+    ),
+    Case(
+        "csv-duplicate-column",
+        r"column 'x1' appears more than once",
+        CSV,
+        table(header=["x1", "x1", "x3", "diagnosis"]),
+    ),
     # splits
-    Case("split-validation-zero", r"data\.validation: Input should be greater than 0 \(got 0\.0\)",
-         {**CSV, "validation": 0.0}, table(), validate=True),
-    Case("split-test-fraction-one", r"data\.test_fraction: Input should be less than 1 \(got 1\.0\)",
-         {**CSV, "test_fraction": 1.0}, table(), validate=True),
-    Case("split-too-few-for-validation", r"the validation split is empty: 2 samples are too few for validation = 0\.1",
-         {**CSV, "test": "t.csv"}, table(table_rows(2))),
+    Case(
+        "split-validation-zero",
+        r"data\.validation: Input should be greater than 0 \(got 0\.0\)",
+        {**CSV, "validation": 0.0},
+        table(),
+        validate=True,
+    ),
+    Case(
+        "split-test-fraction-one",
+        r"data\.test_fraction: Input should be less than 1 \(got 1\.0\)",
+        {**CSV, "test_fraction": 1.0},
+        table(),
+        validate=True,
+    ),
+    Case(
+        "split-too-few-for-validation",
+        r"the validation split is empty: 2 samples are too few for validation = 0\.1",
+        {**CSV, "test": "t.csv"},
+        table(table_rows(2)),
+    ),
     # torchvision's sets
-    Case("cifar-missing-offline", r"cifar10: .*data_batch_1.* not found and download is off", CIFAR,
-         lambda tmp: (tmp / "data").mkdir()),
-    Case("cifar-hostile-pickle", r"refusing to read .*test_batch: refers to the Python object io\.open", CIFAR,
-         hostile_cifar, model={"name": "resnet20", "kwargs": None}),
-    Case("cifar-wrong-row-length", r"data_batch_3: data is uint8 \(4, 1024\), expected uint8 \[N, 3072\]", CIFAR,
-         short_cifar_rows, model={"name": "resnet20", "kwargs": None}),
+    Case(
+        "cifar-missing-offline",
+        r"cifar10: .*data_batch_1.* not found and download is off",
+        CIFAR,
+        lambda tmp: (tmp / "data").mkdir(),
+    ),
+    Case(
+        "cifar-hostile-pickle",
+        r"refusing to read .*test_batch: refers to the Python object io\.open",
+        CIFAR,
+        hostile_cifar,
+        model={"name": "resnet20", "kwargs": None},
+    ),
+    Case(
+        "cifar-wrong-row-length",
+        r"data_batch_3: data is uint8 \(4, 1024\), expected uint8 \[N, 3072\]",
+        CIFAR,
+        short_cifar_rows,
+        model={"name": "resnet20", "kwargs": None},
+    ),
 ]
 
 
@@ -157,7 +273,7 @@ def write_case(case: Case, tmp_path: Path) -> Path:
     data = {k: v for k, v in case.data.items() if v is not None}
     text = pipeline_text(None, data=data, model=case.model, quantize={"variants": ["dynamic"]})
     text = text.replace('[data]\nname = "mnist"\n', "[data]\n")  # the case names its own source
-    text = re.sub(r'^root = .*\n', "", text, flags=re.M) if "root" not in data else text
+    text = re.sub(r"^root = .*\n", "", text, flags=re.M) if "root" not in data else text
     path = tmp_path / "pipeline.toml"
     path.write_text(text)
     return path

@@ -12,13 +12,23 @@ import pytest
 _spec = importlib.util.spec_from_file_location(
     "bench_results", Path(__file__).resolve().parent.parent / "bench" / "results.py"
 )
-results = sys.modules["bench_results"] = importlib.util.module_from_spec(_spec)  # dataclasses look it up
+results = sys.modules["bench_results"] = importlib.util.module_from_spec(
+    _spec
+)  # dataclasses look it up
 _spec.loader.exec_module(results)
 
 MACHINE = {
-    "cpu": "Test CPU 9000", "cores": 2, "usable_cores": 2, "torch_threads": 2,
-    "load_average": [0.5, 0.4, 0.3], "gpu": "not available", "thread_env": {"OMP_NUM_THREADS": "1"},
-    "platform": "Linux", "python": "3.11.0", "torch": "2.4.0", "torchvision": "0.19.0",
+    "cpu": "Test CPU 9000",
+    "cores": 2,
+    "usable_cores": 2,
+    "torch_threads": 2,
+    "load_average": [0.5, 0.4, 0.3],
+    "gpu": "not available",
+    "thread_env": {"OMP_NUM_THREADS": "1"},
+    "platform": "Linux",
+    "python": "3.11.0",
+    "torch": "2.4.0",
+    "torchvision": "0.19.0",
     "onnxruntime": "1.18.0",
 }
 
@@ -27,7 +37,16 @@ def fake_rows() -> list:
     Row = results.Row
     return [
         Row("train epoch", 1.0, "s", 9.5, 9.5, fmt="{:.2f}", target=">= 4x", passed=True),
-        Row("train step with L1", 1.2, "ms", 1.0, 0.2, ratio_fmt="{:+.1%}", target="<= +15%", passed=False),
+        Row(
+            "train step with L1",
+            1.2,
+            "ms",
+            1.0,
+            0.2,
+            ratio_fmt="{:+.1%}",
+            target="<= +15%",
+            passed=False,
+        ),
         Row("  stage train", 7.25, "s", fmt="{:.1f}"),
         Row("train epoch on cuda", None, note="GPU not available (skipped)"),
     ]
@@ -35,17 +54,33 @@ def fake_rows() -> list:
 
 def test_the_text_table_shows_the_machine_and_every_row_with_its_result():
     text = results.format_text(MACHINE, fake_rows())
-    assert "Test CPU 9000, 2 cores" in text and "OMP_NUM_THREADS=1" in text and "onnxruntime 1.18.0" in text
-    lines = {r.figure.strip(): next(x for x in text.splitlines() if x.startswith(r.figure)) for r in fake_rows()}
-    assert "1.00 s" in lines["train epoch"] and "9.50 s" in lines["train epoch"] and "9.50x" in lines["train epoch"]
+    assert (
+        "Test CPU 9000, 2 cores" in text
+        and "OMP_NUM_THREADS=1" in text
+        and "onnxruntime 1.18.0" in text
+    )
+    lines = {
+        r.figure.strip(): next(x for x in text.splitlines() if x.startswith(r.figure))
+        for r in fake_rows()
+    }
+    assert (
+        "1.00 s" in lines["train epoch"]
+        and "9.50 s" in lines["train epoch"]
+        and "9.50x" in lines["train epoch"]
+    )
     assert lines["train epoch"].split()[-1] == "pass"
     assert "+20.0%" in lines["train step with L1"] and "FAIL" in lines["train step with L1"]
     assert "7.2 s" in lines["stage train"]  # no baseline, ratio or target: dashes
-    assert "skipped" in lines["train epoch on cuda"] and "GPU not available" in lines["train epoch on cuda"]
+    assert (
+        "skipped" in lines["train epoch on cuda"]
+        and "GPU not available" in lines["train epoch on cuda"]
+    )
 
 
-@pytest.mark.parametrize(("passed", "value", "expected"), [(True, 1.0, "pass"), (False, 1.0, "FAIL"),
-                                                           (None, 1.0, "-"), (None, None, "skipped")])
+@pytest.mark.parametrize(
+    ("passed", "value", "expected"),
+    [(True, 1.0, "pass"), (False, 1.0, "FAIL"), (None, 1.0, "-"), (None, None, "skipped")],
+)
 def test_a_row_result_says_pass_fail_or_skipped(passed, value, expected):
     assert results.Row("x", value, passed=passed).result == expected
 
@@ -79,10 +114,18 @@ def _speedup_module():
 
 def test_speedup_rows_compare_every_artifact_with_dense_and_hold_the_1_1x_target():
     speedup = _speedup_module()
-    timings = {"dense": (0.100, 0.120), "pruned-int4-packed": (0.105, 0.130), "pruned-int4-static": (0.800, 1.0),
-               "fast": (0.025, 0.030)}
+    timings = {
+        "dense": (0.100, 0.120),
+        "pruned-int4-packed": (0.105, 0.130),
+        "pruned-int4-static": (0.800, 1.0),
+        "fast": (0.025, 0.030),
+    }
     rows = speedup.rows_from_timings("lenet5", timings)
-    assert [r.figure.split(": ")[1] for r in rows] == ["pruned-int4-packed", "pruned-int4-static", "fast"]
+    assert [r.figure.split(": ")[1] for r in rows] == [
+        "pruned-int4-packed",
+        "pruned-int4-static",
+        "fast",
+    ]
     packed, static, fast = rows
     assert packed.ratio == pytest.approx(0.100 / 0.105) and packed.passed  # within 1.1x dense
     assert static.ratio == pytest.approx(0.125) and static.passed is False
@@ -98,5 +141,7 @@ def test_speedup_is_measured_for_every_artifact_of_a_run_folder(pruned_export, t
         shutil.copy(pruned_export.path, tmp_path / f"{name}.onnx")
     report = {"artifacts": [{"name": n, "path": f"{n}.onnx"} for n in ("dense", "pruned")]}
     (tmp_path / "report.json").write_text(json.dumps(report))
-    rows = speedup.speedup_rows(tmp_path, tiny_data.images["test"][:8].numpy(), repetitions=20, rounds=4)
+    rows = speedup.speedup_rows(
+        tmp_path, tiny_data.images["test"][:8].numpy(), repetitions=20, rounds=4
+    )
     assert len(rows) == 1 and rows[0].value > 0 and 0.2 < rows[0].ratio < 5  # the same file twice

@@ -17,7 +17,7 @@ from compress.pruning.shrink import shrink, units
 HERE = Path(__file__).parent
 
 # A user's model file: BatchNorm, a residual depthwise-separable block, flatten into Linear.
-CNN_SOURCE = '''
+CNN_SOURCE = """
 import torch
 import torch.nn as nn
 
@@ -50,7 +50,7 @@ class Net(nn.Module):
         x = torch.relu(self.bn3(self.conv(nn.functional.max_pool2d(x, 2))))
         x = nn.functional.max_pool2d(x, 2)
         return self.out(torch.relu(self.fc(x.flatten(1))))
-'''
+"""
 
 
 def cnn(tmp_path: Path) -> nn.Module:
@@ -79,14 +79,23 @@ def test_oneshot_channels_masks_whole_units_and_shrink_removes_them(tmp_path):
     expected = model(x)
     shrink(model, (1, 28, 28))
     # stem and pointwise conv share the residual stream: one group, pruned together
-    assert units(model) == {"stem": 8, "block.dw": 8, "block.pw": 8, "conv": 16, "fc": 32, "out": 10}
+    assert units(model) == {
+        "stem": 8,
+        "block.dw": 8,
+        "block.pw": 8,
+        "conv": 16,
+        "fc": 32,
+        "out": 10,
+    }
     assert model.block.dw.groups == 8 and model.bn3.num_features == 16
     torch.testing.assert_close(model(x), expected, rtol=0, atol=1e-5)
 
 
 def test_per_layer_overrides_and_global_scope(tmp_path):
     model = cnn(tmp_path)
-    prune_oneshot(model, channels(0.5, scope="layer", overrides={"fc": {"amount": 0.75}}), sample=EXAMPLE)
+    prune_oneshot(
+        model, channels(0.5, scope="layer", overrides={"fc": {"amount": 0.75}}), sample=EXAMPLE
+    )
     make_permanent(model)
     shrink(model, (1, 28, 28))
     assert units(model)["fc"] == 16 and units(model)["conv"] == 16
@@ -134,17 +143,24 @@ def test_cnn_pipeline_channel_pruned_shrunk_exported_and_verified(tmp_path, pipe
     from compress.pipeline import run_pipeline
 
     (tmp_path / "cnn.py").write_text(CNN_SOURCE)
-    pipeline = pipeline_file({
-        "model": {"path": str(tmp_path / "cnn.py"), "class": "Net"},
-        "train.epochs": 1,
-        "train.l1": {"lambda": 0.0},
-        "prune": {"method": "channels", "amount": 0.5, "scope": "layer", "schedule": "gradual",
-                  "gradual": {"epochs": 1, "steps": 3, "lr": 0.01}},
-        "finetune.epochs": 1,
-        "quantize.variants": ["static"],
-        "export.shrink": True,
-        "verify.repetitions": 200,
-    })
+    pipeline = pipeline_file(
+        {
+            "model": {"path": str(tmp_path / "cnn.py"), "class": "Net"},
+            "train.epochs": 1,
+            "train.l1": {"lambda": 0.0},
+            "prune": {
+                "method": "channels",
+                "amount": 0.5,
+                "scope": "layer",
+                "schedule": "gradual",
+                "gradual": {"epochs": 1, "steps": 3, "lr": 0.01},
+            },
+            "finetune.epochs": 1,
+            "quantize.variants": ["static"],
+            "export.shrink": True,
+            "verify.repetitions": 200,
+        }
+    )
     report = run_pipeline(load_pipeline(pipeline), out_dir=tmp_path / "run", progress=False)
     export = json.loads((tmp_path / "run" / "export" / "stage.json").read_text())
     layers = export["metrics"]["pruned"]["shrink"]["layers"]
@@ -160,7 +176,11 @@ def test_cnn_pipeline_channel_pruned_shrunk_exported_and_verified(tmp_path, pipe
 def test_an_override_on_any_coupled_layer_sets_the_amount_of_its_group(tmp_path):
     model = cnn(tmp_path)
     # block.pw is coupled to stem through the residual addition: one group, one amount
-    prune_oneshot(model, channels(0.5, scope="global", overrides={"block.pw": {"amount": 0.75}}), sample=EXAMPLE)
+    prune_oneshot(
+        model,
+        channels(0.5, scope="global", overrides={"block.pw": {"amount": 0.75}}),
+        sample=EXAMPLE,
+    )
     make_permanent(model)
     shrink(model, (1, 28, 28))
     assert units(model)["stem"] == 4 and units(model)["block.pw"] == 4

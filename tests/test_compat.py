@@ -45,10 +45,20 @@ def assert_loadable_by(model: onnx.ModelProto, version: str) -> None:
 def tiny_model(opset: int, ir: int, data_type=TensorProto.FLOAT, domain_ops=()) -> onnx.ModelProto:
     weight = helper.make_tensor("w", data_type, [2, 2], [1, 0, 0, 1])
     nodes = [helper.make_node("Identity", ["x"], ["y"])]
-    nodes += [helper.make_node(op, ["x"], [f"z{i}"], domain="com.microsoft") for i, op in enumerate(domain_ops)]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])], [weight])
-    imports = [helper.make_opsetid("", opset)] + ([helper.make_opsetid("com.microsoft", 1)] if domain_ops else [])
+    nodes += [
+        helper.make_node(op, ["x"], [f"z{i}"], domain="com.microsoft")
+        for i, op in enumerate(domain_ops)
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+        [weight],
+    )
+    imports = [helper.make_opsetid("", opset)] + (
+        [helper.make_opsetid("com.microsoft", 1)] if domain_ops else []
+    )
     return helper.make_model(graph, opset_imports=imports, ir_version=ir)
 
 
@@ -62,9 +72,17 @@ def test_the_table_is_ordered_and_monotonic():
     assert release("1.17")[3] == 9 and release("1.18")[3] == 10
 
 
-@pytest.mark.parametrize(("opset", "ir", "expected"), [
-    (17, 8, "1.12"), (18, 8, "1.14"), (19, 9, "1.15"), (17, 10, "1.18"), (21, 10, "1.18"), (13, 7, "1.6"),
-])
+@pytest.mark.parametrize(
+    ("opset", "ir", "expected"),
+    [
+        (17, 8, "1.12"),
+        (18, 8, "1.14"),
+        (19, 9, "1.15"),
+        (17, 10, "1.18"),
+        (21, 10, "1.18"),
+        (13, 7, "1.6"),
+    ],
+)
 def test_the_oldest_runtime_follows_the_table(opset, ir, expected):
     assert min_onnxruntime(tiny_model(opset, ir), verified_with="1.32.0") == expected
 
@@ -102,28 +120,46 @@ def test_an_ir_version_asked_for_below_what_the_file_needs_is_raised():
 def exports(tmp_path_factory, pruned_export, tiny_data):
     """The tiny pruned model exported at the default opset, and its quantized variants."""
     folder = tmp_path_factory.mktemp("compat")
-    metadata = artifact_metadata(tiny_data.preprocessing, list(tiny_data.classes), "simplenet", "pruned",
-                                 dataset="mnist", input_shape=tiny_data.input_shape)
+    metadata = artifact_metadata(
+        tiny_data.preprocessing,
+        list(tiny_data.classes),
+        "simplenet",
+        "pruned",
+        dataset="mnist",
+        input_shape=tiny_data.input_shape,
+    )
     float_path = folder / "pruned.onnx"
     export_onnx(pruned_export.model, tiny_data.input_shape, float_path, opset=17, metadata=metadata)
     calibration = tiny_data.tensors("train", limit=64)[0].numpy()
     paths = {"pruned": float_path}
     for variant in ("dynamic", "static", "static-int4"):
         paths[variant] = folder / f"pruned-{variant}.onnx"
-        write_variant(float_path, paths[variant], variant, QuantizeConfig(calibration_samples=64), calibration)
+        write_variant(
+            float_path, paths[variant], variant, QuantizeConfig(calibration_samples=64), calibration
+        )
     return paths
 
 
-@pytest.mark.parametrize(("variant", "oldest"), [
-    ("pruned", "1.12"), ("dynamic", "1.12"), ("static", "1.12"), ("static-int4", "1.19"),
-])
-def test_every_artifact_declares_versions_its_oldest_runtime_loads_and_loads(exports, tiny_data, variant, oldest):
+@pytest.mark.parametrize(
+    ("variant", "oldest"),
+    [
+        ("pruned", "1.12"),
+        ("dynamic", "1.12"),
+        ("static", "1.12"),
+        ("static-int4", "1.19"),
+    ],
+)
+def test_every_artifact_declares_versions_its_oldest_runtime_loads_and_loads(
+    exports, tiny_data, variant, oldest
+):
     model = onnx.load(str(exports[variant]))
     assert model.ir_version == lowest_ir_version(model)  # nothing newer than needed
     assert model.ir_version < 10 or variant == "static-int4"  # onnxruntime <= 1.17 loads the rest
     assert min_onnxruntime(model) == oldest
     assert_loadable_by(model, oldest)
-    session = onnxruntime.InferenceSession(str(exports[variant]), providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(
+        str(exports[variant]), providers=["CPUExecutionProvider"]
+    )
     x = tiny_data.tensors("test", limit=4)[0].numpy()
     assert session.run(None, {"input": x})[0].shape == (4, 10)
 

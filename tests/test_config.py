@@ -53,11 +53,26 @@ def test_the_tiny_test_pipeline_reads_back_as_written(tiny_pipeline, mnist_root)
     [
         ({"train": {"epoch": 3}}, "train.epoch: unknown key; did you mean 'train.epochs'?"),
         ({"trian": {"epochs": 3}}, "trian: unknown section; did you mean 'train'?"),
-        ({"train": {"l1": {"lamda": 1e-4}}}, "train.l1.lamda: unknown key; did you mean 'train.l1.lambda'?"),
-        ({"prune": {"gradual": {"step": 3}}}, "prune.gradual.step: unknown key; did you mean 'prune.gradual.steps'?"),
-        ({"quantize": {"varaints": ["dynamic"]}}, "quantize.varaints: unknown key; did you mean 'quantize.variants'?"),
-        ({"prune": {"method": "magnitude", "amout": 0.9}}, "prune.amout: unknown key; did you mean 'prune.amount'?"),
-        ({"prune": {"amount": 0.9}}, "prune.amount: unknown key; it is a setting of method = 'channels' or 'magnitude'"),
+        (
+            {"train": {"l1": {"lamda": 1e-4}}},
+            "train.l1.lamda: unknown key; did you mean 'train.l1.lambda'?",
+        ),
+        (
+            {"prune": {"gradual": {"step": 3}}},
+            "prune.gradual.step: unknown key; did you mean 'prune.gradual.steps'?",
+        ),
+        (
+            {"quantize": {"varaints": ["dynamic"]}},
+            "quantize.varaints: unknown key; did you mean 'quantize.variants'?",
+        ),
+        (
+            {"prune": {"method": "magnitude", "amout": 0.9}},
+            "prune.amout: unknown key; did you mean 'prune.amount'?",
+        ),
+        (
+            {"prune": {"amount": 0.9}},
+            "prune.amount: unknown key; it is a setting of method = 'channels' or 'magnitude'",
+        ),
     ],
 )
 def test_unknown_keys_are_rejected_with_a_suggestion(data, expected):
@@ -66,12 +81,17 @@ def test_unknown_keys_are_rejected_with_a_suggestion(data, expected):
 
 def test_an_unknown_prune_key_lists_the_keys_of_the_named_method():
     message = config_error({"prune": {"method": "magnitude", "bogus": 1}})
-    assert "known: enabled, method, layers, overrides, keep_inputs, schedule, gradual, amount, scope" in message
+    assert (
+        "known: enabled, method, layers, overrides, keep_inputs, schedule, gradual, amount, scope"
+        in message
+    )
 
 
 def test_an_unknown_key_lists_the_known_keys_of_its_section():
     message = config_error({"verify": {"repetitons": 3}})
-    assert "known: threads, repetitions, rounds, slower_margin, throughput_batch, tolerance" in message
+    assert (
+        "known: threads, repetitions, rounds, slower_margin, throughput_batch, tolerance" in message
+    )
 
 
 @pytest.mark.parametrize(
@@ -117,12 +137,18 @@ def test_out_of_range_values_name_the_key_the_bound_and_the_value(data, key, bou
 @pytest.mark.parametrize(
     ("data", "expected"),
     [
-        ({"prune": {"schedule": "gradual"}}, "prune: schedule = 'gradual' needs method = 'channels' or 'magnitude'"),
+        (
+            {"prune": {"schedule": "gradual"}},
+            "prune: schedule = 'gradual' needs method = 'channels' or 'magnitude'",
+        ),
         (
             {"prune": {"method": "magnitude", "overrides": {"net.1": {"threshold": 0.1}}}},
             "prune: overrides.net.1 needs amount for method = 'magnitude'",
         ),
-        ({"model": {"name": "simplenet", "path": "m.py"}}, "model: set either name, or path and class, not both"),
+        (
+            {"model": {"name": "simplenet", "path": "m.py"}},
+            "model: set either name, or path and class, not both",
+        ),
         ({"model": {"path": "m.py"}}, "model: path needs class"),
         ({"train": {"nesterov": True}}, "train: nesterov needs optimizer = 'sgd' and momentum > 0"),
         ({"train": {"distill": {"alpha": 0.5}}}, "train: distill needs a teacher"),
@@ -196,7 +222,8 @@ def test_relative_paths_are_taken_from_the_pipeline_folder(tmp_path):
 
 def test_the_resolved_config_round_trips_through_its_dump():
     config = parse_pipeline(
-        {"train": {"l1": {"lambda": 1e-4, "method": "proximal"}}, "model": {"name": "lenet5"}}, name="rt"
+        {"train": {"l1": {"lambda": 1e-4, "method": "proximal"}}, "model": {"name": "lenet5"}},
+        name="rt",
     )
     again = PipelineConfig.model_validate(config.model_dump(by_alias=True))
     assert again == config

@@ -29,7 +29,9 @@ def write_split_files(folder, arrays, idx_writer, gz: bool) -> None:
 
 
 @pytest.mark.parametrize("gz", [True, False], ids=["gzipped", "raw"])
-def test_read_idx_returns_the_images_with_their_header_shape(tmp_path, mnist_arrays, idx_writer, gz):
+def test_read_idx_returns_the_images_with_their_header_shape(
+    tmp_path, mnist_arrays, idx_writer, gz
+):
     images = mnist_arrays[TRAIN_IMAGES][:10]
     path = idx_writer(tmp_path / "images", images, gz=gz)
     array = read_idx(path, IDX_IMAGES_MAGIC)
@@ -58,7 +60,9 @@ def test_the_real_mnist_slice_has_the_expected_content(tiny_data):
     assert set(tiny_data.labels["train"].tolist()) == set(range(10))
 
 
-def test_the_validation_split_is_a_seeded_stratified_tenth_of_the_training_files(tiny_data, mnist_root, mnist_arrays):
+def test_the_validation_split_is_a_seeded_stratified_tenth_of_the_training_files(
+    tiny_data, mnist_root, mnist_arrays
+):
     assert tiny_data.size("val") == pytest.approx(TRAIN_SAMPLES * 0.1, abs=10)
     all_labels = torch.from_numpy(mnist_arrays[TRAIN_LABELS].astype(np.int64))
     counts = torch.bincount(all_labels, minlength=10).float()
@@ -66,12 +70,16 @@ def test_the_validation_split_is_a_seeded_stratified_tenth_of_the_training_files
     assert torch.all((val_counts - 0.1 * counts).abs() <= 1)  # every class gives its share
     # train and val partition the training files: together they hold every training image once
     together = torch.cat([tiny_data.images["train"], tiny_data.images["val"]]).flatten(1)
-    assert len(torch.unique(together, dim=0)) == len(torch.unique(torch.from_numpy(mnist_arrays[TRAIN_IMAGES]).flatten(1), dim=0))
+    assert len(torch.unique(together, dim=0)) == len(
+        torch.unique(torch.from_numpy(mnist_arrays[TRAIN_IMAGES]).flatten(1), dim=0)
+    )
     again = load_dataset("mnist", mnist_root, download=False)
     assert torch.equal(again.labels["val"], tiny_data.labels["val"])
     other = load_dataset("mnist", mnist_root, download=False, seed=1)
     assert not torch.equal(other.images["val"], tiny_data.images["val"])
-    assert load_dataset("mnist", mnist_root, download=False, validation=0.2).size("val") == pytest.approx(400, abs=10)
+    assert load_dataset("mnist", mnist_root, download=False, validation=0.2).size(
+        "val"
+    ) == pytest.approx(400, abs=10)
 
 
 @pytest.mark.parametrize(
@@ -79,7 +87,9 @@ def test_the_validation_split_is_a_seeded_stratified_tenth_of_the_training_files
     [("", True), ("", False), ("MNIST/raw", True), ("MNIST/raw", False), ("mnist", True)],
     ids=["flat-gz", "flat-raw", "torchvision-gz", "torchvision-raw", "mnist-folder-gz"],
 )
-def test_load_dataset_finds_the_files_in_every_supported_layout(tmp_path, mnist_arrays, idx_writer, layout, gz):
+def test_load_dataset_finds_the_files_in_every_supported_layout(
+    tmp_path, mnist_arrays, idx_writer, layout, gz
+):
     write_split_files(tmp_path / layout if layout else tmp_path, mnist_arrays, idx_writer, gz)
     data = load_dataset("mnist", tmp_path, download=False, validation=0.0)
     assert data.images["train"].shape == (TRAIN_SAMPLES, 1, 28, 28)
@@ -92,7 +102,9 @@ def test_load_dataset_finds_the_files_in_every_supported_layout(tmp_path, mnist_
     assert data.input_shape == (1, 28, 28) and data.num_classes == 10
 
 
-def test_missing_files_without_download_fail_at_once_naming_them(tmp_path, mnist_arrays, idx_writer):
+def test_missing_files_without_download_fail_at_once_naming_them(
+    tmp_path, mnist_arrays, idx_writer
+):
     idx_writer(tmp_path / f"{TRAIN_IMAGES}.gz", mnist_arrays[TRAIN_IMAGES])
     with pytest.raises(DataError) as info:
         load_dataset("mnist", tmp_path, download=False)
@@ -108,8 +120,14 @@ def test_an_unknown_data_set_lists_the_known_ones(tmp_path):
 
 def test_preprocessing_metadata_describes_normalize(tiny_data):
     pre = tiny_data.preprocessing
-    assert pre == {"scale": 1 / 255, "mean": [DATASETS["mnist"].mean], "std": [DATASETS["mnist"].std],
-                   "size": [28, 28], "channels": 1, "layout": "NCHW"}
+    assert pre == {
+        "scale": 1 / 255,
+        "mean": [DATASETS["mnist"].mean],
+        "std": [DATASETS["mnist"].std],
+        "size": [28, 28],
+        "channels": 1,
+        "layout": "NCHW",
+    }
     pixels = tiny_data.images["test"][:16]
     expected = (pixels.float() * pre["scale"] - pre["mean"][0]) / pre["std"][0]
     torch.testing.assert_close(tiny_data.normalize(pixels), expected, rtol=0, atol=1e-6)
@@ -132,7 +150,9 @@ def test_batches_cover_every_sample_once_per_epoch(tiny_data):
 
 def test_batches_are_shuffled_reproducibly_by_the_generator(tiny_data):
     def order(seed):
-        return torch.cat(list(tiny_data.index_batches("train", 100, torch.Generator().manual_seed(seed))))
+        return torch.cat(
+            list(tiny_data.index_batches("train", 100, torch.Generator().manual_seed(seed)))
+        )
 
     assert torch.equal(order(3), order(3))
     assert not torch.equal(order(3), order(4))
@@ -146,12 +166,17 @@ def test_batches_yield_normalized_images_with_their_labels(tiny_data):
     assert torch.equal(y, tiny_data.labels["test"][:8])
 
 
-def test_the_fingerprint_depends_on_file_content_not_location(tmp_path, mnist_root, tiny_data, mnist_arrays, idx_writer):
+def test_the_fingerprint_depends_on_file_content_not_location(
+    tmp_path, mnist_root, tiny_data, mnist_arrays, idx_writer
+):
     copy = tmp_path / "copy" / "MNIST" / "raw"
     copy.mkdir(parents=True)
     for path in mnist_root.iterdir():
         shutil.copy(path, copy / path.name)
-    assert load_dataset("mnist", tmp_path / "copy", download=False).fingerprint == tiny_data.fingerprint
+    assert (
+        load_dataset("mnist", tmp_path / "copy", download=False).fingerprint
+        == tiny_data.fingerprint
+    )
 
     changed = tmp_path / "changed"
     arrays = dict(mnist_arrays)

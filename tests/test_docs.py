@@ -25,12 +25,16 @@ def section(path: Path, title: str) -> str:
     text = path.read_text()
     start = text.index(f"\n## {title}\n")
     end = text.find("\n## ", start + 1)
-    return text[start:end if end > 0 else None]
+    return text[start : end if end > 0 else None]
 
 
 def documented_commands() -> dict[str, set[str]]:
     """Command name ("" for `compress` itself) -> options written in its usage cell."""
-    rows = [line for line in section(REFERENCE, "Commands").splitlines() if line.startswith("| `compress")]
+    rows = [
+        line
+        for line in section(REFERENCE, "Commands").splitlines()
+        if line.startswith("| `compress")
+    ]
     commands = {}
     for row in rows:
         usage = row.split("`")[1]
@@ -41,8 +45,13 @@ def documented_commands() -> dict[str, set[str]]:
 
 
 def click_options(command: click.Command) -> set[str]:
-    return {opt for p in command.params if isinstance(p, click.Option) for opt in p.opts + p.secondary_opts
-            if opt != "--help"}
+    return {
+        opt
+        for p in command.params
+        if isinstance(p, click.Option)
+        for opt in p.opts + p.secondary_opts
+        if opt != "--help"
+    }
 
 
 def test_every_command_has_a_row():
@@ -113,8 +122,11 @@ def anchors(path: Path) -> set[str]:
 
 
 def links(path: Path) -> list[str]:
-    return [target for target in LINK.findall(prose(path.read_text()))
-            if not re.match(r"[a-z][\w+.-]*:", target)]  # http:, https:, mailto: are not checked
+    return [
+        target
+        for target in LINK.findall(prose(path.read_text()))
+        if not re.match(r"[a-z][\w+.-]*:", target)
+    ]  # http:, https:, mailto: are not checked
 
 
 def broken_links(path: Path) -> list[str]:
@@ -131,17 +143,23 @@ def broken_links(path: Path) -> list[str]:
 
 def test_the_slug_is_githubs():
     assert slug("report.json") == "reportjson"
-    assert slug("Small files at dense speed: packed-int4") == "small-files-at-dense-speed-packed-int4"
+    assert (
+        slug("Small files at dense speed: packed-int4") == "small-files-at-dense-speed-packed-int4"
+    )
     assert slug("`compress` and Ray") == "compress-and-ray"
 
 
 def test_a_missing_file_or_heading_is_a_broken_link(tmp_path):
     page = tmp_path / "page.md"
-    page.write_text("# Page\n\n## The run folder\n\n[ok](#the-run-folder) [bad](#the-run-folders) "
-                    "[gone](other.md) [web](https://example.org) `[code](#not-a-link)`\n\n"
-                    "```\n[code](#nor-this)\n```\n")
-    assert broken_links(page) == ["#the-run-folders: no heading #the-run-folders in page.md",
-                                  "other.md: no file other.md"]
+    page.write_text(
+        "# Page\n\n## The run folder\n\n[ok](#the-run-folder) [bad](#the-run-folders) "
+        "[gone](other.md) [web](https://example.org) `[code](#not-a-link)`\n\n"
+        "```\n[code](#nor-this)\n```\n"
+    )
+    assert broken_links(page) == [
+        "#the-run-folders: no heading #the-run-folders in page.md",
+        "other.md: no file other.md",
+    ]
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))

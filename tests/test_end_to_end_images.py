@@ -52,9 +52,13 @@ def write_rgb_folder(root: Path, per_class: dict[str, int]) -> None:
     for split, count in per_class.items():
         for name, label in CLASSES.items():
             for i in range(count):
-                array = image_array(zlib.crc32(f"{split}/{name}/{i}".encode()), (40, 40), 3, label).astype(np.int16)
+                array = image_array(
+                    zlib.crc32(f"{split}/{name}/{i}".encode()), (40, 40), 3, label
+                ).astype(np.int16)
                 array[..., label] += 40  # each class leans to one channel
-                write_image(root / split / name / f"{i:03d}.png", np.clip(array, 0, 255).astype(np.uint8))
+                write_image(
+                    root / split / name / f"{i:03d}.png", np.clip(array, 0, 255).astype(np.uint8)
+                )
 
 
 def independent_accuracy(path: Path, root: Path) -> float:
@@ -76,7 +80,9 @@ def independent_accuracy(path: Path, root: Path) -> float:
                 image = image.resize((w, h), Image.Resampling.BILINEAR)
             pixels = np.asarray(image, np.uint8)
         pixels = pixels.transpose(2, 0, 1) if pixels.ndim == 3 else pixels[None]
-        x = ((pixels.astype(np.float32) * np.float32(pre["scale"]) - mean) / std).astype(np.float32)[None]
+        x = ((pixels.astype(np.float32) * np.float32(pre["scale"]) - mean) / std).astype(
+            np.float32
+        )[None]
         if used is not None:  # a file on the used inputs only: channels, or flattened elements
             idx = np.asarray(used["indices"])
             x = x[:, idx] if used["axis"] == "channels" else x.reshape(1, -1)[:, idx]
@@ -128,7 +134,9 @@ repetitions = 10
 throughput_batch = 64
 ''')
     out = tmp_path / "run"
-    result = CliRunner().invoke(main, ["run", str(tmp_path / "fruit.toml"), "--out", str(out), "--no-progress"])
+    result = CliRunner().invoke(
+        main, ["run", str(tmp_path / "fruit.toml"), "--out", str(out), "--no-progress"]
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     names = [a["name"] for a in report["artifacts"]]
@@ -138,7 +146,9 @@ throughput_batch = 64
     dense = report["artifacts"][0]
     assert dense["accuracy"] > 0.5  # learned something (chance: 1/3)
     for artifact in report["artifacts"]:
-        assert independent_accuracy(out / artifact["path"], root) == artifact["accuracy"], artifact["name"]
+        assert independent_accuracy(out / artifact["path"], root) == artifact["accuracy"], artifact[
+            "name"
+        ]
     prune = json.loads((out / "prune" / "stage.json").read_text())["metrics"]
     assert prune["batchnorm_recalibration_samples"] > 0 and prune["warnings"] == []
     assert report["inputs"]["unit"] == "channels" and report["inputs"]["total"] == 3

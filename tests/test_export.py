@@ -72,7 +72,9 @@ def test_the_batch_axis_is_dynamic_and_the_rest_fixed(pruned_export):
 
 
 def test_the_exported_file_is_self_contained_and_passes_the_full_checker(pruned_export):
-    assert sorted(p.name for p in pruned_export.folder.iterdir()) == ["pruned.onnx"]  # no .data file
+    assert sorted(p.name for p in pruned_export.folder.iterdir()) == [
+        "pruned.onnx"
+    ]  # no .data file
     model = onnx.load(str(pruned_export.path), load_external_data=False)
     assert all(i.data_location != onnx.TensorProto.EXTERNAL for i in model.graph.initializer)
     assert not any(i.external_data for i in model.graph.initializer)
@@ -81,8 +83,14 @@ def test_the_exported_file_is_self_contained_and_passes_the_full_checker(pruned_
 
 def test_metadata_carries_preprocessing_and_labels(pruned_export, tiny_data):
     metadata = get_metadata(onnx.load(str(pruned_export.path)))
-    assert json.loads(metadata["preprocessing"]) == {"scale": 1 / 255, "mean": [0.1307], "std": [0.3081],
-                                                     "size": [28, 28], "channels": 1, "layout": "NCHW"}
+    assert json.loads(metadata["preprocessing"]) == {
+        "scale": 1 / 255,
+        "mean": [0.1307],
+        "std": [0.3081],
+        "size": [28, 28],
+        "channels": 1,
+        "layout": "NCHW",
+    }
     assert json.loads(metadata["preprocessing"]) == tiny_data.preprocessing
     assert json.loads(metadata["labels"]) == [str(i) for i in range(10)]
     assert metadata["model"] == "simplenet" and metadata["variant"] == "pruned"
@@ -104,7 +112,9 @@ def test_linear_layers_are_exported_as_matmul_with_in_out_weights(pruned_export)
     assert "Gemm" not in ops and ops.count("MatMul") == 2
     weights = initializers(pruned_export.path)
     assert weights["net.1.weight"].shape == (784, 16)
-    np.testing.assert_array_equal(weights["net.1.weight"], pruned_export.model.net[1].weight.detach().numpy().T)
+    np.testing.assert_array_equal(
+        weights["net.1.weight"], pruned_export.model.net[1].weight.detach().numpy().T
+    )
 
 
 def test_pruned_weights_stay_zero_through_export(pruned_export):
@@ -139,9 +149,9 @@ def test_negative_zeros_are_exported_as_positive_zeros(tmp_path):
 
 def test_positive_zero_initializers_changes_nothing_but_the_sign_of_zero():
     values = np.array([-0.0, 0.0, -1.5, 2.0, -0.0], dtype=np.float32)
-    model = onnx.helper.make_model(onnx.helper.make_graph(
-        [], "g", [], [], initializer=[numpy_helper.from_array(values, "w")]
-    ))
+    model = onnx.helper.make_model(
+        onnx.helper.make_graph([], "g", [], [], initializer=[numpy_helper.from_array(values, "w")])
+    )
     positive_zero_initializers(model)
     fixed = numpy_helper.to_array(model.graph.initializer[0])
     assert fixed.tolist() == [0.0, 0.0, -1.5, 2.0, 0.0]
@@ -182,6 +192,11 @@ def test_every_registered_model_exports_and_matches_pytorch(name, tmp_path, tiny
     np.testing.assert_allclose(onnx_logits(path, x[:1]), expected[:1], rtol=0, atol=TOLERANCE)
     params, _ = parameter_counts(onnx.load(str(path)))
     # BatchNorm's scale and shift are not counted as weights (onnx_tools.parameter_counts)
-    batchnorm = {id(p) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) for p in m.parameters()}
+    batchnorm = {
+        id(p)
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        for p in m.parameters()
+    }
     assert params == sum(p.numel() for p in model.parameters() if id(p) not in batchnorm)
     assert len(prunable_layers(model)) >= 1

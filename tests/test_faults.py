@@ -25,7 +25,7 @@ from compress.cli import main
 from compress.errors import FileSystemError, file_system_error, os_error_in
 from compress.files import atomic_path, locked_dir, write_bytes
 
-BRANCHY_MODEL = '''
+BRANCHY_MODEL = """
 import torch.nn as nn
 
 
@@ -39,7 +39,7 @@ class Net(nn.Module):
         if x.sum() > 0:  # data-dependent control flow: no ONNX graph can hold it
             return self.fc(x)
         return -self.fc(x)
-'''
+"""
 
 
 def invoke(*args):
@@ -66,6 +66,7 @@ def enospc(path=None) -> OSError:
 
 # -- the library: errors are named after the path, whatever wrapped them -------------------
 
+
 def test_a_writer_s_wrapped_no_space_error_names_the_file_and_leaves_nothing(tmp_path):
     target = tmp_path / "model.pt"
     with pytest.raises(FileSystemError) as caught, atomic_path(target) as tmp:
@@ -73,7 +74,9 @@ def test_a_writer_s_wrapped_no_space_error_names_the_file_and_leaves_nothing(tmp
         try:  # what torch.save does: the OSError chained into its own RuntimeError
             raise enospc()
         except OSError as exc:
-            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64") from exc
+            raise RuntimeError(
+                "[enforce fail at inline_container.cc:672] . unexpected pos 64"
+            ) from exc
     assert str(target) in str(caught.value) and "no space left on device" in str(caught.value)
     assert "free disk space" in str(caught.value) and caught.value.exit_status == 1
     assert list(tmp_path.iterdir()) == []
@@ -90,15 +93,21 @@ def test_os_error_in_finds_the_cause_and_nothing_else():
     assert os_error_in(ValueError("plain")) is None
 
 
-@pytest.mark.parametrize(("code", "needed"), [
-    (errno.EROFS, "writable folder"), (errno.EACCES, "permission"), (errno.ENOSPC, "free disk space"),
-])
+@pytest.mark.parametrize(
+    ("code", "needed"),
+    [
+        (errno.EROFS, "writable folder"),
+        (errno.EACCES, "permission"),
+        (errno.ENOSPC, "free disk space"),
+    ],
+)
 def test_each_file_system_error_says_what_is_needed(code, needed):
     message = str(file_system_error(OSError(code, os.strerror(code), "/runs/x/.lock")))
     assert message.startswith("cannot ") and "/runs/x/.lock" in message and needed in message
 
 
 # -- the command line ------------------------------------------------------------------------
+
 
 def test_a_read_only_run_folder_is_one_line(tiny_pipeline, tmp_path, monkeypatch):
     out = tmp_path / "ro" / "run"
@@ -161,8 +170,13 @@ def test_a_corrupt_report_is_one_line(tmp_path):
 
 def test_a_report_that_cannot_be_read_is_one_line(tmp_path, monkeypatch):
     (tmp_path / "report.json").write_text("{}")
-    monkeypatch.setattr(compress.report, "read_json", lambda path: (_ for _ in ()).throw(
-        PermissionError(errno.EACCES, "Permission denied", str(path))))
+    monkeypatch.setattr(
+        compress.report,
+        "read_json",
+        lambda path: (_ for _ in ()).throw(
+            PermissionError(errno.EACCES, "Permission denied", str(path))
+        ),
+    )
     line = error_line(invoke("report", tmp_path), 1)
     assert str(tmp_path / "report.json") in line and "permission denied" in line
 
@@ -183,8 +197,14 @@ def test_a_full_disk_while_writing_an_onnx_file_is_one_line(tmp_path, monkeypatc
 
 def test_a_locked_folder_on_a_read_only_disk_is_a_file_system_error(tmp_path, monkeypatch):
     real_open = open
-    monkeypatch.setattr("builtins.open", lambda f, *a, **k: (_ for _ in ()).throw(
-        OSError(errno.EROFS, "Read-only file system", str(f))) if str(f).endswith(".lock") else real_open(f, *a, **k))
+    monkeypatch.setattr(
+        "builtins.open",
+        lambda f, *a, **k: (
+            (_ for _ in ()).throw(OSError(errno.EROFS, "Read-only file system", str(f)))
+            if str(f).endswith(".lock")
+            else real_open(f, *a, **k)
+        ),
+    )
     with pytest.raises(FileSystemError, match="read-only"), locked_dir(tmp_path / "run"):
         pass
 
@@ -235,7 +255,9 @@ def test_no_space_during_fine_tuning_then_a_rerun_resumes(tmp_path, tiny_pipelin
             try:
                 raise enospc()
             except OSError as exc:  # as torch.save reports it
-                raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1984") from exc
+                raise RuntimeError(
+                    "[enforce fail at inline_container.cc:672] . unexpected pos 1984"
+                ) from exc
         return real_save(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(compress.checkpoint.torch, "save", full_once)
@@ -247,7 +269,9 @@ def test_no_space_during_fine_tuning_then_a_rerun_resumes(tmp_path, tiny_pipelin
 
     second = invoke("run", tiny_pipeline, "--out", out, "--no-progress")  # the disk has room again
     assert second.exit_code == 0, second.output
-    stages = {s["name"]: s["cached"] for s in json.loads((out / "report.json").read_text())["stages"]}
+    stages = {
+        s["name"]: s["cached"] for s in json.loads((out / "report.json").read_text())["stages"]
+    }
     assert stages["train"] and stages["prune"] and not stages["finetune"]
 
 
@@ -255,9 +279,21 @@ def test_no_space_during_fine_tuning_then_a_rerun_resumes(tmp_path, tiny_pipelin
 def test_sigterm_ends_a_run_with_one_line_and_status_143(tmp_path, tiny_pipeline):
     out = tmp_path / "run"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "compress", "run", str(tiny_pipeline), "--out", str(out), "--no-progress",
-         "--threads", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "compress",
+            "run",
+            str(tiny_pipeline),
+            "--out",
+            str(out),
+            "--no-progress",
+            "--threads",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.monotonic() + 120
     while not (out / "run.log").exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -271,7 +307,9 @@ def test_sigterm_ends_a_run_with_one_line_and_status_143(tmp_path, tiny_pipeline
     assert temp_files(out) == []
 
 
-@pytest.mark.parametrize("damage", [b"", b"{not json", b"[1, 2]", b'{"key": "other"}', b"\xff\xfe\x00"])
+@pytest.mark.parametrize(
+    "damage", [b"", b"{not json", b"[1, 2]", b'{"key": "other"}', b"\xff\xfe\x00"]
+)
 def test_a_corrupt_cache_entry_is_not_used_and_raises_nothing(tmp_path, damage):
     from compress.cache import StageCache
 
@@ -294,8 +332,16 @@ def test_a_cache_folder_on_a_read_only_disk_is_one_line(tmp_path, pipeline_file,
         return real_mkdir(self, *args, **kwargs)
 
     monkeypatch.setattr(Path, "mkdir", read_only)
-    result = invoke("sweep", pipeline_file(), "--set", "prune.threshold=0.01,0.02", "--out", tmp_path / "sweep",
-                    "--cache", cache)
+    result = invoke(
+        "sweep",
+        pipeline_file(),
+        "--set",
+        "prune.threshold=0.01,0.02",
+        "--out",
+        tmp_path / "sweep",
+        "--cache",
+        cache,
+    )
     line = error_line(result, 1)
     assert str(cache) in line and "read-only" in line
     assert temp_files(tmp_path) == []

@@ -42,10 +42,18 @@ def test_the_graph_rebuilds_the_tensor(origin, transposed):
 
     index = gaps.positions(node, "g", "axis", "pos", origin="one" if origin else None, column="col")
     gaps.scatter(node, gaps.zeros(node, "size", "z"), index, "v", "shape", "y", transposed)
-    inits = [numpy_helper.from_array(a, n) for n, a in {
-        "g": steps, "v": values, "axis": np.array(0, np.int64), "one": np.array(1, np.int64),
-        "col": np.array([1], np.int64), "size": np.array([flat.size], np.int64),
-        "shape": np.array(stored.shape, np.int64)}.items()]
+    inits = [
+        numpy_helper.from_array(a, n)
+        for n, a in {
+            "g": steps,
+            "v": values,
+            "axis": np.array(0, np.int64),
+            "one": np.array(1, np.int64),
+            "col": np.array([1], np.int64),
+            "size": np.array([flat.size], np.int64),
+            "shape": np.array(stored.shape, np.int64),
+        }.items()
+    ]
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, list(dense.shape))
     graph = helper.make_graph(nodes, "g", [x], [y], initializer=inits)

@@ -31,8 +31,13 @@ def logreg_with_zero_columns(dead: list[int]) -> nn.Module:
 
 def test_a_table_feature_is_unused_when_its_whole_column_is_zero():
     usage = input_usage(logreg_with_zero_columns([0, 4]), (6,), NAMES)
-    assert usage.summary() == {"total": 6, "used": 4, "names": ["f1", "f2", "f3", "f5"],
-                               "unit": "features", "first_layers": ["net.1"]}
+    assert usage.summary() == {
+        "total": 6,
+        "used": 4,
+        "names": ["f1", "f2", "f3", "f5"],
+        "unit": "features",
+        "first_layers": ["net.1"],
+    }
     assert usage.sentence() == "uses 4 of 6 features: f1, f2, f3, f5"
     assert usage.indices == [1, 2, 3, 5]
 
@@ -62,10 +67,13 @@ def test_a_conv_first_layer_is_read_per_input_channel_groups_included():
     assert (usage.unit, usage.total, usage.used, usage.indices) == ("channels", 4, 3, [0, 2, 3])
 
 
-@pytest.mark.parametrize(("channels", "sentence"), [
-    (1, "reads every pixel of its one input channel"),  # not "uses 1 of 1 channels"
-    (3, "reads every pixel of all 3 input channels"),
-])
+@pytest.mark.parametrize(
+    ("channels", "sentence"),
+    [
+        (1, "reads every pixel of its one input channel"),  # not "uses 1 of 1 channels"
+        (3, "reads every pixel of all 3 input channels"),
+    ],
+)
 def test_a_convolution_reading_every_channel_says_it_reads_every_pixel(channels, sentence):
     model = nn.Sequential(nn.Conv2d(channels, 4, 3), nn.Flatten(), nn.LazyLinear(2))
     model(torch.zeros(1, channels, 8, 8))
@@ -77,11 +85,14 @@ def test_no_verdict_when_something_else_reads_the_input_first():
     assert input_usage(model, (6,)) is None
 
 
-@pytest.mark.parametrize("shape, make", [
-    ((6,), lambda: logreg_with_zero_columns([0, 4])),
-    ((3, 4, 4), lambda: _mlp_image()),
-    ((4, 6, 6), lambda: _conv_net()),
-])
+@pytest.mark.parametrize(
+    "shape, make",
+    [
+        ((6,), lambda: logreg_with_zero_columns([0, 4])),
+        ((3, 4, 4), lambda: _mlp_image()),
+        ((4, 6, 6), lambda: _conv_net()),
+    ],
+)
 def test_the_reduced_file_gives_the_same_logits_on_the_used_inputs(tmp_path, shape, make):
     model = make().eval()
     usage = input_usage(model, shape)
@@ -130,8 +141,13 @@ def test_a_pipeline_reports_its_used_pixels_and_verifies_the_reduced_file(pipeli
 
     from compress.cli import main
 
-    pipeline = pipeline_file({"export.drop_unused_inputs": True, "prune.threshold": 0.05,
-                              "quantize.variants": ["dynamic"]})
+    pipeline = pipeline_file(
+        {
+            "export.drop_unused_inputs": True,
+            "prune.threshold": 0.05,
+            "quantize.variants": ["dynamic"],
+        }
+    )
     out = tmp_path / "run"
     result = CliRunner().invoke(main, ["run", str(pipeline), "--out", str(out), "--no-progress"])
     assert result.exit_code == 0, result.output
@@ -174,7 +190,9 @@ def test_quantizing_the_reduced_file_needs_it_exported():
 
     with pytest.raises(ConfigError, match="needs \\[export\\] drop_unused_inputs = true"):
         parse_pipeline({"quantize": {"source": "pruned-inputs"}}, name="x")
-    parsed = parse_pipeline({"quantize": {"source": "pruned-inputs"}, "export": {"drop_unused_inputs": True}}, name="x")
+    parsed = parse_pipeline(
+        {"quantize": {"source": "pruned-inputs"}, "export": {"drop_unused_inputs": True}}, name="x"
+    )
     assert parsed.quantize.source == "pruned-inputs"
 
 
@@ -184,8 +202,14 @@ def test_int8_files_of_the_reduced_model_take_only_the_used_pixels(pipeline_file
 
     from compress.cli import main
 
-    pipeline = pipeline_file({"export.drop_unused_inputs": True, "prune.threshold": 0.05,
-                              "quantize.source": "pruned-inputs", "quantize.variants": ["dynamic", "static"]})
+    pipeline = pipeline_file(
+        {
+            "export.drop_unused_inputs": True,
+            "prune.threshold": 0.05,
+            "quantize.source": "pruned-inputs",
+            "quantize.variants": ["dynamic", "static"],
+        }
+    )
     out = tmp_path / "run"
     result = CliRunner().invoke(main, ["run", str(pipeline), "--out", str(out), "--no-progress"])
     assert result.exit_code == 0, result.output

@@ -111,8 +111,9 @@ def baseline(tmp_path_factory) -> SimpleNamespace:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(os, "replace", spy)
         report = run(pipeline, root / "run")
-    return SimpleNamespace(root=root, data=data, pipeline=pipeline, run=root / "run", report=report,
-                           replaced=replaced)
+    return SimpleNamespace(
+        root=root, data=data, pipeline=pipeline, run=root / "run", report=report, replaced=replaced
+    )
 
 
 @pytest.fixture
@@ -131,8 +132,17 @@ def cached_flags(report: dict) -> dict[str, bool]:
 @pytest.mark.slow
 def test_every_file_is_written_atomically(baseline):
     """Each file of the run folder got there by a rename (atomic_path), except the lock and the log."""
-    written = {p for p in baseline.run.rglob("*") if p.is_file()} - {baseline.run / ".lock", baseline.run / "run.log"}
-    assert {p.name for p in written} >= {"model.pt", "last.pt", "stage.json", "dense.onnx", "report.json"}
+    written = {p for p in baseline.run.rglob("*") if p.is_file()} - {
+        baseline.run / ".lock",
+        baseline.run / "run.log",
+    }
+    assert {p.name for p in written} >= {
+        "model.pt",
+        "last.pt",
+        "stage.json",
+        "dense.onnx",
+        "report.json",
+    }
     assert written <= set(baseline.replaced)
 
 
@@ -168,14 +178,22 @@ def test_a_locked_run_folder_is_refused(baseline, tmp_path):
     """A second process holds the folder's lock: the run says so, exits 2, writes nothing."""
     out = tmp_path / "locked"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys\nfrom compress.files import locked_dir\n"
-         f"with locked_dir({str(out)!r}):\n    print('locked', flush=True)\n    sys.stdin.read()"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys\nfrom compress.files import locked_dir\n"
+            f"with locked_dir({str(out)!r}):\n    print('locked', flush=True)\n    sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "locked"
         before = files_under(out)
-        result = CliRunner().invoke(main, ["run", str(baseline.pipeline), "--out", str(out), "--no-progress"])
+        result = CliRunner().invoke(
+            main, ["run", str(baseline.pipeline), "--out", str(out), "--no-progress"]
+        )
     finally:
         holder.communicate(timeout=30)
     assert result.exit_code == 2
@@ -206,14 +224,25 @@ def test_stage_keys_cover_every_input(baseline, monkeypatch):
     assert changed(stage_keys(config.with_overrides({"data.shift": 2}), data)) == list(STAGE_NAMES)
     # shift = 0 (the default) written out keeps the keys of runs made before the key existed
     assert changed(stage_keys(config.with_overrides({"data.shift": 0}), data)) == []
-    assert changed(stage_keys(config.with_overrides({"prune.threshold": 0.03}), data)) == list(STAGE_NAMES[1:])
-    assert changed(stage_keys(config.with_overrides({"export.opset": 18}), data)) == ["export", "quantize", "verify"]
-    assert changed(stage_keys(config.with_overrides({"verify.tolerance": 1e-3}), data)) == ["verify"]
+    assert changed(stage_keys(config.with_overrides({"prune.threshold": 0.03}), data)) == list(
+        STAGE_NAMES[1:]
+    )
+    assert changed(stage_keys(config.with_overrides({"export.opset": 18}), data)) == [
+        "export",
+        "quantize",
+        "verify",
+    ]
+    assert changed(stage_keys(config.with_overrides({"verify.tolerance": 1e-3}), data)) == [
+        "verify"
+    ]
     # data files: one label changed
     labels = tiny_arrays()["train-labels"].copy()
     labels[0] = (labels[0] + 1) % 10
-    other = load_dataset("mnist", write_tiny_mnist(Path(baseline.root) / "data-edited", train_labels=labels),
-                         download=False)
+    other = load_dataset(
+        "mnist",
+        write_tiny_mnist(Path(baseline.root) / "data-edited", train_labels=labels),
+        download=False,
+    )
     assert changed(stage_keys(config, other)) == list(STAGE_NAMES)
     # the package version
     monkeypatch.setattr(compress.pipeline, "__version__", "99.0")
@@ -257,9 +286,13 @@ def test_changing_the_data_reruns_training(baseline, tmp_path):
     assert not any(cached_flags(report).values())
     # same images: the stratified validation part may move by a sample or two with the labels
     same = ("name", "test_samples")
-    assert {k: report["dataset"][k] for k in same} == {k: baseline.report["dataset"][k] for k in same}
+    assert {k: report["dataset"][k] for k in same} == {
+        k: baseline.report["dataset"][k] for k in same
+    }
     assert sum(report["dataset"][k] for k in ("train_samples", "val_samples")) == 2000
-    assert (run_dir / "train/model.pt").read_bytes() != (baseline.run / "train/model.pt").read_bytes()
+    assert (run_dir / "train/model.pt").read_bytes() != (
+        baseline.run / "train/model.pt"
+    ).read_bytes()
 
 
 @pytest.mark.slow
@@ -272,7 +305,9 @@ def test_a_corrupt_checkpoint_is_detected_and_recomputed(baseline, run_copy, dam
         last = run_copy / "train" / "last.pt"
         last.write_bytes(last.read_bytes()[:-100])
     report = run(baseline.pipeline, run_copy)
-    assert "train: output train/model.pt is missing or changed; running the stage again" in caplog.text
+    assert (
+        "train: output train/model.pt is missing or changed; running the stage again" in caplog.text
+    )
     if damage == "model-and-epoch-checkpoint":
         assert "ignoring unreadable epoch checkpoint" in caplog.text
     else:
@@ -297,9 +332,17 @@ def test_a_stage_made_from_other_inputs_is_not_reused(baseline, run_copy, caplog
     write_json(run_copy / "export" / "stage.json", record)
 
     report = run(baseline.pipeline, run_copy)
-    assert "quantize: the files it was made from have changed; running the stage again" in caplog.text
-    assert cached_flags(report) == {"train": True, "prune": True, "finetune": True, "export": True,
-                                    "quantize": False, "verify": False}
+    assert (
+        "quantize: the files it was made from have changed; running the stage again" in caplog.text
+    )
+    assert cached_flags(report) == {
+        "train": True,
+        "prune": True,
+        "finetune": True,
+        "export": True,
+        "quantize": False,
+        "verify": False,
+    }
     quantized = onnx.load(str(run_copy / "pruned-int8-dynamic.onnx"))
     assert get_metadata(quantized)["note"] == "re-exported"
 
@@ -316,14 +359,19 @@ def test_a_hostile_epoch_checkpoint_is_never_unpickled(baseline, run_copy, tmp_p
     run(baseline.pipeline, run_copy)
     assert not marker.exists()
     assert "ignoring unreadable epoch checkpoint" in caplog.text
-    assert (run_copy / "train/model.pt").read_bytes() == (baseline.run / "train/model.pt").read_bytes()
+    assert (run_copy / "train/model.pt").read_bytes() == (
+        baseline.run / "train/model.pt"
+    ).read_bytes()
 
 
 def test_a_hostile_checkpoint_is_refused(tmp_path):
     marker = tmp_path / "code-ran"
     path = tmp_path / "model.pt"
     torch.save({"format": "compress-checkpoint/1", "model": Touch(marker)}, path)
-    with pytest.raises(CompressError, match=r"refusing to load checkpoint .*model\.pt: it refers to the Python object getattr, which only full unpickling can load"):
+    with pytest.raises(
+        CompressError,
+        match=r"refusing to load checkpoint .*model\.pt: it refers to the Python object getattr, which only full unpickling can load",
+    ):
         load_checkpoint(path)
     assert not marker.exists()
 
@@ -332,12 +380,19 @@ def test_a_hostile_checkpoint_is_refused(tmp_path):
 def test_hostile_weights_are_refused_before_anything_is_written(baseline, tmp_path):
     marker = tmp_path / "code-ran"
     torch.save({"net.1.weight": Touch(marker)}, tmp_path / "weights.pt")
-    pipeline = make_project(tmp_path / "project", baseline.data,
-                            model={**USER_MODEL, "weights": str(tmp_path / "weights.pt")})
+    pipeline = make_project(
+        tmp_path / "project",
+        baseline.data,
+        model={**USER_MODEL, "weights": str(tmp_path / "weights.pt")},
+    )
     before = files_under(tmp_path)
-    result = CliRunner().invoke(main, ["run", str(pipeline), "--out", str(tmp_path / "run"), "--no-progress"])
+    result = CliRunner().invoke(
+        main, ["run", str(pipeline), "--out", str(tmp_path / "run"), "--no-progress"]
+    )
     assert result.exit_code == 2
-    assert result.stderr.startswith(f"error: refusing to load weights file {tmp_path / 'weights.pt'}: it refers to the Python object getattr")
+    assert result.stderr.startswith(
+        f"error: refusing to load weights file {tmp_path / 'weights.pt'}: it refers to the Python object getattr"
+    )
     assert not marker.exists()
     assert files_under(tmp_path) == before
 
@@ -348,10 +403,14 @@ def test_hostile_weights_are_refused_before_anything_is_written(baseline, tmp_pa
 @pytest.mark.slow
 @pytest.mark.parametrize("cause", ["nan-logits", "huge-lr"])
 def test_a_diverging_loss_stops_training(baseline, tmp_path, cause):
-    if cause == "nan-logits":  # 19 steps per epoch (1,801 of 2,000 images; 199 validation): the 32nd is epoch 2, step 13
+    if (
+        cause == "nan-logits"
+    ):  # 19 steps per epoch (1,801 of 2,000 images; 199 validation): the 32nd is epoch 2, step 13
         sections = {"model": {**USER_MODEL, "class": "Unstable", "kwargs": {"blowup_at": 32}}}
-        message = (r"train: loss became nan in epoch 2 at step 13 of 19; lower the learning rate or the L1 "
-                   r"lambda; the last good checkpoint \(epoch 1\) is kept in .*train/last\.pt")
+        message = (
+            r"train: loss became nan in epoch 2 at step 13 of 19; lower the learning rate or the L1 "
+            r"lambda; the last good checkpoint \(epoch 1\) is kept in .*train/last\.pt"
+        )
     else:
         sections = {"train": {"epochs": 2, "lr": 1e9, "momentum": 0.9, "l1": {"lambda": 1e-4}}}
         message = r"train: loss became (nan|inf) in epoch 1 at step \d+ of 19; lower the learning rate or the L1 lambda"
@@ -373,15 +432,27 @@ def test_an_export_that_disagrees_with_pytorch_fails_the_run(baseline, run_copy,
     import compress.stages.verify
 
     real_predict = compress.stages.verify.predict
-    monkeypatch.setattr(compress.stages.verify, "predict", lambda model, x: real_predict(model, x) + 0.5)
-    argv = ["run", str(baseline.pipeline), "--out", str(run_copy), "--no-progress", "--from", "verify"]
+    monkeypatch.setattr(
+        compress.stages.verify, "predict", lambda model, x: real_predict(model, x) + 0.5
+    )
+    argv = [
+        "run",
+        str(baseline.pipeline),
+        "--out",
+        str(run_copy),
+        "--no-progress",
+        "--from",
+        "verify",
+    ]
     result = CliRunner().invoke(main, argv)
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines()[-1] == "error: verification failed for dense, pruned"
     report = json.loads((run_copy / "report.json").read_text())
     status = {a["name"]: a["status"] for a in report["artifacts"]}
     for name in ("dense", "pruned"):  # float exports are held to the tolerance
-        assert status.pop(name).startswith("failed: logits differ from PyTorch by 5.00e-01 (tolerance ")
+        assert status.pop(name).startswith(
+            "failed: logits differ from PyTorch by 5.00e-01 (tolerance "
+        )
     assert set(status.values()) == {"ok"}  # quantized ones are expected to differ
 
 
@@ -405,32 +476,56 @@ def test_reported_sparsity_is_the_zeros_in_the_onnx_files(baseline):
     records = stage_records(run_dir)
     model, masks, _ = load_checkpoint(run_dir / "finetune" / "model.pt")
     pruned = int(sum((~m).sum() for m in masks.values()))
-    assert records["prune"]["metrics"]["zero_weights"] == records["finetune"]["metrics"]["zero_weights"] == pruned > 0
+    assert (
+        records["prune"]["metrics"]["zero_weights"]
+        == records["finetune"]["metrics"]["zero_weights"]
+        == pruned
+        > 0
+    )
 
     weights = onnx_weights(onnx.load(str(run_dir / "pruned.onnx")))
     zeros = sum(int((w == 0).sum()) for w in weights.values())
     assert zeros == pruned
-    assert report["training"]["pruned_sparsity"] == round(zeros / sum(w.size for w in weights.values()), 6)
+    assert report["training"]["pruned_sparsity"] == round(
+        zeros / sum(w.size for w in weights.values()), 6
+    )
     layers = {name: m for name, m in model.named_modules() if name in masks}
     for name, module in layers.items():
         assert np.array_equal(weights[tuple(module.weight.T.shape)] == 0, (~masks[name]).T.numpy())
 
-    assert [a["name"] for a in report["artifacts"]] == ["dense", "pruned", "pruned-int8-dynamic", "pruned-int8-static"]
+    assert [a["name"] for a in report["artifacts"]] == [
+        "dense",
+        "pruned",
+        "pruned-int8-dynamic",
+        "pruned-int8-static",
+    ]
     for artifact in report["artifacts"]:
         proto = onnx.load(str(run_dir / artifact["path"]))
         params = nonzero = 0
         for init in proto.graph.initializer:
             array = numpy_helper.to_array(init)
-            if array.ndim == 0 or init.name.endswith(("_scale", "_zero_point")) or array.dtype == np.int64:
+            if (
+                array.ndim == 0
+                or init.name.endswith(("_scale", "_zero_point"))
+                or array.dtype == np.int64
+            ):
                 continue
             params, nonzero = params + array.size, nonzero + int(np.count_nonzero(array))
-        assert (artifact["params"], artifact["nonzero_params"]) == (params, nonzero), artifact["name"]
+        assert (artifact["params"], artifact["nonzero_params"]) == (params, nonzero), artifact[
+            "name"
+        ]
         stored = onnx_weights(proto)  # sparsity: zeros among the weights, biases apart
         weights = sum(w.size for w in stored.values())
-        assert artifact["sparsity"] == round(1 - sum(int(np.count_nonzero(w)) for w in stored.values()) / weights, 6)
+        assert artifact["sparsity"] == round(
+            1 - sum(int(np.count_nonzero(w)) for w in stored.values()) / weights, 6
+        )
         if artifact["name"] == "pruned":
-            assert artifact["sparsity"] == report["training"]["pruned_sparsity"]  # the table says what the log says
+            assert (
+                artifact["sparsity"] == report["training"]["pruned_sparsity"]
+            )  # the table says what the log says
         if artifact["name"] != "dense":  # every pruned weight is a stored 0 in every variant
             stored = onnx_weights(proto)
             for name, module in layers.items():
-                assert (stored[tuple(module.weight.T.shape)][(~masks[name]).T.numpy()] == 0).all(), artifact["name"]
+                assert (
+                    stored[tuple(module.weight.T.shape)][(~masks[name]).T.numpy()] == 0
+                ).all(), artifact["name"]

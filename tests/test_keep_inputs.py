@@ -174,11 +174,14 @@ class ConvAndLinear(nn.Module):
         return self.conv(x).flatten(1)[:, :2] + self.linear(x.flatten(1))
 
 
-@pytest.mark.parametrize("model, shape", [
-    (ConvAndLinear(), (2, 4, 4)),
-    # a Linear along the last axis: a column is a whole image column
-    (nn.Sequential(nn.Linear(4, 2), nn.Flatten(), nn.Linear(16, 2)), (2, 4, 4)),
-])
+@pytest.mark.parametrize(
+    "model, shape",
+    [
+        (ConvAndLinear(), (2, 4, 4)),
+        # a Linear along the last axis: a column is a whole image column
+        (nn.Sequential(nn.Linear(4, 2), nn.Flatten(), nn.Linear(16, 2)), (2, 4, 4)),
+    ],
+)
 def test_first_layers_whose_weights_are_not_one_group_per_input_are_an_error(model, shape):
     with pytest.raises(CompressError, match="reads the input in a way whose weights are not one"):
         prune_oneshot(model, keep(1), sample=torch.zeros(1, *shape))

@@ -50,32 +50,46 @@ def test_a_pipeline_file_with_a_byte_order_mark_is_read(tmp_path):
     assert result.exit_code == 0, result.output
 
 
-@pytest.mark.parametrize(("changes", "key", "reason"), [
-    ({}, "prune.amount", "prune.method is 'threshold'"),
-    ({"prune": {"method": "magnitude"}}, "prune.threshold", "prune.method is 'magnitude'"),
-    ({}, "prune.gradual.epochs", "prune.schedule is 'oneshot'"),
-    ({"prune": {"enabled": False}}, "prune.threshold", "prune.enabled is false"),
-    ({"train": {"optimizer": "adam"}}, "train.momentum", "train.optimizer is 'adam'"),
-    ({}, "finetune.gamma", "finetune.schedule is 'constant'"),
-    ({}, "train.l1.method", "train.l1.lambda is 0"),
-    ({}, "finetune.distill.temperature", "finetune.distill.alpha is 0"),
-    ({"quantize": {"variants": ["dynamic"]}}, "quantize.calibration_samples", "no static variant"),
-])
+@pytest.mark.parametrize(
+    ("changes", "key", "reason"),
+    [
+        ({}, "prune.amount", "prune.method is 'threshold'"),
+        ({"prune": {"method": "magnitude"}}, "prune.threshold", "prune.method is 'magnitude'"),
+        ({}, "prune.gradual.epochs", "prune.schedule is 'oneshot'"),
+        ({"prune": {"enabled": False}}, "prune.threshold", "prune.enabled is false"),
+        ({"train": {"optimizer": "adam"}}, "train.momentum", "train.optimizer is 'adam'"),
+        ({}, "finetune.gamma", "finetune.schedule is 'constant'"),
+        ({}, "train.l1.method", "train.l1.lambda is 0"),
+        ({}, "finetune.distill.temperature", "finetune.distill.alpha is 0"),
+        (
+            {"quantize": {"variants": ["dynamic"]}},
+            "quantize.calibration_samples",
+            "no static variant",
+        ),
+    ],
+)
 def test_settings_a_pipeline_ignores_are_named(changes, key, reason):
     assert reason in ignored_by(parse_pipeline(changes, name="p"), key)
 
 
-@pytest.mark.parametrize("key", ["prune.threshold", "train.lr", "quantize.variants", "finetune.epochs"])
+@pytest.mark.parametrize(
+    "key", ["prune.threshold", "train.lr", "quantize.variants", "finetune.epochs"]
+)
 def test_settings_a_pipeline_reads_are_not_flagged(key):
     assert ignored_by(parse_pipeline({}, name="p"), key) is None
 
 
 def test_a_sweep_over_an_ignored_setting_is_refused_before_any_work():
     config = parse_pipeline({}, name="p")
-    with pytest.raises(CompressError, match=r"sweep over prune\.gradual\.epochs: the pipeline ignores it "
-                                             r"\(prune\.schedule is 'oneshot'"):
+    with pytest.raises(
+        CompressError,
+        match=r"sweep over prune\.gradual\.epochs: the pipeline ignores it "
+        r"\(prune\.schedule is 'oneshot'",
+    ):
         plan_variants(config, {"prune.gradual.epochs": [3, 5]})
-    with pytest.raises(CompressError, match=r"sweep over train\.momentum: .*train\.optimizer is 'adam'"):
+    with pytest.raises(
+        CompressError, match=r"sweep over train\.momentum: .*train\.optimizer is 'adam'"
+    ):
         plan_variants(config, {"train.optimizer": ["adam", "adamw"], "train.momentum": [0.5, 0.9]})
     # read by some variants: allowed
     plan_variants(config, {"train.optimizer": ["sgd", "adam"], "train.momentum": [0.0, 0.9]})
@@ -83,10 +97,20 @@ def test_a_sweep_over_an_ignored_setting_is_refused_before_any_work():
 
 def test_sweep_and_tune_over_an_ignored_setting_are_one_line(pipeline_file, tmp_path):
     pipeline = pipeline_file()
-    line = one_error(invoke("sweep", pipeline, "--set", "prune.gradual.lr=0.01,0.02", "--out", tmp_path / "sweep"))
+    line = one_error(
+        invoke(
+            "sweep", pipeline, "--set", "prune.gradual.lr=0.01,0.02", "--out", tmp_path / "sweep"
+        )
+    )
     assert "prune.gradual.lr" in line and "ignores it" in line
-    line = one_error(invoke("sweep", pipeline, "--set", "prune.amount=0.8,0.9", "--out", tmp_path / "sweep"))
+    line = one_error(
+        invoke("sweep", pipeline, "--set", "prune.amount=0.8,0.9", "--out", tmp_path / "sweep")
+    )
     assert "prune.amount" in line  # not a setting of the threshold method at all
-    line = one_error(invoke("tune", pipeline, "--max-drop", "1", "--param", "prune.amount", "--out", tmp_path / "t"))
+    line = one_error(
+        invoke(
+            "tune", pipeline, "--max-drop", "1", "--param", "prune.amount", "--out", tmp_path / "t"
+        )
+    )
     assert "--param prune.amount" in line and "ignores it" in line
     assert not (tmp_path / "sweep").exists() and not (tmp_path / "t").exists()

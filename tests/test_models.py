@@ -30,7 +30,9 @@ def _run(model: nn.Module, shape) -> torch.Tensor:
 def test_resnet20_is_he_et_al_cifar_resnet():
     model = build_model("resnet20", kwargs={"num_classes": 10}, input_shape=RGB)
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    assert len(convs) == 1 + 3 * 3 * 2  # stem + 3 stages x 3 blocks x 2 convs; option A: no shortcut convs
+    assert (
+        len(convs) == 1 + 3 * 3 * 2
+    )  # stem + 3 stages x 3 blocks x 2 convs; option A: no shortcut convs
     assert {c.out_channels for c in convs} == {16, 32, 64}
     assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == len(convs)
     assert 0.26e6 < sum(p.numel() for p in model.parameters()) < 0.28e6  # the paper's 0.27M
@@ -38,17 +40,22 @@ def test_resnet20_is_he_et_al_cifar_resnet():
 
 
 def test_resnet20_option_b_uses_1x1_conv_shortcuts():
-    model = build_model("resnet20", kwargs={"num_classes": 4, "shortcut": "B"}, input_shape=(1, 28, 28))
+    model = build_model(
+        "resnet20", kwargs={"num_classes": 4, "shortcut": "B"}, input_shape=(1, 28, 28)
+    )
     ones = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)]
     assert len(ones) == 2  # where stages 2 and 3 change width
     assert _run(model, (1, 28, 28)).shape == (2, 4)
 
 
-@pytest.mark.parametrize("name, kwargs, layers", [
-    ("mlp", {"hidden": [16, 8]}, [(16, 30), (8, 16), (3, 8)]),
-    ("mlp", {"hidden": []}, [(3, 30)]),
-    ("logreg", {}, [(3, 30)]),
-])
+@pytest.mark.parametrize(
+    "name, kwargs, layers",
+    [
+        ("mlp", {"hidden": [16, 8]}, [(16, 30), (8, 16), (3, 8)]),
+        ("mlp", {"hidden": []}, [(3, 30)]),
+        ("logreg", {}, [(3, 30)]),
+    ],
+)
 def test_mlp_and_logreg_on_table_rows(name, kwargs, layers):
     model = build_model(name, kwargs={"num_classes": 3, **kwargs}, input_shape=TABLE)
     assert [tuple(m.weight.shape) for m in model.modules() if isinstance(m, nn.Linear)] == layers
@@ -79,9 +86,14 @@ def test_a_user_class_gets_input_shape_only_when_it_asks(tmp_path):
         "        super().__init__(); self.fc = nn.Linear(7, num_classes)\n"
         "    def forward(self, x): return self.fc(x)\n"
     )
-    shaped = build_model(path=path, class_name="Shaped", kwargs={"num_classes": 2}, input_shape=(7,))
+    shaped = build_model(
+        path=path, class_name="Shaped", kwargs={"num_classes": 2}, input_shape=(7,)
+    )
     assert shaped.shape == (7,)
-    assert _run(build_model(path=path, class_name="Plain", kwargs={"num_classes": 2}, input_shape=(7,)), (7,)).shape == (2, 2)
+    assert _run(
+        build_model(path=path, class_name="Plain", kwargs={"num_classes": 2}, input_shape=(7,)),
+        (7,),
+    ).shape == (2, 2)
 
 
 def test_a_checkpoint_rebuilds_its_model_alone(tmp_path):
@@ -106,14 +118,20 @@ def test_torchvision_models_on_small_rgb_and_gray_images(arch):
 
 
 def test_torchvision_kwargs_reach_the_builder():
-    model = build_model("torchvision:mobilenet_v2", kwargs={"num_classes": 3, "width_mult": 0.25}, input_shape=RGB)
-    assert next(m for m in model.modules() if isinstance(m, nn.Conv2d)).out_channels == 8  # 32 * 0.25
+    model = build_model(
+        "torchvision:mobilenet_v2", kwargs={"num_classes": 3, "width_mult": 0.25}, input_shape=RGB
+    )
+    assert (
+        next(m for m in model.modules() if isinstance(m, nn.Conv2d)).out_channels == 8
+    )  # 32 * 0.25
     assert _run(model, RGB).shape == (2, 3)
 
 
 def test_torchvision_models_never_take_pretrained_weights():
     with pytest.raises(CompressError, match="without pretrained weights"):
-        build_model("torchvision:resnet18", kwargs={"num_classes": 3, "weights": "DEFAULT"}, input_shape=RGB)
+        build_model(
+            "torchvision:resnet18", kwargs={"num_classes": 3, "weights": "DEFAULT"}, input_shape=RGB
+        )
 
 
 def test_an_unknown_torchvision_name_lists_close_matches():
@@ -121,14 +139,25 @@ def test_an_unknown_torchvision_name_lists_close_matches():
         get_factory("torchvision:mobilenet_v3_smal")
     message = str(info.value)
     assert "\n" not in message
-    assert "unknown torchvision model 'mobilenet_v3_smal'; close matches: mobilenet_v3_small" in message
+    assert (
+        "unknown torchvision model 'mobilenet_v3_smal'; close matches: mobilenet_v3_small"
+        in message
+    )
 
 
 def test_a_torchvision_model_exports_and_matches_pytorch(tmp_path, tiny_data):
     torch.manual_seed(0)
-    model = build_model("torchvision:mobilenet_v3_small", kwargs={"num_classes": 10}, input_shape=(1, 28, 28)).eval()
+    model = build_model(
+        "torchvision:mobilenet_v3_small", kwargs={"num_classes": 10}, input_shape=(1, 28, 28)
+    ).eval()
     path = tmp_path / "m.onnx"
-    export_onnx(model, (1, 28, 28), path, 18, artifact_metadata(tiny_data.preprocessing, list(tiny_data.classes), "m", "dense"))
+    export_onnx(
+        model,
+        (1, 28, 28),
+        path,
+        18,
+        artifact_metadata(tiny_data.preprocessing, list(tiny_data.classes), "m", "dense"),
+    )
     x, _ = tiny_data.tensors("test", limit=3)
     with torch.no_grad():
         expected = model(x).numpy()

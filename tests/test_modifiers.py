@@ -53,14 +53,28 @@ class Recorder(Modifier):
         self.calls.append("detach")
 
 
-def test_the_loop_calls_each_hook_in_order_with_the_steps_counted_over_the_whole_fit(tiny_data, fit_settings):
+def test_the_loop_calls_each_hook_in_order_with_the_steps_counted_over_the_whole_fit(
+    tiny_data, fit_settings
+):
     recorder = Recorder()
     config = OptimConfig(epochs=2, lr=0.1)
-    fit(tiny_model(), tiny_data, config, fit_settings(batch_size=1000), desc="train", modifiers=[recorder])
+    fit(
+        tiny_model(),
+        tiny_data,
+        config,
+        fit_settings(batch_size=1000),
+        desc="train",
+        modifiers=[recorder],
+    )
     size = tiny_data.size("train")  # the training split: two batches, the second the rest
 
     def step(done, batch):
-        return [f"task_loss {batch}", f"loss {done}/4", "after_backward", f"after_step {done + 1}/4 lr 0.1"]
+        return [
+            f"task_loss {batch}",
+            f"loss {done}/4",
+            "after_backward",
+            f"after_step {done + 1}/4 lr 0.1",
+        ]
 
     epochs = [
         [f"epoch_start {e}", *step(2 * e, 1000), *step(2 * e + 1, size - 1000), f"epoch_end {e}"]
@@ -79,7 +93,14 @@ def test_a_new_modifier_is_a_few_lines(tiny_data, fit_settings):
 
     model = tiny_model()
     before = model.net[1].weight.detach().clone()
-    fit(model, tiny_data, OptimConfig(epochs=1, lr=0.1), fit_settings(), "train", [FreezeFirstLayer(model.net[1])])
+    fit(
+        model,
+        tiny_data,
+        OptimConfig(epochs=1, lr=0.1),
+        fit_settings(),
+        "train",
+        [FreezeFirstLayer(model.net[1])],
+    )
     assert torch.equal(model.net[1].weight, before)
     assert not torch.equal(model.net[3].weight, tiny_model().net[3].weight)  # the rest trained
 
@@ -104,7 +125,14 @@ def test_parameters_a_modifier_names_are_trained_without_weight_decay(tiny_data,
     groups = param_groups(model, [])
     assert len(groups) == 1
     scale = Scale()
-    fit(model, tiny_data, OptimConfig(epochs=1, lr=0.1, weight_decay=0.5), fit_settings(), "train", [scale])
+    fit(
+        model,
+        tiny_data,
+        OptimConfig(epochs=1, lr=0.1, weight_decay=0.5),
+        fit_settings(),
+        "train",
+        [scale],
+    )
     assert scale.scale.item() == 1.0  # decay would have shrunk it on every step
     decayed = param_groups(model, [scale])
     assert [len(g["params"]) for g in decayed] == [4, 1] and decayed[1]["weight_decay"] == 0.0
@@ -113,7 +141,9 @@ def test_parameters_a_modifier_names_are_trained_without_weight_decay(tiny_data,
 def test_modifiers_for_builds_what_a_config_asks_for_the_l1_term_first_fake_quantization_last():
     assert modifiers_for(OptimConfig(), "train") == []
     extra = Recorder()
-    config = OptimConfig(l1=L1Config(**{"lambda": 1e-4}), distill=DistillConfig(alpha=0.5), qat_bits=8)
+    config = OptimConfig(
+        l1=L1Config(**{"lambda": 1e-4}), distill=DistillConfig(alpha=0.5), qat_bits=8
+    )
     built = modifiers_for(config, "finetune", extra, teacher=tiny_model())
     assert [type(m) for m in built] == [L1, Distillation, Recorder, FakeQuantization]
 
@@ -121,8 +151,16 @@ def test_modifiers_for_builds_what_a_config_asks_for_the_l1_term_first_fake_quan
 def test_fake_quantization_is_on_while_training_and_off_after(tiny_data, fit_settings):
     model = tiny_model()
     seen = []
-    model.net[1].register_forward_hook(lambda m, i, o: seen.append(len(m.weight.unique())) if m.training else None)
-    fit(model, tiny_data, OptimConfig(epochs=1, lr=0.1, qat_bits=4), fit_settings(batch_size=1000), "train")
+    model.net[1].register_forward_hook(
+        lambda m, i, o: seen.append(len(m.weight.unique())) if m.training else None
+    )
+    fit(
+        model,
+        tiny_data,
+        OptimConfig(epochs=1, lr=0.1, qat_bits=4),
+        fit_settings(batch_size=1000),
+        "train",
+    )
     assert max(seen) <= 16 * 16  # 16 output rows, at most 16 int4 levels each
     assert len(model.net[1]._forward_pre_hooks) == 1  # only the all-ones mask's hook is left
     assert len(model.net[1].weight_orig.unique()) > 16 * 16  # the trained weights are not quantized

@@ -37,7 +37,11 @@ def session(path_or_model, level=ort.GraphOptimizationLevel.ORT_ENABLE_ALL) -> o
     options = ort.SessionOptions()
     options.graph_optimization_level = level
     options.intra_op_num_threads = 1
-    data = path_or_model.SerializeToString() if isinstance(path_or_model, onnx.ModelProto) else str(path_or_model)
+    data = (
+        path_or_model.SerializeToString()
+        if isinstance(path_or_model, onnx.ModelProto)
+        else str(path_or_model)
+    )
     return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
 
 
@@ -46,9 +50,15 @@ def logits(path_or_model, x, level=ort.GraphOptimizationLevel.ORT_ENABLE_ALL) ->
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 700), st.integers(-8, 7)), min_size=0, max_size=30), st.integers(1, 2000))
+@given(
+    st.lists(st.tuples(st.integers(0, 700), st.integers(-8, 7)), min_size=0, max_size=30),
+    st.integers(1, 2000),
+)
 def test_the_delta_stream_gives_back_every_code(runs, tail):
-    flat = np.concatenate([np.r_[np.zeros(gap, np.int8), np.int8(code)] for gap, code in runs] or [np.zeros(0, np.int8)])
+    flat = np.concatenate(
+        [np.r_[np.zeros(gap, np.int8), np.int8(code)] for gap, code in runs]
+        or [np.zeros(0, np.int8)]
+    )
     flat = np.r_[flat, np.zeros(tail, np.int8)]
     steps, codes = delta_stream(flat)
     assert steps.dtype == np.uint8 and len(steps) == len(codes) >= 1
@@ -71,7 +81,9 @@ def test_with_int8_activations_the_logits_are_bit_identical_to_static_int4(int4)
     # The QDQ file as written: an optimized session of it may fuse bias adds into QLinearAdd.
     as_written = logits(path, x, ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     np.testing.assert_array_equal(logits(packed, x), as_written)
-    np.testing.assert_array_equal(logits(packed, x, ort.GraphOptimizationLevel.ORT_DISABLE_ALL), as_written)
+    np.testing.assert_array_equal(
+        logits(packed, x, ort.GraphOptimizationLevel.ORT_DISABLE_ALL), as_written
+    )
 
 
 def dequantized_weights(path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -79,8 +91,12 @@ def dequantized_weights(path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
     model = onnx.load(str(path))
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     layers = []
-    for name in sorted({i.removesuffix(".weight_quantized") for i in inits if i.endswith(".weight_quantized")}):
-        weight = inits[f"{name}.weight_quantized"].astype(np.float32) * inits[f"{name}.weight_scale"]
+    for name in sorted(
+        {i.removesuffix(".weight_quantized") for i in inits if i.endswith(".weight_quantized")}
+    ):
+        weight = (
+            inits[f"{name}.weight_quantized"].astype(np.float32) * inits[f"{name}.weight_scale"]
+        )
         q, zero = inits[f"{name}.bias_quantized"], inits[f"{name}.bias_zero_point"]
         bias = (q.astype(np.float32) - zero.astype(np.float32)) * inits[f"{name}.bias_scale"]
         layers.append((weight, bias))
@@ -103,14 +119,25 @@ def test_without_graph_optimizations_the_rebuild_runs_per_call_with_the_same_res
     path, x, source = int4
     packed = pack_model(onnx.load(str(path)), source)
     off = logits(packed, x, ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
-    np.testing.assert_allclose(off, logits(packed, x), rtol=0, atol=1e-4)  # fused kernels sum in another order
+    np.testing.assert_allclose(
+        off, logits(packed, x), rtol=0, atol=1e-4
+    )  # fused kernels sum in another order
 
 
-def test_the_packed_file_is_smaller_and_a_session_holds_dense_float_weights(int4, pruned_export, tmp_path):
+def test_the_packed_file_is_smaller_and_a_session_holds_dense_float_weights(
+    int4, pruned_export, tmp_path
+):
     path, _, _ = int4
     target = tmp_path / "pruned-int4-packed.onnx"
     calibration = np.zeros((1, 1, 28, 28), np.float32)
-    write_variant(pruned_export.path, target, "packed-int4", QuantizeConfig(), calibration, {"static-int4": path})
+    write_variant(
+        pruned_export.path,
+        target,
+        "packed-int4",
+        QuantizeConfig(),
+        calibration,
+        {"static-int4": path},
+    )
     packed_sizes = write_packages(target, tmp_path / "deploy")
     qdq_sizes = write_packages(path, tmp_path / "deploy")
     assert packed_sizes["bytes"] < qdq_sizes["bytes"]
@@ -126,6 +153,7 @@ def test_float16_scales_are_smaller_and_close(int4):
     path, x, source = int4
     model = onnx.load(str(path))
     full, half = pack_model(model, source), pack_model(model, source, PackOptions(scales="float16"))
+
     def scale_bytes(packed):
         return sum(len(i.raw_data) for i in packed.graph.initializer if ".scale" in i.name)
 
@@ -142,16 +170,22 @@ def test_the_packed_variant_follows_its_config(pruned_export, tiny_data):
         model = onnx.load(str(target))
     initializers = {i.name for i in model.graph.initializer}
     dequantized = [n.input[0] for n in model.graph.node if n.op_type == "DequantizeLinear"]
-    assert dequantized and not set(dequantized) & initializers  # activations only: weights are rebuilt
+    assert (
+        dequantized and not set(dequantized) & initializers
+    )  # activations only: weights are rebuilt
 
 
 def test_the_written_file_has_short_names_and_the_same_logits(int4, pruned_export, tmp_path):
     path, x, source = int4
     target = tmp_path / "pruned-int4-packed.onnx"
-    write_variant(pruned_export.path, target, "packed-int4", QuantizeConfig(), x[:8], {"static-int4": path})
+    write_variant(
+        pruned_export.path, target, "packed-int4", QuantizeConfig(), x[:8], {"static-int4": path}
+    )
     written, named = onnx.load(str(target)), pack_model(onnx.load(str(path)), source)
     assert written.ByteSize() < named.ByteSize() - 200
-    assert [i.name for i in written.graph.input] == ["input"] and [o.name for o in written.graph.output] == ["logits"]
+    assert [i.name for i in written.graph.input] == ["input"] and [
+        o.name for o in written.graph.output
+    ] == ["logits"]
     assert not any(n.name for n in written.graph.node)
     assert max(len(i.name) for i in written.graph.initializer) <= len("ab.scale16")
     np.testing.assert_array_equal(logits(written, x), logits(named, x))
@@ -176,11 +210,18 @@ def sparse_model(kind: str) -> torch.nn.Module:
     """A small MLP or CNN with 95% of each weight zeroed, as pruning leaves it."""
     torch.manual_seed(0)
     if kind == "mlp":
-        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
+        model = torch.nn.Sequential(
+            torch.nn.Flatten(), torch.nn.Linear(784, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10)
+        )
     else:
         model = torch.nn.Sequential(
-            torch.nn.Conv2d(1, 8, 5), torch.nn.ReLU(), torch.nn.MaxPool2d(2), torch.nn.Conv2d(8, 16, 5),
-            torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(16 * 8 * 8, 10),
+            torch.nn.Conv2d(1, 8, 5),
+            torch.nn.ReLU(),
+            torch.nn.MaxPool2d(2),
+            torch.nn.Conv2d(8, 16, 5),
+            torch.nn.ReLU(),
+            torch.nn.Flatten(),
+            torch.nn.Linear(16 * 8 * 8, 10),
         )
     with torch.no_grad():
         for parameter in model.parameters():
@@ -204,7 +245,9 @@ def dequantized_float_model(qdq: onnx.ModelProto, source: onnx.ModelProto) -> on
             shape[axis] = scale.size
             scale, zero = scale.reshape(shape), zero.reshape(shape)
         value = (q - zero) * scale
-        target = next(i for i in model.graph.initializer if i.name == node.input[0].removesuffix("_quantized"))
+        target = next(
+            i for i in model.graph.initializer if i.name == node.input[0].removesuffix("_quantized")
+        )
         target.CopyFrom(numpy_helper.from_array(value.astype(np.float32), target.name))
     return model
 

@@ -32,7 +32,7 @@ from compress.stages import export
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("train", "prune", "finetune")
 
-CNN_SOURCE = '''
+CNN_SOURCE = """
 import torch.nn as nn
 
 
@@ -46,15 +46,21 @@ class Net(nn.Module):
 
     def forward(self, x):
         return self.classifier(self.features(x))
-'''
+"""
 
 MLP_MODIFIERS = {
     "train.l1": {"lambda": 1e-3, "method": "proximal", "groups": "neurons"},
     "prune.method": "magnitude",
     "prune.amount": 0.6,
     "prune.schedule": "gradual",
-    "prune.gradual": {"epochs": 2, "lr": 0.02, "steps": 4, "ramp": 0.5, "qat_bits": 8,
-                      "distill": {"alpha": 0.5, "temperature": 2.0}},
+    "prune.gradual": {
+        "epochs": 2,
+        "lr": 0.02,
+        "steps": 4,
+        "ramp": 0.5,
+        "qat_bits": 8,
+        "distill": {"alpha": 0.5, "temperature": 2.0},
+    },
     "finetune.epochs": 1,
     "finetune.qat_bits": 4,
     "finetune.l1": {"lambda": 1e-4, "method": "penalty"},
@@ -66,14 +72,24 @@ CNN_MODIFIERS = {
     "data.shift": 1,
     "data.batch_size": 250,
     "model": {"path": "cnn.py", "class": "Net"},
-    "train": {"epochs": 1, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4,
-              "l1": {"lambda": 1e-4, "method": "reweighted"}},
+    "train": {
+        "epochs": 1,
+        "optimizer": "sgd",
+        "lr": 0.05,
+        "momentum": 0.9,
+        "weight_decay": 1e-4,
+        "l1": {"lambda": 1e-4, "method": "reweighted"},
+    },
     "prune.method": "variational",
     "prune.kl_weight": 2.0,
     "prune.variational": {"epochs": 1, "lr": 2e-3, "distill": {"alpha": 0.5}},
-    "finetune": {"epochs": 1, "lr": 0.01, "optimizer": "adam",
-                 "l1": {"lambda": 1e-4, "method": "proximal", "groups": "channels"},
-                 "distill": {"alpha": 0.5}},
+    "finetune": {
+        "epochs": 1,
+        "lr": 0.01,
+        "optimizer": "adam",
+        "l1": {"lambda": 1e-4, "method": "proximal", "groups": "channels"},
+        "distill": {"alpha": 0.5},
+    },
 }
 
 PINNED = {  # recorded from the code of commit 8a6e721, at one thread

@@ -39,7 +39,10 @@ def tiny_model(seed: int, hidden: int = 8):
 def random_masks(model, seed: int, density: float) -> dict[str, torch.Tensor]:
     """A keep-mask per prunable layer, keeping about `density` of the weights."""
     g = torch.Generator().manual_seed(seed)
-    return {name: torch.rand(m.weight.shape, generator=g) < density for name, m in prunable_layers(model).items()}
+    return {
+        name: torch.rand(m.weight.shape, generator=g) < density
+        for name, m in prunable_layers(model).items()
+    }
 
 
 def onnx_weights(model: onnx.ModelProto) -> dict[tuple[int, ...], np.ndarray]:
@@ -64,9 +67,19 @@ def small_data() -> Dataset:
         images = torch.from_numpy(arrays[f"{role}-images"][start:stop].copy()).unsqueeze(1)
         return images, torch.from_numpy(arrays[f"{role}-labels"][start:stop].astype(np.int64))
 
-    (xtr, ytr), (xva, yva), (xte, yte) = split("train", 0, 200), split("train", 200, 250), split("test", 0, 100)
-    return Dataset("mnist", {"train": xtr, "val": xva, "test": xte}, {"train": ytr, "val": yva, "test": yte},
-                   spec.classes, spec.mean, spec.std)
+    (xtr, ytr), (xva, yva), (xte, yte) = (
+        split("train", 0, 200),
+        split("train", 200, 250),
+        split("test", 0, 100),
+    )
+    return Dataset(
+        "mnist",
+        {"train": xtr, "val": xva, "test": xte},
+        {"train": ytr, "val": yva, "test": yte},
+        spec.classes,
+        spec.mean,
+        spec.std,
+    )
 
 
 # --- pruning
@@ -129,21 +142,32 @@ def test_pruned_weights_stay_exactly_zero_through_finetuning(
     apply_masks(model, masks)
     extra = {"qat_bits": qat_bits} if qat_bits else {}
     config = FinetuneConfig(
-        epochs=1, lr=0.05, optimizer=optimizer, momentum=momentum, weight_decay=weight_decay,
-        l1=L1Config(method=l1[0], **{"lambda": l1[1]}), **extra,
+        epochs=1,
+        lr=0.05,
+        optimizer=optimizer,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        l1=L1Config(method=l1[0], **{"lambda": l1[1]}),
+        **extra,
     )
-    run = RunSettings(device=torch.device("cpu"), batch_size=50, eval_batch_size=100, seed=seed, progress=False)
+    run = RunSettings(
+        device=torch.device("cpu"), batch_size=50, eval_batch_size=100, seed=seed, progress=False
+    )
     before = {name: m.weight.detach().clone() for name, m in prunable_layers(model).items()}
     fit(model, small_data, config, run, desc="finetune")
     make_permanent(model)
     for name, module in prunable_layers(model).items():
         assert not tprune.is_pruned(module)
         pruned = module.weight.detach()[~masks[name]]
-        assert (pruned == 0).all() and not torch.signbit(pruned).any(), f"{name}: pruned weights moved"
+        assert (pruned == 0).all() and not torch.signbit(pruned).any(), (
+            f"{name}: pruned weights moved"
+        )
     # At low density every hidden ReLU can be off for the whole epoch, leaving the first layer
     # without gradient; the model as a whole must still have trained.
     layers = prunable_layers(model)
-    assert any(not torch.equal(layers[n].weight.detach(), before[n]) for n in layers), "nothing was trained"
+    assert any(not torch.equal(layers[n].weight.detach(), before[n]) for n in layers), (
+        "nothing was trained"
+    )
 
 
 # --- export and quantization
@@ -152,7 +176,9 @@ def test_pruned_weights_stay_exactly_zero_through_finetuning(
 @pytest.mark.slow
 @settings(max_examples=3, deadline=None)
 @given(seed=seeds, density=st.floats(0.0, 1.0))
-def test_export_and_quantization_keep_pruned_weights_zero(tmp_path_factory, small_data, seed, density):
+def test_export_and_quantization_keep_pruned_weights_zero(
+    tmp_path_factory, small_data, seed, density
+):
     """Each float weight reaches the ONNX file unchanged ([in, out], zeros as +0.0), and a
     pruned weight is a stored 0 with a zero point of 0 in every quantized variant."""
     folder = tmp_path_factory.mktemp("export")
@@ -166,7 +192,10 @@ def test_export_and_quantization_keep_pruned_weights_zero(tmp_path_factory, smal
     path = folder / "pruned.onnx"
     export_onnx(model, small_data.input_shape, path, opset=18, metadata={"variant": "pruned"})
     exported = onnx_weights(onnx.load(str(path)))
-    expected = {tuple(m.weight.T.shape): m.weight.detach().T.numpy() for m in prunable_layers(model).values()}
+    expected = {
+        tuple(m.weight.T.shape): m.weight.detach().T.numpy()
+        for m in prunable_layers(model).values()
+    }
     assert exported.keys() == expected.keys()
     for shape, weight in expected.items():
         assert np.array_equal(exported[shape], weight)
@@ -181,5 +210,9 @@ def test_export_and_quantization_keep_pruned_weights_zero(tmp_path_factory, smal
         for shape, weight in expected.items():
             assert (weights[shape][weight == 0] == 0).all(), f"{variant}: a pruned weight is not 0"
         for init in quantized.graph.initializer:
-            if init.name.endswith("zero_point") and init.data_type != onnx.TensorProto.UINT8:  # weights
-                assert not numpy_helper.to_array(init).any(), f"{variant}: weight zero point {init.name} is not 0"
+            if (
+                init.name.endswith("zero_point") and init.data_type != onnx.TensorProto.UINT8
+            ):  # weights
+                assert not numpy_helper.to_array(init).any(), (
+                    f"{variant}: weight zero point {init.name} is not 0"
+                )

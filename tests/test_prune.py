@@ -38,7 +38,12 @@ def zeros(module: nn.Module) -> int:
 def test_prunable_layers_are_the_linear_and_conv_layers():
     assert list(prunable_layers(mlp())) == ["net.1", "net.3"]
     lenet = build_model("lenet5")
-    assert list(prunable_layers(lenet)) == ["features.0", "features.2", "classifier.1", "classifier.3"]
+    assert list(prunable_layers(lenet)) == [
+        "features.0",
+        "features.2",
+        "classifier.1",
+        "classifier.3",
+    ]
 
 
 def test_threshold_pruning_removes_exactly_the_weights_at_or_below_the_threshold():
@@ -59,7 +64,9 @@ def test_threshold_pruning_removes_exactly_the_weights_at_or_below_the_threshold
 def test_threshold_overrides_apply_per_layer():
     model = mlp()
     before = {n: m.weight.detach().clone() for n, m in prunable_layers(model).items()}
-    config = PruneConfig(method="threshold", threshold=0.01, overrides={"net.3": {"threshold": 0.2}})
+    config = PruneConfig(
+        method="threshold", threshold=0.01, overrides={"net.3": {"threshold": 0.2}}
+    )
     masks = prune_oneshot(model, config)
     assert torch.equal(masks["net.1"], before["net.1"].abs() > 0.01)
     assert torch.equal(masks["net.3"], before["net.3"].abs() > 0.2)
@@ -87,13 +94,18 @@ def test_magnitude_pruning_global_ranks_over_all_layers():
     assert int((mask == 0).sum()) == round(0.6 * before.numel())
     assert before[mask == 0].max() <= before[mask == 1].min()
     # Global ranking prunes the layers unevenly (the 784-wide layer has smaller weights).
-    assert abs(layers["net.1"].weight_mask.mean().item() - layers["net.3"].weight_mask.mean().item()) > 0.01
+    assert (
+        abs(layers["net.1"].weight_mask.mean().item() - layers["net.3"].weight_mask.mean().item())
+        > 0.01
+    )
 
 
 @pytest.mark.parametrize("scope", ["layer", "global"])
 def test_magnitude_overrides_give_a_layer_its_own_amount(scope):
     model = mlp()
-    config = PruneConfig(method="magnitude", amount=0.5, scope=scope, overrides={"net.3": {"amount": 0.2}})
+    config = PruneConfig(
+        method="magnitude", amount=0.5, scope=scope, overrides={"net.3": {"amount": 0.2}}
+    )
     prune_oneshot(model, config)
     layers = prunable_layers(model)
     assert zeros(layers["net.3"]) == round(0.2 * 160)
@@ -155,7 +167,9 @@ def test_cubic_sparsity_runs_from_the_initial_to_the_final_amount():
 def test_the_gradual_pruner_reaches_the_target_and_never_revives_a_weight(scope):
     model = mlp()
     gradual = GradualConfig(epochs=1, steps=4, ramp=0.5, initial_amount=0.1)
-    config = PruneConfig(method="magnitude", schedule="gradual", amount=0.8, scope=scope, gradual=gradual)
+    config = PruneConfig(
+        method="magnitude", schedule="gradual", amount=0.8, scope=scope, gradual=gradual
+    )
     pruner = GradualPruner(model, config)
     total_steps, previous, sparsities = 40, None, []
     for step in range(1, total_steps + 1):
@@ -169,7 +183,9 @@ def test_the_gradual_pruner_reaches_the_target_and_never_revives_a_weight(scope)
                 assert not torch.any(mask & ~previous[name])  # pruned stays pruned
         previous = masks
         sparsities.append(sparsity_summary(model)["sparsity"])
-    assert sparsities[total_steps // 2 - 1] == pytest.approx(0.8, abs=1e-3)  # at the end of the ramp
+    assert sparsities[total_steps // 2 - 1] == pytest.approx(
+        0.8, abs=1e-3
+    )  # at the end of the ramp
     assert sparsities[-1] == pytest.approx(0.8, abs=1e-3)
     assert sparsities[0] < 0.8
     if scope == "layer":
@@ -178,10 +194,14 @@ def test_the_gradual_pruner_reaches_the_target_and_never_revives_a_weight(scope)
 
 
 @pytest.mark.parametrize("scope", ["layer", "global"])
-def test_gradual_pruning_in_the_training_loop_reaches_the_target_sparsity(tiny_data, fit_settings, scope):
+def test_gradual_pruning_in_the_training_loop_reaches_the_target_sparsity(
+    tiny_data, fit_settings, scope
+):
     model = mlp()
     gradual = GradualConfig(epochs=1, lr=0.05, steps=5, ramp=0.5)
-    config = PruneConfig(method="magnitude", schedule="gradual", amount=0.7, scope=scope, gradual=gradual)
+    config = PruneConfig(
+        method="magnitude", schedule="gradual", amount=0.7, scope=scope, gradual=gradual
+    )
     pruner = GradualPruner(model, config)
     result = fit(model, tiny_data, config.gradual, fit_settings(), desc="prune", modifiers=[pruner])
     assert sparsity_summary(model)["sparsity"] == pytest.approx(0.7, abs=1e-3)
@@ -202,8 +222,13 @@ def test_pruned_weights_stay_zero_through_finetuning(tiny_data, fit_settings, op
     # What the finetune stage does: re-attach the masks, train (with momentum and weight
     # decay, which move a plain zero), make the pruning permanent again.
     apply_masks(model, masks)
-    config = OptimConfig(epochs=1, optimizer=optimizer, lr=0.05, momentum=0.9 if optimizer == "sgd" else 0.0,
-                         weight_decay=0.01)
+    config = OptimConfig(
+        epochs=1,
+        optimizer=optimizer,
+        lr=0.05,
+        momentum=0.9 if optimizer == "sgd" else 0.0,
+        weight_decay=0.01,
+    )
     fit(model, tiny_data, config, fit_settings(), desc="finetune")
     make_permanent(model)
 
@@ -211,7 +236,9 @@ def test_pruned_weights_stay_zero_through_finetuning(tiny_data, fit_settings, op
         weight = module.weight.detach()
         assert torch.all(weight[~masks[name]] == 0)
         assert not torch.signbit(weight[~masks[name]]).any()
-        assert not torch.equal(weight[masks[name]], before[name][masks[name]])  # training did happen
+        assert not torch.equal(
+            weight[masks[name]], before[name][masks[name]]
+        )  # training did happen
         assert torch.all(weight[masks[name]] != 0)
 
 

@@ -62,7 +62,12 @@ def cnn(seed: int = 0) -> SmallCNN:
 def test_every_linear_and_conv_is_prunable_grouped_and_depthwise_included():
     model = cnn()
     assert list(prunable_layers(model)) == LAYERS
-    assert model.grouped.weight.shape == (8, 4, 3, 3) and model.depthwise.weight.shape == (8, 1, 3, 3)
+    assert model.grouped.weight.shape == (8, 4, 3, 3) and model.depthwise.weight.shape == (
+        8,
+        1,
+        3,
+        3,
+    )
 
 
 @pytest.mark.parametrize("scope", ["layer", "global"])
@@ -97,13 +102,20 @@ def test_pruned_grouped_and_depthwise_zeros_survive_finetuning_and_export(tmp_pa
     stored = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer}
     for name in ("grouped", "depthwise"):
         zeros = int((~masks[name]).sum())
-        assert any(a.size == masks[name].numel() and int((a == 0).sum()) >= zeros for a in stored.values()), name
+        assert any(
+            a.size == masks[name].numel() and int((a == 0).sum()) >= zeros for a in stored.values()
+        ), name
     assert np.isfinite(next(iter(stored.values()))).all()
 
 
 # --- BatchNorm: ranking that survives rescaling, statistics measured again, warnings
 
-BN_FOLLOWED = ["stem", "grouped", "depthwise", "pointwise"]  # mix and fc have no BatchNorm after them
+BN_FOLLOWED = [
+    "stem",
+    "grouped",
+    "depthwise",
+    "pointwise",
+]  # mix and fc have no BatchNorm after them
 
 
 def calibrated(model: SmallCNN, x: torch.Tensor) -> SmallCNN:
@@ -116,7 +128,9 @@ def test_the_batchnorm_after_each_layer_is_found_by_running_the_model():
     scales = batchnorm_scales(model, torch.randn(4, 1, 12, 12))
     assert list(scales) == BN_FOLLOWED
     bn = model.bn1
-    torch.testing.assert_close(scales["grouped"], bn.weight.abs().detach() / (bn.running_var + bn.eps).sqrt())
+    torch.testing.assert_close(
+        scales["grouped"], bn.weight.abs().detach() / (bn.running_var + bn.eps).sqrt()
+    )
 
 
 def test_global_magnitude_ranks_batchnorm_layers_independently_of_their_weight_scale():
@@ -132,18 +146,24 @@ def test_global_magnitude_ranks_batchnorm_layers_independently_of_their_weight_s
         rescaled = prune_oneshot(copy.deepcopy(shrunk), config, sample=x[:8])
         # The same masks but for BatchNorm's eps, added to a variance factor^2 times smaller.
         same = sum(int((rescaled[n] == reference[n]).sum()) for n in LAYERS)
-        assert same >= (0.99 if factor == 0.1 else 0.85) * sum(m.numel() for m in reference.values())
+        assert same >= (0.99 if factor == 0.1 else 0.85) * sum(
+            m.numel() for m in reference.values()
+        )
         assert int(rescaled["grouped"].sum()) >= 0.5 * int(reference["grouped"].sum())
         assert not nearly_empty_layers(_summary(rescaled))
         # Ranked by raw |w| (no sample: no BatchNorm seen), the shrunk layer goes entirely.
         raw = prune_oneshot(copy.deepcopy(shrunk), config)
         assert int(raw["grouped"].sum()) == 0
-        assert "layer grouped keeps 0 of 288 weights" in " ".join(nearly_empty_layers(_summary(raw)))
+        assert "layer grouped keeps 0 of 288 weights" in " ".join(
+            nearly_empty_layers(_summary(raw))
+        )
 
 
 def _summary(masks: dict[str, torch.Tensor]) -> dict[str, dict]:
-    return {n: {"params": m.numel(), "zeros": int((~m).sum()), "sparsity": float((~m).float().mean())}
-            for n, m in masks.items()}
+    return {
+        n: {"params": m.numel(), "zeros": int((~m).sum()), "sparsity": float((~m).float().mean())}
+        for n, m in masks.items()
+    }
 
 
 def test_recalibration_measures_the_pruned_layers_statistics_again():
@@ -152,7 +172,9 @@ def test_recalibration_measures_the_pruned_layers_statistics_again():
     prune_oneshot(model, PruneConfig(method="magnitude", amount=0.7, scope="global"), sample=x[:8])
     stale = model.bn3.running_mean.clone()
     seen = {}
-    hook = model.pointwise.register_forward_hook(lambda _m, _a, out: seen.setdefault("out", []).append(out.detach()))
+    hook = model.pointwise.register_forward_hook(
+        lambda _m, _a, out: seen.setdefault("out", []).append(out.detach())
+    )
     assert recalibrate_batchnorm(model, [x[:32], x[32:]]) == 64
     hook.remove()
     expected = torch.cat(seen["out"]).mean((0, 2, 3))  # equal halves: the mean of the batch means
@@ -163,8 +185,12 @@ def test_recalibration_measures_the_pruned_layers_statistics_again():
 
 def test_a_layer_that_loses_nearly_all_its_weights_is_reported():
     model = cnn()
-    prune_oneshot(model, PruneConfig(method="magnitude", amount=0.3, scope="layer",
-                                     overrides={"fc": {"amount": 0.995}}))
+    prune_oneshot(
+        model,
+        PruneConfig(
+            method="magnitude", amount=0.3, scope="layer", overrides={"fc": {"amount": 0.995}}
+        ),
+    )
     warnings = nearly_empty_layers(sparsity_summary(model)["layers"])
     assert len(warnings) == 1
     assert warnings[0].startswith("prune: layer fc keeps 1 of 160 weights (99.4% removed)")

@@ -46,11 +46,17 @@ class RandomPruning(PruningMethod):
     fraction = True
     tune_range = (0.1, 0.9)
 
-    def masks(self, layers: dict[str, nn.Module], settings: dict[str, float]) -> dict[str, torch.Tensor]:
+    def masks(
+        self, layers: dict[str, nn.Module], settings: dict[str, float]
+    ) -> dict[str, torch.Tensor]:
         generator = torch.Generator().manual_seed(self.config.seed)
         masks = {}
         for name, module in layers.items():
-            keep = module.weight_mask.bool() if hasattr(module, "weight_mask") else torch.ones_like(module.weight, dtype=torch.bool)
+            keep = (
+                module.weight_mask.bool()
+                if hasattr(module, "weight_mask")
+                else torch.ones_like(module.weight, dtype=torch.bool)
+            )
             scores = torch.rand(keep.shape, generator=generator)
             target = int(round(settings[name] * keep.numel()))
             masks[name] = keep_largest(scores, keep, target - int((~keep).sum()))
@@ -75,7 +81,10 @@ def test_the_builtin_methods_are_registered():
 
 
 def test_an_unknown_method_lists_the_known_ones():
-    with pytest.raises(CompressError, match=r"unknown pruning method 'magnitud' \(did you mean 'magnitude'\?\); known: .*magnitude, .*threshold"):
+    with pytest.raises(
+        CompressError,
+        match=r"unknown pruning method 'magnitud' \(did you mean 'magnitude'\?\); known: .*magnitude, .*threshold",
+    ):
         get_method("magnitud")
 
 
@@ -140,8 +149,13 @@ def test_a_new_method_is_usable_from_a_pipeline_once_registered(random_method):
 
 
 def test_a_new_method_with_a_fraction_prunes_gradually_and_with_overrides(random_method):
-    config = PruneConfig(method="random", amount=0.8, schedule="gradual", gradual=GradualConfig(steps=4, ramp=1.0),
-                         overrides={"net.3": {"amount": 0.4}})
+    config = PruneConfig(
+        method="random",
+        amount=0.8,
+        schedule="gradual",
+        gradual=GradualConfig(steps=4, ramp=1.0),
+        overrides={"net.3": {"amount": 0.4}},
+    )
     model = mlp()
     pruner = GradualPruner(model, config)
     seen = []
@@ -155,7 +169,9 @@ def test_a_new_method_with_a_fraction_prunes_gradually_and_with_overrides(random
     assert all(torch.equal(kept[n], m) for n, m in masks_of(model).items())
     # tune scales the override by density with the searched amount
     pipeline = parse_pipeline({"prune": config.model_dump()}, name="p")
-    assert point_overrides(pipeline, "prune.amount", 0.8)["prune.overrides"]["net.3"]["amount"] == pytest.approx(0.4)
+    assert point_overrides(pipeline, "prune.amount", 0.8)["prune.overrides"]["net.3"][
+        "amount"
+    ] == pytest.approx(0.4)
 
 
 def test_gradual_pruning_is_refused_for_a_method_without_a_fraction():

@@ -50,17 +50,23 @@ def shared_export(pruned_export, tiny_data, tmp_path_factory):
     WeightSharing(model, 3).bake(model)
     make_permanent(model)
     path = tmp_path_factory.mktemp("shared") / "pruned.onnx"
-    metadata = artifact_metadata(tiny_data.preprocessing, list(tiny_data.classes), "simplenet", "pruned")
+    metadata = artifact_metadata(
+        tiny_data.preprocessing, list(tiny_data.classes), "simplenet", "pruned"
+    )
     export_onnx(model.eval(), tiny_data.input_shape, path, opset=18, metadata=metadata)
     return path
 
 
 @pytest.mark.parametrize("variant", list(list_variants()))
-def test_every_variant_writes_a_file_that_runs_far_above_chance(shared_export, tiny_data, tmp_path, variant):
+def test_every_variant_writes_a_file_that_runs_far_above_chance(
+    shared_export, tiny_data, tmp_path, variant
+):
     target = tmp_path / f"{variant_name('pruned', variant)}.onnx"
     calibration = tiny_data.tensors("train", limit=128)[0].numpy()
     write_variant(shared_export, target, variant, QuantizeConfig(), calibration)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]  # what it needs went elsewhere
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        target.name
+    ]  # what it needs went elsewhere
     model = onnx.load(str(target))
     onnx.checker.check_model(model, full_check=True)
     assert get_metadata(model)["variant"] == target.stem
@@ -143,7 +149,9 @@ def test_pruned_weights_stay_zero_through_quantization(quantized, pruned_export,
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_quantized_files_keep_the_metadata_and_name_their_variant(quantized, pruned_export, variant):
+def test_quantized_files_keep_the_metadata_and_name_their_variant(
+    quantized, pruned_export, variant
+):
     source = get_metadata(onnx.load(str(pruned_export.path)))
     metadata = get_metadata(onnx.load(str(quantized[variant])))
     assert json.loads(metadata["preprocessing"]) == json.loads(source["preprocessing"])

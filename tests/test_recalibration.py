@@ -20,7 +20,7 @@ from compress.registry import build_model
 # training (batch statistics) learns, while evaluation with the running statistics sees
 # every unit shifted by over 100 of their standard deviations (about 23% test accuracy,
 # against 83% with the statistics measured again).
-STALE_NET = '''
+STALE_NET = """
 import torch
 import torch.nn as nn
 import torch.nn as nn
@@ -36,16 +36,20 @@ class Net(nn.Module):
     def forward(self, x):
         hidden = self.fc1(x.flatten(1)) * 30 + 1000
         return self.fc2(torch.relu(self.bn(hidden)))
-'''
+"""
 
 
 @pytest.fixture
 def stale_run(pipeline_file, tmp_path):
     (tmp_path / "stale.py").write_text(STALE_NET)
-    config = load_pipeline(pipeline_file({
-        "model": {"path": str(tmp_path / "stale.py"), "class": "Net"},
-        "quantize.variants": ["dynamic"],
-    }))
+    config = load_pipeline(
+        pipeline_file(
+            {
+                "model": {"path": str(tmp_path / "stale.py"), "class": "Net"},
+                "quantize.variants": ["dynamic"],
+            }
+        )
+    )
     run_dir = tmp_path / "run"
     return run_pipeline(config, out_dir=run_dir, progress=False), run_dir
 

@@ -9,7 +9,7 @@ import torch.nn as nn
 from compress.errors import CompressError
 from compress.registry import build_model, describe, get_factory, list_models, register_model
 
-USER_MODEL = '''
+USER_MODEL = """
 import torch.nn as nn
 
 
@@ -27,7 +27,7 @@ class Other(nn.Module):
 
 
 NOT_A_MODULE = 3
-'''
+"""
 
 
 def test_the_builtin_models_are_registered():

@@ -24,11 +24,25 @@ from compress.report import (
 def artifact(name: str, accuracy: float, size: int, gz: int, xz: int, **extra) -> dict:
     form = ".onnx.gz" if gz <= xz else ".onnx.xz"
     row = {
-        "name": name, "path": f"{name}.onnx", "bytes": size, "gzip_bytes": gz, "xz_bytes": xz,
-        "deploy_bytes": min(gz, xz), "deploy_form": form, "deploy_path": f"deploy/{name}{form}",
-        "params": 1000, "nonzero_params": 400, "sparsity": 0.6, "val_accuracy": accuracy, "accuracy": accuracy,
-        "agreement": 1.0, "max_logit_diff": 1e-6, "latency_ms_b1_p50": 0.0123,
-        "latency_ms_b1_p95": 0.02, "throughput": 123456.7, "status": "ok",
+        "name": name,
+        "path": f"{name}.onnx",
+        "bytes": size,
+        "gzip_bytes": gz,
+        "xz_bytes": xz,
+        "deploy_bytes": min(gz, xz),
+        "deploy_form": form,
+        "deploy_path": f"deploy/{name}{form}",
+        "params": 1000,
+        "nonzero_params": 400,
+        "sparsity": 0.6,
+        "val_accuracy": accuracy,
+        "accuracy": accuracy,
+        "agreement": 1.0,
+        "max_logit_diff": 1e-6,
+        "latency_ms_b1_p50": 0.0123,
+        "latency_ms_b1_p95": 0.02,
+        "throughput": 123456.7,
+        "status": "ok",
     }
     return {**row, **extra}
 
@@ -37,16 +51,28 @@ def sample_report() -> dict:
     artifacts = [
         artifact("dense", 0.9, 100_000, 92_000, 90_000, sparsity=0.0, nonzero_params=1000),
         artifact("pruned", 0.885, 100_000, 30_000, 25_000),
-        artifact("pruned-int8-dynamic", 0.8875, 27_000, 9_000, 9_500, agreement=0.99, max_logit_diff=None),
+        artifact(
+            "pruned-int8-dynamic", 0.8875, 27_000, 9_000, 9_500, agreement=0.99, max_logit_diff=None
+        ),
     ]
     add_comparisons(artifacts)
     return {
-        "pipeline": "tiny", "config_hash": "0123456789abcdef", "model": "simplenet",
-        "dataset": {"name": "mnist", "train_samples": 1800, "val_samples": 200, "test_samples": 500},
-        "device": "cpu", "versions": {"onnxruntime": "1.0", "torch": "2", "onnx": "1"},
+        "pipeline": "tiny",
+        "config_hash": "0123456789abcdef",
+        "model": "simplenet",
+        "dataset": {
+            "name": "mnist",
+            "train_samples": 1800,
+            "val_samples": 200,
+            "test_samples": 500,
+        },
+        "device": "cpu",
+        "versions": {"onnxruntime": "1.0", "torch": "2", "onnx": "1"},
         "artifacts": artifacts,
-        "stages": [{"name": "train", "key": "k1", "seconds": 1.25, "cached": False},
-                   {"name": "prune", "key": "k2", "seconds": 0.5, "cached": True}],
+        "stages": [
+            {"name": "train", "key": "k1", "seconds": 1.25, "cached": False},
+            {"name": "prune", "key": "k2", "seconds": 0.5, "cached": True},
+        ],
     }
 
 
@@ -79,7 +105,14 @@ def test_an_artifact_slower_than_dense_is_flagged_in_the_table():
         artifact["slower_than_dense"] = slower
     lines = format_table(report).splitlines()
     assert "SLOWER" in lines[5] and "SLOWER" not in lines[3] + lines[4]
-    assert sum("SLOWER" in line for line in format_markdown(report).splitlines() if line.startswith("|")) == 1
+    assert (
+        sum(
+            "SLOWER" in line
+            for line in format_markdown(report).splitlines()
+            if line.startswith("|")
+        )
+        == 1
+    )
 
 
 def test_missing_values_show_as_a_dash():
@@ -94,7 +127,9 @@ def test_the_csv_has_the_documented_columns_and_one_row_per_artifact():
     assert list(rows[0]) == CSV_FIELDS
     assert [r["name"] for r in rows] == ["dense", "pruned", "pruned-int8-dynamic"]
     assert float(rows[1]["accuracy"]) == 0.885 and int(rows[1]["bytes"]) == 100_000
-    assert rows[1]["deploy_form"] == ".onnx.xz" and rows[1]["deploy_path"] == "deploy/pruned.onnx.xz"
+    assert (
+        rows[1]["deploy_form"] == ".onnx.xz" and rows[1]["deploy_path"] == "deploy/pruned.onnx.xz"
+    )
 
 
 def test_the_markdown_report_has_the_table_and_the_stages():
@@ -143,9 +178,17 @@ def test_the_inputs_line_names_what_pruning_left_unused_and_is_silent_when_nothi
 
 def report_with_intervals() -> dict:
     report = sample_report()
-    for row, ci in zip(report["artifacts"], [[0.0, 0.0], [-2.6, -0.4], [-2.41, -0.12]], strict=True):
-        row.update(accuracy_delta_ci=ci, latency_vs_dense=1.0, slower_than_dense=False, macs=101_632,
-                   weight_bytes=407_096, min_onnxruntime="1.12")
+    for row, ci in zip(
+        report["artifacts"], [[0.0, 0.0], [-2.6, -0.4], [-2.41, -0.12]], strict=True
+    ):
+        row.update(
+            accuracy_delta_ci=ci,
+            latency_vs_dense=1.0,
+            slower_than_dense=False,
+            macs=101_632,
+            weight_bytes=407_096,
+            min_onnxruntime="1.12",
+        )
     return report
 
 
@@ -166,7 +209,10 @@ def test_the_terminal_table_is_no_wider_than_the_terminal(width):
 
 
 def test_a_wider_terminal_shows_more_of_the_main_columns():
-    at_80, at_120 = format_table(report_with_intervals(), 80), format_table(report_with_intervals(), 120)
+    at_80, at_120 = (
+        format_table(report_with_intervals(), 80),
+        format_table(report_with_intervals(), 120),
+    )
     assert "val %" in header_of(at_120) and "val %" not in header_of(at_80)
     assert "-1.50 [-2.60, -0.40]" in at_120 and "[-2.60" not in at_80
     assert "vs dense" in header_of(at_80) and "sparsity" in header_of(at_80)
@@ -174,7 +220,9 @@ def test_a_wider_terminal_shows_more_of_the_main_columns():
 
 def test_a_narrow_terminal_keeps_the_name_test_accuracy_size_and_a_shortened_status():
     report = report_with_intervals()
-    report["artifacts"][1]["status"] = "failed: logits differ from PyTorch by 1.23e-02 (tolerance 1.0e-04)"
+    report["artifacts"][1]["status"] = (
+        "failed: logits differ from PyTorch by 1.23e-02 (tolerance 1.0e-04)"
+    )
     table = format_table(report, 60)
     assert max(len(line) for line in table.splitlines()) <= 60
     assert header_of(table).split()[:3] == ["artifact", "test", "%"]
@@ -209,15 +257,25 @@ def test_compress_report_fits_the_terminal_and_wide_shows_every_column(tmp_path)
     assert compact.exit_code == 0 and wide.exit_code == 0
     assert max(len(line) for line in compact.output.splitlines()) <= 80
     assert "MACs" not in compact.output and "p50 ms" not in compact.output
-    assert all(title in header_of(wide.output) for title in ("MACs", "weights held", "p50 ms", "gzip", "ort ≥"))
-    assert runner.invoke(main, ["report", str(tmp_path), "--format", "md"]).output.count("MACs") == 1
+    assert all(
+        title in header_of(wide.output)
+        for title in ("MACs", "weights held", "p50 ms", "gzip", "ort ≥")
+    )
+    assert (
+        runner.invoke(main, ["report", str(tmp_path), "--format", "md"]).output.count("MACs") == 1
+    )
 
 
 def table_report() -> dict:
     report = sample_report()
     report.update(pipeline="wine", model="logreg")
-    report["dataset"] = {"name": "wine/train.csv", "train_samples": 106, "val_samples": 36, "test_samples": 36,
-                         "kind": "table"}
+    report["dataset"] = {
+        "name": "wine/train.csv",
+        "train_samples": 106,
+        "val_samples": 36,
+        "test_samples": 36,
+        "kind": "table",
+    }
     return report
 
 
@@ -229,7 +287,9 @@ def test_a_csv_run_is_titled_by_its_file_and_counts_rows():
 
 
 def test_throughput_is_rows_per_second_for_tables_and_images_per_second_for_images():
-    assert "rows/s" in header_of(format_table(table_report())) and "img/s" not in format_table(table_report())
+    assert "rows/s" in header_of(format_table(table_report())) and "img/s" not in format_table(
+        table_report()
+    )
     assert "| rows/s |" in format_markdown(table_report())
     assert "img/s" in header_of(format_table(sample_report()))
     older = table_report()  # a report from before dataset.kind: its inputs say features

@@ -26,8 +26,14 @@ REFERENCE = Path(__file__).resolve().parents[1] / "docs" / "reference.md"
 
 
 def row(name: str, accuracy: float, size: int = 1000, deploy: int = 100) -> Artifact:
-    return {"name": name, "accuracy": accuracy, "bytes": size, "deploy_bytes": deploy,
-            "gzip_bytes": deploy + 5, "xz_bytes": deploy}
+    return {
+        "name": name,
+        "accuracy": accuracy,
+        "bytes": size,
+        "deploy_bytes": deploy,
+        "gzip_bytes": deploy + 5,
+        "xz_bytes": deploy,
+    }
 
 
 @pytest.mark.parametrize(("kind", "header"), [(Report, "key"), (Artifact, "artifact key")])
@@ -41,8 +47,10 @@ def test_every_key_has_a_meaning():
         assert all(keys_of(kind).values()), [k for k, v in keys_of(kind).items() if not v]
 
 
-@pytest.mark.parametrize(("key", "nested"), [("dataset", DatasetSummary), ("training", TrainingSummary),
-                                             ("stages", StageSummary)])
+@pytest.mark.parametrize(
+    ("key", "nested"),
+    [("dataset", DatasetSummary), ("training", TrainingSummary), ("stages", StageSummary)],
+)
 def test_a_nested_section_names_each_of_its_keys(key, nested):
     meaning = keys_of(Report)[key]
     assert all(name in meaning for name in keys_of(nested)), meaning

@@ -26,16 +26,35 @@ from compress.pipeline import run_pipeline
 
 TRAIN_EPOCHS, FINETUNE_EPOCHS = 6, 4
 # Files that must be byte-identical between the interrupted and the uninterrupted run.
-SAME_BYTES = ["train/model.pt", "prune/model.pt", "finetune/model.pt", "dense.onnx", "pruned.onnx",
-              "pruned-int8-dynamic.onnx"]
+SAME_BYTES = [
+    "train/model.pt",
+    "prune/model.pt",
+    "finetune/model.pt",
+    "dense.onnx",
+    "pruned.onnx",
+    "pruned-int8-dynamic.onnx",
+]
 
 
 def start(pipeline: Path, out: Path) -> subprocess.Popen:
     # One thread each: the same arithmetic in every process, and less fighting for the CPU.
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
-        [sys.executable, "-m", "compress", "run", str(pipeline), "--out", str(out), "--no-progress"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=pipeline.parent,
+        [
+            sys.executable,
+            "-m",
+            "compress",
+            "run",
+            str(pipeline),
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=pipeline.parent,
     )
 
 
@@ -58,8 +77,10 @@ def checkpoint_epoch(path: Path) -> int:
 def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path: Path):
     data = write_tiny_mnist(tmp_path / "data")
     pipeline = write_pipeline(
-        tmp_path / "resume.toml", data,
-        train={"epochs": TRAIN_EPOCHS}, finetune={"epochs": FINETUNE_EPOCHS},
+        tmp_path / "resume.toml",
+        data,
+        train={"epochs": TRAIN_EPOCHS},
+        finetune={"epochs": FINETUNE_EPOCHS},
     )
     run_dir, ref_dir = tmp_path / "run", tmp_path / "reference"
 
@@ -83,7 +104,9 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path: Path
     assert second.returncode == -signal.SIGKILL
     assert f"resuming from epoch {done} checkpoint" in err
     assert (run_dir / "train" / "stage.json").exists()
-    assert not (run_dir / "finetune" / "stage.json").exists(), "the SIGKILL landed after fine-tuning ended"
+    assert not (run_dir / "finetune" / "stage.json").exists(), (
+        "the SIGKILL landed after fine-tuning ended"
+    )
     tuned = checkpoint_epoch(run_dir / "finetune" / "last.pt")
     assert 1 <= tuned < FINETUNE_EPOCHS
 
@@ -104,7 +127,9 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path: Path
     report = json.loads((run_dir / "report.json").read_text())
     assert report["training"] == expected["training"]
     accuracy = {a["name"]: (a["accuracy"], a["nonzero_params"]) for a in report["artifacts"]}
-    assert accuracy == {a["name"]: (a["accuracy"], a["nonzero_params"]) for a in expected["artifacts"]}
+    assert accuracy == {
+        a["name"]: (a["accuracy"], a["nonzero_params"]) for a in expected["artifacts"]
+    }
     assert [s["cached"] for s in report["stages"]] == [True, True, False, False, False, False]
     # Training, pruning and export are deterministic on the CPU, so the files are the same
     # to the byte (checkpoints included: they are saved without the temporary file's name).

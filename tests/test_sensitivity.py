@@ -29,7 +29,9 @@ def test_each_layer_is_pruned_alone_and_restored(tiny_data):
 
 def test_table_has_a_row_per_layer_and_a_column_per_level(tiny_data):
     model = build_model("simplenet", kwargs={"hidden": 16})
-    text = format_sensitivity(layer_sensitivity(model, tiny_data, levels=[0.5, 0.9], batch_size=500))
+    text = format_sensitivity(
+        layer_sensitivity(model, tiny_data, levels=[0.5, 0.9], batch_size=500)
+    )
     lines = text.splitlines()
     assert "50%" in lines[1] and "90%" in lines[1]
     assert [line.split()[0] for line in lines[3:]] == ["net.1", "net.3"]
@@ -51,7 +53,8 @@ def test_cli_trains_once_then_writes_table_json_and_plot(tiny_pipeline, tmp_path
 
 def test_cli_rejects_levels_outside_0_1(tiny_pipeline, tmp_path):
     result = CliRunner().invoke(
-        main, ["sensitivity", str(tiny_pipeline), "--out", str(tmp_path / "r"), "--levels", "0.5,1.5"]
+        main,
+        ["sensitivity", str(tiny_pipeline), "--out", str(tmp_path / "r"), "--levels", "0.5,1.5"],
     )
     assert result.exit_code == 2
     assert "between 0 and 1" in result.output
@@ -61,7 +64,17 @@ def test_cli_rejects_levels_outside_0_1(tiny_pipeline, tmp_path):
 def test_cli_sets_the_threads_it_is_given(tiny_pipeline, tmp_path):
     try:
         result = CliRunner().invoke(
-            main, ["sensitivity", str(tiny_pipeline), "--out", str(tmp_path / "r"), "--levels", "0.5", "--threads", "2"]
+            main,
+            [
+                "sensitivity",
+                str(tiny_pipeline),
+                "--out",
+                str(tmp_path / "r"),
+                "--levels",
+                "0.5",
+                "--threads",
+                "2",
+            ],
         )
         threads = torch.get_num_threads()
     finally:

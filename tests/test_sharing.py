@@ -49,10 +49,14 @@ def shared_model(pruned_export, tiny_data, fit_settings, bits: int = 2, epochs: 
     return model, sharing, before
 
 
-def test_training_moves_the_levels_and_holds_the_codes_and_the_zeros(pruned_export, tiny_data, fit_settings):
+def test_training_moves_the_levels_and_holds_the_codes_and_the_zeros(
+    pruned_export, tiny_data, fit_settings
+):
     model, sharing, before = shared_model(pruned_export, tiny_data, fit_settings)
     for name, module in sharing.layers.items():
-        assert not torch.equal(getattr(module, CODEBOOK).detach(), before[name])  # the levels trained
+        assert not torch.equal(
+            getattr(module, CODEBOOK).detach(), before[name]
+        )  # the levels trained
     entropy = sharing.entropy()
     assert 0 < entropy["code_entropy_bits"] <= np.log2(3) + 1e-6
     sharing.bake(model)
@@ -84,13 +88,16 @@ def test_the_codebook_file_gives_the_same_logits_and_is_smaller(
     sharing.bake(model)
     make_permanent(model)
     path = tmp_path / "pruned.onnx"
-    metadata = artifact_metadata(tiny_data.preprocessing, list(tiny_data.classes), "simplenet", "pruned")
+    metadata = artifact_metadata(
+        tiny_data.preprocessing, list(tiny_data.classes), "simplenet", "pruned"
+    )
     export_onnx(model, tiny_data.input_shape, path, opset=18, metadata=metadata)
     proto = onnx.load(str(path))
     params_before = parameter_counts(proto)
     stats = encode_codebook(proto)
-    assert set(stats) == {n.name for n in onnx.load(str(path)).graph.initializer
-                          if numpy_helper.to_array(n).ndim == 2}  # both weight matrices; biases have many values
+    assert set(stats) == {
+        n.name for n in onnx.load(str(path)).graph.initializer if numpy_helper.to_array(n).ndim == 2
+    }  # both weight matrices; biases have many values
     assert 0 < code_entropy_bits(stats) <= np.log2(7) + 1e-6
     onnx.checker.check_model(proto, full_check=True)
     encoded = tmp_path / "pruned-codebook.onnx"
@@ -116,31 +123,42 @@ def matrix_with_one_run_per_column(rows: int = 400, cols: int = 40) -> np.ndarra
     rng = np.random.default_rng(0)
     array = np.zeros((rows, cols), np.float32)
     for j, start in enumerate(rng.integers(0, rows - 12, cols)):
-        array[start:start + 12, j] = rng.choice([-0.5, 0.25, 0.75], 12)
+        array[start : start + 12, j] = rng.choice([-0.5, 0.25, 0.75], 12)
     return array
 
 
 @pytest.mark.parametrize("transpose", [False, True])
 def test_a_matrix_is_walked_in_its_cheaper_order_and_rebuilt_exactly(transpose):
     weight = matrix_with_one_run_per_column()
-    weight = weight.T.copy() if transpose else weight  # runs along rows: the row walk is the cheap one
+    weight = (
+        weight.T.copy() if transpose else weight
+    )  # runs along rows: the row walk is the cheap one
     x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", weight.shape[0]])
     y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", weight.shape[1]])
-    graph = helper.make_graph([helper.make_node("MatMul", ["input", "w"], ["logits"])], "g", [x], [y],
-                              [numpy_helper.from_array(weight, "w")])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["input", "w"], ["logits"])],
+        "g",
+        [x],
+        [y],
+        [numpy_helper.from_array(weight, "w")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     encode_codebook(model)
     onnx.checker.check_model(model, full_check=True)
     assert ("Transpose" in [n.op_type for n in model.graph.node]) != transpose
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    rebuilt = session.run(None, {"input": np.eye(weight.shape[0], dtype=np.float32)})[0]  # I @ W = W
+    rebuilt = session.run(None, {"input": np.eye(weight.shape[0], dtype=np.float32)})[
+        0
+    ]  # I @ W = W
     np.testing.assert_array_equal(rebuilt, weight)
 
 
 def test_the_codebook_variant_needs_weight_sharing():
     with pytest.raises(ConfigError, match="needs \\[finetune\\] share.bits"):
         parse_pipeline({"quantize": {"variants": ["codebook"]}}, "x")
-    config = parse_pipeline({"quantize": {"variants": ["codebook"]}, "finetune": {"share": {"bits": 3}}}, "x")
+    config = parse_pipeline(
+        {"quantize": {"variants": ["codebook"]}, "finetune": {"share": {"bits": 3}}}, "x"
+    )
     assert config.finetune.share.bits == 3
 
 
@@ -165,17 +183,23 @@ def test_biases_can_share_too(pruned_export, tiny_data, fit_settings):
 
 
 @pytest.mark.slow
-def test_a_pipeline_learns_masks_with_distillation_shares_weights_and_writes_a_codebook_file(pipeline_file, tmp_path):
+def test_a_pipeline_learns_masks_with_distillation_shares_weights_and_writes_a_codebook_file(
+    pipeline_file, tmp_path
+):
     from compress.config import load_pipeline
     from compress.pipeline import run_pipeline
 
-    path = pipeline_file({
-        "prune": {"method": "variational",
-                  "variational": {"epochs": 1, "lr": 3e-3, "kl_ramp": 0.3, "distill": {"alpha": 0.5}}},
-        "finetune.distill": {"alpha": 0.5},
-        "finetune.share": {"bits": 3, "epochs": 1, "lr": 1e-3, "biases": True},
-        "quantize.variants": ["codebook"],
-    })
+    path = pipeline_file(
+        {
+            "prune": {
+                "method": "variational",
+                "variational": {"epochs": 1, "lr": 3e-3, "kl_ramp": 0.3, "distill": {"alpha": 0.5}},
+            },
+            "finetune.distill": {"alpha": 0.5},
+            "finetune.share": {"bits": 3, "epochs": 1, "lr": 1e-3, "biases": True},
+            "quantize.variants": ["codebook"],
+        }
+    )
     report = run_pipeline(load_pipeline(path), out_dir=tmp_path / "run", progress=False)
     rows = {a["name"]: a for a in report["artifacts"]}
     pruned, codebook = rows["pruned"], rows["pruned-codebook"]
@@ -189,16 +213,27 @@ def test_a_pipeline_learns_masks_with_distillation_shares_weights_and_writes_a_c
     assert finetune["cached"] is False
 
 
-def test_weight_sharing_as_a_modifier_is_baked_in_at_the_end_of_training(pruned_export, tiny_data, fit_settings):
+def test_weight_sharing_as_a_modifier_is_baked_in_at_the_end_of_training(
+    pruned_export, tiny_data, fit_settings
+):
     model = copy.deepcopy(pruned_export.model)
     apply_masks(model, pruned_export.masks)
     sharing = WeightSharing(model, bits=2, biases=True)
-    fit(model, tiny_data, OptimConfig(epochs=1, lr=0.01), fit_settings(), desc="share", modifiers=[sharing])
+    fit(
+        model,
+        tiny_data,
+        OptimConfig(epochs=1, lr=0.01),
+        fit_settings(),
+        desc="share",
+        modifiers=[sharing],
+    )
     assert not any("codebook" in n or "codes" in n for n in model.state_dict())
     assert len(torch.unique(model.net[1].weight.detach())) <= 4  # 3 levels and the exact zero
     assert 0 < sharing.entropy()["code_entropy_bits"] <= np.log2(3) + 1e-6  # kept from the codes
     make_permanent(model)
-    assert all(not torch.any(model.get_submodule(n).weight[~m]) for n, m in pruned_export.masks.items())
+    assert all(
+        not torch.any(model.get_submodule(n).weight[~m]) for n, m in pruned_export.masks.items()
+    )
 
 
 def test_a_bias_gets_its_own_all_ones_mask_beside_a_masked_weight():

@@ -59,8 +59,12 @@ def logits(model, x):
 @torch.no_grad()
 def test_linear_chain_removes_dead_units_and_folds_constant_ones():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 30), nn.ReLU(), nn.Linear(30, 20), nn.ReLU(), nn.Linear(20, 10))
-    model[1].weight[:5] = 0  # 5 units with no inputs: constant relu(bias), folded into the next bias
+    model = nn.Sequential(
+        nn.Flatten(), nn.Linear(784, 30), nn.ReLU(), nn.Linear(30, 20), nn.ReLU(), nn.Linear(20, 10)
+    )
+    model[1].weight[:5] = (
+        0  # 5 units with no inputs: constant relu(bias), folded into the next bias
+    )
     model[1].bias[:5] = torch.tensor([0.3, -0.2, 0.0, 0.7, 0.1])
     model[3].weight[:, 5:9] = 0  # 4 units nobody reads
     model[5].weight[:, 15:] = 0  # 5 units of the second layer nobody reads ...
@@ -79,7 +83,9 @@ def test_linear_chain_removes_dead_units_and_folds_constant_ones():
 def test_a_unit_left_without_readers_by_an_earlier_removal_goes_in_a_later_pass():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
-    model[2].weight[:, 0] = torch.tensor([0.0, 0.0, 0.5])  # unit 0 of layer 0 is read by unit 2 only
+    model[2].weight[:, 0] = torch.tensor(
+        [0.0, 0.0, 0.5]
+    )  # unit 0 of layer 0 is read by unit 2 only
     model[4].weight[:, 2] = 0  # unit 2 of layer 2 is read by nobody
     x = torch.randn(8, 6)
     expected = logits(model, x)
@@ -96,14 +102,21 @@ def test_lenet5_conv_channels_through_pool_and_flatten():
     torch.manual_seed(0)
     model = build_model("lenet5", kwargs={"num_classes": 10})
     conv1, conv2, fc1 = model.features[0], model.features[2], model.classifier[1]
-    conv1.weight[[1, 4, 7]] = 0  # constant channels (LeNet-5 has no ReLU after its convs): folded into conv2's bias
+    conv1.weight[[1, 4, 7]] = (
+        0  # constant channels (LeNet-5 has no ReLU after its convs): folded into conv2's bias
+    )
     conv2.weight[:, 10] = 0  # no reader: removed
     conv2.weight[[3, 8]] = 0  # constant through max-pool and flatten: folded into fc1's bias
     fc1.weight[100:180] = 0  # constant relu(bias): folded into the output layer's bias
     x = torch.randn(16, 1, 28, 28)
     expected = logits(model, x)
     shrink(model, (1, 28, 28))
-    assert units(model) == {"features.0": 16, "features.2": 48, "classifier.1": 420, "classifier.3": 10}
+    assert units(model) == {
+        "features.0": 16,
+        "features.2": 48,
+        "classifier.1": 420,
+        "classifier.3": 10,
+    }
     assert fc1.in_features == 48 * 16
     torch.testing.assert_close(logits(model, x), expected, rtol=0, atol=1e-5)
 
@@ -156,28 +169,36 @@ def test_a_layer_never_shrinks_to_nothing(dead):
 
 
 @pytest.mark.slow  # a whole pipeline: about 20 s on a busy machine
-def test_pipeline_with_group_l1_and_shrink_exports_a_smaller_verified_model(pipeline_file, tmp_path):
+def test_pipeline_with_group_l1_and_shrink_exports_a_smaller_verified_model(
+    pipeline_file, tmp_path
+):
     import onnx
 
     from compress.config import load_pipeline
     from compress.pipeline import run_pipeline
 
-    pipeline = pipeline_file({
-        "model.kwargs": {"hidden": 32},
-        "train.l1": {"lambda": 0.06, "method": "proximal", "groups": ["neurons", "inputs"]},
-        "prune.threshold": 0.0,
-        "finetune.epochs": 0,
-        "quantize.variants": ["static"],
-        "export.shrink": True,
-    })
+    pipeline = pipeline_file(
+        {
+            "model.kwargs": {"hidden": 32},
+            "train.l1": {"lambda": 0.06, "method": "proximal", "groups": ["neurons", "inputs"]},
+            "prune.threshold": 0.0,
+            "finetune.epochs": 0,
+            "quantize.variants": ["static"],
+            "export.shrink": True,
+        }
+    )
     report = run_pipeline(load_pipeline(pipeline), out_dir=tmp_path / "run", progress=False)
     shrunk = read_stage(tmp_path / "run", "export")["metrics"]["pruned"]["shrink"]
     hidden = shrunk["layers"]["net.1"]
     assert hidden["before"] == 32 and 0 < hidden["after"] < 32
-    weights = {i.name: i for i in onnx.load(str(tmp_path / "run" / "pruned.onnx")).graph.initializer}
+    weights = {
+        i.name: i for i in onnx.load(str(tmp_path / "run" / "pruned.onnx")).graph.initializer
+    }
     assert any(hidden["after"] in tuple(w.dims) for w in weights.values())
     artifacts = {a["name"]: a for a in report["artifacts"]}
-    assert artifacts["pruned"]["status"] == "ok"  # matches the unshrunk PyTorch model within tolerance
+    assert (
+        artifacts["pruned"]["status"] == "ok"
+    )  # matches the unshrunk PyTorch model within tolerance
     assert artifacts["pruned"]["agreement"] == 1.0
     assert artifacts["pruned"]["params"] < artifacts["dense"]["params"]
 

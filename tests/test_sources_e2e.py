@@ -29,19 +29,36 @@ def run(pipeline: Path, out: Path) -> dict:
 
 def session_and_metadata(path: Path) -> tuple[ort.InferenceSession, dict, list[str]]:
     meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]), json.loads(meta["preprocessing"]), \
-        json.loads(meta["labels"])
+    return (
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]),
+        json.loads(meta["preprocessing"]),
+        json.loads(meta["labels"]),
+    )
 
 
 def test_an_image_folder_run_is_verified_from_the_image_files_alone(tmp_path, monkeypatch):
     monkeypatch.setenv("COMPRESS_CACHE_DIR", str(tmp_path / "cache"))
-    root = write_image_folder(tmp_path / "photos", {"cat": 24, "dog": 24, "fox": 24}, test={"cat": 8, "dog": 8, "fox": 8},
-                              size=(10, 12))
+    root = write_image_folder(
+        tmp_path / "photos",
+        {"cat": 24, "dog": 24, "fox": 24},
+        test={"cat": 8, "dog": 8, "fox": 8},
+        size=(10, 12),
+    )
     pipeline = tmp_path / "p.toml"
-    pipeline.write_text(pipeline_text(
-        None, data={"name": "imagefolder", "root": str(root), "image_size": [6, 8], "channels": 3, "batch_size": 16},
-        train={"epochs": 3, "lr": 0.1, "momentum": 0.5}, model={"name": "simplenet", "kwargs": {"hidden": 8}},
-    ).replace('[data]\nname = "mnist"\n', "[data]\n"))
+    pipeline.write_text(
+        pipeline_text(
+            None,
+            data={
+                "name": "imagefolder",
+                "root": str(root),
+                "image_size": [6, 8],
+                "channels": 3,
+                "batch_size": 16,
+            },
+            train={"epochs": 3, "lr": 0.1, "momentum": 0.5},
+            model={"name": "simplenet", "kwargs": {"hidden": 8}},
+        ).replace('[data]\nname = "mnist"\n', "[data]\n")
+    )
     report = run(pipeline, tmp_path / "run")
     assert report["dataset"]["test_samples"] == 24 and report["dataset"]["val_samples"] > 0
     files = sorted((root / "test").rglob("*.png"))
@@ -66,11 +83,21 @@ def test_a_csv_run_is_verified_from_the_csv_file_alone(tmp_path):
     write_csv(tmp_path / "train.csv", ["x1", "x2", "x3", "diagnosis"], rows[:150])
     write_csv(tmp_path / "test.csv", ["x1", "x2", "x3", "diagnosis"], rows[150:])
     pipeline = tmp_path / "p.toml"
-    pipeline.write_text(pipeline_text(
-        None, data={"name": "csv", "train": "train.csv", "test": "test.csv", "label": "diagnosis", "batch_size": 16},
-        train={"epochs": 5, "lr": 0.1, "momentum": 0.5}, model={"name": "logreg", "kwargs": None},
-        prune={"threshold": 0.05},
-    ).replace('[data]\nname = "mnist"\n', "[data]\n"))
+    pipeline.write_text(
+        pipeline_text(
+            None,
+            data={
+                "name": "csv",
+                "train": "train.csv",
+                "test": "test.csv",
+                "label": "diagnosis",
+                "batch_size": 16,
+            },
+            train={"epochs": 5, "lr": 0.1, "momentum": 0.5},
+            model={"name": "logreg", "kwargs": None},
+            prune={"threshold": 0.05},
+        ).replace('[data]\nname = "mnist"\n', "[data]\n")
+    )
     report = run(pipeline, tmp_path / "run")
     with open(tmp_path / "test.csv", newline="") as f:
         table = list(csv.DictReader(f))
@@ -79,6 +106,8 @@ def test_a_csv_run_is_verified_from_the_csv_file_alone(tmp_path):
         x = np.float32([[float(r[name]) for name in pre["features"]] for r in table])
         x = ((x - np.float32(pre["mean"])) / np.float32(pre["std"])).astype(np.float32)
         predicted = session.run(None, {"input": x})[0].argmax(1)
-        accuracy = float(np.mean([labels[p] == r["diagnosis"] for p, r in zip(predicted, table, strict=True)]))
+        accuracy = float(
+            np.mean([labels[p] == r["diagnosis"] for p, r in zip(predicted, table, strict=True)])
+        )
         assert accuracy == artifact["accuracy"], artifact["name"]
     assert report["artifacts"][0]["accuracy"] > 0.8

@@ -21,7 +21,9 @@ from compress.registry import build_model
 from compress.stages.export import export_onnx
 
 
-def test_quantization_aware_training_in_the_train_stage_hands_plain_weights_to_prune(pipeline_file, tmp_path):
+def test_quantization_aware_training_in_the_train_stage_hands_plain_weights_to_prune(
+    pipeline_file, tmp_path
+):
     config = load_pipeline(pipeline_file({"train.qat_bits": 4}))
     run_dir = tmp_path / "run"
     report = run_pipeline(config, out_dir=run_dir, progress=False, until="prune")
@@ -40,7 +42,9 @@ def test_plain_state_dict_folds_the_mask_into_the_weight():
     ensure_masked(layer)
     layer.weight_mask[0, :5] = 0
     state = plain_state_dict(model)
-    assert set(state) == set(build_model("simplenet", kwargs={"num_classes": 10, "hidden": 8}).state_dict())
+    assert set(state) == set(
+        build_model("simplenet", kwargs={"num_classes": 10, "hidden": 8}).state_dict()
+    )
     assert torch.all(state["net.1.weight"][0, :5] == 0)
     assert not torch.any(torch.signbit(state["net.1.weight"][state["net.1.weight"] == 0]))
     assert "net.1.weight_orig" in model.state_dict()  # the model keeps its masks
@@ -51,7 +55,9 @@ def test_a_checkpoint_that_does_not_fit_its_model_is_one_clear_error(tmp_path):
     ensure_masked(prunable_layers(model)["net.1"])  # weight_orig/weight_mask instead of weight
     path = tmp_path / "model.pt"
     save_checkpoint(path, model, {"name": "simplenet", "kwargs": {"num_classes": 10, "hidden": 8}})
-    with pytest.raises(CompressError, match=r"checkpoint .*model.pt does not fit its model: .*net.1.weight"):
+    with pytest.raises(
+        CompressError, match=r"checkpoint .*model.pt does not fit its model: .*net.1.weight"
+    ):
         load_checkpoint(path)
 
 
@@ -79,16 +85,24 @@ def test_a_package_that_does_not_unpack_to_its_file_is_an_integrity_error(tmp_pa
     path.write_bytes(b"onnx bytes")
     gz_key, pack, _ = onnx_tools.PACKAGERS[".onnx.gz"]
     monkeypatch.setitem(onnx_tools.PACKAGERS, ".onnx.gz", (gz_key, pack, lambda data: b"other"))
-    with pytest.raises(IntegrityError, match=r".onnx.gz package of .*m.onnx does not unpack to the same file"):
+    with pytest.raises(
+        IntegrityError, match=r".onnx.gz package of .*m.onnx does not unpack to the same file"
+    ):
         onnx_tools.write_packages(path, tmp_path)
 
 
-def test_pruned_weights_that_move_in_finetuning_end_the_run_with_exit_status_3(pipeline_file, tmp_path, monkeypatch):
+def test_pruned_weights_that_move_in_finetuning_end_the_run_with_exit_status_3(
+    pipeline_file, tmp_path, monkeypatch
+):
     # Without its masks re-attached, fine-tuning moves the pruned weights: the stage's own check stops it.
     monkeypatch.setattr("compress.stages.finetune.apply_masks", lambda model, masks: None)
-    result = CliRunner().invoke(main, ["run", str(pipeline_file()), "--out", str(tmp_path / "run"), "--no-progress"])
+    result = CliRunner().invoke(
+        main, ["run", str(pipeline_file()), "--out", str(tmp_path / "run"), "--no-progress"]
+    )
     assert result.exit_code == 3, result.output
-    assert result.output.startswith("error: pruned weights of net.") and result.output.count("\n") == 1
+    assert (
+        result.output.startswith("error: pruned weights of net.") and result.output.count("\n") == 1
+    )
     assert "changed during fine-tuning" in result.output
     assert not (tmp_path / "run" / "report.json").exists()
     assert json.loads((tmp_path / "run" / "prune" / "stage.json").read_text())["name"] == "prune"

@@ -26,10 +26,15 @@ def test_text_aligns_the_first_column_left_and_the_rest_right():
 
 
 def test_left_alignment_can_depend_on_the_cell_and_trailing_spaces_can_go():
-    lines = tables.text(HEADERS, ROWS, left=lambda i, cell: i == 0 or cell.startswith("ok"), strip=True)
+    lines = tables.text(
+        HEADERS, ROWS, left=lambda i, cell: i == 0 or cell.startswith("ok"), strip=True
+    )
     assert lines[2] == "dense        98.10%  ok"
     assert lines[3] == "pruned-int8  97.95%  failed: logits"
-    assert tables.text(HEADERS, ROWS, left=[True, True], sep=" ")[2] == "dense       98.10%             ok"
+    assert (
+        tables.text(HEADERS, ROWS, left=[True, True], sep=" ")[2]
+        == "dense       98.10%             ok"
+    )
 
 
 def test_an_empty_table_is_its_header_and_rule():
@@ -39,8 +44,10 @@ def test_an_empty_table_is_its_header_and_rule():
 
 def test_markdown_has_a_separator_row_and_one_line_per_row():
     assert tables.markdown(HEADERS, ROWS) == [
-        "| name | acc % | status |", "|---|---|---|",
-        "| dense | 98.10% | ok |", "| pruned-int8 | 97.95% | failed: logits |",
+        "| name | acc % | status |",
+        "|---|---|---|",
+        "| dense | 98.10% | ok |",
+        "| pruned-int8 | 97.95% | failed: logits |",
     ]
 
 
@@ -50,7 +57,12 @@ def test_csv_keeps_the_fields_in_order_and_ignores_other_keys():
 
 
 def test_cells_format_values_and_show_missing_ones_as_a_dash():
-    columns = [("n", "n", "{}"), ("v", "v %", "{:.1%}"), ("f", "f", lambda v: f"<{v}>"), ("s", "s", "{:.2f}")]
+    columns = [
+        ("n", "n", "{}"),
+        ("v", "v %", "{:.1%}"),
+        ("f", "f", lambda v: f"<{v}>"),
+        ("s", "s", "{:.2f}"),
+    ]
     headers, rows = tables.cells(columns, [{"n": "a", "v": 0.5, "f": 1, "s": "text"}, {"n": "b"}])
     assert headers == ["n", "v %", "f", "s"]
     assert rows == [["a", "50.0%", "<1>", "text"], ["b", "-", "-", "-"]]
@@ -76,12 +88,21 @@ def test_a_cell_is_shortened_with_a_mark_where_it_was_cut():
 def _code_strings_and_calls(path: Path) -> list[str]:
     """Non-docstring string constants and called attribute names of a module."""
     tree = ast.parse(path.read_text())
-    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
-                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) and node.body
-                  and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
     found = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+        if (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and id(node) not in docstrings
+        ):
             found.append(node.value)
         elif isinstance(node, ast.Attribute) and node.attr in ("ljust", "rjust", "DictWriter"):
             found.append(node.attr)
@@ -92,7 +113,14 @@ def test_no_other_module_lays_out_a_table_by_hand():
     package = Path(compress.__file__).parent
     offenders = {
         str(path.relative_to(package)): hits
-        for path in package.rglob("*.py") if path.name != "tables.py"
-        if (hits := [s for s in _code_strings_and_calls(path) if "---|" in s or s in ("ljust", "rjust", "DictWriter")])
+        for path in package.rglob("*.py")
+        if path.name != "tables.py"
+        if (
+            hits := [
+                s
+                for s in _code_strings_and_calls(path)
+                if "---|" in s or s in ("ljust", "rjust", "DictWriter")
+            ]
+        )
     }
     assert offenders == {}

@@ -28,8 +28,12 @@ def tiny_model(seed: int = 0) -> nn.Module:
     return build_model("simplenet", kwargs={"num_classes": 10, "hidden": 16})
 
 
-def l1_config(lam: float, method: str = "penalty", params: str = "weights", lr: float = 0.05) -> OptimConfig:
-    return OptimConfig(epochs=1, lr=lr, l1=L1Config(**{"lambda": lam, "method": method, "params": params}))
+def l1_config(
+    lam: float, method: str = "penalty", params: str = "weights", lr: float = 0.05
+) -> OptimConfig:
+    return OptimConfig(
+        epochs=1, lr=lr, l1=L1Config(**{"lambda": lam, "method": method, "params": params})
+    )
 
 
 def test_l1_applies_to_weight_matrices_only_unless_asked_for_all():
@@ -50,7 +54,9 @@ def test_l1_penalty_equals_lambda_times_the_sum_of_absolute_weights():
 def test_l1_penalty_over_all_parameters_includes_the_biases():
     model = tiny_model()
     expected = 1e-3 * sum(p.abs().sum() for p in model.parameters())
-    torch.testing.assert_close(L1Term(model, l1_config(1e-3, params="all")).penalty(), expected, rtol=1e-5, atol=0)
+    torch.testing.assert_close(
+        L1Term(model, l1_config(1e-3, params="all")).penalty(), expected, rtol=1e-5, atol=0
+    )
 
 
 def test_l1_penalty_is_differentiable_towards_sign_of_the_weights():
@@ -111,7 +117,9 @@ def test_one_epoch_on_the_tiny_data_learns_mnist(tiny_data, fit_settings):
     row = result.final
     assert set(row) >= {"epoch", "loss", "train_accuracy", "test_accuracy", "lr", "seconds"}
     assert row["test_accuracy"] > 0.7 > before
-    assert row["test_accuracy"] == pytest.approx(evaluate(model, tiny_data, "test", 500, "cpu"), abs=1e-6)
+    assert row["test_accuracy"] == pytest.approx(
+        evaluate(model, tiny_data, "test", 500, "cpu"), abs=1e-6
+    )
 
 
 def test_training_is_reproducible_with_the_same_seed(tiny_data, fit_settings):
@@ -146,20 +154,30 @@ class ViewsItsFeatures(nn.Module):
         return self.fc(x.view(x.size(0), -1))
 
 
-def test_a_model_that_cannot_run_in_channels_last_trains_in_the_usual_layout(tiny_data, fit_settings):
+def test_a_model_that_cannot_run_in_channels_last_trains_in_the_usual_layout(
+    tiny_data, fit_settings
+):
     model = ViewsItsFeatures()
     sample = torch.randn(2, 1, 28, 28)
     with pytest.raises(RuntimeError):
-        model.to(memory_format=torch.channels_last)(sample.contiguous(memory_format=torch.channels_last))
+        model.to(memory_format=torch.channels_last)(
+            sample.contiguous(memory_format=torch.channels_last)
+        )
     model.to(memory_format=torch.contiguous_format)
     assert training_layout(model, torch.device("cpu"), sample) is torch.contiguous_format
-    assert training_layout(build_model("lenet5", kwargs={"num_classes": 10}), torch.device("cpu"), sample) \
+    assert (
+        training_layout(
+            build_model("lenet5", kwargs={"num_classes": 10}), torch.device("cpu"), sample
+        )
         is torch.channels_last
+    )
     fit(model, tiny_data, TrainConfig(epochs=1, lr=0.05), fit_settings(), desc="train")
     assert evaluate(model, tiny_data, "test", 500, "cpu") > 0.5
 
 
-def test_training_in_channels_last_learns_what_the_usual_layout_learns(tiny_data, fit_settings, monkeypatch):
+def test_training_in_channels_last_learns_what_the_usual_layout_learns(
+    tiny_data, fit_settings, monkeypatch
+):
     import compress.training.loop as training
 
     def trained(layout_of):
@@ -168,21 +186,36 @@ def test_training_in_channels_last_learns_what_the_usual_layout_learns(tiny_data
         model = build_model("lenet5", kwargs={"num_classes": 10})
         seen = set()  # the layout of what conv2 was given while training
         model.features[2].register_forward_pre_hook(
-            lambda module, inputs: seen.add(inputs[0].is_contiguous(memory_format=torch.channels_last)
-                                            and module.weight.is_contiguous(memory_format=torch.channels_last))
-            if module.training else None)
-        fit(model, tiny_data, TrainConfig(epochs=1, lr=0.02, momentum=0.9), fit_settings(), desc="train")
+            lambda module, inputs: (
+                seen.add(
+                    inputs[0].is_contiguous(memory_format=torch.channels_last)
+                    and module.weight.is_contiguous(memory_format=torch.channels_last)
+                )
+                if module.training
+                else None
+            )
+        )
+        fit(
+            model,
+            tiny_data,
+            TrainConfig(epochs=1, lr=0.02, momentum=0.9),
+            fit_settings(),
+            desc="train",
+        )
         return model, seen
 
     fast, fast_layouts = trained(training_layout)
     usual, usual_layouts = trained(lambda model, device, sample=None: torch.contiguous_format)
     assert fast_layouts == {True} and usual_layouts == {False}
-    assert fast.features[2].weight.is_contiguous()  # back in the usual layout for export and the encoders
+    assert fast.features[
+        2
+    ].weight.is_contiguous()  # back in the usual layout for export and the encoders
     for a, b in zip(fast.parameters(), usual.parameters(), strict=True):
         # equal at one thread; with more, rounding grown over the epoch's steps
         torch.testing.assert_close(a, b, atol=2e-2, rtol=0)
     assert evaluate(fast, tiny_data, "test", 500, "cpu") == pytest.approx(
-        evaluate(usual, tiny_data, "test", 500, "cpu"), abs=0.01)
+        evaluate(usual, tiny_data, "test", 500, "cpu"), abs=0.01
+    )
 
 
 def test_zero_epochs_leave_the_model_as_built(tiny_data, fit_settings):
@@ -259,7 +292,9 @@ def test_reweighted_l1_cuts_small_weights_harder_than_large_ones():
     with torch.no_grad():
         weight.zero_()
         weight[0, :2] = torch.tensor([0.001, 0.5])
-    config = OptimConfig(epochs=1, l1=L1Config(**{"lambda": 0.01, "method": "reweighted", "eps": 0.01}))
+    config = OptimConfig(
+        epochs=1, l1=L1Config(**{"lambda": 0.01, "method": "reweighted", "eps": 0.01})
+    )
     l1 = L1Term(model, config)
     l1.start_epoch()
     l1.proximal_step(lr=0.1)
@@ -268,7 +303,9 @@ def test_reweighted_l1_cuts_small_weights_harder_than_large_ones():
     assert large == pytest.approx(0.5 - 0.1 * 0.01 / 0.51, rel=1e-5)  # barely moved
 
 
-def test_training_with_reweighted_l1_reaches_more_exact_zeros_than_plain_proximal_l1(tiny_data, fit_settings):
+def test_training_with_reweighted_l1_reaches_more_exact_zeros_than_plain_proximal_l1(
+    tiny_data, fit_settings
+):
     zeros = {}
     for method in ("proximal", "reweighted"):
         model = tiny_model()

@@ -60,19 +60,34 @@ def copy_variant(monkeypatch):
 def test_the_builtin_variants_are_registered_in_their_order():
     assert list(list_variants()) == ["dynamic", "static", "static-int4", "packed-int4", "codebook"]
     assert [get_variant(v).suffix for v in list_variants()] == [
-        "int8-dynamic", "int8-static", "int4-static", "int4-packed", "codebook"]
+        "int8-dynamic",
+        "int8-static",
+        "int4-static",
+        "int4-packed",
+        "codebook",
+    ]
 
 
 def test_an_unknown_variant_lists_the_known_ones():
-    with pytest.raises(CompressError, match=r"unknown quantize variant 'statik' \(did you mean 'static'\?\); known: dynamic, static"):
+    with pytest.raises(
+        CompressError,
+        match=r"unknown quantize variant 'statik' \(did you mean 'static'\?\); known: dynamic, static",
+    ):
         get_variant("statik")
-    with pytest.raises(ConfigError, match=r"quantize.variants.1: unknown quantize variant 'codebok' \(did you mean 'codebook'\?\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"quantize.variants.1: unknown quantize variant 'codebok' \(did you mean 'codebook'\?\)",
+    ):
         parse_pipeline({"quantize": {"variants": ["dynamic", "codebok"]}}, name="p")
 
 
 def test_variants_are_written_after_what_they_need():
     assert in_order(["packed-int4", "dynamic"]) == ["static-int4", "packed-int4", "dynamic"]
-    assert in_order(["dynamic", "static-int4", "packed-int4"]) == ["dynamic", "static-int4", "packed-int4"]
+    assert in_order(["dynamic", "static-int4", "packed-int4"]) == [
+        "dynamic",
+        "static-int4",
+        "packed-int4",
+    ]
 
 
 def test_variants_that_need_each_other_are_refused(copy_variant, monkeypatch):
@@ -96,15 +111,18 @@ def test_calibration_is_read_by_a_variant_that_needs_a_static_one():
     config = parse_pipeline({"quantize": {"variants": ["packed-int4"]}}, name="p")
     assert ignored_by(config, "quantize.calibration_samples") is None
     assert ignored_by(config, "quantize.packed.scales") is None
-    config = parse_pipeline({"quantize": {"variants": ["dynamic", "codebook"]},
-                             "finetune": {"share": {"bits": 3}}}, name="p")
+    config = parse_pipeline(
+        {"quantize": {"variants": ["dynamic", "codebook"]}, "finetune": {"share": {"bits": 3}}},
+        name="p",
+    )
     assert "no static variant" in ignored_by(config, "quantize.calibration_method")
 
 
 def test_the_packed_table_is_ignored_without_packed_int4():
     config = parse_pipeline({"quantize": {"variants": ["static-int4"]}}, name="p")
     assert ignored_by(config, "quantize.packed.scales") == (
-        "quantize.variants has no packed-int4; [quantize] packed is read by it only")
+        "quantize.variants has no packed-int4; [quantize] packed is read by it only"
+    )
 
 
 def test_files_are_matched_to_their_variant_by_its_suffix():
@@ -113,15 +131,22 @@ def test_files_are_matched_to_their_variant_by_its_suffix():
     assert for_artifact("pruned-inputs") is None and for_artifact("dense") is None
     assert _color("dense-int8-dynamic") == get_variant("dynamic").color
     legend = ["pruned-codebook", "pruned-int8-static", "pruned", "dense", "pruned-int8-dynamic"]
-    assert sorted(legend, key=_order) == ["dense", "pruned", "pruned-int8-dynamic", "pruned-int8-static",
-                                          "pruned-codebook"]
+    assert sorted(legend, key=_order) == [
+        "dense",
+        "pruned",
+        "pruned-int8-dynamic",
+        "pruned-int8-static",
+        "pruned-codebook",
+    ]
 
 
 def model_with(initializers: list[onnx.TensorProto], node: onnx.NodeProto) -> onnx.ModelProto:
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
     graph = helper.make_graph([node], "g", [x], [y], initializer=initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    )
     model.ir_version = 8
     return model
 
@@ -129,20 +154,33 @@ def model_with(initializers: list[onnx.TensorProto], node: onnx.NodeProto) -> on
 def test_parameter_counts_and_compatibility_ask_every_variant(copy_variant):
     weight = numpy_helper.from_array(np.eye(4, dtype=np.float32), "w")
     note = numpy_helper.from_array(np.ones((4, 4), np.float32), "w.copy_note")
-    model = model_with([weight, note], helper.make_node("CopyOp", ["x", "w", "w.copy_note"], ["y"], domain="com.microsoft"))
+    model = model_with(
+        [weight, note],
+        helper.make_node("CopyOp", ["x", "w", "w.copy_note"], ["y"], domain="com.microsoft"),
+    )
     assert parameter_counts(model) == (16, 4)  # the note is the copy variant's auxiliary
     assert min_onnxruntime(model, "1.32.0") == "1.20"
 
 
-def test_a_new_variant_runs_through_the_quantize_stage_and_verify(copy_variant, pipeline_file, tmp_path):
+def test_a_new_variant_runs_through_the_quantize_stage_and_verify(
+    copy_variant, pipeline_file, tmp_path
+):
     config = load_pipeline(pipeline_file({"quantize.variants": ["copy"]}))
     report = run_pipeline(config, tmp_path / "run")
     rows = {a["name"]: a for a in report["artifacts"]}
     assert list(rows) == ["dense", "pruned", "pruned-copy"]
     copied, pruned = rows["pruned-copy"], rows["pruned"]
     assert copied["status"] == "ok" and copied["accuracy"] == pruned["accuracy"]
-    assert copied["max_logit_diff"] <= pruned["max_logit_diff"] + 1e-6  # held to the float tolerance
-    assert (copied["params"], copied["nonzero_params"]) == (pruned["params"], pruned["nonzero_params"])
+    assert (
+        copied["max_logit_diff"] <= pruned["max_logit_diff"] + 1e-6
+    )  # held to the float tolerance
+    assert (copied["params"], copied["nonzero_params"]) == (
+        pruned["params"],
+        pruned["nonzero_params"],
+    )
     stage = json.loads((tmp_path / "run" / "quantize" / "stage.json").read_text())
     assert list(stage["metrics"]) == ["pruned-copy"]
-    assert get_metadata(onnx.load(str(tmp_path / "run" / "pruned-copy.onnx")))["variant"] == "pruned-copy"
+    assert (
+        get_metadata(onnx.load(str(tmp_path / "run" / "pruned-copy.onnx")))["variant"]
+        == "pruned-copy"
+    )

@@ -29,7 +29,11 @@ def tiny_model() -> nn.Module:
 
 
 def test_the_kl_term_falls_as_the_noise_grows_and_vanishes_for_pure_noise():
-    values = kl_divergence(torch.tensor([-8.0])), kl_divergence(torch.tensor([0.0])), kl_divergence(torch.tensor([8.0]))
+    values = (
+        kl_divergence(torch.tensor([-8.0])),
+        kl_divergence(torch.tensor([0.0])),
+        kl_divergence(torch.tensor([8.0])),
+    )
     assert values[0] > values[1] > values[2] >= 0
     assert values[2].item() == pytest.approx(0.0, abs=1e-3)
 
@@ -53,7 +57,9 @@ def test_the_hook_adds_noise_in_training_and_masks_in_evaluation():
         getattr(layer, PARAM).fill_(-20.0)
         getattr(layer, PARAM)[:8] = 10.0  # these 8 hidden units' weights are all noise
     model.eval()
-    plain = nn.functional.linear(x.flatten(1), layer.weight * (torch.arange(16) >= 8)[:, None], layer.bias)
+    plain = nn.functional.linear(
+        x.flatten(1), layer.weight * (torch.arange(16) >= 8)[:, None], layer.bias
+    )
     hidden = layer(x.flatten(1))
     torch.testing.assert_close(hidden, plain)
     assert sparsifier.kl_loss(0, 10).item() == 0.0  # the KL weight starts at 0 ...
@@ -85,12 +91,23 @@ def test_the_noise_is_drawn_standard_normal_in_the_output_s_own_layout():
 
 
 def test_overrides_give_a_layer_its_own_kl_weight():
-    config = parse_pipeline({"prune": {"method": "variational", "kl_weight": 2.0,
-                                       "overrides": {"net.3": {"kl_weight": 0.5}}}}, "x").prune
+    config = parse_pipeline(
+        {
+            "prune": {
+                "method": "variational",
+                "kl_weight": 2.0,
+                "overrides": {"net.3": {"kl_weight": 0.5}},
+            }
+        },
+        "x",
+    ).prune
     model = tiny_model()
     sparsifier = get_method("variational")(config).sparsifier(model, train_size=100)
     assert sparsifier.kl_weights == {"net.1": 2.0, "net.3": 0.5}
-    per_layer = {n: kl_divergence(log_alpha(m.weight, getattr(m, PARAM))) for n, m in sparsifier.layers.items()}
+    per_layer = {
+        n: kl_divergence(log_alpha(m.weight, getattr(m, PARAM)))
+        for n, m in sparsifier.layers.items()
+    }
     torch.testing.assert_close(sparsifier.kl(), 2.0 * per_layer["net.1"] + 0.5 * per_layer["net.3"])
     torch.testing.assert_close(sparsifier.kl_loss(10, 10), sparsifier.kl() / 100)
 
@@ -98,7 +115,9 @@ def test_overrides_give_a_layer_its_own_kl_weight():
 def test_training_learns_masks_that_go_through_torch_prune(tiny_data, fit_settings):
     model = tiny_model()
     fit(model, tiny_data, OptimConfig(epochs=1, lr=0.1), fit_settings(), desc="train")
-    config = PruneConfig(method="variational", variational=VariationalTraining(epochs=3, lr=3e-3, kl_ramp=0.3))
+    config = PruneConfig(
+        method="variational", variational=VariationalTraining(epochs=3, lr=3e-3, kl_ramp=0.3)
+    )
     with pytest.raises(CompressError, match="needs its training first"):
         prune_oneshot(model, config)
     sparsifier = get_method("variational")(config).sparsifier(model, tiny_data.size("train"))
@@ -122,23 +141,39 @@ def test_training_learns_masks_that_go_through_torch_prune(tiny_data, fit_settin
 
 def test_variational_pruning_rejects_settings_it_cannot_honour(tmp_path):
     with pytest.raises(ConfigError, match="needs kl_weight"):
-        parse_pipeline({"prune": {"method": "variational", "overrides": {"net.1": {"amount": 0.5}}}}, "x")
+        parse_pipeline(
+            {"prune": {"method": "variational", "overrides": {"net.1": {"amount": 0.5}}}}, "x"
+        )
     with pytest.raises(ConfigError, match="without qat_bits"):
         parse_pipeline({"prune": {"method": "variational", "variational": {"qat_bits": 4}}}, "x")
     with pytest.raises(ConfigError, match="gradual"):
         parse_pipeline({"prune": {"method": "variational", "schedule": "gradual"}}, "x")
     config = parse_pipeline({"prune": {"method": "variational", "kl_weight": 3.0}}, "x").prune
-    assert isinstance(config, VariationalConfig) and config.kl_weight == 3.0 and config.log_alpha_threshold == 3.0
+    assert (
+        isinstance(config, VariationalConfig)
+        and config.kl_weight == 3.0
+        and config.log_alpha_threshold == 3.0
+    )
 
 
 def test_a_heavier_kl_term_removes_more_weights(tiny_data, fit_settings):
     kept = []
     for kl_weight in (0.1, 10.0):  # the method's tune range spans these
         model = tiny_model()
-        config = PruneConfig(method="variational", kl_weight=kl_weight,
-                             variational=VariationalTraining(epochs=1, lr=3e-3, kl_ramp=0.0))
+        config = PruneConfig(
+            method="variational",
+            kl_weight=kl_weight,
+            variational=VariationalTraining(epochs=1, lr=3e-3, kl_ramp=0.0),
+        )
         sparsifier = get_method("variational")(config).sparsifier(model, tiny_data.size("train"))
-        fit(model, tiny_data, sparsifier.training, fit_settings(), desc="prune", modifiers=[sparsifier])
+        fit(
+            model,
+            tiny_data,
+            sparsifier.training,
+            fit_settings(),
+            desc="prune",
+            modifiers=[sparsifier],
+        )
         masks = prune_oneshot(model, config)
         sparsifier.remove()
         kept.append(sum(int(m.sum()) for m in masks.values()))

@@ -50,12 +50,18 @@ def test_inputs_are_prepared_from_the_file_s_metadata_alone(pruned_export, tiny_
     assert x.dtype == np.float32 and x.shape == (len(pixels), 1, 28, 28)
     np.testing.assert_allclose(x, tiny_data.tensors("test")[0].numpy(), rtol=0, atol=1e-5)
     other = {"preprocessing": json.dumps({"scale": 1.0, "mean": 0.0, "std": 2.0})}
-    np.testing.assert_array_equal(prepare_inputs(pixels[:2], other), pixels[:2].astype(np.float32) / 2)
+    np.testing.assert_array_equal(
+        prepare_inputs(pixels[:2], other), pixels[:2].astype(np.float32) / 2
+    )
 
 
-def test_a_float_artifact_verifies_ok_against_pytorch(pruned_export, tiny_data, reference, tmp_path):
+def test_a_float_artifact_verifies_ok_against_pytorch(
+    pruned_export, tiny_data, reference, tmp_path
+):
     pixels, labels = pixels_and_labels(tiny_data)
-    row = verify_artifact(pruned_export.path, pixels, labels, reference, CONFIG, True, tmp_path / "deploy")
+    row = verify_artifact(
+        pruned_export.path, pixels, labels, reference, CONFIG, True, tmp_path / "deploy"
+    )
     assert set(row) == ROW_KEYS
     assert row["status"] == "ok"
     assert row["name"] == "pruned" and row["path"] == "pruned.onnx"
@@ -68,10 +74,15 @@ def test_a_float_artifact_verifies_ok_against_pytorch(pruned_export, tiny_data, 
     assert row["gzip_bytes"] < row["bytes"]  # the zeros compress
     params, nonzero = parameter_counts(onnx.load(str(pruned_export.path)))
     assert (row["params"], row["nonzero_params"]) == (params, nonzero)
-    weights, nonzero_weights = parameter_counts(onnx.load(str(pruned_export.path)), weights_only=True)
+    weights, nonzero_weights = parameter_counts(
+        onnx.load(str(pruned_export.path)), weights_only=True
+    )
     assert (row["weights"], row["nonzero_weights"]) == (weights, nonzero_weights)
     assert weights == params - 16 - 10  # the two biases apart
-    assert row["sparsity"] == pytest.approx(1 - nonzero_weights / weights, abs=1e-6) and row["sparsity"] > 0.3
+    assert (
+        row["sparsity"] == pytest.approx(1 - nonzero_weights / weights, abs=1e-6)
+        and row["sparsity"] > 0.3
+    )
     assert 0 < row["latency_ms_b1_p50"] <= row["latency_ms_b1_p95"]
     assert row["throughput"] > 0
 
@@ -80,9 +91,14 @@ def test_the_deployable_package_is_the_smaller_one_and_unpacks_to_the_same_file(
     pruned_export, tiny_data, reference, tmp_path
 ):
     pixels, labels = pixels_and_labels(tiny_data)
-    row = verify_artifact(pruned_export.path, pixels, labels, reference, CONFIG, True, tmp_path / "deploy")
+    row = verify_artifact(
+        pruned_export.path, pixels, labels, reference, CONFIG, True, tmp_path / "deploy"
+    )
     data = pruned_export.path.read_bytes()
-    packages = {".onnx.gz": (gzip.decompress, "gzip_bytes"), ".onnx.xz": (lzma.decompress, "xz_bytes")}
+    packages = {
+        ".onnx.gz": (gzip.decompress, "gzip_bytes"),
+        ".onnx.xz": (lzma.decompress, "xz_bytes"),
+    }
     for suffix, (unpack, key) in packages.items():
         package = tmp_path / "deploy" / f"pruned{suffix}"
         assert package.stat().st_size == row[key]
@@ -92,7 +108,9 @@ def test_the_deployable_package_is_the_smaller_one_and_unpacks_to_the_same_file(
     assert row["deploy_path"] == f"deploy/pruned{row['deploy_form']}"
 
 
-def test_a_float_artifact_beyond_the_tolerance_is_marked_failed(pruned_export, tiny_data, reference, tmp_path):
+def test_a_float_artifact_beyond_the_tolerance_is_marked_failed(
+    pruned_export, tiny_data, reference, tmp_path
+):
     pixels, labels = pixels_and_labels(tiny_data)
     shifted = reference + 1e-2
     row = verify_artifact(pruned_export.path, pixels, labels, shifted, CONFIG, True, tmp_path)
@@ -105,7 +123,9 @@ def test_a_float_artifact_beyond_the_tolerance_is_marked_failed(pruned_export, t
 
 def test_without_a_reference_agreement_is_not_measured(pruned_export, tiny_data, tmp_path):
     pixels, labels = pixels_and_labels(tiny_data)
-    row = verify_artifact(pruned_export.path, pixels[:50], labels[:50], None, CONFIG, True, tmp_path)
+    row = verify_artifact(
+        pruned_export.path, pixels[:50], labels[:50], None, CONFIG, True, tmp_path
+    )
     assert row["agreement"] is None and row["max_logit_diff"] is None
     assert row["status"] == "ok"
 
@@ -133,13 +153,20 @@ def test_macs_count_every_matmul_at_its_full_shape(pruned_export):
 
 def test_macs_of_a_convolution_and_a_gemm(tmp_path):
     conv = torch.nn.Sequential(
-        torch.nn.Conv2d(1, 4, 3, padding=1, groups=1), torch.nn.Conv2d(4, 8, 3, groups=2),
-        torch.nn.Flatten(), torch.nn.Linear(8 * 26 * 26, 5),
+        torch.nn.Conv2d(1, 4, 3, padding=1, groups=1),
+        torch.nn.Conv2d(4, 8, 3, groups=2),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8 * 26 * 26, 5),
     ).eval()
     path = tmp_path / "conv.onnx"
     with contextlib.redirect_stdout(io.StringIO()):
-        program = torch.onnx.export(conv, (torch.zeros(1, 1, 28, 28),), dynamo=True, input_names=["input"],
-                                    dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
+        program = torch.onnx.export(
+            conv,
+            (torch.zeros(1, 1, 28, 28),),
+            dynamo=True,
+            input_names=["input"],
+            dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
+        )
     onnx.save(program.model_proto, str(path))
     expected = 4 * 28 * 28 * 9 + 8 * 26 * 26 * (2 * 9) + 5 * 8 * 26 * 26
     assert count_macs(onnx.load(str(path))) == expected
@@ -153,7 +180,9 @@ def test_weight_bytes_are_the_initializers_a_session_keeps(pruned_export):
     assert held <= initializer_bytes(model) + 64
 
 
-def test_interleaved_latency_times_every_session_and_flags_the_slow_one(pruned_export, tiny_data, tmp_path):
+def test_interleaved_latency_times_every_session_and_flags_the_slow_one(
+    pruned_export, tiny_data, tmp_path
+):
     fast = make_session(pruned_export.path, threads=1)
     x = tiny_data.tensors("test", limit=5)[0].numpy()
     timings = interleaved_latency_ms([fast, fast], [x, x], repetitions=40, rounds=4)
@@ -168,6 +197,7 @@ def test_interleaved_latency_times_every_session_and_flags_the_slow_one(pruned_e
 
         def run(self, *args):
             import time
+
             time.sleep(0.002)
             return self.inner.run(*args)
 

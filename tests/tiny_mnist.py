@@ -31,7 +31,11 @@ IMAGES_MAGIC, LABELS_MAGIC = 0x803, 0x801
 def idx_bytes(array: np.ndarray, magic: int | None = None) -> bytes:
     """An uncompressed IDX file holding a uint8 array."""
     magic = magic if magic is not None else 0x800 | array.ndim
-    return struct.pack(">I", magic) + struct.pack(f">{array.ndim}I", *array.shape) + array.astype(np.uint8).tobytes()
+    return (
+        struct.pack(">I", magic)
+        + struct.pack(f">{array.ndim}I", *array.shape)
+        + array.astype(np.uint8).tobytes()
+    )
 
 
 def _read_real(stem: str, count: int) -> np.ndarray:
@@ -55,10 +59,15 @@ def tiny_arrays(n_train: int = 2000, n_test: int = 500) -> dict[str, np.ndarray]
     return {role: _read_real(stem, counts[role.split("-")[0]]) for role, stem in STEMS.items()}
 
 
-def write_tiny_mnist(root: Path, n_train: int = 2000, n_test: int = 500, **replace: np.ndarray) -> Path:
+def write_tiny_mnist(
+    root: Path, n_train: int = 2000, n_test: int = 500, **replace: np.ndarray
+) -> Path:
     """Gzipped IDX files of a small MNIST in `root` (flat layout); `replace` swaps an array by role."""
     root.mkdir(parents=True, exist_ok=True)
-    arrays = {**tiny_arrays(n_train, n_test), **{k.replace("_", "-"): v for k, v in replace.items()}}
+    arrays = {
+        **tiny_arrays(n_train, n_test),
+        **{k.replace("_", "-"): v for k, v in replace.items()},
+    }
     for role, array in arrays.items():
         (root / f"{STEMS[role]}.gz").write_bytes(gzip.compress(idx_bytes(array), mtime=0))
     return root

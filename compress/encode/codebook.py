@@ -76,7 +76,9 @@ def encode_codebook(model: onnx.ModelProto) -> dict[str, dict]:
             kept.append(init)
             continue
         name = n = init.name
-        (gaps, codes), stored, transposed = smaller_walk(array, partial(gaps_and_codes, codebook=codebook))
+        (gaps, codes), stored, transposed = smaller_walk(
+            array, partial(gaps_and_codes, codebook=codebook)
+        )
         flat = stored.reshape(-1)
         added += [
             numpy_helper.from_array(codebook, f"{name}.cb"),
@@ -88,14 +90,26 @@ def encode_codebook(model: onnx.ModelProto) -> dict[str, dict]:
         position = stream.positions(node, f"{n}.gap", f"{n}.axis", f"{n}.pos", origin=f"{n}.one")
         code = node("Cast", [f"{n}.code"], f"{n}.code64", to=TensorProto.INT64)
         value = node("Gather", [f"{n}.cb", code], f"{n}.val", axis=0)
-        stream.scatter(node, stream.zeros(node, f"{n}.numel", f"{n}.zero"), position, value, f"{n}.shape", name, transposed)
+        stream.scatter(
+            node,
+            stream.zeros(node, f"{n}.numel", f"{n}.zero"),
+            position,
+            value,
+            f"{n}.shape",
+            name,
+            transposed,
+        )
         added += [
             numpy_helper.from_array(np.array(0, dtype=np.int64), f"{n}.axis"),
             numpy_helper.from_array(np.array(1, dtype=np.int64), f"{n}.one"),
         ]
         nonzero = int(np.count_nonzero(flat))
-        stats[name] = {"levels": len(codebook) - 1, "nonzero": nonzero, "entries": len(codes),
-                       "code_entropy_bits": round(_entropy(codes[codes != 0]), 4)}
+        stats[name] = {
+            "levels": len(codebook) - 1,
+            "nonzero": nonzero,
+            "entries": len(codes),
+            "code_entropy_bits": round(_entropy(codes[codes != 0]), 4),
+        }
     del graph.initializer[:]
     graph.initializer.extend(kept + added)
     nodes = list(graph.node)
@@ -115,4 +129,8 @@ def _entropy(codes: np.ndarray) -> float:
 def code_entropy_bits(stats: dict[str, dict]) -> float:
     """Bits per non-zero weight over all encoded tensors (the codes' entropy, weighted)."""
     nonzero = sum(s["nonzero"] for s in stats.values())
-    return sum(s["code_entropy_bits"] * s["nonzero"] for s in stats.values()) / nonzero if nonzero else 0.0
+    return (
+        sum(s["code_entropy_bits"] * s["nonzero"] for s in stats.values()) / nonzero
+        if nonzero
+        else 0.0
+    )

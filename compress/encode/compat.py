@@ -146,4 +146,6 @@ def min_onnxruntime(model: onnx.ModelProto, verified_with: str | None = None) ->
 
 
 def _first_release(fits, fallback: str) -> str:
-    return next((release for release, *versions in ORT_RELEASES if fits((release, *versions))), fallback)
+    return next(
+        (release for release, *versions in ORT_RELEASES if fits((release, *versions))), fallback
+    )

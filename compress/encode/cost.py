@@ -40,7 +40,8 @@ def _shapes(model: onnx.ModelProto) -> dict[str, list[int | None]]:
     for value in values:
         if value.type.HasField("tensor_type") and value.type.tensor_type.HasField("shape"):
             shapes[value.name] = [
-                d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim
+                d.dim_value if d.HasField("dim_value") else None
+                for d in value.type.tensor_type.shape.dim
             ]
     for init in model.graph.initializer:
         shapes[init.name] = list(init.dims)

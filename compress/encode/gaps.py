@@ -28,7 +28,9 @@ MAX_GAP = 255  # gaps are bytes
 Node = Callable[..., str]
 
 
-def encode_gaps(positions: np.ndarray, codes: np.ndarray, origin: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def encode_gaps(
+    positions: np.ndarray, codes: np.ndarray, origin: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """(uint8 gaps, codes with a 0 for each filler) of entries `codes` at ascending `positions`."""
     gaps = np.diff(positions, prepend=origin)
     # A gap g needs (g - 1) // 255 fillers before its entry (with origin 0 the first may be 0).
@@ -48,7 +50,12 @@ def decode_gaps(gaps: np.ndarray, origin: int = 0) -> np.ndarray:
 
 
 def positions(
-    node: Node, gaps: str, axis: str, output: str, origin: str | None = None, column: str | None = None,
+    node: Node,
+    gaps: str,
+    axis: str,
+    output: str,
+    origin: str | None = None,
+    column: str | None = None,
 ) -> str:
     """Nodes computing the positions of the gap stream `gaps` (an initializer name):
     CumSum(Cast(gaps, int64)) along the scalar `axis`, minus the scalar `origin` (the name
@@ -65,10 +72,14 @@ def positions(
 
 def zeros(node: Node, size: str, output: str) -> str:
     """A float32 vector of zeros, `size` (a [1] int64 initializer) long."""
-    return node("ConstantOfShape", [size], output, value=numpy_helper.from_array(np.zeros(1, np.float32)))
+    return node(
+        "ConstantOfShape", [size], output, value=numpy_helper.from_array(np.zeros(1, np.float32))
+    )
 
 
-def scatter(node: Node, zeros: str, positions: str, values: str, shape: str, output: str, transposed: bool) -> str:
+def scatter(
+    node: Node, zeros: str, positions: str, values: str, shape: str, output: str, transposed: bool
+) -> str:
     """The dense tensor: `values` at `positions` of `zeros`, reshaped to `shape` (and
     transposed back for a matrix stored column by column)."""
     flat = node("ScatterND", [zeros, positions, values], f"{output}.flat")

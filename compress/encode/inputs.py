@@ -100,7 +100,9 @@ class InputUsage:
     def sentence(self, max_names: int = 12) -> str:
         if self.unit == "channels" and self.used == self.total:
             # a convolution reads every pixel: "uses 1 of 1 channels" would say nothing
-            channels = "its one input channel" if self.total == 1 else f"all {self.total:,} input channels"
+            channels = (
+                "its one input channel" if self.total == 1 else f"all {self.total:,} input channels"
+            )
             return f"reads every pixel of {channels}"
         text = f"uses {self.used:,} of {self.total:,} {self.unit}"
         names = self.names
@@ -121,7 +123,9 @@ class InputUsage:
         }
 
 
-def _layer_weight_use(module: nn.Module, seen: torch.Tensor, input_shape: tuple[int, ...]) -> torch.Tensor | None:
+def _layer_weight_use(
+    module: nn.Module, seen: torch.Tensor, input_shape: tuple[int, ...]
+) -> torch.Tensor | None:
     """Non-zero weights per input element for a first layer whose input is `seen`."""
     weight = module.weight.detach()
     nonzero = (weight != 0).to(torch.int64)
@@ -161,7 +165,9 @@ def input_usage(
         first.append(name)
         total = counts if total is None else total + counts
     if total is None:
-        log.info("cannot tell which inputs the model uses: no Linear or Conv reads its input directly")
+        log.info(
+            "cannot tell which inputs the model uses: no Linear or Conv reads its input directly"
+        )
         return None
     unit = input_unit(input_shape, any(not isinstance(modules[n], nn.Linear) for n in first))
     axis = "channels" if unit == "channels" else "elements"

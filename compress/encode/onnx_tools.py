@@ -22,8 +22,13 @@ from compress.files import atomic_path, write_bytes
 
 # Initializer types that hold parameters (others are shapes and indices).
 _PARAM_TYPES = {
-    onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16,
-    onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.INT4, onnx.TensorProto.UINT4,
+    onnx.TensorProto.FLOAT,
+    onnx.TensorProto.FLOAT16,
+    onnx.TensorProto.BFLOAT16,
+    onnx.TensorProto.INT8,
+    onnx.TensorProto.UINT8,
+    onnx.TensorProto.INT4,
+    onnx.TensorProto.UINT4,
     onnx.TensorProto.INT32,
 }
 
@@ -45,8 +50,12 @@ LAYOUTS = {3: "NCHW", 1: "NC"}  # input rank without the batch axis -> layout na
 
 
 def artifact_metadata(
-    preprocessing: dict, labels: list[str], model_name: str, variant: str,
-    dataset: str | None = None, input_shape: tuple[int, ...] | None = None,
+    preprocessing: dict,
+    labels: list[str],
+    model_name: str,
+    variant: str,
+    dataset: str | None = None,
+    input_shape: tuple[int, ...] | None = None,
 ) -> dict[str, str]:
     """The metadata_props of every artifact (JSON strings), the file's whole contract:
 
@@ -102,7 +111,7 @@ def sealed_bytes(model: onnx.ModelProto) -> bytes:
         raise RuntimeError("the checksum entry is not where protobuf writes it")
     digest = hashlib.sha256(data).hexdigest().encode()
     start = at + len(entry) - len(_PLACEHOLDER)
-    sealed = data[:start] + digest + data[start + len(digest):]
+    sealed = data[:start] + digest + data[start + len(digest) :]
     set_metadata(model, {CHECKSUM_KEY: digest.decode()})
     return sealed
 
@@ -116,14 +125,18 @@ def checksum_matches(data: bytes) -> bool:
     if len(digest) != 64 or at < 0:
         return False
     start = at + len(entry) - 64
-    blank = data[:start] + _PLACEHOLDER + data[start + 64:]
+    blank = data[:start] + _PLACEHOLDER + data[start + 64 :]
     return hashlib.sha256(blank).hexdigest() == digest
 
 
 def positive_zero_initializers(model: onnx.ModelProto) -> None:
     """Rewrite -0.0 as +0.0 in float initializers: same numbers, fewer distinct bytes."""
     for init in model.graph.initializer:
-        if init.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16):
+        if init.data_type in (
+            onnx.TensorProto.FLOAT,
+            onnx.TensorProto.DOUBLE,
+            onnx.TensorProto.FLOAT16,
+        ):
             array = numpy_helper.to_array(init)
             if np.signbit(array[array == 0]).any():
                 fixed = np.where(array == 0, np.zeros_like(array), array)
@@ -163,7 +176,11 @@ def parameter_counts(model: onnx.ModelProto, weights_only: bool = False) -> tupl
         params, nonzero = params + stored.params, nonzero + stored.nonzero
         accounted |= stored.names
     for init in model.graph.initializer:
-        if init.name in accounted or init.data_type not in _PARAM_TYPES or len(init.dims) < min_dims:
+        if (
+            init.name in accounted
+            or init.data_type not in _PARAM_TYPES
+            or len(init.dims) < min_dims
+        ):
             continue
         params += int(np.prod(init.dims))
         nonzero += int(np.count_nonzero(numpy_helper.to_array(init)))
@@ -177,7 +194,9 @@ def xz_size(*arrays: np.ndarray) -> int:
 
 
 def smaller_walk(
-    array: np.ndarray, encode: Callable[[np.ndarray], tuple], cost: Callable[[tuple], int] | None = None,
+    array: np.ndarray,
+    encode: Callable[[np.ndarray], tuple],
+    cost: Callable[[tuple], int] | None = None,
 ) -> tuple[tuple, np.ndarray, bool]:
     """`encode` of the array walked by rows and, for a matrix, by columns: (the encoding that
     costs less, xz_size of its arrays by default, a tie going to rows; the array as walked;
@@ -193,13 +212,19 @@ def _xz(data: bytes) -> bytes:
     # nibbles and bytes with little structure across byte boundaries, where the second
     # setting is often a few percent smaller. Both are plain .xz streams.
     settings = [{}, {"lc": 0, "lp": 0, "pb": 0}]
-    filters = [[{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME, **s}] for s in settings]
+    filters = [
+        [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME, **s}] for s in settings
+    ]
     return min((lzma.compress(data, format=lzma.FORMAT_XZ, filters=f) for f in filters), key=len)
 
 
 # suffix -> (report key, pack, unpack)
 PACKAGERS = {
-    ".onnx.gz": ("gzip_bytes", lambda data: gzip.compress(data, compresslevel=9, mtime=0), gzip.decompress),
+    ".onnx.gz": (
+        "gzip_bytes",
+        lambda data: gzip.compress(data, compresslevel=9, mtime=0),
+        gzip.decompress,
+    ),
     ".onnx.xz": ("xz_bytes", _xz, lzma.decompress),
 }
 
@@ -237,7 +262,11 @@ def gemm_to_matmul(model: onnx.ModelProto) -> int:
     rewritten = 0
     for node in model.graph.node:
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        plain = attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0 and not attrs.get("transA", 0)
+        plain = (
+            attrs.get("alpha", 1.0) == 1.0
+            and attrs.get("beta", 1.0) == 1.0
+            and not attrs.get("transA", 0)
+        )
         if node.op_type != "Gemm" or not plain or node.input[1] not in inits:
             nodes.append(node)
             continue
@@ -246,9 +275,17 @@ def gemm_to_matmul(model: onnx.ModelProto) -> int:
             transposed = numpy_helper.to_array(weight).T.copy()
             weight.CopyFrom(numpy_helper.from_array(transposed, weight.name))
         product = f"{node.output[0]}_matmul" if len(node.input) > 2 else node.output[0]
-        nodes.append(onnx.helper.make_node("MatMul", [node.input[0], node.input[1]], [product], name=f"{node.name}_matmul"))
+        nodes.append(
+            onnx.helper.make_node(
+                "MatMul", [node.input[0], node.input[1]], [product], name=f"{node.name}_matmul"
+            )
+        )
         if len(node.input) > 2 and node.input[2]:
-            nodes.append(onnx.helper.make_node("Add", [product, node.input[2]], [node.output[0]], name=f"{node.name}_bias"))
+            nodes.append(
+                onnx.helper.make_node(
+                    "Add", [product, node.input[2]], [node.output[0]], name=f"{node.name}_bias"
+                )
+            )
         rewritten += 1
     del model.graph.node[:]
     model.graph.node.extend(nodes)
@@ -279,7 +316,11 @@ def compact_names(model: onnx.ModelProto) -> None:
     names, value_info, doc strings and the exporter's per-value notes go.
     """
     graph = model.graph
-    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in graph.node for a in n.attribute):
+    if any(
+        a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+        for n in graph.node
+        for a in n.attribute
+    ):
         return  # values of a subgraph may refer to the outer graph's names: leave them all
     kept = {v.name for v in graph.input} | {v.name for v in graph.output} | {""}
     ids: dict[str, str] = {}
@@ -294,7 +335,9 @@ def compact_names(model: onnx.ModelProto) -> None:
         if init.name in kept:
             continue
         base, dot, suffix = init.name.rpartition(".")
-        renamed[init.name] = f"{short('base:' + base)}.{suffix}" if dot else short("value:" + init.name)
+        renamed[init.name] = (
+            f"{short('base:' + base)}.{suffix}" if dot else short("value:" + init.name)
+        )
     for node in graph.node:
         for name in list(node.input) + list(node.output):
             if name not in kept and name not in renamed:

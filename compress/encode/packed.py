@@ -68,7 +68,9 @@ MAX_STEP = MAX_GAP
 class PackOptions:
     scales: str = "float32"  # float32 | float16: how per-channel scales are stored
     activations: str = "float"  # float: the float model's graph | int8: the QDQ graph, pairs kept
-    linear: str = "float"  # float: MatMul on the rebuilt weight | matmulnbits: com.microsoft.MatMulNBits
+    linear: str = (
+        "float"  # float: MatMul on the rebuilt weight | matmulnbits: com.microsoft.MatMulNBits
+    )
 
 
 def delta_stream(flat_codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -139,21 +141,39 @@ def _array(init: onnx.TensorProto) -> np.ndarray:
     return numpy_helper.to_array(init)
 
 
-def _rebuild_sparse(b: _Builder, dq: onnx.NodeProto, options: PackOptions, output: str) -> tuple[str, str]:
+def _rebuild_sparse(
+    b: _Builder, dq: onnx.NodeProto, options: PackOptions, output: str
+) -> tuple[str, str]:
     """A symmetric integer weight -> steps, codes, scales and the subgraph that rebuilds it."""
     x = b.inits[dq.input[0]]
     codes = _array(x)
     base = dq.input[0].removesuffix("_quantized")
     # Rows or, for a matrix, columns: whichever walk compresses smaller.
-    (steps, values), stored_codes, transposed = smaller_walk(codes, delta_stream, cost=lambda e: _stream_bytes(*e))
+    (steps, values), stored_codes, transposed = smaller_walk(
+        codes, delta_stream, cost=lambda e: _stream_bytes(*e)
+    )
     steps_name = b.const(f"{base}.steps", steps)
     codes_name = b.const(f"{base}.codes", values)
-    indices = stream.positions(b.node, steps_name, b.shared("packed.axis0", np.array(0, np.int64)), f"{base}.indices",
-                             column=b.shared("packed.axes1", np.array([1], np.int64)))
-    zeros = stream.zeros(b.node, b.const(f"{base}.size", np.array([codes.size], np.int64)), f"{base}.zeros")
+    indices = stream.positions(
+        b.node,
+        steps_name,
+        b.shared("packed.axis0", np.array(0, np.int64)),
+        f"{base}.indices",
+        column=b.shared("packed.axes1", np.array([1], np.int64)),
+    )
+    zeros = stream.zeros(
+        b.node, b.const(f"{base}.size", np.array([codes.size], np.int64)), f"{base}.zeros"
+    )
     floats = b.node("Cast", [codes_name], f"{base}.values", to=TensorProto.FLOAT)
-    dense = stream.scatter(b.node, zeros, indices, floats, b.const(f"{base}.shape", np.array(stored_codes.shape, np.int64)),
-                         f"{base}.codes_f", transposed)
+    dense = stream.scatter(
+        b.node,
+        zeros,
+        indices,
+        floats,
+        b.const(f"{base}.shape", np.array(stored_codes.shape, np.int64)),
+        f"{base}.codes_f",
+        transposed,
+    )
     attrs = {a.name: helper.get_attribute_value(a) for a in dq.attribute}
     scale = _array(b.inits[dq.input[1]])
     axis = attrs.get("axis", 1) % max(codes.ndim, 1)
@@ -162,7 +182,9 @@ def _rebuild_sparse(b: _Builder, dq: onnx.NodeProto, options: PackOptions, outpu
     return dense, scale_name
 
 
-def _rebuild_dense(b: _Builder, dq: onnx.NodeProto, options: PackOptions, output: str) -> tuple[str, str]:
+def _rebuild_dense(
+    b: _Builder, dq: onnx.NodeProto, options: PackOptions, output: str
+) -> tuple[str, str]:
     """A dequantized initializer kept whole (a bias): (float(q) - zero point) * scale."""
     base = dq.input[0].removesuffix("_quantized")
     x = b.inits[dq.input[0]]
@@ -170,7 +192,9 @@ def _rebuild_dense(b: _Builder, dq: onnx.NodeProto, options: PackOptions, output
     value = b.node("Cast", [stored], f"{base}.qf", to=TensorProto.FLOAT)
     zero = _array(b.inits[dq.input[2]]) if len(dq.input) > 2 and dq.input[2] else None
     if zero is not None and np.any(zero != 0):
-        value = b.node("Sub", [value, b.const(f"{base}.zp", zero.astype(np.float32))], f"{base}.centred")
+        value = b.node(
+            "Sub", [value, b.const(f"{base}.zp", zero.astype(np.float32))], f"{base}.centred"
+        )
     attrs = {a.name: helper.get_attribute_value(a) for a in dq.attribute}
     scale = _array(b.inits[dq.input[1]])
     shape = list(_array(x).shape)
@@ -183,7 +207,9 @@ def _rebuild_dense(b: _Builder, dq: onnx.NodeProto, options: PackOptions, output
 NBITS_BLOCK = 32  # MatMulNBits block size: one scale per 32 inputs (here all of a channel's equal)
 
 
-def _matmul_nbits(b: _Builder, node: onnx.NodeProto, codes: str, scale: str, k: int, n: int) -> onnx.NodeProto:
+def _matmul_nbits(
+    b: _Builder, node: onnx.NodeProto, codes: str, scale: str, k: int, n: int
+) -> onnx.NodeProto:
     """MatMul(A, W) -> com.microsoft.MatMulNBits(A, 4-bit blocks of W's codes, scales).
 
     The blocks are built from the rebuilt codes by foldable ops as well: transposed to
@@ -196,20 +222,55 @@ def _matmul_nbits(b: _Builder, node: onnx.NodeProto, codes: str, scale: str, k: 
     if blocks * NBITS_BLOCK > k:
         pads = b.const(f"{base}.nb_pads", np.array([0, 0, 0, blocks * NBITS_BLOCK - k], np.int64))
         t = b.node("Pad", [t, pads], f"{base}.nb_padded")
-    shifted = b.node("Add", [t, b.shared("packed.eight", np.array(8.0, np.float32))], f"{base}.nb_u")
-    pairs = b.node("Reshape", [shifted, b.const(f"{base}.nb_pairs", np.array([n, blocks, NBITS_BLOCK // 2, 2], np.int64))],
-                   f"{base}.nb_pairs_r")
-    low = b.node("Gather", [pairs, b.shared("packed.zero", np.array(0, np.int64))], f"{base}.nb_lo", axis=3)
-    high = b.node("Gather", [pairs, b.shared("packed.one", np.array(1, np.int64))], f"{base}.nb_hi", axis=3)
-    high16 = b.node("Mul", [high, b.shared("packed.sixteen", np.array(16.0, np.float32))], f"{base}.nb_hi16")
-    packed = b.node("Cast", [b.node("Add", [high16, low], f"{base}.nb_bytes_f")], f"{base}.nb_bytes",
-                    to=TensorProto.UINT8)
-    column = b.node("Reshape", [scale, b.const(f"{base}.nb_col", np.array([n, 1], np.int64))], f"{base}.nb_sc")
-    per_block = b.node("Expand", [column, b.const(f"{base}.nb_grid", np.array([n, blocks], np.int64))], f"{base}.nb_sg")
-    scales = b.node("Reshape", [per_block, b.shared("packed.flat", np.array([-1], np.int64))], f"{base}.nb_scales")
+    shifted = b.node(
+        "Add", [t, b.shared("packed.eight", np.array(8.0, np.float32))], f"{base}.nb_u"
+    )
+    pairs = b.node(
+        "Reshape",
+        [
+            shifted,
+            b.const(f"{base}.nb_pairs", np.array([n, blocks, NBITS_BLOCK // 2, 2], np.int64)),
+        ],
+        f"{base}.nb_pairs_r",
+    )
+    low = b.node(
+        "Gather", [pairs, b.shared("packed.zero", np.array(0, np.int64))], f"{base}.nb_lo", axis=3
+    )
+    high = b.node(
+        "Gather", [pairs, b.shared("packed.one", np.array(1, np.int64))], f"{base}.nb_hi", axis=3
+    )
+    high16 = b.node(
+        "Mul", [high, b.shared("packed.sixteen", np.array(16.0, np.float32))], f"{base}.nb_hi16"
+    )
+    packed = b.node(
+        "Cast",
+        [b.node("Add", [high16, low], f"{base}.nb_bytes_f")],
+        f"{base}.nb_bytes",
+        to=TensorProto.UINT8,
+    )
+    column = b.node(
+        "Reshape", [scale, b.const(f"{base}.nb_col", np.array([n, 1], np.int64))], f"{base}.nb_sc"
+    )
+    per_block = b.node(
+        "Expand",
+        [column, b.const(f"{base}.nb_grid", np.array([n, blocks], np.int64))],
+        f"{base}.nb_sg",
+    )
+    scales = b.node(
+        "Reshape",
+        [per_block, b.shared("packed.flat", np.array([-1], np.int64))],
+        f"{base}.nb_scales",
+    )
     return helper.make_node(
-        "MatMulNBits", [node.input[0], packed, scales], list(node.output), domain="com.microsoft",
-        K=k, N=n, bits=4, block_size=NBITS_BLOCK, accuracy_level=4,
+        "MatMulNBits",
+        [node.input[0], packed, scales],
+        list(node.output),
+        domain="com.microsoft",
+        K=k,
+        N=n,
+        bits=4,
+        block_size=NBITS_BLOCK,
+        accuracy_level=4,
     )
 
 
@@ -224,7 +285,9 @@ def _without_unused(nodes: list[onnx.NodeProto], outputs: set[str]) -> list[onnx
 
 
 def pack_model(
-    qdq: onnx.ModelProto, float_model: onnx.ModelProto | None = None, options: PackOptions = PackOptions()
+    qdq: onnx.ModelProto,
+    float_model: onnx.ModelProto | None = None,
+    options: PackOptions = PackOptions(),
 ) -> onnx.ModelProto:
     """The packed form of a QDQ model (see the module docstring).
 
@@ -232,18 +295,27 @@ def pack_model(
     each of its initializers that `qdq` dequantizes replaced by the rebuild of its codes;
     "int8": the graph is `qdq`'s, each DequantizeLinear of an initializer replaced.
     """
-    if (options.scales not in ("float32", "float16") or options.activations not in ("float", "int8")
-            or options.linear not in ("float", "matmulnbits")):
+    if (
+        options.scales not in ("float32", "float16")
+        or options.activations not in ("float", "int8")
+        or options.linear not in ("float", "matmulnbits")
+    ):
         raise CompressError(f"packed: unknown options {options}")
     if options.linear == "matmulnbits" and options.activations != "float":
-        raise CompressError("packed: MatMulNBits takes float activations (activations = \"float\")")
+        raise CompressError('packed: MatMulNBits takes float activations (activations = "float")')
     if options.activations == "float" and float_model is None:
-        raise CompressError("packed: float activations need the float model the QDQ model came from")
+        raise CompressError(
+            "packed: float activations need the float model the QDQ model came from"
+        )
     b = _Builder(qdq)
-    model = onnx.ModelProto.FromString((qdq if options.activations == "int8" else float_model).SerializeToString())
+    model = onnx.ModelProto.FromString(
+        (qdq if options.activations == "int8" else float_model).SerializeToString()
+    )
     float_inits = {i.name for i in model.graph.initializer}
     replaced: set[str] = set()
-    four_bit: dict[str, tuple[str, str, tuple[int, ...]]] = {}  # weight -> float codes, scale, shape
+    four_bit: dict[
+        str, tuple[str, str, tuple[int, ...]]
+    ] = {}  # weight -> float codes, scale, shape
     for node in qdq.graph.node:
         if node.op_type != "DequantizeLinear" or node.input[0] not in b.inits:
             continue
@@ -252,26 +324,42 @@ def pack_model(
         else:  # the float initializer this dequantizes, e.g. "fc.weight" <- "fc.weight_quantized"
             output = node.input[0].removesuffix("_quantized")
             if output not in float_inits:
-                raise CompressError(f"packed: {node.input[0]} has no float initializer {output} in the float model")
+                raise CompressError(
+                    f"packed: {node.input[0]} has no float initializer {output} in the float model"
+                )
         replaced.add(node.output[0] if options.activations == "int8" else output)
         x = b.inits[node.input[0]]
-        zero = _array(b.inits[node.input[2]]) if len(node.input) > 2 and node.input[2] else np.zeros(1)
-        if x.data_type in _SIGNED and len(x.dims) >= 2 and not np.any(zero) and _sparse_is_smaller(x):
+        zero = (
+            _array(b.inits[node.input[2]]) if len(node.input) > 2 and node.input[2] else np.zeros(1)
+        )
+        if (
+            x.data_type in _SIGNED
+            and len(x.dims) >= 2
+            and not np.any(zero)
+            and _sparse_is_smaller(x)
+        ):
             codes, scale = _rebuild_sparse(b, node, options, output)
         else:
             codes, scale = _rebuild_dense(b, node, options, output)
         if x.data_type == TensorProto.INT4 and len(x.dims) == 2 and not np.any(zero):
             four_bit[output] = (codes, scale, tuple(x.dims))
     if not replaced:
-        raise CompressError("packed: the model has no quantized weights to pack (quantize it first)")
+        raise CompressError(
+            "packed: the model has no quantized weights to pack (quantize it first)"
+        )
     if options.activations == "int8":
-        rest = [n for n in model.graph.node if not (n.op_type == "DequantizeLinear" and n.output[0] in replaced)]
+        rest = [
+            n
+            for n in model.graph.node
+            if not (n.op_type == "DequantizeLinear" and n.output[0] in replaced)
+        ]
     else:
         rest = list(model.graph.node)
     if options.linear == "matmulnbits":
         rest = [
             _matmul_nbits(b, n, *four_bit[n.input[1]][:2], *four_bit[n.input[1]][2])
-            if n.op_type == "MatMul" and n.input[1] in four_bit else n
+            if n.op_type == "MatMul" and n.input[1] in four_bit
+            else n
             for n in rest
         ]
         if not any(o.domain == "com.microsoft" for o in model.opset_import):

@@ -45,7 +45,9 @@ class PruningMethod:
 
     def __init__(self, config: PruneConfig):
         if not isinstance(config, self.Config):
-            raise TypeError(f"{type(self).__name__} needs a {self.Config.__name__}, not {type(config).__name__}")
+            raise TypeError(
+                f"{type(self).__name__} needs a {self.Config.__name__}, not {type(config).__name__}"
+            )
         self.config = config
 
     def setting(self, layer: str) -> float:
@@ -63,7 +65,9 @@ class PruningMethod:
         that have them (the prune stage does): for methods that need to look beyond the
         layers (magnitude: the BatchNorm after each). Default: nothing."""
 
-    def masks(self, layers: dict[str, nn.Module], settings: dict[str, float]) -> dict[str, torch.Tensor]:
+    def masks(
+        self, layers: dict[str, nn.Module], settings: dict[str, float]
+    ) -> dict[str, torch.Tensor]:
         """Keep-masks (bool, True = kept) for `layers` at the per-layer `settings` of `strength`."""
         raise NotImplementedError
 

@@ -49,14 +49,21 @@ def batchnorm_scales(model: nn.Module, sample: torch.Tensor) -> dict[str, torch.
     hooks = []
     for name, module in model.named_modules():
         if isinstance(module, PRUNABLE):
-            hooks.append(module.register_forward_hook(
-                lambda _m, _args, out, name=name: outputs.__setitem__(id(out), name)))
+            hooks.append(
+                module.register_forward_hook(
+                    lambda _m, _args, out, name=name: outputs.__setitem__(id(out), name)
+                )
+            )
         elif isinstance(module, _BatchNorm) and module.track_running_stats:
+
             def pair(bn, args):
                 layer = outputs.get(id(args[0]))
                 if layer is not None and layer not in scales:
-                    gamma = bn.weight.detach().abs() if bn.affine else torch.ones_like(bn.running_var)
+                    gamma = (
+                        bn.weight.detach().abs() if bn.affine else torch.ones_like(bn.running_var)
+                    )
                     scales[layer] = (gamma / (bn.running_var + bn.eps).sqrt()).cpu()
+
             hooks.append(module.register_forward_pre_hook(pair))
     was_training = model.training
     try:
@@ -115,7 +122,9 @@ def recalibrate_on_training_data(
     if not has_batchnorm(model):
         return 0
     x, _ = data.tensors("train", limit=samples)
-    if len(x) % batch_size == 1 and len(x) > 1:  # a batch of one has no variance: train mode refuses it
+    if (
+        len(x) % batch_size == 1 and len(x) > 1
+    ):  # a batch of one has no variance: train mode refuses it
         x = x[:-1]
     batches = (x[i : i + batch_size] for i in range(0, len(x), batch_size))
     seen = recalibrate_batchnorm(model, batches)

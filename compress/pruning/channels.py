@@ -61,10 +61,14 @@ def unit_groups(model: nn.Module, example: torch.Tensor) -> list[UnitGroup]:
     names = {m: n for n, m in model.named_modules()}
     try:
         with torch.enable_grad():  # the graph is traced through autograd
-            graph = tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False)
+            graph = tp.DependencyGraph().build_dependency(
+                model, example_inputs=example, verbose=False
+            )
     except Exception as exc:  # tracing a user's model can fail in many ways
-        raise CompressError(f"prune.method = 'channels': torch-pruning cannot trace the model: "
-                            f"{type(exc).__name__}: {exc}") from None
+        raise CompressError(
+            f"prune.method = 'channels': torch-pruning cannot trace the model: "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
     groups = []
     for group in graph.get_all_groups(ignored_layers=output_layers(model, example)):
         members = []
@@ -86,8 +90,12 @@ def unit_groups(model: nn.Module, example: torch.Tensor) -> list[UnitGroup]:
 def _importance(kind: str, normalize: bool) -> tp.importance.Importance:
     normalizer = "mean" if normalize else None  # global ranking: comparable across layers
     if kind == "l1":
-        return tp.importance.GroupMagnitudeImportance(p=1, group_reduction="first", normalizer=normalizer)
-    return tp.importance.GroupMagnitudeImportance(p=2, group_reduction="mean", normalizer=normalizer)
+        return tp.importance.GroupMagnitudeImportance(
+            p=1, group_reduction="first", normalizer=normalizer
+        )
+    return tp.importance.GroupMagnitudeImportance(
+        p=2, group_reduction="mean", normalizer=normalizer
+    )
 
 
 @register_pruning_method
@@ -103,10 +111,14 @@ class Channels(PruningMethod):
 
     def setup(self, model: nn.Module, example: torch.Tensor | None) -> None:
         if example is None:
-            raise CompressError("prune.method = 'channels' needs an example input to trace the model")
+            raise CompressError(
+                "prune.method = 'channels' needs an example input to trace the model"
+            )
         self.groups = unit_groups(model, example)
 
-    def masks(self, layers: dict[str, nn.Module], settings: dict[str, float]) -> dict[str, torch.Tensor]:
+    def masks(
+        self, layers: dict[str, nn.Module], settings: dict[str, float]
+    ) -> dict[str, torch.Tensor]:
         if self.groups is None:
             raise RuntimeError("Channels.masks before setup(model, example)")
         keep = {n: current_mask(m).clone() for n, m in layers.items()}
@@ -121,15 +133,21 @@ class Channels(PruningMethod):
                 amount = overridden[g.root] if overridden[g.root] is not None else settings[g.root]
                 removed[g.root] = _lowest([scores[g.root]], round(amount * g.size))[0]
         if pooled:
-            target = round(settings[pooled[0].root] * sum(g.size for g in pooled))  # one amount for the pool
-            for g, chosen in zip(pooled, _lowest([scores[g.root] for g in pooled], target), strict=True):
+            target = round(
+                settings[pooled[0].root] * sum(g.size for g in pooled)
+            )  # one amount for the pool
+            for g, chosen in zip(
+                pooled, _lowest([scores[g.root] for g in pooled], target), strict=True
+            ):
                 removed[g.root] = chosen
         for g in groups:
             for name, dim, by_root in g.members:
                 if name not in keep:
                     continue  # a coupled layer outside prune.layers: its unit reads a constant, shrink folds it
                 for unit in removed[g.root]:
-                    keep[name].index_fill_(dim, torch.tensor(by_root[unit], device=keep[name].device), False)
+                    keep[name].index_fill_(
+                        dim, torch.tensor(by_root[unit], device=keep[name].device), False
+                    )
         return keep
 
     def _overridden(self, g: UnitGroup, settings: dict[str, float]) -> float | None:

@@ -52,25 +52,36 @@ class Magnitude(PruningMethod):
 
     def scores(self, layers: dict[str, nn.Module]) -> dict[str, torch.Tensor]:
         """Importance of each weight: the lower, the sooner it goes."""
-        return {n: folded_magnitude(m.weight, self.batchnorm_scales.get(n)) for n, m in layers.items()}
+        return {
+            n: folded_magnitude(m.weight, self.batchnorm_scales.get(n)) for n, m in layers.items()
+        }
 
-    def masks(self, layers: dict[str, nn.Module], settings: dict[str, float]) -> dict[str, torch.Tensor]:
+    def masks(
+        self, layers: dict[str, nn.Module], settings: dict[str, float]
+    ) -> dict[str, torch.Tensor]:
         scores = self.scores(layers)
         keep = {n: current_mask(m) for n, m in layers.items()}
-        pooled = [n for n in layers if self.config.scope == "global" and n not in self.config.overrides]
+        pooled = [
+            n for n in layers if self.config.scope == "global" and n not in self.config.overrides
+        ]
         masks = {}
         for name in layers:
             if name not in pooled:
                 target = int(round(settings[name] * keep[name].numel()))
-                masks[name] = keep_largest(scores[name], keep[name], target - int((~keep[name]).sum()))
+                masks[name] = keep_largest(
+                    scores[name], keep[name], target - int((~keep[name]).sum())
+                )
         if pooled:
             total = sum(keep[n].numel() for n in pooled)
             target = int(round(settings[pooled[0]] * total))  # pooled layers share one amount
             already = sum(int((~keep[n]).sum()) for n in pooled)
             joint = keep_largest(
                 torch.cat([scores[n].flatten() for n in pooled]),
-                torch.cat([keep[n].flatten() for n in pooled]), target - already,
+                torch.cat([keep[n].flatten() for n in pooled]),
+                target - already,
             )
-            for name, part in zip(pooled, joint.split([keep[n].numel() for n in pooled]), strict=True):
+            for name, part in zip(
+                pooled, joint.split([keep[n].numel() for n in pooled]), strict=True
+            ):
                 masks[name] = part.view_as(keep[name])
         return masks

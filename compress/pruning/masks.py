@@ -129,7 +129,9 @@ def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
             key = key.removesuffix("_orig")
             value = value * full[f"{key}_mask"]
         value = value.detach().cpu()
-        state[key] = value + 0.0 if value.is_floating_point() else value  # -0.0 -> +0.0, as make_permanent
+        state[key] = (
+            value + 0.0 if value.is_floating_point() else value
+        )  # -0.0 -> +0.0, as make_permanent
     return state
 
 

@@ -21,7 +21,12 @@ from compress.registry import unknown_name_message
 # imports none of them, so compress.config can look a [prune] method up by name (the method
 # modules are imported on first lookup, as models are) without an import cycle.
 
-BUILTIN = ("threshold", "magnitude", "channels", "variational")  # modules of compress.pruning, one per method
+BUILTIN = (
+    "threshold",
+    "magnitude",
+    "channels",
+    "variational",
+)  # modules of compress.pruning, one per method
 
 _REGISTRY: dict[str, type] = {}
 _loaded = False
@@ -33,7 +38,9 @@ def register_pruning_method(method: type) -> type:
     if name in _REGISTRY and _REGISTRY[name] is not method:
         raise ValueError(f"pruning method {name!r} is registered twice")
     if method.Config.model_fields["method"].default != name:
-        raise ValueError(f"pruning method {name!r}: its Config needs method: Literal[{name!r}] = {name!r}")
+        raise ValueError(
+            f"pruning method {name!r}: its Config needs method: Literal[{name!r}] = {name!r}"
+        )
     _REGISTRY[name] = method
     return method
 

@@ -75,10 +75,14 @@ class GradualPruner(Modifier):
     def __init__(self, model: nn.Module, config: PruneConfig, sample: torch.Tensor | None = None):
         self.config = config
         self.model = model
-        self.sample = sample  # see prune_oneshot; looked at again at each step (BatchNorm statistics move)
+        self.sample = (
+            sample  # see prune_oneshot; looked at again at each step (BatchNorm statistics move)
+        )
         self.method = method_for(config)
         if not self.method.fraction:
-            raise CompressError(f"gradual pruning needs a method whose {self.method.strength} is a fraction")
+            raise CompressError(
+                f"gradual pruning needs a method whose {self.method.strength} is a fraction"
+            )
         if config.keep_inputs is not None:  # a wrong k fails now, not after the ramp
             check_keep_inputs(config.keep_inputs, input_scores(model, _input_shape(sample)))
         self.method.setup(model, sample)  # before the masks: tracing sees the plain model

@@ -40,7 +40,8 @@ def units(model: nn.Module) -> dict[str, int]:
     """Output units (Linear) or channels (Conv) of every layer, by module name."""
     return {
         name: m.out_features if isinstance(m, nn.Linear) else m.out_channels
-        for name, m in model.named_modules() if isinstance(m, LAYERS)
+        for name, m in model.named_modules()
+        if isinstance(m, LAYERS)
     }
 
 
@@ -50,7 +51,8 @@ def output_layers(model: nn.Module, example: torch.Tensor) -> list[nn.Module]:
     produced: dict[int, nn.Module] = {}
     handles = [
         m.register_forward_hook(lambda module, _, out: produced.__setitem__(id(out), module))
-        for m in model.modules() if isinstance(m, LAYERS)
+        for m in model.modules()
+        if isinstance(m, LAYERS)
     ]
     try:
         with torch.no_grad():
@@ -72,8 +74,12 @@ def _is_depthwise(m: nn.Module) -> bool:
 class _Roles:
     """The members of one pruning group, by what a unit of the group is to them."""
 
-    producers: list[tuple[nn.Module, dict[int, list[int]]]] = field(default_factory=list)  # weight rows
-    consumers: list[tuple[nn.Module, dict[int, list[int]]]] = field(default_factory=list)  # weight columns
+    producers: list[tuple[nn.Module, dict[int, list[int]]]] = field(
+        default_factory=list
+    )  # weight rows
+    consumers: list[tuple[nn.Module, dict[int, list[int]]]] = field(
+        default_factory=list
+    )  # weight columns
     depthwise: list[tuple[nn.Module, dict[int, list[int]]]] = field(default_factory=list)
     understood: bool = True
 
@@ -95,14 +101,20 @@ def _roles(group, graph: tp.DependencyGraph) -> _Roles:
         if isinstance(module, LAYERS):
             if _is_depthwise(module):
                 if module.groups != module.in_channels or module.groups != module.out_channels:
-                    roles.understood = False  # grouped (not depthwise) conv: channels mix within groups
+                    roles.understood = (
+                        False  # grouped (not depthwise) conv: channels mix within groups
+                    )
                 roles.depthwise.append((module, _by_root(item)))
             else:
                 (roles.producers if out else roles.consumers).append((module, _by_root(item)))
-        elif isinstance(module, nn.Module) and any(True for _ in module.parameters(recurse=False)) and not isinstance(
-            module, PASS_THROUGH
+        elif (
+            isinstance(module, nn.Module)
+            and any(True for _ in module.parameters(recurse=False))
+            and not isinstance(module, PASS_THROUGH)
         ):
-            roles.understood = False  # a layer with parameters whose channel semantics we do not know
+            roles.understood = (
+                False  # a layer with parameters whose channel semantics we do not know
+            )
     return roles
 
 
@@ -111,9 +123,14 @@ def _zero(weight: torch.Tensor, dim: int, idxs: list[int]) -> bool:
 
 
 @torch.no_grad()
-def _consumer_inputs(model: nn.Module, consumers: list[nn.Module], example: torch.Tensor) -> dict[nn.Module, torch.Tensor]:
+def _consumer_inputs(
+    model: nn.Module, consumers: list[nn.Module], example: torch.Tensor
+) -> dict[nn.Module, torch.Tensor]:
     seen: dict[nn.Module, torch.Tensor] = {}
-    handles = [c.register_forward_pre_hook(lambda m, args: seen.__setitem__(m, args[0].detach())) for c in consumers]
+    handles = [
+        c.register_forward_pre_hook(lambda m, args: seen.__setitem__(m, args[0].detach()))
+        for c in consumers
+    ]
     try:
         model(example)
     finally:
@@ -153,7 +170,9 @@ def _fold(consumer: nn.Module, idxs: list[int], value: torch.Tensor) -> None:
         consumer.bias.add_(weight.flatten(2).sum(2) @ value)
 
 
-def _dead_units(group, graph, model, example) -> tuple[list[int], list[tuple[nn.Module, list[int], torch.Tensor]]]:
+def _dead_units(
+    group, graph, model, example
+) -> tuple[list[int], list[tuple[nn.Module, list[int], torch.Tensor]]]:
     """Root units of `group` that can go, and the bias folds their removal needs."""
     roles = _roles(group, graph)
     if not roles.understood:
@@ -161,12 +180,18 @@ def _dead_units(group, graph, model, example) -> tuple[list[int], list[tuple[nn.
     roots = sorted({int(i) for i in group.items[0].root_idxs})
     unused = set()
     if roles.consumers:
-        unused = {k for k in roots if all(_zero(m.weight, 1, idx[k]) for m, idx in roles.consumers if k in idx)}
+        unused = {
+            k
+            for k in roots
+            if all(_zero(m.weight, 1, idx[k]) for m, idx in roles.consumers if k in idx)
+        }
     constant = set()
     if roles.producers:
         constant = {
-            k for k in roots
-            if k not in unused and all(_zero(m.weight, 0, idx[k]) for m, idx in roles.producers if k in idx)
+            k
+            for k in roots
+            if k not in unused
+            and all(_zero(m.weight, 0, idx[k]) for m, idx in roles.producers if k in idx)
         }
     folds = []
     if constant and roles.consumers:
@@ -204,9 +229,13 @@ def shrink(model: nn.Module, input_shape: tuple[int, ...], samples: int = 8, see
     ignored = output_layers(model, example[:1])
     try:
         with torch.enable_grad():  # the graph is traced through autograd
-            graph = tp.DependencyGraph().build_dependency(model, example_inputs=example[:1], verbose=False)
+            graph = tp.DependencyGraph().build_dependency(
+                model, example_inputs=example[:1], verbose=False
+            )
     except Exception as exc:  # tracing a user's model can fail in many ways
-        raise CompressError(f"shrink: torch-pruning cannot trace the model: {type(exc).__name__}: {exc}") from None
+        raise CompressError(
+            f"shrink: torch-pruning cannot trace the model: {type(exc).__name__}: {exc}"
+        ) from None
     removed, passes = 0, 0
     while True:
         passes += 1
@@ -224,6 +253,14 @@ def shrink(model: nn.Module, input_shape: tuple[int, ...], samples: int = 8, see
             break
     after = units(model)
     layers = {name: {"before": before[name], "after": after[name]} for name in before}
-    log.info("shrink: removed %d units in %d passes: %s", removed, passes,
-             ", ".join(f"{n} {v['before']}->{v['after']}" for n, v in layers.items() if v["before"] != v["after"]))
+    log.info(
+        "shrink: removed %d units in %d passes: %s",
+        removed,
+        passes,
+        ", ".join(
+            f"{n} {v['before']}->{v['after']}"
+            for n, v in layers.items()
+            if v["before"] != v["after"]
+        ),
+    )
     return {"layers": layers, "removed": removed, "passes": passes}

@@ -1,9 +1,9 @@
 """`threshold`: remove every weight with |w| <= threshold (the near-zero weights L1 training leaves).
 
-    [prune]
-    method = "threshold"
-    threshold = 0.03
-    overrides = { "net.1" = { threshold = 0.05 } }
+[prune]
+method = "threshold"
+threshold = 0.03
+overrides = { "net.1" = { threshold = 0.05 } }
 """
 
 from __future__ import annotations
@@ -32,5 +32,7 @@ class Threshold(PruningMethod):
     tune_range = (1e-3, 0.1)
     tune_geometric = True
 
-    def masks(self, layers: dict[str, nn.Module], settings: dict[str, float]) -> dict[str, torch.Tensor]:
+    def masks(
+        self, layers: dict[str, nn.Module], settings: dict[str, float]
+    ) -> dict[str, torch.Tensor]:
         return {n: m.weight.detach().abs() > settings[n] for n, m in layers.items()}

@@ -49,12 +49,16 @@ PARAM = "weight_log_sigma2"
 
 
 def log_alpha(weight: torch.Tensor, log_sigma2: torch.Tensor) -> torch.Tensor:
-    return torch.clamp(log_sigma2 - torch.log(weight * weight + 1e-8), -LOG_ALPHA_CLIP, LOG_ALPHA_CLIP)
+    return torch.clamp(
+        log_sigma2 - torch.log(weight * weight + 1e-8), -LOG_ALPHA_CLIP, LOG_ALPHA_CLIP
+    )
 
 
 def kl_divergence(log_alpha_values: torch.Tensor) -> torch.Tensor:
     """Molchanov et al.'s approximation of KL(q(w) || log-uniform), summed over weights."""
-    neg_kl = K1 * torch.sigmoid(K2 + K3 * log_alpha_values) - 0.5 * F.softplus(-log_alpha_values) - K1
+    neg_kl = (
+        K1 * torch.sigmoid(K2 + K3 * log_alpha_values) - 0.5 * F.softplus(-log_alpha_values) - K1
+    )
     return -neg_kl.sum()
 
 
@@ -71,7 +75,9 @@ class VariationalTraining(OptimConfig):
     @model_validator(mode="after")
     def _plain_training(self) -> VariationalTraining:
         if self.qat_bits or self.l1.lambda_:
-            raise ValueError("prune.variational trains without qat_bits and l1 (use them in [finetune])")
+            raise ValueError(
+                "prune.variational trains without qat_bits and l1 (use them in [finetune])"
+            )
         return self
 
 
@@ -93,23 +99,34 @@ class Variational(PruningMethod):
     tune_geometric = True
     trains = True  # the prune stage trains with VariationalDropout before asking for masks
 
-    def masks(self, layers: dict[str, nn.Module], settings: dict[str, float]) -> dict[str, torch.Tensor]:
+    def masks(
+        self, layers: dict[str, nn.Module], settings: dict[str, float]
+    ) -> dict[str, torch.Tensor]:
         missing = [n for n, m in layers.items() if not hasattr(m, PARAM)]
         if missing:
-            raise CompressError(f"method 'variational' needs its training first: {missing} have no log sigma^2")
+            raise CompressError(
+                f"method 'variational' needs its training first: {missing} have no log sigma^2"
+            )
         threshold = self.config.log_alpha_threshold
-        return {n: log_alpha(m.weight, getattr(m, PARAM)).detach() <= threshold for n, m in layers.items()}
+        return {
+            n: log_alpha(m.weight, getattr(m, PARAM)).detach() <= threshold
+            for n, m in layers.items()
+        }
 
     def sparsifier(self, model: nn.Module, train_size: int) -> VariationalDropout:
         return VariationalDropout(model, self.config, train_size, kl_weight=self.setting)
 
 
-def _layer_output(module: nn.Module, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
+def _layer_output(
+    module: nn.Module, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+):
     if isinstance(module, nn.Linear):
         return F.linear(x, weight, bias)
     conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[weight.dim() - 2]
     if module.padding_mode != "zeros":
-        raise CompressError(f"prune.method = 'variational' supports zero padding only, not {module.padding_mode!r}")
+        raise CompressError(
+            f"prune.method = 'variational' supports zero padding only, not {module.padding_mode!r}"
+        )
     return conv(x, weight, bias, module.stride, module.padding, module.dilation, module.groups)
 
 
@@ -126,7 +143,10 @@ class VariationalDropout(Modifier):
     a training modifier, adds the KL term to the loss and keeps the noise out of decay."""
 
     def __init__(
-        self, model: nn.Module, config: VariationalConfig, train_size: int,
+        self,
+        model: nn.Module,
+        config: VariationalConfig,
+        train_size: int,
         kl_weight: Callable[[str], float] | None = None,
     ):
         """`kl_weight(layer)`: each layer's KL weight (Variational.setting: its [prune]
@@ -161,7 +181,8 @@ class VariationalDropout(Modifier):
         pass computed (once)."""
         cached, self._step_log_alphas = self._step_log_alphas, {}
         return sum(
-            self.kl_weights[n] * kl_divergence(cached[m] if m in cached else log_alpha(m.weight, getattr(m, PARAM)))
+            self.kl_weights[n]
+            * kl_divergence(cached[m] if m in cached else log_alpha(m.weight, getattr(m, PARAM)))
             for n, m in self.layers.items()
         )
 

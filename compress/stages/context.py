@@ -1,9 +1,9 @@
 """What a stage's `run` function receives: the resolved config, data, folders, device.
 
-    def run(ctx: StageContext) -> dict:   # returns the stage's metrics
-        model, masks, spec = load_checkpoint(ctx.input("train", "model.pt"))
-        ...
-        save_checkpoint(ctx.output("model.pt"), model, spec)
+def run(ctx: StageContext) -> dict:   # returns the stage's metrics
+    model, masks, spec = load_checkpoint(ctx.input("train", "model.pt"))
+    ...
+    save_checkpoint(ctx.output("model.pt"), model, spec)
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ class StageContext:
     device: torch.device
     load_data: Callable[[], Dataset]
     progress: bool = True
-    outputs: list[Path] = field(default_factory=list)  # files this stage wrote (hashed for the cache)
+    outputs: list[Path] = field(
+        default_factory=list
+    )  # files this stage wrote (hashed for the cache)
     cache: StageCache | None = None  # the stage cache run folders share (sweeps, tune, search)
 
     @property
@@ -57,8 +59,9 @@ class StageContext:
         self.outputs.append(path)
         return path
 
-    def shared(self, part: str, identity: dict[str, Any], files: list[Path],
-               make: Callable[[], dict]) -> tuple[dict, bool]:
+    def shared(
+        self, part: str, identity: dict[str, Any], files: list[Path], make: Callable[[], dict]
+    ) -> tuple[dict, bool]:
         """Do `make()` once for every run folder that shares the stage cache: work that stages
         of different keys have in common, such as exporting and measuring the dense model,
         which depend on the train stage alone while their stages' keys depend on pruning too.
@@ -77,8 +80,13 @@ class StageContext:
                     link_or_copy(self.cache.entry(part, key) / rel, self.run_dir / rel)
                 return record["metrics"], True
             result = make()
-            record = {"name": part, "key": key, "inputs": {}, "metrics": result,
-                      "outputs": {str(f.relative_to(self.run_dir)): sha256_file(f) for f in files}}
+            record = {
+                "name": part,
+                "key": key,
+                "inputs": {},
+                "metrics": result,
+                "outputs": {str(f.relative_to(self.run_dir)): sha256_file(f) for f in files},
+            }
             self.cache.store(record, self.run_dir)
         return result, False
 

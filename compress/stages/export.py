@@ -52,7 +52,9 @@ from compress.stages.context import StageContext
 log = logging.getLogger(__name__)
 ARTIFACTS = {DENSE: "train", PRUNED: "finetune"}  # artifact name -> stage whose model it is
 REDUCED = "pruned-inputs"  # the pruned model on its used inputs only ([export] drop_unused_inputs)
-DENSE_EXPORT = "dense-export"  # the dense model's export, shared by run folders (StageContext.shared)
+DENSE_EXPORT = (
+    "dense-export"  # the dense model's export, shared by run folders (StageContext.shared)
+)
 
 
 @contextlib.contextmanager
@@ -62,8 +64,11 @@ def _quiet_exporter():
     # whole graphs when it fails (check_exportable says why in one line).
     logging.disable(logging.CRITICAL)
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-                contextlib.redirect_stderr(io.StringIO()):
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(io.StringIO()),
+            contextlib.redirect_stderr(io.StringIO()),
+        ):
             warnings.simplefilter("ignore")
             yield
     finally:
@@ -77,9 +82,15 @@ def to_onnx(model: nn.Module, input_shape: tuple[int, ...], opset: int) -> onnx.
     batch = torch.export.Dim("batch", min=1)
     with _quiet_exporter():
         program = torch.onnx.export(
-            model, example, dynamo=True, external_data=False, opset_version=opset,
-            input_names=["input"], output_names=["logits"],
-            dynamic_shapes=({0: batch},), verbose=False,
+            model,
+            example,
+            dynamo=True,
+            external_data=False,
+            opset_version=opset,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_shapes=({0: batch},),
+            verbose=False,
         )
     return program.model_proto
 
@@ -92,9 +103,11 @@ def check_exportable(model: nn.Module, input_shape: tuple[int, ...], opset: int)
     except Exception as exc:
         text = str(exc)
         if "data-dependent" in text.lower() or "GuardOnDataDependent" in text:
-            reason = ("its forward() branches on the values of a tensor (data-dependent control flow), "
-                      "which an ONNX graph cannot hold; use torch.where or torch.cond instead of if/while "
-                      "on tensor values")
+            reason = (
+                "its forward() branches on the values of a tensor (data-dependent control flow), "
+                "which an ONNX graph cannot hold; use torch.where or torch.cond instead of if/while "
+                "on tensor values"
+            )
         else:
             lines = [line.strip() for line in text.splitlines() if line.strip()]
             reason = f"{type(exc).__name__}: {lines[0][:200] if lines else ''}"
@@ -104,18 +117,28 @@ def check_exportable(model: nn.Module, input_shape: tuple[int, ...], opset: int)
 
 
 def export_onnx(
-    model: nn.Module, input_shape: tuple[int, ...], path: Path, opset: int, metadata: dict[str, str],
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    path: Path,
+    opset: int,
+    metadata: dict[str, str],
     ir_version: int | None = None,
 ) -> None:
     try:
         proto = to_onnx(model, input_shape, opset)
     except Exception as exc:  # the user's model: an operation or control flow the exporter lacks
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise ExportError(f"exporting {path.name} to ONNX failed: {type(exc).__name__}: {reason}") from None
+        raise ExportError(
+            f"exporting {path.name} to ONNX failed: {type(exc).__name__}: {reason}"
+        ) from None
     got = opsets(proto).get("ai.onnx")
     if got != opset:
-        log.warning("%s: the exporter could not convert the graph to opset %d; it keeps opset %s",
-                    path.name, opset, got)
+        log.warning(
+            "%s: the exporter could not convert the graph to opset %d; it keeps opset %s",
+            path.name,
+            opset,
+            got,
+        )
     gemm_to_matmul(proto)
     positive_zero_initializers(proto)
     set_ir_version(proto, ir_version)
@@ -129,8 +152,14 @@ def reduced_preprocessing(preprocessing: dict, usage) -> dict:
     if "features" not in preprocessing or usage.unit != "features":
         return preprocessing
     keep = [i for i, used in enumerate(usage.mask.tolist()) if used]
-    return {**preprocessing, **{k: [preprocessing[k][i] for i in keep] for k in ("features", "mean", "std")
-                                if isinstance(preprocessing.get(k), list)}}
+    return {
+        **preprocessing,
+        **{
+            k: [preprocessing[k][i] for i in keep]
+            for k in ("features", "mean", "std")
+            if isinstance(preprocessing.get(k), list)
+        },
+    }
 
 
 def run(ctx: StageContext) -> dict:
@@ -140,27 +169,55 @@ def run(ctx: StageContext) -> dict:
     for artifact, stage in ARTIFACTS.items():
         started = time.perf_counter()
         model, _, spec = load_checkpoint(ctx.input(stage, "model.pt"))
-        shrunk = shrink(model, data.input_shape) if artifact == PRUNED and ctx.config.export.shrink else None
+        shrunk = (
+            shrink(model, data.input_shape)
+            if artifact == PRUNED and ctx.config.export.shrink
+            else None
+        )
         models[artifact] = model
         path = ctx.output(f"{artifact}.onnx")
         metadata = artifact_metadata(
-            data.preprocessing, list(data.classes), spec.get("name") or spec["class"], artifact,
-            dataset=data.name, input_shape=data.input_shape,
+            data.preprocessing,
+            list(data.classes),
+            spec.get("name") or spec["class"],
+            artifact,
+            dataset=data.name,
+            input_shape=data.input_shape,
         )
+
         def make(model=model, path=path, metadata=metadata) -> dict:
-            export_onnx(model, data.input_shape, path, ctx.config.export.opset, metadata, ctx.config.export.ir_version)
+            export_onnx(
+                model,
+                data.input_shape,
+                path,
+                ctx.config.export.opset,
+                metadata,
+                ctx.config.export.ir_version,
+            )
             return {}
 
         if artifact == DENSE:  # the same for every run folder whose train stage made this model
             _, reused = ctx.shared(DENSE_EXPORT, dense_identity(ctx, metadata), [path], make)
             if reused:
-                log.info("%s: the dense model's export, shared by the stage cache (%d bytes)", path, path.stat().st_size)
+                log.info(
+                    "%s: the dense model's export, shared by the stage cache (%d bytes)",
+                    path,
+                    path.stat().st_size,
+                )
         else:
             make()
-        metrics[artifact] = {"path": str(path.relative_to(ctx.run_dir)), "bytes": path.stat().st_size}
+        metrics[artifact] = {
+            "path": str(path.relative_to(ctx.run_dir)),
+            "bytes": path.stat().st_size,
+        }
         if shrunk is not None:
             metrics[artifact]["shrink"] = shrunk
-        log.info("exported %s (%d bytes) in %.1fs", path, path.stat().st_size, time.perf_counter() - started)
+        log.info(
+            "exported %s (%d bytes) in %.1fs",
+            path,
+            path.stat().st_size,
+            time.perf_counter() - started,
+        )
 
     model = models[PRUNED]
     usage = input_usage(model, data.input_shape, getattr(data, "feature_names", None))
@@ -168,7 +225,11 @@ def run(ctx: StageContext) -> dict:
     if usage is not None:
         log.info("the pruned model %s", usage.sentence())
         if usage.unit == "pixels":
-            plot_usage(usage, ctx.output("inputs.png", in_run_dir=True), title=f"{ctx.config.name}: {usage.sentence()}")
+            plot_usage(
+                usage,
+                ctx.output("inputs.png", in_run_dir=True),
+                title=f"{ctx.config.name}: {usage.sentence()}",
+            )
     if ctx.config.export.drop_unused_inputs:
         metrics[REDUCED] = export_reduced(ctx, model, spec, usage)
     return metrics
@@ -177,27 +238,45 @@ def run(ctx: StageContext) -> dict:
 def dense_identity(ctx: StageContext, metadata: dict[str, str]) -> dict:
     """What dense.onnx depends on: the trained model's file, the metadata written into it
     and the export settings that touch it (shrink and drop_unused_inputs touch pruned only)."""
-    return {"model": sha256_file(ctx.input("train", "model.pt")), "metadata": metadata,
-            "input_shape": list(ctx.data.input_shape), "opset": ctx.config.export.opset,
-            "ir_version": ctx.config.export.ir_version}
+    return {
+        "model": sha256_file(ctx.input("train", "model.pt")),
+        "metadata": metadata,
+        "input_shape": list(ctx.data.input_shape),
+        "opset": ctx.config.export.opset,
+        "ir_version": ctx.config.export.ir_version,
+    }
 
 
 def export_reduced(ctx: StageContext, model: nn.Module, spec: dict, usage) -> dict | None:
     """pruned-inputs.onnx: the pruned model taking only its used inputs."""
     if usage is None:
-        log.warning("drop_unused_inputs: no Linear or Conv reads the model's input directly; "
-                    "%s.onnx is not written", REDUCED)
+        log.warning(
+            "drop_unused_inputs: no Linear or Conv reads the model's input directly; "
+            "%s.onnx is not written",
+            REDUCED,
+        )
         return None
     data = ctx.data
     reduced, shape = reduced_model(model, usage)
     metadata = artifact_metadata(
-        reduced_preprocessing(data.preprocessing, usage), list(data.classes),
-        spec.get("name") or spec["class"], REDUCED, dataset=data.name, input_shape=shape,
+        reduced_preprocessing(data.preprocessing, usage),
+        list(data.classes),
+        spec.get("name") or spec["class"],
+        REDUCED,
+        dataset=data.name,
+        input_shape=shape,
     )
     metadata["inputs"] = json.dumps(usage.metadata())
     path = ctx.output(f"{REDUCED}.onnx")
     started = time.perf_counter()
-    export_onnx(reduced, shape, path, ctx.config.export.opset, metadata, ctx.config.export.ir_version)
-    log.info("exported %s: %s (%d bytes) in %.1fs", path, usage.sentence(), path.stat().st_size,
-             time.perf_counter() - started)
+    export_onnx(
+        reduced, shape, path, ctx.config.export.opset, metadata, ctx.config.export.ir_version
+    )
+    log.info(
+        "exported %s: %s (%d bytes) in %.1fs",
+        path,
+        usage.sentence(),
+        path.stat().st_size,
+        time.perf_counter() - started,
+    )
     return {"path": str(path.relative_to(ctx.run_dir)), "bytes": path.stat().st_size}

@@ -44,9 +44,10 @@ def run(ctx: StageContext) -> dict:
     save_checkpoint(ctx.output("model.pt"), model, spec, masks)
     eval_batch = ctx.config.data.eval_batch_size
     return {
+        # the shared weights', or the last epoch's measured with the statistics now replaced
         **(
-            # the shared weights', or the last epoch's measured with the statistics now replaced
-            accuracies(model, ctx.data, eval_batch) if sharing or recalibrated
+            accuracies(model, ctx.data, eval_batch)
+            if sharing or recalibrated
             else final_accuracies(result, model, ctx.data, eval_batch)
         ),
         **({"sharing": sharing} if sharing else {}),
@@ -61,10 +62,16 @@ def share_weights(ctx: StageContext, model, config) -> dict:
     """Cluster each layer into 2^bits - 1 levels plus zero, train the levels, bake them in."""
     sharing = WeightSharing(model, config.share.bits, biases=config.share.biases)
     before = accuracies(model, ctx.data, ctx.config.data.eval_batch_size)["val_accuracy"]
-    share_config = config.model_copy(update={"epochs": config.share.epochs, "lr": config.share.lr, "qat_bits": 0})
+    share_config = config.model_copy(
+        update={"epochs": config.share.epochs, "lr": config.share.lr, "qat_bits": 0}
+    )
     settings = ctx.run_settings()
-    settings.resume_path = ctx.stage_dir / "share-last.pt"  # its own resume point, beside fine-tuning's
+    settings.resume_path = (
+        ctx.stage_dir / "share-last.pt"
+    )  # its own resume point, beside fine-tuning's
     modifiers = modifiers_for(share_config, "share", sharing, **ctx.teacher(share_config))
-    history = fit(model, ctx.data, share_config, settings, desc="share", modifiers=modifiers).history
+    history = fit(
+        model, ctx.data, share_config, settings, desc="share", modifiers=modifiers
+    ).history
     model.cpu()  # fit's end baked the shared weights in (WeightSharing.detach)
     return {**sharing.entropy(), "val_accuracy_after_clustering": before, "epochs": history}

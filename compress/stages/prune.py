@@ -43,17 +43,27 @@ def run(ctx: StageContext) -> dict:
     if config.enabled:
         check_layer_names(model, config)
         method = method_for(config)
-        if method.trains:  # e.g. variational dropout: train with its hooks, then masks from what it learned
+        if (
+            method.trains
+        ):  # e.g. variational dropout: train with its hooks, then masks from what it learned
             sparsifier = method.sparsifier(model, ctx.data.size("train"))
-            modifiers = modifiers_for(sparsifier.training, "prune", sparsifier, **ctx.teacher(sparsifier.training))
-            history = fit(model, ctx.data, sparsifier.training, ctx.run_settings(), "prune", modifiers).history
+            modifiers = modifiers_for(
+                sparsifier.training, "prune", sparsifier, **ctx.teacher(sparsifier.training)
+            )
+            history = fit(
+                model, ctx.data, sparsifier.training, ctx.run_settings(), "prune", modifiers
+            ).history
             model.cpu()
             prune_oneshot(model, config, sample)
             sparsifier.remove()
         elif config.schedule == "gradual":
             pruner = GradualPruner(model, config, sample)
-            modifiers = modifiers_for(config.gradual, "prune", pruner, **ctx.teacher(config.gradual))
-            history = fit(model, ctx.data, config.gradual, ctx.run_settings(), "prune", modifiers).history
+            modifiers = modifiers_for(
+                config.gradual, "prune", pruner, **ctx.teacher(config.gradual)
+            )
+            history = fit(
+                model, ctx.data, config.gradual, ctx.run_settings(), "prune", modifiers
+            ).history
             model.cpu()
         else:
             prune_oneshot(model, config, sample)
@@ -69,10 +79,18 @@ def run(ctx: StageContext) -> dict:
         log.warning(warning)
     make_permanent(model)
     save_checkpoint(ctx.output("model.pt"), model, spec, masks)
-    log.info("pruned to %.2f%% sparsity; validation accuracy before fine-tuning %.4f",
-             100 * summary["sparsity"], measured["val_accuracy"])
-    return {**measured, **summary, "epochs": history,
-            "batchnorm_recalibration_samples": recalibrated, "warnings": warnings}
+    log.info(
+        "pruned to %.2f%% sparsity; validation accuracy before fine-tuning %.4f",
+        100 * summary["sparsity"],
+        measured["val_accuracy"],
+    )
+    return {
+        **measured,
+        **summary,
+        "epochs": history,
+        "batchnorm_recalibration_samples": recalibrated,
+        "warnings": warnings,
+    }
 
 
 def check_inputs_to_keep(
@@ -88,8 +106,10 @@ def fewer_inputs(k: int, read: int) -> list[str]:
     """A warning when the method left fewer than keep_inputs inputs with any weight."""
     if read >= k:
         return []
-    return [f"prune: keep_inputs = {k}, but the method left only {read} inputs with non-zero "
-            "first-layer weights, so the model reads those; lower its strength to keep more"]
+    return [
+        f"prune: keep_inputs = {k}, but the method left only {read} inputs with non-zero "
+        "first-layer weights, so the model reads those; lower its strength to keep more"
+    ]
 
 
 def nearly_empty_layers(layers: dict[str, dict], limit: float = NEARLY_ALL) -> list[str]:
@@ -99,5 +119,6 @@ def nearly_empty_layers(layers: dict[str, dict], limit: float = NEARLY_ALL) -> l
         f"prune: layer {name} keeps {s['params'] - s['zeros']:,} of {s['params']:,} weights "
         f"({s['sparsity']:.1%} removed); lower the amount for it with [prune] overrides, "
         "or leave it out with [prune] layers"
-        for name, s in layers.items() if s["sparsity"] >= limit
+        for name, s in layers.items()
+        if s["sparsity"] >= limit
     ]

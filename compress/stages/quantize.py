@@ -45,8 +45,13 @@ def variant_name(source: str, variant: str) -> str:
 
 
 def write_variant(
-    source: Path, target: Path, variant: str, config: QuantizeConfig, calibration: np.ndarray | None,
-    inputs: Mapping[str, Path] | None = None, ir_version: int | None = None,
+    source: Path,
+    target: Path,
+    variant: str,
+    config: QuantizeConfig,
+    calibration: np.ndarray | None,
+    inputs: Mapping[str, Path] | None = None,
+    ir_version: int | None = None,
 ) -> None:
     """Write the `variant` of the float model at `source` to `target` (metadata kept).
 
@@ -68,8 +73,10 @@ def run(ctx: StageContext) -> dict:
     source = ctx.input("export", f"{config.source}.onnx")
     calibration = None
     if not source.is_file():  # pruned-inputs: export found no first layer reading the input
-        raise ExportError(f"quantize.source = {config.source!r}: {source.name} was not exported "
-                          "(no Linear or Conv reads the model's input directly)")
+        raise ExportError(
+            f"quantize.source = {config.source!r}: {source.name} was not exported "
+            "(no Linear or Conv reads the model's input directly)"
+        )
     if any(get_variant(v).calibrated for v in in_order(config.variants)):
         images, _ = ctx.data.tensors("train", limit=config.calibration_samples)
         calibration = images.numpy().astype(np.float32)
@@ -82,10 +89,17 @@ def run(ctx: StageContext) -> dict:
             continue  # only needed by another: write_variant writes it to a temporary folder
         target = ctx.output(f"{variant_name(config.source, variant)}.onnx")
         started = time.perf_counter()
-        write_variant(source, target, variant, config, calibration, written, ctx.config.export.ir_version)
+        write_variant(
+            source, target, variant, config, calibration, written, ctx.config.export.ir_version
+        )
         written[variant] = target
-        log.info("quantized %s -> %s (%d bytes) in %.1fs", source.name, target.name, target.stat().st_size,
-                 time.perf_counter() - started)
+        log.info(
+            "quantized %s -> %s (%d bytes) in %.1fs",
+            source.name,
+            target.name,
+            target.stat().st_size,
+            time.perf_counter() - started,
+        )
     return {
         target.stem: {"path": str(target.relative_to(ctx.run_dir)), "bytes": target.stat().st_size}
         for target in (written[v] for v in config.variants)

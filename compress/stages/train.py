@@ -43,7 +43,8 @@ def run(ctx: StageContext) -> dict:
     save_checkpoint(ctx.output("model.pt"), model, spec)
     eval_batch = ctx.config.data.eval_batch_size
     measured = (  # the last epoch's accuracies were measured with the statistics now replaced
-        accuracies(model, ctx.data, eval_batch) if recalibrated
+        accuracies(model, ctx.data, eval_batch)
+        if recalibrated
         else final_accuracies(result, model, ctx.data, eval_batch)
     )
     return {

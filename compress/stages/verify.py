@@ -134,22 +134,31 @@ def model_inputs(samples: np.ndarray, metadata: dict[str, str]) -> np.ndarray:
     return take_used(prepare_inputs(samples, metadata), used)
 
 
-def run_batches(session: ort.InferenceSession, x: np.ndarray, batch_size: int) -> tuple[np.ndarray, float]:
+def run_batches(
+    session: ort.InferenceSession, x: np.ndarray, batch_size: int
+) -> tuple[np.ndarray, float]:
     """Logits for all of `x`, and the samples per second it took."""
     name = session.get_inputs()[0].name
     started = time.perf_counter()
-    out = [session.run(None, {name: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)]
+    out = [
+        session.run(None, {name: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)
+    ]
     seconds = time.perf_counter() - started
     return np.concatenate(out), len(x) / seconds
 
 
-def latency_ms(session: ort.InferenceSession, x: np.ndarray, repetitions: int) -> tuple[float, float]:
+def latency_ms(
+    session: ort.InferenceSession, x: np.ndarray, repetitions: int
+) -> tuple[float, float]:
     """p50 and p95 of single-sample inference of one session alone, after a warm-up."""
     return interleaved_latency_ms([session], [x], repetitions, rounds=1)[0]
 
 
 def interleaved_latency_ms(
-    sessions: list[ort.InferenceSession], inputs: list[np.ndarray], repetitions: int, rounds: int,
+    sessions: list[ort.InferenceSession],
+    inputs: list[np.ndarray],
+    repetitions: int,
+    rounds: int,
     progress: bool = False,
 ) -> list[tuple[float, float]]:
     """(p50, p95) in ms of single-sample inference for each session on its own inputs
@@ -175,13 +184,14 @@ def interleaved_latency_ms(
                 started = time.perf_counter()
                 session.run(None, {name: sample})
                 times[i].append(time.perf_counter() - started)
-    return [
-        (float(np.percentile(t, 50) * 1e3), float(np.percentile(t, 95) * 1e3)) for t in times
-    ]
+    return [(float(np.percentile(t, 50) * 1e3), float(np.percentile(t, 95) * 1e3)) for t in times]
 
 
 def add_latencies(
-    rows: list[dict], sessions: list[ort.InferenceSession], inputs: list[np.ndarray], config,
+    rows: list[dict],
+    sessions: list[ort.InferenceSession],
+    inputs: list[np.ndarray],
+    config,
     progress: bool = False,
 ) -> None:
     """Time all sessions interleaved; set p50/p95, the ratio to dense's p50 and the slow flag.
@@ -199,8 +209,12 @@ def add_latencies(
 
 
 def seal_artifact(
-    source: Path, path: Path, pixels: np.ndarray, labels: np.ndarray,
-    val: tuple[np.ndarray, np.ndarray] | None, config,
+    source: Path,
+    path: Path,
+    pixels: np.ndarray,
+    labels: np.ndarray,
+    val: tuple[np.ndarray, np.ndarray] | None,
+    config,
 ) -> float:
     """Write artifact `path` from a stage's file `source`, with its test (and validation)
     accuracy measured in onnxruntime, the oldest onnxruntime that loads it and its own
@@ -216,7 +230,9 @@ def seal_artifact(
         "min_onnxruntime": min_onnxruntime(model),
     }
     if val is not None:
-        val_logits = run_batches(session, model_inputs(val[0], metadata), config.throughput_batch)[0]
+        val_logits = run_batches(session, model_inputs(val[0], metadata), config.throughput_batch)[
+            0
+        ]
         measured["val_accuracy"] = f"{float((val_logits.argmax(1) == val[1]).mean()):.6f}"
     set_metadata(model, measured)
     save_model(model, path, seal=True)
@@ -287,7 +303,9 @@ def verify_artifact(
     if "code_entropy_bits" in metadata:  # codebook files: bits per non-zero weight of their codes
         row["code_entropy_bits"] = float(metadata["code_entropy_bits"])
     if val is not None:
-        val_logits, _ = run_batches(session, model_inputs(val[0], metadata), config.throughput_batch)
+        val_logits, _ = run_batches(
+            session, model_inputs(val[0], metadata), config.throughput_batch
+        )
         row["val_accuracy"] = float((val_logits.argmax(1) == val[1]).mean())
     if reference is not None:
         row["agreement"] = float((logits.argmax(1) == reference.argmax(1)).mean())
@@ -305,9 +323,13 @@ def verify_artifact(
 def dense_identity(ctx: StageContext) -> dict:
     """What dense's measurements depend on: its file, the PyTorch model it is compared with,
     the data (files and splits) and the verify settings."""
-    return {"onnx": sha256_file(artifact_source(ctx, DENSE)), "model": sha256_file(ctx.input("train", "model.pt")),
-            "data": ctx.data.fingerprint, "data_settings": ctx.config.data.model_dump(mode="json"),
-            "verify": ctx.config.verify.model_dump(mode="json")}
+    return {
+        "onnx": sha256_file(artifact_source(ctx, DENSE)),
+        "model": sha256_file(ctx.input("train", "model.pt")),
+        "data": ctx.data.fingerprint,
+        "data_settings": ctx.config.data.model_dump(mode="json"),
+        "verify": ctx.config.verify.model_dump(mode="json"),
+    }
 
 
 def training_accuracy(ctx: StageContext, stage: str) -> float | None:
@@ -353,25 +375,42 @@ def run(ctx: StageContext) -> dict:
                 if stage not in references:
                     model, _, _ = load_checkpoint(ctx.input(stage, "model.pt"))
                     references[stage] = predict(model, x_torch).numpy()
-                sealed = seal_artifact(artifact_source(ctx, name), path, pixels, labels, val, config)
+                sealed = seal_artifact(
+                    artifact_source(ctx, name), path, pixels, labels, val, config
+                )
                 is_float = name in FLOAT_ARTIFACTS or name == REDUCED or name in lossless
                 opened[name] = make_session(path, config.threads)
                 row = verify_artifact(
-                    path, pixels, labels, references[stage], config, is_float, package_dir, val,
-                    per_image, session=opened[name], time_alone=False,
+                    path,
+                    pixels,
+                    labels,
+                    references[stage],
+                    config,
+                    is_float,
+                    package_dir,
+                    val,
+                    per_image,
+                    session=opened[name],
+                    time_alone=False,
                 )
                 if row["accuracy"] != sealed:  # the metadata changed nothing the graph computes
-                    raise IntegrityError(f"{path.name}: accuracy {row['accuracy']} differs from the sealed {sealed}")
+                    raise IntegrityError(
+                        f"{path.name}: accuracy {row['accuracy']} differs from the sealed {sealed}"
+                    )
                 return {"row": row, "correct": pack_correct(per_image[name]).tobytes().hex()}
 
             if name == DENSE:  # the same for every run folder with this dense.onnx: measured once
                 files = [path, *(package_dir / f"{name}{suffix}" for suffix in PACKAGERS)]
                 measured, reused = ctx.shared(DENSE_VERIFY, dense_identity(ctx), files, measure)
                 if reused:
-                    log.info("%s: sealed and measured once for the run folders sharing the stage cache; "
-                             "its latency is timed here", path.name)
-                    per_image[name] = unpack_correct(np.frombuffer(bytes.fromhex(measured["correct"]), np.uint8),
-                                                     len(labels))
+                    log.info(
+                        "%s: sealed and measured once for the run folders sharing the stage cache; "
+                        "its latency is timed here",
+                        path.name,
+                    )
+                    per_image[name] = unpack_correct(
+                        np.frombuffer(bytes.fromhex(measured["correct"]), np.uint8), len(labels)
+                    )
             else:
                 measured = measure()
             row = dict(measured["row"])
@@ -381,25 +420,44 @@ def run(ctx: StageContext) -> dict:
                 log.warning("%s: %s", path.name, warning.removeprefix("warning: "))
             ctx.outputs += [ctx.run_dir / row["deploy_path"]]
             rows.append(row)
-            sessions.append(opened.get(name) or make_session(path, config.threads))  # latency: timed below, always
+            sessions.append(
+                opened.get(name) or make_session(path, config.threads)
+            )  # latency: timed below, always
             metadata = get_metadata(onnx.load(str(path), load_external_data=False))
             timing_inputs.append(model_inputs(pixels[:256], metadata))
             log.info(
                 "verified %s in %.1fs: validation accuracy %.4f, test accuracy %.4f, %d bytes (%d deploy), %s MACs",
-                row["path"], time.perf_counter() - started, row["val_accuracy"], row["accuracy"], row["bytes"],
-                row["deploy_bytes"], row["macs"],
+                row["path"],
+                time.perf_counter() - started,
+                row["val_accuracy"],
+                row["accuracy"],
+                row["bytes"],
+                row["deploy_bytes"],
+                row["macs"],
             )
     started = time.perf_counter()
-    log.info("timing %d artifacts at batch 1, interleaved in %d rounds", len(rows),
-             max(1, min(config.rounds, config.repetitions)))
+    log.info(
+        "timing %d artifacts at batch 1, interleaved in %d rounds",
+        len(rows),
+        max(1, min(config.rounds, config.repetitions)),
+    )
     add_latencies(rows, sessions, timing_inputs, config, progress=ctx.progress)
     for row in rows:
-        log.info("latency %s: p50 %.3f ms (%.2fx dense)%s", row["path"], row["latency_ms_b1_p50"],
-                 row["latency_vs_dense"], ", slower than dense" if row["slower_than_dense"] else "")
+        log.info(
+            "latency %s: p50 %.3f ms (%.2fx dense)%s",
+            row["path"],
+            row["latency_ms_b1_p50"],
+            row["latency_vs_dense"],
+            ", slower than dense" if row["slower_than_dense"] else "",
+        )
     log.info("latency timed in %.1fs", time.perf_counter() - started)
     for row in rows:
-        row["accuracy_delta_ci"] = list(paired_bootstrap_ci(per_image[row["name"]], per_image[DENSE]))
+        row["accuracy_delta_ci"] = list(
+            paired_bootstrap_ci(per_image[row["name"]], per_image[DENSE])
+        )
     buffer = io.BytesIO()  # the evidence behind every interval, 1 bit per image
-    np.savez_compressed(buffer, count=len(labels), **{name: pack_correct(c) for name, c in per_image.items()})
+    np.savez_compressed(
+        buffer, count=len(labels), **{name: pack_correct(c) for name, c in per_image.items()}
+    )
     write_bytes(ctx.output("correct.npz"), buffer.getvalue())
     return {"artifacts": rows}

@@ -15,21 +15,29 @@ from compress.config import DistillConfig
 from compress.modifier import Batch, Modifier
 
 
-def distillation_loss(logits: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+def distillation_loss(
+    logits: torch.Tensor, teacher: torch.Tensor, temperature: float
+) -> torch.Tensor:
     """Hinton et al.'s soft-target loss: T^2 * KL(teacher_T || student_T)."""
-    return F.kl_div(
-        F.log_softmax(logits / temperature, dim=1),
-        F.log_softmax(teacher / temperature, dim=1),
-        reduction="batchmean",
-        log_target=True,
-    ) * temperature**2
+    return (
+        F.kl_div(
+            F.log_softmax(logits / temperature, dim=1),
+            F.log_softmax(teacher / temperature, dim=1),
+            reduction="batchmean",
+            log_target=True,
+        )
+        * temperature**2
+    )
 
 
 class Distillation(Modifier):
     """loss = (1 - alpha) * loss + alpha * distillation_loss(logits, the teacher's)."""
 
     def __init__(
-        self, config: DistillConfig, teacher: nn.Module | None = None, teacher_logits: torch.Tensor | None = None
+        self,
+        config: DistillConfig,
+        teacher: nn.Module | None = None,
+        teacher_logits: torch.Tensor | None = None,
     ):
         self.config = config
         self.teacher = teacher
@@ -47,7 +55,9 @@ class Distillation(Modifier):
         else:
             target = self.teacher_logits[batch.index].to(logits.device)
         alpha = self.config.alpha
-        return (1 - alpha) * loss + alpha * distillation_loss(logits, target, self.config.temperature)
+        return (1 - alpha) * loss + alpha * distillation_loss(
+            logits, target, self.config.temperature
+        )
 
     def detach(self, model: nn.Module) -> None:
         if self.teacher is not None:  # what follows sees the usual layout

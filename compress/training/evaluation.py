@@ -23,11 +23,16 @@ def evaluate(model: nn.Module, data: Dataset, split: str, batch_size: int, devic
 
 def accuracies(model: nn.Module, data: Dataset, batch_size: int, device="cpu") -> dict[str, float]:
     """Validation accuracy (what choices are made on) and test accuracy (reported only)."""
-    return {f"{split}_accuracy": evaluate(model, data, split, batch_size, device) for split in ("val", "test")}
+    return {
+        f"{split}_accuracy": evaluate(model, data, split, batch_size, device)
+        for split in ("val", "test")
+    }
 
 
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     model.eval()
     device = next(model.parameters()).device
-    return torch.cat([model(x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)])
+    return torch.cat(
+        [model(x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)]
+    )

@@ -75,10 +75,17 @@ def weight_groups(model: nn.Module, kinds: tuple[str, ...]) -> list[WeightGroups
         dims = []
         if index < len(layers) - 1 and ("channels" if is_conv else "neurons") in kinds:
             dims.append(0)
-        if "inputs" in kinds and (not is_conv or layer.groups == 1):  # grouped convs: no whole-input slices
+        if "inputs" in kinds and (
+            not is_conv or layer.groups == 1
+        ):  # grouped convs: no whole-input slices
             dims.append(1)
         for dim in dims:
-            group = WeightGroups(param, dim, torch.zeros(param.shape[dim], dtype=torch.bool, device=param.device), layer)
+            group = WeightGroups(
+                param,
+                dim,
+                torch.zeros(param.shape[dim], dtype=torch.bool, device=param.device),
+                layer,
+            )
             group.dead = group.norms() == 0  # structures already removed stay removed
             groups.append(group)
     return groups
@@ -96,7 +103,9 @@ class L1Term:
     the weights taken at the start of each epoch (`start_epoch`).
     """
 
-    def __init__(self, model: nn.Module, config: OptimConfig, optimizer: torch.optim.Optimizer | None = None):
+    def __init__(
+        self, model: nn.Module, config: OptimConfig, optimizer: torch.optim.Optimizer | None = None
+    ):
         self.lam = config.l1.lambda_
         self.method = config.l1.method
         self.eps = config.l1.eps
@@ -133,13 +142,17 @@ class L1Term:
                 if g.param.grad is None:
                     g.param.grad = torch.zeros_like(g.param)
                 norms = g.norms()
-                inverse = torch.where(norms > 0, 1.0 / norms.clamp_min(1e-30), torch.zeros_like(norms))
+                inverse = torch.where(
+                    norms > 0, 1.0 / norms.clamp_min(1e-30), torch.zeros_like(norms)
+                )
                 g.param.grad.add_(g.param * g.broadcast(inverse), alpha=self.lam)
             return
         for p in self.params:
             if p.grad is None:  # a weight the loss does not reach still gets the penalty's pull
                 p.grad = torch.zeros_like(p)
-        torch._foreach_add_([p.grad for p in self.params], torch._foreach_sign(self.params), alpha=self.lam)
+        torch._foreach_add_(
+            [p.grad for p in self.params], torch._foreach_sign(self.params), alpha=self.lam
+        )
 
     @torch.no_grad()
     def start_epoch(self) -> None:
@@ -197,7 +210,9 @@ class L1(Modifier):
     def epoch_start(self, epoch: int) -> None:
         self.term.start_epoch()
 
-    def loss(self, step: int, total: int, logits: torch.Tensor, batch: Batch) -> torch.Tensor | None:
+    def loss(
+        self, step: int, total: int, logits: torch.Tensor, batch: Batch
+    ) -> torch.Tensor | None:
         with torch.no_grad():  # the value only: after_backward adds its gradient
             return self.term.penalty()
 

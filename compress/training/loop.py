@@ -62,7 +62,11 @@ class FitResult:
 
 
 def fit(
-    model: nn.Module, data: Dataset, config: OptimConfig, run: RunSettings, desc: str,
+    model: nn.Module,
+    data: Dataset,
+    config: OptimConfig,
+    run: RunSettings,
+    desc: str,
     modifiers: list[Modifier] | None = None,
 ) -> FitResult:
     """Train `model` in place for `config.epochs` epochs; returns per-epoch metrics."""
@@ -77,7 +81,9 @@ def fit(
     total_steps = config.epochs * steps_per_epoch
     scheduler = make_scheduler(optimizer, config, steps_per_epoch)
     torch.manual_seed(run.seed)  # before resuming, which restores the generator's state
-    start, history = resume(run.resume_path, run.resume_key, run.device, model, optimizer, scheduler)
+    start, history = resume(
+        run.resume_path, run.resume_key, run.device, model, optimizer, scheduler
+    )
     result = FitResult(history, resumed_from_epoch=start)
     for m in modifiers:
         m.start(model, optimizer)
@@ -117,18 +123,26 @@ def fit(
                 bar.set_postfix(loss=f"{loss.item():.4f}")
         bar.close()
         meter.check(run, desc, epoch, steps_per_epoch)
-        result.history.append(_epoch_row(model, data, run, meter, epoch, scheduler.get_last_lr()[0], started))
+        result.history.append(
+            _epoch_row(model, data, run, meter, epoch, scheduler.get_last_lr()[0], started)
+        )
         _log_epoch(desc, result.history[-1], config.epochs)
         for m in modifiers:
             m.epoch_end(epoch)
-        save_epoch(run.resume_path, run.resume_key, model, optimizer, scheduler, result.history, epoch + 1)
+        save_epoch(
+            run.resume_path, run.resume_key, model, optimizer, scheduler, result.history, epoch + 1
+        )
     for m in reversed(modifiers):
         m.detach(model)
-    model.to(memory_format=torch.contiguous_format)  # what follows (export, encoders) sees the usual layout
+    model.to(
+        memory_format=torch.contiguous_format
+    )  # what follows (export, encoders) sees the usual layout
     return result
 
 
-def final_accuracies(result: FitResult, model: nn.Module, data: Dataset, batch_size: int) -> dict[str, float]:
+def final_accuracies(
+    result: FitResult, model: nn.Module, data: Dataset, batch_size: int
+) -> dict[str, float]:
     """Validation and test accuracy after training: the last epoch's, or measured now if no
     epoch ran."""
     final = result.final
@@ -143,16 +157,24 @@ def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 100_003 + epoch)
 
 
-def _progress(data: Dataset, run: RunSettings, desc: str, epoch: int, epochs: int, steps: int) -> tqdm:
+def _progress(
+    data: Dataset, run: RunSettings, desc: str, epoch: int, epochs: int, steps: int
+) -> tqdm:
     """The epoch's batches of training-sample indices, shuffled, behind a progress bar."""
     batches = data.index_batches("train", run.batch_size, _epoch_generator(run.seed, epoch))
     return tqdm(
-        batches, total=steps, desc=f"{desc} {epoch + 1}/{epochs}",
-        leave=False, disable=not run.progress, unit="batch",
+        batches,
+        total=steps,
+        desc=f"{desc} {epoch + 1}/{epochs}",
+        leave=False,
+        disable=not run.progress,
+        unit="batch",
     )
 
 
-def _batch(data: Dataset, index: torch.Tensor, run: RunSettings, shifts: torch.Generator, layout) -> Batch:
+def _batch(
+    data: Dataset, index: torch.Tensor, run: RunSettings, shifts: torch.Generator, layout
+) -> Batch:
     x = data.images["train"][index]
     if run.shift and data.kind == "image":
         x = random_shift(x, run.shift, shifts)
@@ -195,7 +217,9 @@ class EpochMeter:
         )
 
 
-def _epoch_row(model, data: Dataset, run: RunSettings, meter: EpochMeter, epoch: int, lr: float, started) -> dict:
+def _epoch_row(
+    model, data: Dataset, run: RunSettings, meter: EpochMeter, epoch: int, lr: float, started
+) -> dict:
     """The epoch's metrics; its seconds include the evaluation."""
     measured = accuracies(model, data, run.eval_batch_size, run.device)
     seconds = time.perf_counter() - started
@@ -213,6 +237,13 @@ def _epoch_row(model, data: Dataset, run: RunSettings, meter: EpochMeter, epoch:
 def _log_epoch(desc: str, row: dict, epochs: int) -> None:
     log.info(
         "%s epoch %d/%d  loss %.4f  train acc %.4f  val acc %.4f  test acc %.4f  %.1fs  (about %.0fs left)",
-        desc, row["epoch"], epochs, row["loss"], row["train_accuracy"], row["val_accuracy"],
-        row["test_accuracy"], row["seconds"], row["seconds"] * (epochs - row["epoch"]),
+        desc,
+        row["epoch"],
+        epochs,
+        row["loss"],
+        row["train_accuracy"],
+        row["val_accuracy"],
+        row["test_accuracy"],
+        row["seconds"],
+        row["seconds"] * (epochs - row["epoch"]),
     )

@@ -36,7 +36,9 @@ def modifiers_for(
         modifiers.append(L1(config))
     if config.distill.alpha > 0:
         if teacher is None and teacher_logits is None:
-            raise CompressError(f"{desc}: distill.alpha > 0 needs a teacher (the trained model's logits)")
+            raise CompressError(
+                f"{desc}: distill.alpha > 0 needs a teacher (the trained model's logits)"
+            )
         modifiers.append(Distillation(config.distill, teacher, teacher_logits))
     modifiers += extra
     if config.qat_bits:

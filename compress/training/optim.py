@@ -27,7 +27,10 @@ def param_groups(model: nn.Module, modifiers: list[Modifier]) -> list[dict]:
 def make_optimizer(params, config: OptimConfig) -> torch.optim.Optimizer:
     if config.optimizer == "sgd":
         return torch.optim.SGD(
-            params, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
+            params,
+            lr=config.lr,
+            momentum=config.momentum,
+            nesterov=config.nesterov,
             weight_decay=config.weight_decay,
         )
     if config.optimizer == "adam":

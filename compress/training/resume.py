@@ -22,7 +22,9 @@ from compress.errors import CompressError
 log = logging.getLogger(__name__)
 
 
-def save_epoch(path: Path | None, key: str, model: nn.Module, optimizer, scheduler, history: list, epoch: int) -> None:
+def save_epoch(
+    path: Path | None, key: str, model: nn.Module, optimizer, scheduler, history: list, epoch: int
+) -> None:
     if path is None:
         return
     state = {
@@ -37,7 +39,9 @@ def save_epoch(path: Path | None, key: str, model: nn.Module, optimizer, schedul
     save_state(path, state)
 
 
-def resume(path: Path | None, key: str, device, model: nn.Module, optimizer, scheduler) -> tuple[int, list]:
+def resume(
+    path: Path | None, key: str, device, model: nn.Module, optimizer, scheduler
+) -> tuple[int, list]:
     """Load the checkpoint at `path` into the model, optimizer and scheduler; returns the
     epochs it completed and their history (0 and [] when there is none to resume)."""
     if path is None or not path.exists():

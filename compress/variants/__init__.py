@@ -19,6 +19,12 @@ from compress.variants.registry import (
 )
 
 __all__ = [
-    "StoredCount", "Variant", "VariantContext", "for_artifact", "get_variant", "in_order", "list_variants",
+    "StoredCount",
+    "Variant",
+    "VariantContext",
+    "for_artifact",
+    "get_variant",
+    "in_order",
+    "list_variants",
     "register_variant",
 ]

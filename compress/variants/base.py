@@ -45,7 +45,9 @@ class StoredCount:
 
     params: int = 0  # parameters of the tensors it rebuilds
     nonzero: int = 0  # of those, the non-zero ones
-    names: set[str] = field(default_factory=set)  # the initializers accounted for (counted or auxiliary)
+    names: set[str] = field(
+        default_factory=set
+    )  # the initializers accounted for (counted or auxiliary)
 
 
 class Variant:

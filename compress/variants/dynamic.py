@@ -37,7 +37,10 @@ class Dynamic(QuantizerVariant):
         with tempfile.TemporaryDirectory() as tmp, quiet_root_logger():
             out = Path(tmp) / "model.onnx"
             quantize_dynamic(
-                source, out, weight_type=QuantType.QInt8, per_channel=config.per_channel,
+                source,
+                out,
+                weight_type=QuantType.QInt8,
+                per_channel=config.per_channel,
                 op_types_to_quantize=list(config.dynamic_op_types),
             )
             model = onnx.load(str(out))

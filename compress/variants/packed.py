@@ -50,7 +50,11 @@ class PackedInt4(Variant):
 
     def write(self, source: Path, target: Path, context: VariantContext) -> None:
         packed = context.config.packed
-        options = PackOptions(scales=packed.scales, activations=packed.activations, linear=packed.linear)
-        model = pack_model(onnx.load(str(context.inputs["static-int4"])), onnx.load(str(source)), options)
+        options = PackOptions(
+            scales=packed.scales, activations=packed.activations, linear=packed.linear
+        )
+        model = pack_model(
+            onnx.load(str(context.inputs["static-int4"])), onnx.load(str(source)), options
+        )
         compact_names(model)
         finish(model, source, target, context.ir_version, {"encoding": ENCODING_NOTE})

@@ -51,8 +51,13 @@ def quiet_root_logger():
         root.setLevel(level)
 
 
-def finish(model: onnx.ModelProto, source: Path, target: Path, ir_version: int | None,
-           extra: Mapping[str, str] | None = None) -> None:
+def finish(
+    model: onnx.ModelProto,
+    source: Path,
+    target: Path,
+    ir_version: int | None,
+    extra: Mapping[str, str] | None = None,
+) -> None:
     """Give `model` the source's metadata (with `variant` and `extra`) and the lowest IR
     version it allows (or `ir_version`), and save it to `target`."""
     # The quantizer keeps metadata_props on some versions and not on others: set them again.

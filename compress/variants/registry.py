@@ -35,7 +35,9 @@ def register_variant(variant: type) -> type:
         raise ValueError(f"variant {name!r} is registered twice")
     same_suffix = [n for n, v in _REGISTRY.items() if v.suffix == variant.suffix and n != name]
     if same_suffix:
-        raise ValueError(f"variant {name!r}: suffix {variant.suffix!r} is {same_suffix[0]!r}'s already")
+        raise ValueError(
+            f"variant {name!r}: suffix {variant.suffix!r} is {same_suffix[0]!r}'s already"
+        )
     _REGISTRY[name] = variant
     return variant
 

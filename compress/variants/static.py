@@ -43,7 +43,9 @@ class StaticVariant(QuantizerVariant):
         with tempfile.TemporaryDirectory() as tmp, quiet_root_logger():
             out = Path(tmp) / "model.onnx"
             quantize_static(
-                source, out, ArrayReader(context.calibration),
+                source,
+                out,
+                ArrayReader(context.calibration),
                 quant_format=QuantFormat.QDQ,
                 per_channel=config.per_channel,
                 weight_type=self.weight_type,
