@@ -18,10 +18,8 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
-    Discriminator,
     Field,
     SerializeAsAny,
-    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -41,7 +39,9 @@ class Section(BaseModel):
 
 
 class DataCommon(Section):
-    """Keys every data source has."""
+    """[data]: the keys every data source has. Each source (compress.data) adds its own in a
+    subclass whose `name` is a Literal of the names it reads; [data] in a pipeline file is
+    validated by the named source's section."""
 
     # Folder the data is read from. IDX / torchvision sets: the folder holding their files
     # (None: ./data). imagefolder: the folder with train/ (and test/). csv: the folder the
@@ -59,89 +59,33 @@ class DataCommon(Section):
     validation: Annotated[float, Field(gt=0.0, le=0.5)] = 0.1
 
 
-class ImageDataCommon(DataCommon):
-    """Keys every image source has."""
-
-    # Augmentation: each training image moved by a random whole-pixel offset of up to this
-    # many pixels in each direction, in every stage that trains (dense training, gradual
-    # pruning, fine-tuning), so the dense baseline is trained the same way. 0: off.
-    shift: NonNegativeInt = 0
+DEFAULT_DATA_SOURCE = "mnist"
 
 
-IDX_SETS = ("mnist", "fashion-mnist", "kmnist")
-TORCHVISION_SETS = ("cifar10", "cifar100", "svhn")
+def data_source(name: Any):
+    """The registered data source `name`. Sources live a floor above (compress.data), each
+    with its [data] section beside its loader, and register there by name, as pruning
+    methods do."""
+    from compress.data.registry import get_source
+
+    return get_source(name)
 
 
-class IdxDataConfig(ImageDataCommon):
-    """MNIST-style sets read from their IDX files."""
-
-    name: Literal["mnist", "fashion-mnist", "kmnist"] = "mnist"
-    # Files against the data set's published checksums (compress.data.published): warn names
-    # each file that differs (another data set's files are named as such); strict makes that
-    # an error; off skips the check.
-    verify: Literal["warn", "strict", "off"] = "warn"
-
-
-class TorchvisionDataConfig(ImageDataCommon):
-    """torchvision's RGB sets, read from their own on-disk formats."""
-
-    name: Literal["cifar10", "cifar100", "svhn"]
-    verify: Literal["warn", "strict", "off"] = "warn"  # files against published checksums, as for IDX sets
-
-
-class ImageFolderDataConfig(ImageDataCommon):
-    """root/train/<class>/<image> and root/test/<class>/<image> (or test_fraction)."""
-
-    name: Literal["imagefolder"]
-    image_size: Annotated[list[PositiveInt], Field(min_length=2, max_length=2)] | None = None  # [h, w]
-    channels: Literal[1, 3] = 3
-    test_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] | None = None  # without test/: default 0.2
-
-
-class CsvDataConfig(DataCommon):
-    """A table: one row per sample, a label column and numeric feature columns."""
-
-    name: Literal["csv"]
-    train: str
-    test: str | None = None
-    test_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] | None = None  # without test: default 0.2
-    label: str
-    features: Annotated[list[str], Field(min_length=1)] | None = None  # default: every other column
-
-    @model_validator(mode="after")
-    def _one_test_source(self) -> CsvDataConfig:
-        if self.test is not None and self.test_fraction is not None:
-            raise ValueError("set either test (a file) or test_fraction, not both")
-        return self
-
-
-DATA_SOURCES: dict[str, type[DataCommon]] = {
-    **{name: IdxDataConfig for name in IDX_SETS},
-    **{name: TorchvisionDataConfig for name in TORCHVISION_SETS},
-    "imagefolder": ImageFolderDataConfig,
-    "csv": CsvDataConfig,
-}
-
-
-def _data_tag(value: Any) -> str | None:
-    if isinstance(value, dict):
-        name = value.get("name", "mnist")
-        return name if isinstance(name, str) and name in DATA_SOURCES else None
-    return getattr(value, "name", None)
-
-
-# [data] is one of the sources above, chosen by its `name` (default mnist).
-DataConfig = Annotated[
-    Annotated[IdxDataConfig, Tag("mnist")] | Annotated[IdxDataConfig, Tag("fashion-mnist")]
-    | Annotated[IdxDataConfig, Tag("kmnist")] | Annotated[TorchvisionDataConfig, Tag("cifar10")]
-    | Annotated[TorchvisionDataConfig, Tag("cifar100")] | Annotated[TorchvisionDataConfig, Tag("svhn")]
-    | Annotated[ImageFolderDataConfig, Tag("imagefolder")] | Annotated[CsvDataConfig, Tag("csv")],
-    Discriminator(
-        _data_tag,
-        custom_error_type="unknown_data_source",
-        custom_error_message=f"name: unknown data source; known: {', '.join(DATA_SOURCES)}",
-    ),
-]
+def data_section(data: Any) -> DataCommon:
+    """[data] as a dict -> the named source's section (pydantic reports its errors in place)."""
+    if isinstance(data, DataCommon):
+        return data
+    if not isinstance(data, dict):
+        raise PydanticCustomError("dict_type", "Input should be a valid dictionary")
+    name = data.get("name", DEFAULT_DATA_SOURCE)
+    try:
+        section = data_source(name).Config
+    except CompressError as exc:  # reported at data.name
+        error = PydanticCustomError("unknown_data_source", str(exc).replace("{", "{{").replace("}", "}}"))
+        raise ValidationError.from_exception_data(
+            "DataCommon", [{"type": error, "loc": ("name",), "input": name}]
+        ) from None
+    return section.model_validate(data)
 
 
 class ModelConfig(Section):
@@ -435,7 +379,7 @@ class VerifyConfig(Section):
 class PipelineConfig(Section):
     name: str = "pipeline"  # the run folder's name, runs/<name>: a plain name (NAME_RULE), not a path
     description: str = ""
-    data: DataConfig = IdxDataConfig()
+    data: SerializeAsAny[DataCommon] = Field(default_factory=lambda: data_section({}))
     model: ModelConfig = ModelConfig(name="simplenet")
     train: TrainConfig = TrainConfig()
     prune: SerializeAsAny[PruneConfig] = Field(default_factory=lambda: PruneConfig())
@@ -474,6 +418,11 @@ class PipelineConfig(Section):
         if self.quantize.source == "pruned-inputs" and not self.export.drop_unused_inputs:
             raise ValueError("quantize.source = 'pruned-inputs' needs [export] drop_unused_inputs = true")
         return self
+
+    @field_validator("data", mode="wrap")
+    @classmethod
+    def _data_source_section(cls, value: Any, handler: Any) -> DataCommon:
+        return data_section(value)
 
     @field_validator("prune", mode="wrap")
     @classmethod
@@ -551,12 +500,8 @@ def _field_names(model: type[BaseModel]) -> list[str]:
     return [f.alias or name for name, f in model.model_fields.items() if not f.exclude]
 
 
-def _model_at(path: tuple, data: dict, data_model: type[BaseModel] | None = None) -> type[BaseModel] | None:
+def _model_at(path: tuple, data: dict) -> type[BaseModel] | None:
     model: type[BaseModel] | None = PipelineConfig
-    if path[:1] == ("data",):  # [data] is a union: its model is the source's
-        if len(path) == 1:
-            return data_model
-        return None
     for i, part in enumerate(path):
         if model is None or not isinstance(part, str):
             return None
@@ -567,13 +512,18 @@ def _model_at(path: tuple, data: dict, data_model: type[BaseModel] | None = None
             return None
         annotation = field.annotation
         model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
-        if model is PruneConfig and i == 0:  # the union: the named method's section
-            prune = data.get(part)
-            try:
-                model = pruning_method(prune.get("method", DEFAULT_PRUNE_METHOD)).Config
-            except (AttributeError, CompressError):
-                pass
+        if i == 0 and model in (PruneConfig, DataCommon):  # a union: the named method's or source's section
+            model = _named_section(model, data.get(part)) or model
     return model
+
+
+def _named_section(base: type[BaseModel], section: Any) -> type[BaseModel] | None:
+    try:
+        if base is PruneConfig:
+            return pruning_method(section.get("method", DEFAULT_PRUNE_METHOD)).Config
+        return data_source(section.get("name", DEFAULT_DATA_SOURCE)).Config
+    except (AttributeError, CompressError):
+        return None
 
 
 def _other_prune_method(key: str) -> str | None:
@@ -584,16 +534,11 @@ def _other_prune_method(key: str) -> str | None:
 
 def _format_error(error: dict, data: dict) -> str:
     loc = tuple(error["loc"])
-    data_model = None
-    if loc[:1] == ("data",) and len(loc) > 1 and loc[1] in DATA_SOURCES:  # drop the union's tag
-        data_model, loc = DATA_SOURCES[loc[1]], (loc[0], *loc[2:])
     where = ".".join(str(p) for p in loc) or "pipeline"
     if error["type"] == "unknown_data_source":
-        if not isinstance(error["input"], dict):
-            return f"data: Input should be a valid dictionary (got {error['input']!r})"
-        return f"data.name: unknown data source {error['input'].get('name')!r}; known: {', '.join(DATA_SOURCES)}"
+        return f"{where}: {error['msg']}"
     if error["type"] == "extra_forbidden":
-        parent = _model_at(loc[:-1], data, data_model)
+        parent = _model_at(loc[:-1], data)
         known = _field_names(parent) if parent else []
         close = closest(str(loc[-1]), known)
         hint = f"; did you mean {'.'.join([*map(str, loc[:-1]), close])!r}?" if close else ""

@@ -35,6 +35,7 @@ UPWARD = {
     ("compress.config", "compress.pruning.registry"): "a [prune] section is the named method's own",
     ("compress", "compress.pipeline"): "`from compress import run_pipeline`, imported when first used",
     ("compress.config", "compress.variants.registry"): "[quantize] variants are registered names",
+    ("compress.config", "compress.data.registry"): "a [data] section is the named source's own",
 }
 
 
