@@ -18,6 +18,7 @@ PACKAGE = Path(compress.__file__).parent
 # A module imports only from its own floor or those below (README, "Layout").
 FLOORS = {
     "compress": 0, "compress.errors": 0, "compress.files": 0, "compress.cache": 0, "compress.config": 0,
+    "compress.sections": 0,
     "compress.results": 0, "compress.tables": 0,
     "compress.registry": 1, "compress.checkpoint": 1,
     "compress.data": 2,
