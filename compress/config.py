@@ -17,11 +17,8 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
-    ConfigDict,
-    Discriminator,
     Field,
     SerializeAsAny,
-    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -30,18 +27,35 @@ from pydantic_core import PydanticCustomError
 
 from compress.errors import CompressError, ConfigError, closest
 from compress.files import NAME_RULE, is_plain_name
+from compress.sections import (  # the sections that stand alone, imported from here too
+    DistillConfig,
+    ExportConfig,
+    FinetuneConfig,
+    Fraction,
+    GradualConfig,
+    GroupKind,
+    L1Config,
+    ModelConfig,
+    NonNegativeInt,
+    OptimConfig,
+    PositiveInt,
+    Section,
+    ShareConfig,
+    TrainConfig,
+    VerifyConfig,
+)
 
-PositiveInt = Annotated[int, Field(gt=0)]
-NonNegativeInt = Annotated[int, Field(ge=0)]
-Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
-
+__all__ = [
+    "DataCommon", "DistillConfig", "ExportConfig", "FinetuneConfig", "Fraction", "GradualConfig", "GroupKind",
+    "L1Config", "LayerPrune", "ModelConfig", "NonNegativeInt", "OptimConfig", "PackedConfig", "PipelineConfig",
+    "PositiveInt", "PruneConfig", "QuantizeConfig", "Section", "ShareConfig", "TrainConfig", "VerifyConfig",
+    "data_section", "ignored_by", "load_pipeline", "parse_pipeline", "prune_section",
+]
 
 class DataCommon(Section):
-    """Keys every data source has."""
+    """[data]: the keys every data source has. Each source (compress.data) adds its own in a
+    subclass whose `name` is a Literal of the names it reads; [data] in a pipeline file is
+    validated by the named source's section."""
 
     # Folder the data is read from. IDX / torchvision sets: the folder holding their files
     # (None: ./data). imagefolder: the folder with train/ (and test/). csv: the folder the
@@ -59,221 +73,39 @@ class DataCommon(Section):
     validation: Annotated[float, Field(gt=0.0, le=0.5)] = 0.1
 
 
-class ImageDataCommon(DataCommon):
-    """Keys every image source has."""
-
-    # Augmentation: each training image moved by a random whole-pixel offset of up to this
-    # many pixels in each direction, in every stage that trains (dense training, gradual
-    # pruning, fine-tuning), so the dense baseline is trained the same way. 0: off.
-    shift: NonNegativeInt = 0
+DEFAULT_DATA_SOURCE = "mnist"
 
 
-IDX_SETS = ("mnist", "fashion-mnist", "kmnist")
-TORCHVISION_SETS = ("cifar10", "cifar100", "svhn")
+def data_source(name: Any):
+    """The registered data source `name`. Sources live a floor above (compress.data), each
+    with its [data] section beside its loader, and register there by name, as pruning
+    methods do."""
+    from compress.data.registry import get_source
+
+    return get_source(name)
 
 
-class IdxDataConfig(ImageDataCommon):
-    """MNIST-style sets read from their IDX files."""
-
-    name: Literal["mnist", "fashion-mnist", "kmnist"] = "mnist"
-    # Files against the data set's published checksums (compress.data.published): warn names
-    # each file that differs (another data set's files are named as such); strict makes that
-    # an error; off skips the check.
-    verify: Literal["warn", "strict", "off"] = "warn"
-
-
-class TorchvisionDataConfig(ImageDataCommon):
-    """torchvision's RGB sets, read from their own on-disk formats."""
-
-    name: Literal["cifar10", "cifar100", "svhn"]
-    verify: Literal["warn", "strict", "off"] = "warn"  # files against published checksums, as for IDX sets
-
-
-class ImageFolderDataConfig(ImageDataCommon):
-    """root/train/<class>/<image> and root/test/<class>/<image> (or test_fraction)."""
-
-    name: Literal["imagefolder"]
-    image_size: Annotated[list[PositiveInt], Field(min_length=2, max_length=2)] | None = None  # [h, w]
-    channels: Literal[1, 3] = 3
-    test_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] | None = None  # without test/: default 0.2
-
-
-class CsvDataConfig(DataCommon):
-    """A table: one row per sample, a label column and numeric feature columns."""
-
-    name: Literal["csv"]
-    train: str
-    test: str | None = None
-    test_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] | None = None  # without test: default 0.2
-    label: str
-    features: Annotated[list[str], Field(min_length=1)] | None = None  # default: every other column
-
-    @model_validator(mode="after")
-    def _one_test_source(self) -> CsvDataConfig:
-        if self.test is not None and self.test_fraction is not None:
-            raise ValueError("set either test (a file) or test_fraction, not both")
-        return self
-
-
-DATA_SOURCES: dict[str, type[DataCommon]] = {
-    **{name: IdxDataConfig for name in IDX_SETS},
-    **{name: TorchvisionDataConfig for name in TORCHVISION_SETS},
-    "imagefolder": ImageFolderDataConfig,
-    "csv": CsvDataConfig,
-}
-
-
-def _data_tag(value: Any) -> str | None:
-    if isinstance(value, dict):
-        name = value.get("name", "mnist")
-        return name if isinstance(name, str) and name in DATA_SOURCES else None
-    return getattr(value, "name", None)
-
-
-# [data] is one of the sources above, chosen by its `name` (default mnist).
-DataConfig = Annotated[
-    Annotated[IdxDataConfig, Tag("mnist")] | Annotated[IdxDataConfig, Tag("fashion-mnist")]
-    | Annotated[IdxDataConfig, Tag("kmnist")] | Annotated[TorchvisionDataConfig, Tag("cifar10")]
-    | Annotated[TorchvisionDataConfig, Tag("cifar100")] | Annotated[TorchvisionDataConfig, Tag("svhn")]
-    | Annotated[ImageFolderDataConfig, Tag("imagefolder")] | Annotated[CsvDataConfig, Tag("csv")],
-    Discriminator(
-        _data_tag,
-        custom_error_type="unknown_data_source",
-        custom_error_message=f"name: unknown data source; known: {', '.join(DATA_SOURCES)}",
-    ),
-]
-
-
-class ModelConfig(Section):
-    name: str | None = None  # a registered model: see `compress models`
-    path: str | None = None  # or a Python file ...
-    class_name: str | None = Field(None, alias="class")  # ... and the nn.Module class in it
-    kwargs: dict[str, Any] = Field(default_factory=dict)  # passed to the factory or class
-    weights: str | None = None  # a state_dict file to start from (loaded weights_only)
-
-    @model_validator(mode="after")
-    def _one_source(self) -> ModelConfig:
-        if self.name is None and self.path is None:
-            raise ValueError("set either name (a registered model) or path and class")
-        if self.name is not None and (self.path is not None or self.class_name is not None):
-            raise ValueError("set either name, or path and class, not both")
-        if self.path is not None and self.class_name is None:
-            raise ValueError("path needs class: the nn.Module class to build from that file")
-        return self
-
-
-GroupKind = Literal["neurons", "channels", "inputs"]
-
-
-class L1Config(Section):
-    lambda_: float = Field(0.0, alias="lambda", ge=0.0)  # strength of the L1 term
-    # penalty: adds lambda * sum|w| to the loss. proximal: after each step, soft-threshold
-    # every weight by lr * lambda, which drives small weights to exact zeros. reweighted:
-    # proximal with a per-weight lambda_i = lambda / (|w_i| + eps), refreshed at the start of
-    # each epoch (Candes, Wakin & Boyd's reweighted L1): small weights are cut hard, large
-    # ones barely shrink, closer to counting non-zeros than plain L1.
-    method: Literal["penalty", "proximal", "reweighted"] = "penalty"
-    params: Literal["weights", "all"] = "weights"  # weights: skip biases
-    eps: float = Field(1e-2, gt=0.0)  # reweighted: keeps lambda_i finite at w_i = 0
-    # Group L1 (group lasso): instead of each weight, each structure's L2 norm, so whole
-    # structures reach zero together. neurons: each Linear unit's incoming weights (a row);
-    # channels: each Conv output channel's kernel; inputs: each input's outgoing weights (a
-    # Linear column, a Conv input channel). One kind or a list; the output layer's units are
-    # never grouped (its outputs are the classes). Proximal: zeroed groups stay zero.
-    groups: GroupKind | list[GroupKind] | None = None
-
-    @property
-    def group_kinds(self) -> tuple[str, ...]:
-        if self.groups is None:
-            return ()
-        return (self.groups,) if isinstance(self.groups, str) else tuple(dict.fromkeys(self.groups))
-
-    @model_validator(mode="after")
-    def _groups_of_weights(self) -> L1Config:
-        if self.groups is not None and self.params == "all":
-            raise ValueError("groups are made of weights: leave params = 'weights' with groups")
-        if isinstance(self.groups, list) and not self.groups:
-            raise ValueError("groups: name at least one of neurons, channels, inputs")
-        if self.groups is not None and self.method == "reweighted":
-            raise ValueError("method = 'reweighted' weighs single weights: use penalty or proximal with groups")
-        return self
-
-
-class DistillConfig(Section):
-    """Knowledge distillation from the trained dense model (finetune and gradual prune)."""
-
-    alpha: float = Field(0.0, ge=0.0, le=1.0)  # weight of the teacher term; 0: off
-    temperature: float = Field(4.0, gt=0.0)  # softens both distributions
-
-
-class OptimConfig(Section):
-    """Settings shared by every stage that trains (train, finetune, gradual prune)."""
-
-    epochs: NonNegativeInt = 0
-    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
-    lr: float = Field(0.01, gt=0.0)
-    momentum: float = Field(0.0, ge=0.0, lt=1.0)
-    nesterov: bool = False
-    weight_decay: float = Field(0.0, ge=0.0)  # L2; with l1 this is the elastic net
-    schedule: Literal["constant", "cosine", "step"] = "constant"
-    step_size: PositiveInt = 10  # epochs between lr drops, for schedule = "step"
-    gamma: float = Field(0.1, gt=0.0, le=1.0)  # lr factor per drop, for schedule = "step"
-    l1: L1Config = L1Config()
-    distill: DistillConfig = DistillConfig()
-    # Quantization-aware training: 0 off, or 4 / 8 to train against the per-channel
-    # symmetric int4 / int8 weights that [quantize] static-int4 / static will store.
-    qat_bits: Literal[0, 4, 8] = 0
-
-    @model_validator(mode="after")
-    def _nesterov_needs_momentum(self) -> OptimConfig:
-        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
-            raise ValueError("nesterov needs optimizer = 'sgd' and momentum > 0")
-        return self
-
-
-class TrainConfig(OptimConfig):
-    epochs: NonNegativeInt = 5  # 0: keep the model as built or loaded from [model] weights
-
-    @model_validator(mode="after")
-    def _no_teacher_yet(self) -> TrainConfig:
-        if self.distill.alpha > 0:
-            raise ValueError("distill needs a teacher, the trained model: use it in [finetune] or [prune.gradual]")
-        return self
-
-
-class ShareConfig(Section):
-    """Trained weight sharing after fine-tuning: per layer, 2^bits - 1 k-means levels plus an
-    exact zero, the assignments held and the levels trained for `epochs` at `lr` (the other
-    [finetune] settings, without qat_bits)."""
-
-    bits: Annotated[int, Field(ge=0, le=8)] = 0  # 0: off; 2-4 is the useful range
-    epochs: NonNegativeInt = 2
-    lr: float = Field(1e-4, gt=0.0)
-    biases: bool = False  # biases get a codebook of their own too (small models: they weigh)
-
-
-class FinetuneConfig(OptimConfig):
-    epochs: NonNegativeInt = 2
-    lr: float = Field(0.001, gt=0.0)
-    share: ShareConfig = ShareConfig()
+def data_section(data: Any) -> DataCommon:
+    """[data] as a dict -> the named source's section (pydantic reports its errors in place)."""
+    if isinstance(data, DataCommon):
+        return data
+    if not isinstance(data, dict):
+        raise PydanticCustomError("dict_type", "Input should be a valid dictionary")
+    name = data.get("name", DEFAULT_DATA_SOURCE)
+    try:
+        section = data_source(name).Config
+    except CompressError as exc:  # reported at data.name
+        error = PydanticCustomError("unknown_data_source", str(exc).replace("{", "{{").replace("}", "}}"))
+        raise ValidationError.from_exception_data(
+            "DataCommon", [{"type": error, "loc": ("name",), "input": name}]
+        ) from None
+    return section.model_validate(data)
 
 
 class LayerPrune(Section):
     amount: Fraction | None = None
     threshold: float | None = Field(None, ge=0.0)
     kl_weight: float | None = Field(None, gt=0.0)
-
-
-class GradualConfig(OptimConfig):
-    """Training during gradual pruning: sparsity rises from `initial_amount` to the targets
-    on Zhu & Gupta's cubic schedule, in `steps` pruning steps over the first `ramp` fraction
-    of `epochs`; the rest of the epochs train at the final sparsity."""
-
-    epochs: PositiveInt = 10
-    lr: float = Field(0.001, gt=0.0)
-    initial_amount: Fraction = 0.0
-    steps: PositiveInt = 10
-    ramp: float = Field(0.75, gt=0.0, le=1.0)
 
 
 DEFAULT_PRUNE_METHOD = "threshold"
@@ -402,40 +234,10 @@ class QuantizeConfig(Section):
     calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
 
 
-class ExportConfig(Section):
-    # The ai.onnx opset: 17 is the lowest torch's exporter reaches (it exports at 18 and
-    # converts down), and onnxruntime loads opset 17 from 1.12 on (18: 1.14, 21: 1.18).
-    opset: Annotated[int, Field(ge=17, le=23)] = 17
-    # The IR version each file declares. None: the lowest its opsets and tensor types allow
-    # (IR 8 for opset 17 and 18; a file holding int4 weights needs 10). A number: that
-    # version, or the lowest a file allows where that is higher.
-    ir_version: Annotated[int, Field(ge=7, le=11)] | None = None
-    # Remove the pruned model's dead units and channels before export (compress.shrink):
-    # exact, so pruned.onnx is a smaller dense model that runs faster; verify still compares
-    # it with the unshrunk fine-tuned model.
-    shrink: bool = False
-    # Also export pruned-inputs.onnx, which takes only the inputs the pruned model still
-    # reads (its metadata `inputs` lists them): fewer features to measure on the device.
-    drop_unused_inputs: bool = False
-
-
-class VerifyConfig(Section):
-    threads: NonNegativeInt = 1  # intra-op threads for latency at batch 1 (0: onnxruntime's choice)
-    repetitions: PositiveInt = 200  # timed runs at batch 1 per artifact (after warm-up)
-    # Latency is timed for all artifacts interleaved: `rounds` rounds, each running every
-    # artifact's repetitions / rounds calls in turn, so load on the machine hits them alike.
-    rounds: PositiveInt = 20
-    # An artifact whose p50 exceeds dense's by more than this fraction is flagged slower
-    # than dense (a margin, because two equal models differ by a few percent of noise).
-    slower_margin: float = Field(0.10, ge=0.0)
-    throughput_batch: PositiveInt = 1000
-    tolerance: float = Field(1e-4, gt=0.0)  # largest logit difference allowed for float exports (relative beyond |logit| 1)
-
-
 class PipelineConfig(Section):
     name: str = "pipeline"  # the run folder's name, runs/<name>: a plain name (NAME_RULE), not a path
     description: str = ""
-    data: DataConfig = IdxDataConfig()
+    data: SerializeAsAny[DataCommon] = Field(default_factory=lambda: data_section({}))
     model: ModelConfig = ModelConfig(name="simplenet")
     train: TrainConfig = TrainConfig()
     prune: SerializeAsAny[PruneConfig] = Field(default_factory=lambda: PruneConfig())
@@ -474,6 +276,11 @@ class PipelineConfig(Section):
         if self.quantize.source == "pruned-inputs" and not self.export.drop_unused_inputs:
             raise ValueError("quantize.source = 'pruned-inputs' needs [export] drop_unused_inputs = true")
         return self
+
+    @field_validator("data", mode="wrap")
+    @classmethod
+    def _data_source_section(cls, value: Any, handler: Any) -> DataCommon:
+        return data_section(value)
 
     @field_validator("prune", mode="wrap")
     @classmethod
@@ -551,12 +358,8 @@ def _field_names(model: type[BaseModel]) -> list[str]:
     return [f.alias or name for name, f in model.model_fields.items() if not f.exclude]
 
 
-def _model_at(path: tuple, data: dict, data_model: type[BaseModel] | None = None) -> type[BaseModel] | None:
+def _model_at(path: tuple, data: dict) -> type[BaseModel] | None:
     model: type[BaseModel] | None = PipelineConfig
-    if path[:1] == ("data",):  # [data] is a union: its model is the source's
-        if len(path) == 1:
-            return data_model
-        return None
     for i, part in enumerate(path):
         if model is None or not isinstance(part, str):
             return None
@@ -567,13 +370,18 @@ def _model_at(path: tuple, data: dict, data_model: type[BaseModel] | None = None
             return None
         annotation = field.annotation
         model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
-        if model is PruneConfig and i == 0:  # the union: the named method's section
-            prune = data.get(part)
-            try:
-                model = pruning_method(prune.get("method", DEFAULT_PRUNE_METHOD)).Config
-            except (AttributeError, CompressError):
-                pass
+        if i == 0 and model in (PruneConfig, DataCommon):  # a union: the named method's or source's section
+            model = _named_section(model, data.get(part)) or model
     return model
+
+
+def _named_section(base: type[BaseModel], section: Any) -> type[BaseModel] | None:
+    try:
+        if base is PruneConfig:
+            return pruning_method(section.get("method", DEFAULT_PRUNE_METHOD)).Config
+        return data_source(section.get("name", DEFAULT_DATA_SOURCE)).Config
+    except (AttributeError, CompressError):
+        return None
 
 
 def _other_prune_method(key: str) -> str | None:
@@ -584,16 +392,11 @@ def _other_prune_method(key: str) -> str | None:
 
 def _format_error(error: dict, data: dict) -> str:
     loc = tuple(error["loc"])
-    data_model = None
-    if loc[:1] == ("data",) and len(loc) > 1 and loc[1] in DATA_SOURCES:  # drop the union's tag
-        data_model, loc = DATA_SOURCES[loc[1]], (loc[0], *loc[2:])
     where = ".".join(str(p) for p in loc) or "pipeline"
     if error["type"] == "unknown_data_source":
-        if not isinstance(error["input"], dict):
-            return f"data: Input should be a valid dictionary (got {error['input']!r})"
-        return f"data.name: unknown data source {error['input'].get('name')!r}; known: {', '.join(DATA_SOURCES)}"
+        return f"{where}: {error['msg']}"
     if error["type"] == "extra_forbidden":
-        parent = _model_at(loc[:-1], data, data_model)
+        parent = _model_at(loc[:-1], data)
         known = _field_names(parent) if parent else []
         close = closest(str(loc[-1]), known)
         hint = f"; did you mean {'.'.join([*map(str, loc[:-1]), close])!r}?" if close else ""

@@ -195,8 +195,8 @@ CASES = [
          {"export": {"opset": 12}}),
     Case("two-errors-one-line", r"train\.lr: .*\(got 0\.0\); train\.momentum: .*\(got 1\.0\)$",
          {"train": {"lr": 0.0, "momentum": 1.0}}),
-    Case("unknown-dataset", r"data\.name: unknown data source 'cifar'; known: mnist, fashion-mnist, kmnist, cifar10, "
-         r"cifar100, svhn, imagefolder, csv", {"data": {"name": "cifar"}}),
+    Case("unknown-dataset", r"data\.name: unknown data source 'cifar' \(did you mean 'cifar10'\?\); known: mnist, "
+         r"fashion-mnist, kmnist, cifar10, cifar100, svhn, imagefolder, csv", {"data": {"name": "cifar"}}),
     Case("nesterov-without-momentum", r"train: nesterov needs optimizer = 'sgd' and momentum > 0",
          {"train": {"nesterov": True, "momentum": 0.0}}),
     Case("gradual-needs-magnitude", r"prune: schedule = 'gradual' needs method = .*'magnitude'",

@@ -18,6 +18,7 @@ PACKAGE = Path(compress.__file__).parent
 # A module imports only from its own floor or those below (docs/development.md, "Layout").
 FLOORS = {
     "compress": 0, "compress.errors": 0, "compress.files": 0, "compress.cache": 0, "compress.config": 0,
+    "compress.sections": 0,
     "compress.results": 0, "compress.tables": 0,
     "compress.registry": 1, "compress.checkpoint": 1,
     "compress.data": 2,
@@ -35,6 +36,7 @@ UPWARD = {
     ("compress.config", "compress.pruning.registry"): "a [prune] section is the named method's own",
     ("compress", "compress.pipeline"): "`from compress import run_pipeline`, imported when first used",
     ("compress.config", "compress.variants.registry"): "[quantize] variants are registered names",
+    ("compress.config", "compress.data.registry"): "a [data] section is the named source's own",
 }
 
 

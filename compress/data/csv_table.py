@@ -20,16 +20,36 @@ from __future__ import annotations
 import csv
 import math
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
+from pydantic import Field, model_validator
 
-from compress.data.dataset import Dataset, split_off
-from compress.data.split import stratified_split
+from compress.config import DataCommon
+from compress.data.base import DataSource, own_root
+from compress.data.dataset import Dataset
+from compress.data.registry import register_source
+from compress.data.split import split_dataset
 from compress.errors import DataError, closest
 from compress.files import sha256_file
 
-DEFAULT_TEST_FRACTION = 0.2
+
+class CsvDataConfig(DataCommon):
+    """A table: one row per sample, a label column and numeric feature columns."""
+
+    name: Literal["csv"]
+    train: str
+    test: str | None = None
+    test_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] | None = None  # without test: default 0.2
+    label: str
+    features: Annotated[list[str], Field(min_length=1)] | None = None  # default: every other column
+
+    @model_validator(mode="after")
+    def _one_test_source(self) -> CsvDataConfig:
+        if self.test is not None and self.test_fraction is not None:
+            raise ValueError("set either test (a file) or test_fraction, not both")
+        return self
 
 
 def _did_you_mean(name: str, header: list[str]) -> str:
@@ -133,47 +153,65 @@ def resolve(base: Path, name: str) -> Path:
     return path if path.is_absolute() else base / path
 
 
-def load(config, base: Path) -> Dataset:
-    """The CSV table(s) of `config` as a Dataset; relative file names are taken from `base`."""
-    train_path = resolve(base, config.train)
-    names, x_train, y_train = read_table(train_path, config.label, config.features)
-    files = {str(train_path): sha256_file(train_path)}
-    y_train = [_canonical(v) for v in y_train]
-    if config.test is not None:
-        test_path = resolve(base, config.test)
-        test_names, x_test, y_test = read_table(test_path, config.label, config.features or names)
-        y_test = [_canonical(v) for v in y_test]
-        if test_names != names:
-            raise DataError(f"{test_path} has other feature columns than {train_path}")
-        unknown = sorted(set(y_test) - set(y_train))
-        if unknown:
-            raise DataError(f"{test_path} has label {unknown[0]!r}, which {train_path} never has "
-                            f"(its labels: {', '.join(class_names(y_train))})")
-        files[str(test_path)] = sha256_file(test_path)
-    classes = class_names(y_train)
-    if len(classes) < 2:
-        raise DataError(f"{train_path}: every row has label {classes[0]!r}; classification needs at least two")
-    index = {c: i for i, c in enumerate(classes)}
-    images = {"train": torch.from_numpy(x_train)}
-    labels = {"train": torch.tensor([index[v] for v in y_train], dtype=torch.long)}
-    if config.test is not None:
-        images["test"] = torch.from_numpy(x_test)
-        labels["test"] = torch.tensor([index[v] for v in y_test], dtype=torch.long)
-    else:
-        kept, held = stratified_split(labels["train"], config.test_fraction or DEFAULT_TEST_FRACTION,
-                                      config.seed, what="test")
-        split_off(images, labels, "train", "test", held, kept)
-    kept, held = stratified_split(labels["train"], config.validation, config.seed)
-    split_off(images, labels, "train", "val", held, kept)
-    x = images["train"].double()
-    mean = x.mean(0)
-    std = x.std(0, correction=0)
-    std = torch.where(std > 0, std, torch.ones_like(std))
-    settings = {"source": "csv", "label": config.label, "features": names, "validation": config.validation,
-                "seed": config.seed, "test_fraction": config.test_fraction}
-    return Dataset(name=table_name(train_path), images=images, labels=labels, classes=tuple(classes),
-                   mean=tuple(mean.tolist()), std=tuple(std.tolist()), files=files, kind="table",
-                   feature_names=tuple(names), settings=settings)
+@register_source
+class Csv(DataSource):
+    names = ("csv",)
+    Config = CsvDataConfig
+
+    def root(self, config: CsvDataConfig, base_dir: str | Path, override: str | Path | None) -> Path:
+        """[data] root, else the pipeline file's folder: --data-root (the named data sets'
+        folder) does not move a pipeline's own files."""
+        return own_root(config, base_dir) or Path(base_dir)
+
+    def check(self, config: CsvDataConfig, root: Path) -> None:
+        for name in (config.train, config.test):
+            if name is not None:
+                check_file(resolve(root, name))
+
+    def load(self, config: CsvDataConfig, root: Path) -> Dataset:
+        """The CSV table(s) of `config` as a Dataset; relative file names are taken from `root`."""
+        train_path = resolve(root, config.train)
+        names, x_train, y_train = read_table(train_path, config.label, config.features)
+        files = {str(train_path): sha256_file(train_path)}
+        y_train = [_canonical(v) for v in y_train]
+        if config.test is not None:
+            test_path = resolve(root, config.test)
+            test_names, x_test, y_test = read_table(test_path, config.label, config.features or names)
+            y_test = [_canonical(v) for v in y_test]
+            if test_names != names:
+                raise DataError(f"{test_path} has other feature columns than {train_path}")
+            unknown = sorted(set(y_test) - set(y_train))
+            if unknown:
+                raise DataError(f"{test_path} has label {unknown[0]!r}, which {train_path} never has "
+                                f"(its labels: {', '.join(class_names(y_train))})")
+            files[str(test_path)] = sha256_file(test_path)
+        classes = class_names(y_train)
+        if len(classes) < 2:
+            raise DataError(f"{train_path}: every row has label {classes[0]!r}; classification needs at least two")
+        index = {c: i for i, c in enumerate(classes)}
+        images = {"train": torch.from_numpy(x_train)}
+        labels = {"train": torch.tensor([index[v] for v in y_train], dtype=torch.long)}
+        if config.test is not None:
+            images["test"] = torch.from_numpy(x_test)
+            labels["test"] = torch.tensor([index[v] for v in y_test], dtype=torch.long)
+        split_dataset(images, labels, config.validation, config.seed, config.test_fraction)
+        x = images["train"].double()
+        mean = x.mean(0)
+        std = x.std(0, correction=0)
+        std = torch.where(std > 0, std, torch.ones_like(std))
+        settings = {"source": "csv", "label": config.label, "features": names, "validation": config.validation,
+                    "seed": config.seed, "test_fraction": config.test_fraction}
+        return Dataset(name=table_name(train_path), images=images, labels=labels, classes=tuple(classes),
+                       mean=tuple(mean.tolist()), std=tuple(std.tolist()), files=files, kind="table",
+                       feature_names=tuple(names), settings=settings)
+
+    def peek(self, config: CsvDataConfig, root: Path) -> tuple[tuple[int, ...], int] | None:
+        """Input shape and number of classes (reads the training file)."""
+        path = resolve(root, config.train)
+        if not path.is_file():
+            return None
+        names, _, labels = read_table(path, config.label, config.features)
+        return (len(names),), len({_canonical(v) for v in labels})
 
 
 def table_name(path: Path) -> str:
@@ -182,11 +220,3 @@ def table_name(path: Path) -> str:
     folder = path.resolve().parent.name
     return f"{folder}/{path.name}" if folder else path.name
 
-
-def peek(config, base: Path) -> tuple[tuple[int, ...], int] | None:
-    """Input shape and number of classes (reads the training file)."""
-    path = resolve(base, config.train)
-    if not path.is_file():
-        return None
-    names, _, labels = read_table(path, config.label, config.features)
-    return (len(names),), len({_canonical(v) for v in labels})

@@ -146,11 +146,3 @@ def channel_stats(images: torch.Tensor, scale: float = 1 / 255) -> tuple[tuple[f
     mean, std = mean * scale, std * scale
     return tuple(mean.tolist()), tuple(torch.where(std > 0, std, torch.ones_like(std)).tolist())
 
-
-def split_off(
-    images: dict[str, torch.Tensor], labels: dict[str, torch.Tensor], source: str, target: str,
-    held: torch.Tensor, kept: torch.Tensor,
-) -> None:
-    """Move the samples `held` of split `source` into a new split `target`, in place."""
-    images[target], labels[target] = images[source][held], labels[source][held]
-    images[source], labels[source] = images[source][kept], labels[source][kept]

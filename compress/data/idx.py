@@ -1,12 +1,15 @@
 """MNIST-style data sets from their IDX files: mnist, fashion-mnist and kmnist.
 
-    data = load("mnist", root=Path("../shared/data"), download=False, validation=0.1, seed=0)
+    [data]
+    name = "mnist"          # or fashion-mnist, kmnist
+    root = "../shared/data" # else --data-root, else ./data
 
 The four IDX files (gzipped or not) are found in a flat folder, `<root>/<name>` or
 torchvision's `<root>/<Class>/raw` layout (KMNIST too: `<root>/KMNIST/raw`). When they are
 missing and `download` is on, torchvision downloads them (compress.data.download: a failed
 download leaves nothing behind); otherwise the error says where to put them. Each file's
-magic number, shape and length are checked.
+magic number, shape and length are checked, and (`verify`) compared with the data set's
+published checksums (compress.data.published).
 """
 
 from __future__ import annotations
@@ -17,13 +20,17 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 
-from compress.data.dataset import Dataset, split_off
+from compress.data.base import DataSource, ImageDataCommon
+from compress.data.dataset import Dataset
 from compress.data.download import fetch_into
-from compress.data.split import stratified_split
+from compress.data.published import check_published
+from compress.data.registry import register_source
+from compress.data.split import split_dataset
 from compress.errors import DataError
 from compress.files import sha256_file
 
@@ -172,16 +179,56 @@ def _download(spec: DatasetSpec, root: Path) -> None:
     fetch_into(root, spec.name, fetch, f"put the IDX files in {root} or pass --data-root DIR")
 
 
-def load(name: str, root: str | Path, download: bool = True, validation: float = 0.1, seed: int = 0) -> Dataset:
-    """Load a named IDX data set into memory, downloading it with torchvision if it is missing.
+class IdxDataConfig(ImageDataCommon):
+    """MNIST-style sets read from their IDX files."""
 
-    A seeded, stratified `validation` fraction of the training split is held out as split
-    "val" (compress.data.split): every choice is made on it, the test split is only reported.
-    """
-    if name not in DATASETS:
-        raise DataError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}")
-    spec = DATASETS[name]
-    root = Path(root).expanduser()
+    name: Literal["mnist", "fashion-mnist", "kmnist"] = "mnist"
+    # Files against the data set's published checksums (compress.data.published): warn names
+    # each file that differs (another data set's files are named as such); strict makes that
+    # an error; off skips the check.
+    verify: Literal["warn", "strict", "off"] = "warn"
+
+
+@register_source
+class Idx(DataSource):
+    names = tuple(DATASETS)
+    Config = IdxDataConfig
+    named = True
+
+    def load(self, config: IdxDataConfig, root: Path) -> Dataset:
+        """Load a named IDX data set into memory, downloading it with torchvision if it is
+        missing (`download`); a seeded, stratified `validation` part of the training split
+        is held out as split "val"."""
+        spec = DATASETS[config.name]
+        root = Path(root).expanduser()
+        files = _files(spec, root, config.download)
+        images, labels = _read_splits(spec, files)
+        split_dataset(images, labels, config.validation, config.seed)
+        log.debug(
+            "loaded %s: %d train, %d validation, %d test images from %s", spec.name, len(labels["train"]),
+            len(labels["val"]), len(labels["test"]), files["train-images"].parent,
+        )
+        data = Dataset(
+            name=spec.name,
+            images=images,
+            labels=labels,
+            classes=spec.classes,
+            mean=spec.mean,
+            std=spec.std,
+            files={str(p): sha256_file(p) for p in files.values()},
+            settings={"validation": config.validation, "seed": config.seed},
+        )
+        check_published(config.name, data.files, config.verify)
+        return data
+
+    def peek(self, config: IdxDataConfig, root: Path | None) -> tuple[tuple[int, ...], int]:
+        """Input shape and number of classes, known without reading any file."""
+        spec = DATASETS[config.name]
+        return spec.input_shape, len(spec.classes)
+
+
+def _files(spec: DatasetSpec, root: Path, download: bool) -> dict[str, Path]:
+    """The four IDX files by role, downloaded first when missing and `download` is on."""
     files = locate_files(spec, root)
     if _missing(files) and download:
         try:
@@ -192,55 +239,32 @@ def load(name: str, root: str | Path, download: bool = True, validation: float =
     if _missing(files):
         reason = "download failed" if download else "download is off ([data] download = false)"
         raise DataError(_missing_message(spec, root, files, reason))
+    return files
 
-    arrays = {}
-    for key, path in files.items():
-        magic = IDX_IMAGES_MAGIC if key.endswith("images") else IDX_LABELS_MAGIC
-        arrays[key] = read_idx(path, magic)
+
+def _read_splits(spec: DatasetSpec, files: dict[str, Path]) -> tuple[dict, dict]:
+    """Images [N, 1, H, W] and labels per split; every file is read (and checked) before
+    the splits are checked against each other."""
+    arrays = {key: read_idx(path, IDX_IMAGES_MAGIC if key.endswith("images") else IDX_LABELS_MAGIC)
+              for key, path in files.items()}
     images, labels = {}, {}
     for split in SPLIT_FILES:
         x, y = arrays[f"{split}-images"], arrays[f"{split}-labels"]
+        x_path, y_path = files[f"{split}-images"], files[f"{split}-labels"]
         if len(y) == 0:
-            raise DataError(f"{files[f'{split}-labels']} holds no samples")
+            raise DataError(f"{y_path} holds no samples")
         if tuple(x.shape[1:]) != spec.image_shape:
             raise DataError(
-                f"{files[f'{split}-images']} holds {x.shape[1]}x{x.shape[2]} images, but "
+                f"{x_path} holds {x.shape[1]}x{x.shape[2]} images, but "
                 f"{spec.name} images are {spec.image_shape[0]}x{spec.image_shape[1]}"
             )
         if len(x) != len(y):
-            raise DataError(
-                f"{files[f'{split}-images']} holds {len(x)} images but "
-                f"{files[f'{split}-labels']} holds {len(y)} labels"
-            )
+            raise DataError(f"{x_path} holds {len(x)} images but {y_path} holds {len(y)} labels")
         if y.size and int(y.max()) >= len(spec.classes):
-            raise DataError(
-                f"{files[f'{split}-labels']} has label {int(y.max())}, "
-                f"but {spec.name} has {len(spec.classes)} classes"
-            )
+            raise DataError(f"{y_path} has label {int(y.max())}, but {spec.name} has {len(spec.classes)} classes")
         images[split] = torch.from_numpy(x.copy()).unsqueeze(1)
         labels[split] = torch.from_numpy(y.astype(np.int64))
-    kept, held = stratified_split(labels["train"], validation, seed)
-    split_off(images, labels, "train", "val", held, kept)
-    log.debug(
-        "loaded %s: %d train, %d validation, %d test images from %s",
-        spec.name, len(labels["train"]), len(labels["val"]), len(labels["test"]), files["train-images"].parent,
-    )
-    return Dataset(
-        name=spec.name,
-        images=images,
-        labels=labels,
-        classes=spec.classes,
-        mean=spec.mean,
-        std=spec.std,
-        files={str(p): sha256_file(p) for p in files.values()},
-        settings={"validation": validation, "seed": seed},
-    )
-
-
-def peek(name: str) -> tuple[tuple[int, ...], int]:
-    """Input shape and number of classes, known without reading any file."""
-    spec = DATASETS[name]
-    return spec.input_shape, len(spec.classes)
+    return images, labels
 
 
 def _missing_message(spec: DatasetSpec, root: Path, found: dict[str, Path], reason: str) -> str:

@@ -1,6 +1,8 @@
 """Image folders in torchvision's ImageFolder layout, decoded once into a tensor cache.
 
-    data = load(config, root=Path("photos"))   # photos/train/<class>/<image>, photos/test/...
+    [data]
+    name = "imagefolder"
+    root = "photos"         # photos/train/<class>/<image>, photos/test/...; else --data-root
 
 `root/train/<class>/<image>` and `root/test/<class>/<image>`: class names are the folder
 names (sorted; index = output position), images are every file Pillow reads by its
@@ -26,18 +28,23 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
+from pydantic import Field
 
-from compress.data.dataset import Dataset, channel_stats, split_off
-from compress.data.split import stratified_split
+from compress.config import PositiveInt
+from compress.data.base import DataSource, ImageDataCommon, own_root
+from compress.data.dataset import Dataset, channel_stats
+from compress.data.registry import register_source
+from compress.data.split import split_dataset
 from compress.errors import DataError
 from compress.files import atomic_path
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TEST_FRACTION = 0.2
+NEEDS_ROOT = "[data] name = 'imagefolder' needs root: the folder holding train/<class>/<image>"
 CACHE_FORMAT = "compress-imagefolder/1"
 
 
@@ -236,38 +243,62 @@ def decode_folder(root: Path, channels: int, image_size: list[int] | None,
     return splits, names, key
 
 
-def load(config, root: Path) -> Dataset:
-    """The image folder `root` as a Dataset (see the module docstring)."""
-    splits, classes, key = decode_folder(root, config.channels, config.image_size, config.test_fraction)
-    images = {split: x for split, (x, _) in splits.items()}
-    labels = {split: y for split, (_, y) in splits.items()}
-    if "test" not in images:
-        fraction = config.test_fraction or DEFAULT_TEST_FRACTION
-        kept, held = stratified_split(labels["train"], fraction, config.seed, what="test")
-        split_off(images, labels, "train", "test", held, kept)
-    kept, held = stratified_split(labels["train"], config.validation, config.seed)
-    split_off(images, labels, "train", "val", held, kept)
-    mean, std = channel_stats(images["train"])
-    settings = {"source": "imagefolder", "validation": config.validation, "seed": config.seed,
-                "test_fraction": config.test_fraction}
-    return Dataset(name="imagefolder", images=images, labels=labels, classes=tuple(classes), mean=mean,
-                   std=std, files={str(root): key}, settings=settings)
+class ImageFolderDataConfig(ImageDataCommon):
+    """root/train/<class>/<image> and root/test/<class>/<image> (or test_fraction)."""
+
+    name: Literal["imagefolder"]
+    image_size: Annotated[list[PositiveInt], Field(min_length=2, max_length=2)] | None = None  # [h, w]
+    channels: Literal[1, 3] = 3
+    test_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] | None = None  # without test/: default 0.2
 
 
-def peek(config, root: Path) -> tuple[tuple[int, ...], int] | None:
-    """Input shape and number of classes from the folder names and the first image's
-    header (None when there is no train/ folder to look at)."""
-    if not (root / "train").is_dir():
-        return None
-    classes = list_split(root / "train")
-    if config.image_size is not None:
-        return (config.channels, *config.image_size), len(classes)
-    from PIL import Image, UnidentifiedImageError
+@register_source
+class ImageFolder(DataSource):
+    names = ("imagefolder",)
+    Config = ImageFolderDataConfig
 
-    first = next(iter(classes.values()))[0]
-    try:
-        with Image.open(first) as image:
-            width, height = image.size
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"{first} is not a readable image ({type(exc).__name__}: {exc})") from None
-    return (config.channels, height, width), len(classes)
+    def root(self, config: ImageFolderDataConfig, base_dir: str | Path, override: str | Path | None) -> Path | None:
+        """[data] root, else --data-root; None without either (check and load refuse it)."""
+        if config.root is None and override is not None:
+            return Path(override).expanduser()
+        return own_root(config, base_dir)
+
+    def check(self, config: ImageFolderDataConfig, root: Path | None) -> None:
+        check_root(_needed(root))
+
+    def load(self, config: ImageFolderDataConfig, root: Path | None) -> Dataset:
+        """The image folder `root` as a Dataset (see the module docstring)."""
+        root = _needed(root)
+        splits, classes, key = decode_folder(root, config.channels, config.image_size, config.test_fraction)
+        images = {split: x for split, (x, _) in splits.items()}
+        labels = {split: y for split, (_, y) in splits.items()}
+        split_dataset(images, labels, config.validation, config.seed, config.test_fraction)
+        mean, std = channel_stats(images["train"])
+        settings = {"source": "imagefolder", "validation": config.validation, "seed": config.seed,
+                    "test_fraction": config.test_fraction}
+        return Dataset(name="imagefolder", images=images, labels=labels, classes=tuple(classes), mean=mean,
+                       std=std, files={str(root): key}, settings=settings)
+
+    def peek(self, config: ImageFolderDataConfig, root: Path | None) -> tuple[tuple[int, ...], int] | None:
+        """Input shape and number of classes from the folder names and the first image's
+        header (None when there is no train/ folder to look at)."""
+        if root is None or not (root / "train").is_dir():
+            return None
+        classes = list_split(root / "train")
+        if config.image_size is not None:
+            return (config.channels, *config.image_size), len(classes)
+        from PIL import Image, UnidentifiedImageError
+
+        first = next(iter(classes.values()))[0]
+        try:
+            with Image.open(first) as image:
+                width, height = image.size
+        except (UnidentifiedImageError, OSError) as exc:
+            raise DataError(f"{first} is not a readable image ({type(exc).__name__}: {exc})") from None
+        return (config.channels, height, width), len(classes)
+
+
+def _needed(root: Path | None) -> Path:
+    if root is None:
+        raise DataError(NEEDS_ROOT)
+    return root

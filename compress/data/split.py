@@ -1,7 +1,12 @@
 """Seeded, stratified splits: the validation part of a training split, or a test part.
 
-    keep, held = stratified_split(labels, fraction=0.1, seed=0)
+    split_dataset(images, labels, validation=0.1, seed=0)       # every source, in place
+    keep, held = stratified_split(labels, fraction=0.1, seed=0)  # the indices alone
     x_train, x_val = x[keep], x[held]
+
+A source reads "train" (and "test" when its files have one) and hands both to
+`split_dataset`: without a test split, a `test_fraction` of "train" becomes "test" first;
+then the `validation` fraction of what is left becomes "val".
 
 Each class gives round(fraction * its count) samples to the held part (at least one when
 the class has two or more and the fraction is above zero), chosen by a generator seeded
@@ -15,6 +20,32 @@ import numpy as np
 import torch
 
 from compress.errors import DataError
+
+DEFAULT_TEST_FRACTION = 0.2  # of the training files, when a source has no test files
+
+
+def split_dataset(
+    images: dict[str, torch.Tensor], labels: dict[str, torch.Tensor], validation: float, seed: int,
+    test_fraction: float | None = None,
+) -> None:
+    """Make the splits "train", "val" and "test" in place from "train" (and "test", if read):
+    the test part first (only when there is no "test"), then the validation part, each
+    stratified and seeded with `seed`."""
+    if "test" not in images:
+        fraction = test_fraction or DEFAULT_TEST_FRACTION
+        kept, held = stratified_split(labels["train"], fraction, seed, what="test")
+        split_off(images, labels, "train", "test", held, kept)
+    kept, held = stratified_split(labels["train"], validation, seed)
+    split_off(images, labels, "train", "val", held, kept)
+
+
+def split_off(
+    images: dict[str, torch.Tensor], labels: dict[str, torch.Tensor], source: str, target: str,
+    held: torch.Tensor, kept: torch.Tensor,
+) -> None:
+    """Move the samples `held` of split `source` into a new split `target`, in place."""
+    images[target], labels[target] = images[source][held], labels[source][held]
+    images[source], labels[source] = images[source][kept], labels[source][kept]
 
 
 def stratified_split(

@@ -1,6 +1,8 @@
 """torchvision's RGB data sets, read from their own on-disk formats: cifar10, cifar100, svhn.
 
-    data = load("cifar10", root=Path("data"), download=False, validation=0.1, seed=0)
+    [data]
+    name = "cifar10"        # or cifar100, svhn
+    root = "data"           # else --data-root, else ./data
 
 - cifar10: `<root>/cifar-10-batches-py/` (data_batch_1..5, test_batch, batches.meta);
 - cifar100: `<root>/cifar-100-python/` (train, test, meta; the 100 fine labels);
@@ -20,13 +22,17 @@ import io
 import logging
 import pickle
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 
-from compress.data.dataset import Dataset, channel_stats, split_off
+from compress.data.base import DataSource, ImageDataCommon
+from compress.data.dataset import Dataset, channel_stats
 from compress.data.download import fetch_into
-from compress.data.split import stratified_split
+from compress.data.published import check_published
+from compress.data.registry import register_source
+from compress.data.split import split_dataset
 from compress.errors import DataError
 from compress.files import sha256_file
 
@@ -192,25 +198,36 @@ def _load_svhn(root: Path, download: bool) -> tuple[dict, dict, tuple[str, ...],
     return images, labels, tuple(str(i) for i in range(10)), files
 
 
-def load(name: str, root: str | Path, download: bool = True, validation: float = 0.1, seed: int = 0) -> Dataset:
-    """Load cifar10, cifar100 or svhn into memory (see the module docstring)."""
-    root = Path(root).expanduser()
-    if name == "svhn":
-        images, labels, classes, files = _load_svhn(root, download)
-    elif name in CIFAR:
-        images, labels, classes, files = _load_cifar(name, root, download)
-    else:
-        raise DataError(f"unknown data set {name!r}; known: {', '.join([*CIFAR, 'svhn'])}")
-    for split in ("train", "test"):
-        if len(labels[split]) == 0:
-            raise DataError(f"{name}: the {split} split holds no images")
-    kept, held = stratified_split(labels["train"], validation, seed)
-    split_off(images, labels, "train", "val", held, kept)
-    mean, std = channel_stats(images["train"])
-    return Dataset(name=name, images=images, labels=labels, classes=classes, mean=mean, std=std,
-                   files=files, settings={"validation": validation, "seed": seed})
+class TorchvisionDataConfig(ImageDataCommon):
+    """torchvision's RGB sets, read from their own on-disk formats."""
+
+    name: Literal["cifar10", "cifar100", "svhn"]
+    verify: Literal["warn", "strict", "off"] = "warn"  # files against published checksums, as for IDX sets
 
 
-def peek(name: str) -> tuple[tuple[int, ...], int | None]:
-    """Input shape and number of classes, known without reading any file."""
-    return SHAPE, {"cifar10": 10, "cifar100": 100, "svhn": 10}[name]
+@register_source
+class Torchvision(DataSource):
+    names = (*CIFAR, "svhn")
+    Config = TorchvisionDataConfig
+    named = True
+
+    def load(self, config: TorchvisionDataConfig, root: Path) -> Dataset:
+        """Load cifar10, cifar100 or svhn into memory (see the module docstring)."""
+        name, root = config.name, Path(root).expanduser()
+        if name == "svhn":
+            images, labels, classes, files = _load_svhn(root, config.download)
+        else:
+            images, labels, classes, files = _load_cifar(name, root, config.download)
+        for split in ("train", "test"):
+            if len(labels[split]) == 0:
+                raise DataError(f"{name}: the {split} split holds no images")
+        split_dataset(images, labels, config.validation, config.seed)
+        mean, std = channel_stats(images["train"])
+        data = Dataset(name=name, images=images, labels=labels, classes=classes, mean=mean, std=std,
+                       files=files, settings={"validation": config.validation, "seed": config.seed})
+        check_published(name, data.files, config.verify)
+        return data
+
+    def peek(self, config: TorchvisionDataConfig, root: Path | None) -> tuple[tuple[int, ...], int]:
+        """Input shape and number of classes, known without reading any file."""
+        return SHAPE, {"cifar10": 10, "cifar100": 100, "svhn": 10}[config.name]
