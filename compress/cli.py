@@ -368,7 +368,9 @@ def search(pipeline, params, max_drop, trials, objective, out_dir, jobs, ray_add
     kept in OUT/study.journal, so the same command after Ctrl-C continues it. Writes
     OUT/search.json, search.md, search-history.png and search-front.png.
     """
-    from compress.analysis.search import format_table, run_search, search_spaces
+    from compress.analysis.search import run_search
+    from compress.analysis.search_report import format_table
+    from compress.analysis.space import search_spaces
     from compress.config import load_pipeline
     from compress.threads import default_threads
 

@@ -9,6 +9,8 @@ report.json is a stable interface: keys are only ever added (as NotRequired, wit
 row), never renamed or removed. Each key's meaning is written beside it (Annotated) and
 the README table is checked against these definitions by the tests. Accuracy is a fraction
 in 0..1, sizes bytes, latency milliseconds, throughput samples per second.
+
+Sweep, Tune and Search type sweep.json, tune.json and search.json the same way.
 """
 
 # No `from __future__ import annotations` here: TypedDict reads NotRequired from real annotations.
@@ -55,7 +57,7 @@ class Artifact(TypedDict):
     macs: Annotated[int, "multiply-accumulates per sample (MatMul/Gemm/Conv at full shape)"]
     weight_bytes: Annotated[int, "initializer bytes an onnxruntime session holds after its load-time folding"]
     accuracy: Annotated[float, "top-1 accuracy on the test split"]
-    val_accuracy: Annotated[float | None, "top-1 accuracy on the validation split (what tune and sweep budgets choose on)"]
+    val_accuracy: Annotated[float | None, "top-1 accuracy on the validation split (what sweep, tune and search budgets choose on)"]
     agreement: Annotated[float | None, "top-1 agreement with the PyTorch model it came from"]
     max_logit_diff: Annotated[float | None, "largest logit difference from that PyTorch model"]
     latency_ms_b1_p50: Annotated[float | None, "median latency at batch 1 (all artifacts timed interleaved)"]
@@ -120,6 +122,185 @@ class Report(TypedDict):
                         "(PyTorch, test split unless named val)"]
     stages: Annotated[list[StageSummary], "`{name, key, seconds, cached}` per stage"]
     total_seconds: Annotated[float, "seconds of the stages that ran (not cached)"]
+
+
+# ---------------------------------------------------------------- the many-run commands
+# sweep.json, tune.json and search.json. Every accuracy a choice is made on is named
+# `val_accuracy` (the validation split, as in Artifact); `test_accuracy` is only reported.
+# `drop` is in points below the bar: the validation accuracy of the dense model of the
+# pipeline as written (compress.analysis.reference).
+
+
+class Budget(TypedDict):
+    """The `--max-drop` budget of a sweep or search, by label (compress.analysis.pareto)."""
+
+    max_drop: Annotated[float, "points below the reference dense model, on validation"]
+    chosen: Annotated[str | None, "the smallest artifact within it (on equal size the more accurate); "
+                      "null when none is"]
+    ties: Annotated[list[str], "as small and as accurate as `chosen`"]
+    closest: Annotated[str | None, "with nothing within it: the artifact of the smallest drop"]
+
+
+class SweepReference(TypedDict):
+    run_dir: Annotated[str, "the run whose dense model is the bar"]
+    variant: Annotated[str | None, "the variant that made it (null: `<out>/reference`, the pipeline as written)"]
+    dense_val_accuracy: Annotated[float, "its dense artifact's validation accuracy (onnxruntime)"]
+
+
+class SweepVariant(TypedDict):
+    name: Annotated[str, "the variant's run folder under the sweep folder"]
+    overrides: Annotated[dict[str, Any], "dotted key -> value"]
+    run_dir: Annotated[str, "its run folder"]
+    stages_cached: Annotated[list[str], "the stages taken from the stage cache"]
+    dense_val_accuracy: Annotated[float, "its own dense model's validation accuracy (PyTorch, from report.json's "
+                                  "`training`)"]
+
+
+class SweepPoint(TypedDict):
+    """One distinct artifact of a sweep (identical files of several variants count once)."""
+
+    label: Annotated[str, "`<variant>/<artifact>` (`(+N)`: N more variants made the same file), or the "
+                     "artifact alone when every variant made it"]
+    artifact: Annotated[str, "the artifact's name (`dense`, `pruned`, ...)"]
+    variants: Annotated[list[str], "the variants that made it"]
+    path: Annotated[str, "the .onnx file of the first of them"]
+    val_accuracy: Annotated[float, "top-1 accuracy on the validation split: what the frontier and the budget use"]
+    test_accuracy: Annotated[float, "top-1 accuracy on the test split (reported only)"]
+    drop: Annotated[float, "validation points below the reference dense model"]
+    bytes: Annotated[int, "size of the .onnx file"]
+    deploy_bytes: Annotated[int, "size of its deployable package"]
+    compression: Annotated[float, "baseline .onnx bytes / deploy_bytes"]
+    sparsity: Annotated[float, "zeros among the weights"]
+    latency_ms_b1_p50: Annotated[float | None, "median latency at batch 1"]
+    status: Annotated[str, "`ok`, `failed: <why>` or `warning: <what>`, as in report.json"]
+    frontier: Annotated[bool, "on the Pareto frontier"]
+    within_budget: NotRequired[Annotated[bool, "verified and within `--max-drop` (with a budget only)"]]
+
+
+class Sweep(TypedDict):
+    """sweep.json."""
+
+    pipeline: Annotated[str, "pipeline name"]
+    pipeline_file: Annotated[str, "the pipeline file"]
+    axes: Annotated[dict[str, list[Any]], "dotted key -> the values swept"]
+    reference: Annotated[SweepReference | None, "the bar of every drop"]
+    variants: Annotated[list[SweepVariant], "one per combination"]
+    stages_total: Annotated[int, "stages of all variants"]
+    stages_reused: Annotated[int, "those taken from the stage cache"]
+    train_runs: Annotated[int, "variants whose training ran"]
+    points: Annotated[list[SweepPoint], "every distinct artifact"]
+    frontier: Annotated[list[str], "labels of the Pareto frontier, smallest first"]
+    budget: Annotated[Budget | None, "with `--max-drop`"]
+    failed: Annotated[list[str], "labels of artifacts whose verification failed"]
+
+
+class TuneBest(TypedDict):
+    """A tune point's best artifact: the smallest within the budget, else the closest to it."""
+
+    artifact: Annotated[str, "the artifact's name"]
+    val_accuracy: Annotated[float, "top-1 accuracy on the validation split"]
+    test_accuracy: Annotated[float, "top-1 accuracy on the test split (reported only)"]
+    drop: Annotated[float, "validation points below the reference dense model"]
+    deploy_bytes: Annotated[int, "size of its deployable package"]
+    sparsity: Annotated[float, "zeros among the weights"]
+
+
+class TunePoint(TypedDict):
+    value: Annotated[float, "the searched setting's value"]
+    run_dir: Annotated[str, "the point's run folder"]
+    dense_val_accuracy: Annotated[float, "its own dense artifact's validation accuracy"]
+    reference_val_accuracy: Annotated[float, "the bar: the reference dense model's validation accuracy"]
+    pruned_sparsity: Annotated[float, "zeros among the pruned layers' weights"]
+    best: Annotated[TuneBest | None, "null when no compressed artifact was verified"]
+    meets: Annotated[bool, "the best artifact is within the budget"]
+    train_cached: Annotated[bool, "training came from the stage cache"]
+
+
+class TuneReference(TypedDict):
+    run_dir: Annotated[str | None, "the run whose dense model is the bar"]
+    dense_val_accuracy: Annotated[float | None, "its validation accuracy (null: no point ran)"]
+
+
+class Tune(TypedDict):
+    """tune.json."""
+
+    pipeline: Annotated[str, "pipeline name"]
+    pipeline_file: Annotated[str, "the pipeline file"]
+    param: Annotated[str, "the dotted setting searched"]
+    low: Annotated[float, "low end of the range"]
+    high: Annotated[float, "high end of the range"]
+    max_drop: Annotated[float, "the budget: validation points below the reference dense model"]
+    points: Annotated[list[TunePoint], "every point tried, in order"]
+    chosen: Annotated[float | None, "the value of the highest sparsity within the budget"]
+    ties: Annotated[list[float], "values of the same sparsity within the budget"]
+    notes: Annotated[list[str], "what the output says beside the choice"]
+    train_runs: Annotated[int, "points whose training ran"]
+    fixed: Annotated[dict[str, Any], "`--set` changes of every point"]
+    reference: Annotated[TuneReference, "the bar of every drop"]
+
+
+class SearchArtifact(TypedDict):
+    """An artifact of a search trial (as the study keeps it)."""
+
+    artifact: Annotated[str, "the artifact's name"]
+    val_accuracy: Annotated[float, "top-1 accuracy on the validation split"]
+    drop: Annotated[float, "validation points below the reference dense model"]
+    deploy_bytes: Annotated[int, "size of its deployable package"]
+    sparsity: Annotated[float, "zeros among the weights"]
+    status: Annotated[str, "as in report.json"]
+
+
+class SearchPoint(SearchArtifact):
+    """An artifact of a finished trial, as a point of the frontier and the budget."""
+
+    label: Annotated[str, "`<trial>/<artifact>`"]
+    trial: Annotated[str, "the trial's name, `trial-NNNN`"]
+    run_dir: Annotated[str, "the trial's run folder"]
+
+
+class SearchTrial(TypedDict):
+    number: Annotated[int, "the Optuna trial number"]
+    name: Annotated[str, "`trial-NNNN`, its run folder's name"]
+    state: Annotated[str, "`ok`, `misses budget`, `fail`, `interrupted` (or Optuna's state)"]
+    overrides: Annotated[dict[str, Any], "the sampled settings: dotted key -> value"]
+    run_dir: Annotated[str | None, "its run folder"]
+    best: Annotated[SearchArtifact | None, "its smallest artifact within the budget, else the closest"]
+    artifacts: Annotated[list[SearchArtifact], "all its artifacts"]
+    stages_reused: Annotated[list[str], "stages taken from the stage cache"]
+    stages_total: Annotated[int, "its stages"]
+    error: Annotated[str | None, "why it failed"]
+    retry_of: Annotated[int | None, "the interrupted trial it runs again"]
+    from_file: Annotated[bool, "the pipeline file's own settings"]
+    seconds: Annotated[float | None, "its duration"]
+
+
+class SearchReference(TypedDict):
+    run_dir: Annotated[str, "`<out>/reference`: the pipeline as written"]
+    dense_val_accuracy: Annotated[float, "its dense artifact's validation accuracy: the bar"]
+    best: Annotated[SearchArtifact | None, "its own best artifact, for comparison"]
+
+
+class Search(TypedDict):
+    """search.json."""
+
+    pipeline: Annotated[str, "pipeline name"]
+    pipeline_file: Annotated[str, "the pipeline file"]
+    objective: Annotated[str, "`size` or `pareto`"]
+    spaces: Annotated[dict[str, str], "dotted key -> its space"]
+    max_drop: Annotated[float | None, "the budget (null: none, `--objective pareto`)"]
+    trials_wanted: Annotated[int, "`--trials`"]
+    reference: Annotated[SearchReference, "the bar of every drop"]
+    trials: Annotated[list[SearchTrial], "every trial of the study, in order"]
+    counts: Annotated[dict[str, int], "trials per state"]
+    stages_total: Annotated[int, "stages of the finished trials"]
+    stages_reused: Annotated[int, "those taken from the stage cache"]
+    train_runs: Annotated[int, "finished trials whose training ran"]
+    points: Annotated[list[SearchPoint], "every verified artifact of every finished trial"]
+    frontier: Annotated[list[str], "labels of the Pareto frontier, smallest first"]
+    budget: Annotated[Budget | None, "with `--max-drop`"]
+    chosen: Annotated[str | None, "label of the smallest artifact within the budget"]
+    test_accuracy: Annotated[dict[str, float | None], "label -> test accuracy, read last for the chosen "
+                             "artifact (and the frontier, with `--objective pareto`): it chose nothing"]
 
 
 OK = "ok"

@@ -1,19 +1,37 @@
 """The typed results: report.json's keys are defined once, docs/reference.md documents
-exactly those, and the comparisons (baseline, drop, delta, ratio) are computed one way."""
+exactly those, and the comparisons (baseline, drop, delta, ratio) are computed one way;
+sweep.json, tune.json and search.json are typed too, with names that say which split an
+accuracy is on."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import get_args, get_type_hints
 
 import pytest
+from typed_json import mismatches
 
 from compress.results import (
     DENSE,
     Artifact,
+    Budget,
     DatasetSummary,
     Report,
+    Search,
+    SearchArtifact,
+    SearchPoint,
+    SearchReference,
+    SearchTrial,
     StageSummary,
+    Sweep,
+    SweepPoint,
+    SweepReference,
+    SweepVariant,
     TrainingSummary,
+    Tune,
+    TuneBest,
+    TunePoint,
+    TuneReference,
     baseline_of,
     compression_ratio,
     delta_pts,
@@ -83,3 +101,45 @@ def test_the_report_s_columns_and_csv_fields_are_artifact_keys():
 
     keys = set(keys_of(Artifact))
     assert {key for key, _, _ in COLUMNS} <= keys and set(CSV_FIELDS) <= keys
+
+
+# ---------------------------------------------------------------- sweep.json, tune.json, search.json
+
+MANY_RUN = (Budget, Sweep, SweepReference, SweepVariant, SweepPoint, Tune, TunePoint, TuneBest, TuneReference,
+            Search, SearchReference, SearchTrial, SearchArtifact, SearchPoint)
+
+
+def nested_keys(kind: type) -> set[str]:
+    """Every key of a TypedDict and of those inside it."""
+    keys = set()
+    for key, hint in get_type_hints(kind).items():
+        keys.add(key)
+        for inner in [hint, *get_args(hint), *(a for arg in get_args(hint) for a in get_args(arg))]:
+            if isinstance(inner, type) and hasattr(inner, "__required_keys__"):
+                keys |= nested_keys(inner)
+    return keys
+
+
+@pytest.mark.parametrize("kind", MANY_RUN)
+def test_every_key_of_the_many_run_outputs_has_a_meaning(kind):
+    assert all(keys_of(kind).values()), [k for k, v in keys_of(kind).items() if not v]
+
+
+@pytest.mark.parametrize("kind", [Sweep, Tune, Search])
+def test_an_accuracy_says_its_split_and_the_frontier_has_one_name(kind):
+    keys = nested_keys(kind)
+    assert "accuracy" not in keys and "front" not in keys
+    assert {k for k in keys if "accuracy" in k} <= {"val_accuracy", "test_accuracy", "dense_val_accuracy",
+                                                    "reference_val_accuracy"}
+    assert kind is Tune or "frontier" in keys
+
+
+def test_the_checker_names_what_differs_from_a_typed_definition():
+    budget = {"max_drop": 0.5, "chosen": "a", "ties": [], "closest": None}
+    assert mismatches(budget, Budget) == []
+    assert mismatches({**budget, "max_drop": 1}, Budget) == []  # a whole number is a float
+    assert mismatches({k: v for k, v in budget.items() if k != "ties"}, Budget) == ["$: missing 'ties' (Budget)"]
+    assert mismatches({**budget, "front": []}, Budget) == ["$: 'front' is no key of Budget"]
+    assert mismatches({**budget, "ties": ["a", 2]}, Budget) == ["$.ties[1]: 2 is not str"]
+    assert mismatches({**budget, "chosen": 1.5}, Budget)[0].startswith("$.chosen: 1.5 is none of")
+    assert mismatches({**budget, "max_drop": True}, Budget) == ["$.max_drop: True is not float"]

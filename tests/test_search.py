@@ -10,20 +10,14 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from typed_json import mismatches
 
-from compress.analysis.search import (
-    Space,
-    artifact_rows,
-    open_study,
-    parse_param,
-    parse_space,
-    run_search,
-    search_spaces,
-    trial_score,
-)
+from compress.analysis.search import artifact_rows, open_study, run_search, trial_score
+from compress.analysis.space import Space, parse_param, parse_space, search_spaces
 from compress.cli import main
 from compress.config import load_pipeline
 from compress.errors import CompressError
+from compress.results import Search
 
 # A fast variant of the tiny pipeline: one quantized artifact, few timing repetitions.
 FAST = {"quantize.variants": ["dynamic"], "verify.repetitions": 5}
@@ -127,6 +121,42 @@ def test_a_report_without_validation_accuracy_is_a_clear_error():
         artifact_rows(report, 0.98, "trial-0001")
 
 
+# ---------------------------------------------------------------- a search on stand-in runs
+
+
+def test_a_search_on_stand_in_runs_chooses_on_validation_and_writes_typed_json(tmp_path, pipeline_writer,
+                                                                               monkeypatch):
+    import compress.analysis.runner as runner_module
+    from compress.files import write_json
+
+    def run_task(task):  # a higher threshold: smaller files, lower validation accuracy
+        t = task.overrides.get("prune.threshold", 0.02)
+
+        def artifact(name, val, deploy):  # test accuracy far off: nothing may choose on it
+            return {"name": name, "val_accuracy": val, "accuracy": 1 - val, "deploy_bytes": deploy,
+                    "sparsity": 0.0 if name == "dense" else 0.9, "status": "ok"}
+
+        report = {"artifacts": [artifact("dense", 0.98, 50_000), artifact("pruned", 0.98 - t / 10, int(1e5 * (0.1 - t))),
+                                artifact("pruned-int8-dynamic", 0.979 - t / 10, int(4e4 * (0.1 - t)))],
+                  "stages": [{"name": "train", "cached": task.name != "reference"}]}
+        write_json(Path(task.run_dir) / "report.json", report)
+        return {"name": task.name, "overrides": task.overrides, "run_dir": task.run_dir, "report": report}
+
+    monkeypatch.setattr(runner_module, "run_task", run_task)
+    path = pipeline_writer(tmp_path / "p.toml")
+    summary = run_search(path, search_spaces(load_pipeline(path), SPACES), tmp_path / "out", max_drop=0.35,
+                         trials=4, threads=1)
+    saved = json.loads((tmp_path / "out/search.json").read_text())
+    assert mismatches(saved, Search) == [] and saved == json.loads(json.dumps(summary))
+    assert all("accuracy" not in p for p in saved["points"])  # validation accuracy is val_accuracy
+    within = [p for p in saved["points"] if p["artifact"] != "dense" and p["drop"] <= 0.35 + 1e-9]
+    chosen = min(within, key=lambda p: p["deploy_bytes"])
+    assert saved["chosen"] == chosen["label"] and saved["budget"]["chosen"] == chosen["label"]
+    assert saved["test_accuracy"] == {chosen["label"]: pytest.approx(1 - chosen["val_accuracy"])}
+    assert saved["frontier"] and set(saved["frontier"]) <= {p["label"] for p in saved["points"]}
+    assert "## Test accuracy" in (tmp_path / "out/search.md").read_text()
+
+
 # ---------------------------------------------------------------- real tiny searches
 
 
@@ -148,6 +178,7 @@ def search_run(tmp_path_factory, pipeline_writer):
 def test_tiny_search_end_to_end(search_run):
     _, out, output = search_run
     summary = json.loads((out / "search.json").read_text())
+    assert mismatches(summary, Search) == []
     assert all(t["state"] in ("ok", "misses budget") for t in summary["trials"])  # all finished
     assert len(summary["trials"]) == 3
     assert len({t["overrides"]["prune.threshold"] for t in summary["trials"]}) == 3
@@ -214,7 +245,7 @@ def test_a_failing_trial_is_recorded_and_the_search_goes_on(tmp_path, pipeline_w
 
 
 def test_the_search_starts_from_the_pipelines_own_settings_when_they_fit(tmp_path, pipeline_writer):
-    from compress.analysis.search import file_settings
+    from compress.analysis.space import file_settings
 
     config = load_pipeline(pipeline_writer(tmp_path / "p.toml"))
     inside = search_spaces(config, ["train.l1.lambda=log(1e-5,1e-3)", 'quantize.variants=[["dynamic","static"]]'])
@@ -230,9 +261,10 @@ def test_pareto_search_in_worker_processes(tmp_path, pipeline_writer):
                                        "--objective", "pareto", "--trials", "2", "--jobs", "2", "--out", str(out)])
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "search.json").read_text())
+    assert mismatches(summary, Search) == []
     assert summary["objective"] == "pareto" and summary["chosen"] is None and summary["budget"] is None
     assert [t["state"] for t in summary["trials"]] == ["ok", "ok"]
-    front = [p for p in summary["points"] if p["label"] in summary["front"]]
+    front = [p for p in summary["points"] if p["label"] in summary["frontier"]]
     assert front and not any(q["deploy_bytes"] <= p["deploy_bytes"] and q["val_accuracy"] > p["val_accuracy"]
                              for p in front for q in summary["points"])
-    assert set(summary["test_accuracy"]) == set(summary["front"])
+    assert set(summary["test_accuracy"]) == set(summary["frontier"])

@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from typed_json import mismatches
 
 from compress.analysis.sweep import (
+    best_within_budget,
     collect_points,
     pareto_frontier,
     parse_set,
@@ -30,6 +32,7 @@ from compress.cache import StageCache
 from compress.cli import main
 from compress.errors import CompressError
 from compress.files import sha256_file, write_json
+from compress.results import Sweep
 
 SETS = ["--set", "prune.threshold=0.01,0.03", "--set", 'quantize.variants=["dynamic"],["static"]']
 
@@ -101,7 +104,7 @@ def test_variant_names_are_unique_and_use_the_whole_key_when_two_end_alike():
 
 
 def point(label, deploy, accuracy, drop=0.0, artifact=None, status="ok"):
-    return {"label": label, "artifact": artifact or label, "deploy_bytes": deploy, "accuracy": accuracy,
+    return {"label": label, "artifact": artifact or label, "deploy_bytes": deploy, "val_accuracy": accuracy,
             "drop": drop, "status": status}
 
 
@@ -122,8 +125,8 @@ def test_pareto_frontier_keeps_the_smallest_artifact_for_each_accuracy_level():
     for p in points:
         if p["status"] != "ok":
             continue
-        beaten = any(q["deploy_bytes"] <= p["deploy_bytes"] and q["accuracy"] >= p["accuracy"] and q is not p
-                     and (q["deploy_bytes"], q["accuracy"]) != (p["deploy_bytes"], p["accuracy"]) for q in points
+        beaten = any(q["deploy_bytes"] <= p["deploy_bytes"] and q["val_accuracy"] >= p["val_accuracy"] and q is not p
+                     and (q["deploy_bytes"], q["val_accuracy"]) != (p["deploy_bytes"], p["val_accuracy"]) for q in points
                      if q["status"] == "ok")
         assert beaten == (p not in front)
 
@@ -151,6 +154,51 @@ def test_budget_picks_the_smallest_artifact_within_it_and_says_when_none_is():
     assert nothing["chosen"] is None and nothing["closest"] == "a"
 
 
+def test_the_budget_rule_smallest_within_else_closest_with_ties():
+    table = [
+        point("dense", 100_000, 0.980, 0.0),
+        point("a", 9_000, 0.975, 0.5, "pruned"),
+        point("b", 4_000, 0.970, 1.0, "pruned-int8-dynamic"),
+        point("c", 4_000, 0.972, 0.8, "pruned-int8-static"),  # as small as b, more accurate
+        point("d", 2_000, 0.950, 3.0, "pruned-int4-static"),
+        point("e", 1_000, 0.990, -1.0, "pruned-packed-int4", status="failed: x"),  # never chosen
+    ]
+    within = best_within_budget(table, max_drop=1.0)
+    assert (within.best["label"], within.meets, within.ties) == ("c", True, [])
+    assert best_within_budget(table, max_drop=0.5).best["label"] == "a"  # exactly at the limit counts
+    none = best_within_budget(table, max_drop=0.1)
+    assert (none.best["label"], none.meets) == ("a", False)  # the closest: the smallest drop
+    assert best_within_budget(table, max_drop=None).best["label"] == "d"  # no budget: the smallest
+    twins = [*table, point("b2", 4_000, 0.972, 0.8, "pruned-codebook")]
+    tied = best_within_budget(twins, max_drop=1.0)
+    assert tied.best["label"] == "b2" and [p["label"] for p in tied.ties] == ["c"]  # then by label
+    assert best_within_budget(table[:1] + table[-1:], max_drop=1.0) == (None, False, [])
+
+
+@pytest.mark.parametrize("max_drop", [0.1, 0.5, 0.8, 1.0, 5.0])
+def test_sweep_tune_and_search_choose_by_the_same_rule(max_drop):
+    from compress.analysis.search import artifact_rows, trial_score
+    from compress.analysis.tune import evaluate_point
+
+    def artifact(name, val, deploy, status="ok"):
+        return {"name": name, "path": f"{name}.onnx", "bytes": 100_000, "deploy_bytes": deploy, "val_accuracy": val,
+                "accuracy": 1 - val, "compression": 100_000 / deploy, "sparsity": 0.9, "status": status}
+
+    report = {"artifacts": [artifact("dense", 0.98, 100_000), artifact("pruned", 0.975, 9_000),
+                            artifact("pruned-int8-dynamic", 0.97, 4_000), artifact("pruned-int8-static", 0.972, 4_000),
+                            artifact("pruned-int4-static", 0.95, 2_000),
+                            artifact("pruned-packed-int4", 0.99, 1_000, "failed: x")],
+              "training": {"pruned_sparsity": 0.9}, "stages": [{"name": "train", "cached": False}]}
+    expected = best_within_budget(collect_points([{"name": "v", "run_dir": "/r", "report": report}], reference=0.98),
+                                  max_drop)
+    sweep = within_budget(collect_points([{"name": "v", "run_dir": "/r", "report": report}], reference=0.98),
+                          max_drop)
+    assert (sweep["chosen"] or sweep["closest"]) == "v/" + expected.best["artifact"]
+    tune = evaluate_point(report, max_drop, reference=0.98)
+    assert (tune["best"]["artifact"], tune["meets"]) == (expected.best["artifact"], expected.meets)
+    assert trial_score(artifact_rows(report, 0.98, "t"), max_drop)["artifact"] == expected.best["artifact"]
+
+
 def test_identical_artifacts_of_several_variants_are_one_point():
     def report(acc):
         return {"artifacts": [
@@ -166,7 +214,7 @@ def test_identical_artifacts_of_several_variants_are_one_point():
     assert [p["label"] for p in points] == ["dense", "v1/pruned", "v2/pruned"]
     assert points[0]["variants"] == ["v1", "v2"]
     assert points[2]["drop"] == pytest.approx(5.0)  # on the validation split; the test split is only shown
-    assert points[2]["accuracy"] == 0.85 and points[2]["test_accuracy"] == 0.5
+    assert points[2]["val_accuracy"] == 0.85 and points[2]["test_accuracy"] == 0.5
 
 
 # ---------------------------------------------------------------- the bar: the pipeline's dense model
@@ -194,10 +242,10 @@ def fake_sweep(monkeypatch):
     ran = []
 
     def install(make):
-        def run_tasks(tasks, jobs=1, ray_address=None, threads=None):
-            ran.extend(t["name"] for t in tasks)
-            return [{"name": t["name"], "overrides": t["overrides"], "run_dir": t["run_dir"],
-                     "report": make(t["overrides"])} for t in tasks]
+        def run_tasks(tasks, jobs=1, ray_address=None):
+            ran.extend(t.name for t in tasks)
+            return [{"name": t.name, "overrides": t.overrides, "run_dir": t.run_dir,
+                     "report": make(t.overrides)} for t in tasks]
 
         monkeypatch.setattr(sweep_module, "run_tasks", run_tasks)
         return ran
@@ -226,6 +274,7 @@ def test_a_variant_that_weakens_its_own_dense_model_is_judged_against_the_pipeli
     assert result.exit_code == 0, result.output
     assert ran == ["reference", "lambda-0.001", "lambda-0.01"]  # no variant is the pipeline as written
     summary = json.loads((out / "sweep.json").read_text())
+    assert mismatches(summary, Sweep) == []
     drops = {p["label"]: p["drop"] for p in summary["points"]}
     assert drops["lambda-0.01/pruned"] == pytest.approx(5.3)
     assert drops["lambda-0.01/dense"] == pytest.approx(5.3)
@@ -258,12 +307,12 @@ def test_threads_are_set_for_the_variants(monkeypatch, tmp_path, pipeline_writer
 
     seen = []
 
-    def run_variant(task):
+    def run_task(task):
         seen.append(torch.get_num_threads())
-        return {"name": task["name"], "overrides": task["overrides"], "run_dir": task["run_dir"],
+        return {"name": task.name, "overrides": task.overrides, "run_dir": task.run_dir,
                 "report": variant_report(0.95, 0.94, 5_000)}
 
-    monkeypatch.setattr(runner_module, "run_variant", run_variant)
+    monkeypatch.setattr(runner_module, "run_task", run_task)
     pipeline = pipeline_writer(tmp_path / "p.toml")
     try:
         result = CliRunner().invoke(main, ["sweep", str(pipeline), "--set", "prune.threshold=0.01,0.03",
@@ -300,7 +349,7 @@ def test_the_plot_shows_validation_accuracy_the_budget_and_labels_that_do_not_ov
     labels = list(boxes.values())
     assert not any(a.overlaps(b) for i, a in enumerate(labels) for b in labels[i + 1:])
     for p in points:  # no label covers another point's marker
-        x, y = ax.transData.transform((p["deploy_bytes"], 100 * p["accuracy"]))
+        x, y = ax.transData.transform((p["deploy_bytes"], 100 * p["val_accuracy"]))
         assert not any(box.contains(x, y) for label, box in boxes.items() if label != p["label"])
 
 
@@ -455,6 +504,7 @@ def test_sweep_trains_once_and_writes_its_reports(sweep_run):
     assert [a["name"] for a in reports["threshold-0.03_variants-static"]["artifacts"]] == [
         "dense", "pruned", "pruned-int8-static"]
     summary = json.loads((out / "sweep.json").read_text())
+    assert mismatches(summary, Sweep) == []
     assert summary["train_runs"] == 1 and summary["stages_total"] == 24
     assert summary["stages_reused"] >= 9  # train 3x, prune/finetune/export 2x each
     assert f"reused {summary['stages_reused']} of 24 stages; training ran in 1 of 4 variants" in result.output
@@ -499,8 +549,8 @@ def test_sweep_through_ray_on_a_local_cluster(sweep_run, tmp_path):
     mine = json.loads((tmp_path / "ray/sweep.json").read_text())
     reference = json.loads((out / "sweep.json").read_text())
     assert [v["name"] for v in mine["variants"]] == [v["name"] for v in reference["variants"]]
-    accuracy = {p["label"]: p["accuracy"] for p in reference["points"]}
-    assert {p["label"]: p["accuracy"] for p in mine["points"]} == accuracy
+    accuracy = {p["label"]: p["val_accuracy"] for p in reference["points"]}
+    assert {p["label"]: p["val_accuracy"] for p in mine["points"]} == accuracy
     assert mine["train_runs"] == 0
 
 

@@ -7,11 +7,14 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from typed_json import mismatches
 
+import compress.analysis.runner as runner_module
 import compress.analysis.tune as tune_module
 from compress.analysis.tune import evaluate_point, midpoint, point_overrides, tune
 from compress.cli import main
 from compress.config import parse_pipeline
+from compress.results import Tune
 
 
 def report(dense: float, pruned: float, quantized: float, sparsity: float, cached: bool = True) -> dict:
@@ -33,7 +36,7 @@ def test_evaluate_point_takes_the_smallest_artifact_within_budget_else_the_most_
     within = evaluate_point(r, max_drop=0.3)
     assert within["meets"] and within["best"]["artifact"] == "pruned"
     assert within["best"]["drop"] == pytest.approx(0.2)  # on the validation split
-    assert within["best"]["accuracy"] == 0.978 and within["best"]["test_accuracy"] == pytest.approx(0.022)
+    assert within["best"]["val_accuracy"] == 0.978 and within["best"]["test_accuracy"] == pytest.approx(0.022)
     assert evaluate_point(r, max_drop=0.5)["best"]["artifact"] == "pruned-int8-dynamic"
     missed = evaluate_point(r, max_drop=0.1)
     assert not missed["meets"] and missed["best"]["artifact"] == "pruned"
@@ -63,17 +66,17 @@ def test_midpoints():
 
 @pytest.fixture
 def fake_runs(monkeypatch, tmp_path, pipeline_writer):
-    """tune() on a stand-in for run_variant: accuracy falls as the amount rises past `knee`."""
+    """tune() on a stand-in for running a point: accuracy falls as the amount rises past `knee`."""
     calls = []
 
     def install(knee: float, slope: float = 20.0):
-        def run_variant(task):
-            value = task["overrides"]["prune.amount"]
+        def run_task(task):
+            value = task.overrides["prune.amount"]
             calls.append(value)
             loss = max(0.0, value - knee) * slope / 100
             return {"report": report(0.98, 0.98 - loss, 0.979 - loss, value, cached=len(calls) > 1)}
 
-        monkeypatch.setattr(tune_module, "run_variant", run_variant)
+        monkeypatch.setattr(runner_module, "run_task", run_task)
         return calls
 
     pipeline = pipeline_writer(tmp_path / "m.toml", {"prune.method": "magnitude", "prune.amount": 0.9})
@@ -91,6 +94,7 @@ def test_bisection_finds_the_highest_amount_within_budget(fake_runs, tmp_path):
     assert all(p["meets"] == (p["value"] <= 0.925 + 1e-9) for p in result["points"])
     assert result["train_runs"] == 1
     saved = json.loads((tmp_path / "t/tune.json").read_text())
+    assert mismatches(saved, Tune) == []
     assert saved["chosen"] == result["chosen"] and len(saved["points"]) == 8
     md = (tmp_path / "t/tune.md").read_text()
     assert "(chosen)" in md and "prune.amount" in md
@@ -114,12 +118,12 @@ def test_nothing_within_budget_is_said_plainly(fake_runs, tmp_path):
 
 
 def test_ties_on_sparsity_are_reported(monkeypatch, tmp_path, pipeline_writer):
-    def run_variant(task):  # sparsity stops at 0.9 whatever the amount; accuracy falls past 0.97
-        value = task["overrides"]["prune.amount"]
+    def run_task(task):  # sparsity stops at 0.9 whatever the amount; accuracy falls past 0.97
+        value = task.overrides["prune.amount"]
         loss = 0.05 if value > 0.97 else 0.0
         return {"report": report(0.98, 0.979 - loss, 0.978 - loss, min(value, 0.9))}
 
-    monkeypatch.setattr(tune_module, "run_variant", run_variant)
+    monkeypatch.setattr(runner_module, "run_task", run_task)
     pipeline = pipeline_writer(tmp_path / "m.toml", {"prune.method": "magnitude"})
     result = tune(pipeline, max_drop=0.5, out_dir=tmp_path / "t", steps=5)
     chosen = next(p for p in result["points"] if p["value"] == result["chosen"])
@@ -135,20 +139,21 @@ def test_a_setting_that_changes_training_is_judged_against_the_pipelines_dense_m
     # own dense model every point would meet the budget (and the high end win at once)
     calls = []
 
-    def run_variant(task):
-        lam = task["overrides"].get("train.l1.lambda", 1e-4)  # the reference: the file's own 1e-4
-        calls.append(task["name"])
+    def run_task(task):
+        lam = task.overrides.get("train.l1.lambda", 1e-4)  # the reference: the file's own 1e-4
+        calls.append(task.name)
         dense = 0.95 - 5 * (lam - 1e-4)
         return {"report": report(dense, dense - 0.001, dense - 0.002, 0.5 + 40 * lam)}
 
-    monkeypatch.setattr(tune_module, "run_variant", run_variant)
+    monkeypatch.setattr(runner_module, "run_task", run_task)
     pipeline = pipeline_writer(tmp_path / "p.toml")
     result = tune(pipeline, max_drop=1.0, out_dir=tmp_path / "t", param="train.l1.lambda", low=1e-5, high=1e-2,
                   steps=4)
     assert calls[:3] == ["reference", "lambda-0.01", "lambda-1e-05"]
     assert result["reference"] == {"run_dir": str(tmp_path / "t/reference"), "dense_val_accuracy": 0.95}
+    assert mismatches(json.loads((tmp_path / "t/tune.json").read_text()), Tune) == []
     for p in result["points"]:
-        assert p["best"]["drop"] == pytest.approx(100 * (0.95 - p["best"]["accuracy"]), abs=1e-3)
+        assert p["best"]["drop"] == pytest.approx(100 * (0.95 - p["best"]["val_accuracy"]), abs=1e-3)
         assert p["meets"] == (p["best"]["drop"] <= 1.0)
     assert result["chosen"] is not None and result["chosen"] < 1e-2
     text = tune_module.format_table(result)
@@ -168,11 +173,11 @@ def test_threads_are_set_for_every_point(monkeypatch, tmp_path, pipeline_writer)
 
     seen = []
 
-    def run_variant(task):
+    def run_task(task):
         seen.append(torch.get_num_threads())
         return {"report": report(0.98, 0.979, 0.978, 0.9)}
 
-    monkeypatch.setattr(tune_module, "run_variant", run_variant)
+    monkeypatch.setattr(runner_module, "run_task", run_task)
     pipeline = pipeline_writer(tmp_path / "p.toml")
     try:
         result = CliRunner().invoke(main, ["tune", str(pipeline), "--max-drop", "1", "--out", str(tmp_path / "t"),
@@ -208,6 +213,7 @@ def test_a_real_search_trains_once(tmp_path, pipeline_writer):
                                        "--high", "0.5", "--steps", "0", "--out", str(tmp_path / "t")])
     assert result.exit_code == 0, result.output
     saved = json.loads((tmp_path / "t/tune.json").read_text())
+    assert mismatches(saved, Tune) == []
     assert saved["param"] == "prune.threshold" and [p["value"] for p in saved["points"]] in ([0.5], [0.5, 0.005])
     trained = [json.loads((tmp_path / "t" / f"threshold-{p['value']:g}/report.json").read_text())["stages"][0]
                for p in saved["points"]]

@@ -1,1 +1,1 @@
-"""Analyses that run or read many pipelines: sweep, tune, sensitivity, compare."""
+"""Analyses that run or read many pipelines: sweep, tune, search, sensitivity, compare."""

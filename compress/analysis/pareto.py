@@ -3,49 +3,80 @@ the accuracy budget.
 
     points = collect_points(results)            # one per distinct artifact, with its drop
     frontier = pareto_frontier(points)          # smallest deploy size per accuracy level
-    budget = within_budget(points, max_drop=0.5)
+    budget = within_budget(points, max_drop=0.5)        # sweep.json's `budget`
+    choice = best_within_budget(points, max_drop=0.5)   # the rule itself (tune and search too)
 
-Accuracy and drop are on the validation split, where choices are made; the test split is
-only reported.
+Accuracy (`val_accuracy`) and drop are on the validation split, where choices are made;
+`test_accuracy` is only reported.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import NamedTuple
 
-from compress.results import DENSE, VAL, accuracy_points, baseline_of, drop_pts
+from compress.results import DENSE, TEST, VAL, Budget, accuracy_points, baseline_of, drop_pts
 
 
 def dominates(q: dict, p: dict) -> bool:
     """q is no larger and at least as accurate as p, and strictly better in one of them."""
-    return (q["deploy_bytes"] <= p["deploy_bytes"] and q["accuracy"] >= p["accuracy"]
-            and (q["deploy_bytes"] < p["deploy_bytes"] or q["accuracy"] > p["accuracy"]))
+    return (q["deploy_bytes"] <= p["deploy_bytes"] and q[VAL] >= p[VAL]
+            and (q["deploy_bytes"] < p["deploy_bytes"] or q[VAL] > p[VAL]))
 
 
 def pareto_frontier(points: list[dict]) -> list[dict]:
-    """The points (with `deploy_bytes` and `accuracy`; failed ones ignored) that no other
+    """The points (with `deploy_bytes` and `val_accuracy`; failed ones ignored) that no other
     point dominates, smallest first: the smallest deploy size for each accuracy level."""
     ok = [p for p in points if p.get("status", "ok") == "ok"]
     front = [p for p in ok if not any(dominates(q, p) for q in ok if q is not p)]
-    return sorted(front, key=lambda p: (p["deploy_bytes"], -p["accuracy"]))
+    return sorted(front, key=lambda p: (p["deploy_bytes"], -p[VAL]))
 
 
-def within_budget(points: list[dict], max_drop: float, baseline: str = DENSE) -> dict:
-    """The smallest artifact (other than the baseline) whose accuracy is at most `max_drop`
-    points below its baseline's; `chosen` is None when none is, and `closest` then names
-    the artifact with the smallest drop. Ties on size go to the more accurate."""
+class Choice(NamedTuple):
+    """What the budget rule picks: `best` within the budget when `meets`, else the closest to
+    it; `ties` are as small and as accurate as a best within it."""
+
+    best: dict | None
+    meets: bool
+    ties: list[dict]
+
+
+def meets_budget(point: dict, max_drop: float | None) -> bool:
+    """At most `max_drop` points below the bar (exactly at the limit counts; None: no budget)."""
+    return max_drop is None or point["drop"] <= max_drop + 1e-9
+
+
+def _label(point: dict) -> str:
+    return point.get("label") or point["artifact"]
+
+
+def best_within_budget(points: list[dict], max_drop: float | None, baseline: str = DENSE) -> Choice:
+    """The budget rule of sweep, tune and search: among the verified points other than the
+    baseline (`artifact`, `deploy_bytes`, `val_accuracy`, `drop`, `status`), the smallest
+    deploy size within `max_drop` points (on equal size the more accurate, then the first
+    label); with none within it, the one with the smallest drop (on equal drop the smaller).
+    `max_drop` None: every point is within it. `best` is None when no point is verified."""
     compressed = [p for p in points if p["artifact"] != baseline and p.get("status", "ok") == "ok"]
-    meets = [p for p in compressed if p["drop"] <= max_drop + 1e-9]
-    result: dict[str, Any] = {"max_drop": max_drop, "chosen": None, "ties": [], "closest": None}
+    meets = [p for p in compressed if meets_budget(p, max_drop)]
     if meets:
-        chosen = min(meets, key=lambda p: (p["deploy_bytes"], -p["accuracy"], p["label"]))
-        result["chosen"] = chosen["label"]
-        result["ties"] = [p["label"] for p in meets if p is not chosen
-                          and p["deploy_bytes"] == chosen["deploy_bytes"] and p["accuracy"] == chosen["accuracy"]]
-    elif compressed:
-        result["closest"] = min(compressed, key=lambda p: (p["drop"], p["deploy_bytes"]))["label"]
-    return result
+        best = min(meets, key=lambda p: (p["deploy_bytes"], -p[VAL], _label(p)))
+        ties = [p for p in meets if p is not best
+                and p["deploy_bytes"] == best["deploy_bytes"] and p[VAL] == best[VAL]]
+        return Choice(best, True, ties)
+    if compressed:
+        return Choice(min(compressed, key=lambda p: (p["drop"], p["deploy_bytes"])), False, [])
+    return Choice(None, False, [])
+
+
+def within_budget(points: list[dict], max_drop: float, baseline: str = DENSE) -> Budget:
+    """The budget block of sweep.json and search.json (labels): `chosen`, the smallest
+    within it (best_within_budget), with its `ties`; else None, and `closest` names the
+    artifact with the smallest drop (None too when nothing was verified)."""
+    choice = best_within_budget(points, max_drop, baseline)
+    return {"max_drop": max_drop,
+            "chosen": choice.best["label"] if choice.meets else None,
+            "ties": [p["label"] for p in choice.ties],
+            "closest": choice.best["label"] if choice.best is not None and not choice.meets else None}
 
 
 def collect_points(results: list[dict], baseline: str = DENSE, reference: float | None = None) -> list[dict]:
@@ -54,7 +85,7 @@ def collect_points(results: list[dict], baseline: str = DENSE, reference: float 
     against `reference` (a validation accuracy: the dense model of the pipeline as
     written), or, without one, against its own variant's baseline.
 
-    A point's `accuracy` and `drop` are on the validation split: the frontier and the budget
+    A point's `val_accuracy` and `drop` are on the validation split: the frontier and the budget
     choose on them; `test_accuracy` is only reported."""
     points: dict[tuple, dict] = {}
     for result in results:
@@ -69,8 +100,8 @@ def collect_points(results: list[dict], baseline: str = DENSE, reference: float 
                 "artifact": a["name"],
                 "variants": [result["name"]],
                 "path": str(Path(result["run_dir"]) / a["path"]),
-                "accuracy": a["val_accuracy"],
-                "test_accuracy": a["accuracy"],
+                "val_accuracy": a[VAL],
+                "test_accuracy": a[TEST],
                 "drop": drop_pts(base, a, VAL) if reference is None
                 else round(-accuracy_points(reference, a[VAL]), 4),
                 "bytes": a["bytes"],

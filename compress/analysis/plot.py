@@ -2,7 +2,7 @@
 
     plot_tradeoff(points, frontier_labels, "runs/sweep/sweep.png", title="mnist")
 
-Each point is an artifact (`label`, `accuracy` 0..1 on the validation split, `deploy_bytes`);
+Each point is an artifact (`label`, `val_accuracy` 0..1 on the validation split, `deploy_bytes`);
 the x axis is logarithmic, the Pareto frontier is drawn as a step line, an optional accuracy
 budget as a dashed horizontal line and the chosen artifact ringed. Every point is labelled
 where its label covers no other label and no marker; the legend sits below the axes.
@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from compress.files import atomic_path
-from compress.results import DENSE, PRUNED
+from compress.results import DENSE, PRUNED, VAL
 from compress.variants import for_artifact
 
 ARTIFACT_COLORS = {DENSE: "tab:gray", PRUNED: "tab:blue"}  # variants: their own `color`
@@ -51,7 +51,7 @@ def _place_labels(fig, ax, points: list[dict], frontier: set[str], chosen: str |
     frame = ax.get_window_extent(renderer)
     markers = {}
     for p in points:
-        x, y = ax.transData.transform((p["deploy_bytes"], 100 * p["accuracy"]))
+        x, y = ax.transData.transform((p["deploy_bytes"], 100 * p[VAL]))
         pad = RING_PADDING if p["label"] == chosen else MARKER_PADDING
         markers[p["label"]] = Bbox.from_extents(x - pad, y - pad, x + pad, y + pad)
     placed, texts = [], []
@@ -61,7 +61,7 @@ def _place_labels(fig, ax, points: list[dict], frontier: set[str], chosen: str |
         ring = 5 if p["label"] == chosen else 0  # start beyond the chosen point's ring
         for attempt, (dx, dy) in enumerate(LABEL_OFFSETS, 1):
             dx, dy = dx + ring * (1 if dx > 0 else -1), dy + ring * (1 if dy > 0 else -1)
-            text = ax.annotate(p["label"], (p["deploy_bytes"], 100 * p["accuracy"]), xytext=(dx, dy),
+            text = ax.annotate(p["label"], (p["deploy_bytes"], 100 * p[VAL]), xytext=(dx, dy),
                                textcoords="offset points", fontsize=7 if on_front else 6,
                                color="black" if on_front else "dimgray",
                                ha="left" if dx > 0 else "right", va="bottom" if dy > 0 else "top",
@@ -98,18 +98,18 @@ def draw_tradeoff(
     for p in ok:
         kinds.setdefault(p["artifact"], []).append(p)
     for artifact, group in sorted(kinds.items(), key=lambda kind: _order(kind[0])):
-        ax.scatter([p["deploy_bytes"] for p in group], [100 * p["accuracy"] for p in group],
+        ax.scatter([p["deploy_bytes"] for p in group], [100 * p[VAL] for p in group],
                    s=36, color=_color(artifact), label=artifact, zorder=3, alpha=0.85)
     by_label = {p["label"]: p for p in ok}
     front = sorted((by_label[x] for x in frontier if x in by_label), key=lambda p: p["deploy_bytes"])
     if front:
-        ax.step([p["deploy_bytes"] for p in front], [100 * p["accuracy"] for p in front], where="post",
+        ax.step([p["deploy_bytes"] for p in front], [100 * p[VAL] for p in front], where="post",
                 color="black", linewidth=1.2, label="Pareto frontier", zorder=2)
     if budget_line is not None:
         ax.axhline(100 * budget_line, color="tab:red", linestyle="--", linewidth=1, label=budget_label)
     if chosen in by_label:
         p = by_label[chosen]
-        ax.scatter([p["deploy_bytes"]], [100 * p["accuracy"]], s=220, facecolors="none",
+        ax.scatter([p["deploy_bytes"]], [100 * p[VAL]], s=220, facecolors="none",
                    edgecolors="tab:red", linewidths=1.8, zorder=4, label="smallest within budget")
     ax.set_xscale("log")
     ax.set_xlabel("deploy bytes (smaller of .onnx.gz and .onnx.xz), log scale")

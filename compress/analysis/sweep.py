@@ -10,7 +10,8 @@ the stage cache `<out>/cache` (compress.cache), so variants that differ only in 
 quantize settings train once. This module ties the parts together and writes the output;
 the parts are compress.analysis.variants (`--set` values and the variants they make),
 compress.analysis.runner (variants in this process, in `jobs` worker processes, or as Ray
-tasks) and compress.analysis.pareto (points, frontier, budget).
+tasks) and compress.analysis.pareto (points, frontier, budget). sweep.json is typed in
+compress.results (Sweep).
 """
 
 from __future__ import annotations
@@ -20,9 +21,23 @@ from pathlib import Path
 from typing import Any
 
 from compress import tables
-from compress.analysis.pareto import collect_points, dominates, pareto_frontier, within_budget
+from compress.analysis.pareto import (
+    best_within_budget,
+    collect_points,
+    dominates,
+    meets_budget,
+    pareto_frontier,
+    within_budget,
+)
 from compress.analysis.reference import BAR, REFERENCE, Reference, dense_val
-from compress.analysis.runner import RAY_HINT, available_cpus, import_ray, run_tasks, run_variant
+from compress.analysis.runner import (
+    RAY_HINT,
+    TaskSettings,
+    available_cpus,
+    import_ray,
+    run_task,
+    run_tasks,
+)
 from compress.analysis.variants import (
     parse_literal,
     parse_set,
@@ -33,16 +48,16 @@ from compress.analysis.variants import (
     variant_names,
 )
 from compress.config import load_pipeline
-from compress.files import child_path, write_json, write_text
-from compress.results import FAILED, status_kind
+from compress.files import write_json, write_text
+from compress.results import FAILED, VAL, Sweep, status_kind
 
 log = logging.getLogger(__name__)
 
 __all__ = [  # the sweep's parts, importable from here as before the split
-    "RAY_HINT", "available_cpus", "bar_sentence", "budget_sentence", "collect_points", "delta", "dominates", "format_markdown",
-    "format_points", "frontier_rows", "import_ray", "pareto_frontier", "parse_literal", "parse_set",
-    "plan_variants", "reuse_sentence", "run_sweep", "run_tasks", "run_variant", "split_top_level", "summarize",
-    "sweep_axes", "variant_names", "within_budget", "write_sweep",
+    "RAY_HINT", "available_cpus", "bar_sentence", "best_within_budget", "budget_sentence", "collect_points",
+    "delta", "dominates", "format_markdown", "format_points", "frontier_rows", "import_ray", "pareto_frontier",
+    "parse_literal", "parse_set", "plan_variants", "reuse_sentence", "run_sweep", "run_task", "run_tasks",
+    "split_top_level", "summarize", "sweep_axes", "variant_names", "within_budget", "write_sweep",
 ]
 
 
@@ -57,7 +72,7 @@ def run_sweep(
     cache_dir: str | Path | None = None,
     device: str = "cpu",
     threads: int | None = None,
-) -> dict:
+) -> Sweep:
     """Run every variant, then write `<out>/sweep.json`, `sweep.md` and `sweep.png`.
 
     Drops are against the dense model of the pipeline as written (compress.analysis.reference):
@@ -70,19 +85,15 @@ def run_sweep(
     if ray_address is not None:
         import_ray()  # before any work: a missing Ray is a usage error
     data = check_inputs(config, data_root)  # data and model, once, before any folder is made
-    out = Path(out_dir).resolve()
-    cache = Path(cache_dir).resolve() if cache_dir else out / "cache"
-    root = str(Path(data_root).expanduser().resolve()) if data_root else None
+    settings = TaskSettings.of(pipeline, out_dir, data_root, cache_dir, device, threads, what="sweep variant")
+    out = Path(settings.out)
     reference = Reference(config, data)
     same = next((v["name"] for v in variants if reference.made_by(config.with_overrides(v["overrides"]))), None)
     runs = variants if same else [{"name": REFERENCE, "overrides": {}}, *variants]
-    tasks = [{"name": v["name"], "overrides": v["overrides"], "pipeline": str(pipeline),
-              "run_dir": str(child_path(out, v["name"], "sweep variant")), "data_root": root,
-              "cache_dir": str(cache), "device": device}
-             for v in runs]
+    tasks = [settings.task(v["name"], v["overrides"]) for v in runs]
     log.info("sweep of %s: %d variants into %s%s", config.name, len(variants), out,
              "" if same else ", and the pipeline as written as the reference")
-    results = run_tasks(tasks, jobs=jobs, ray_address=ray_address, threads=threads)
+    results = run_tasks(tasks, jobs=jobs, ray_address=ray_address)
     ref_result = next(r for r in results if r["name"] == (same or REFERENCE))
     if not same:
         results = [r for r in results if r["name"] != REFERENCE]
@@ -94,7 +105,7 @@ def run_sweep(
 
 
 def summarize(name: str, pipeline: str, axes: dict, results: list[dict], max_drop: float | None,
-              reference: dict | None = None) -> dict:
+              reference: dict | None = None) -> Sweep:
     """`reference`: {run_dir, variant, dense_val_accuracy}, the bar of every drop (None:
     each variant's own dense model)."""
     bar = reference["dense_val_accuracy"] if reference else None
@@ -108,7 +119,7 @@ def summarize(name: str, pipeline: str, axes: dict, results: list[dict], max_dro
     budget = within_budget(points, max_drop) if max_drop is not None else None
     if budget is not None:
         for p in points:
-            p["within_budget"] = p["status"] == "ok" and p["drop"] <= max_drop + 1e-9
+            p["within_budget"] = p["status"] == "ok" and meets_budget(p, max_drop)
     return {
         "pipeline": name,
         "pipeline_file": pipeline,
@@ -117,7 +128,7 @@ def summarize(name: str, pipeline: str, axes: dict, results: list[dict], max_dro
         "variants": [
             {"name": r["name"], "overrides": r["overrides"], "run_dir": r["run_dir"],
              "stages_cached": [s["name"] for s in r["report"]["stages"] if s["cached"]],
-             "dense_accuracy": r["report"]["training"]["dense_val_accuracy"]}
+             "dense_val_accuracy": r["report"]["training"]["dense_val_accuracy"]}
             for r in results
         ],
         "stages_total": len(stages),
@@ -145,7 +156,7 @@ def budget_sentence(budget: dict, points: list[dict]) -> str:
     if budget["chosen"]:
         p = by_label[budget["chosen"]]
         text = (f"smallest within {limit} of the reference dense: {p['label']}, {p['deploy_bytes']:,} deploy bytes, "
-                f"{p['accuracy']:.2%} ({delta(p['drop'])} pts)")
+                f"{p[VAL]:.2%} ({delta(p['drop'])} pts)")
         if budget["ties"]:
             text += f"; tied with {', '.join(budget['ties'])}"
         return text
@@ -153,7 +164,7 @@ def budget_sentence(budget: dict, points: list[dict]) -> str:
         p = by_label[budget["closest"]]
         return (f"nothing meets the budget: no compressed artifact is within {limit} of the reference dense; "
                 f"the closest, "
-                f"{p['label']}, is {p['drop']:.2f} pts below ({p['accuracy']:.2%}, {p['deploy_bytes']:,} bytes)")
+                f"{p['label']}, is {p['drop']:.2f} pts below ({p[VAL]:.2%}, {p['deploy_bytes']:,} bytes)")
     return "nothing meets the budget: no compressed artifact was verified"
 
 
@@ -179,7 +190,7 @@ def _percent(value: float | None) -> str:
 
 def format_points(points: list[dict], markdown: bool = False) -> str:
     headers = ["artifact", "val %", "Δ pts", "test %", "deploy", "ratio", "sparsity"]
-    rows = [[p["label"], f"{p['accuracy']:.2%}", delta(p["drop"]), _percent(p.get("test_accuracy")),
+    rows = [[p["label"], f"{p[VAL]:.2%}", delta(p["drop"]), _percent(p.get("test_accuracy")),
              f"{p['deploy_bytes']:,}",
              f"{p['compression']:.1f}x", f"{p['sparsity']:.1%}"] for p in points]
     return "\n".join(tables.markdown(headers, rows) if markdown else tables.text(headers, rows))
@@ -201,10 +212,10 @@ def format_markdown(summary: dict) -> str:
     headers = ["variant(s)", "artifact", "val %", "Δ pts", "test %", "deploy bytes", "ratio", "sparsity", "frontier"]
     headers += [f"within {budget['max_drop']:g} pts"] if budget else []
     rows = []
-    for p in sorted(summary["points"], key=lambda p: (p["deploy_bytes"], -p["accuracy"])):
+    for p in sorted(summary["points"], key=lambda p: (p["deploy_bytes"], -p[VAL])):
         variants = "all" if p["label"] == p["artifact"] else ", ".join(p["variants"])
         artifact = p["artifact"] + ("" if p["status"] == "ok" else f" ({p['status']})")
-        cells = [variants, artifact, f"{p['accuracy']:.2%}", delta(p["drop"]), _percent(p.get("test_accuracy")),
+        cells = [variants, artifact, f"{p[VAL]:.2%}", delta(p["drop"]), _percent(p.get("test_accuracy")),
                  f"{p['deploy_bytes']:,}",
                  f"{p['compression']:.1f}x", f"{p['sparsity']:.1%}", "yes" if p["frontier"] else ""]
         if budget:
@@ -214,7 +225,7 @@ def format_markdown(summary: dict) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_sweep(out: Path, summary: dict) -> None:
+def write_sweep(out: Path, summary: Sweep) -> None:
     from compress.analysis.plot import plot_tradeoff
 
     write_json(out / "sweep.json", summary)

@@ -23,6 +23,8 @@ point that changes training cannot lower its own bar (compress.analysis.referenc
 model is the points' own when they train it alike (the usual case: a pruning setting);
 otherwise the pipeline runs once first as `<out>/reference`. Every point is one run folder
 `<out>/<param>-<value>/` sharing the stage cache `<out>/cache`, so training runs once.
+A point's best artifact follows the budget rule of sweep and search
+(compress.analysis.pareto.best_within_budget); tune.json is typed in compress.results (Tune).
 """
 
 from __future__ import annotations
@@ -33,15 +35,27 @@ from pathlib import Path
 from typing import Any
 
 from compress import tables
+from compress.analysis.pareto import best_within_budget
 from compress.analysis.reference import BAR, REFERENCE, Reference, dense_val
-from compress.analysis.runner import run_variant
+from compress.analysis.runner import Runner, TaskSettings
 from compress.analysis.sweep import delta
 from compress.config import PipelineConfig, ignored_by, load_pipeline, pruning_method
 from compress.errors import CompressError
-from compress.files import child_path, write_json, write_text
-from compress.results import DENSE, VAL, Report, accuracy_points, baseline_of, drop_pts
+from compress.files import write_json, write_text
+from compress.results import (
+    DENSE,
+    TEST,
+    VAL,
+    Report,
+    Tune,
+    TunePoint,
+    accuracy_points,
+    baseline_of,
+    drop_pts,
+)
 
 log = logging.getLogger(__name__)
+
 
 def default_param(config: PipelineConfig) -> str:
     return f"prune.{pruning_method(config.prune.method).strength}"
@@ -74,7 +88,7 @@ def midpoint(low: float, high: float, geometric: bool) -> float:
 
 
 def evaluate_point(report: Report, max_drop: float, baseline: str = DENSE, reference: float | None = None) -> dict:
-    """The best artifact of one run: the smallest within budget, else the most accurate.
+    """The best artifact of one run: the smallest within budget, else the closest to it.
 
     Judged on the validation split (`val_accuracy`), against `reference` (the validation
     accuracy of the pipeline's dense model) or, without one, the run's own `baseline`;
@@ -86,22 +100,15 @@ def evaluate_point(report: Report, max_drop: float, baseline: str = DENSE, refer
         if a["name"] == baseline or a["status"] != "ok":
             continue
         drop = drop_pts(base, a, VAL) if reference is None else round(-accuracy_points(reference, a[VAL]), 4)
-        candidates.append({"artifact": a["name"], "accuracy": a["val_accuracy"], "test_accuracy": a["accuracy"],
-                           "drop": drop,
+        candidates.append({"artifact": a["name"], VAL: a[VAL], "test_accuracy": a[TEST], "drop": drop,
                            "deploy_bytes": a["deploy_bytes"], "sparsity": a["sparsity"]})
-    meets = [c for c in candidates if c["drop"] <= max_drop + 1e-9]
-    if meets:
-        best = min(meets, key=lambda c: (c["deploy_bytes"], -c["accuracy"]))
-    elif candidates:
-        best = min(candidates, key=lambda c: (c["drop"], c["deploy_bytes"]))
-    else:
-        best = None
+    best, meets, _ = best_within_budget(candidates, max_drop, baseline)
     return {
-        "dense_accuracy": base["val_accuracy"],
-        "reference_accuracy": base["val_accuracy"] if reference is None else reference,
+        "dense_val_accuracy": base[VAL],
+        "reference_val_accuracy": base[VAL] if reference is None else reference,
         "pruned_sparsity": report["training"]["pruned_sparsity"],
         "best": best,
-        "meets": bool(meets),
+        "meets": meets,
         "train_cached": next(s["cached"] for s in report["stages"] if s["name"] == "train"),
     }
 
@@ -119,7 +126,7 @@ def tune(
     fixed: dict[str, Any] | None = None,
     device: str = "cpu",
     threads: int | None = None,
-) -> dict:
+) -> Tune:
     """Search, write `<out>/tune.json` and `tune.md`, and return the result.
 
     `threads`: torch threads for every point (None: torch's choice)."""
@@ -143,26 +150,21 @@ def tune(
         raise CompressError(f"--low {low:g} must be below --high {high:g}")
     if steps < 0:
         raise CompressError(f"--steps {steps}: give 0 or more")
-    out = Path(out_dir).resolve()
+    settings = TaskSettings.of(pipeline, out_dir, data_root, cache_dir, device, threads, what="tune point",
+                               overrides=fixed)
+    out = Path(settings.out)
     short = param.split(".")[-1]
     for value in (low, high):  # every point's settings and folder name are valid before any work
         config.with_overrides(point_overrides(config, param, value))
-        child_path(out, f"{short}-{value:g}", "tune point")
+        settings.run_dir(f"{short}-{value:g}")
     data = check_inputs(config, data_root)
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-    cache = Path(cache_dir).resolve() if cache_dir else out / "cache"
-    root = str(Path(data_root).expanduser().resolve()) if data_root else None
     geometric = method.tune_geometric and _searches_strength(config, param)
-    points: list[dict] = []
+    points: list[TunePoint] = []
+    runner = Runner()  # one point after another in this process: each step needs the last
 
     def run(name: str, overrides: dict[str, Any]) -> dict:
-        return run_variant({"name": name, "overrides": overrides, "pipeline": str(pipeline),
-                            "run_dir": str(child_path(out, name, "tune point")), "data_root": root,
-                            "cache_dir": str(cache),
-                            "device": device})["report"]
+        runner.submit(settings.task(name, overrides))
+        return runner.wait()[0]["report"]
 
     # the bar: the dense model of the pipeline (with --set); the points' own if they make it
     reference = {"run_dir": None, "dense_val_accuracy": None}
@@ -170,14 +172,13 @@ def tune(
     if not all(bar.made_by(config.with_overrides(point_overrides(config, param, v))) for v in (low, high)):
         log.info("tune: %s changes the dense model; the pipeline runs first as %s", param, REFERENCE)
         reference = {"run_dir": str(out / REFERENCE),
-                     "dense_val_accuracy": dense_val(run(REFERENCE, dict(fixed or {})), REFERENCE)}
+                     "dense_val_accuracy": dense_val(run(REFERENCE, {}), REFERENCE)}
 
-    def try_value(value: float) -> dict:
-        overrides = {**(fixed or {}), **point_overrides(config, param, value)}
+    def try_value(value: float) -> TunePoint:
         name = f"{short}-{value:g}"
-        run_dir = child_path(out, name, "tune point")
+        run_dir = settings.run_dir(name)
         log.info("tune: %s = %g (point %d)", param, value, len(points) + 1)
-        report = run(name, overrides)
+        report = run(name, point_overrides(config, param, value))
         if reference["dense_val_accuracy"] is None:  # this point's dense model is the pipeline's
             reference.update(run_dir=str(run_dir), dense_val_accuracy=dense_val(report, name))
         point = {"value": value, "run_dir": str(run_dir),
@@ -186,7 +187,7 @@ def tune(
         best = point["best"]
         log.info("tune: %s = %g: sparsity %.2f%%, best %s %.2f%% (%+.2f pts), %s bytes: %s",
                  param, value, 100 * point["pruned_sparsity"], best and best["artifact"],
-                 100 * best["accuracy"] if best else float("nan"), -best["drop"] if best else float("nan"),
+                 100 * best[VAL] if best else float("nan"), -best["drop"] if best else float("nan"),
                  f"{best['deploy_bytes']:,}" if best else "-", "meets" if point["meets"] else "misses")
         return point
 
@@ -218,7 +219,7 @@ def summarize(name: str, pipeline: str, param: str, bounds: tuple[float, float],
     notes: list[str] = []
     if meeting:
         best = max(meeting, key=lambda p: (round(p["pruned_sparsity"], 4), -p["best"]["deploy_bytes"],
-                                           p["best"]["accuracy"]))
+                                           p["best"][VAL]))
         chosen = best["value"]
         ties = [p["value"] for p in meeting if p is not best
                 and round(p["pruned_sparsity"], 4) == round(best["pruned_sparsity"], 4)]
@@ -262,7 +263,7 @@ def _rows(result: dict) -> tuple[list[str], list[list[str]]]:
         if p["value"] == result["chosen"]:
             mark += " (chosen)"
         rows.append([f"{p['value']:g}", f"{p['pruned_sparsity']:.2%}", b["artifact"] if b else "-",
-                     f"{b['accuracy']:.2%}" if b else "-", delta(b["drop"]) if b else "-",
+                     f"{b[VAL]:.2%}" if b else "-", delta(b["drop"]) if b else "-",
                      f"{b['deploy_bytes']:,}" if b else "-",
                      f"{b['test_accuracy']:.2%}" if b and b.get("test_accuracy") is not None else "-", mark])
     return headers, rows
@@ -274,8 +275,8 @@ def chosen_sentence(result: dict) -> str:
     p = next(p for p in result["points"] if p["value"] == result["chosen"])
     b = p["best"]
     text = (f"chosen: {result['param']} = {result['chosen']:g}, sparsity {p['pruned_sparsity']:.2%}, "
-            f"{b['artifact']} validation {b['accuracy']:.2%} ({delta(b['drop'])} pts against the reference "
-            f"dense {p['reference_accuracy']:.2%}), {b['deploy_bytes']:,} deploy bytes, in {p['run_dir']}")
+            f"{b['artifact']} validation {b[VAL]:.2%} ({delta(b['drop'])} pts against the reference "
+            f"dense {p['reference_val_accuracy']:.2%}), {b['deploy_bytes']:,} deploy bytes, in {p['run_dir']}")
     if result["ties"]:
         text += f"; tied on sparsity with {', '.join(f'{v:g}' for v in result['ties'])}"
     return text
