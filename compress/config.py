@@ -46,11 +46,34 @@ from compress.sections import (  # the sections that stand alone, imported from 
 )
 
 __all__ = [
-    "DataCommon", "DistillConfig", "ExportConfig", "FinetuneConfig", "Fraction", "GradualConfig", "GroupKind",
-    "L1Config", "LayerPrune", "ModelConfig", "NonNegativeInt", "OptimConfig", "PackedConfig", "PipelineConfig",
-    "PositiveInt", "PruneConfig", "QuantizeConfig", "Section", "ShareConfig", "TrainConfig", "VerifyConfig",
-    "data_section", "ignored_by", "load_pipeline", "parse_pipeline", "prune_section",
+    "DataCommon",
+    "DistillConfig",
+    "ExportConfig",
+    "FinetuneConfig",
+    "Fraction",
+    "GradualConfig",
+    "GroupKind",
+    "L1Config",
+    "LayerPrune",
+    "ModelConfig",
+    "NonNegativeInt",
+    "OptimConfig",
+    "PackedConfig",
+    "PipelineConfig",
+    "PositiveInt",
+    "PruneConfig",
+    "QuantizeConfig",
+    "Section",
+    "ShareConfig",
+    "TrainConfig",
+    "VerifyConfig",
+    "data_section",
+    "ignored_by",
+    "load_pipeline",
+    "parse_pipeline",
+    "prune_section",
 ]
+
 
 class DataCommon(Section):
     """[data]: the keys every data source has. Each source (compress.data) adds its own in a
@@ -95,7 +118,9 @@ def data_section(data: Any) -> DataCommon:
     try:
         section = data_source(name).Config
     except CompressError as exc:  # reported at data.name
-        error = PydanticCustomError("unknown_data_source", str(exc).replace("{", "{{").replace("}", "}}"))
+        error = PydanticCustomError(
+            "unknown_data_source", str(exc).replace("{", "{{").replace("}", "}}")
+        )
         raise ValidationError.from_exception_data(
             "DataCommon", [{"type": error, "loc": ("name",), "input": name}]
         ) from None
@@ -151,7 +176,9 @@ class PruneConfig(Section):
             raise ValueError(f"schedule = 'gradual' needs method = {' or '.join(gradual)}")
         for layer, override in self.overrides.items():
             if getattr(override, method.strength, None) is None:
-                raise ValueError(f"overrides.{layer} needs {method.strength} for method = {self.method!r}")
+                raise ValueError(
+                    f"overrides.{layer} needs {method.strength} for method = {self.method!r}"
+                )
         return self
 
 
@@ -169,7 +196,9 @@ def prune_section(data: Any) -> Any:
     try:
         section = pruning_method(method).Config
     except CompressError as exc:  # reported at prune.method, like any wrong value
-        error = PydanticCustomError("unknown_method", str(exc).replace("{", "{{").replace("}", "}}"))
+        error = PydanticCustomError(
+            "unknown_method", str(exc).replace("{", "{{").replace("}", "}}")
+        )
         raise ValidationError.from_exception_data(
             "PruneConfig", [{"type": error, "loc": ("method",), "input": method}]
         ) from None
@@ -188,7 +217,9 @@ def _known_variant(name: str) -> str:
     try:
         quantize_variant(name)
     except CompressError as exc:  # reported at quantize.variants.<i>, like any wrong value
-        raise PydanticCustomError("unknown_variant", str(exc).replace("{", "{{").replace("}", "}}")) from None
+        raise PydanticCustomError(
+            "unknown_variant", str(exc).replace("{", "{{").replace("}", "}}")
+        ) from None
     return name
 
 
@@ -235,7 +266,9 @@ class QuantizeConfig(Section):
 
 
 class PipelineConfig(Section):
-    name: str = "pipeline"  # the run folder's name, runs/<name>: a plain name (NAME_RULE), not a path
+    name: str = (
+        "pipeline"  # the run folder's name, runs/<name>: a plain name (NAME_RULE), not a path
+    )
     description: str = ""
     data: SerializeAsAny[DataCommon] = Field(default_factory=lambda: data_section({}))
     model: ModelConfig = ModelConfig(name="simplenet")
@@ -259,22 +292,30 @@ class PipelineConfig(Section):
     @classmethod
     def _plain_name(cls, value: str) -> str:
         if not is_plain_name(value):
-            raise ValueError(f"{value!r} is not a plain name ({NAME_RULE}): it names the run folder runs/<name>")
+            raise ValueError(
+                f"{value!r} is not a plain name ({NAME_RULE}): it names the run folder runs/<name>"
+            )
         return value
 
     @model_validator(mode="after")
     def _codebook_needs_sharing(self) -> PipelineConfig:
         if "codebook" in self.quantize.variants:
             if self.finetune.share.bits == 0:
-                raise ValueError("quantize variant 'codebook' needs [finetune] share.bits (2-4): the levels it stores")
+                raise ValueError(
+                    "quantize variant 'codebook' needs [finetune] share.bits (2-4): the levels it stores"
+                )
             if self.quantize.source != "pruned":
-                raise ValueError("quantize variant 'codebook' stores the weight-shared model: it needs source = 'pruned'")
+                raise ValueError(
+                    "quantize variant 'codebook' stores the weight-shared model: it needs source = 'pruned'"
+                )
         return self
 
     @model_validator(mode="after")
     def _reduced_source_is_exported(self) -> PipelineConfig:
         if self.quantize.source == "pruned-inputs" and not self.export.drop_unused_inputs:
-            raise ValueError("quantize.source = 'pruned-inputs' needs [export] drop_unused_inputs = true")
+            raise ValueError(
+                "quantize.source = 'pruned-inputs' needs [export] drop_unused_inputs = true"
+            )
         return self
 
     @field_validator("data", mode="wrap")
@@ -322,11 +363,21 @@ def ignored_by(config: PipelineConfig, dotted: str) -> str | None:
         return f"prune.method is {prune.method!r}, whose settings have no {key}"
     if dotted.startswith("prune.gradual.") and prune.schedule != "gradual":
         return f"prune.schedule is {prune.schedule!r}; [prune.gradual] is read by schedule = 'gradual' only"
-    base, _, sub = section.rpartition(".") if section.endswith((".l1", ".distill")) else (section, "", "")
+    base, _, sub = (
+        section.rpartition(".") if section.endswith((".l1", ".distill")) else (section, "", "")
+    )
     if base in _TRAINING_SECTIONS:
-        optim = config.train if base == "train" else config.finetune if base == "finetune" else prune.gradual
+        optim = (
+            config.train
+            if base == "train"
+            else config.finetune
+            if base == "finetune"
+            else prune.gradual
+        )
         if key in ("momentum", "nesterov") and not sub and optim.optimizer != "sgd":
-            return f"{base}.optimizer is {optim.optimizer!r}; {key} is read by optimizer = 'sgd' only"
+            return (
+                f"{base}.optimizer is {optim.optimizer!r}; {key} is read by optimizer = 'sgd' only"
+            )
         if key in ("step_size", "gamma") and not sub and optim.schedule != "step":
             return f"{base}.schedule is {optim.schedule!r}; {key} is read by schedule = 'step' only"
         if sub == "l1" and key != "lambda" and optim.l1.lambda_ == 0:
@@ -346,7 +397,9 @@ def _ignored_by_variants(quantize: QuantizeConfig, dotted: str) -> str | None:
     if dotted in ("quantize.calibration_samples", "quantize.calibration_method") and not any(
         v.calibrated for v in written
     ):
-        return "quantize.variants has no static variant; calibration is read by static variants only"
+        return (
+            "quantize.variants has no static variant; calibration is read by static variants only"
+        )
     table = dotted.split(".")[1]
     readers = [name for name, v in list_variants().items() if v.section == table]
     if readers and not any(v.section == table for v in written):
@@ -363,14 +416,19 @@ def _model_at(path: tuple, data: dict) -> type[BaseModel] | None:
     for i, part in enumerate(path):
         if model is None or not isinstance(part, str):
             return None
-        field = next(
-            (f for n, f in model.model_fields.items() if part in (n, f.alias)), None
-        )
+        field = next((f for n, f in model.model_fields.items() if part in (n, f.alias)), None)
         if field is None:
             return None
         annotation = field.annotation
-        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
-        if i == 0 and model in (PruneConfig, DataCommon):  # a union: the named method's or source's section
+        model = (
+            annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel)
+            else None
+        )
+        if i == 0 and model in (
+            PruneConfig,
+            DataCommon,
+        ):  # a union: the named method's or source's section
             model = _named_section(model, data.get(part)) or model
     return model
 
@@ -400,7 +458,12 @@ def _format_error(error: dict, data: dict) -> str:
         known = _field_names(parent) if parent else []
         close = closest(str(loc[-1]), known)
         hint = f"; did you mean {'.'.join([*map(str, loc[:-1]), close])!r}?" if close else ""
-        if not close and len(loc) == 2 and loc[0] == "prune" and (owner := _other_prune_method(str(loc[-1]))):
+        if (
+            not close
+            and len(loc) == 2
+            and loc[0] == "prune"
+            and (owner := _other_prune_method(str(loc[-1])))
+        ):
             hint = f"; it is a setting of method = {owner}"
         kind = "section" if len(loc) == 1 else "key"
         return f"{where}: unknown {kind}{hint} (known: {', '.join(known)})"
@@ -414,8 +477,10 @@ def parse_pipeline(data: dict[str, Any], name: str, base_dir: str | Path = ".") 
     """Validate a pipeline's data; `name` is its name unless the data sets one (the file's stem)."""
     data = dict(data)
     if "name" not in data and not is_plain_name(name):
-        raise ConfigError(f"the file's name makes the pipeline name {name!r}, which is not a plain name "
-                          f"({NAME_RULE}): rename the file, or set name = \"...\" in it")
+        raise ConfigError(
+            f"the file's name makes the pipeline name {name!r}, which is not a plain name "
+            f'({NAME_RULE}): rename the file, or set name = "..." in it'
+        )
     data.setdefault("name", name)
     try:
         return PipelineConfig.model_validate({**data, "base_dir": str(base_dir)})
@@ -437,7 +502,9 @@ def load_pipeline(path: str | Path) -> PipelineConfig:
     except OSError as exc:
         raise ConfigError(f"cannot read pipeline file {path}: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path} is not a UTF-8 text file (byte {exc.start}): is it a pipeline TOML file?") from None
+        raise ConfigError(
+            f"{path} is not a UTF-8 text file (byte {exc.start}): is it a pipeline TOML file?"
+        ) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -80,7 +80,9 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise CompressError("--device cuda: no CUDA GPU is available here; use --device cpu or auto")
+        raise CompressError(
+            "--device cuda: no CUDA GPU is available here; use --device cpu or auto"
+        )
     return torch.device(name)
 
 
@@ -98,8 +100,10 @@ def versions() -> dict[str, str]:
 
 
 def _plain(value: Any) -> Any:
-    return value.model_dump(mode="json", by_alias=True) if hasattr(value, "model_dump") else (
-        {k: _plain(v) for k, v in value.items()} if isinstance(value, dict) else value
+    return (
+        value.model_dump(mode="json", by_alias=True)
+        if hasattr(value, "model_dump")
+        else ({k: _plain(v) for k, v in value.items()} if isinstance(value, dict) else value)
     )
 
 
@@ -115,21 +119,28 @@ def stage_keys(config: PipelineConfig, data: Dataset) -> dict[str, str]:
     weights = config.resolve(config.model.weights)
     inputs = {
         "version": __version__,
-        "data": {"name": data.name, "files": data.fingerprint, "batch_size": config.data.batch_size,
-                 "seed": config.data.seed, "validation": config.data.validation,
-                 **({"shift": shift} if (shift := getattr(config.data, "shift", 0)) else {})},
+        "data": {
+            "name": data.name,
+            "files": data.fingerprint,
+            "batch_size": config.data.batch_size,
+            "seed": config.data.seed,
+            "validation": config.data.validation,
+            **({"shift": shift} if (shift := getattr(config.data, "shift", 0)) else {}),
+        },
         "model_source": hash_object(_model_source(config)),
         "weights": sha256_file(weights) if weights else None,
     }
     keys: dict[str, str] = {}
     for stage in STAGES:
-        keys[stage.name] = hash_object({
-            "stage": stage.name,
-            "settings": _plain(stage.settings(config)),
-            "parents": [keys[p] for p in stage.parents],
-            **(inputs if not stage.parents else {}),
-            **({"revision": stage.revision} if stage.revision else {}),  # 0: the keys as before
-        })
+        keys[stage.name] = hash_object(
+            {
+                "stage": stage.name,
+                "settings": _plain(stage.settings(config)),
+                "parents": [keys[p] for p in stage.parents],
+                **(inputs if not stage.parents else {}),
+                **({"revision": stage.revision} if stage.revision else {}),  # 0: the keys as before
+            }
+        )
     return keys
 
 
@@ -147,7 +158,10 @@ def cached_record(run_dir: Path, name: str, key: str, inputs: dict[str, str]) ->
         log.warning("%s: the files it was made from have changed; running the stage again", name)
         return None
     if not all(isinstance(rel, str) and stays_inside(rel) for rel in record.get("outputs", {})):
-        log.warning("%s: its stage.json names an output outside the run folder; running the stage again", name)
+        log.warning(
+            "%s: its stage.json names an output outside the run folder; running the stage again",
+            name,
+        )
         return None
     for rel, digest in record.get("outputs", {}).items():
         file = run_dir / rel
@@ -157,7 +171,9 @@ def cached_record(run_dir: Path, name: str, key: str, inputs: dict[str, str]) ->
     return record
 
 
-def check_model(config: PipelineConfig, input_shape: tuple[int, ...], num_classes: int, dataset: str) -> None:
+def check_model(
+    config: PipelineConfig, input_shape: tuple[int, ...], num_classes: int, dataset: str
+) -> None:
     """Build the model (with its [model] weights) and check that it maps samples of
     `input_shape` to `num_classes` logits, has the layers [prune] names and the inputs its
     keep_inputs counts."""
@@ -167,7 +183,9 @@ def check_model(config: PipelineConfig, input_shape: tuple[int, ...], num_classe
     except CompressError:
         raise
     except Exception as exc:  # the user's own constructor
-        raise CompressError(f"building the model failed: {type(exc).__name__}: {_first_line(exc)}") from None
+        raise CompressError(
+            f"building the model failed: {type(exc).__name__}: {_first_line(exc)}"
+        ) from None
     if config.model.weights is not None:
         load_user_weights(model, config.resolve(config.model.weights))
     x = torch.zeros(2, *input_shape)
@@ -249,7 +267,9 @@ def run_pipeline(
     """
     for option, value in (("--from", from_stage), ("until", until)):
         if value is not None and value not in STAGE_NAMES:
-            raise CompressError(f"{option} {value!r}: not a stage; stages are {', '.join(STAGE_NAMES)}")
+            raise CompressError(
+                f"{option} {value!r}: not a stage; stages are {', '.join(STAGE_NAMES)}"
+            )
     torch_device = resolve_device(device)
     data = check_inputs(config, data_root)
     run_dir = Path(out_dir or Path("runs") / config.name)
@@ -265,7 +285,11 @@ def run_pipeline(
                 log.info("removed %s, left by an interrupted run", path)
             log.info(
                 "data: %s, %d train, %d validation and %d test samples from %s",
-                data.name, data.size("train"), data.size("val"), data.size("test"), Path(next(iter(data.files))).parent,
+                data.name,
+                data.size("train"),
+                data.size("val"),
+                data.size("test"),
+                Path(next(iter(data.files))).parent,
             )
             write_json(run_dir / "pipeline.json", config.model_dump(mode="json", by_alias=True))
             stages = []
@@ -329,19 +353,35 @@ def _share(cache: StageCache, record: dict, run_dir: Path, inputs: dict[str, str
 
 
 def _stage_result(record: dict, cached: bool) -> dict:
-    return {"name": record["name"], "key": record["key"], "seconds": record["seconds"], "cached": cached,
-            "metrics": record["metrics"], "outputs": record.get("outputs", {})}
+    return {
+        "name": record["name"],
+        "key": record["key"],
+        "seconds": record["seconds"],
+        "cached": cached,
+        "metrics": record["metrics"],
+        "outputs": record.get("outputs", {}),
+    }
 
 
-def _execute_stage(run: _Run, stage: StageDef, inputs: dict[str, str], forced: bool = False) -> dict:
+def _execute_stage(
+    run: _Run, stage: StageDef, inputs: dict[str, str], forced: bool = False
+) -> dict:
     """Run one stage into the run folder; returns the record written to its stage.json.
     The stage may share parts of its work through the cache (StageContext.shared), unless forced."""
     config, run_dir, keys = run.config, run.run_dir, run.keys
     key = keys[stage.name]
     log.info("%-8s running (key %s)", stage.name, key)
     (run_dir / stage.name / "stage.json").unlink(missing_ok=True)
-    ctx = StageContext(config, run_dir, stage.name, key, run.device, lambda: run.data, run.progress,
-                       cache=None if forced else run.cache)
+    ctx = StageContext(
+        config,
+        run_dir,
+        stage.name,
+        key,
+        run.device,
+        lambda: run.data,
+        run.progress,
+        cache=None if forced else run.cache,
+    )
     ctx.stage_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     metrics = stage.run(ctx)
@@ -371,8 +411,13 @@ def _build_report(config, run_dir, data, device, stages, keys) -> Report:
         "config_hash": hash_object(config.model_dump(mode="json", by_alias=True)),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "model": config.model.name or f"{config.model.path}:{config.model.class_name}",
-        "dataset": {"name": data.name, "train_samples": data.size("train"), "val_samples": data.size("val"),
-                    "test_samples": data.size("test"), "kind": data.kind},
+        "dataset": {
+            "name": data.name,
+            "train_samples": data.size("train"),
+            "val_samples": data.size("val"),
+            "test_samples": data.size("test"),
+            "kind": data.kind,
+        },
         "device": str(device),
         "versions": versions(),
         "baseline": DENSE,
@@ -388,7 +433,10 @@ def _build_report(config, run_dir, data, device, stages, keys) -> Report:
             "accuracy_after_finetune": by_name["finetune"]["metrics"]["test_accuracy"],
             "zero_weights_after_train": by_name["train"]["metrics"]["zero_weights"],
         },
-        "stages": [{"name": s["name"], "key": s["key"], "seconds": s["seconds"], "cached": s["cached"]} for s in stages],
+        "stages": [
+            {"name": s["name"], "key": s["key"], "seconds": s["seconds"], "cached": s["cached"]}
+            for s in stages
+        ],
         "total_seconds": round(sum(s["seconds"] for s in stages if not s["cached"]), 3),
     }
 

@@ -75,7 +75,9 @@ class L1Config(Section):
         if isinstance(self.groups, list) and not self.groups:
             raise ValueError("groups: name at least one of neurons, channels, inputs")
         if self.groups is not None and self.method == "reweighted":
-            raise ValueError("method = 'reweighted' weighs single weights: use penalty or proximal with groups")
+            raise ValueError(
+                "method = 'reweighted' weighs single weights: use penalty or proximal with groups"
+            )
         return self
 
 
@@ -117,7 +119,9 @@ class TrainConfig(OptimConfig):
     @model_validator(mode="after")
     def _no_teacher_yet(self) -> TrainConfig:
         if self.distill.alpha > 0:
-            raise ValueError("distill needs a teacher, the trained model: use it in [finetune] or [prune.gradual]")
+            raise ValueError(
+                "distill needs a teacher, the trained model: use it in [finetune] or [prune.gradual]"
+            )
         return self
 
 
@@ -177,4 +181,6 @@ class VerifyConfig(Section):
     # than dense (a margin, because two equal models differ by a few percent of noise).
     slower_margin: float = Field(0.10, ge=0.0)
     throughput_batch: PositiveInt = 1000
-    tolerance: float = Field(1e-4, gt=0.0)  # largest logit difference allowed for float exports (relative beyond |logit| 1)
+    tolerance: float = Field(
+        1e-4, gt=0.0
+    )  # largest logit difference allowed for float exports (relative beyond |logit| 1)

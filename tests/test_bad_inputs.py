@@ -91,8 +91,10 @@ IRIS_CSV = "sepal,petal_length,species\n1.0,2.0,setosa\n3.0,4.0,virginica\n5.0,6
 
 def csv_data(**more) -> dict:
     """[data] for a CSV table t.csv in the pipeline's folder, read with an MLP."""
-    return {"data": {"name": "csv", "root": None, "train": "t.csv", "label": "species", **more},
-            "model": {"name": "logreg", "kwargs": {}}}
+    return {
+        "data": {"name": "csv", "root": None, "train": "t.csv", "label": "species", **more},
+        "model": {"name": "logreg", "kwargs": {}},
+    }
 
 
 def images_data(**more) -> dict:
@@ -134,7 +136,9 @@ def _mutate(role: str, change: Callable[[bytes], bytes]) -> Callable[[Path], Non
     return damage
 
 
-def _replace(role: str, array_of: Callable[[np.ndarray], np.ndarray], compress: bool = True) -> Callable[[Path], None]:
+def _replace(
+    role: str, array_of: Callable[[np.ndarray], np.ndarray], compress: bool = True
+) -> Callable[[Path], None]:
     def damage(root: Path) -> None:
         raw = idx_bytes(array_of(tiny_arrays()[role].copy()))
         (root / f"{STEMS[role]}.gz").write_bytes(gzip.compress(raw, mtime=0))
@@ -171,185 +175,480 @@ def user_model(cls: str, **more) -> dict:
 SYNTAX = "[data]\nname = 'mnist'\n[train]\nepochs = = 3\n"
 CASES = [
     # --- the pipeline file itself
-    Case("unknown-section", r"trian: unknown section; did you mean 'train'\? \(known: .*train", {"trian": {"epochs": 1}}),
-    Case("unknown-key", r"train\.epoch: unknown key; did you mean 'train\.epochs'\?", {"train": {"epoch": 3}}),
-    Case("unknown-nested-key", r"train\.l1\.lamda: unknown key; did you mean 'train\.l1\.lambda'\?",
-         {"train": {"l1": {"lamda": 1e-4}}}),
-    Case("unknown-key-no-suggestion", r"verify\.colour: unknown key \(known: threads, repetitions", {"verify": {"colour": "red"}}),
+    Case(
+        "unknown-section",
+        r"trian: unknown section; did you mean 'train'\? \(known: .*train",
+        {"trian": {"epochs": 1}},
+    ),
+    Case(
+        "unknown-key",
+        r"train\.epoch: unknown key; did you mean 'train\.epochs'\?",
+        {"train": {"epoch": 3}},
+    ),
+    Case(
+        "unknown-nested-key",
+        r"train\.l1\.lamda: unknown key; did you mean 'train\.l1\.lambda'\?",
+        {"train": {"l1": {"lamda": 1e-4}}},
+    ),
+    Case(
+        "unknown-key-no-suggestion",
+        r"verify\.colour: unknown key \(known: threads, repetitions",
+        {"verify": {"colour": "red"}},
+    ),
     Case("wrong-type-int", r"train\.epochs: .*\(got '5'\)$", {"train": {"epochs": "5"}}),
     Case("wrong-type-bool", r"prune\.enabled: .*\(got 'yes'\)$", {"prune": {"enabled": "yes"}}),
-    Case("wrong-type-list", r"quantize\.variants: .*\(got 'dynamic'\)$",
-         {"quantize": {"variants": "dynamic"}}),
+    Case(
+        "wrong-type-list",
+        r"quantize\.variants: .*\(got 'dynamic'\)$",
+        {"quantize": {"variants": "dynamic"}},
+    ),
     Case("wrong-type-section", r"data: .*\(got 5\)$", text="data = 5\n"),
-    Case("unknown-choice", r"quantize\.variants\.0: .*\(got 'dynamik'\)$",
-         {"quantize": {"variants": ["dynamik"]}}),
-    Case("ir-version-out-of-range", r"export\.ir_version: .*\(got 12\)$",
-         {"export": {"ir_version": 12}}),
-    Case("prune-amount-too-large", r"prune\.amount: .*\(got 1\.5\)$",
-         {"prune": {"method": "magnitude", "amount": 1.5, "threshold": None}}),
+    Case(
+        "unknown-choice",
+        r"quantize\.variants\.0: .*\(got 'dynamik'\)$",
+        {"quantize": {"variants": ["dynamik"]}},
+    ),
+    Case(
+        "ir-version-out-of-range",
+        r"export\.ir_version: .*\(got 12\)$",
+        {"export": {"ir_version": 12}},
+    ),
+    Case(
+        "prune-amount-too-large",
+        r"prune\.amount: .*\(got 1\.5\)$",
+        {"prune": {"method": "magnitude", "amount": 1.5, "threshold": None}},
+    ),
     Case("negative-lr", r"train\.lr: .*\(got -0\.1\)$", {"train": {"lr": -0.1}}),
-    Case("negative-epochs", r"finetune\.epochs: .*\(got -1\)$",
-         {"finetune": {"epochs": -1}}),
+    Case("negative-epochs", r"finetune\.epochs: .*\(got -1\)$", {"finetune": {"epochs": -1}}),
     Case("zero-batch-size", r"data\.batch_size: .*\(got 0\)$", {"data": {"batch_size": 0}}),
-    Case("opset-out-of-range", r"export\.opset: .*\(got 12\)$",
-         {"export": {"opset": 12}}),
-    Case("two-errors-one-line", r"train\.lr: .*\(got 0\.0\); train\.momentum: .*\(got 1\.0\)$",
-         {"train": {"lr": 0.0, "momentum": 1.0}}),
-    Case("unknown-dataset", r"data\.name: unknown data source 'cifar' \(did you mean 'cifar10'\?\); known: mnist, "
-         r"fashion-mnist, kmnist, cifar10, cifar100, svhn, imagefolder, csv", {"data": {"name": "cifar"}}),
-    Case("nesterov-without-momentum", r"train: nesterov needs optimizer = 'sgd' and momentum > 0",
-         {"train": {"nesterov": True, "momentum": 0.0}}),
-    Case("gradual-needs-magnitude", r"prune: schedule = 'gradual' needs method = .*'magnitude'",
-         {"prune": {"schedule": "gradual"}}),
-    Case("l1-groups-of-weights-only", r"train\.l1: .*groups are made of weights: leave params = 'weights' with groups",
-         {"train": {"l1": {"lambda": 1e-3, "groups": "neurons", "params": "all"}}}),
-    Case("l1-unknown-group", r"train\.l1\.groups",
-         {"train": {"l1": {"lambda": 1e-3, "groups": "rows"}}}),
-    Case("channels-importance", r"prune\.importance",
-         {"prune": {"method": "channels", "importance": "taylor"}}),
-    Case("override-needs-threshold", r"prune: overrides\.net\.1 needs threshold for method = 'threshold'",
-         {"prune": {"overrides": {"net.1": {"amount": 0.5}}}}),
-    Case("distill-in-train", r"train: distill needs a teacher", {"train": {"distill": {"alpha": 0.5}}}),
-    Case("model-name-and-path", r"model: set either name, or path and class, not both",
-         {"model": {"path": "net.py", "class": "Net"}}),
-    Case("model-path-without-class", r"model: path needs class", {"model": {"name": None, "path": "net.py"}}),
+    Case("opset-out-of-range", r"export\.opset: .*\(got 12\)$", {"export": {"opset": 12}}),
+    Case(
+        "two-errors-one-line",
+        r"train\.lr: .*\(got 0\.0\); train\.momentum: .*\(got 1\.0\)$",
+        {"train": {"lr": 0.0, "momentum": 1.0}},
+    ),
+    Case(
+        "unknown-dataset",
+        r"data\.name: unknown data source 'cifar' \(did you mean 'cifar10'\?\); known: mnist, "
+        r"fashion-mnist, kmnist, cifar10, cifar100, svhn, imagefolder, csv",
+        {"data": {"name": "cifar"}},
+    ),
+    Case(
+        "nesterov-without-momentum",
+        r"train: nesterov needs optimizer = 'sgd' and momentum > 0",
+        {"train": {"nesterov": True, "momentum": 0.0}},
+    ),
+    Case(
+        "gradual-needs-magnitude",
+        r"prune: schedule = 'gradual' needs method = .*'magnitude'",
+        {"prune": {"schedule": "gradual"}},
+    ),
+    Case(
+        "l1-groups-of-weights-only",
+        r"train\.l1: .*groups are made of weights: leave params = 'weights' with groups",
+        {"train": {"l1": {"lambda": 1e-3, "groups": "neurons", "params": "all"}}},
+    ),
+    Case(
+        "l1-unknown-group",
+        r"train\.l1\.groups",
+        {"train": {"l1": {"lambda": 1e-3, "groups": "rows"}}},
+    ),
+    Case(
+        "channels-importance",
+        r"prune\.importance",
+        {"prune": {"method": "channels", "importance": "taylor"}},
+    ),
+    Case(
+        "override-needs-threshold",
+        r"prune: overrides\.net\.1 needs threshold for method = 'threshold'",
+        {"prune": {"overrides": {"net.1": {"amount": 0.5}}}},
+    ),
+    Case(
+        "distill-in-train",
+        r"train: distill needs a teacher",
+        {"train": {"distill": {"alpha": 0.5}}},
+    ),
+    Case(
+        "model-name-and-path",
+        r"model: set either name, or path and class, not both",
+        {"model": {"path": "net.py", "class": "Net"}},
+    ),
+    Case(
+        "model-path-without-class",
+        r"model: path needs class",
+        {"model": {"name": None, "path": "net.py"}},
+    ),
     Case("toml-syntax", r"pipeline\.toml: TOML syntax error: ", text=SYNTAX),
-    Case("toml-duplicate-key", r"pipeline\.toml: TOML syntax error: ",
-         text="[train]\nepochs = 1\nepochs = 2\n"),
-    Case("toml-unclosed-table", r"pipeline\.toml: TOML syntax error: ",
-         text="[train\n"),
-    Case("missing-pipeline-file", r"pipeline file .*nowhere\.toml does not exist", pipeline="nowhere.toml", text=None,
-         sections=None),
-    Case("pipeline-is-a-folder", r"pipeline file .*folder\.toml is a folder, not a TOML file",
-         pipeline="folder.toml", files={"folder.toml/x": ""}, sections=None),
-    Case("pipeline-not-text", r"binary\.toml is not a UTF-8 text file \(byte 0\)", pipeline="binary.toml",
-         files={"binary.toml": b"\xff\xfe\x00junk"}, sections=None),
+    Case(
+        "toml-duplicate-key",
+        r"pipeline\.toml: TOML syntax error: ",
+        text="[train]\nepochs = 1\nepochs = 2\n",
+    ),
+    Case("toml-unclosed-table", r"pipeline\.toml: TOML syntax error: ", text="[train\n"),
+    Case(
+        "missing-pipeline-file",
+        r"pipeline file .*nowhere\.toml does not exist",
+        pipeline="nowhere.toml",
+        text=None,
+        sections=None,
+    ),
+    Case(
+        "pipeline-is-a-folder",
+        r"pipeline file .*folder\.toml is a folder, not a TOML file",
+        pipeline="folder.toml",
+        files={"folder.toml/x": ""},
+        sections=None,
+    ),
+    Case(
+        "pipeline-not-text",
+        r"binary\.toml is not a UTF-8 text file \(byte 0\)",
+        pipeline="binary.toml",
+        files={"binary.toml": b"\xff\xfe\x00junk"},
+        sections=None,
+    ),
     # --- the pipeline's name is its run folder's name: a name, never a path
-    Case("name-leaves-runs", r"pipeline\.toml: name: '\.\./\.\./etc' is not a plain name \(letters, digits, '\.', "
-         r"'_' and '-', starting with a letter or digit, at most 100 characters\): it names the run folder",
-         text="name = '../../etc'\n"),
+    Case(
+        "name-leaves-runs",
+        r"pipeline\.toml: name: '\.\./\.\./etc' is not a plain name \(letters, digits, '\.', "
+        r"'_' and '-', starting with a letter or digit, at most 100 characters\): it names the run folder",
+        text="name = '../../etc'\n",
+    ),
     Case("name-absolute", r"name: '/tmp/x' is not a plain name", text="name = '/tmp/x'\n"),
     Case("name-two-parts", r"name: 'a/b' is not a plain name", text="name = 'a/b'\n"),
     Case("name-dot-dot", r"name: '\.\.' is not a plain name", text="name = '..'\n"),
     Case("name-empty", r"name: '' is not a plain name", text="name = ''\n"),
-    Case("name-from-file-stem", r"the file's name makes the pipeline name '\.\.', which is not a plain name .*: "
-         r"rename the file, or set name = \"\.\.\.\" in it", pipeline="...toml"),
-    Case("name-from-file-stem-with-space", r"the file's name makes the pipeline name 'my pipeline'",
-         pipeline="my pipeline.toml"),
+    Case(
+        "name-from-file-stem",
+        r"the file's name makes the pipeline name '\.\.', which is not a plain name .*: "
+        r"rename the file, or set name = \"\.\.\.\" in it",
+        pipeline="...toml",
+    ),
+    Case(
+        "name-from-file-stem-with-space",
+        r"the file's name makes the pipeline name 'my pipeline'",
+        pipeline="my pipeline.toml",
+    ),
     # --- the model
-    Case("unknown-model", r"unknown model 'simplnet' \(did you mean 'simplenet'\?\); known: .*simplenet",
-         {"model": {"name": "simplnet"}}),
-    Case("model-bad-kwargs", r"model 'simplenet' does not accept arguments .*unexpected keyword argument 'hiden'",
-         {"model": {"kwargs": {"hiden": 3}}}),
-    Case("torchvision-unknown", r"unknown torchvision model 'resnet19'; close matches: resnet18",
-         {"model": {"name": "torchvision:resnet19", "kwargs": {}}}),
-    Case("torchvision-pretrained", r"torchvision models are built without pretrained weights",
-         {"model": {"name": "torchvision:resnet18", "kwargs": {"weights": "DEFAULT"}}}),
-    Case("torchvision-too-small", r"the model does not accept mnist images of shape \(2, 1, 28, 28\): RuntimeError",
-         {"model": {"name": "torchvision:inception_v3", "kwargs": {}}}),
-    Case("resnet20-shortcut", r"model resnet20: shortcut must be 'A' \(zero-pad\) or 'B' \(1x1 conv\), got 'C'",
-         {"model": {"name": "resnet20", "kwargs": {"shortcut": "C"}}}),
-    Case("mlp-hidden", r"model mlp: hidden must be a list of positive widths, got \[64, -1\]",
-         {"model": {"name": "mlp", "kwargs": {"hidden": [64, -1]}}}),
-    Case("model-file-missing", r"model file .*nope\.py does not exist",
-         user_model("Net", path="nope.py")),
-    Case("model-class-missing", r"unknown nn\.Module class in .*net\.py: 'Nett' \(did you mean 'Net'\?\); known: Net, Small, Picky",
-         user_model("Nett"), files={"net.py": NET_PY}),
-    Case("model-file-broken", r"model file .*broken\.py failed to import: SyntaxError",
-         user_model("Net", path="broken.py"), files={"broken.py": "class Net(:\n"}),
-    Case("model-file-exits", r"model file .*exits\.py called sys\.exit\(\) while being imported \(exit status 3\): "
-         r"put the script's own code under `if __name__ == \"__main__\":`$",
-         user_model("Net", path="exits.py"), files={"exits.py": EXITS_PY}),
-    Case("model-file-argparse", r"model file .*train\.py called sys\.exit\(\) while being imported \(exit status 2; "
-         r"it printed 'train\.py: error: the following arguments are required: --epochs'\): put the script's own",
-         user_model("Net", path="train.py"), files={"train.py": ARGPARSE_PY}),
-    Case("model-file-raises", r"model file .*gpu\.py failed to import: RuntimeError: needs a GPU$",
-         user_model("Net", path="gpu.py"), files={"gpu.py": RAISES_PY}),
-    Case("model-constructor-exits", r"building model Quitter from .*quit\.py called sys\.exit\(\) "
-         r"\(message 'no config given', exit status 1\)$",
-         user_model("Quitter", path="quit.py"), files={"quit.py": QUITTER_PY}),
-    Case("model-constructor-fails", r"building the model failed: ValueError: num_classes must be even",
-         user_model("Picky"), files={"net.py": NET_PY}),
-    Case("model-output-wrong-classes", r"the model outputs \(2, 5\) but mnist has 10 classes: expected logits of shape \(batch, 10\)",
-         {"model": {"kwargs": {"hidden": 16, "num_classes": 5}}}),
-    Case("model-input-wrong-shape", r"the model does not accept mnist images of shape \(2, 1, 28, 28\): RuntimeError: ",
-         user_model("Small"), files={"net.py": NET_PY}),
-    Case("weights-missing", r"model\.weights file .*absent\.pt does not exist", {"model": {"weights": "absent.pt"}}),
+    Case(
+        "unknown-model",
+        r"unknown model 'simplnet' \(did you mean 'simplenet'\?\); known: .*simplenet",
+        {"model": {"name": "simplnet"}},
+    ),
+    Case(
+        "model-bad-kwargs",
+        r"model 'simplenet' does not accept arguments .*unexpected keyword argument 'hiden'",
+        {"model": {"kwargs": {"hiden": 3}}},
+    ),
+    Case(
+        "torchvision-unknown",
+        r"unknown torchvision model 'resnet19'; close matches: resnet18",
+        {"model": {"name": "torchvision:resnet19", "kwargs": {}}},
+    ),
+    Case(
+        "torchvision-pretrained",
+        r"torchvision models are built without pretrained weights",
+        {"model": {"name": "torchvision:resnet18", "kwargs": {"weights": "DEFAULT"}}},
+    ),
+    Case(
+        "torchvision-too-small",
+        r"the model does not accept mnist images of shape \(2, 1, 28, 28\): RuntimeError",
+        {"model": {"name": "torchvision:inception_v3", "kwargs": {}}},
+    ),
+    Case(
+        "resnet20-shortcut",
+        r"model resnet20: shortcut must be 'A' \(zero-pad\) or 'B' \(1x1 conv\), got 'C'",
+        {"model": {"name": "resnet20", "kwargs": {"shortcut": "C"}}},
+    ),
+    Case(
+        "mlp-hidden",
+        r"model mlp: hidden must be a list of positive widths, got \[64, -1\]",
+        {"model": {"name": "mlp", "kwargs": {"hidden": [64, -1]}}},
+    ),
+    Case(
+        "model-file-missing",
+        r"model file .*nope\.py does not exist",
+        user_model("Net", path="nope.py"),
+    ),
+    Case(
+        "model-class-missing",
+        r"unknown nn\.Module class in .*net\.py: 'Nett' \(did you mean 'Net'\?\); known: Net, Small, Picky",
+        user_model("Nett"),
+        files={"net.py": NET_PY},
+    ),
+    Case(
+        "model-file-broken",
+        r"model file .*broken\.py failed to import: SyntaxError",
+        user_model("Net", path="broken.py"),
+        files={"broken.py": "class Net(:\n"},
+    ),
+    Case(
+        "model-file-exits",
+        r"model file .*exits\.py called sys\.exit\(\) while being imported \(exit status 3\): "
+        r"put the script's own code under `if __name__ == \"__main__\":`$",
+        user_model("Net", path="exits.py"),
+        files={"exits.py": EXITS_PY},
+    ),
+    Case(
+        "model-file-argparse",
+        r"model file .*train\.py called sys\.exit\(\) while being imported \(exit status 2; "
+        r"it printed 'train\.py: error: the following arguments are required: --epochs'\): put the script's own",
+        user_model("Net", path="train.py"),
+        files={"train.py": ARGPARSE_PY},
+    ),
+    Case(
+        "model-file-raises",
+        r"model file .*gpu\.py failed to import: RuntimeError: needs a GPU$",
+        user_model("Net", path="gpu.py"),
+        files={"gpu.py": RAISES_PY},
+    ),
+    Case(
+        "model-constructor-exits",
+        r"building model Quitter from .*quit\.py called sys\.exit\(\) "
+        r"\(message 'no config given', exit status 1\)$",
+        user_model("Quitter", path="quit.py"),
+        files={"quit.py": QUITTER_PY},
+    ),
+    Case(
+        "model-constructor-fails",
+        r"building the model failed: ValueError: num_classes must be even",
+        user_model("Picky"),
+        files={"net.py": NET_PY},
+    ),
+    Case(
+        "model-output-wrong-classes",
+        r"the model outputs \(2, 5\) but mnist has 10 classes: expected logits of shape \(batch, 10\)",
+        {"model": {"kwargs": {"hidden": 16, "num_classes": 5}}},
+    ),
+    Case(
+        "model-input-wrong-shape",
+        r"the model does not accept mnist images of shape \(2, 1, 28, 28\): RuntimeError: ",
+        user_model("Small"),
+        files={"net.py": NET_PY},
+    ),
+    Case(
+        "weights-missing",
+        r"model\.weights file .*absent\.pt does not exist",
+        {"model": {"weights": "absent.pt"}},
+    ),
     # every file the pipeline names is looked for before the data is read
-    Case("weights-missing-before-data", r"model\.weights file .*absent\.pt does not exist",
-         {"model": {"weights": "absent.pt"}}, data=_mutate("train-images", lambda b: b[: len(b) // 2])),
-    Case("model-file-missing-before-data", r"model file .*nope\.py does not exist",
-         user_model("Net", path="nope.py"), data=_mutate("train-images", lambda b: b[: len(b) // 2])),
-    Case("weights-is-a-folder", r"model\.weights file .*saved is a folder, not a file",
-         {"model": {"weights": "saved"}}, files={"saved/model.pt": ""}),
-    Case("weights-custom-class", r"refusing to load weights file .*weights\.pt: it refers to the Python object \S*Holder, which only full unpickling can load, and that could run code",
-         user_model("Net", weights="weights.pt"), files={"net.py": NET_PY, "weights.pt": _save(Holder)}),
-    Case("weights-do-not-fit", r"weights file .*weights\.pt does not fit the model: keys 1 missing \(fc\.bias\)$",
-         user_model("Net", weights="weights.pt"),
-         files={"net.py": NET_PY, "weights.pt": _save(lambda: {"fc.weight": torch.zeros(3, 3)})}),
-    Case("weights-shape-mismatch", r"weights file .*weights\.pt does not fit the model: size mismatch for fc\.weight: copying a param with shape torch\.Size\(\[3, 3\]\) from checkpoint, the shape in current model is torch\.Size\(\[10, 784\]\)\.$",
-         user_model("Net", weights="weights.pt"),
-         files={"net.py": NET_PY, "weights.pt": _save(lambda: {"fc.weight": torch.zeros(3, 3), "fc.bias": torch.zeros(10)})}),
-    Case("weights-data-parallel-other-model", r"weights file .*weights\.pt does not fit the model: keys 2 missing \(fc\.bias, fc\.weight\); 2 unexpected \(head\.bias, head\.weight\)$",
-         user_model("Net", weights="weights.pt"),
-         files={"net.py": NET_PY, "weights.pt": _save(lambda: {"module.head.weight": torch.zeros(10, 784),
-                                                               "module.head.bias": torch.zeros(10)})}),
-    Case("weights-corrupt", r"weights file .*weights\.pt is unreadable or corrupt: RuntimeError: ",
-         {"model": {"weights": "weights.pt"}}, files={"weights.pt": b"PK\x03\x04 not really a zip"}),
-    Case("weights-not-a-state-dict", r"weights file .*weights\.pt does not hold a state_dict \(got list\)",
-         {"model": {"weights": "weights.pt"}}, files={"weights.pt": _save(lambda: [torch.zeros(2)])}),
-    Case("prune-unknown-layer", r"prune\.layers names \['fc9'\] that are not Linear/Conv layers of the model; its layers are: net\.1, net\.3",
-         {"prune": {"layers": ["fc9"]}}),
-    Case("prune-override-unknown-layer", r"prune\.overrides names \['net\.9'\], not among the pruned layers",
-         {"prune": {"overrides": {"net.9": {"threshold": 0.1}}}}),
+    Case(
+        "weights-missing-before-data",
+        r"model\.weights file .*absent\.pt does not exist",
+        {"model": {"weights": "absent.pt"}},
+        data=_mutate("train-images", lambda b: b[: len(b) // 2]),
+    ),
+    Case(
+        "model-file-missing-before-data",
+        r"model file .*nope\.py does not exist",
+        user_model("Net", path="nope.py"),
+        data=_mutate("train-images", lambda b: b[: len(b) // 2]),
+    ),
+    Case(
+        "weights-is-a-folder",
+        r"model\.weights file .*saved is a folder, not a file",
+        {"model": {"weights": "saved"}},
+        files={"saved/model.pt": ""},
+    ),
+    Case(
+        "weights-custom-class",
+        r"refusing to load weights file .*weights\.pt: it refers to the Python object \S*Holder, which only full unpickling can load, and that could run code",
+        user_model("Net", weights="weights.pt"),
+        files={"net.py": NET_PY, "weights.pt": _save(Holder)},
+    ),
+    Case(
+        "weights-do-not-fit",
+        r"weights file .*weights\.pt does not fit the model: keys 1 missing \(fc\.bias\)$",
+        user_model("Net", weights="weights.pt"),
+        files={"net.py": NET_PY, "weights.pt": _save(lambda: {"fc.weight": torch.zeros(3, 3)})},
+    ),
+    Case(
+        "weights-shape-mismatch",
+        r"weights file .*weights\.pt does not fit the model: size mismatch for fc\.weight: copying a param with shape torch\.Size\(\[3, 3\]\) from checkpoint, the shape in current model is torch\.Size\(\[10, 784\]\)\.$",
+        user_model("Net", weights="weights.pt"),
+        files={
+            "net.py": NET_PY,
+            "weights.pt": _save(
+                lambda: {"fc.weight": torch.zeros(3, 3), "fc.bias": torch.zeros(10)}
+            ),
+        },
+    ),
+    Case(
+        "weights-data-parallel-other-model",
+        r"weights file .*weights\.pt does not fit the model: keys 2 missing \(fc\.bias, fc\.weight\); 2 unexpected \(head\.bias, head\.weight\)$",
+        user_model("Net", weights="weights.pt"),
+        files={
+            "net.py": NET_PY,
+            "weights.pt": _save(
+                lambda: {
+                    "module.head.weight": torch.zeros(10, 784),
+                    "module.head.bias": torch.zeros(10),
+                }
+            ),
+        },
+    ),
+    Case(
+        "weights-corrupt",
+        r"weights file .*weights\.pt is unreadable or corrupt: RuntimeError: ",
+        {"model": {"weights": "weights.pt"}},
+        files={"weights.pt": b"PK\x03\x04 not really a zip"},
+    ),
+    Case(
+        "weights-not-a-state-dict",
+        r"weights file .*weights\.pt does not hold a state_dict \(got list\)",
+        {"model": {"weights": "weights.pt"}},
+        files={"weights.pt": _save(lambda: [torch.zeros(2)])},
+    ),
+    Case(
+        "prune-unknown-layer",
+        r"prune\.layers names \['fc9'\] that are not Linear/Conv layers of the model; its layers are: net\.1, net\.3",
+        {"prune": {"layers": ["fc9"]}},
+    ),
+    Case(
+        "prune-override-unknown-layer",
+        r"prune\.overrides names \['net\.9'\], not among the pruned layers",
+        {"prune": {"overrides": {"net.9": {"threshold": 0.1}}}},
+    ),
     # --- the command line
-    Case("from-unknown-stage", r"--from 'trian': not a stage; stages are train, prune", args=("--from", "trian"),
-         validate=False),
+    Case(
+        "from-unknown-stage",
+        r"--from 'trian': not a stage; stages are train, prune",
+        args=("--from", "trian"),
+        validate=False,
+    ),
     # --- the data (only `run` reads it)
-    Case("data-root-missing", r"data root .*nowhere \(--data-root\) does not exist",
-         args=("--data-root", "{tmp}/nowhere"), validate=False),
-    Case("data-root-in-file-missing", r"data root .*nowhere \(\[data\] root\) does not exist",
-         {"data": {"root": "nowhere"}}),
-    Case("data-root-is-a-file", r"data root .*pipeline\.toml \(\[data\] root\) is not a folder",
-         {"data": {"root": "pipeline.toml"}}),
+    Case(
+        "data-root-missing",
+        r"data root .*nowhere \(--data-root\) does not exist",
+        args=("--data-root", "{tmp}/nowhere"),
+        validate=False,
+    ),
+    Case(
+        "data-root-in-file-missing",
+        r"data root .*nowhere \(\[data\] root\) does not exist",
+        {"data": {"root": "nowhere"}},
+    ),
+    Case(
+        "data-root-is-a-file",
+        r"data root .*pipeline\.toml \(\[data\] root\) is not a folder",
+        {"data": {"root": "pipeline.toml"}},
+    ),
     Case("csv-file-missing", r"CSV file .*t\.csv does not exist", csv_data()),
-    Case("csv-test-file-missing", r"CSV file .*u\.csv does not exist", csv_data(test="u.csv"),
-         files={"t.csv": IRIS_CSV}),
-    Case("csv-file-is-a-folder", r"CSV file .*t\.csv is not a file", csv_data(), files={"t.csv/x": ""}),
-    Case("csv-label-wrong-case", r"t\.csv has no label column 'Species'; did you mean 'species'\? "
-         r"\(columns: sepal, petal_length, species\)$", csv_data(label="Species"), files={"t.csv": IRIS_CSV}),
-    Case("csv-feature-misspelt", r"t\.csv has no column 'petal_lenght' named in \[data\] features; "
-         r"did you mean 'petal_length'\? \(columns: ", csv_data(features=["sepal", "petal_lenght"]),
-         files={"t.csv": IRIS_CSV}),
-    Case("image-folder-missing", r"data root .*photos \(\[data\] root\) does not exist", images_data()),
-    Case("image-folder-without-train", r"photos has no train/ folder: expected .*photos/train/<class>/<image>",
-         images_data(), files={"photos/test/cat/a.png": ""}),
-    Case("image-folder-without-root", r"\[data\] name = 'imagefolder' needs root", images_data(root=None)),
-    Case("data-root-option-is-a-file", r"data root .*pipeline\.toml \(--data-root\) is not a folder",
-         args=("--data-root", "{tmp}/pipeline.toml"), validate=False),
-    Case("data-file-missing", r"mnist: t10k-labels-idx1-ubyte\[\.gz\] not found and download is off \(\[data\] download = false\)\. Put the IDX files in one of: ",
-         data=lambda root: (root / f"{STEMS['test-labels']}.gz").unlink(), validate=False),
-    Case("data-gzip-truncated", r"train-images-idx3-ubyte\.gz is not a valid gzip file \(",
-         data=_mutate("train-images", lambda b: b[: len(b) // 2]), validate=False),
-    Case("data-gzip-corrupt", r"train-labels-idx1-ubyte\.gz is not a valid gzip file \(",
-         data=_mutate("train-labels", lambda b: b[:10] + b"\xff" * 64 + b[74:]), validate=False),
-    Case("data-gzip-bad-crc", r"t10k-images-idx3-ubyte\.gz is not a valid gzip file \(",
-         data=_mutate("test-images", _gzip_bad_crc), validate=False),
-    Case("data-empty-file", r"t10k-labels-idx1-ubyte\.gz is too short to be an IDX file \(0 bytes\)",
-         data=_mutate("test-labels", lambda b: gzip.compress(b"", mtime=0)), validate=False),
-    Case("data-wrong-magic", r"t10k-images-idx3-ubyte\.gz has magic number 0x00000801, expected 0x00000803 for an IDX images file",
-         data=_labels_as_images, validate=False),
-    Case("data-raw-truncated", r"train-images-idx3-ubyte is truncated or corrupt: header says \(2000, 28, 28\) \(1568000 bytes of data\), file holds 783992",
-         data=_raw_truncated, validate=False),
-    Case("data-count-mismatch", r"train-images-idx3-ubyte\.gz holds 2000 images but .*train-labels-idx1-ubyte\.gz holds 1999 labels",
-         data=_replace("train-labels", lambda y: y[:1999]), validate=False),
-    Case("data-label-out-of-range", r"t10k-labels-idx1-ubyte\.gz has label 12, but mnist has 10 classes",
-         data=_replace("test-labels", _labels_out_of_range), validate=False),
-    Case("data-wrong-image-size", r"t10k-images-idx3-ubyte\.gz holds 32x32 images, but mnist images are 28x28",
-         data=_replace("test-images", lambda x: np.zeros((len(x), 32, 32), np.uint8)), validate=False),
-    Case("data-no-samples", r"t10k-labels-idx1-ubyte\.gz holds no samples",
-         data=lambda root: write_tiny_mnist(root, test_images=np.zeros((0, 28, 28), np.uint8),
-                                            test_labels=np.zeros(0, np.uint8)), validate=False),
+    Case(
+        "csv-test-file-missing",
+        r"CSV file .*u\.csv does not exist",
+        csv_data(test="u.csv"),
+        files={"t.csv": IRIS_CSV},
+    ),
+    Case(
+        "csv-file-is-a-folder",
+        r"CSV file .*t\.csv is not a file",
+        csv_data(),
+        files={"t.csv/x": ""},
+    ),
+    Case(
+        "csv-label-wrong-case",
+        r"t\.csv has no label column 'Species'; did you mean 'species'\? "
+        r"\(columns: sepal, petal_length, species\)$",
+        csv_data(label="Species"),
+        files={"t.csv": IRIS_CSV},
+    ),
+    Case(
+        "csv-feature-misspelt",
+        r"t\.csv has no column 'petal_lenght' named in \[data\] features; "
+        r"did you mean 'petal_length'\? \(columns: ",
+        csv_data(features=["sepal", "petal_lenght"]),
+        files={"t.csv": IRIS_CSV},
+    ),
+    Case(
+        "image-folder-missing",
+        r"data root .*photos \(\[data\] root\) does not exist",
+        images_data(),
+    ),
+    Case(
+        "image-folder-without-train",
+        r"photos has no train/ folder: expected .*photos/train/<class>/<image>",
+        images_data(),
+        files={"photos/test/cat/a.png": ""},
+    ),
+    Case(
+        "image-folder-without-root",
+        r"\[data\] name = 'imagefolder' needs root",
+        images_data(root=None),
+    ),
+    Case(
+        "data-root-option-is-a-file",
+        r"data root .*pipeline\.toml \(--data-root\) is not a folder",
+        args=("--data-root", "{tmp}/pipeline.toml"),
+        validate=False,
+    ),
+    Case(
+        "data-file-missing",
+        r"mnist: t10k-labels-idx1-ubyte\[\.gz\] not found and download is off \(\[data\] download = false\)\. Put the IDX files in one of: ",
+        data=lambda root: (root / f"{STEMS['test-labels']}.gz").unlink(),
+        validate=False,
+    ),
+    Case(
+        "data-gzip-truncated",
+        r"train-images-idx3-ubyte\.gz is not a valid gzip file \(",
+        data=_mutate("train-images", lambda b: b[: len(b) // 2]),
+        validate=False,
+    ),
+    Case(
+        "data-gzip-corrupt",
+        r"train-labels-idx1-ubyte\.gz is not a valid gzip file \(",
+        data=_mutate("train-labels", lambda b: b[:10] + b"\xff" * 64 + b[74:]),
+        validate=False,
+    ),
+    Case(
+        "data-gzip-bad-crc",
+        r"t10k-images-idx3-ubyte\.gz is not a valid gzip file \(",
+        data=_mutate("test-images", _gzip_bad_crc),
+        validate=False,
+    ),
+    Case(
+        "data-empty-file",
+        r"t10k-labels-idx1-ubyte\.gz is too short to be an IDX file \(0 bytes\)",
+        data=_mutate("test-labels", lambda b: gzip.compress(b"", mtime=0)),
+        validate=False,
+    ),
+    Case(
+        "data-wrong-magic",
+        r"t10k-images-idx3-ubyte\.gz has magic number 0x00000801, expected 0x00000803 for an IDX images file",
+        data=_labels_as_images,
+        validate=False,
+    ),
+    Case(
+        "data-raw-truncated",
+        r"train-images-idx3-ubyte is truncated or corrupt: header says \(2000, 28, 28\) \(1568000 bytes of data\), file holds 783992",
+        data=_raw_truncated,
+        validate=False,
+    ),
+    Case(
+        "data-count-mismatch",
+        r"train-images-idx3-ubyte\.gz holds 2000 images but .*train-labels-idx1-ubyte\.gz holds 1999 labels",
+        data=_replace("train-labels", lambda y: y[:1999]),
+        validate=False,
+    ),
+    Case(
+        "data-label-out-of-range",
+        r"t10k-labels-idx1-ubyte\.gz has label 12, but mnist has 10 classes",
+        data=_replace("test-labels", _labels_out_of_range),
+        validate=False,
+    ),
+    Case(
+        "data-wrong-image-size",
+        r"t10k-images-idx3-ubyte\.gz holds 32x32 images, but mnist images are 28x28",
+        data=_replace("test-images", lambda x: np.zeros((len(x), 32, 32), np.uint8)),
+        validate=False,
+    ),
+    Case(
+        "data-no-samples",
+        r"t10k-labels-idx1-ubyte\.gz holds no samples",
+        data=lambda root: write_tiny_mnist(
+            root, test_images=np.zeros((0, 28, 28), np.uint8), test_labels=np.zeros(0, np.uint8)
+        ),
+        validate=False,
+    ),
 ]
 
 
@@ -396,7 +695,9 @@ def test_bad_input(case: Case, tmp_path: Path, tiny_root: Path, monkeypatch):
     for argv in commands(case, pipeline, tmp_path / "run", extra):
         result = CliRunner().invoke(main, argv)
         assert result.exit_code == 2, (argv[0], result.output, result.exception)
-        assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit)
+        assert not isinstance(result.exception, Exception) or isinstance(
+            result.exception, SystemExit
+        )
         lines = result.stderr.splitlines()
         assert lines[0].startswith("error: ")
         assert len(lines) == 1, (argv[0], result.stderr)
@@ -413,7 +714,11 @@ def test_bad_input_in_a_real_process(tmp_path: Path, tiny_root: Path):
     before = files_under(tmp_path)
     argv = commands(case, pipeline, tmp_path / "run", extra)[0]
     proc = subprocess.run(
-        [sys.executable, "-m", "compress", *argv], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "compress", *argv],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
@@ -437,15 +742,32 @@ def test_a_plain_name_is_accepted(name: str):
     assert parse_pipeline({"name": name}, name="p").name == name
 
 
-@pytest.mark.parametrize("name", ["../x", "/tmp/x", "a/b", "a\\b", ".", "..", "", ".hidden", "-rf", "a b",
-                                  "caf\u00e9", "x" * 101, "a\nb"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../x",
+        "/tmp/x",
+        "a/b",
+        "a\\b",
+        ".",
+        "..",
+        "",
+        ".hidden",
+        "-rf",
+        "a b",
+        "caf\u00e9",
+        "x" * 101,
+        "a\nb",
+    ],
+)
 def test_a_name_that_is_not_one_plain_folder_name_is_refused(name: str):
     with pytest.raises(ConfigError, match=r"^name: .* is not a plain name"):
         parse_pipeline({"name": name}, name="p")
 
 
-def test_run_without_out_writes_nothing_outside_runs_for_a_name_that_climbs(tmp_path: Path, tiny_root: Path,
-                                                                             monkeypatch):
+def test_run_without_out_writes_nothing_outside_runs_for_a_name_that_climbs(
+    tmp_path: Path, tiny_root: Path, monkeypatch
+):
     work = tmp_path / "work"
     pipeline = write_pipeline(work / "p.toml", tiny_root)
     pipeline.write_text('name = "../../escaped"\n' + pipeline.read_text())
@@ -464,22 +786,38 @@ def test_a_derived_folder_name_must_be_one_component(name: str, tmp_path: Path):
 
 
 def test_child_path_keeps_sweep_variant_names(tmp_path: Path):
-    assert child_path(tmp_path, "variants-dynamic+static", "sweep variant") == tmp_path / "variants-dynamic+static"
+    assert (
+        child_path(tmp_path, "variants-dynamic+static", "sweep variant")
+        == tmp_path / "variants-dynamic+static"
+    )
 
 
-def test_tune_refuses_a_parameter_whose_point_folders_would_leave_out(tmp_path: Path, tiny_root: Path):
+def test_tune_refuses_a_parameter_whose_point_folders_would_leave_out(
+    tmp_path: Path, tiny_root: Path
+):
     pipeline = write_pipeline(tmp_path / "p.toml", tiny_root)
     before = files_under(tmp_path)
-    with pytest.raises(CompressError, match=r"tune point '/tmp/evil-0' is not a usable folder name"):
+    with pytest.raises(
+        CompressError, match=r"tune point '/tmp/evil-0' is not a usable folder name"
+    ):
         tune(pipeline, 1.0, tmp_path / "out", param="model.kwargs./tmp/evil", low=0.0, high=1.0)
     assert files_under(tmp_path) == before
 
 
 def _record_naming(rel: str) -> dict:
-    return {"name": "train", "key": "k", "inputs": {}, "seconds": 1.0, "metrics": {}, "outputs": {rel: ""}}
+    return {
+        "name": "train",
+        "key": "k",
+        "inputs": {},
+        "seconds": 1.0,
+        "metrics": {},
+        "outputs": {rel: ""},
+    }
 
 
-@pytest.mark.parametrize("rel", ["../outside.pt", "train/../../outside.pt", "{tmp}/elsewhere/outside.pt"])
+@pytest.mark.parametrize(
+    "rel", ["../outside.pt", "train/../../outside.pt", "{tmp}/elsewhere/outside.pt"]
+)
 def test_a_stage_record_naming_a_file_outside_its_folder_is_not_used(rel: str, tmp_path: Path):
     """A run folder or cache entry copied from someone else must not make a rerun link or
     copy files outside it."""
@@ -504,17 +842,22 @@ def test_a_model_file_interrupted_by_ctrl_c_stays_an_interrupt(tmp_path: Path):
         load_user_class(path, "Net")
 
 
-def test_a_model_file_imports_with_its_own_command_line_and_its_output_shown(tmp_path: Path, capsys):
+def test_a_model_file_imports_with_its_own_command_line_and_its_output_shown(
+    tmp_path: Path, capsys
+):
     path = tmp_path / "net.py"
     path.write_text("import sys\nprint('argv', sys.argv[1:])\n" + NET_PY)
     assert load_user_class(path, "Net").__name__ == "Net"
     assert "argv []" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("name", "known", "meant"), [
-    ("Species", ["sepal", "species"], "species"),
-    ("petal_lenght", ["sepal", "petal_length"], "petal_length"),
-    ("colour", ["threads", "repetitions"], None),
-])
+@pytest.mark.parametrize(
+    ("name", "known", "meant"),
+    [
+        ("Species", ["sepal", "species"], "species"),
+        ("petal_lenght", ["sepal", "petal_length"], "petal_length"),
+        ("colour", ["threads", "repetitions"], None),
+    ],
+)
 def test_did_you_mean_prefers_a_name_that_differs_only_in_case(name, known, meant):
     assert closest(name, known) == meant

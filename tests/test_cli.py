@@ -46,7 +46,9 @@ def invoke(*args: str):
 
 def compress_run(pipeline: Path, out: Path):
     # an 80-column terminal, whatever the one running the tests
-    result = CliRunner(env={"COLUMNS": "80"}).invoke(main, ["run", str(pipeline), "--out", str(out), "--no-progress"])
+    result = CliRunner(env={"COLUMNS": "80"}).invoke(
+        main, ["run", str(pipeline), "--out", str(out), "--no-progress"]
+    )
     assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
     return result
 
@@ -94,10 +96,12 @@ def test_run_exits_zero_and_prints_the_table(finished_run, report):
     val = report["dataset"]["val_samples"]
     assert out[0] == f"tiny (simplenet) on mnist, {val} validation and 500 test samples"
     assert out[1].split()[0] == "artifact" and "deploy" in out[1]
-    rows = [line.split() for line in out[3:3 + len(ARTIFACTS)]]
+    rows = [line.split() for line in out[3 : 3 + len(ARTIFACTS)]]
     assert [r[0] for r in rows] == ARTIFACTS
     assert all(r[-1] == "ok" for r in rows)
-    assert any(line.startswith("report: ") and line.split()[1].endswith("report.md") for line in out)
+    assert any(
+        line.startswith("report: ") and line.split()[1].endswith("report.md") for line in out
+    )
 
 
 @pytest.mark.slow
@@ -114,13 +118,17 @@ def test_export_quantize_and_verify_log_each_artifact_with_its_time(finished_run
     run_dir = tmp_path / "run"
     shutil.copytree(finished_run["run_dir"], run_dir)
     caplog.set_level(logging.INFO)
-    result = invoke("run", finished_run["pipeline"], "--out", run_dir, "--from", "export", "--no-progress")
+    result = invoke(
+        "run", finished_run["pipeline"], "--out", run_dir, "--from", "export", "--no-progress"
+    )
     assert result.exit_code == 0, result.output
     log = caplog.text
     seconds = r" in \d+\.\ds"
     for name in ("dense", "pruned"):
         assert re.search(rf"exported \S*{name}\.onnx \(\d+ bytes\){seconds}", log), name
-    assert re.search(rf"quantized pruned\.onnx -> pruned-int8-static\.onnx \(\d+ bytes\){seconds}", log)
+    assert re.search(
+        rf"quantized pruned\.onnx -> pruned-int8-static\.onnx \(\d+ bytes\){seconds}", log
+    )
     for name in ARTIFACTS:
         assert re.search(rf"verified {name}\.onnx{seconds}: validation accuracy", log), name
         assert re.search(rf"latency {name}\.onnx: p50 [\d.]+ ms", log), name
@@ -162,7 +170,10 @@ def test_each_artifact_states_what_a_deployer_needs(finished_run, report):
         metadata = get_metadata(model)
         assert checksum_matches(data), row["name"]  # the file's own sha256
         assert metadata["min_onnxruntime"] == row["min_onnxruntime"] == min_onnxruntime(model)
-        assert model.ir_version == row["ir_version"] == lowest_ir_version(model) < 10 or "int4" in row["name"]
+        assert (
+            model.ir_version == row["ir_version"] == lowest_ir_version(model) < 10
+            or "int4" in row["name"]
+        )
         assert float(metadata["accuracy"]) == pytest.approx(row["accuracy"], abs=1e-6)
         assert float(metadata["val_accuracy"]) == pytest.approx(row["val_accuracy"], abs=1e-6)
         assert metadata["layout"] == "NCHW" and metadata["output"] == "logits"
@@ -184,7 +195,9 @@ def test_report_json_has_exactly_the_keys_of_its_typed_definition(report):
     assert report["dataset"]["name"] == "mnist"
     dataset = report["dataset"]
     # the validation part is 10% of the 2,000 training images, stratified (whole samples per class)
-    assert dataset["test_samples"] == 500 and dataset["train_samples"] + dataset["val_samples"] == 2000
+    assert (
+        dataset["test_samples"] == 500 and dataset["train_samples"] + dataset["val_samples"] == 2000
+    )
     assert abs(dataset["val_samples"] - 200) <= 5
     assert report["device"] == "cpu"
     assert report["versions"]["torch"] == torch.__version__
@@ -192,7 +205,9 @@ def test_report_json_has_exactly_the_keys_of_its_typed_definition(report):
     assert report["versions"]["onnxruntime"] == onnxruntime.__version__
     assert [a["name"] for a in report["artifacts"]] == ARTIFACTS
     for artifact in report["artifacts"]:
-        assert set(artifact) == set(keys_of(Artifact)) - {"code_entropy_bits"}  # codebook files only
+        assert set(artifact) == set(keys_of(Artifact)) - {
+            "code_entropy_bits"
+        }  # codebook files only
         assert artifact["path"] == f"{artifact['name']}.onnx"
         assert 0.0 <= artifact["accuracy"] <= 1.0
         assert artifact["status"] == "ok"
@@ -242,7 +257,9 @@ def test_an_independent_evaluation_of_each_file_reproduces_the_report(
     # The interval's evidence: the same per-image correctness, kept as bits by verify.
     bits = np.load(finished_run["run_dir"] / "verify" / "correct.npz")
     correct = unpack_correct(bits[name], int(bits["count"]))
-    np.testing.assert_array_equal(correct, [p == str(t) for p, t in zip(predicted, truth, strict=True)])
+    np.testing.assert_array_equal(
+        correct, [p == str(t) for p, t in zip(predicted, truth, strict=True)]
+    )
     dense = unpack_correct(bits["dense"], int(bits["count"]))
     assert row["accuracy_delta_ci"] == list(paired_bootstrap_ci(correct, dense))
     low, high = row["accuracy_delta_ci"]
@@ -280,7 +297,9 @@ def test_a_second_identical_run_reuses_every_stage(finished_run, report, tmp_pat
     assert cached_by_stage(again) == dict.fromkeys(STAGES, True)
     assert again["total_seconds"] == 0
     assert {name: sha256(run_dir / f"{name}.onnx") for name in ARTIFACTS} == before
-    assert [a["accuracy"] for a in again["artifacts"]] == [a["accuracy"] for a in report["artifacts"]]
+    assert [a["accuracy"] for a in again["artifacts"]] == [
+        a["accuracy"] for a in report["artifacts"]
+    ]
     assert again["config_hash"] == report["config_hash"]
 
 
@@ -288,13 +307,24 @@ def test_a_second_identical_run_reuses_every_stage(finished_run, report, tmp_pat
 def test_force_retrains_from_scratch_instead_of_resuming(finished_run, report, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(finished_run["run_dir"], run_dir)
-    result = invoke("run", finished_run["pipeline"], "--out", run_dir, "--no-progress", "--force", "--threads", "1")
+    result = invoke(
+        "run",
+        finished_run["pipeline"],
+        "--out",
+        run_dir,
+        "--no-progress",
+        "--force",
+        "--threads",
+        "1",
+    )
     assert result.exit_code == 0, result.output
     forced = read_report(run_dir)
     assert cached_by_stage(forced) == dict.fromkeys(STAGES, False)
     train = json.loads((run_dir / "train" / "stage.json").read_text())
     assert train["metrics"]["resumed_from_epoch"] == 0
-    assert [a["accuracy"] for a in forced["artifacts"]] == [a["accuracy"] for a in report["artifacts"]]
+    assert [a["accuracy"] for a in forced["artifacts"]] == [
+        a["accuracy"] for a in report["artifacts"]
+    ]
 
 
 @pytest.mark.slow
@@ -308,8 +338,12 @@ def test_changing_a_finetune_setting_reruns_finetune_and_later_stages_only(
     compress_run(pipeline, run_dir)
     changed = read_report(run_dir)
     assert cached_by_stage(changed) == {
-        "train": True, "prune": True,
-        "finetune": False, "export": False, "quantize": False, "verify": False,
+        "train": True,
+        "prune": True,
+        "finetune": False,
+        "export": False,
+        "quantize": False,
+        "verify": False,
     }
     assert changed["config_hash"] != report["config_hash"]
     assert sha256(run_dir / "pruned.onnx") != pruned_before
@@ -336,7 +370,9 @@ def test_validate_rejects_an_unknown_model(pipeline_file):
 
 @pytest.mark.slow
 def test_report_prints_the_table_of_a_finished_run(finished_run):
-    result = CliRunner(env={"COLUMNS": "80"}).invoke(main, ["report", str(finished_run["run_dir"])])  # as run's
+    result = CliRunner(env={"COLUMNS": "80"}).invoke(
+        main, ["report", str(finished_run["run_dir"])]
+    )  # as run's
     assert result.exit_code == 0, result.output
     table = slice(0, 3 + len(ARTIFACTS))  # title, header, rule, one row per artifact
     assert result.stdout.splitlines()[table] == finished_run["result"].stdout.splitlines()[table]
@@ -385,7 +421,10 @@ def test_the_main_help_lists_every_command():
 def test_every_command_has_help_for_each_option(command):
     result = invoke(command, "--help")
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith("Usage: ") and f" {command} [OPTIONS]" in result.stdout.splitlines()[0]
+    assert (
+        result.stdout.startswith("Usage: ")
+        and f" {command} [OPTIONS]" in result.stdout.splitlines()[0]
+    )
     for param in main.commands[command].params:
         if isinstance(param, click.Option):
             assert param.help, f"{command} {param.opts[0]} has no help text"
@@ -394,7 +433,15 @@ def test_every_command_has_help_for_each_option(command):
 
 def test_run_help_documents_every_option():
     text = invoke("run", "--help").stdout
-    for option in ("--out", "--data-root", "--device", "--force", "--from", "--no-progress", "--threads"):
+    for option in (
+        "--out",
+        "--data-root",
+        "--device",
+        "--force",
+        "--from",
+        "--no-progress",
+        "--threads",
+    ):
         assert option in text
     assert "PIPELINE" in text
 

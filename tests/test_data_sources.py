@@ -48,7 +48,12 @@ def private_cache(tmp_path, monkeypatch):
 def idx_files(name: str) -> Callable[[Path, int], tuple[dict, int]]:
     def write(root: Path, edit: int) -> tuple[dict, int]:
         write_tiny_mnist(root, n_train=300 + 20 * edit, n_test=100)
-        return {"name": name, "root": str(root), "download": False, "verify": "off"}, 400 + 20 * edit
+        return {
+            "name": name,
+            "root": str(root),
+            "download": False,
+            "verify": "off",
+        }, 400 + 20 * edit
 
     return write
 
@@ -63,7 +68,10 @@ def cifar100_files(root: Path, edit: int) -> tuple[dict, int]:
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(edit)
     for name, n in (("train", 30), ("test", 10)):
-        batch = {b"data": rng.integers(0, 256, (n, 3072)).astype(np.uint8), b"fine_labels": [i % 3 for i in range(n)]}
+        batch = {
+            b"data": rng.integers(0, 256, (n, 3072)).astype(np.uint8),
+            b"fine_labels": [i % 3 for i in range(n)],
+        }
         (folder / name).write_bytes(pickle.dumps(batch))
     names = [f"class{i}".encode() for i in range(100)]
     (folder / "meta").write_bytes(pickle.dumps({b"fine_label_names": names}))
@@ -76,7 +84,9 @@ def svhn_files(root: Path, edit: int) -> tuple[dict, int]:
     rng = np.random.default_rng(edit)
     for name, n in (("train_32x32.mat", 40), ("test_32x32.mat", 10)):
         y = np.array([[10 if i % 10 == 0 else i % 10] for i in range(n)], dtype=np.uint8)
-        scipy_io.savemat(root / name, {"X": rng.integers(0, 256, (32, 32, 3, n)).astype(np.uint8), "y": y})
+        scipy_io.savemat(
+            root / name, {"X": rng.integers(0, 256, (32, 32, 3, n)).astype(np.uint8), "y": y}
+        )
     return {"name": "svhn", "root": str(root), "download": False}, 50
 
 
@@ -91,9 +101,14 @@ def csv_files(root: Path, edit: int) -> tuple[dict, int]:
 
 
 WRITERS = {
-    "mnist": idx_files("mnist"), "fashion-mnist": idx_files("fashion-mnist"), "kmnist": idx_files("kmnist"),
-    "cifar10": cifar10_files, "cifar100": cifar100_files, "svhn": svhn_files,
-    "imagefolder": imagefolder_files, "csv": csv_files,
+    "mnist": idx_files("mnist"),
+    "fashion-mnist": idx_files("fashion-mnist"),
+    "kmnist": idx_files("kmnist"),
+    "cifar10": cifar10_files,
+    "cifar100": cifar100_files,
+    "svhn": svhn_files,
+    "imagefolder": imagefolder_files,
+    "csv": csv_files,
 }
 SOURCES = list(list_sources())
 
@@ -109,15 +124,32 @@ def sample_keys(x: torch.Tensor) -> set[bytes]:
 
 
 def test_the_builtin_sources_are_registered_in_their_order():
-    assert SOURCES == ["mnist", "fashion-mnist", "kmnist", "cifar10", "cifar100", "svhn", "imagefolder", "csv"]
-    assert get_source("kmnist") is get_source("mnist") and get_source("csv").Config.__name__ == "CsvDataConfig"
+    assert SOURCES == [
+        "mnist",
+        "fashion-mnist",
+        "kmnist",
+        "cifar10",
+        "cifar100",
+        "svhn",
+        "imagefolder",
+        "csv",
+    ]
+    assert (
+        get_source("kmnist") is get_source("mnist")
+        and get_source("csv").Config.__name__ == "CsvDataConfig"
+    )
 
 
 def test_an_unknown_source_lists_the_known_ones():
-    with pytest.raises(CompressError, match=r"unknown data source 'imagefolders' \(did you mean 'imagefolder'\?\); "
-                                            r"known: mnist, fashion-mnist, kmnist, cifar10"):
+    with pytest.raises(
+        CompressError,
+        match=r"unknown data source 'imagefolders' \(did you mean 'imagefolder'\?\); "
+        r"known: mnist, fashion-mnist, kmnist, cifar10",
+    ):
         get_source("imagefolders")
-    with pytest.raises(ConfigError, match=r"^data\.name: unknown data source 'cvs' \(did you mean 'csv'\?\)"):
+    with pytest.raises(
+        ConfigError, match=r"^data\.name: unknown data source 'cvs' \(did you mean 'csv'\?\)"
+    ):
         parse_pipeline({"data": {"name": "cvs"}}, name="p")
 
 
@@ -126,7 +158,9 @@ def test_every_source_reads_its_section_and_refuses_unknown_keys(name, tmp_path)
     config, _ = tiny(name, tmp_path / "data")
     assert isinstance(config, get_source(name).Config) and config.name == name
     section = WRITERS[name](tmp_path / "data", 0)[0]
-    with pytest.raises(ConfigError, match=r"^data\.colour: unknown key.* \(known: root, download, batch_size"):
+    with pytest.raises(
+        ConfigError, match=r"^data\.colour: unknown key.* \(known: root, download, batch_size"
+    ):
         parse_pipeline({"data": {**section, "colour": "red"}}, name="p")
 
 
@@ -138,10 +172,17 @@ def test_every_source_gives_three_disjoint_splits_of_what_it_read(name, tmp_path
     sizes = {split: data.size(split) for split in ("train", "val", "test")}
     assert all(sizes.values()) and sum(sizes.values()) == samples, sizes
     keys = {split: sample_keys(data.images[split]) for split in sizes}
-    assert not keys["train"] & keys["val"] and not keys["train"] & keys["test"] and not keys["val"] & keys["test"]
+    assert (
+        not keys["train"] & keys["val"]
+        and not keys["train"] & keys["test"]
+        and not keys["val"] & keys["test"]
+    )
     again = load_data(config, tmp_path)  # seeded: the same splits every time
-    assert all(torch.equal(again.images[s], data.images[s]) and torch.equal(again.labels[s], data.labels[s])
-               for s in sizes)
+    assert all(
+        torch.equal(again.images[s], data.images[s])
+        and torch.equal(again.labels[s], data.labels[s])
+        for s in sizes
+    )
 
 
 @pytest.mark.parametrize("name", SOURCES)
@@ -163,11 +204,21 @@ def test_every_source_describes_its_inputs_and_labels(name, tmp_path):
     width = data.input_shape[0]  # channels or features
     assert len(pre["mean"]) == len(pre["std"]) == width and all(s > 0 for s in pre["std"])
     if data.kind == "image":
-        assert pre["channels"] == width and pre["size"] == list(data.input_shape[1:]) and pre["layout"] == "NCHW"
+        assert (
+            pre["channels"] == width
+            and pre["size"] == list(data.input_shape[1:])
+            and pre["layout"] == "NCHW"
+        )
         assert all(x.dtype == torch.uint8 for x in data.images.values())
     else:
-        assert data.kind == "table" and pre["features"] == list(data.feature_names) and len(data.input_shape) == 1
-    assert len(set(data.classes)) == data.num_classes >= 2 and all(isinstance(c, str) for c in data.classes)
+        assert (
+            data.kind == "table"
+            and pre["features"] == list(data.feature_names)
+            and len(data.input_shape) == 1
+        )
+    assert len(set(data.classes)) == data.num_classes >= 2 and all(
+        isinstance(c, str) for c in data.classes
+    )
     for y in data.labels.values():
         assert y.dtype == torch.int64 and 0 <= int(y.min()) and int(y.max()) < data.num_classes
     assert peek_data(config, tmp_path) in (None, (data.input_shape, data.num_classes))
@@ -186,12 +237,24 @@ class Npz(DataSource):
     def load(self, config, root):
         path = root / config.file
         with np.load(path) as arrays:
-            images, labels = {"train": torch.from_numpy(arrays["x"])}, {"train": torch.from_numpy(arrays["y"])}
+            images, labels = (
+                {"train": torch.from_numpy(arrays["x"])},
+                {"train": torch.from_numpy(arrays["y"])},
+            )
         split_dataset(images, labels, config.validation, config.seed)
         x = images["train"].double()
-        return Dataset("npz", images, labels, classes=("a", "b"), mean=tuple(x.mean(0).tolist()),
-                       std=tuple(x.std(0).tolist()), files={str(path): sha256_file(path)}, kind="table",
-                       feature_names=("f0", "f1"), settings={"validation": config.validation, "seed": config.seed})
+        return Dataset(
+            "npz",
+            images,
+            labels,
+            classes=("a", "b"),
+            mean=tuple(x.mean(0).tolist()),
+            std=tuple(x.std(0).tolist()),
+            files={str(path): sha256_file(path)},
+            kind="table",
+            feature_names=("f0", "f1"),
+            settings={"validation": config.validation, "seed": config.seed},
+        )
 
 
 @pytest.fixture
@@ -230,15 +293,24 @@ def test_a_new_source_is_usable_from_a_pipeline_once_registered(npz_source, tmp_
     with pytest.raises(ConfigError, match=r"data\.fiel: unknown key; did you mean 'data\.file'\?"):
         parse_pipeline({"data": {"name": "npz", "fiel": "x.npz"}}, name="p")
     pipeline = tmp_path / "p.toml"
-    pipeline.write_text(pipeline_text(
-        None, data={"name": "npz", "root": ".", "batch_size": 20},
-        model={"name": "logreg", "kwargs": None}, train={"epochs": 3, "lr": 0.1, "momentum": 0.5, "l1": None},
-        prune={"threshold": 0.01},
-    ))
+    pipeline.write_text(
+        pipeline_text(
+            None,
+            data={"name": "npz", "root": ".", "batch_size": 20},
+            model={"name": "logreg", "kwargs": None},
+            train={"epochs": 3, "lr": 0.1, "momentum": 0.5, "l1": None},
+            prune={"threshold": 0.01},
+        )
+    )
     config = load_pipeline(pipeline)
     assert own_root(config.data, config.base_dir) == tmp_path / "."
     report = run_pipeline(config, tmp_path / "run", progress=False)
     assert report["dataset"]["name"] == "npz" and report["dataset"]["kind"] == "table"
-    assert report["dataset"]["train_samples"] + report["dataset"]["val_samples"] + report["dataset"]["test_samples"] == 200
+    assert (
+        report["dataset"]["train_samples"]
+        + report["dataset"]["val_samples"]
+        + report["dataset"]["test_samples"]
+        == 200
+    )
     rows = {a["name"]: a for a in report["artifacts"]}
     assert rows["pruned"]["status"] == "ok" and rows["pruned"]["accuracy"] > 0.8

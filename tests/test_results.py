@@ -105,8 +105,22 @@ def test_the_report_s_columns_and_csv_fields_are_artifact_keys():
 
 # ---------------------------------------------------------------- sweep.json, tune.json, search.json
 
-MANY_RUN = (Budget, Sweep, SweepReference, SweepVariant, SweepPoint, Tune, TunePoint, TuneBest, TuneReference,
-            Search, SearchReference, SearchTrial, SearchArtifact, SearchPoint)
+MANY_RUN = (
+    Budget,
+    Sweep,
+    SweepReference,
+    SweepVariant,
+    SweepPoint,
+    Tune,
+    TunePoint,
+    TuneBest,
+    TuneReference,
+    Search,
+    SearchReference,
+    SearchTrial,
+    SearchArtifact,
+    SearchPoint,
+)
 
 
 def nested_keys(kind: type) -> set[str]:
@@ -129,8 +143,12 @@ def test_every_key_of_the_many_run_outputs_has_a_meaning(kind):
 def test_an_accuracy_says_its_split_and_the_frontier_has_one_name(kind):
     keys = nested_keys(kind)
     assert "accuracy" not in keys and "front" not in keys
-    assert {k for k in keys if "accuracy" in k} <= {"val_accuracy", "test_accuracy", "dense_val_accuracy",
-                                                    "reference_val_accuracy"}
+    assert {k for k in keys if "accuracy" in k} <= {
+        "val_accuracy",
+        "test_accuracy",
+        "dense_val_accuracy",
+        "reference_val_accuracy",
+    }
     assert kind is Tune or "frontier" in keys
 
 
@@ -138,7 +156,9 @@ def test_the_checker_names_what_differs_from_a_typed_definition():
     budget = {"max_drop": 0.5, "chosen": "a", "ties": [], "closest": None}
     assert mismatches(budget, Budget) == []
     assert mismatches({**budget, "max_drop": 1}, Budget) == []  # a whole number is a float
-    assert mismatches({k: v for k, v in budget.items() if k != "ties"}, Budget) == ["$: missing 'ties' (Budget)"]
+    assert mismatches({k: v for k, v in budget.items() if k != "ties"}, Budget) == [
+        "$: missing 'ties' (Budget)"
+    ]
     assert mismatches({**budget, "front": []}, Budget) == ["$: 'front' is no key of Budget"]
     assert mismatches({**budget, "ties": ["a", 2]}, Budget) == ["$.ties[1]: 2 is not str"]
     assert mismatches({**budget, "chosen": 1.5}, Budget)[0].startswith("$.chosen: 1.5 is none of")

@@ -24,8 +24,12 @@ def fake_run(task: Task) -> dict:
     if task.overrides.get("fail"):
         raise CompressError(f"{task.name}: failed on purpose\nsecond line")
     value = task.overrides["x"]
-    return {"name": task.name, "overrides": task.overrides, "run_dir": task.run_dir,
-            "report": {"value": value * value, "threads": torch.get_num_threads()}}
+    return {
+        "name": task.name,
+        "overrides": task.overrides,
+        "run_dir": task.run_dir,
+        "report": {"value": value * value, "threads": torch.get_num_threads()},
+    }
 
 
 def tasks_of(tmp_path: Path, values: list, threads: int | None = 1) -> list[Task]:
@@ -45,14 +49,29 @@ def run_all(tasks: list[Task], jobs: int, keep_going: bool = False) -> list[dict
 
 def test_a_task_is_built_in_one_place_with_absolute_paths(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    settings = TaskSettings.of("p.toml", "out", data_root="~/data", device="cuda", threads=2,
-                               what="tune point", overrides={"finetune.epochs": 1})
+    settings = TaskSettings.of(
+        "p.toml",
+        "out",
+        data_root="~/data",
+        device="cuda",
+        threads=2,
+        what="tune point",
+        overrides={"finetune.epochs": 1},
+    )
     task = settings.task("amount-0.9", {"prune.amount": 0.9})
-    assert task == Task(name="amount-0.9", overrides={"finetune.epochs": 1, "prune.amount": 0.9},
-                        pipeline=str(tmp_path / "p.toml"), run_dir=str(tmp_path / "out/amount-0.9"),
-                        data_root=str(Path("~/data").expanduser()), cache_dir=str(tmp_path / "out/cache"),
-                        device="cuda", threads=2)
-    assert TaskSettings.of("p.toml", "out", cache_dir="shared").task("a", {}).cache_dir == str(tmp_path / "shared")
+    assert task == Task(
+        name="amount-0.9",
+        overrides={"finetune.epochs": 1, "prune.amount": 0.9},
+        pipeline=str(tmp_path / "p.toml"),
+        run_dir=str(tmp_path / "out/amount-0.9"),
+        data_root=str(Path("~/data").expanduser()),
+        cache_dir=str(tmp_path / "out/cache"),
+        device="cuda",
+        threads=2,
+    )
+    assert TaskSettings.of("p.toml", "out", cache_dir="shared").task("a", {}).cache_dir == str(
+        tmp_path / "shared"
+    )
     with pytest.raises(CompressError, match="tune point '../up' is not a usable folder name"):
         settings.task("../up", {})
 
@@ -98,19 +117,31 @@ def test_without_keep_going_the_first_failure_stops_the_runs(tmp_path, jobs):
 
 @pytest.mark.slow
 def test_the_tiny_pipeline_gives_the_same_results_in_every_mode(tmp_path, pipeline_writer):
-    pipeline = pipeline_writer(tmp_path / "tiny.toml", {"quantize.variants": ["dynamic"],
-                                                        "verify.repetitions": 5})
+    pipeline = pipeline_writer(
+        tmp_path / "tiny.toml", {"quantize.variants": ["dynamic"], "verify.repetitions": 5}
+    )
     overrides = [{"prune.threshold": 0.01}, {"prune.threshold": 0.03}]
-    modes = {"inline": {"jobs": 1}, "processes": {"jobs": 2}, "ray": {"jobs": 2, "ray_address": "local"}}
+    modes = {
+        "inline": {"jobs": 1},
+        "processes": {"jobs": 2},
+        "ray": {"jobs": 2, "ray_address": "local"},
+    }
     measured = {}
     for mode, how in modes.items():  # each with its own cache: every mode trains
         settings = TaskSettings.of(pipeline, tmp_path / mode, threads=1)
         tasks = [settings.task(f"t-{o['prune.threshold']}", o) for o in overrides]
         results = run_tasks(tasks, **how)
         assert [r["name"] for r in results] == ["t-0.01", "t-0.03"]
-        measured[mode] = [{"keys": [s["key"] for s in r["report"]["stages"]],
-                           "artifacts": [(a["name"], a["bytes"], a["deploy_bytes"], a["val_accuracy"], a["accuracy"])
-                                         for a in r["report"]["artifacts"]]} for r in results]
+        measured[mode] = [
+            {
+                "keys": [s["key"] for s in r["report"]["stages"]],
+                "artifacts": [
+                    (a["name"], a["bytes"], a["deploy_bytes"], a["val_accuracy"], a["accuracy"])
+                    for a in r["report"]["artifacts"]
+                ],
+            }
+            for r in results
+        ]
         reports = [json.loads((Path(r["run_dir"]) / "report.json").read_text()) for r in results]
         assert [len(r["artifacts"]) for r in reports] == [3, 3]
     assert measured["processes"] == measured["inline"]

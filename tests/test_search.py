@@ -26,41 +26,58 @@ FAST = {"quantize.variants": ["dynamic"], "verify.repetitions": 5}
 # ---------------------------------------------------------------- spaces
 
 
-@pytest.mark.parametrize("spec, space", [
-    ("prune.threshold=(0.005,0.08)", Space("prune.threshold", "uniform", 0.005, 0.08)),
-    ("train.l1.lambda=log(1e-5, 1e-3)", Space("train.l1.lambda", "log", 1e-5, 1e-3)),
-    ("finetune.epochs=int(1,3)", Space("finetune.epochs", "int", 1, 3)),
-    ('quantize.variants=[["static"],["static-int4"]]',
-     Space("quantize.variants", "choice", choices=(["static"], ["static-int4"]))),
-    ("train.lr=[0.01, 0.1]", Space("train.lr", "choice", choices=(0.01, 0.1))),
-])
+@pytest.mark.parametrize(
+    "spec, space",
+    [
+        ("prune.threshold=(0.005,0.08)", Space("prune.threshold", "uniform", 0.005, 0.08)),
+        ("train.l1.lambda=log(1e-5, 1e-3)", Space("train.l1.lambda", "log", 1e-5, 1e-3)),
+        ("finetune.epochs=int(1,3)", Space("finetune.epochs", "int", 1, 3)),
+        (
+            'quantize.variants=[["static"],["static-int4"]]',
+            Space("quantize.variants", "choice", choices=(["static"], ["static-int4"])),
+        ),
+        ("train.lr=[0.01, 0.1]", Space("train.lr", "choice", choices=(0.01, 0.1))),
+    ],
+)
 def test_spaces_are_parsed_without_eval(spec, space):
     assert parse_param(spec) == space
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("prune.threshold", "expected KEY=SPACE"),
-    ("prune.threshold=", "expected KEY=SPACE"),
-    ("threshold=(0.1,0.2)", "expected a dotted setting"),
-    ("prune.threshold=(0.2,0.1)", "must be below high"),
-    ("prune.threshold=(0.1)", "expected \\(low, high\\)"),
-    ("prune.threshold=exp(1,2)", "expected \\(low, high\\)"),
-    ("prune.threshold=__import__('os')", "expected \\(low, high\\)"),
-    ("train.l1.lambda=log(0,1e-3)", "needs low > 0"),
-    ("finetune.epochs=int(1.5,3)", "whole numbers"),
-    ("quantize.variants=[]", "empty"),
-    ("quantize.variants=[[\"static\"]", "is not a TOML value"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("prune.threshold", "expected KEY=SPACE"),
+        ("prune.threshold=", "expected KEY=SPACE"),
+        ("threshold=(0.1,0.2)", "expected a dotted setting"),
+        ("prune.threshold=(0.2,0.1)", "must be below high"),
+        ("prune.threshold=(0.1)", "expected \\(low, high\\)"),
+        ("prune.threshold=exp(1,2)", "expected \\(low, high\\)"),
+        ("prune.threshold=__import__('os')", "expected \\(low, high\\)"),
+        ("train.l1.lambda=log(0,1e-3)", "needs low > 0"),
+        ("finetune.epochs=int(1.5,3)", "whole numbers"),
+        ("quantize.variants=[]", "empty"),
+        ('quantize.variants=[["static"]', "is not a TOML value"),
+    ],
+)
 def test_bad_spaces_are_one_line_errors(spec, message):
     with pytest.raises(CompressError, match=message):
         parse_param(spec)
 
 
 def test_search_table_and_params_are_checked_against_the_pipeline(tmp_path, pipeline_writer):
-    path = pipeline_writer(tmp_path / "p.toml", {"search": {"prune.threshold": "(0.01, 0.05)",
-                                                            "quantize.variants": [["dynamic"], ["static"]]}})
+    path = pipeline_writer(
+        tmp_path / "p.toml",
+        {
+            "search": {
+                "prune.threshold": "(0.01, 0.05)",
+                "quantize.variants": [["dynamic"], ["static"]],
+            }
+        },
+    )
     config = load_pipeline(path)
-    spaces = search_spaces(config, ["prune.threshold=log(0.001,0.1)"])  # a --param replaces the table's
+    spaces = search_spaces(
+        config, ["prune.threshold=log(0.001,0.1)"]
+    )  # a --param replaces the table's
     assert spaces["prune.threshold"] == Space("prune.threshold", "log", 0.001, 0.1)
     assert spaces["quantize.variants"].choices == (["dynamic"], ["static"])
     with pytest.raises(CompressError, match="search quantize.variants=.*int9"):
@@ -71,27 +88,39 @@ def test_search_table_and_params_are_checked_against_the_pipeline(tmp_path, pipe
         search_spaces(load_pipeline(pipeline_writer(tmp_path / "q.toml")), [])
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--param", "prune.threshold=(0.1,0.01)", "--max-drop", "1"], "must be below high"),
-    (["--param", "prune.bogus=(0.01,0.1)", "--max-drop", "1"], "unknown key"),
-    (["--param", "prune.threshold=(0.01,0.1)"], "--objective size needs --max-drop"),
-    (["--param", "prune.threshold=(0.01,0.1)", "--max-drop", "-1"], "give 0 or more"),
-    ([], "nothing to search"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--param", "prune.threshold=(0.1,0.01)", "--max-drop", "1"], "must be below high"),
+        (["--param", "prune.bogus=(0.01,0.1)", "--max-drop", "1"], "unknown key"),
+        (["--param", "prune.threshold=(0.01,0.1)"], "--objective size needs --max-drop"),
+        (["--param", "prune.threshold=(0.01,0.1)", "--max-drop", "-1"], "give 0 or more"),
+        ([], "nothing to search"),
+    ],
+)
 def test_bad_searches_fail_before_any_work(tmp_path, pipeline_writer, args, message):
     path = pipeline_writer(tmp_path / "p.toml")
     out = tmp_path / "out"
     result = CliRunner().invoke(main, ["search", str(path), "--out", str(out), *args])
     assert result.exit_code == 2, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:") and message.replace("\\", "") in lines[0]
+    assert (
+        len(lines) == 1 and lines[0].startswith("error:") and message.replace("\\", "") in lines[0]
+    )
     assert not out.exists()
 
 
 def test_a_bad_search_table_is_an_error(tmp_path, pipeline_writer):
-    path = pipeline_writer(tmp_path / "p.toml", {"search": {"prune.threshold": "uniform(0.01, 0.1)"}})
-    result = CliRunner().invoke(main, ["search", str(path), "--out", str(tmp_path / "out"), "--max-drop", "1"])
-    assert result.exit_code == 2 and "error: search prune.threshold='uniform(0.01, 0.1)'" in result.output
+    path = pipeline_writer(
+        tmp_path / "p.toml", {"search": {"prune.threshold": "uniform(0.01, 0.1)"}}
+    )
+    result = CliRunner().invoke(
+        main, ["search", str(path), "--out", str(tmp_path / "out"), "--max-drop", "1"]
+    )
+    assert (
+        result.exit_code == 2
+        and "error: search prune.threshold='uniform(0.01, 0.1)'" in result.output
+    )
     assert not (tmp_path / "out").exists()
 
 
@@ -99,24 +128,40 @@ def test_a_bad_search_table_is_an_error(tmp_path, pipeline_writer):
 
 
 def _report(*artifacts):
-    return {"artifacts": [{"name": n, "val_accuracy": v, "deploy_bytes": b, "sparsity": 0.9, "status": s}
-                          for n, v, b, s in artifacts]}
+    return {
+        "artifacts": [
+            {"name": n, "val_accuracy": v, "deploy_bytes": b, "sparsity": 0.9, "status": s}
+            for n, v, b, s in artifacts
+        ]
+    }
 
 
 def test_a_trial_scores_its_smallest_artifact_within_budget_on_validation():
-    report = _report(("dense", 0.98, 50_000, "ok"), ("pruned", 0.978, 9_000, "ok"),
-                     ("pruned-int8-dynamic", 0.975, 3_000, "ok"), ("pruned-int8-static", 0.96, 2_500, "ok"))
+    report = _report(
+        ("dense", 0.98, 50_000, "ok"),
+        ("pruned", 0.978, 9_000, "ok"),
+        ("pruned-int8-dynamic", 0.975, 3_000, "ok"),
+        ("pruned-int8-static", 0.96, 2_500, "ok"),
+    )
     rows = artifact_rows(report, reference_val=0.98, where="t")
     assert trial_score(rows, max_drop=0.5)["artifact"] == "pruned-int8-dynamic"
     # nothing within 0.1: the one closest to the budget represents the trial (and is infeasible)
     assert trial_score(rows, max_drop=0.1) == next(r for r in rows if r["artifact"] == "pruned")
-    assert trial_score(rows, max_drop=None)["artifact"] == "pruned-int8-static"  # the front: smallest
-    failed = artifact_rows(_report(("dense", 0.98, 50_000, "ok"), ("pruned", 0.97, 9_000, "failed")), 0.98, "t")
+    assert (
+        trial_score(rows, max_drop=None)["artifact"] == "pruned-int8-static"
+    )  # the front: smallest
+    failed = artifact_rows(
+        _report(("dense", 0.98, 50_000, "ok"), ("pruned", 0.97, 9_000, "failed")), 0.98, "t"
+    )
     assert trial_score(failed, 0.5) is None
 
 
 def test_a_report_without_validation_accuracy_is_a_clear_error():
-    report = {"artifacts": [{"name": "dense", "accuracy": 0.98, "deploy_bytes": 1, "sparsity": 0, "status": "ok"}]}
+    report = {
+        "artifacts": [
+            {"name": "dense", "accuracy": 0.98, "deploy_bytes": 1, "sparsity": 0, "status": "ok"}
+        ]
+    }
     with pytest.raises(CompressError, match="trial-0001: artifact dense has no val_accuracy"):
         artifact_rows(report, 0.98, "trial-0001")
 
@@ -124,8 +169,9 @@ def test_a_report_without_validation_accuracy_is_a_clear_error():
 # ---------------------------------------------------------------- a search on stand-in runs
 
 
-def test_a_search_on_stand_in_runs_chooses_on_validation_and_writes_typed_json(tmp_path, pipeline_writer,
-                                                                               monkeypatch):
+def test_a_search_on_stand_in_runs_chooses_on_validation_and_writes_typed_json(
+    tmp_path, pipeline_writer, monkeypatch
+):
     import compress.analysis.runner as runner_module
     from compress.files import write_json
 
@@ -133,19 +179,41 @@ def test_a_search_on_stand_in_runs_chooses_on_validation_and_writes_typed_json(t
         t = task.overrides.get("prune.threshold", 0.02)
 
         def artifact(name, val, deploy):  # test accuracy far off: nothing may choose on it
-            return {"name": name, "val_accuracy": val, "accuracy": 1 - val, "deploy_bytes": deploy,
-                    "sparsity": 0.0 if name == "dense" else 0.9, "status": "ok"}
+            return {
+                "name": name,
+                "val_accuracy": val,
+                "accuracy": 1 - val,
+                "deploy_bytes": deploy,
+                "sparsity": 0.0 if name == "dense" else 0.9,
+                "status": "ok",
+            }
 
-        report = {"artifacts": [artifact("dense", 0.98, 50_000), artifact("pruned", 0.98 - t / 10, int(1e5 * (0.1 - t))),
-                                artifact("pruned-int8-dynamic", 0.979 - t / 10, int(4e4 * (0.1 - t)))],
-                  "stages": [{"name": "train", "cached": task.name != "reference"}]}
+        report = {
+            "artifacts": [
+                artifact("dense", 0.98, 50_000),
+                artifact("pruned", 0.98 - t / 10, int(1e5 * (0.1 - t))),
+                artifact("pruned-int8-dynamic", 0.979 - t / 10, int(4e4 * (0.1 - t))),
+            ],
+            "stages": [{"name": "train", "cached": task.name != "reference"}],
+        }
         write_json(Path(task.run_dir) / "report.json", report)
-        return {"name": task.name, "overrides": task.overrides, "run_dir": task.run_dir, "report": report}
+        return {
+            "name": task.name,
+            "overrides": task.overrides,
+            "run_dir": task.run_dir,
+            "report": report,
+        }
 
     monkeypatch.setattr(runner_module, "run_task", run_task)
     path = pipeline_writer(tmp_path / "p.toml")
-    summary = run_search(path, search_spaces(load_pipeline(path), SPACES), tmp_path / "out", max_drop=0.35,
-                         trials=4, threads=1)
+    summary = run_search(
+        path,
+        search_spaces(load_pipeline(path), SPACES),
+        tmp_path / "out",
+        max_drop=0.35,
+        trials=4,
+        threads=1,
+    )
     saved = json.loads((tmp_path / "out/search.json").read_text())
     assert mismatches(saved, Search) == [] and saved == json.loads(json.dumps(summary))
     assert all("accuracy" not in p for p in saved["points"])  # validation accuracy is val_accuracy
@@ -168,8 +236,23 @@ def search_run(tmp_path_factory, pipeline_writer):
     folder = tmp_path_factory.mktemp("search")
     path = pipeline_writer(folder / "tiny.toml", FAST)
     out = folder / "out"
-    result = CliRunner().invoke(main, ["search", str(path), "--param", SPACES[0], "--max-drop", "5",
-                                       "--trials", "3", "--out", str(out), "--threads", "1"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "search",
+            str(path),
+            "--param",
+            SPACES[0],
+            "--max-drop",
+            "5",
+            "--trials",
+            "3",
+            "--out",
+            str(out),
+            "--threads",
+            "1",
+        ],
+    )
     assert result.exit_code == 0, result.output
     return path, out, result.output
 
@@ -195,13 +278,16 @@ def test_tiny_search_end_to_end(search_run):
     point = next(p for p in summary["points"] if p["label"] == chosen)
     assert point["drop"] <= 5 and point["artifact"] != "dense"
     # nothing smaller meets the budget on validation
-    assert not any(p["deploy_bytes"] < point["deploy_bytes"] and p["drop"] <= 5 and p["artifact"] != "dense"
-                   for p in summary["points"])
+    assert not any(
+        p["deploy_bytes"] < point["deploy_bytes"] and p["drop"] <= 5 and p["artifact"] != "dense"
+        for p in summary["points"]
+    )
     # test accuracy only for the chosen artifact, read from the run's own report
     assert set(summary["test_accuracy"]) == {chosen}
     report = json.loads((Path(point["run_dir"]) / "report.json").read_text())
-    assert summary["test_accuracy"][chosen] == next(a["accuracy"] for a in report["artifacts"]
-                                                    if a["name"] == point["artifact"])
+    assert summary["test_accuracy"][chosen] == next(
+        a["accuracy"] for a in report["artifacts"] if a["name"] == point["artifact"]
+    )
     for name in ("search.md", "search-history.png", "search-front.png", "study.journal"):
         assert (out / name).stat().st_size > 0
     markdown = (out / "search.md").read_text()
@@ -225,7 +311,8 @@ def test_resume_runs_only_the_missing_and_interrupted_trials(search_run, tmp_pat
     assert all(s in ("ok", "misses budget") for i, s in enumerate(states) if i != 3)
     assert summary["trials"][4]["retry_of"] == 3
     assert summary["trials"][4]["overrides"]["prune.threshold"] == pytest.approx(
-        stale.params["prune.threshold"], rel=1e-2)
+        stale.params["prune.threshold"], rel=1e-2
+    )
     # the finished trials did not run again
     assert {p: p.stat().st_mtime_ns for p in finished} == finished
     # the same folder with other settings is refused, not mixed
@@ -239,7 +326,9 @@ def test_a_failing_trial_is_recorded_and_the_search_goes_on(tmp_path, pipeline_w
     spaces = {"finetune.lr": parse_space("finetune.lr", [1e30])}
     summary = run_search(path, spaces, tmp_path / "out", max_drop=1.0, trials=2, threads=1)
     assert [t["state"] for t in summary["trials"]] == ["fail", "fail"]
-    assert all("TrainingError" in t["error"] and "loss became" in t["error"] for t in summary["trials"])
+    assert all(
+        "TrainingError" in t["error"] and "loss became" in t["error"] for t in summary["trials"]
+    )
     assert summary["chosen"] is None and summary["counts"]["fail"] == 2
     assert "nothing meets the budget" in (tmp_path / "out" / "search.md").read_text()
 
@@ -248,8 +337,13 @@ def test_the_search_starts_from_the_pipelines_own_settings_when_they_fit(tmp_pat
     from compress.analysis.space import file_settings
 
     config = load_pipeline(pipeline_writer(tmp_path / "p.toml"))
-    inside = search_spaces(config, ["train.l1.lambda=log(1e-5,1e-3)", 'quantize.variants=[["dynamic","static"]]'])
-    assert file_settings(config, inside) == {"train.l1.lambda": 1e-4, "quantize.variants": ["dynamic", "static"]}
+    inside = search_spaces(
+        config, ["train.l1.lambda=log(1e-5,1e-3)", 'quantize.variants=[["dynamic","static"]]']
+    )
+    assert file_settings(config, inside) == {
+        "train.l1.lambda": 1e-4,
+        "quantize.variants": ["dynamic", "static"],
+    }
     assert file_settings(config, search_spaces(config, ["prune.threshold=(0.05,0.08)"])) is None
 
 
@@ -257,14 +351,34 @@ def test_the_search_starts_from_the_pipelines_own_settings_when_they_fit(tmp_pat
 def test_pareto_search_in_worker_processes(tmp_path, pipeline_writer):
     path = pipeline_writer(tmp_path / "tiny.toml", FAST)
     out = tmp_path / "out"
-    result = CliRunner().invoke(main, ["search", str(path), "--param", "prune.threshold=(0.01,0.08)",
-                                       "--objective", "pareto", "--trials", "2", "--jobs", "2", "--out", str(out)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "search",
+            str(path),
+            "--param",
+            "prune.threshold=(0.01,0.08)",
+            "--objective",
+            "pareto",
+            "--trials",
+            "2",
+            "--jobs",
+            "2",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "search.json").read_text())
     assert mismatches(summary, Search) == []
-    assert summary["objective"] == "pareto" and summary["chosen"] is None and summary["budget"] is None
+    assert (
+        summary["objective"] == "pareto" and summary["chosen"] is None and summary["budget"] is None
+    )
     assert [t["state"] for t in summary["trials"]] == ["ok", "ok"]
     front = [p for p in summary["points"] if p["label"] in summary["frontier"]]
-    assert front and not any(q["deploy_bytes"] <= p["deploy_bytes"] and q["val_accuracy"] > p["val_accuracy"]
-                             for p in front for q in summary["points"])
+    assert front and not any(
+        q["deploy_bytes"] <= p["deploy_bytes"] and q["val_accuracy"] > p["val_accuracy"]
+        for p in front
+        for q in summary["points"]
+    )
     assert set(summary["test_accuracy"]) == set(summary["frontier"])

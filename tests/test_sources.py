@@ -27,17 +27,33 @@ def data_config(**data):
 
 
 def test_every_source_is_registered_by_name():
-    assert set(list_sources()) == {"mnist", "fashion-mnist", "kmnist", "cifar10", "cifar100", "svhn", "imagefolder", "csv"}
+    assert set(list_sources()) == {
+        "mnist",
+        "fashion-mnist",
+        "kmnist",
+        "cifar10",
+        "cifar100",
+        "svhn",
+        "imagefolder",
+        "csv",
+    }
 
 
 def test_an_image_folder_with_train_and_test(tmp_path):
-    root = write_image_folder(tmp_path / "photos", {"cat": 20, "dog": 20}, test={"cat": 5, "dog": 5})
+    root = write_image_folder(
+        tmp_path / "photos", {"cat": 20, "dog": 20}, test={"cat": 5, "dog": 5}
+    )
     data = load_data(data_config(name="imagefolder", root=str(root)))
     assert data.classes == ("cat", "dog") and data.kind == "image" and data.feature_names is None
     assert data.size("train") == 36 and data.size("val") == 4 and data.size("test") == 10
     assert data.images["train"].dtype == torch.uint8 and data.input_shape == (3, 8, 8)
     pre = data.preprocessing
-    assert pre["size"] == [8, 8] and pre["channels"] == 3 and pre["layout"] == "NCHW" and len(pre["mean"]) == 3
+    assert (
+        pre["size"] == [8, 8]
+        and pre["channels"] == 3
+        and pre["layout"] == "NCHW"
+        and len(pre["mean"]) == 3
+    )
     x = data.images["train"].double() / 255  # mean and std per channel of the training part
     assert pre["mean"] == pytest.approx(x.mean((0, 2, 3)).tolist())
     assert pre["std"] == pytest.approx(x.std((0, 2, 3), correction=0).tolist())
@@ -55,7 +71,10 @@ def test_image_size_and_channels_resize_and_convert(tmp_path):
     root = write_image_folder(tmp_path / "photos", {"a": 5, "b": 5}, size=(10, 12))
     data = load_data(data_config(name="imagefolder", root=str(root), image_size=[6, 4], channels=1))
     assert data.input_shape == (1, 6, 4)
-    assert peek_data(data_config(name="imagefolder", root=str(root), channels=1)) == ((1, 10, 12), 2)
+    assert peek_data(data_config(name="imagefolder", root=str(root), channels=1)) == (
+        (1, 10, 12),
+        2,
+    )
 
 
 def test_the_second_load_reads_the_cache_and_a_changed_file_invalidates_it(tmp_path):
@@ -65,8 +84,13 @@ def test_the_second_load_reads_the_cache_and_a_changed_file_invalidates_it(tmp_p
     cached = list((tmp_path / "cache").glob("imagefolder-*.pt"))
     assert len(cached) == 1
     again = load_data(config)
-    assert torch.equal(again.images["train"], first.images["train"]) and again.fingerprint == first.fingerprint
-    write_image(root / "train" / "a" / "000.png", np.zeros((8, 8, 3), np.uint8))  # same name and size
+    assert (
+        torch.equal(again.images["train"], first.images["train"])
+        and again.fingerprint == first.fingerprint
+    )
+    write_image(
+        root / "train" / "a" / "000.png", np.zeros((8, 8, 3), np.uint8)
+    )  # same name and size
     changed = load_data(config)
     assert changed.fingerprint != first.fingerprint
     assert len(list((tmp_path / "cache").glob("imagefolder-*.pt"))) == 2
@@ -91,8 +115,12 @@ def test_csv_features_choose_columns_and_a_test_file(tmp_path):
     rows = table_rows(60, labels=("3", "10"))
     train = write_csv(tmp_path / "train.csv", ["x1", "x2", "x3", "y"], rows[:40])
     test = write_csv(tmp_path / "test.csv", ["x1", "x2", "x3", "y"], rows[40:])
-    data = load_data(data_config(name="csv", train="train.csv", test="test.csv", label="y", features=["x3", "x1"]),
-                     base_dir=tmp_path)
+    data = load_data(
+        data_config(
+            name="csv", train="train.csv", test="test.csv", label="y", features=["x3", "x1"]
+        ),
+        base_dir=tmp_path,
+    )
     assert data.feature_names == ("x3", "x1") and data.size("test") == 20
     assert data.classes == ("3", "10")  # integer labels sort as numbers
     assert data.files.keys() == {str(train), str(test)}
@@ -112,7 +140,9 @@ def test_class_names_sort_integers_as_numbers_and_text_as_text():
 def test_cifar10_from_its_python_batches(tmp_path):
     root = write_cifar10(tmp_path / "data", n_train=100, n_test=20)
     data = load_data(data_config(name="cifar10", root=str(root), download=False))
-    assert data.classes[0] == "airplane" and data.num_classes == 10 and data.input_shape == (3, 32, 32)
+    assert (
+        data.classes[0] == "airplane" and data.num_classes == 10 and data.input_shape == (3, 32, 32)
+    )
     assert data.size("train") + data.size("val") == 100 and data.size("test") == 20
     batch = pickle.loads((root / "cifar-10-batches-py" / "test_batch").read_bytes())
     np.testing.assert_array_equal(data.images["test"].reshape(20, -1).numpy(), batch[b"data"])
@@ -126,8 +156,12 @@ def test_a_cifar_pickle_that_would_run_code_is_refused(tmp_path):
         def __reduce__(self):
             return (open, (str(marker), "w"))
 
-    (root / "cifar-10-batches-py" / "data_batch_1").write_bytes(pickle.dumps({b"data": Touch(), b"labels": []}))
-    with pytest.raises(DataError, match="refusing to read .*data_batch_1: refers to the Python object io.open"):
+    (root / "cifar-10-batches-py" / "data_batch_1").write_bytes(
+        pickle.dumps({b"data": Touch(), b"labels": []})
+    )
+    with pytest.raises(
+        DataError, match="refusing to read .*data_batch_1: refers to the Python object io.open"
+    ):
         load_data(data_config(name="cifar10", root=str(root), download=False))
     assert not marker.exists()
 
@@ -142,7 +176,9 @@ def test_a_failed_download_gives_its_cause_and_leaves_nothing(tmp_path, monkeypa
 
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", Unreachable)
     root = tmp_path / "fresh"
-    with pytest.raises(DataError, match=r"cifar10: download failed \(\[Errno 101\] Network is unreachable\)"):
+    with pytest.raises(
+        DataError, match=r"cifar10: download failed \(\[Errno 101\] Network is unreachable\)"
+    ):
         load_data(data_config(name="cifar10", root=str(root), download=True))
     assert not root.exists()
     existing = tmp_path / "existing"
@@ -158,11 +194,16 @@ def test_cifar100_uses_the_fine_labels(tmp_path):
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
     for name, n in (("train", 30), ("test", 10)):
-        batch = {b"data": rng.integers(0, 256, (n, 3072)).astype(np.uint8), b"fine_labels": [i % 3 for i in range(n)],
-                 b"coarse_labels": [0] * n}
+        batch = {
+            b"data": rng.integers(0, 256, (n, 3072)).astype(np.uint8),
+            b"fine_labels": [i % 3 for i in range(n)],
+            b"coarse_labels": [0] * n,
+        }
         (folder / name).write_bytes(pickle.dumps(batch))
     names = [f"class{i}".encode() for i in range(100)]
-    (folder / "meta").write_bytes(pickle.dumps({b"fine_label_names": names, b"coarse_label_names": [b"x"] * 20}))
+    (folder / "meta").write_bytes(
+        pickle.dumps({b"fine_label_names": names, b"coarse_label_names": [b"x"] * 20})
+    )
     data = load_data(data_config(name="cifar100", root=str(tmp_path / "data"), download=False))
     assert data.num_classes == 100 and data.classes[2] == "class2" and data.size("test") == 10
 

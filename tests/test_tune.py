@@ -17,15 +17,26 @@ from compress.config import parse_pipeline
 from compress.results import Tune
 
 
-def report(dense: float, pruned: float, quantized: float, sparsity: float, cached: bool = True) -> dict:
+def report(
+    dense: float, pruned: float, quantized: float, sparsity: float, cached: bool = True
+) -> dict:
     def artifact(name, accuracy, deploy, status="ok"):
         # test accuracy deliberately far off: every choice must be made on val_accuracy
-        return {"name": name, "val_accuracy": accuracy, "accuracy": 1 - accuracy, "deploy_bytes": deploy,
-                "sparsity": sparsity, "status": status}
+        return {
+            "name": name,
+            "val_accuracy": accuracy,
+            "accuracy": 1 - accuracy,
+            "deploy_bytes": deploy,
+            "sparsity": sparsity,
+            "status": status,
+        }
 
     return {
-        "artifacts": [artifact("dense", dense, 100_000), artifact("pruned", pruned, int(60_000 * (1 - sparsity)) + 500),
-                      artifact("pruned-int8-dynamic", quantized, int(20_000 * (1 - sparsity)) + 200)],
+        "artifacts": [
+            artifact("dense", dense, 100_000),
+            artifact("pruned", pruned, int(60_000 * (1 - sparsity)) + 500),
+            artifact("pruned-int8-dynamic", quantized, int(20_000 * (1 - sparsity)) + 200),
+        ],
         "training": {"pruned_sparsity": sparsity},
         "stages": [{"name": "train", "cached": cached}],
     }
@@ -36,7 +47,9 @@ def test_evaluate_point_takes_the_smallest_artifact_within_budget_else_the_most_
     within = evaluate_point(r, max_drop=0.3)
     assert within["meets"] and within["best"]["artifact"] == "pruned"
     assert within["best"]["drop"] == pytest.approx(0.2)  # on the validation split
-    assert within["best"]["val_accuracy"] == 0.978 and within["best"]["test_accuracy"] == pytest.approx(0.022)
+    assert within["best"]["val_accuracy"] == 0.978 and within["best"][
+        "test_accuracy"
+    ] == pytest.approx(0.022)
     assert evaluate_point(r, max_drop=0.5)["best"]["artifact"] == "pruned-int8-dynamic"
     missed = evaluate_point(r, max_drop=0.1)
     assert not missed["meets"] and missed["best"]["artifact"] == "pruned"
@@ -45,17 +58,31 @@ def test_evaluate_point_takes_the_smallest_artifact_within_budget_else_the_most_
 
 
 def test_per_layer_amounts_keep_their_density_ratios():
-    config = parse_pipeline({"prune": {"method": "magnitude", "amount": 0.92, "overrides": {
-        "net.1": {"amount": 0.965}, "net.5": {"amount": 0.70}}}}, name="p")
+    config = parse_pipeline(
+        {
+            "prune": {
+                "method": "magnitude",
+                "amount": 0.92,
+                "overrides": {"net.1": {"amount": 0.965}, "net.5": {"amount": 0.70}},
+            }
+        },
+        name="p",
+    )
     same = point_overrides(config, "prune.amount", 0.92)
     assert same["prune.overrides"] == {"net.1": {"amount": 0.965}, "net.5": {"amount": 0.7}}
     denser = point_overrides(config, "prune.amount", 0.84)  # twice the kept fraction everywhere
     assert denser["prune.overrides"]["net.1"]["amount"] == pytest.approx(1 - 2 * 0.035)
     assert denser["prune.overrides"]["net.5"]["amount"] == pytest.approx(1 - 2 * 0.30)
-    assert point_overrides(config, "prune.amount", 0.0)["prune.overrides"]["net.5"]["amount"] == 0.0  # clipped
+    assert (
+        point_overrides(config, "prune.amount", 0.0)["prune.overrides"]["net.5"]["amount"] == 0.0
+    )  # clipped
     config.with_overrides(point_overrides(config, "prune.amount", 0.99))  # still a valid pipeline
-    thresholds = parse_pipeline({"prune": {"threshold": 0.01, "overrides": {"net.1": {"threshold": 0.02}}}}, name="t")
-    assert point_overrides(thresholds, "prune.threshold", 0.03)["prune.overrides"] == {"net.1": {"threshold": 0.06}}
+    thresholds = parse_pipeline(
+        {"prune": {"threshold": 0.01, "overrides": {"net.1": {"threshold": 0.02}}}}, name="t"
+    )
+    assert point_overrides(thresholds, "prune.threshold", 0.03)["prune.overrides"] == {
+        "net.1": {"threshold": 0.06}
+    }
     assert point_overrides(thresholds, "finetune.lr", 0.1) == {"finetune.lr": 0.1}
 
 
@@ -79,7 +106,9 @@ def fake_runs(monkeypatch, tmp_path, pipeline_writer):
         monkeypatch.setattr(runner_module, "run_task", run_task)
         return calls
 
-    pipeline = pipeline_writer(tmp_path / "m.toml", {"prune.method": "magnitude", "prune.amount": 0.9})
+    pipeline = pipeline_writer(
+        tmp_path / "m.toml", {"prune.method": "magnitude", "prune.amount": 0.9}
+    )
     return install, pipeline
 
 
@@ -113,7 +142,9 @@ def test_nothing_within_budget_is_said_plainly(fake_runs, tmp_path):
     calls = install(knee=0.1)
     result = tune(pipeline, max_drop=0.5, out_dir=tmp_path / "t")
     assert calls == [0.99, 0.5] and result["chosen"] is None
-    assert result["notes"] == ["nothing meets the budget: even prune.amount = 0.5 drops more than 0.5 pts"]
+    assert result["notes"] == [
+        "nothing meets the budget: even prune.amount = 0.5 drops more than 0.5 pts"
+    ]
     assert "nothing meets the budget" in (tmp_path / "t/tune.md").read_text()
 
 
@@ -134,7 +165,8 @@ def test_ties_on_sparsity_are_reported(monkeypatch, tmp_path, pipeline_writer):
 
 
 def test_a_setting_that_changes_training_is_judged_against_the_pipelines_dense_model(
-        monkeypatch, tmp_path, pipeline_writer):
+    monkeypatch, tmp_path, pipeline_writer
+):
     # a stronger L1 penalty weakens the dense model as much as the pruned one: against its
     # own dense model every point would meet the budget (and the high end win at once)
     calls = []
@@ -147,13 +179,25 @@ def test_a_setting_that_changes_training_is_judged_against_the_pipelines_dense_m
 
     monkeypatch.setattr(runner_module, "run_task", run_task)
     pipeline = pipeline_writer(tmp_path / "p.toml")
-    result = tune(pipeline, max_drop=1.0, out_dir=tmp_path / "t", param="train.l1.lambda", low=1e-5, high=1e-2,
-                  steps=4)
+    result = tune(
+        pipeline,
+        max_drop=1.0,
+        out_dir=tmp_path / "t",
+        param="train.l1.lambda",
+        low=1e-5,
+        high=1e-2,
+        steps=4,
+    )
     assert calls[:3] == ["reference", "lambda-0.01", "lambda-1e-05"]
-    assert result["reference"] == {"run_dir": str(tmp_path / "t/reference"), "dense_val_accuracy": 0.95}
+    assert result["reference"] == {
+        "run_dir": str(tmp_path / "t/reference"),
+        "dense_val_accuracy": 0.95,
+    }
     assert mismatches(json.loads((tmp_path / "t/tune.json").read_text()), Tune) == []
     for p in result["points"]:
-        assert p["best"]["drop"] == pytest.approx(100 * (0.95 - p["best"]["val_accuracy"]), abs=1e-3)
+        assert p["best"]["drop"] == pytest.approx(
+            100 * (0.95 - p["best"]["val_accuracy"]), abs=1e-3
+        )
         assert p["meets"] == (p["best"]["drop"] <= 1.0)
     assert result["chosen"] is not None and result["chosen"] < 1e-2
     text = tune_module.format_table(result)
@@ -165,7 +209,10 @@ def test_points_that_train_alike_are_their_own_reference(fake_runs, tmp_path):
     calls = install(knee=0.9)
     result = tune(pipeline, max_drop=0.5, out_dir=tmp_path / "t", steps=1)
     assert len(calls) == 3  # no reference run: prune.amount leaves the dense model alone
-    assert result["reference"] == {"run_dir": str(tmp_path / "t/amount-0.99"), "dense_val_accuracy": 0.98}
+    assert result["reference"] == {
+        "run_dir": str(tmp_path / "t/amount-0.99"),
+        "dense_val_accuracy": 0.98,
+    }
 
 
 def test_threads_are_set_for_every_point(monkeypatch, tmp_path, pipeline_writer):
@@ -180,8 +227,19 @@ def test_threads_are_set_for_every_point(monkeypatch, tmp_path, pipeline_writer)
     monkeypatch.setattr(runner_module, "run_task", run_task)
     pipeline = pipeline_writer(tmp_path / "p.toml")
     try:
-        result = CliRunner().invoke(main, ["tune", str(pipeline), "--max-drop", "1", "--out", str(tmp_path / "t"),
-                                           "--threads", "2"])
+        result = CliRunner().invoke(
+            main,
+            [
+                "tune",
+                str(pipeline),
+                "--max-drop",
+                "1",
+                "--out",
+                str(tmp_path / "t"),
+                "--threads",
+                "2",
+            ],
+        )
     finally:
         torch.set_num_threads(1)
     assert result.exit_code == 0, result.output
@@ -199,7 +257,9 @@ def test_bad_ranges_are_one_line_errors(tmp_path, pipeline_writer):
         (threshold, ["--set", "finetune.epochs=1,2"], "one value per key"),
     ]
     for pipeline, args, message in cases:
-        result = CliRunner().invoke(main, ["tune", str(pipeline), "--max-drop", "1", "--out", str(out), *args])
+        result = CliRunner().invoke(
+            main, ["tune", str(pipeline), "--max-drop", "1", "--out", str(out), *args]
+        )
         assert result.exit_code == 2, result.output
         assert result.output.startswith("error:") and message in result.output
     assert not out.exists()
@@ -209,14 +269,36 @@ def test_bad_ranges_are_one_line_errors(tmp_path, pipeline_writer):
 def test_a_real_search_trains_once(tmp_path, pipeline_writer):
     # tiny pipeline, one quantized variant, just the two ends (the bisection is tested above)
     pipeline = pipeline_writer(tmp_path / "tiny.toml", {"quantize.variants": ["dynamic"]})
-    result = CliRunner().invoke(main, ["tune", str(pipeline), "--max-drop", "1", "--low", "0.005",
-                                       "--high", "0.5", "--steps", "0", "--out", str(tmp_path / "t")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "tune",
+            str(pipeline),
+            "--max-drop",
+            "1",
+            "--low",
+            "0.005",
+            "--high",
+            "0.5",
+            "--steps",
+            "0",
+            "--out",
+            str(tmp_path / "t"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     saved = json.loads((tmp_path / "t/tune.json").read_text())
     assert mismatches(saved, Tune) == []
-    assert saved["param"] == "prune.threshold" and [p["value"] for p in saved["points"]] in ([0.5], [0.5, 0.005])
-    trained = [json.loads((tmp_path / "t" / f"threshold-{p['value']:g}/report.json").read_text())["stages"][0]
-               for p in saved["points"]]
+    assert saved["param"] == "prune.threshold" and [p["value"] for p in saved["points"]] in (
+        [0.5],
+        [0.5, 0.005],
+    )
+    trained = [
+        json.loads((tmp_path / "t" / f"threshold-{p['value']:g}/report.json").read_text())[
+            "stages"
+        ][0]
+        for p in saved["points"]
+    ]
     assert [s["cached"] for s in trained] == [False] + [True] * (len(trained) - 1)
     assert saved["train_runs"] == 1
     for p in saved["points"]:
@@ -225,6 +307,8 @@ def test_a_real_search_trains_once(tmp_path, pipeline_writer):
     if saved["chosen"] is not None:
         chosen = next(p for p in saved["points"] if p["value"] == saved["chosen"])
         assert chosen["meets"]
-        assert all(p["pruned_sparsity"] <= chosen["pruned_sparsity"] for p in saved["points"] if p["meets"])
+        assert all(
+            p["pruned_sparsity"] <= chosen["pruned_sparsity"] for p in saved["points"] if p["meets"]
+        )
     else:
         assert "nothing meets the budget" in result.output

@@ -42,9 +42,14 @@ def mismatches(value: Any, hint: Any, where: str = "$") -> list[str]:
         if not isinstance(value, dict):
             return [f"{where}: {type(value).__name__} is not an object ({hint.__name__})"]
         hints = get_type_hints(hint, include_extras=True)
-        out = [f"{where}: missing {key!r} ({hint.__name__})" for key in sorted(hint.__required_keys__)
-               if key not in value]
-        out += [f"{where}: {key!r} is no key of {hint.__name__}" for key in value if key not in hints]
+        out = [
+            f"{where}: missing {key!r} ({hint.__name__})"
+            for key in sorted(hint.__required_keys__)
+            if key not in value
+        ]
+        out += [
+            f"{where}: {key!r} is no key of {hint.__name__}" for key in value if key not in hints
+        ]
         for key, item in value.items():
             if key in hints:
                 out += mismatches(item, hints[key], f"{where}.{key}")

@@ -32,8 +32,17 @@ from compress.results import (
 
 # (key, header, format) of the Markdown / CSV / JSON rows: the run and the report's own
 # columns up to latency; the terminal table is compacter.
-SHARED_KEYS = ("val_accuracy", "accuracy", "accuracy_delta", "bytes", "gzip_bytes", "deploy_bytes", "compression",
-               "sparsity", "latency_ms_b1_p50")
+SHARED_KEYS = (
+    "val_accuracy",
+    "accuracy",
+    "accuracy_delta",
+    "bytes",
+    "gzip_bytes",
+    "deploy_bytes",
+    "compression",
+    "sparsity",
+    "latency_ms_b1_p50",
+)
 COLUMNS = [("run", "run", "{}"), ("artifact", "artifact", "{}")] + [
     column for column in REPORT_COLUMNS if column[0] in SHARED_KEYS
 ]
@@ -74,14 +83,20 @@ def resolve_baselines(runs: list[dict], baseline: str | None) -> dict[str, tuple
     if ":" in baseline:
         run, _, name = baseline.rpartition(":")
         if run not in by_run:
-            raise CompressError(f"--baseline {baseline}: no run {run!r}; runs are {', '.join(by_run)}")
+            raise CompressError(
+                f"--baseline {baseline}: no run {run!r}; runs are {', '.join(by_run)}"
+            )
         artifact = _artifact(by_run[run]["report"], name)
         if artifact is None:
             known = ", ".join(a["name"] for a in by_run[run]["report"]["artifacts"])
-            raise CompressError(f"--baseline {baseline}: run {run} has no artifact {name!r} (it has {known})")
+            raise CompressError(
+                f"--baseline {baseline}: run {run} has no artifact {name!r} (it has {known})"
+            )
         return {r["run"]: (baseline, artifact) for r in runs}
     if all(_artifact(r["report"], baseline) for r in runs):
-        return {r["run"]: (f"{r['run']}:{baseline}", _artifact(r["report"], baseline)) for r in runs}
+        return {
+            r["run"]: (f"{r['run']}:{baseline}", _artifact(r["report"], baseline)) for r in runs
+        }
     if baseline in by_run:
         artifact = _own_baseline(by_run[baseline]["report"])
         return {r["run"]: (f"{baseline}:{artifact['name']}", artifact) for r in runs}
@@ -102,23 +117,25 @@ def comparison_rows(runs: list[dict], baseline: str | None = None, sort: str = "
     for order, r in enumerate(runs):
         label, base = baselines[r["run"]]
         for a in r["report"]["artifacts"]:
-            rows.append({
-                "run": r["run"],
-                "artifact": a["name"],
-                "val_accuracy": a.get("val_accuracy"),
-                "accuracy": a["accuracy"],
-                "accuracy_delta": delta_pts(base, a),
-                "bytes": a["bytes"],
-                "gzip_bytes": a.get("gzip_bytes"),
-                "deploy_bytes": deploy_bytes(a),
-                "compression": compression_ratio(base, a),
-                "sparsity": a.get("sparsity"),
-                "latency_ms_b1_p50": a.get("latency_ms_b1_p50"),
-                "status": a.get("status", "ok"),
-                "baseline": label,
-                "pipeline": r["report"].get("pipeline"),
-                "_order": order,
-            })
+            rows.append(
+                {
+                    "run": r["run"],
+                    "artifact": a["name"],
+                    "val_accuracy": a.get("val_accuracy"),
+                    "accuracy": a["accuracy"],
+                    "accuracy_delta": delta_pts(base, a),
+                    "bytes": a["bytes"],
+                    "gzip_bytes": a.get("gzip_bytes"),
+                    "deploy_bytes": deploy_bytes(a),
+                    "compression": compression_ratio(base, a),
+                    "sparsity": a.get("sparsity"),
+                    "latency_ms_b1_p50": a.get("latency_ms_b1_p50"),
+                    "status": a.get("status", "ok"),
+                    "baseline": label,
+                    "pipeline": r["report"].get("pipeline"),
+                    "_order": order,
+                }
+            )
     if sort == "run":  # runs as given; in each, largest first (the dense baseline leads)
         rows.sort(key=lambda x: (x["_order"], -x["deploy_bytes"]))
     elif sort == "size":
@@ -170,7 +187,9 @@ def _aligned(columns: list, rows: list[dict]) -> list[str]:
     cells = [[_cell(r, k, f) for k, _, f in columns] for r in rows]
     widths = tables.widths(headers, cells)
     sep = "  " if sum(widths) + 2 * (len(widths) - 1) <= 80 else " "
-    return tables.text(headers, cells, left=[key in TEXT_COLUMNS for key, _, _ in columns], sep=sep, strip=True)
+    return tables.text(
+        headers, cells, left=[key in TEXT_COLUMNS for key, _, _ in columns], sep=sep, strip=True
+    )
 
 
 def _fitting(columns: list, rows: list[dict]) -> list:
@@ -214,7 +233,10 @@ def format_markdown(rows: list[dict]) -> str:
             row_cells[1] += f" ({status_kind(r)})"  # failed, or warning
     out = tables.markdown(headers, cells)
     bases = sorted({r["baseline"] for r in rows})
-    out += ["", f"Δ pts and ratio against {', '.join(bases)}; ratio = baseline .onnx bytes / deploy bytes."]
+    out += [
+        "",
+        f"Δ pts and ratio against {', '.join(bases)}; ratio = baseline .onnx bytes / deploy bytes.",
+    ]
     return "\n".join(out) + "\n"
 
 

@@ -20,8 +20,11 @@ from compress.results import DENSE, TEST, VAL, Budget, accuracy_points, baseline
 
 def dominates(q: dict, p: dict) -> bool:
     """q is no larger and at least as accurate as p, and strictly better in one of them."""
-    return (q["deploy_bytes"] <= p["deploy_bytes"] and q[VAL] >= p[VAL]
-            and (q["deploy_bytes"] < p["deploy_bytes"] or q[VAL] > p[VAL]))
+    return (
+        q["deploy_bytes"] <= p["deploy_bytes"]
+        and q[VAL] >= p[VAL]
+        and (q["deploy_bytes"] < p["deploy_bytes"] or q[VAL] > p[VAL])
+    )
 
 
 def pareto_frontier(points: list[dict]) -> list[dict]:
@@ -60,8 +63,11 @@ def best_within_budget(points: list[dict], max_drop: float | None, baseline: str
     meets = [p for p in compressed if meets_budget(p, max_drop)]
     if meets:
         best = min(meets, key=lambda p: (p["deploy_bytes"], -p[VAL], _label(p)))
-        ties = [p for p in meets if p is not best
-                and p["deploy_bytes"] == best["deploy_bytes"] and p[VAL] == best[VAL]]
+        ties = [
+            p
+            for p in meets
+            if p is not best and p["deploy_bytes"] == best["deploy_bytes"] and p[VAL] == best[VAL]
+        ]
         return Choice(best, True, ties)
     if compressed:
         return Choice(min(compressed, key=lambda p: (p["drop"], p["deploy_bytes"])), False, [])
@@ -73,13 +79,17 @@ def within_budget(points: list[dict], max_drop: float, baseline: str = DENSE) ->
     within it (best_within_budget), with its `ties`; else None, and `closest` names the
     artifact with the smallest drop (None too when nothing was verified)."""
     choice = best_within_budget(points, max_drop, baseline)
-    return {"max_drop": max_drop,
-            "chosen": choice.best["label"] if choice.meets else None,
-            "ties": [p["label"] for p in choice.ties],
-            "closest": choice.best["label"] if choice.best is not None and not choice.meets else None}
+    return {
+        "max_drop": max_drop,
+        "chosen": choice.best["label"] if choice.meets else None,
+        "ties": [p["label"] for p in choice.ties],
+        "closest": choice.best["label"] if choice.best is not None and not choice.meets else None,
+    }
 
 
-def collect_points(results: list[dict], baseline: str = DENSE, reference: float | None = None) -> list[dict]:
+def collect_points(
+    results: list[dict], baseline: str = DENSE, reference: float | None = None
+) -> list[dict]:
     """One point per distinct artifact of the variants (identical files shared by several
     variants, such as the common dense model, count once), with its drop in points
     against `reference` (a validation accuracy: the dense model of the pipeline as
@@ -102,7 +112,8 @@ def collect_points(results: list[dict], baseline: str = DENSE, reference: float 
                 "path": str(Path(result["run_dir"]) / a["path"]),
                 "val_accuracy": a[VAL],
                 "test_accuracy": a[TEST],
-                "drop": drop_pts(base, a, VAL) if reference is None
+                "drop": drop_pts(base, a, VAL)
+                if reference is None
                 else round(-accuracy_points(reference, a[VAL]), 4),
                 "bytes": a["bytes"],
                 "deploy_bytes": a["deploy_bytes"],

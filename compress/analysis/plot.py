@@ -37,12 +37,15 @@ def _order(artifact: str) -> tuple:
 # (clear of the frontier's step, which leaves a point horizontally), then on its left, then
 # further up and down; a label moved off its point gets a thin leader line.
 LABEL_OFFSETS = [(5, 3), (5, -3), (-5, 3), (-5, -3)] + [
-    (dx, dy) for step in range(1, 6) for dy in (3 + 11 * step, -3 - 11 * step) for dx in (5, -5)]
+    (dx, dy) for step in range(1, 6) for dy in (3 + 11 * step, -3 - 11 * step) for dx in (5, -5)
+]
 MARKER_PADDING = 5  # pixels kept clear around each marker (RING_PADDING: the chosen one's ring)
 RING_PADDING = 12
 
 
-def _place_labels(fig, ax, points: list[dict], frontier: set[str], chosen: str | None = None) -> list:
+def _place_labels(
+    fig, ax, points: list[dict], frontier: set[str], chosen: str | None = None
+) -> list:
     """Label every point where the label overlaps no other label, no marker and stays
     inside the axes (frontier points first, so that theirs sit closest); returns the texts."""
     from matplotlib.transforms import Bbox
@@ -61,14 +64,32 @@ def _place_labels(fig, ax, points: list[dict], frontier: set[str], chosen: str |
         ring = 5 if p["label"] == chosen else 0  # start beyond the chosen point's ring
         for attempt, (dx, dy) in enumerate(LABEL_OFFSETS, 1):
             dx, dy = dx + ring * (1 if dx > 0 else -1), dy + ring * (1 if dy > 0 else -1)
-            text = ax.annotate(p["label"], (p["deploy_bytes"], 100 * p[VAL]), xytext=(dx, dy),
-                               textcoords="offset points", fontsize=7 if on_front else 6,
-                               color="black" if on_front else "dimgray",
-                               ha="left" if dx > 0 else "right", va="bottom" if dy > 0 else "top",
-                               arrowprops={"arrowstyle": "-", "color": "gray", "linewidth": 0.5,
-                                           "shrinkA": 0, "shrinkB": 3} if abs(dy) > 3 + ring else None)
+            text = ax.annotate(
+                p["label"],
+                (p["deploy_bytes"], 100 * p[VAL]),
+                xytext=(dx, dy),
+                textcoords="offset points",
+                fontsize=7 if on_front else 6,
+                color="black" if on_front else "dimgray",
+                ha="left" if dx > 0 else "right",
+                va="bottom" if dy > 0 else "top",
+                arrowprops={
+                    "arrowstyle": "-",
+                    "color": "gray",
+                    "linewidth": 0.5,
+                    "shrinkA": 0,
+                    "shrinkB": 3,
+                }
+                if abs(dy) > 3 + ring
+                else None,
+            )
             box = text.get_window_extent(renderer)
-            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            inside = (
+                frame.x0 <= box.x0
+                and box.x1 <= frame.x1
+                and frame.y0 <= box.y0
+                and box.y1 <= frame.y1
+            )
             clear = inside and not any(box.overlaps(other) for other in others)
             if clear or attempt == len(LABEL_OFFSETS):
                 placed.append(box)
@@ -98,19 +119,45 @@ def draw_tradeoff(
     for p in ok:
         kinds.setdefault(p["artifact"], []).append(p)
     for artifact, group in sorted(kinds.items(), key=lambda kind: _order(kind[0])):
-        ax.scatter([p["deploy_bytes"] for p in group], [100 * p[VAL] for p in group],
-                   s=36, color=_color(artifact), label=artifact, zorder=3, alpha=0.85)
+        ax.scatter(
+            [p["deploy_bytes"] for p in group],
+            [100 * p[VAL] for p in group],
+            s=36,
+            color=_color(artifact),
+            label=artifact,
+            zorder=3,
+            alpha=0.85,
+        )
     by_label = {p["label"]: p for p in ok}
-    front = sorted((by_label[x] for x in frontier if x in by_label), key=lambda p: p["deploy_bytes"])
+    front = sorted(
+        (by_label[x] for x in frontier if x in by_label), key=lambda p: p["deploy_bytes"]
+    )
     if front:
-        ax.step([p["deploy_bytes"] for p in front], [100 * p[VAL] for p in front], where="post",
-                color="black", linewidth=1.2, label="Pareto frontier", zorder=2)
+        ax.step(
+            [p["deploy_bytes"] for p in front],
+            [100 * p[VAL] for p in front],
+            where="post",
+            color="black",
+            linewidth=1.2,
+            label="Pareto frontier",
+            zorder=2,
+        )
     if budget_line is not None:
-        ax.axhline(100 * budget_line, color="tab:red", linestyle="--", linewidth=1, label=budget_label)
+        ax.axhline(
+            100 * budget_line, color="tab:red", linestyle="--", linewidth=1, label=budget_label
+        )
     if chosen in by_label:
         p = by_label[chosen]
-        ax.scatter([p["deploy_bytes"]], [100 * p[VAL]], s=220, facecolors="none",
-                   edgecolors="tab:red", linewidths=1.8, zorder=4, label="smallest within budget")
+        ax.scatter(
+            [p["deploy_bytes"]],
+            [100 * p[VAL]],
+            s=220,
+            facecolors="none",
+            edgecolors="tab:red",
+            linewidths=1.8,
+            zorder=4,
+            label="smallest within budget",
+        )
     ax.set_xscale("log")
     ax.set_xlabel("deploy bytes (smaller of .onnx.gz and .onnx.xz), log scale")
     ax.set_ylabel("validation accuracy (%)")

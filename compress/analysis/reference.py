@@ -43,6 +43,8 @@ def dense_val(report: dict, where: str) -> float:
     """The validation accuracy of a run's `dense` artifact (measured in onnxruntime)."""
     dense = find_artifact(report["artifacts"], DENSE)
     if dense is None or dense.get("val_accuracy") is None:
-        raise CompressError(f"{where}: report.json has no dense artifact with val_accuracy; "
-                            "the budget needs a compress that measures accuracy on the validation split")
+        raise CompressError(
+            f"{where}: report.json has no dense artifact with val_accuracy; "
+            "the budget needs a compress that measures accuracy on the validation split"
+        )
     return dense["val_accuracy"]

@@ -34,8 +34,17 @@ log = logging.getLogger(__name__)
 
 RAY_HINT = "pip install 'compress[ray]'"
 
-__all__ = ["RAY_HINT", "RunResult", "Runner", "Task", "TaskSettings", "available_cpus", "import_ray",
-           "run_task", "run_tasks"]
+__all__ = [
+    "RAY_HINT",
+    "RunResult",
+    "Runner",
+    "Task",
+    "TaskSettings",
+    "available_cpus",
+    "import_ray",
+    "run_task",
+    "run_tasks",
+]
 
 
 @dataclass(frozen=True)
@@ -49,7 +58,9 @@ class Task:
     data_root: str | None
     cache_dir: str  # the stage cache every run of the command shares
     device: str = "cpu"
-    threads: int | None = None  # torch threads (None: torch's choice; in a worker, the CPUs shared out)
+    threads: int | None = (
+        None  # torch threads (None: torch's choice; in a worker, the CPUs shared out)
+    )
 
 
 @dataclass(frozen=True)
@@ -67,24 +78,45 @@ class TaskSettings:
     overrides: dict[str, Any] = field(default_factory=dict)  # under every run's own (tune's --set)
 
     @classmethod
-    def of(cls, pipeline: str | Path, out_dir: str | Path, data_root: str | None = None,
-           cache_dir: str | Path | None = None, device: str = "cpu", threads: int | None = None,
-           what: str = "run", overrides: dict[str, Any] | None = None) -> TaskSettings:
+    def of(
+        cls,
+        pipeline: str | Path,
+        out_dir: str | Path,
+        data_root: str | None = None,
+        cache_dir: str | Path | None = None,
+        device: str = "cpu",
+        threads: int | None = None,
+        what: str = "run",
+        overrides: dict[str, Any] | None = None,
+    ) -> TaskSettings:
         """Paths made absolute (a worker or a Ray node may start elsewhere); the cache is
         `<out>/cache` unless given."""
         out = Path(out_dir).resolve()
-        return cls(pipeline=str(Path(pipeline).resolve()), out=str(out),
-                   data_root=str(Path(data_root).expanduser().resolve()) if data_root else None,
-                   cache_dir=str(Path(cache_dir).resolve() if cache_dir else out / "cache"),
-                   device=device, threads=threads, what=what, overrides=dict(overrides or {}))
+        return cls(
+            pipeline=str(Path(pipeline).resolve()),
+            out=str(out),
+            data_root=str(Path(data_root).expanduser().resolve()) if data_root else None,
+            cache_dir=str(Path(cache_dir).resolve() if cache_dir else out / "cache"),
+            device=device,
+            threads=threads,
+            what=what,
+            overrides=dict(overrides or {}),
+        )
 
     def run_dir(self, name: str) -> Path:
         return child_path(Path(self.out), name, self.what)
 
     def task(self, name: str, overrides: dict[str, Any]) -> Task:
-        return Task(name=name, overrides={**self.overrides, **overrides}, pipeline=self.pipeline,
-                    run_dir=str(self.run_dir(name)), data_root=self.data_root, cache_dir=self.cache_dir,
-                    device=self.device, threads=self.threads)
+        return Task(
+            name=name,
+            overrides={**self.overrides, **overrides},
+            pipeline=self.pipeline,
+            run_dir=str(self.run_dir(name)),
+            data_root=self.data_root,
+            cache_dir=self.cache_dir,
+            device=self.device,
+            threads=self.threads,
+        )
 
 
 class RunResult(TypedDict):
@@ -102,9 +134,20 @@ def run_task(task: Task) -> RunResult:
     from compress.pipeline import run_pipeline
 
     config = load_pipeline(task.pipeline).with_overrides({**task.overrides, "sweep": {}})
-    report = run_pipeline(config, out_dir=task.run_dir, data_root=task.data_root, device=task.device,
-                          progress=False, cache_dir=task.cache_dir)
-    return {"name": task.name, "overrides": task.overrides, "run_dir": task.run_dir, "report": report}
+    report = run_pipeline(
+        config,
+        out_dir=task.run_dir,
+        data_root=task.data_root,
+        device=task.device,
+        progress=False,
+        cache_dir=task.cache_dir,
+    )
+    return {
+        "name": task.name,
+        "overrides": task.overrides,
+        "run_dir": task.run_dir,
+        "report": report,
+    }
 
 
 def _execute(task: Task, keep_going: bool, run: Callable[[Task], RunResult] | None) -> RunResult:
@@ -115,8 +158,12 @@ def _execute(task: Task, keep_going: bool, run: Callable[[Task], RunResult] | No
         return run(task)
     except Exception as exc:  # noqa: BLE001 - keep_going: one failed run must not end the others
         message = " ".join(str(exc).splitlines()) or type(exc).__name__
-        return {"name": task.name, "overrides": task.overrides, "run_dir": task.run_dir,
-                "error": f"{type(exc).__name__}: {message}"}
+        return {
+            "name": task.name,
+            "overrides": task.overrides,
+            "run_dir": task.run_dir,
+            "error": f"{type(exc).__name__}: {message}",
+        }
 
 
 def _quiet_worker_logging() -> None:
@@ -158,13 +205,20 @@ class Runner:
     raises its exception from `wait`; with it, the failure is a result with `error`. `run`
     runs one task (default run_task; a module-level function, so that it crosses processes)."""
 
-    def __init__(self, jobs: int = 1, ray_address: str | None = None, keep_going: bool = False,
-                 run: Callable[[Task], RunResult] | None = None):
+    def __init__(
+        self,
+        jobs: int = 1,
+        ray_address: str | None = None,
+        keep_going: bool = False,
+        run: Callable[[Task], RunResult] | None = None,
+    ):
         self.jobs = max(1, jobs)
         self.ray_address = ray_address
         self.keep_going = keep_going
         self.run = run
-        self.share = max(1, available_cpus() // self.jobs)  # a worker's threads when a task names none
+        self.share = max(
+            1, available_cpus() // self.jobs
+        )  # a worker's threads when a task names none
         self.queue: list[Task] = []  # in this process: run when waited for
         self.futures: set[Future] = set()
         self.refs: list = []
@@ -201,8 +255,11 @@ class Runner:
             return
         # "local": a private cluster of `jobs` runs' CPUs on this machine; anything else
         # ("auto", "host:port", "ray://...") connects to a running one
-        options = ({"num_cpus": self.jobs * threads, "include_dashboard": False}
-                   if self.ray_address == "local" else {})
+        options = (
+            {"num_cpus": self.jobs * threads, "include_dashboard": False}
+            if self.ray_address == "local"
+            else {}
+        )
         self.ray.init(address=self.ray_address, log_to_driver=False, **options)
         self.ray_started_here = True
         log.info("Ray started at %s", self.ray_address)

@@ -69,11 +69,20 @@ def artifact_rows(report: dict, reference_val: float, where: str) -> list[Search
     rows = []
     for a in report["artifacts"]:
         if a.get(VAL) is None:
-            raise CompressError(f"{where}: artifact {a['name']} has no val_accuracy in report.json; "
-                                "search needs a compress that measures accuracy on the validation split")
-        rows.append({"artifact": a["name"], VAL: a[VAL],
-                     "drop": round(-accuracy_points(reference_val, a[VAL]), 4),
-                     "deploy_bytes": a["deploy_bytes"], "sparsity": a["sparsity"], "status": a["status"]})
+            raise CompressError(
+                f"{where}: artifact {a['name']} has no val_accuracy in report.json; "
+                "search needs a compress that measures accuracy on the validation split"
+            )
+        rows.append(
+            {
+                "artifact": a["name"],
+                VAL: a[VAL],
+                "drop": round(-accuracy_points(reference_val, a[VAL]), 4),
+                "deploy_bytes": a["deploy_bytes"],
+                "sparsity": a["sparsity"],
+                "status": a["status"],
+            }
+        )
     return rows
 
 
@@ -87,8 +96,15 @@ def trial_score(rows: list[SearchArtifact], max_drop: float | None) -> SearchArt
 # ---------------------------------------------------------------- the study
 
 
-def open_study(out: Path, objective: str, spaces: dict[str, Space], max_drop: float | None, trials: int,
-               seed: int, start: dict[str, Any] | None = None):
+def open_study(
+    out: Path,
+    objective: str,
+    spaces: dict[str, Space],
+    max_drop: float | None,
+    trials: int,
+    seed: int,
+    start: dict[str, Any] | None = None,
+):
     """Create or reopen the study in `<out>/study.journal`; a study made with other spaces,
     objective or budget is an error (it would mix two searches). A new study's first trial
     is `start` (the pipeline's own settings) when given."""
@@ -99,16 +115,22 @@ def open_study(out: Path, objective: str, spaces: dict[str, Space], max_drop: fl
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     out.mkdir(parents=True, exist_ok=True)
     storage = JournalStorage(JournalFileBackend(str(out / STUDY_FILE)))
-    settings = {"objective": objective, "spaces": [asdict(s) for s in spaces.values()], "max_drop": max_drop}
+    settings = {
+        "objective": objective,
+        "spaces": [asdict(s) for s in spaces.values()],
+        "max_drop": max_drop,
+    }
     settings = json.loads(json.dumps(settings))  # tuples as lists, as stored
     existing = bool(storage.get_all_studies())
     done = 0
     if existing:
         stored = optuna.load_study(study_name="search", storage=storage)
         if stored.user_attrs.get("settings") != settings:
-            raise CompressError(f"{out} holds a search with other settings "
-                                f"({_settings_text(stored.user_attrs.get('settings'))}); use the same --param, "
-                                "--objective and --max-drop to resume it, or another --out")
+            raise CompressError(
+                f"{out} holds a search with other settings "
+                f"({_settings_text(stored.user_attrs.get('settings'))}); use the same --param, "
+                "--objective and --max-drop to resume it, or another --out"
+            )
         done = len(stored.trials)
     seed = seed + done  # a resumed search draws new random points, not the first ones again
     startup = max(3, min(10, trials // 3))
@@ -120,22 +142,30 @@ def open_study(out: Path, objective: str, spaces: dict[str, Space], max_drop: fl
         population = max(4, min(50, trials // 3))
         sampler = optuna.samplers.NSGAIISampler(seed=seed, population_size=population)
         directions = ["minimize", "maximize"]
-    study = optuna.create_study(study_name="search", storage=storage, sampler=sampler, directions=directions,
-                                load_if_exists=True)
+    study = optuna.create_study(
+        study_name="search",
+        storage=storage,
+        sampler=sampler,
+        directions=directions,
+        load_if_exists=True,
+    )
     if not existing:
         study.set_user_attr("settings", settings)
         if start:
-            study.enqueue_trial({k: json.dumps(v) if spaces[k].kind == "choice" else v for k, v in start.items()},
-                                user_attrs={"from_file": True})
+            study.enqueue_trial(
+                {k: json.dumps(v) if spaces[k].kind == "choice" else v for k, v in start.items()},
+                user_attrs={"from_file": True},
+            )
     return study
-
 
 
 def _settings_text(settings: dict | None) -> str:
     if not settings:
         return "unknown"
-    spaces = ", ".join(f"{s['key']}={Space(**{**s, 'choices': tuple(s['choices'])}).describe()}"
-                       for s in settings["spaces"])
+    spaces = ", ".join(
+        f"{s['key']}={Space(**{**s, 'choices': tuple(s['choices'])}).describe()}"
+        for s in settings["spaces"]
+    )
     return f"objective {settings['objective']}, max-drop {settings['max_drop']}, {spaces}"
 
 
@@ -160,9 +190,11 @@ def counted(study) -> int:
     """Trials that count towards --trials: finished or failed, not interrupted."""
     from optuna.trial import TrialState
 
-    return sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
-               if not interrupted(t))
-
+    return sum(
+        1
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
+        if not interrupted(t)
+    )
 
 
 # ---------------------------------------------------------------- the search
@@ -191,7 +223,9 @@ def run_search(
     if objective not in OBJECTIVES:
         raise CompressError(f"--objective {objective!r}: choose one of {', '.join(OBJECTIVES)}")
     if objective == "size" and max_drop is None:
-        raise CompressError("--objective size needs --max-drop PTS (the accuracy budget on validation)")
+        raise CompressError(
+            "--objective size needs --max-drop PTS (the accuracy budget on validation)"
+        )
     if max_drop is not None and max_drop < 0:
         raise CompressError(f"--max-drop {max_drop:g}: give 0 or more points")
     if trials < 1:
@@ -202,21 +236,34 @@ def run_search(
         import_ray()  # before any work: a missing Ray is a usage error
     check_inputs(config, data_root)  # data and model, once, before any folder is made
     jobs = max(1, jobs)
-    settings = TaskSettings.of(pipeline, out_dir, data_root, cache_dir, device,
-                               threads or max(1, available_cpus() // jobs), what="search trial")
+    settings = TaskSettings.of(
+        pipeline,
+        out_dir,
+        data_root,
+        cache_dir,
+        device,
+        threads or max(1, available_cpus() // jobs),
+        what="search trial",
+    )
     out = Path(settings.out)
 
-    study = open_study(out, objective, spaces, max_drop, trials, seed, start=file_settings(config, spaces))
+    study = open_study(
+        out, objective, spaces, max_drop, trials, seed, start=file_settings(config, spaces)
+    )
     retried = recover_interrupted(study)
     if retried:
         log.info("search: resuming; %d interrupted trial(s) will run again", retried)
 
-    with Runner(jobs, ray_address, keep_going=True) as runner:  # a failed trial is recorded, not raised
+    with Runner(
+        jobs, ray_address, keep_going=True
+    ) as runner:  # a failed trial is recorded, not raised
         # the reference: the pipeline as written; its dense model sets the accuracy bar
         runner.submit(settings.task(REFERENCE, {}))
         reference = runner.wait()[0]
         if "error" in reference:
-            raise CompressError(f"the reference run (the pipeline as written) failed: {reference['error']}")
+            raise CompressError(
+                f"the reference run (the pipeline as written) failed: {reference['error']}"
+            )
         reference_val = dense_val(reference["report"], REFERENCE)
         pending: dict[str, Any] = {}
         start = counted(study)
@@ -235,15 +282,31 @@ def run_search(
             for result in runner.wait():
                 trial = pending.pop(result["name"])
                 _tell(study, trial, result, reference_val, max_drop, objective)
-                log.info("search: %s %s (%d/%d)", result["name"], _outcome_text(study, trial.number),
-                         counted(study), trials)
-    summary = summarize(study, config.name, str(pipeline), spaces, objective, max_drop, trials,
-                        reference, reference_val)
+                log.info(
+                    "search: %s %s (%d/%d)",
+                    result["name"],
+                    _outcome_text(study, trial.number),
+                    counted(study),
+                    trials,
+                )
+    summary = summarize(
+        study,
+        config.name,
+        str(pipeline),
+        spaces,
+        objective,
+        max_drop,
+        trials,
+        reference,
+        reference_val,
+    )
     write_search(out, summary)
     return summary
 
 
-def _tell(study, trial, result: dict, reference_val: float, max_drop: float | None, objective: str) -> None:
+def _tell(
+    study, trial, result: dict, reference_val: float, max_drop: float | None, objective: str
+) -> None:
     from optuna.trial import TrialState
 
     if "error" in result:
@@ -267,7 +330,11 @@ def _tell(study, trial, result: dict, reference_val: float, max_drop: float | No
     trial.set_user_attr("constraint", constraint)
     if max_drop is not None:
         trial.set_constraint("drop_beyond_budget", constraint)
-    values = [best["deploy_bytes"]] if objective == "size" else [best["deploy_bytes"], best["val_accuracy"]]
+    values = (
+        [best["deploy_bytes"]]
+        if objective == "size"
+        else [best["deploy_bytes"], best["val_accuracy"]]
+    )
     study.tell(trial, values)
 
 
@@ -277,9 +344,10 @@ def _outcome_text(study, number: int) -> str:
         return f"failed: {t.user_attrs['error']}"
     b = t.user_attrs["best"]
     mark = "" if t.user_attrs["constraint"] <= 0 else " (misses the budget)"
-    return (f"{b['artifact']} {b['deploy_bytes']:,} bytes, val {b['val_accuracy']:.2%} "
-            f"({delta(b['drop'])} pts){mark}")
-
+    return (
+        f"{b['artifact']} {b['deploy_bytes']:,} bytes, val {b['val_accuracy']:.2%} "
+        f"({delta(b['drop'])} pts){mark}"
+    )
 
 
 # ---------------------------------------------------------------- summary
@@ -296,21 +364,23 @@ def trial_records(study) -> list[SearchTrial]:
             state = "ok" if attrs.get("constraint", 0) <= 0 else "misses budget"
         else:
             state = t.state.name.lower()
-        records.append({
-            "number": t.number,
-            "name": f"trial-{t.number:04d}",
-            "state": state,
-            "overrides": attrs.get("overrides", {}),
-            "run_dir": attrs.get("run_dir"),
-            "best": attrs.get("best"),
-            "artifacts": attrs.get("artifacts", []),
-            "stages_reused": attrs.get("stages_reused", []),
-            "stages_total": attrs.get("stages_total", 0),
-            "error": attrs.get("error"),
-            "retry_of": attrs.get("retry_of"),
-            "from_file": attrs.get("from_file", False),
-            "seconds": round(t.duration.total_seconds(), 1) if t.duration else None,
-        })
+        records.append(
+            {
+                "number": t.number,
+                "name": f"trial-{t.number:04d}",
+                "state": state,
+                "overrides": attrs.get("overrides", {}),
+                "run_dir": attrs.get("run_dir"),
+                "best": attrs.get("best"),
+                "artifacts": attrs.get("artifacts", []),
+                "stages_reused": attrs.get("stages_reused", []),
+                "stages_total": attrs.get("stages_total", 0),
+                "error": attrs.get("error"),
+                "retry_of": attrs.get("retry_of"),
+                "from_file": attrs.get("from_file", False),
+                "seconds": round(t.duration.total_seconds(), 1) if t.duration else None,
+            }
+        )
     return records
 
 
@@ -322,8 +392,14 @@ def search_points(records: list[SearchTrial]) -> list[SearchPoint]:
         if r["state"] not in ("ok", "misses budget"):
             continue
         for a in r["artifacts"]:
-            points.append({**a, "label": f"{r['name']}/{a['artifact']}", "trial": r["name"],
-                           "run_dir": r["run_dir"]})
+            points.append(
+                {
+                    **a,
+                    "label": f"{r['name']}/{a['artifact']}",
+                    "trial": r["name"],
+                    "run_dir": r["run_dir"],
+                }
+            )
     return points
 
 
@@ -337,12 +413,23 @@ def test_accuracies(labels: list[str], points: list[dict]) -> dict[str, float | 
     for label in labels:
         p = by_label[label]
         report = read_json(Path(p["run_dir"]) / "report.json")
-        out[label] = next((a[TEST] for a in report["artifacts"] if a["name"] == p["artifact"]), None)
+        out[label] = next(
+            (a[TEST] for a in report["artifacts"] if a["name"] == p["artifact"]), None
+        )
     return out
 
 
-def summarize(study, name: str, pipeline: str, spaces: dict[str, Space], objective: str,
-              max_drop: float | None, trials: int, reference: dict, reference_val: float) -> Search:
+def summarize(
+    study,
+    name: str,
+    pipeline: str,
+    spaces: dict[str, Space],
+    objective: str,
+    max_drop: float | None,
+    trials: int,
+    reference: dict,
+    reference_val: float,
+) -> Search:
     records = trial_records(study)
     points = search_points(records)
     front = pareto_frontier(points)
@@ -365,10 +452,16 @@ def summarize(study, name: str, pipeline: str, spaces: dict[str, Space], objecti
         "spaces": {k: s.describe() for k, s in spaces.items()},
         "max_drop": max_drop,
         "trials_wanted": trials,
-        "reference": {"run_dir": reference["run_dir"], "dense_val_accuracy": reference_val, "best": ref_best},
+        "reference": {
+            "run_dir": reference["run_dir"],
+            "dense_val_accuracy": reference_val,
+            "best": ref_best,
+        },
         "trials": records,
-        "counts": {state: sum(1 for r in records if r["state"] == state)
-                   for state in ("ok", "misses budget", "fail", "interrupted")},
+        "counts": {
+            state: sum(1 for r in records if r["state"] == state)
+            for state in ("ok", "misses budget", "fail", "interrupted")
+        },
         "stages_total": stages_total,
         "stages_reused": stages_reused,
         "train_runs": train_runs,
@@ -379,4 +472,3 @@ def summarize(study, name: str, pipeline: str, spaces: dict[str, Space], objecti
         # read last, for the chosen artifact and the front only: reported, never used to choose
         "test_accuracy": test_accuracies(reported, points),
     }
-

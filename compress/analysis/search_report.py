@@ -24,8 +24,10 @@ def overrides_text(overrides: dict) -> str:
 
 def reuse_sentence(summary: dict) -> str:
     n = summary["counts"]["ok"] + summary["counts"]["misses budget"]
-    return (f"{n} finished trials: reused {summary['stages_reused']} of {summary['stages_total']} stages "
-            f"from the stage cache; training ran in {summary['train_runs']} of {n} trials")
+    return (
+        f"{n} finished trials: reused {summary['stages_reused']} of {summary['stages_total']} stages "
+        f"from the stage cache; training ran in {summary['train_runs']} of {n} trials"
+    )
 
 
 def chosen_sentence(summary: dict) -> str:
@@ -36,9 +38,11 @@ def chosen_sentence(summary: dict) -> str:
     if summary["chosen"]:
         p = by_label[summary["chosen"]]
         settings = next(r["overrides"] for r in summary["trials"] if r["name"] == p["trial"])
-        return (f"chosen: {p['label']} ({overrides_text(settings)}), {p['deploy_bytes']:,} deploy bytes, "
-                f"validation {p[VAL]:.2%} ({delta(p['drop'])} pts against the reference dense "
-                f"{ref:.2%}), in {p['run_dir']}")
+        return (
+            f"chosen: {p['label']} ({overrides_text(settings)}), {p['deploy_bytes']:,} deploy bytes, "
+            f"validation {p[VAL]:.2%} ({delta(p['drop'])} pts against the reference dense "
+            f"{ref:.2%}), in {p['run_dir']}"
+        )
     return f"nothing meets the budget: no artifact is within {summary['max_drop']:g} pts of the reference dense ({ref:.2%})"
 
 
@@ -46,8 +50,10 @@ def reference_sentence(summary: dict) -> str:
     b = summary["reference"]["best"]
     if not b:
         return "the pipeline as written: no compressed artifact verified"
-    return (f"the pipeline as written: {b['artifact']} {b['deploy_bytes']:,} deploy bytes, validation "
-            f"{b[VAL]:.2%} ({delta(b['drop'])} pts)")
+    return (
+        f"the pipeline as written: {b['artifact']} {b['deploy_bytes']:,} deploy bytes, validation "
+        f"{b[VAL]:.2%} ({delta(b['drop'])} pts)"
+    )
 
 
 def test_lines(summary: dict) -> list[str]:
@@ -56,8 +62,12 @@ def test_lines(summary: dict) -> list[str]:
     for label, acc in summary["test_accuracy"].items():
         p = by_label[label]
         role = "chosen" if label == summary["chosen"] else "front"
-        lines.append(f"{label} ({role}): test {acc:.2%}, validation {p[VAL]:.2%}, "
-                     f"{p['deploy_bytes']:,} deploy bytes" if acc is not None else f"{label}: no test accuracy")
+        lines.append(
+            f"{label} ({role}): test {acc:.2%}, validation {p[VAL]:.2%}, "
+            f"{p['deploy_bytes']:,} deploy bytes"
+            if acc is not None
+            else f"{label}: no test accuracy"
+        )
     return lines
 
 
@@ -76,10 +86,18 @@ def trial_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
             state += ", the pipeline's own settings"
         if r["retry_of"] is not None:
             state += f", reruns trial {r['retry_of']}"
-        rows.append([str(r["number"]), *(_value_text(r["overrides"][k]) if k in r["overrides"] else "-" for k in keys),
-                     b["artifact"] if b else "-", f"{b[VAL]:.2%}" if b else "-",
-                     delta(b["drop"]) if b else "-", f"{b['deploy_bytes']:,}" if b else "-",
-                     f"{len(r['stages_reused'])}/{r['stages_total']}" if r["stages_total"] else "-", state])
+        rows.append(
+            [
+                str(r["number"]),
+                *(_value_text(r["overrides"][k]) if k in r["overrides"] else "-" for k in keys),
+                b["artifact"] if b else "-",
+                f"{b[VAL]:.2%}" if b else "-",
+                delta(b["drop"]) if b else "-",
+                f"{b['deploy_bytes']:,}" if b else "-",
+                f"{len(r['stages_reused'])}/{r['stages_total']}" if r["stages_total"] else "-",
+                state,
+            ]
+        )
     return headers, rows
 
 
@@ -88,14 +106,19 @@ def _markdown_table(headers: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def _text_table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    return tables.text(headers, rows, left=lambda i, cell: True, strip=True)  # every column left-aligned
+    return tables.text(
+        headers, rows, left=lambda i, cell: True, strip=True
+    )  # every column left-aligned
 
 
 def front_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
     by_label = {p["label"]: p for p in summary["points"]}
     headers = ["artifact", "val %", "Δ pts", "deploy", "sparsity"]
-    rows = [[label, f"{p[VAL]:.2%}", delta(p["drop"]), f"{p['deploy_bytes']:,}", f"{p['sparsity']:.1%}"]
-            for label in summary["frontier"] for p in [by_label[label]]]
+    rows = [
+        [label, f"{p[VAL]:.2%}", delta(p["drop"]), f"{p['deploy_bytes']:,}", f"{p['sparsity']:.1%}"]
+        for label in summary["frontier"]
+        for p in [by_label[label]]
+    ]
     return headers, rows
 
 
@@ -106,30 +129,68 @@ def _goal(summary: dict) -> str:
 
 
 def format_table(summary: dict) -> str:
-    lines = [f"search of {summary['pipeline']}: {_goal(summary)}", *_text_table(*trial_rows(summary)), "", "front (validation):",
-             *_text_table(*front_rows(summary)), "", reference_sentence(summary), chosen_sentence(summary),
-             reuse_sentence(summary), "", "test accuracy (reported only, chosen on validation):",
-             *[f"  {line}" for line in test_lines(summary)]]
+    lines = [
+        f"search of {summary['pipeline']}: {_goal(summary)}",
+        *_text_table(*trial_rows(summary)),
+        "",
+        "front (validation):",
+        *_text_table(*front_rows(summary)),
+        "",
+        reference_sentence(summary),
+        chosen_sentence(summary),
+        reuse_sentence(summary),
+        "",
+        "test accuracy (reported only, chosen on validation):",
+        *[f"  {line}" for line in test_lines(summary)],
+    ]
     return "\n".join(lines)
 
 
 def format_markdown(summary: dict) -> str:
     out = [f"# Search of {summary['pipeline']}", "", f"Looking for {_goal(summary)}.", ""]
     out += [f"- `{k}`: {v}" for k, v in summary["spaces"].items()]
-    out += ["", f"{summary['trials_wanted']} trials wanted; " + ", ".join(f"{n} {s}" for s, n in summary["counts"].items())
-            + ". Every decision uses validation accuracy; Δ pts is against the dense model of the pipeline as "
-            f"written ({summary['reference']['dense_val_accuracy']:.2%} on validation).", "",
-            reuse_sentence(summary) + ".", "", "## Chosen", "", chosen_sentence(summary) + ".", "",
-            f"For comparison, {reference_sentence(summary)}.", "",
-            "## Front", "", "No other artifact is both smaller and at least as accurate on validation.", ""]
+    out += [
+        "",
+        f"{summary['trials_wanted']} trials wanted; "
+        + ", ".join(f"{n} {s}" for s, n in summary["counts"].items())
+        + ". Every decision uses validation accuracy; Δ pts is against the dense model of the pipeline as "
+        f"written ({summary['reference']['dense_val_accuracy']:.2%} on validation).",
+        "",
+        reuse_sentence(summary) + ".",
+        "",
+        "## Chosen",
+        "",
+        chosen_sentence(summary) + ".",
+        "",
+        f"For comparison, {reference_sentence(summary)}.",
+        "",
+        "## Front",
+        "",
+        "No other artifact is both smaller and at least as accurate on validation.",
+        "",
+    ]
     out += _markdown_table(*front_rows(summary))
-    out += ["", "![deploy size against validation accuracy](search-front.png)", "", "## Trials", "",
-            "Each trial's best artifact: the smallest within the budget, else the one closest to it. "
-            "reused: stages taken from the stage cache.", ""]
+    out += [
+        "",
+        "![deploy size against validation accuracy](search-front.png)",
+        "",
+        "## Trials",
+        "",
+        "Each trial's best artifact: the smallest within the budget, else the one closest to it. "
+        "reused: stages taken from the stage cache.",
+        "",
+    ]
     out += _markdown_table(*trial_rows(summary))
-    out += ["", "![optimization history](search-history.png)", "", "## Test accuracy", "",
-            "Read after the search, for the chosen artifact (and the front, for --objective pareto); "
-            "it chose nothing.", ""]
+    out += [
+        "",
+        "![optimization history](search-history.png)",
+        "",
+        "## Test accuracy",
+        "",
+        "Read after the search, for the chosen artifact (and the front, for --objective pareto); "
+        "it chose nothing.",
+        "",
+    ]
     out += [f"- {line}" for line in test_lines(summary)]
     return "\n".join(out) + "\n"
 
@@ -169,8 +230,14 @@ def plot_history(summary: dict, path: Path) -> Path:
     done = [r for r in summary["trials"] if r["best"]]
     for state, color in (("ok", "tab:blue"), ("misses budget", "tab:red")):
         group = [r for r in done if r["state"] == state]
-        ax.scatter([r["number"] for r in group], [r["best"]["deploy_bytes"] for r in group], s=30, color=color,
-                   label="within budget" if state == "ok" else "misses budget", zorder=3)
+        ax.scatter(
+            [r["number"] for r in group],
+            [r["best"]["deploy_bytes"] for r in group],
+            s=30,
+            color=color,
+            label="within budget" if state == "ok" else "misses budget",
+            zorder=3,
+        )
     best, xs, ys = math.inf, [], []
     for r in done:
         if r["state"] == "ok":
@@ -210,13 +277,27 @@ def plot_front(summary: dict, path: Path) -> Path:
     for p in ok:
         kinds.setdefault(p["artifact"], []).append(p)
     for artifact, group in sorted(kinds.items()):
-        ax.scatter([p["deploy_bytes"] for p in group], [100 * p[VAL] for p in group], s=24,
-                   color=_color(artifact), label=artifact, alpha=0.75, zorder=3)
+        ax.scatter(
+            [p["deploy_bytes"] for p in group],
+            [100 * p[VAL] for p in group],
+            s=24,
+            color=_color(artifact),
+            label=artifact,
+            alpha=0.75,
+            zorder=3,
+        )
     by_label = {p["label"]: p for p in ok}
     front = [by_label[x] for x in summary["frontier"] if x in by_label]
     if front:
-        ax.step([p["deploy_bytes"] for p in front], [100 * p[VAL] for p in front], where="post",
-                color="black", linewidth=1.2, label="front", zorder=2)
+        ax.step(
+            [p["deploy_bytes"] for p in front],
+            [100 * p[VAL] for p in front],
+            where="post",
+            color="black",
+            linewidth=1.2,
+            label="front",
+            zorder=2,
+        )
         # label front points by trial number, skipping one too close to a labelled one
         placed: list[tuple[float, float]] = []
         for p in front:
@@ -224,15 +305,28 @@ def plot_front(summary: dict, path: Path) -> Path:
             if any(abs(x - px) < 0.08 and abs(y - py) < 1.0 for px, py in placed):
                 continue
             placed.append((x, y))
-            ax.annotate(f"#{int(p['trial'].split('-')[1])}", (p["deploy_bytes"], y), xytext=(4, -9),
-                        textcoords="offset points", fontsize=7)
+            ax.annotate(
+                f"#{int(p['trial'].split('-')[1])}",
+                (p["deploy_bytes"], y),
+                xytext=(4, -9),
+                textcoords="offset points",
+                fontsize=7,
+            )
     if summary["max_drop"] is not None:
         line = 100 * summary["reference"]["dense_val_accuracy"] - summary["max_drop"]
         ax.axhline(line, color="tab:red", linestyle="--", linewidth=1, label="accuracy budget")
     if summary["chosen"] in by_label:
         p = by_label[summary["chosen"]]
-        ax.scatter([p["deploy_bytes"]], [100 * p[VAL]], s=220, facecolors="none",
-                   edgecolors="tab:red", linewidths=1.8, zorder=4, label="chosen")
+        ax.scatter(
+            [p["deploy_bytes"]],
+            [100 * p[VAL]],
+            s=220,
+            facecolors="none",
+            edgecolors="tab:red",
+            linewidths=1.8,
+            zorder=4,
+            label="chosen",
+        )
     ax.set_xscale("log")
     ax.set_xlabel("deploy bytes (smaller of .onnx.gz and .onnx.xz), log scale")
     ax.set_ylabel("validation accuracy (%)")

@@ -33,7 +33,9 @@ DEFAULT_LEVELS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99)
 
 
 @torch.no_grad()
-def layer_sensitivity(model: nn.Module, data: Dataset, levels=DEFAULT_LEVELS, batch_size: int = 1000) -> dict:
+def layer_sensitivity(
+    model: nn.Module, data: Dataset, levels=DEFAULT_LEVELS, batch_size: int = 1000
+) -> dict:
     """Accuracy with each prunable layer pruned alone to each level."""
     model = model.cpu().eval()
     baseline = evaluate(model, data, "val", batch_size, "cpu")
@@ -42,21 +44,25 @@ def layer_sensitivity(model: nn.Module, data: Dataset, levels=DEFAULT_LEVELS, ba
     layers = prunable_layers(model)
     for index, (name, module) in enumerate(layers.items(), 1):
         # progress: a run over a large model and many levels takes minutes
-        log.info("sensitivity: layer %s (%d of %d), %d levels", name, index, len(layers), len(levels))
+        log.info(
+            "sensitivity: layer %s (%d of %d), %d levels", name, index, len(layers), len(levels)
+        )
         original = module.weight.detach().clone()
         for level in levels:
             keep = magnitude.masks({name: module}, {name: float(level)})[name]
             module.weight.mul_(keep)  # pruned for this evaluation only: no masks needed
             accuracy = evaluate(model, data, "val", batch_size, "cpu")
             module.weight.copy_(original)
-            rows.append({
-                "layer": name,
-                "params": original.numel(),
-                "sparsity": float(level),
-                "accuracy": accuracy,
-                # change in points, negative = worse (the sign of Δ pts in every other table)
-                "delta_pts": round(accuracy_points(baseline, accuracy), 2) + 0.0,
-            })
+            rows.append(
+                {
+                    "layer": name,
+                    "params": original.numel(),
+                    "sparsity": float(level),
+                    "accuracy": accuracy,
+                    # change in points, negative = worse (the sign of Δ pts in every other table)
+                    "delta_pts": round(accuracy_points(baseline, accuracy), 2) + 0.0,
+                }
+            )
     return {"baseline_accuracy": baseline, "levels": [float(v) for v in levels], "rows": rows}
 
 
@@ -66,8 +72,15 @@ def format_sensitivity(result: dict, markdown: bool = False) -> str:
     layers = list(dict.fromkeys(r["layer"] for r in result["rows"]))
     delta = {(r["layer"], r["sparsity"]): r["delta_pts"] for r in result["rows"]}
     params = {r["layer"]: r["params"] for r in result["rows"]}
-    headers = ["layer", "weights", *[f"{v:.0%}" if v * 100 == int(v * 100) else f"{v:.1%}" for v in levels]]
-    rows = [[layer, f"{params[layer]:,}", *[f"{delta[(layer, v)] + 0.0:+.2f}" for v in levels]] for layer in layers]
+    headers = [
+        "layer",
+        "weights",
+        *[f"{v:.0%}" if v * 100 == int(v * 100) else f"{v:.1%}" for v in levels],
+    ]
+    rows = [
+        [layer, f"{params[layer]:,}", *[f"{delta[(layer, v)] + 0.0:+.2f}" for v in levels]]
+        for layer in layers
+    ]
     lines = tables.markdown(headers, rows) if markdown else tables.text(headers, rows)
     title = (
         f"Δ pts: validation accuracy change in points, negative = worse (baseline {result['baseline_accuracy']:.2%}), "
@@ -86,9 +99,19 @@ def plot_sensitivity(result: dict, path: Path, title: str = "") -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     for layer in dict.fromkeys(r["layer"] for r in result["rows"]):
         rows = [r for r in result["rows"] if r["layer"] == layer]
-        ax.plot([100 * r["sparsity"] for r in rows], [100 * r["accuracy"] for r in rows], marker="o",
-                label=f"{layer} ({rows[0]['params']:,} weights)")
-    ax.axhline(100 * result["baseline_accuracy"], color="gray", linestyle="--", linewidth=1, label="unpruned")
+        ax.plot(
+            [100 * r["sparsity"] for r in rows],
+            [100 * r["accuracy"] for r in rows],
+            marker="o",
+            label=f"{layer} ({rows[0]['params']:,} weights)",
+        )
+    ax.axhline(
+        100 * result["baseline_accuracy"],
+        color="gray",
+        linestyle="--",
+        linewidth=1,
+        label="unpruned",
+    )
     ax.set_xlabel("sparsity of the layer (%)")
     ax.set_ylabel("validation accuracy (%)")
     ax.set_title(title or "pruning sensitivity per layer")
@@ -103,5 +126,8 @@ def plot_sensitivity(result: dict, path: Path, title: str = "") -> Path:
 
 def write_sensitivity(out_dir: Path, result: dict, title: str) -> None:
     write_json(out_dir / "sensitivity.json", result)
-    write_text(out_dir / "sensitivity.md", f"# {title}\n\n" + format_sensitivity(result, markdown=True) + "\n")
+    write_text(
+        out_dir / "sensitivity.md",
+        f"# {title}\n\n" + format_sensitivity(result, markdown=True) + "\n",
+    )
     plot_sensitivity(result, out_dir / "sensitivity.png", title)

@@ -20,7 +20,9 @@ from compress.analysis.variants import parse_literal
 from compress.config import PipelineConfig
 from compress.errors import CompressError
 
-FLOAT_DIGITS = 3  # sampled floats are rounded to 3 significant digits, so near-equal draws share stages
+FLOAT_DIGITS = (
+    3  # sampled floats are rounded to 3 significant digits, so near-equal draws share stages
+)
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,9 @@ def parse_space(key: str, text: str | list) -> Space:
     a choice. Raises CompressError naming the key on anything else."""
     key = key.strip()
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+", key):
-        raise CompressError(f"search key {key!r}: expected a dotted setting such as prune.threshold")
+        raise CompressError(
+            f"search key {key!r}: expected a dotted setting such as prune.threshold"
+        )
     if isinstance(text, str) and text.strip().startswith("["):
         try:
             text = parse_literal(text.strip())
@@ -61,8 +65,10 @@ def parse_space(key: str, text: str | list) -> Space:
         return Space(key, "choice", choices=tuple(text))
     match = _RANGE.match(str(text).strip())
     if not match:
-        raise CompressError(f"search {key}={text!r}: expected (low, high), log(low, high), int(low, high) "
-                            "or a list of choices such as [\"a\", \"b\"]")
+        raise CompressError(
+            f"search {key}={text!r}: expected (low, high), log(low, high), int(low, high) "
+            'or a list of choices such as ["a", "b"]'
+        )
     kind = match.group(1) or "uniform"
     low, high = float(match.group(2)), float(match.group(3))
     if kind == "int":
@@ -80,7 +86,9 @@ def parse_param(spec: str) -> Space:
     """`--param KEY=SPACE`."""
     key, sep, text = spec.partition("=")
     if not sep or not key.strip() or not text.strip():
-        raise CompressError(f"--param {spec!r}: expected KEY=SPACE, e.g. prune.threshold=(0.005,0.08)")
+        raise CompressError(
+            f"--param {spec!r}: expected KEY=SPACE, e.g. prune.threshold=(0.005,0.08)"
+        )
     return parse_space(key, text)
 
 
@@ -92,7 +100,9 @@ def search_spaces(config: PipelineConfig, params: list[str] = ()) -> dict[str, S
         space = parse_param(spec)
         spaces[space.key] = space
     if not spaces:
-        raise CompressError("nothing to search: give --param KEY=SPACE or a [search] table in the pipeline file")
+        raise CompressError(
+            "nothing to search: give --param KEY=SPACE or a [search] table in the pipeline file"
+        )
     for space in spaces.values():
         values = list(space.choices) if space.kind == "choice" else [space.low, space.high]
         for value in values:
@@ -107,7 +117,9 @@ def suggest(trial, space: Space) -> Any:
     """Draw a value for `space` from an Optuna trial (choices travel as JSON strings, since
     Optuna's categorical values must be plain scalars)."""
     if space.kind == "choice":
-        return json.loads(trial.suggest_categorical(space.key, [json.dumps(c) for c in space.choices]))
+        return json.loads(
+            trial.suggest_categorical(space.key, [json.dumps(c) for c in space.choices])
+        )
     if space.kind == "int":
         return trial.suggest_int(space.key, space.low, space.high)
     value = trial.suggest_float(space.key, space.low, space.high, log=space.kind == "log")
@@ -126,11 +138,15 @@ def file_settings(config: PipelineConfig, spaces: dict[str, Space]) -> dict[str,
             if not isinstance(node, dict) or part not in node:
                 return None
             node = node[part]
-        inside = (node in space.choices if space.kind == "choice"
-                  else isinstance(node, (int, float)) and not isinstance(node, bool)
-                  and space.low <= node <= space.high and (space.kind != "int" or float(node).is_integer()))
+        inside = (
+            node in space.choices
+            if space.kind == "choice"
+            else isinstance(node, (int, float))
+            and not isinstance(node, bool)
+            and space.low <= node <= space.high
+            and (space.kind != "int" or float(node).is_integer())
+        )
         if not inside:
             return None
         values[key] = node
     return values
-

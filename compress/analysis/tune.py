@@ -74,7 +74,10 @@ def point_overrides(config: PipelineConfig, param: str, value: float) -> dict[st
         layers = {}
         for layer, override in config.prune.overrides.items():
             scaled = method.scale_override(getattr(override, method.strength), base, value)
-            layers[layer] = {**override.model_dump(exclude_none=True), method.strength: round(scaled, 6)}
+            layers[layer] = {
+                **override.model_dump(exclude_none=True),
+                method.strength: round(scaled, 6),
+            }
         overrides["prune.overrides"] = layers
     return overrides
 
@@ -87,7 +90,9 @@ def midpoint(low: float, high: float, geometric: bool) -> float:
     return _round(math.sqrt(low * high) if geometric and low > 0 else (low + high) / 2)
 
 
-def evaluate_point(report: Report, max_drop: float, baseline: str = DENSE, reference: float | None = None) -> dict:
+def evaluate_point(
+    report: Report, max_drop: float, baseline: str = DENSE, reference: float | None = None
+) -> dict:
     """The best artifact of one run: the smallest within budget, else the closest to it.
 
     Judged on the validation split (`val_accuracy`), against `reference` (the validation
@@ -99,9 +104,21 @@ def evaluate_point(report: Report, max_drop: float, baseline: str = DENSE, refer
     for a in artifacts:
         if a["name"] == baseline or a["status"] != "ok":
             continue
-        drop = drop_pts(base, a, VAL) if reference is None else round(-accuracy_points(reference, a[VAL]), 4)
-        candidates.append({"artifact": a["name"], VAL: a[VAL], "test_accuracy": a[TEST], "drop": drop,
-                           "deploy_bytes": a["deploy_bytes"], "sparsity": a["sparsity"]})
+        drop = (
+            drop_pts(base, a, VAL)
+            if reference is None
+            else round(-accuracy_points(reference, a[VAL]), 4)
+        )
+        candidates.append(
+            {
+                "artifact": a["name"],
+                VAL: a[VAL],
+                "test_accuracy": a[TEST],
+                "drop": drop,
+                "deploy_bytes": a["deploy_bytes"],
+                "sparsity": a["sparsity"],
+            }
+        )
     best, meets, _ = best_within_budget(candidates, max_drop, baseline)
     return {
         "dense_val_accuracy": base[VAL],
@@ -139,19 +156,26 @@ def tune(
     param = param or default_param(config)
     reason = ignored_by(config, param)
     if reason is not None:
-        raise CompressError(f"--param {param}: the pipeline ignores it ({reason}), so every point would be the same run")
+        raise CompressError(
+            f"--param {param}: the pipeline ignores it ({reason}), so every point would be the same run"
+        )
     method = pruning_method(config.prune.method)
-    default_low, default_high = method.tune_range if _searches_strength(config, param) else (None, None)
+    default_low, default_high = (
+        method.tune_range if _searches_strength(config, param) else (None, None)
+    )
     low = default_low if low is None else low
     high = default_high if high is None else high
     if low is None or high is None:
-        raise CompressError(f"--param {param}: give --low and --high (defaults exist for {default_param(config)})")
+        raise CompressError(
+            f"--param {param}: give --low and --high (defaults exist for {default_param(config)})"
+        )
     if not low < high:
         raise CompressError(f"--low {low:g} must be below --high {high:g}")
     if steps < 0:
         raise CompressError(f"--steps {steps}: give 0 or more")
-    settings = TaskSettings.of(pipeline, out_dir, data_root, cache_dir, device, threads, what="tune point",
-                               overrides=fixed)
+    settings = TaskSettings.of(
+        pipeline, out_dir, data_root, cache_dir, device, threads, what="tune point", overrides=fixed
+    )
     out = Path(settings.out)
     short = param.split(".")[-1]
     for value in (low, high):  # every point's settings and folder name are valid before any work
@@ -169,10 +193,16 @@ def tune(
     # the bar: the dense model of the pipeline (with --set); the points' own if they make it
     reference = {"run_dir": None, "dense_val_accuracy": None}
     bar = Reference(config, data)
-    if not all(bar.made_by(config.with_overrides(point_overrides(config, param, v))) for v in (low, high)):
-        log.info("tune: %s changes the dense model; the pipeline runs first as %s", param, REFERENCE)
-        reference = {"run_dir": str(out / REFERENCE),
-                     "dense_val_accuracy": dense_val(run(REFERENCE, {}), REFERENCE)}
+    if not all(
+        bar.made_by(config.with_overrides(point_overrides(config, param, v))) for v in (low, high)
+    ):
+        log.info(
+            "tune: %s changes the dense model; the pipeline runs first as %s", param, REFERENCE
+        )
+        reference = {
+            "run_dir": str(out / REFERENCE),
+            "dense_val_accuracy": dense_val(run(REFERENCE, {}), REFERENCE),
+        }
 
     def try_value(value: float) -> TunePoint:
         name = f"{short}-{value:g}"
@@ -181,14 +211,24 @@ def tune(
         report = run(name, point_overrides(config, param, value))
         if reference["dense_val_accuracy"] is None:  # this point's dense model is the pipeline's
             reference.update(run_dir=str(run_dir), dense_val_accuracy=dense_val(report, name))
-        point = {"value": value, "run_dir": str(run_dir),
-                 **evaluate_point(report, max_drop, reference=reference["dense_val_accuracy"])}
+        point = {
+            "value": value,
+            "run_dir": str(run_dir),
+            **evaluate_point(report, max_drop, reference=reference["dense_val_accuracy"]),
+        }
         points.append(point)
         best = point["best"]
-        log.info("tune: %s = %g: sparsity %.2f%%, best %s %.2f%% (%+.2f pts), %s bytes: %s",
-                 param, value, 100 * point["pruned_sparsity"], best and best["artifact"],
-                 100 * best[VAL] if best else float("nan"), -best["drop"] if best else float("nan"),
-                 f"{best['deploy_bytes']:,}" if best else "-", "meets" if point["meets"] else "misses")
+        log.info(
+            "tune: %s = %g: sparsity %.2f%%, best %s %.2f%% (%+.2f pts), %s bytes: %s",
+            param,
+            value,
+            100 * point["pruned_sparsity"],
+            best and best["artifact"],
+            100 * best[VAL] if best else float("nan"),
+            -best["drop"] if best else float("nan"),
+            f"{best['deploy_bytes']:,}" if best else "-",
+            "meets" if point["meets"] else "misses",
+        )
         return point
 
     high, low = _round(high), _round(low)
@@ -211,26 +251,47 @@ def tune(
     return result
 
 
-def summarize(name: str, pipeline: str, param: str, bounds: tuple[float, float], max_drop: float,
-              points: list[dict]) -> dict:
+def summarize(
+    name: str,
+    pipeline: str,
+    param: str,
+    bounds: tuple[float, float],
+    max_drop: float,
+    points: list[dict],
+) -> dict:
     meeting = [p for p in points if p["meets"]]
     chosen = None
     ties: list[float] = []
     notes: list[str] = []
     if meeting:
-        best = max(meeting, key=lambda p: (round(p["pruned_sparsity"], 4), -p["best"]["deploy_bytes"],
-                                           p["best"][VAL]))
+        best = max(
+            meeting,
+            key=lambda p: (
+                round(p["pruned_sparsity"], 4),
+                -p["best"]["deploy_bytes"],
+                p["best"][VAL],
+            ),
+        )
         chosen = best["value"]
-        ties = [p["value"] for p in meeting if p is not best
-                and round(p["pruned_sparsity"], 4) == round(best["pruned_sparsity"], 4)]
+        ties = [
+            p["value"]
+            for p in meeting
+            if p is not best and round(p["pruned_sparsity"], 4) == round(best["pruned_sparsity"], 4)
+        ]
         if chosen == bounds[1]:
-            notes.append(f"the high end ({param} = {bounds[1]:g}) meets the budget: raise --high to look further")
+            notes.append(
+                f"the high end ({param} = {bounds[1]:g}) meets the budget: raise --high to look further"
+            )
         misses_below = [p["value"] for p in points if not p["meets"] and p["value"] < chosen]
         if misses_below:
-            notes.append(f"accuracy was not monotonic: {', '.join(f'{v:g}' for v in misses_below)} "
-                         f"missed the budget below the chosen {chosen:g}")
+            notes.append(
+                f"accuracy was not monotonic: {', '.join(f'{v:g}' for v in misses_below)} "
+                f"missed the budget below the chosen {chosen:g}"
+            )
     elif points:
-        notes.append(f"nothing meets the budget: even {param} = {bounds[0]:g} drops more than {max_drop:g} pts")
+        notes.append(
+            f"nothing meets the budget: even {param} = {bounds[0]:g} drops more than {max_drop:g} pts"
+        )
     return {
         "pipeline": name,
         "pipeline_file": pipeline,
@@ -255,17 +316,34 @@ def bar_sentence(result: dict) -> str:
 
 
 def _rows(result: dict) -> tuple[list[str], list[list[str]]]:
-    headers = [result["param"], "sparsity", "best artifact", "val %", "Δ pts", "deploy", "test %", "budget"]
+    headers = [
+        result["param"],
+        "sparsity",
+        "best artifact",
+        "val %",
+        "Δ pts",
+        "deploy",
+        "test %",
+        "budget",
+    ]
     rows = []
     for p in sorted(result["points"], key=lambda p: p["value"]):
         b = p["best"]
         mark = "meets" if p["meets"] else "misses"
         if p["value"] == result["chosen"]:
             mark += " (chosen)"
-        rows.append([f"{p['value']:g}", f"{p['pruned_sparsity']:.2%}", b["artifact"] if b else "-",
-                     f"{b[VAL]:.2%}" if b else "-", delta(b["drop"]) if b else "-",
-                     f"{b['deploy_bytes']:,}" if b else "-",
-                     f"{b['test_accuracy']:.2%}" if b and b.get("test_accuracy") is not None else "-", mark])
+        rows.append(
+            [
+                f"{p['value']:g}",
+                f"{p['pruned_sparsity']:.2%}",
+                b["artifact"] if b else "-",
+                f"{b[VAL]:.2%}" if b else "-",
+                delta(b["drop"]) if b else "-",
+                f"{b['deploy_bytes']:,}" if b else "-",
+                f"{b['test_accuracy']:.2%}" if b and b.get("test_accuracy") is not None else "-",
+                mark,
+            ]
+        )
     return headers, rows
 
 
@@ -274,9 +352,11 @@ def chosen_sentence(result: dict) -> str:
         return result["notes"][0] if result["notes"] else "no point was tried"
     p = next(p for p in result["points"] if p["value"] == result["chosen"])
     b = p["best"]
-    text = (f"chosen: {result['param']} = {result['chosen']:g}, sparsity {p['pruned_sparsity']:.2%}, "
-            f"{b['artifact']} validation {b[VAL]:.2%} ({delta(b['drop'])} pts against the reference "
-            f"dense {p['reference_val_accuracy']:.2%}), {b['deploy_bytes']:,} deploy bytes, in {p['run_dir']}")
+    text = (
+        f"chosen: {result['param']} = {result['chosen']:g}, sparsity {p['pruned_sparsity']:.2%}, "
+        f"{b['artifact']} validation {b[VAL]:.2%} ({delta(b['drop'])} pts against the reference "
+        f"dense {p['reference_val_accuracy']:.2%}), {b['deploy_bytes']:,} deploy bytes, in {p['run_dir']}"
+    )
     if result["ties"]:
         text += f"; tied on sparsity with {', '.join(f'{v:g}' for v in result['ties'])}"
     return text
@@ -285,18 +365,29 @@ def chosen_sentence(result: dict) -> str:
 def training_sentence(result: dict) -> str:
     n, runs = len(result["points"]), result["train_runs"]
     text = f"{n} points; training ran in {runs} of them"
-    return text + (", the others reused it from the stage cache" if runs else " (all reused it from the stage cache)")
+    return text + (
+        ", the others reused it from the stage cache"
+        if runs
+        else " (all reused it from the stage cache)"
+    )
 
 
 def format_table(result: dict) -> str:
     headers, rows = _rows(result)
     # the value, the artifact and the budget read as words; the numbers line up on the right
-    table = tables.text(headers, rows, left=[True, False, True, False, False, False, False, True], strip=True)
+    table = tables.text(
+        headers, rows, left=[True, False, True, False, False, False, False, True], strip=True
+    )
     fixed = ", ".join(f"{k}={v!r}" for k, v in result.get("fixed", {}).items())
-    lines = [f"tune {result['pipeline']}: highest {result['param']} in [{result['low']:g}, {result['high']:g}] "
-             f"within {result['max_drop']:g} pts of the reference dense" + (f" (with {fixed})" if fixed else ""),
-             f"({bar_sentence(result)})", *table, "",
-             chosen_sentence(result)]
+    lines = [
+        f"tune {result['pipeline']}: highest {result['param']} in [{result['low']:g}, {result['high']:g}] "
+        f"within {result['max_drop']:g} pts of the reference dense"
+        + (f" (with {fixed})" if fixed else ""),
+        f"({bar_sentence(result)})",
+        *table,
+        "",
+        chosen_sentence(result),
+    ]
     lines += [n for n in result["notes"] if n != chosen_sentence(result)]
     lines.append(training_sentence(result))
     return "\n".join(lines)
@@ -304,13 +395,22 @@ def format_table(result: dict) -> str:
 
 def format_markdown(result: dict) -> str:
     headers, rows = _rows(result)
-    out = [f"# Tune {result['pipeline']}", "",
-           f"Highest `{result['param']}` in [{result['low']:g}, {result['high']:g}] whose best artifact "
-           f"(the smallest within budget) is at most {result['max_drop']:g} pts below the reference "
-           f"dense model on the validation split; {bar_sentence(result)} (val %; test % is only reported). "
-           "Sparsity: zeros among the pruned layers' weights.", ""]
+    out = [
+        f"# Tune {result['pipeline']}",
+        "",
+        f"Highest `{result['param']}` in [{result['low']:g}, {result['high']:g}] whose best artifact "
+        f"(the smallest within budget) is at most {result['max_drop']:g} pts below the reference "
+        f"dense model on the validation split; {bar_sentence(result)} (val %; test % is only reported). "
+        "Sparsity: zeros among the pruned layers' weights.",
+        "",
+    ]
     if result.get("fixed"):
-        out += ["Every point with " + ", ".join(f"`{k} = {v!r}`" for k, v in result["fixed"].items()) + ".", ""]
+        out += [
+            "Every point with "
+            + ", ".join(f"`{k} = {v!r}`" for k, v in result["fixed"].items())
+            + ".",
+            "",
+        ]
     out += tables.markdown(headers, rows)
     out += ["", chosen_sentence(result) + "."]
     out += [f"- {n}" for n in result["notes"] if n != chosen_sentence(result)]

@@ -47,7 +47,9 @@ def parse_literal(text: str) -> Any:
     except tomllib.TOMLDecodeError:
         if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.+-]*", text):
             return text
-        raise CompressError(f"{text!r} is not a TOML value (numbers, \"strings\", true/false, [arrays])") from None
+        raise CompressError(
+            f'{text!r} is not a TOML value (numbers, "strings", true/false, [arrays])'
+        ) from None
 
 
 def parse_set(spec: str) -> tuple[str, list[Any]]:
@@ -55,7 +57,9 @@ def parse_set(spec: str) -> tuple[str, list[Any]]:
     key, sep, values = spec.partition("=")
     key = key.strip()
     if not sep or not key or not values.strip():
-        raise CompressError(f"--set {spec!r}: expected KEY=VALUE[,VALUE...], e.g. prune.amount=0.9,0.95")
+        raise CompressError(
+            f"--set {spec!r}: expected KEY=VALUE[,VALUE...], e.g. prune.amount=0.9,0.95"
+        )
     try:
         return key, [parse_literal(v) for v in split_top_level(values)]
     except CompressError as exc:
@@ -69,7 +73,9 @@ def sweep_axes(config: PipelineConfig, sets: list[str] = ()) -> dict[str, list[A
         key, values = parse_set(spec)
         axes[key] = values
     if not axes:
-        raise CompressError("nothing to sweep: give --set KEY=VALUES or a [sweep] table in the pipeline file")
+        raise CompressError(
+            "nothing to sweep: give --set KEY=VALUES or a [sweep] table in the pipeline file"
+        )
     return axes
 
 
@@ -118,6 +124,8 @@ def plan_variants(config: PipelineConfig, axes: dict[str, list[Any]]) -> list[di
         variants.append({"name": name, "overrides": combo})
     for key, why in reasons.items():
         if None not in why:  # no variant reads it: they would all be the same run
-            raise CompressError(f"sweep over {key}: the pipeline ignores it ({sorted(why)[0]}), "
-                                "so every variant would be the same run")
+            raise CompressError(
+                f"sweep over {key}: the pipeline ignores it ({sorted(why)[0]}), "
+                "so every variant would be the same run"
+            )
     return variants

@@ -43,9 +43,27 @@ from compress.data.registry import get_source, list_sources, register_source
 from compress.errors import DataError
 
 __all__ = [
-    "DATASETS", "IDX_IMAGES_MAGIC", "IDX_LABELS_MAGIC", "SPLITS", "SPLIT_FILES", "DataSource", "Dataset",
-    "DatasetSpec", "channel_stats", "check_files", "data_root", "get_source", "list_sources", "load_data",
-    "load_dataset", "locate_files", "peek_data", "published", "read_idx", "register_source", "source_of",
+    "DATASETS",
+    "IDX_IMAGES_MAGIC",
+    "IDX_LABELS_MAGIC",
+    "SPLITS",
+    "SPLIT_FILES",
+    "DataSource",
+    "Dataset",
+    "DatasetSpec",
+    "channel_stats",
+    "check_files",
+    "data_root",
+    "get_source",
+    "list_sources",
+    "load_data",
+    "load_dataset",
+    "locate_files",
+    "peek_data",
+    "published",
+    "read_idx",
+    "register_source",
+    "source_of",
 ]
 
 
@@ -54,7 +72,9 @@ def source_of(config: DataCommon) -> DataSource:
     return get_source(config.name)()
 
 
-def load_dataset(name: str, root: str | Path, download: bool = True, validation: float = 0.1, seed: int = 0) -> Dataset:
+def load_dataset(
+    name: str, root: str | Path, download: bool = True, validation: float = 0.1, seed: int = 0
+) -> Dataset:
     """A data set known by name (IDX or torchvision's), read from under `root`, its files not
     compared with the published checksums."""
     known = [n for n, source in list_sources().items() if source.named]
@@ -63,12 +83,15 @@ def load_dataset(name: str, root: str | Path, download: bool = True, validation:
     source = get_source(name)
     # Built unvalidated: a library caller may hold nothing out (validation = 0), which a
     # pipeline file may not.
-    config = source.Config.model_construct(name=name, download=download, validation=validation, seed=seed,
-                                           verify="off")
+    config = source.Config.model_construct(
+        name=name, download=download, validation=validation, seed=seed, verify="off"
+    )
     return source().load(config, Path(root))
 
 
-def data_root(config: DataCommon, base_dir: str | Path = ".", override: str | Path | None = None) -> Path | None:
+def data_root(
+    config: DataCommon, base_dir: str | Path = ".", override: str | Path | None = None
+) -> Path | None:
     """The folder `config` reads from. Named data sets (MNIST, CIFAR, ...): --data-root, else
     [data] root (relative to the pipeline file's folder), else ./data. --data-root is the
     folder of the named data sets, so it does not replace a pipeline's own files: a CSV
@@ -77,7 +100,9 @@ def data_root(config: DataCommon, base_dir: str | Path = ".", override: str | Pa
     return source_of(config).root(config, base_dir, override)
 
 
-def check_files(config: DataCommon, base_dir: str | Path = ".", override: str | Path | None = None) -> None:
+def check_files(
+    config: DataCommon, base_dir: str | Path = ".", override: str | Path | None = None
+) -> None:
     """That the folders and files `config` names exist, without reading them: a root given
     in [data] or with --data-root, and what the source checks (an image folder's train/, a
     CSV table's files). Cheap, so `run` and `validate` call it before anything is loaded."""
@@ -85,13 +110,19 @@ def check_files(config: DataCommon, base_dir: str | Path = ".", override: str | 
     root = source.root(config, base_dir, override)
     explicit = override is not None or config.root is not None
     if explicit and root is not None and not root.is_dir():
-        given = "--data-root" if override is not None and root == Path(override).expanduser() else "[data] root"
+        given = (
+            "--data-root"
+            if override is not None and root == Path(override).expanduser()
+            else "[data] root"
+        )
         what = "is not a folder" if root.exists() else "does not exist"
         raise DataError(f"data root {root} ({given}) {what}")
     source.check(config, root)
 
 
-def load_data(config: DataCommon, base_dir: str | Path = ".", override: str | Path | None = None) -> Dataset:
+def load_data(
+    config: DataCommon, base_dir: str | Path = ".", override: str | Path | None = None
+) -> Dataset:
     """The Dataset a pipeline's [data] section describes."""
     source = source_of(config)
     return source.load(config, source.root(config, base_dir, override))

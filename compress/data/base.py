@@ -54,7 +54,9 @@ class DataSource:
     # which compress.data.load_dataset reads; false for a user's own files.
     named: ClassVar[bool] = False
 
-    def root(self, config: DataCommon, base_dir: str | Path, override: str | Path | None) -> Path | None:
+    def root(
+        self, config: DataCommon, base_dir: str | Path, override: str | Path | None
+    ) -> Path | None:
         """The folder the data is read from: --data-root (`override`), else [data] root,
         else ./data. Sources of a pipeline's own files override this: --data-root is the
         folder of the named data sets."""

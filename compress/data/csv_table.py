@@ -41,7 +41,9 @@ class CsvDataConfig(DataCommon):
     name: Literal["csv"]
     train: str
     test: str | None = None
-    test_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] | None = None  # without test: default 0.2
+    test_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] | None = (
+        None  # without test: default 0.2
+    )
     label: str
     features: Annotated[list[str], Field(min_length=1)] | None = None  # default: every other column
 
@@ -62,14 +64,18 @@ def check_file(path: Path) -> None:
         raise DataError(f"CSV file {path} {'is not a file' if path.exists() else 'does not exist'}")
 
 
-def read_table(path: Path, label: str, features: list[str] | None) -> tuple[list[str], np.ndarray, list[str]]:
+def read_table(
+    path: Path, label: str, features: list[str] | None
+) -> tuple[list[str], np.ndarray, list[str]]:
     """(feature names, float32 values [N, F], label strings) of one CSV file."""
     check_file(path)
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             rows = list(csv.reader(f))
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path} is not a UTF-8 text file (byte {exc.start}): is it a CSV file?") from None
+        raise DataError(
+            f"{path} is not a UTF-8 text file (byte {exc.start}): is it a CSV file?"
+        ) from None
     except (OSError, csv.Error) as exc:
         raise DataError(f"cannot read CSV file {path}: {exc}") from None
     if not rows or not any(cell.strip() for cell in rows[0]):
@@ -79,27 +85,37 @@ def read_table(path: Path, label: str, features: list[str] | None) -> tuple[list
     if duplicates:
         raise DataError(f"{path}: column {duplicates[0]!r} appears more than once in the header")
     if label not in header:
-        raise DataError(f"{path} has no label column {label!r}{_did_you_mean(label, header)} "
-                        f"(columns: {', '.join(header)})")
+        raise DataError(
+            f"{path} has no label column {label!r}{_did_you_mean(label, header)} "
+            f"(columns: {', '.join(header)})"
+        )
     names = features if features is not None else [c for c in header if c != label]
     missing = [c for c in names if c not in header]
     if missing:
-        raise DataError(f"{path} has no column {missing[0]!r} named in [data] features"
-                        f"{_did_you_mean(missing[0], header)} (columns: {', '.join(header)})")
+        raise DataError(
+            f"{path} has no column {missing[0]!r} named in [data] features"
+            f"{_did_you_mean(missing[0], header)} (columns: {', '.join(header)})"
+        )
     if label in names:
         raise DataError(f"[data] features names the label column {label!r}")
     if not names:
         raise DataError(f"{path} has no feature columns besides the label {label!r}")
     columns = [header.index(c) for c in names]
     label_column = header.index(label)
-    body = [(number, row) for number, row in enumerate(rows[1:], start=2) if any(cell.strip() for cell in row)]
+    body = [
+        (number, row)
+        for number, row in enumerate(rows[1:], start=2)
+        if any(cell.strip() for cell in row)
+    ]
     if not body:
         raise DataError(f"{path} holds a header but no rows")
     values = np.empty((len(body), len(names)), dtype=np.float32)
     labels = []
     for i, (number, row) in enumerate(body):
         if len(row) != len(header):
-            raise DataError(f"{path}, row {number}: {len(row)} cells, but the header names {len(header)} columns")
+            raise DataError(
+                f"{path}, row {number}: {len(row)} cells, but the header names {len(header)} columns"
+            )
         labels.append(_label(path, number, label, row[label_column]))
         for j, (name, column) in enumerate(zip(names, columns, strict=True)):
             values[i, j] = _number(path, number, name, row[column])
@@ -130,7 +146,11 @@ def class_names(labels: list[str]) -> list[str]:
     """Distinct labels, sorted: numerically when all are integers (so 2 comes before 10)."""
     distinct = set(labels)
     try:
-        return [str(v) for v in sorted({int(v) for v in distinct})] if all(_is_int(v) for v in distinct) else sorted(distinct)
+        return (
+            [str(v) for v in sorted({int(v) for v in distinct})]
+            if all(_is_int(v) for v in distinct)
+            else sorted(distinct)
+        )
     except ValueError:
         return sorted(distinct)
 
@@ -158,7 +178,9 @@ class Csv(DataSource):
     names = ("csv",)
     Config = CsvDataConfig
 
-    def root(self, config: CsvDataConfig, base_dir: str | Path, override: str | Path | None) -> Path:
+    def root(
+        self, config: CsvDataConfig, base_dir: str | Path, override: str | Path | None
+    ) -> Path:
         """[data] root, else the pipeline file's folder: --data-root (the named data sets'
         folder) does not move a pipeline's own files."""
         return own_root(config, base_dir) or Path(base_dir)
@@ -176,18 +198,24 @@ class Csv(DataSource):
         y_train = [_canonical(v) for v in y_train]
         if config.test is not None:
             test_path = resolve(root, config.test)
-            test_names, x_test, y_test = read_table(test_path, config.label, config.features or names)
+            test_names, x_test, y_test = read_table(
+                test_path, config.label, config.features or names
+            )
             y_test = [_canonical(v) for v in y_test]
             if test_names != names:
                 raise DataError(f"{test_path} has other feature columns than {train_path}")
             unknown = sorted(set(y_test) - set(y_train))
             if unknown:
-                raise DataError(f"{test_path} has label {unknown[0]!r}, which {train_path} never has "
-                                f"(its labels: {', '.join(class_names(y_train))})")
+                raise DataError(
+                    f"{test_path} has label {unknown[0]!r}, which {train_path} never has "
+                    f"(its labels: {', '.join(class_names(y_train))})"
+                )
             files[str(test_path)] = sha256_file(test_path)
         classes = class_names(y_train)
         if len(classes) < 2:
-            raise DataError(f"{train_path}: every row has label {classes[0]!r}; classification needs at least two")
+            raise DataError(
+                f"{train_path}: every row has label {classes[0]!r}; classification needs at least two"
+            )
         index = {c: i for i, c in enumerate(classes)}
         images = {"train": torch.from_numpy(x_train)}
         labels = {"train": torch.tensor([index[v] for v in y_train], dtype=torch.long)}
@@ -199,11 +227,26 @@ class Csv(DataSource):
         mean = x.mean(0)
         std = x.std(0, correction=0)
         std = torch.where(std > 0, std, torch.ones_like(std))
-        settings = {"source": "csv", "label": config.label, "features": names, "validation": config.validation,
-                    "seed": config.seed, "test_fraction": config.test_fraction}
-        return Dataset(name=table_name(train_path), images=images, labels=labels, classes=tuple(classes),
-                       mean=tuple(mean.tolist()), std=tuple(std.tolist()), files=files, kind="table",
-                       feature_names=tuple(names), settings=settings)
+        settings = {
+            "source": "csv",
+            "label": config.label,
+            "features": names,
+            "validation": config.validation,
+            "seed": config.seed,
+            "test_fraction": config.test_fraction,
+        }
+        return Dataset(
+            name=table_name(train_path),
+            images=images,
+            labels=labels,
+            classes=tuple(classes),
+            mean=tuple(mean.tolist()),
+            std=tuple(std.tolist()),
+            files=files,
+            kind="table",
+            feature_names=tuple(names),
+            settings=settings,
+        )
 
     def peek(self, config: CsvDataConfig, root: Path) -> tuple[tuple[int, ...], int] | None:
         """Input shape and number of classes (reads the training file)."""
@@ -219,4 +262,3 @@ def table_name(path: Path) -> str:
     (a file's stem alone, "train", would not say which table)."""
     folder = path.resolve().parent.name
     return f"{folder}/{path.name}" if folder else path.name
-

@@ -39,7 +39,9 @@ class Dataset:
     kind: str = "image"  # "image" | "table"
     feature_names: tuple[str, ...] | None = None  # table columns in input order; None for images
     scale: float = 1 / 255  # images: raw pixel -> 0..1
-    settings: dict = field(default_factory=dict)  # source settings that shape the tensors (cache keys)
+    settings: dict = field(
+        default_factory=dict
+    )  # source settings that shape the tensors (cache keys)
 
     def __post_init__(self) -> None:
         width = self.images["train"].shape[1]  # channels or features
@@ -62,7 +64,11 @@ class Dataset:
     def preprocessing(self) -> dict:
         """The ONNX metadata `preprocessing`: what a deployer does to a raw sample."""
         if self.kind == "table":
-            return {"features": list(self.feature_names or ()), "mean": list(self.mean), "std": list(self.std)}
+            return {
+                "features": list(self.feature_names or ()),
+                "mean": list(self.mean),
+                "std": list(self.std),
+            }
         channels, height, width = self.input_shape
         return {
             "scale": self.scale,
@@ -130,7 +136,9 @@ def _per_entry(value: float | tuple[float, ...] | list[float], width: int) -> tu
     return values
 
 
-def channel_stats(images: torch.Tensor, scale: float = 1 / 255) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def channel_stats(
+    images: torch.Tensor, scale: float = 1 / 255
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std of uint8 images [N, C, H, W] after `* scale` (a std of 0,
     a constant channel, becomes 1 so that normalizing never divides by zero)."""
     channels = images.shape[1]
@@ -145,4 +153,3 @@ def channel_stats(images: torch.Tensor, scale: float = 1 / 255) -> tuple[tuple[f
     std = (squares / count - mean * mean).clamp_min(0).sqrt()
     mean, std = mean * scale, std * scale
     return tuple(mean.tolist()), tuple(torch.where(std > 0, std, torch.ones_like(std)).tolist())
-

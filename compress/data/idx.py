@@ -79,8 +79,16 @@ DATASETS: dict[str, DatasetSpec] = {
         system_dirs=("/usr/share/datasets/fashion-mnist",),
         torchvision_class="FashionMNIST",
         classes=(
-            "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
         ),
         mean=0.2860,
         std=0.3530,
@@ -205,8 +213,12 @@ class Idx(DataSource):
         images, labels = _read_splits(spec, files)
         split_dataset(images, labels, config.validation, config.seed)
         log.debug(
-            "loaded %s: %d train, %d validation, %d test images from %s", spec.name, len(labels["train"]),
-            len(labels["val"]), len(labels["test"]), files["train-images"].parent,
+            "loaded %s: %d train, %d validation, %d test images from %s",
+            spec.name,
+            len(labels["train"]),
+            len(labels["val"]),
+            len(labels["test"]),
+            files["train-images"].parent,
         )
         data = Dataset(
             name=spec.name,
@@ -234,7 +246,9 @@ def _files(spec: DatasetSpec, root: Path, download: bool) -> dict[str, Path]:
         try:
             _download(spec, root)
         except DataError as exc:
-            raise DataError(_missing_message(spec, root, files, str(exc).removeprefix(f"{spec.name}: "))) from None
+            raise DataError(
+                _missing_message(spec, root, files, str(exc).removeprefix(f"{spec.name}: "))
+            ) from None
         files = locate_files(spec, root)
     if _missing(files):
         reason = "download failed" if download else "download is off ([data] download = false)"
@@ -245,8 +259,10 @@ def _files(spec: DatasetSpec, root: Path, download: bool) -> dict[str, Path]:
 def _read_splits(spec: DatasetSpec, files: dict[str, Path]) -> tuple[dict, dict]:
     """Images [N, 1, H, W] and labels per split; every file is read (and checked) before
     the splits are checked against each other."""
-    arrays = {key: read_idx(path, IDX_IMAGES_MAGIC if key.endswith("images") else IDX_LABELS_MAGIC)
-              for key, path in files.items()}
+    arrays = {
+        key: read_idx(path, IDX_IMAGES_MAGIC if key.endswith("images") else IDX_LABELS_MAGIC)
+        for key, path in files.items()
+    }
     images, labels = {}, {}
     for split in SPLIT_FILES:
         x, y = arrays[f"{split}-images"], arrays[f"{split}-labels"]
@@ -261,7 +277,9 @@ def _read_splits(spec: DatasetSpec, files: dict[str, Path]) -> tuple[dict, dict]
         if len(x) != len(y):
             raise DataError(f"{x_path} holds {len(x)} images but {y_path} holds {len(y)} labels")
         if y.size and int(y.max()) >= len(spec.classes):
-            raise DataError(f"{y_path} has label {int(y.max())}, but {spec.name} has {len(spec.classes)} classes")
+            raise DataError(
+                f"{y_path} has label {int(y.max())}, but {spec.name} has {len(spec.classes)} classes"
+            )
         images[split] = torch.from_numpy(x.copy()).unsqueeze(1)
         labels[split] = torch.from_numpy(y.astype(np.int64))
     return images, labels

@@ -63,8 +63,11 @@ def _images_under(folder: Path, extensions: set[str]) -> list[str]:
     found = []
     for parent, dirs, files in os.walk(folder):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
-        found += [parent + os.sep + f for f in files
-                  if not f.startswith(".") and os.path.splitext(f)[1].lower() in extensions]
+        found += [
+            parent + os.sep + f
+            for f in files
+            if not f.startswith(".") and os.path.splitext(f)[1].lower() in extensions
+        ]
     return sorted(found)
 
 
@@ -78,7 +81,9 @@ def list_split(folder: Path) -> dict[str, list[str]]:
     for class_dir in classes:
         files = _images_under(class_dir, extensions)
         if not files:
-            raise DataError(f"class folder {class_dir} holds no images ({', '.join(sorted(extensions)[:6])}, ...)")
+            raise DataError(
+                f"class folder {class_dir} holds no images ({', '.join(sorted(extensions)[:6])}, ...)"
+            )
         found[class_dir.name] = files
     return found
 
@@ -86,7 +91,9 @@ def list_split(folder: Path) -> dict[str, list[str]]:
 def check_root(root: Path) -> None:
     """That `root` is a folder with a train/ folder in it (without listing the images)."""
     if not root.is_dir():
-        raise DataError(f"image folder {root} {'is not a folder' if root.exists() else 'does not exist'}")
+        raise DataError(
+            f"image folder {root} {'is not a folder' if root.exists() else 'does not exist'}"
+        )
     if not (root / "train").is_dir():
         raise DataError(f"{root} has no train/ folder: expected {root}/train/<class>/<image>")
 
@@ -97,17 +104,25 @@ def _layout(root: Path, test_fraction: float | None) -> dict[str, dict[str, list
     layout = {"train": list_split(train_dir)}
     if test_dir.is_dir():
         if test_fraction is not None:
-            raise DataError(f"{root} has a test/ folder: remove [data] test_fraction, or the test/ folder")
+            raise DataError(
+                f"{root} has a test/ folder: remove [data] test_fraction, or the test/ folder"
+            )
         layout["test"] = list_split(test_dir)
         if set(layout["test"]) != set(layout["train"]):
             only_train = sorted(set(layout["train"]) - set(layout["test"]))
             only_test = sorted(set(layout["test"]) - set(layout["train"]))
-            parts = [f"only in train/: {', '.join(only_train)}" if only_train else "",
-                     f"only in test/: {', '.join(only_test)}" if only_test else ""]
-            raise DataError(f"{root}: train/ and test/ have different classes ({'; '.join(p for p in parts if p)})")
+            parts = [
+                f"only in train/: {', '.join(only_train)}" if only_train else "",
+                f"only in test/: {', '.join(only_test)}" if only_test else "",
+            ]
+            raise DataError(
+                f"{root}: train/ and test/ have different classes ({'; '.join(p for p in parts if p)})"
+            )
     if len(layout["train"]) < 2:
-        raise DataError(f"{train_dir} holds one class only ({next(iter(layout['train']))}): "
-                        "classification needs at least two class folders")
+        raise DataError(
+            f"{train_dir} holds one class only ({next(iter(layout['train']))}): "
+            "classification needs at least two class folders"
+        )
     return layout
 
 
@@ -118,7 +133,10 @@ def _content_key(root: Path, layout: dict, settings: dict) -> tuple[str, Path, d
     modification time, hash), so a later run reads only the files whose size or
     modification time changed: on an unchanged folder it costs one stat per file.
     """
-    index_path = cache_dir() / f"imagefolder-index-{hashlib.blake2b(str(root.resolve()).encode(), digest_size=8).hexdigest()}.npz"
+    index_path = (
+        cache_dir()
+        / f"imagefolder-index-{hashlib.blake2b(str(root.resolve()).encode(), digest_size=8).hexdigest()}.npz"
+    )
     index = _read_index(index_path)
     fresh = {}
     digest = hashlib.blake2b(repr(sorted(settings.items())).encode(), digest_size=16)
@@ -151,7 +169,10 @@ def _read_index(path: Path) -> dict[str, tuple[int, int, str]]:
         return {}
     if not (len(names) == len(sizes) == len(times) == len(hashes) // 32):
         return {}
-    return {n: (s, t, hashes[32 * i : 32 * i + 32]) for i, (n, s, t) in enumerate(zip(names, sizes, times, strict=True))}
+    return {
+        n: (s, t, hashes[32 * i : 32 * i + 32])
+        for i, (n, s, t) in enumerate(zip(names, sizes, times, strict=True))
+    }
 
 
 def _write_index(path: Path, index: dict[str, tuple[int, int, str]]) -> None:
@@ -160,9 +181,13 @@ def _write_index(path: Path, index: dict[str, tuple[int, int, str]]) -> None:
     values = list(index.values())
     try:
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez(f, names=names, sizes=np.array([v[0] for v in values], dtype=np.int64),
-                     times=np.array([v[1] for v in values], dtype=np.int64),
-                     hashes=np.frombuffer(bytes.fromhex("".join(v[2] for v in values)), dtype=np.uint8))
+            np.savez(
+                f,
+                names=names,
+                sizes=np.array([v[0] for v in values], dtype=np.int64),
+                times=np.array([v[1] for v in values], dtype=np.int64),
+                hashes=np.frombuffer(bytes.fromhex("".join(v[2] for v in values)), dtype=np.uint8),
+            )
     except OSError as exc:  # a read-only cache folder costs speed, not the run
         log.warning("cannot write the image index %s (%s)", path, exc.strerror)
 
@@ -183,8 +208,9 @@ def _decode(path: str, channels: int, size: tuple[int, int] | None) -> np.ndarra
     return array[None] if channels == 1 else array.transpose(2, 0, 1)
 
 
-def _decode_split(classes: dict[str, list[str]], names: list[str], channels: int,
-                  size: tuple[int, int] | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _decode_split(
+    classes: dict[str, list[str]], names: list[str], channels: int, size: tuple[int, int] | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     paths = [(names.index(name), path) for name, files in classes.items() for path in files]
     first = _decode(paths[0][1], channels, size)
     shape = first.shape
@@ -212,8 +238,9 @@ def _read_cache(path: Path) -> dict | None:
     return state if isinstance(state, dict) and state.get("format") == CACHE_FORMAT else None
 
 
-def decode_folder(root: Path, channels: int, image_size: list[int] | None,
-                  test_fraction: float | None) -> tuple[dict, list[str], str]:
+def decode_folder(
+    root: Path, channels: int, image_size: list[int] | None, test_fraction: float | None
+) -> tuple[dict, list[str], str]:
     """The decoded splits ("train", and "test" when root has test/), class names and the
     content key, from the cache when it holds them."""
     layout = _layout(root, test_fraction)
@@ -226,18 +253,30 @@ def decode_folder(root: Path, channels: int, image_size: list[int] | None,
     if state is not None:
         if new_index is not None:
             _write_index(index_path, new_index)
-        log.info("image folder %s: tensors from cache %s (%.1fs)", root, cache_file, time.perf_counter() - started)
+        log.info(
+            "image folder %s: tensors from cache %s (%.1fs)",
+            root,
+            cache_file,
+            time.perf_counter() - started,
+        )
         return state["splits"], state["classes"], key
     size = (image_size[0], image_size[1]) if image_size else None
-    splits = {split: _decode_split(classes, names, channels, size) for split, classes in layout.items()}
+    splits = {
+        split: _decode_split(classes, names, channels, size) for split, classes in layout.items()
+    }
     count = sum(len(y) for _, y in splits.values())
-    log.info("image folder %s: decoded %d images in %.1fs", root, count, time.perf_counter() - started)
+    log.info(
+        "image folder %s: decoded %d images in %.1fs", root, count, time.perf_counter() - started
+    )
     try:
         with atomic_path(cache_file) as tmp:
             torch.save({"format": CACHE_FORMAT, "splits": splits, "classes": names}, tmp)
     except OSError as exc:  # a read-only cache folder costs speed, not the run
-        log.warning("cannot write the image cache %s (%s); images will be decoded again next time",
-                    cache_file, exc.strerror)
+        log.warning(
+            "cannot write the image cache %s (%s); images will be decoded again next time",
+            cache_file,
+            exc.strerror,
+        )
     if new_index is not None:
         _write_index(index_path, new_index)
     return splits, names, key
@@ -247,9 +286,13 @@ class ImageFolderDataConfig(ImageDataCommon):
     """root/train/<class>/<image> and root/test/<class>/<image> (or test_fraction)."""
 
     name: Literal["imagefolder"]
-    image_size: Annotated[list[PositiveInt], Field(min_length=2, max_length=2)] | None = None  # [h, w]
+    image_size: Annotated[list[PositiveInt], Field(min_length=2, max_length=2)] | None = (
+        None  # [h, w]
+    )
     channels: Literal[1, 3] = 3
-    test_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] | None = None  # without test/: default 0.2
+    test_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] | None = (
+        None  # without test/: default 0.2
+    )
 
 
 @register_source
@@ -257,7 +300,9 @@ class ImageFolder(DataSource):
     names = ("imagefolder",)
     Config = ImageFolderDataConfig
 
-    def root(self, config: ImageFolderDataConfig, base_dir: str | Path, override: str | Path | None) -> Path | None:
+    def root(
+        self, config: ImageFolderDataConfig, base_dir: str | Path, override: str | Path | None
+    ) -> Path | None:
         """[data] root, else --data-root; None without either (check and load refuse it)."""
         if config.root is None and override is not None:
             return Path(override).expanduser()
@@ -269,17 +314,33 @@ class ImageFolder(DataSource):
     def load(self, config: ImageFolderDataConfig, root: Path | None) -> Dataset:
         """The image folder `root` as a Dataset (see the module docstring)."""
         root = _needed(root)
-        splits, classes, key = decode_folder(root, config.channels, config.image_size, config.test_fraction)
+        splits, classes, key = decode_folder(
+            root, config.channels, config.image_size, config.test_fraction
+        )
         images = {split: x for split, (x, _) in splits.items()}
         labels = {split: y for split, (_, y) in splits.items()}
         split_dataset(images, labels, config.validation, config.seed, config.test_fraction)
         mean, std = channel_stats(images["train"])
-        settings = {"source": "imagefolder", "validation": config.validation, "seed": config.seed,
-                    "test_fraction": config.test_fraction}
-        return Dataset(name="imagefolder", images=images, labels=labels, classes=tuple(classes), mean=mean,
-                       std=std, files={str(root): key}, settings=settings)
+        settings = {
+            "source": "imagefolder",
+            "validation": config.validation,
+            "seed": config.seed,
+            "test_fraction": config.test_fraction,
+        }
+        return Dataset(
+            name="imagefolder",
+            images=images,
+            labels=labels,
+            classes=tuple(classes),
+            mean=mean,
+            std=std,
+            files={str(root): key},
+            settings=settings,
+        )
 
-    def peek(self, config: ImageFolderDataConfig, root: Path | None) -> tuple[tuple[int, ...], int] | None:
+    def peek(
+        self, config: ImageFolderDataConfig, root: Path | None
+    ) -> tuple[tuple[int, ...], int] | None:
         """Input shape and number of classes from the folder names and the first image's
         header (None when there is no train/ folder to look at)."""
         if root is None or not (root / "train").is_dir():
@@ -294,7 +355,9 @@ class ImageFolder(DataSource):
             with Image.open(first) as image:
                 width, height = image.size
         except (UnidentifiedImageError, OSError) as exc:
-            raise DataError(f"{first} is not a readable image ({type(exc).__name__}: {exc})") from None
+            raise DataError(
+                f"{first} is not a readable image ({type(exc).__name__}: {exc})"
+            ) from None
         return (config.channels, height, width), len(classes)
 
 

@@ -136,11 +136,15 @@ def _check_idx_files(name: str, files: list[Path]) -> list[str]:
             log.info("%s: %s publishes checksums of the .gz files only; not verified", path, name)
             continue
         if found is not None:
-            problems.append(f"{path} is {found}'s {stem}, not {name}'s (by its published checksum): "
-                            f"is [data] name or root wrong?")
+            problems.append(
+                f"{path} is {found}'s {stem}, not {name}'s (by its published checksum): "
+                f"is [data] name or root wrong?"
+            )
         else:
-            problems.append(f"{path} does not match {name}'s published checksum "
-                            f"(a damaged or other copy of {stem}, or the same content compressed otherwise)")
+            problems.append(
+                f"{path} does not match {name}'s published checksum "
+                f"(a damaged or other copy of {stem}, or the same content compressed otherwise)"
+            )
     return problems
 
 
@@ -150,20 +154,33 @@ def _check_plain_files(name: str, files: list[Path]) -> list[str]:
         if path.name not in PUBLISHED_FILE_MD5[name]:
             continue
         digest = hashlib.md5(path.read_bytes()).hexdigest()
-        found = next((other for other, table in PUBLISHED_FILE_MD5.items() if table.get(path.name) == digest), None)
+        found = next(
+            (
+                other
+                for other, table in PUBLISHED_FILE_MD5.items()
+                if table.get(path.name) == digest
+            ),
+            None,
+        )
         if found == name:
             continue
         if found is not None:
-            problems.append(f"{path} is {found}'s {path.name}, not {name}'s (by its published checksum): "
-                            f"is [data] name or root wrong?")
+            problems.append(
+                f"{path} is {found}'s {path.name}, not {name}'s (by its published checksum): "
+                f"is [data] name or root wrong?"
+            )
         else:
-            problems.append(f"{path} does not match {name}'s published checksum (a damaged or other copy)")
+            problems.append(
+                f"{path} does not match {name}'s published checksum (a damaged or other copy)"
+            )
     return problems
 
 
 def _report(problems: list[str], mode: str) -> list[str]:
     if problems and mode == "strict":
-        raise DataError("; ".join(problems) + " ([data] verify = 'strict'; 'warn' goes on with a warning)")
+        raise DataError(
+            "; ".join(problems) + " ([data] verify = 'strict'; 'warn' goes on with a warning)"
+        )
     for problem in problems:
         log.warning("%s", problem)
     return problems

@@ -23,7 +23,12 @@ from compress.registry import unknown_name_message
 # none of them, so compress.config can look a [data] name up (the source modules are
 # imported on first lookup, as pruning methods are) without an import cycle.
 
-BUILTIN = ("idx", "torchvision_sets", "imagefolder", "csv_table")  # modules of compress.data, in listing order
+BUILTIN = (
+    "idx",
+    "torchvision_sets",
+    "imagefolder",
+    "csv_table",
+)  # modules of compress.data, in listing order
 
 _REGISTRY: dict[str, type] = {}
 _loaded = False
@@ -32,7 +37,9 @@ _loaded = False
 def register_source(source: type) -> type:
     """Register a DataSource subclass under each of its `names` (usable as a class decorator)."""
     if not issubclass(source.Config, DataCommon):
-        raise ValueError(f"data source {source.__name__}: its Config must subclass compress.config.DataCommon")
+        raise ValueError(
+            f"data source {source.__name__}: its Config must subclass compress.config.DataCommon"
+        )
     declared = typing.get_args(source.Config.model_fields["name"].annotation)
     for name in source.names:
         if name in _REGISTRY and _REGISTRY[name] is not source:

@@ -25,7 +25,10 @@ DEFAULT_TEST_FRACTION = 0.2  # of the training files, when a source has no test 
 
 
 def split_dataset(
-    images: dict[str, torch.Tensor], labels: dict[str, torch.Tensor], validation: float, seed: int,
+    images: dict[str, torch.Tensor],
+    labels: dict[str, torch.Tensor],
+    validation: float,
+    seed: int,
     test_fraction: float | None = None,
 ) -> None:
     """Make the splits "train", "val" and "test" in place from "train" (and "test", if read):
@@ -40,8 +43,12 @@ def split_dataset(
 
 
 def split_off(
-    images: dict[str, torch.Tensor], labels: dict[str, torch.Tensor], source: str, target: str,
-    held: torch.Tensor, kept: torch.Tensor,
+    images: dict[str, torch.Tensor],
+    labels: dict[str, torch.Tensor],
+    source: str,
+    target: str,
+    held: torch.Tensor,
+    kept: torch.Tensor,
 ) -> None:
     """Move the samples `held` of split `source` into a new split `target`, in place."""
     images[target], labels[target] = images[source][held], labels[source][held]

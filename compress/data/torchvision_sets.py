@@ -64,9 +64,12 @@ class _ArraysOnly(pickle.Unpickler):
     """Unpickles numpy arrays and plain containers; refuses every other global."""
 
     ALLOWED = {
-        ("numpy", "ndarray"), ("numpy", "dtype"),
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
         ("_codecs", "encode"),
     }
 
@@ -87,28 +90,40 @@ def read_pickle(path: Path) -> dict:
     except pickle.UnpicklingError as exc:
         raise DataError(f"refusing to read {path}: {exc} (not a CIFAR batch)") from None
     except Exception as exc:  # truncated or not a pickle at all
-        raise DataError(f"{path} is not a readable CIFAR batch ({type(exc).__name__}: {exc})") from None
+        raise DataError(
+            f"{path} is not a readable CIFAR batch ({type(exc).__name__}: {exc})"
+        ) from None
     if not isinstance(value, dict):
-        raise DataError(f"{path} is not a CIFAR batch: it holds a {type(value).__name__}, not a dict")
+        raise DataError(
+            f"{path} is not a CIFAR batch: it holds a {type(value).__name__}, not a dict"
+        )
     return {k.encode() if isinstance(k, str) else k: v for k, v in value.items()}
 
 
-def _cifar_split(folder: Path, names: list[str], label_key: bytes, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def _cifar_split(
+    folder: Path, names: list[str], label_key: bytes, num_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
     images, labels = [], []
     for name in names:
         path = folder / name
         batch = read_pickle(path)
         if b"data" not in batch or label_key not in batch:
-            raise DataError(f"{path} is not a CIFAR batch: it lacks {'data' if b'data' not in batch else label_key.decode()}")
+            raise DataError(
+                f"{path} is not a CIFAR batch: it lacks {'data' if b'data' not in batch else label_key.decode()}"
+            )
         data = np.asarray(batch[b"data"])
         y = np.asarray(batch[label_key]).astype(np.int64).reshape(-1)
         if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != int(np.prod(SHAPE)):
-            raise DataError(f"{path}: data is {data.dtype} {data.shape}, expected uint8 [N, 3072] (32x32 RGB rows)")
+            raise DataError(
+                f"{path}: data is {data.dtype} {data.shape}, expected uint8 [N, 3072] (32x32 RGB rows)"
+            )
         if len(data) != len(y):
             raise DataError(f"{path} holds {len(data)} images but {len(y)} labels")
         if len(y) and (y.min() < 0 or y.max() >= num_classes):
-            raise DataError(f"{path} has label {int(y.max() if y.max() >= num_classes else y.min())}, "
-                            f"outside 0..{num_classes - 1}")
+            raise DataError(
+                f"{path} has label {int(y.max() if y.max() >= num_classes else y.min())}, "
+                f"outside 0..{num_classes - 1}"
+            )
         images.append(data.reshape(-1, *SHAPE))
         labels.append(y)
     return np.concatenate(images), np.concatenate(labels)
@@ -121,15 +136,21 @@ def _cifar_files(name: str, root: Path) -> tuple[Path, list[Path]]:
     return folder, [folder / n for n in needed if not (folder / n).is_file()]
 
 
-def _load_cifar(name: str, root: Path, download: bool) -> tuple[dict, dict, tuple[str, ...], dict[str, str]]:
+def _load_cifar(
+    name: str, root: Path, download: bool
+) -> tuple[dict, dict, tuple[str, ...], dict[str, str]]:
     spec = CIFAR[name]
     folder, missing = _cifar_files(name, root)
     if missing and download:
         import torchvision.datasets
 
         dataset_class = getattr(torchvision.datasets, spec["torchvision"])
-        fetch_into(root, name, lambda tmp: dataset_class(root=str(tmp), train=True, download=True),
-                   f"put {spec['folder']}/ in {root} or pass --data-root DIR")
+        fetch_into(
+            root,
+            name,
+            lambda tmp: dataset_class(root=str(tmp), train=True, download=True),
+            f"put {spec['folder']}/ in {root} or pass --data-root DIR",
+        )
         folder, missing = _cifar_files(name, root)
     if missing:
         reason = "" if download else " and download is off ([data] download = false)"
@@ -146,7 +167,10 @@ def _load_cifar(name: str, root: Path, download: bool) -> tuple[dict, dict, tupl
     for split in ("train", "test"):
         x, y = _cifar_split(folder, spec[split], spec["labels"], len(classes))
         images[split], labels[split] = torch.from_numpy(x.copy()), torch.from_numpy(y)
-    files = {str(folder / n): sha256_file(folder / n) for n in [*spec["train"], *spec["test"], spec["meta"][0]]}
+    files = {
+        str(folder / n): sha256_file(folder / n)
+        for n in [*spec["train"], *spec["test"], spec["meta"][0]]
+    }
     return images, labels, classes, files
 
 
@@ -161,7 +185,9 @@ def _load_svhn(root: Path, download: bool) -> tuple[dict, dict, tuple[str, ...],
     try:
         import scipy.io
     except ImportError:
-        raise DataError("svhn is stored as MATLAB .mat files, which need scipy: pip install scipy") from None
+        raise DataError(
+            "svhn is stored as MATLAB .mat files, which need scipy: pip install scipy"
+        ) from None
     paths = {split: _svhn_path(root, split) for split in SVHN_FILES}
     if None in paths.values() and download:
         import torchvision.datasets
@@ -171,24 +197,35 @@ def _load_svhn(root: Path, download: bool) -> tuple[dict, dict, tuple[str, ...],
                 if paths[split] is None:
                     torchvision.datasets.SVHN(root=str(tmp), split=split, download=True)
 
-        fetch_into(root, "svhn", fetch, f"put {', '.join(SVHN_FILES.values())} in {root} or pass --data-root DIR")
+        fetch_into(
+            root,
+            "svhn",
+            fetch,
+            f"put {', '.join(SVHN_FILES.values())} in {root} or pass --data-root DIR",
+        )
         paths = {split: _svhn_path(root, split) for split in SVHN_FILES}
     missing = [SVHN_FILES[s] for s, p in paths.items() if p is None]
     if missing:
         reason = "" if download else " and download is off ([data] download = false)"
-        raise DataError(f"svhn: {', '.join(missing)} not found in {root} or {root / 'svhn'}{reason}; "
-                        "put the files there, or pass --data-root DIR")
+        raise DataError(
+            f"svhn: {', '.join(missing)} not found in {root} or {root / 'svhn'}{reason}; "
+            "put the files there, or pass --data-root DIR"
+        )
     images, labels = {}, {}
     for split, path in paths.items():
         try:
             mat = scipy.io.loadmat(str(path))
         except Exception as exc:
-            raise DataError(f"{path} is not a readable .mat file ({type(exc).__name__}: {exc})") from None
+            raise DataError(
+                f"{path} is not a readable .mat file ({type(exc).__name__}: {exc})"
+            ) from None
         if "X" not in mat or "y" not in mat:
             raise DataError(f"{path} lacks X or y: not an SVHN file")
         x, y = np.asarray(mat["X"]), np.asarray(mat["y"]).astype(np.int64).reshape(-1)
         if x.dtype != np.uint8 or x.shape[:3] != (32, 32, 3) or x.shape[3] != len(y):
-            raise DataError(f"{path}: X is {x.dtype} {x.shape}, expected uint8 [32, 32, 3, {len(y)}]")
+            raise DataError(
+                f"{path}: X is {x.dtype} {x.shape}, expected uint8 [32, 32, 3, {len(y)}]"
+            )
         y = np.where(y == 10, 0, y)  # SVHN stores the digit 0 as label 10
         if len(y) and (y.min() < 0 or y.max() > 9):
             raise DataError(f"{path} has label {int(y.max())}, outside 0..10")
@@ -202,7 +239,9 @@ class TorchvisionDataConfig(ImageDataCommon):
     """torchvision's RGB sets, read from their own on-disk formats."""
 
     name: Literal["cifar10", "cifar100", "svhn"]
-    verify: Literal["warn", "strict", "off"] = "warn"  # files against published checksums, as for IDX sets
+    verify: Literal["warn", "strict", "off"] = (
+        "warn"  # files against published checksums, as for IDX sets
+    )
 
 
 @register_source
@@ -223,8 +262,16 @@ class Torchvision(DataSource):
                 raise DataError(f"{name}: the {split} split holds no images")
         split_dataset(images, labels, config.validation, config.seed)
         mean, std = channel_stats(images["train"])
-        data = Dataset(name=name, images=images, labels=labels, classes=classes, mean=mean, std=std,
-                       files=files, settings={"validation": config.validation, "seed": config.seed})
+        data = Dataset(
+            name=name,
+            images=images,
+            labels=labels,
+            classes=classes,
+            mean=mean,
+            std=std,
+            files=files,
+            settings={"validation": config.validation, "seed": config.seed},
+        )
         check_published(name, data.files, config.verify)
         return data
 
