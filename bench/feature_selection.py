@@ -1,8 +1,9 @@
-"""Feature selection against scikit-learn: compress's L1 model vs L1 logistic regression at
+r"""Feature selection against scikit-learn: compress's L1 model vs L1 logistic regression at
 the same number of features, on the same train / validation / test splits.
 
-    .venv/bin/python bench/feature_selection.py                      # pipelines/breast_cancer.toml (logreg)
-    .venv/bin/python bench/feature_selection.py --set model.name=mlp --set 'model.kwargs={"hidden": [16]}'
+    .venv/bin/python bench/feature_selection.py        # pipelines/breast_cancer.toml (logreg)
+    .venv/bin/python bench/feature_selection.py \
+        --set model.name=mlp --set 'model.kwargs={"hidden": [16]}'
     .venv/bin/python bench/feature_selection.py --solver saga --out /tmp/fs
 
 1. Runs the pipeline (compress.pipeline.run_pipeline) and reads from its report.json how many
@@ -163,15 +164,18 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     print(
-        f"{config.name}: {report['model']} with L1 vs LogisticRegression(penalty='l1', solver='{args.solver}'), "
-        f"standardized inputs; {result['samples']['train']} train, {result['samples']['val']} validation, "
+        f"{config.name}: {report['model']} with L1 vs "
+        f"LogisticRegression(penalty='l1', solver='{args.solver}'), "
+        f"standardized inputs; {result['samples']['train']} train, "
+        f"{result['samples']['val']} validation, "
         f"{result['samples']['test']} test samples"
     )
     print(f"{'':28s} {'features':>8s} {'val %':>7s} {'test %':>7s}")
     c = result["compress"]
     val = f"{100 * c['val_accuracy']:.2f}" if c["val_accuracy"] is not None else "-"
     print(
-        f"{'compress (pruned.onnx)':28s} {c['features']:>8d} {val:>7s} {100 * c['test_accuracy']:>7.2f}"
+        f"{'compress (pruned.onnx)':28s} {c['features']:>8d} {val:>7s} "
+        f"{100 * c['test_accuracy']:>7.2f}"
     )
     if chosen is None:
         print(
@@ -181,12 +185,14 @@ def main(argv: list[str] | None = None) -> int:
         for row in neighbours(path, c["features"]):
             label = f"sklearn C={row['C']:.4g}"
             print(
-                f"{label:28s} {row['features']:>8d} {100 * row['val_accuracy']:>7.2f} {100 * row['test_accuracy']:>7.2f}"
+                f"{label:28s} {row['features']:>8d} {100 * row['val_accuracy']:>7.2f} "
+                f"{100 * row['test_accuracy']:>7.2f}"
             )
         return 1
     label = f"sklearn C={chosen['C']:.4g}"
     print(
-        f"{label:28s} {chosen['features']:>8d} {100 * chosen['val_accuracy']:>7.2f} {100 * chosen['test_accuracy']:>7.2f}"
+        f"{label:28s} {chosen['features']:>8d} {100 * chosen['val_accuracy']:>7.2f} "
+        f"{100 * chosen['test_accuracy']:>7.2f}"
     )
     verdict = (
         "at least as accurate" if c["test_accuracy"] >= chosen["test_accuracy"] else "LESS accurate"

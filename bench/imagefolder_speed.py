@@ -51,7 +51,8 @@ def main() -> None:
         started = time.perf_counter()
         folder = load_data(config)
         print(
-            f"{what}: {time.perf_counter() - started:.2f} s for {sum(folder.size(s) for s in ('train', 'val', 'test'))} images",
+            f"{what}: {time.perf_counter() - started:.2f} s for "
+            f"{sum(folder.size(s) for s in ('train', 'val', 'test'))} images",
             flush=True,
         )
     idx = load_dataset("mnist", args.data_root, download=False)
@@ -70,7 +71,8 @@ def main() -> None:
             seconds = result.history[-1]["seconds"]
             speeds[name].append(data.size("train") / seconds)
             print(
-                f"{name}: {speeds[name][-1]:,.0f} images/s (one epoch incl. evaluation, {seconds:.1f} s)",
+                f"{name}: {speeds[name][-1]:,.0f} images/s "
+                f"(one epoch incl. evaluation, {seconds:.1f} s)",
                 flush=True,
             )
     ratios = [f / i for f, i in zip(speeds["folder"], speeds["idx"], strict=True)]

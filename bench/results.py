@@ -108,7 +108,8 @@ def machine_lines(machine: dict[str, Any]) -> list[str]:
         f"CPU: {machine['cpu']}, {machine['cores']} cores ({machine['usable_cores']} usable), "
         f"torch threads {machine['torch_threads']}{env}, load average at start {load or '-'}",
         f"GPU: {machine['gpu']}",
-        f"python {machine['python']}, torch {machine['torch']}, torchvision {machine['torchvision']}, "
+        f"python {machine['python']}, torch {machine['torch']}, "
+        f"torchvision {machine['torchvision']}, "
         f"onnxruntime {machine['onnxruntime']} ({machine['platform']})",
     ]
 

@@ -1,10 +1,10 @@
 """Performance benchmark of compress on MNIST: one table, also written as JSON and Markdown.
 
-    python bench/run.py --data-root ../shared/data            # what `make bench` runs
-    python bench/run.py --repeats 5                           # steadier medians, slower
-    python bench/run.py --skip-pipeline                       # training rows only
-    python bench/run.py --threads 0                           # torch's default threads (one per core)
-    python bench/run.py --speedup runs/lenet300 runs/lenet5   # only: each artifact's speed-up vs dense
+    python bench/run.py --data-root ../shared/data          # what `make bench` runs
+    python bench/run.py --repeats 5                         # steadier medians, slower
+    python bench/run.py --skip-pipeline                     # training rows only
+    python bench/run.py --threads 0                         # torch's default threads (one per core)
+    python bench/run.py --speedup runs/lenet300 runs/lenet5 # only: each artifact's speedup vs dense
 
 Every figure is the median of several runs, next to a baseline measured in the same run, so
 that the ratios stay meaningful on a busy machine. Runs that are compared are interleaved
@@ -83,7 +83,8 @@ def seconds_of(runs: dict[str, list[dict]]) -> dict[str, list[float]]:
 def loop_rows(
     config: PipelineConfig, data: Dataset, data_root: str, repeats: int, tmp: Path
 ) -> tuple[list[Row], float]:
-    """Row 1: compress's epoch and accuracy against the torchvision recipe's; and its median epoch."""
+    """Row 1: compress's epoch and accuracy against the torchvision recipe's; and its median
+    epoch."""
     log("unpacking MNIST into torchvision's layout ...")
     tv_root = torchvision_layout(data_root, tmp / "torchvision")
     # Both loops train their own copy of the same initial model, one epoch per round.
@@ -194,13 +195,15 @@ def threads_row(
     seconds = seconds_of(interleave(loops, repeats, "threads"))
     value, baseline = (median(xs) for xs in seconds.values())
     return Row(
-        f"train epoch of {DIAGNOSTIC_SAMPLES:,} images, torch's default {threads} threads vs {current} (ratio)",
+        f"train epoch of {DIAGNOSTIC_SAMPLES:,} images, "
+        f"torch's default {threads} threads vs {current} (ratio)",
         value,
         "s",
         baseline,
         value / baseline,
         fmt="{:.2f}",
-        note=f"median of {repeats}; diagnostic: > 1x when other work on the cores stalls the threads",
+        note=f"median of {repeats}; "
+        "diagnostic: > 1x when other work on the cores stalls the threads",
         samples=seconds,
     )
 
@@ -376,7 +379,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if min(args.repeats, args.pipeline_repeats, args.latency_repetitions, args.threads + 1) < 1:
         parser.error(
-            "--repeats, --pipeline-repeats and --latency-repetitions must be at least 1, --threads at least 0"
+            "--repeats, --pipeline-repeats and --latency-repetitions must be at least 1, "
+            "--threads at least 0"
         )
     return args
 
@@ -390,7 +394,8 @@ def main(argv: list[str] | None = None) -> int:
     machine = describe_machine()
     config = load_pipeline(args.pipeline)
     data_root = args.data_root or config.resolve(config.data.root) or "data"
-    # validation 0: compress trains on all 60,000 images, as the torchvision loop it is timed against
+    # validation 0: compress trains on all 60,000 images, as the torchvision loop it is
+    # timed against does
     data = load_dataset(config.data.name, data_root, validation=0.0)
     if args.speedup:
         pixels = data.images["test"][:256].numpy()

@@ -42,7 +42,8 @@ def measure(
 def rows_from_timings(
     run: str, timings: dict[str, tuple[float, float]], baseline: str = "dense"
 ) -> list[Row]:
-    """One row per artifact but the baseline: its p50, the baseline's, the speed-up and the target."""
+    """One row per artifact but the baseline: its p50, the baseline's, the speed-up and the
+    target."""
     base_p50, base_p95 = timings[baseline]
     rows = []
     for name, (p50, p95) in timings.items():

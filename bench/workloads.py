@@ -67,7 +67,8 @@ class CompressLoop:
         checkpoint.unlink(missing_ok=True)
 
     def epoch(self) -> dict:
-        """Seconds of one epoch (training and test evaluation, as fit reports it) and test accuracy."""
+        """Seconds of one epoch (training and test evaluation, as fit reports it) and test
+        accuracy."""
         self.epochs += 1
         default_threads = torch.get_num_threads()
         torch.set_num_threads(self.threads or default_threads)

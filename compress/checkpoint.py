@@ -148,7 +148,8 @@ def _load_problems(exc: RuntimeError) -> str:
 
 
 def load_user_weights(model: nn.Module, path: Path) -> None:
-    """Load a user's state_dict file (weights_only) into `model`, with a clear error if it does not fit."""
+    """Load a user's state_dict file (weights_only) into `model`, with a clear error if it does
+    not fit."""
     state = safe_load(path, "weights file")
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]

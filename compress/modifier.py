@@ -5,7 +5,8 @@ as hooks on it (SparseML's pattern), each a no-op unless the modifier overrides 
         def after_backward(self) -> None:
             torch.nn.utils.clip_grad_norm_(self.params, 1.0)
 
-    fit(model, data, config, run, "finetune", modifiers=[*modifiers_for(config, "finetune"), Clip()])
+    fit(model, data, config, run, "finetune",
+        modifiers=[*modifiers_for(config, "finetune"), Clip()])
 
 The loop calls, in the order of the list:
 - attach(model, layout): before the optimizer is made and a checkpoint resumed (add

@@ -170,7 +170,10 @@ def format_table(report: Report, width: int | None = None) -> str:
     else:
         shown, interval, lines = _fitted(report["artifacts"], columns, width)
     ds = report["dataset"]
-    title = f"{report['pipeline']} ({report.get('model', '')}) on {ds['name']}, {_samples(ds, data_kind(report))}"
+    title = (
+        f"{report['pipeline']} ({report.get('model', '')}) on {ds['name']}, "
+        f"{_samples(ds, data_kind(report))}"
+    )
     notes = _notes(report, shown, interval)
     if len(shown) < len(columns):
         notes.append("all columns: compress report RUN_DIR --wide, or report.md")
@@ -259,7 +262,10 @@ def inputs_lines(report: dict, max_names: int = 12) -> list[str]:
         return []
     if inputs.get("unit") == "channels" and inputs["used"] == inputs["total"]:
         return []  # a convolution reads every pixel: "uses 3 of 3 channels" says nothing
-    text = f"pruned model uses {inputs['used']:,} of {inputs['total']:,} {inputs.get('unit', 'inputs')}"
+    text = (
+        f"pruned model uses {inputs['used']:,} of {inputs['total']:,} "
+        f"{inputs.get('unit', 'inputs')}"
+    )
     names = inputs.get("names")
     if names:
         more = f", ... ({len(names) - max_names} more)" if len(names) > max_names else ""
@@ -287,12 +293,12 @@ def format_markdown(report: Report) -> str:
     out += [
         "",
         "ratio = dense .onnx bytes / deploy bytes (the smaller of .onnx.gz and .onnx.xz). "
-        "Δ pts [95% CI]: the paired bootstrap interval of the accuracy difference to dense over the "
-        f"test {SAMPLES.get(data_kind(report), 'samples')} (2,000 resamples).",
+        "Δ pts [95% CI]: the paired bootstrap interval of the accuracy difference to dense over "
+        f"the test {SAMPLES.get(data_kind(report), 'samples')} (2,000 resamples).",
     ]
     out += [
-        "Latency: batch 1, all artifacts timed interleaved in rounds in one process; SLOWER: p50 more "
-        "than the verify margin above dense's. Weights held: initializer bytes an onnxruntime "
+        "Latency: batch 1, all artifacts timed interleaved in rounds in one process; SLOWER: p50 "
+        "more than the verify margin above dense's. Weights held: initializer bytes an onnxruntime "
         "session keeps after its load-time folding.",
         "",
     ]

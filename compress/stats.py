@@ -59,8 +59,8 @@ def unpack_correct(bits: np.ndarray, count: int) -> np.ndarray:
     return np.unpackbits(bits, count=count).astype(bool)
 
 
-# "At chance" (docs/reference.md, "What a run prints"): chance is the accuracy of always answering the
-# most frequent test class (1 / classes on a balanced test set); a model that ignores its
+# "At chance" (docs/reference.md, "What a run prints"): chance is the accuracy of always answering
+# the most frequent test class (1 / classes on a balanced test set); a model that ignores its
 # input can do no better on average. An accuracy counts as at chance up to CHANCE_SIGMAS
 # binomial standard errors above it, sqrt(chance * (1 - chance) / n) for n test samples
 # (10 balanced classes: 10.9% on 10,000 images, 14.0% on 500); a guesser exceeds that bound

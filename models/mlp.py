@@ -1,4 +1,5 @@
-"""Fully connected networks on flattened inputs: images (C*H*W pixels) or table rows (F features)."""
+"""Fully connected networks on flattened inputs: images (C*H*W pixels) or table rows
+(F features)."""
 
 from __future__ import annotations
 

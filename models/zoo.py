@@ -47,7 +47,8 @@ def _adapt_first_conv(model: nn.Module, channels: int) -> None:
         return
     if conv.groups != 1:
         raise CompressError(
-            f"cannot adapt the first convolution {name} (groups = {conv.groups}) to {channels} channels"
+            f"cannot adapt the first convolution {name} (groups = {conv.groups}) "
+            f"to {channels} channels"
         )
     _replace(
         model,

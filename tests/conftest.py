@@ -120,7 +120,8 @@ def mnist_source() -> Path:
     ]
     if missing:
         pytest.fail(
-            f"the MNIST slice in {MNIST_SLICE} lacks {', '.join(missing)}: it ships with the repository"
+            f"the MNIST slice in {MNIST_SLICE} lacks {', '.join(missing)}: "
+            "it ships with the repository"
         )
     return MNIST_SLICE
 

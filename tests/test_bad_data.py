@@ -1,4 +1,5 @@
-"""Bad image folders, CSV tables, CIFAR batches and splits: one `error:` line, exit 2, nothing written.
+"""Bad image folders, CSV tables, CIFAR batches and splits: one `error:` line, exit 2, nothing
+written.
 
 Each case writes its own tiny files under tmp_path, runs `compress run` (and `compress
 validate` where the mistake is in the pipeline file) and checks the message, the exit

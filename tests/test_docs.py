@@ -64,7 +64,8 @@ def test_the_reference_lists_exactly_the_options_of_help(name):
     documented = documented_commands().get(name, set())
     assert documented == click_options(command), (
         f"docs/reference.md's row for `compress {name}` differs from --help: "
-        f"missing {sorted(click_options(command) - documented)}, extra {sorted(documented - click_options(command))}"
+        f"missing {sorted(click_options(command) - documented)}, "
+        f"extra {sorted(documented - click_options(command))}"
     )
 
 

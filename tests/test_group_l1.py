@@ -102,7 +102,8 @@ def test_channel_and_input_groups_of_a_conv_net():
 )
 def test_zeroed_groups_stay_zero_through_training(tiny_data, fit_settings, optimizer, lr, momentum):
     model = mlp()
-    # over the epoch's steps, lr * lambda * steps shrinks each group by about 0.5, the norm of a fresh row
+    # over the epoch's steps, lr * lambda * steps shrinks each group by about 0.5, the norm of a
+    # fresh row
     steps = math.ceil(tiny_data.size("train") / 32)
     config = group_config(
         0.5 / (lr * steps), ["neurons", "inputs"], optimizer=optimizer, momentum=momentum, lr=lr

@@ -45,7 +45,9 @@ import torch.nn as nn
 class Net(nn.Module):
     def __init__(self, num_classes=10, hidden=16):
         super().__init__()
-        self.net = nn.Sequential(nn.Flatten(), nn.Linear(784, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+        self.net = nn.Sequential(
+            nn.Flatten(), nn.Linear(784, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)
+        )
 
     def forward(self, x):
         return self.net(x)
@@ -131,7 +133,8 @@ def cached_flags(report: dict) -> dict[str, bool]:
 
 @pytest.mark.slow
 def test_every_file_is_written_atomically(baseline):
-    """Each file of the run folder got there by a rename (atomic_path), except the lock and the log."""
+    """Each file of the run folder got there by a rename (atomic_path), except the lock and the
+    log."""
     written = {p for p in baseline.run.rglob("*") if p.is_file()} - {
         baseline.run / ".lock",
         baseline.run / "run.log",
@@ -182,7 +185,8 @@ def test_a_locked_run_folder_is_refused(baseline, tmp_path):
             sys.executable,
             "-c",
             "import sys\nfrom compress.files import locked_dir\n"
-            f"with locked_dir({str(out)!r}):\n    print('locked', flush=True)\n    sys.stdin.read()",
+            f"with locked_dir({str(out)!r}):\n"
+            "    print('locked', flush=True)\n    sys.stdin.read()",
         ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -370,7 +374,8 @@ def test_a_hostile_checkpoint_is_refused(tmp_path):
     torch.save({"format": "compress-checkpoint/1", "model": Touch(marker)}, path)
     with pytest.raises(
         CompressError,
-        match=r"refusing to load checkpoint .*model\.pt: it refers to the Python object getattr, which only full unpickling can load",
+        match=r"refusing to load checkpoint .*model\.pt: it refers to the Python object getattr, "
+        r"which only full unpickling can load",
     ):
         load_checkpoint(path)
     assert not marker.exists()
@@ -391,7 +396,8 @@ def test_hostile_weights_are_refused_before_anything_is_written(baseline, tmp_pa
     )
     assert result.exit_code == 2
     assert result.stderr.startswith(
-        f"error: refusing to load weights file {tmp_path / 'weights.pt'}: it refers to the Python object getattr"
+        f"error: refusing to load weights file {tmp_path / 'weights.pt'}: "
+        "it refers to the Python object getattr"
     )
     assert not marker.exists()
     assert files_under(tmp_path) == before
@@ -403,17 +409,19 @@ def test_hostile_weights_are_refused_before_anything_is_written(baseline, tmp_pa
 @pytest.mark.slow
 @pytest.mark.parametrize("cause", ["nan-logits", "huge-lr"])
 def test_a_diverging_loss_stops_training(baseline, tmp_path, cause):
-    if (
-        cause == "nan-logits"
-    ):  # 19 steps per epoch (1,801 of 2,000 images; 199 validation): the 32nd is epoch 2, step 13
+    if cause == "nan-logits":
+        # 19 steps per epoch (1,801 of 2,000 images; 199 validation): the 32nd is epoch 2, step 13
         sections = {"model": {**USER_MODEL, "class": "Unstable", "kwargs": {"blowup_at": 32}}}
         message = (
-            r"train: loss became nan in epoch 2 at step 13 of 19; lower the learning rate or the L1 "
-            r"lambda; the last good checkpoint \(epoch 1\) is kept in .*train/last\.pt"
+            r"train: loss became nan in epoch 2 at step 13 of 19; lower the learning rate or the "
+            r"L1 lambda; the last good checkpoint \(epoch 1\) is kept in .*train/last\.pt"
         )
     else:
         sections = {"train": {"epochs": 2, "lr": 1e9, "momentum": 0.9, "l1": {"lambda": 1e-4}}}
-        message = r"train: loss became (nan|inf) in epoch 1 at step \d+ of 19; lower the learning rate or the L1 lambda"
+        message = (
+            r"train: loss became (nan|inf) in epoch 1 at step \d+ of 19; lower the learning rate "
+            r"or the L1 lambda"
+        )
     pipeline = make_project(tmp_path / "project", baseline.data, **sections)
     out = tmp_path / "run"
     result = CliRunner().invoke(main, ["run", str(pipeline), "--out", str(out), "--no-progress"])
@@ -460,7 +468,8 @@ def test_an_export_that_disagrees_with_pytorch_fails_the_run(baseline, run_copy,
 
 
 def onnx_weights(proto: onnx.ModelProto) -> dict[tuple[int, ...], np.ndarray]:
-    """The 2-D initializers (weight matrices, stored [in, out]; float, or int8 when quantized) by shape."""
+    """The 2-D initializers (weight matrices, stored [in, out]; float, or int8 when quantized) by
+    shape."""
     found = {}
     for init in proto.graph.initializer:
         array = numpy_helper.to_array(init)

@@ -83,7 +83,8 @@ def test_the_builtin_methods_are_registered():
 def test_an_unknown_method_lists_the_known_ones():
     with pytest.raises(
         CompressError,
-        match=r"unknown pruning method 'magnitud' \(did you mean 'magnitude'\?\); known: .*magnitude, .*threshold",
+        match=r"unknown pruning method 'magnitud' \(did you mean 'magnitude'\?\); "
+        r"known: .*magnitude, .*threshold",
     ):
         get_method("magnitud")
 

@@ -16,7 +16,9 @@ import torch.nn as nn
 class TinyNet(nn.Module):
     def __init__(self, num_classes=10, width=8):
         super().__init__()
-        self.net = nn.Sequential(nn.Flatten(), nn.Linear(784, width), nn.ReLU(), nn.Linear(width, num_classes))
+        self.net = nn.Sequential(
+            nn.Flatten(), nn.Linear(784, width), nn.ReLU(), nn.Linear(width, num_classes)
+        )
 
     def forward(self, x):
         return self.net(x)

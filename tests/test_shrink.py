@@ -1,4 +1,5 @@
-"""Physical shrink: dead units and channels removed exactly (logits unchanged), with torch-pruning's graph."""
+"""Physical shrink: dead units and channels removed exactly (logits unchanged), with
+torch-pruning's graph."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from compress.pruning.shrink import shrink, units
 
 
 class Block(nn.Module):
-    """Depthwise 3x3 + BatchNorm + ReLU, pointwise 1x1 + BatchNorm, added to the input (residual)."""
+    """Depthwise 3x3 + BatchNorm + ReLU, pointwise 1x1 + BatchNorm, added to the input
+    (residual)."""
 
     def __init__(self, channels: int):
         super().__init__()
@@ -24,7 +26,8 @@ class Block(nn.Module):
 
 
 class ResNetLike(nn.Module):
-    """Conv + BatchNorm stem, a residual depthwise-separable block, conv, pool, flatten, two Linear."""
+    """Conv + BatchNorm stem, a residual depthwise-separable block, conv, pool, flatten, two
+    Linear."""
 
     def __init__(self, num_classes: int = 10):
         super().__init__()

@@ -94,7 +94,8 @@ def test_a_package_that_does_not_unpack_to_its_file_is_an_integrity_error(tmp_pa
 def test_pruned_weights_that_move_in_finetuning_end_the_run_with_exit_status_3(
     pipeline_file, tmp_path, monkeypatch
 ):
-    # Without its masks re-attached, fine-tuning moves the pruned weights: the stage's own check stops it.
+    # Without its masks re-attached, fine-tuning moves the pruned weights: the stage's own check
+    # stops it.
     monkeypatch.setattr("compress.stages.finetune.apply_masks", lambda model, masks: None)
     result = CliRunner().invoke(
         main, ["run", str(pipeline_file()), "--out", str(tmp_path / "run"), "--no-progress"]

@@ -44,7 +44,8 @@ def test_torch_threads_restores_the_previous_count():
 
 @pytest.fixture
 def seen(monkeypatch):
-    """Make default_threads() answer 3 (3 per job) and record the threads the pipeline starts with."""
+    """Make default_threads() answer 3 (3 per job) and record the threads the pipeline starts
+    with."""
     seen = {}
     monkeypatch.setattr(compress.threads, "default_threads", lambda jobs=1: 3 * jobs)
 

@@ -71,12 +71,14 @@ def test_the_builtin_variants_are_registered_in_their_order():
 def test_an_unknown_variant_lists_the_known_ones():
     with pytest.raises(
         CompressError,
-        match=r"unknown quantize variant 'statik' \(did you mean 'static'\?\); known: dynamic, static",
+        match=r"unknown quantize variant 'statik' \(did you mean 'static'\?\); "
+        r"known: dynamic, static",
     ):
         get_variant("statik")
     with pytest.raises(
         ConfigError,
-        match=r"quantize.variants.1: unknown quantize variant 'codebok' \(did you mean 'codebook'\?\)",
+        match=r"quantize.variants.1: unknown quantize variant 'codebok' "
+        r"\(did you mean 'codebook'\?\)",
     ):
         parse_pipeline({"quantize": {"variants": ["dynamic", "codebok"]}}, name="p")
 

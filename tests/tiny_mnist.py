@@ -62,7 +62,8 @@ def tiny_arrays(n_train: int = 2000, n_test: int = 500) -> dict[str, np.ndarray]
 def write_tiny_mnist(
     root: Path, n_train: int = 2000, n_test: int = 500, **replace: np.ndarray
 ) -> Path:
-    """Gzipped IDX files of a small MNIST in `root` (flat layout); `replace` swaps an array by role."""
+    """Gzipped IDX files of a small MNIST in `root` (flat layout); `replace` swaps an array by
+    role."""
     root.mkdir(parents=True, exist_ok=True)
     arrays = {
         **tiny_arrays(n_train, n_test),

@@ -53,7 +53,8 @@ def _known(shape) -> bool:
 
 
 def count_macs(model: onnx.ModelProto) -> int | None:
-    """Multiply-accumulates of one sample through MatMul/Gemm/Conv nodes; None if a shape is unknown."""
+    """Multiply-accumulates of one sample through MatMul/Gemm/Conv nodes; None if a shape is
+    unknown."""
     shapes = _shapes(model)
     total = 0
     for node in model.graph.node:

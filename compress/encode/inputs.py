@@ -240,7 +240,8 @@ def reduced_model(model: nn.Module, usage: InputUsage) -> tuple[nn.Module, tuple
 
 
 def take_used(x: np.ndarray, metadata: dict) -> np.ndarray:
-    """Full prepared inputs [N, *input_shape] -> what a reduced file takes (its `inputs` metadata)."""
+    """Full prepared inputs [N, *input_shape] -> what a reduced file takes (its `inputs`
+    metadata)."""
     indices = np.asarray(metadata["indices"], dtype=np.int64)
     if metadata["axis"] == "channels":
         return np.ascontiguousarray(x[:, indices])

@@ -1,6 +1,8 @@
 """Packed weights: a pruned, quantized model stored as only what is needed, run at dense speed.
 
-    packed = pack_model(onnx.load("pruned-int4-static.onnx"), onnx.load("pruned.onnx"), PackOptions())
+    packed = pack_model(
+        onnx.load("pruned-int4-static.onnx"), onnx.load("pruned.onnx"), PackOptions()
+    )
 
 Input is a QDQ model whose weights are symmetric integer codes (`DequantizeLinear` of an
 initializer with zero point 0, as the quantize stage writes them). Each such weight is
@@ -130,7 +132,8 @@ def _stream_bytes(steps: np.ndarray, values: np.ndarray) -> int:
 
 
 def _sparse_is_smaller(init: onnx.TensorProto) -> bool:
-    """Whether steps + codes take fewer bytes than all the codes (weights denser than ~1/3 do not)."""
+    """Whether steps + codes take fewer bytes than all the codes (weights denser than ~1/3 do
+    not)."""
     codes = _array(init)
     bits = 4 if init.data_type in (TensorProto.INT4, TensorProto.UINT4) else 8
     entries = len(delta_stream(codes.flatten())[0])

@@ -8,8 +8,9 @@ and the masks that remove them (torch.nn.utils.prune, owned by compress.pruning.
 Methods: compress.pruning.threshold, .magnitude, .channels (structured; see BUILTIN in
 compress.pruning.registry); a new one is a module with a PruningMethod subclass
 (compress.pruning.base) and its name added to BUILTIN. `[prune] keep_inputs`, shared by every
-method, keeps the k strongest inputs after the method's masks (compress.pruning.inputs). The prune stage that uses this
-library is compress.stages.prune; finetune holds the masks and makes the pruning permanent.
+method, keeps the k strongest inputs after the method's masks (compress.pruning.inputs). The
+prune stage that uses this library is compress.stages.prune; finetune holds the masks and
+makes the pruning permanent.
 """
 
 from compress.pruning.base import PruningMethod, keep_largest

@@ -2,7 +2,8 @@
 
     class Random(PruningMethod):
         name = "random"
-        Config = RandomConfig          # PruneConfig subclass: method: Literal["random"] = "random", its settings
+        # a PruneConfig subclass: method: Literal["random"] = "random", its settings
+        Config = RandomConfig
         strength = "amount"            # the setting that removes more weights as it grows
         def masks(self, layers, settings): ...   # layer name -> bool keep-mask
 

@@ -143,7 +143,9 @@ class Channels(PruningMethod):
         for g in groups:
             for name, dim, by_root in g.members:
                 if name not in keep:
-                    continue  # a coupled layer outside prune.layers: its unit reads a constant, shrink folds it
+                    # a coupled layer outside prune.layers: its unit reads a constant, shrink
+                    # folds it
+                    continue
                 for unit in removed[g.root]:
                     keep[name].index_fill_(
                         dim, torch.tensor(by_root[unit], device=keep[name].device), False

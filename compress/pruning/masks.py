@@ -1,12 +1,12 @@
 """The one owner of the torch.nn.utils.prune re-parametrization: masks on, masks off.
 
-    layers = prunable_layers(model)                 # Linear/Conv layers by name
-    add_masks(layers, {"net.1": keep})               # weight = weight_orig * weight_mask
-    masks = masks_of(model)                         # the masks, to save beside the weights
-    make_permanent(model)                           # plain weights again, pruned entries +0.0
-    apply_masks(model, masks)                       # re-attach saved masks (finetune)
-    ensure_masked(layer, "bias")                    # an all-ones mask: bias computed before each call
-    recompute(layer, "bias")                        # ... and now, after its parts changed
+    layers = prunable_layers(model)         # Linear/Conv layers by name
+    add_masks(layers, {"net.1": keep})      # weight = weight_orig * weight_mask
+    masks = masks_of(model)                 # the masks, to save beside the weights
+    make_permanent(model)                   # plain weights again, pruned entries +0.0
+    apply_masks(model, masks)               # re-attach saved masks (finetune)
+    ensure_masked(layer, "bias")            # an all-ones mask: bias computed before each call
+    recompute(layer, "bias")                # ... and now, after its parts changed
 
 While a layer is masked its state_dict holds `weight_orig` and `weight_mask` instead of
 `weight`; `plain_state_dict` gives the state_dict of the plain model without touching it.
@@ -108,7 +108,8 @@ def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
 
 
 def make_permanent(model: nn.Module) -> None:
-    """prune.remove on every pruned layer; pruned entries become +0.0 (not -0.0: compresses better)."""
+    """prune.remove on every pruned layer; pruned entries become +0.0 (not -0.0: compresses
+    better)."""
     for module in model.modules():
         if tprune.is_pruned(module):
             for hook in list(module._forward_pre_hooks.values()):

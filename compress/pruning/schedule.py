@@ -2,7 +2,8 @@
 
     masks = prune_oneshot(model, config.prune)                  # any registered method
     pruner = GradualPruner(model, config.prune)       # a training modifier (compress.modifier)
-    fit(model, data, config.prune.gradual, run, "prune", modifiers_for(config.prune.gradual, "prune", pruner))
+    fit(model, data, config.prune.gradual, run, "prune",
+        modifiers_for(config.prune.gradual, "prune", pruner))
 
 The gradual schedule ("To prune, or not to prune", 2017) raises a method's fraction from
 `gradual.initial_amount` to its targets: s_t = s_f + (s_i - s_f) * (1 - t/n)^3, in

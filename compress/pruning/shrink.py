@@ -1,4 +1,5 @@
-"""Physical shrink: remove dead units and channels, exactly, so a pruned model is a smaller dense one.
+"""Physical shrink: remove dead units and channels, exactly, so a pruned model is a smaller
+dense one.
 
     report = shrink(model, input_shape=(1, 28, 28))     # in place; model in eval mode
     report["layers"]["fc1"]  ->  {"before": 500, "after": 317}

@@ -1,4 +1,5 @@
-"""`threshold`: remove every weight with |w| <= threshold (the near-zero weights L1 training leaves).
+"""`threshold`: remove every weight with |w| <= threshold (the near-zero weights L1 training
+leaves).
 
 [prune]
 method = "threshold"

@@ -1,4 +1,5 @@
-"""`variational`: learn which weights to remove by sparse variational dropout (Molchanov et al., ICML 2017).
+"""`variational`: learn which weights to remove by sparse variational dropout
+(Molchanov et al., ICML 2017).
 
     [prune]
     method = "variational"

@@ -1,1 +1,2 @@
-"""Pipeline stages: each a typed config (compress.config) and one `run(ctx)`; compress.pipeline orders them."""
+"""Pipeline stages: each a typed config (compress.config) and one `run(ctx)`; compress.pipeline
+orders them."""

@@ -54,7 +54,8 @@ class StageContext:
         return read_json(self.input(stage, "stage.json"))["metrics"]
 
     def output(self, filename: str, in_run_dir: bool = False) -> Path:
-        """A path for a file this stage produces (in its folder, or the run folder for artifacts)."""
+        """A path for a file this stage produces (in its folder, or the run folder for
+        artifacts)."""
         path = (self.run_dir if in_run_dir else self.stage_dir) / filename
         self.outputs.append(path)
         return path
@@ -104,8 +105,8 @@ class StageContext:
         )
 
     def teacher(self, config: OptimConfig) -> dict[str, Any]:
-        """modifiers_for()'s teacher arguments when `config` distills: the trained dense model's logits
-        on the training set, or, when training images are shifted, the model itself."""
+        """modifiers_for()'s teacher arguments when `config` distills: the trained dense model's
+        logits on the training set, or, when training images are shifted, the model itself."""
         if config.distill.alpha == 0:
             return {}
         teacher, _, _ = load_checkpoint(self.input("train", "model.pt"))

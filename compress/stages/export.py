@@ -105,14 +105,15 @@ def check_exportable(model: nn.Module, input_shape: tuple[int, ...], opset: int)
         if "data-dependent" in text.lower() or "GuardOnDataDependent" in text:
             reason = (
                 "its forward() branches on the values of a tensor (data-dependent control flow), "
-                "which an ONNX graph cannot hold; use torch.where or torch.cond instead of if/while "
-                "on tensor values"
+                "which an ONNX graph cannot hold; use torch.where or torch.cond instead of "
+                "if/while on tensor values"
             )
         else:
             lines = [line.strip() for line in text.splitlines() if line.strip()]
             reason = f"{type(exc).__name__}: {lines[0][:200] if lines else ''}"
         raise ExportError(
-            f"the model cannot be exported to ONNX (tried before training, at opset {opset}): {reason}"
+            "the model cannot be exported to ONNX "
+            f"(tried before training, at opset {opset}): {reason}"
         ) from None
 
 

@@ -67,7 +67,8 @@ def run(ctx: StageContext) -> dict:
             model.cpu()
         else:
             prune_oneshot(model, config, sample)
-        # The BatchNorms still hold the unpruned layers' statistics (see compress.pruning.batchnorm).
+        # The BatchNorms still hold the unpruned layers' statistics (see
+        # compress.pruning.batchnorm).
         recalibrated = recalibrate_on_training_data(model, ctx.data, ctx.config.data.batch_size)
     masks = masks_of(model)
     measured = accuracies(model, ctx.data, ctx.config.data.eval_batch_size)

@@ -4,10 +4,14 @@ Files go to the stage folder (`quantize/<source>-<suffix>.onnx`); verify writes 
 artifacts. Each variant is one module of compress.variants (its name, suffix, settings and
 how it writes its file):
 
-    dynamic      -> <source>-int8-dynamic.onnx  quantize_dynamic: int8 weights, activations at run time
-    static       -> <source>-int8-static.onnx   quantize_static: QDQ, int8 weights and activations
-    static-int4  -> <source>-int4-static.onnx   quantize_static: QDQ, 4-bit weights, int8 activations
-    packed-int4  -> <source>-int4-packed.onnx   static-int4's codes stored packed (compress/encode/packed.py)
+    dynamic      -> <source>-int8-dynamic.onnx  quantize_dynamic: int8 weights, activations at
+                                                run time
+    static       -> <source>-int8-static.onnx   quantize_static: QDQ, int8 weights and
+                                                activations
+    static-int4  -> <source>-int4-static.onnx   quantize_static: QDQ, 4-bit weights, int8
+                                                activations
+    packed-int4  -> <source>-int4-packed.onnx   static-int4's codes stored packed
+                                                (compress/encode/packed.py)
     codebook     -> <source>-codebook.onnx      the weight-shared model as codes + codebooks,
                                                 rebuilt at load (compress.encode.codebook)
 

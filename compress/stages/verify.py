@@ -2,11 +2,11 @@
 
 Per artifact: onnx.checker, accuracy on the whole validation split (`val_accuracy`, what
 tune and sweep budgets decide on) and test split (`accuracy`, only reported), inputs
-prepared from raw samples with the file's own `preprocessing` metadata; top-1 agreement and largest logit difference
-against the PyTorch model it came from, bytes on disk / gzip -9 / xz -9e, parameters and
-non-zero parameters counted in the file's initializers (sparsity: the zeros among the
-weights, biases apart), the deployable package (the
-smaller of .onnx.gz and .onnx.xz, written to deploy/), multiply-accumulates per sample
+prepared from raw samples with the file's own `preprocessing` metadata; top-1 agreement and
+largest logit difference against the PyTorch model it came from, bytes on disk / gzip -9 /
+xz -9e, parameters and non-zero parameters counted in the file's initializers (sparsity: the
+zeros among the weights, biases apart), the deployable package (the smaller of .onnx.gz and
+.onnx.xz, written to deploy/), multiply-accumulates per sample
 (`macs`), the weight bytes an onnxruntime session holds after load-time folding
 (`weight_bytes`), throughput at a large batch and latency at batch 1 (p50, p95, on
 `threads` intra-op threads). A float export whose logits differ from PyTorch by more than
@@ -426,7 +426,8 @@ def run(ctx: StageContext) -> dict:
             metadata = get_metadata(onnx.load(str(path), load_external_data=False))
             timing_inputs.append(model_inputs(pixels[:256], metadata))
             log.info(
-                "verified %s in %.1fs: validation accuracy %.4f, test accuracy %.4f, %d bytes (%d deploy), %s MACs",
+                "verified %s in %.1fs: validation accuracy %.4f, test accuracy %.4f, "
+                "%d bytes (%d deploy), %s MACs",
                 row["path"],
                 time.perf_counter() - started,
                 row["val_accuracy"],

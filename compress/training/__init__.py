@@ -1,7 +1,8 @@
 """The one training loop and its modifiers.
 
     result = fit(model, data, config.train, run=RunSettings(...), desc="train")
-    fit(model, data, config, run, "finetune", modifiers=modifiers_for(config, "finetune", teacher=t))
+    fit(model, data, config, run, "finetune",
+        modifiers=modifiers_for(config, "finetune", teacher=t))
 
 `loop.py` is the loop (`fit`), read top to bottom; what a method adds to it is a modifier
 (compress.modifier) with the hooks it needs: `l1.py` (penalty, proximal, group and

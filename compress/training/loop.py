@@ -2,7 +2,8 @@
 weight sharing; what differs between them are settings and modifiers (compress.modifier).
 
     result = fit(model, data, config.train, run=RunSettings(...), desc="train")
-    result = fit(model, data, config.gradual, run, "prune", modifiers_for(config.gradual, "prune", pruner))
+    result = fit(model, data, config.gradual, run, "prune",
+                 modifiers_for(config.gradual, "prune", pruner))
 
 Without `modifiers`, fit trains with those its config asks for (`modifiers_for`: L1,
 fake quantization; distillation needs a teacher, so a stage passes it). Pruning masks are
@@ -212,7 +213,8 @@ class EpochMeter:
         if epoch > 0 and run.resume_path is not None and run.resume_path.exists():
             kept = f"; the last good checkpoint (epoch {epoch}) is kept in {run.resume_path}"
         raise TrainingError(
-            f"{desc}: loss became {self.bad_value.item()} in epoch {epoch + 1} at step {step} of {steps}; "
+            f"{desc}: loss became {self.bad_value.item()} in epoch {epoch + 1} "
+            f"at step {step} of {steps}; "
             f"lower the learning rate or the L1 lambda{kept}"
         )
 
@@ -236,7 +238,8 @@ def _epoch_row(
 
 def _log_epoch(desc: str, row: dict, epochs: int) -> None:
     log.info(
-        "%s epoch %d/%d  loss %.4f  train acc %.4f  val acc %.4f  test acc %.4f  %.1fs  (about %.0fs left)",
+        "%s epoch %d/%d  loss %.4f  train acc %.4f  val acc %.4f  test acc %.4f  %.1fs  "
+        "(about %.0fs left)",
         desc,
         row["epoch"],
         epochs,

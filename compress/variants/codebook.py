@@ -56,8 +56,8 @@ def write_codebook(source: Path, target: Path) -> dict:
     compact_names(model)
     if not stats:
         raise CompressError(
-            f"{source.name} has no weight-shared tensor (at most 255 distinct values) to store as a "
-            "codebook: set [finetune] share.bits"
+            f"{source.name} has no weight-shared tensor (at most 255 distinct values) to store as "
+            "a codebook: set [finetune] share.bits"
         )
     metadata = get_metadata(model)
     metadata["variant"] = target.stem
