@@ -103,7 +103,7 @@ def test_the_report_s_columns_and_csv_fields_are_artifact_keys():
     assert {key for key, _, _ in COLUMNS} <= keys and set(CSV_FIELDS) <= keys
 
 
-# ---------------------------------------------------------------- sweep.json, tune.json, search.json
+# ------------------------------------------------ sweep.json, tune.json, search.json
 
 MANY_RUN = (
     Budget,
