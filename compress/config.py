@@ -302,11 +302,13 @@ class PipelineConfig(Section):
         if "codebook" in self.quantize.variants:
             if self.finetune.share.bits == 0:
                 raise ValueError(
-                    "quantize variant 'codebook' needs [finetune] share.bits (2-4): the levels it stores"
+                    "quantize variant 'codebook' needs [finetune] share.bits (2-4): "
+                    "the levels it stores"
                 )
             if self.quantize.source != "pruned":
                 raise ValueError(
-                    "quantize variant 'codebook' stores the weight-shared model: it needs source = 'pruned'"
+                    "quantize variant 'codebook' stores the weight-shared model: "
+                    "it needs source = 'pruned'"
                 )
         return self
 
@@ -362,7 +364,10 @@ def ignored_by(config: PipelineConfig, dotted: str) -> str | None:
     if section == "prune" and key not in type(prune).model_fields:
         return f"prune.method is {prune.method!r}, whose settings have no {key}"
     if dotted.startswith("prune.gradual.") and prune.schedule != "gradual":
-        return f"prune.schedule is {prune.schedule!r}; [prune.gradual] is read by schedule = 'gradual' only"
+        return (
+            f"prune.schedule is {prune.schedule!r}; "
+            "[prune.gradual] is read by schedule = 'gradual' only"
+        )
     base, _, sub = (
         section.rpartition(".") if section.endswith((".l1", ".distill")) else (section, "", "")
     )
@@ -403,7 +408,10 @@ def _ignored_by_variants(quantize: QuantizeConfig, dotted: str) -> str | None:
     table = dotted.split(".")[1]
     readers = [name for name, v in list_variants().items() if v.section == table]
     if readers and not any(v.section == table for v in written):
-        return f"quantize.variants has no {' or '.join(readers)}; [quantize] {table} is read by it only"
+        return (
+            f"quantize.variants has no {' or '.join(readers)}; "
+            f"[quantize] {table} is read by it only"
+        )
     return None
 
 

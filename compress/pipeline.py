@@ -323,7 +323,8 @@ class _Run:
 
 
 def _run_stage(run: _Run, stage: StageDef, inputs: dict[str, str], forced: bool) -> dict:
-    """Reuse the stage from the run folder or the cache when its key and inputs match, else run it."""
+    """Reuse the stage from the run folder or the cache when its key and inputs match, else
+    run it."""
     key, run_dir, cache = run.keys[stage.name], run.run_dir, run.cache
     record = None if forced else cached_record(run_dir, stage.name, key, inputs)
     if record is not None:

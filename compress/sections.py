@@ -120,7 +120,8 @@ class TrainConfig(OptimConfig):
     def _no_teacher_yet(self) -> TrainConfig:
         if self.distill.alpha > 0:
             raise ValueError(
-                "distill needs a teacher, the trained model: use it in [finetune] or [prune.gradual]"
+                "distill needs a teacher, the trained model: "
+                "use it in [finetune] or [prune.gradual]"
             )
         return self
 

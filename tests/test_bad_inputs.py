@@ -310,7 +310,8 @@ CASES = [
     Case(
         "name-leaves-runs",
         r"pipeline\.toml: name: '\.\./\.\./etc' is not a plain name \(letters, digits, '\.', "
-        r"'_' and '-', starting with a letter or digit, at most 100 characters\): it names the run folder",
+        r"'_' and '-', starting with a letter or digit, at most 100 characters\): "
+        r"it names the run folder",
         text="name = '../../etc'\n",
     ),
     Case("name-absolute", r"name: '/tmp/x' is not a plain name", text="name = '/tmp/x'\n"),
@@ -371,7 +372,8 @@ CASES = [
     ),
     Case(
         "model-class-missing",
-        r"unknown nn\.Module class in .*net\.py: 'Nett' \(did you mean 'Net'\?\); known: Net, Small, Picky",
+        r"unknown nn\.Module class in .*net\.py: 'Nett' \(did you mean 'Net'\?\); "
+        r"known: Net, Small, Picky",
         user_model("Nett"),
         files={"net.py": NET_PY},
     ),
@@ -391,7 +393,8 @@ CASES = [
     Case(
         "model-file-argparse",
         r"model file .*train\.py called sys\.exit\(\) while being imported \(exit status 2; "
-        r"it printed 'train\.py: error: the following arguments are required: --epochs'\): put the script's own",
+        r"it printed 'train\.py: error: the following arguments are required: --epochs'\): "
+        r"put the script's own",
         user_model("Net", path="train.py"),
         files={"train.py": ARGPARSE_PY},
     ),
@@ -416,7 +419,8 @@ CASES = [
     ),
     Case(
         "model-output-wrong-classes",
-        r"the model outputs \(2, 5\) but mnist has 10 classes: expected logits of shape \(batch, 10\)",
+        r"the model outputs \(2, 5\) but mnist has 10 classes: "
+        r"expected logits of shape \(batch, 10\)",
         {"model": {"kwargs": {"hidden": 16, "num_classes": 5}}},
     ),
     Case(
@@ -451,7 +455,8 @@ CASES = [
     ),
     Case(
         "weights-custom-class",
-        r"refusing to load weights file .*weights\.pt: it refers to the Python object \S*Holder, which only full unpickling can load, and that could run code",
+        r"refusing to load weights file .*weights\.pt: it refers to the Python object \S*Holder, "
+        r"which only full unpickling can load, and that could run code",
         user_model("Net", weights="weights.pt"),
         files={"net.py": NET_PY, "weights.pt": _save(Holder)},
     ),
@@ -463,7 +468,9 @@ CASES = [
     ),
     Case(
         "weights-shape-mismatch",
-        r"weights file .*weights\.pt does not fit the model: size mismatch for fc\.weight: copying a param with shape torch\.Size\(\[3, 3\]\) from checkpoint, the shape in current model is torch\.Size\(\[10, 784\]\)\.$",
+        r"weights file .*weights\.pt does not fit the model: size mismatch for fc\.weight: "
+        r"copying a param with shape torch\.Size\(\[3, 3\]\) from checkpoint, "
+        r"the shape in current model is torch\.Size\(\[10, 784\]\)\.$",
         user_model("Net", weights="weights.pt"),
         files={
             "net.py": NET_PY,
@@ -474,7 +481,8 @@ CASES = [
     ),
     Case(
         "weights-data-parallel-other-model",
-        r"weights file .*weights\.pt does not fit the model: keys 2 missing \(fc\.bias, fc\.weight\); 2 unexpected \(head\.bias, head\.weight\)$",
+        r"weights file .*weights\.pt does not fit the model: "
+        r"keys 2 missing \(fc\.bias, fc\.weight\); 2 unexpected \(head\.bias, head\.weight\)$",
         user_model("Net", weights="weights.pt"),
         files={
             "net.py": NET_PY,
@@ -500,7 +508,8 @@ CASES = [
     ),
     Case(
         "prune-unknown-layer",
-        r"prune\.layers names \['fc9'\] that are not Linear/Conv layers of the model; its layers are: net\.1, net\.3",
+        r"prune\.layers names \['fc9'\] that are not Linear/Conv layers of the model; "
+        r"its layers are: net\.1, net\.3",
         {"prune": {"layers": ["fc9"]}},
     ),
     Case(
@@ -583,7 +592,8 @@ CASES = [
     ),
     Case(
         "data-file-missing",
-        r"mnist: t10k-labels-idx1-ubyte\[\.gz\] not found and download is off \(\[data\] download = false\)\. Put the IDX files in one of: ",
+        r"mnist: t10k-labels-idx1-ubyte\[\.gz\] not found "
+        r"and download is off \(\[data\] download = false\)\. Put the IDX files in one of: ",
         data=lambda root: (root / f"{STEMS['test-labels']}.gz").unlink(),
         validate=False,
     ),
@@ -613,19 +623,22 @@ CASES = [
     ),
     Case(
         "data-wrong-magic",
-        r"t10k-images-idx3-ubyte\.gz has magic number 0x00000801, expected 0x00000803 for an IDX images file",
+        r"t10k-images-idx3-ubyte\.gz has magic number 0x00000801, "
+        r"expected 0x00000803 for an IDX images file",
         data=_labels_as_images,
         validate=False,
     ),
     Case(
         "data-raw-truncated",
-        r"train-images-idx3-ubyte is truncated or corrupt: header says \(2000, 28, 28\) \(1568000 bytes of data\), file holds 783992",
+        r"train-images-idx3-ubyte is truncated or corrupt: header says \(2000, 28, 28\) "
+        r"\(1568000 bytes of data\), file holds 783992",
         data=_raw_truncated,
         validate=False,
     ),
     Case(
         "data-count-mismatch",
-        r"train-images-idx3-ubyte\.gz holds 2000 images but .*train-labels-idx1-ubyte\.gz holds 1999 labels",
+        r"train-images-idx3-ubyte\.gz holds 2000 images "
+        r"but .*train-labels-idx1-ubyte\.gz holds 1999 labels",
         data=_replace("train-labels", lambda y: y[:1999]),
         validate=False,
     ),
@@ -658,7 +671,8 @@ def tiny_root(tmp_path_factory) -> Path:
 
 
 def prepare(case: Case, tmp_path: Path, tiny_root: Path) -> tuple[Path, list[str]]:
-    """Write the case's files under tmp_path; return the pipeline path and `run`'s extra arguments."""
+    """Write the case's files under tmp_path; return the pipeline path and `run`'s extra
+    arguments."""
     data_root = tiny_root
     if case.data is not None:
         data_root = Path(shutil.copytree(tiny_root, tmp_path / "data"))

@@ -71,7 +71,8 @@ def floor(module: str) -> int:
         if ".".join(parts[:n]) in FLOORS:
             return FLOORS[".".join(parts[:n])]
     raise AssertionError(
-        f"{module} has no floor: add it to FLOORS in tests/test_layout.py and to docs/development.md"
+        f"{module} has no floor: "
+        "add it to FLOORS in tests/test_layout.py and to docs/development.md"
     )
 
 
@@ -135,7 +136,9 @@ IMPORT_EACH_ALONE = """
 import importlib, json, sys, traceback
 failures = {}
 for name in json.loads(sys.argv[1]):
-    for loaded in [m for m in sys.modules if m == "compress" or m.startswith(("compress.", "compress_models"))]:
+    for loaded in [
+        m for m in sys.modules if m == "compress" or m.startswith(("compress.", "compress_models"))
+    ]:
         del sys.modules[loaded]
     try:
         importlib.import_module(name)

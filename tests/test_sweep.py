@@ -302,7 +302,7 @@ def test_identical_artifacts_of_several_variants_are_one_point():
     assert points[2]["val_accuracy"] == 0.85 and points[2]["test_accuracy"] == 0.5
 
 
-# ---------------------------------------------------------------- the bar: the pipeline's dense model
+# ---------------------------------------------------------------- the bar: the dense model
 
 
 def variant_report(

@@ -268,7 +268,8 @@ class Runner:
         return len(self.queue) + len(self.futures) + len(self.refs)
 
     def wait(self) -> list[RunResult]:
-        """The results of the runs that finished (at least one; the first queued, in this process)."""
+        """The results of the runs that finished (at least one; the first queued, in this
+        process)."""
         if self.mode == "inline":
             task = self.queue.pop(0)
             if task.threads:

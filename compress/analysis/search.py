@@ -1,8 +1,12 @@
 """Search: tune several settings of a pipeline at once (say the L1 strength and the pruning
 threshold) by Bayesian optimization, judging every trial on the validation split.
 
-    spaces = search_spaces(config, ["train.l1.lambda=log(1e-5,1e-3)", "prune.threshold=(0.005,0.08)"])
-    result = run_search("pipelines/mnist.toml", spaces, out_dir="runs/search", max_drop=0.5, trials=20)
+    spaces = search_spaces(
+        config, ["train.l1.lambda=log(1e-5,1e-3)", "prune.threshold=(0.005,0.08)"]
+    )
+    result = run_search(
+        "pipelines/mnist.toml", spaces, out_dir="runs/search", max_drop=0.5, trials=20
+    )
     result["chosen"], result["frontier"], result["test_accuracy"]
 
 Spaces (compress.analysis.space): `(low, high)` uniform, `log(low, high)` log-uniform,

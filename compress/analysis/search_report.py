@@ -25,7 +25,8 @@ def overrides_text(overrides: dict) -> str:
 def reuse_sentence(summary: dict) -> str:
     n = summary["counts"]["ok"] + summary["counts"]["misses budget"]
     return (
-        f"{n} finished trials: reused {summary['stages_reused']} of {summary['stages_total']} stages "
+        f"{n} finished trials: reused {summary['stages_reused']} of {summary['stages_total']} "
+        "stages "
         f"from the stage cache; training ran in {summary['train_runs']} of {n} trials"
     )
 
@@ -39,11 +40,15 @@ def chosen_sentence(summary: dict) -> str:
         p = by_label[summary["chosen"]]
         settings = next(r["overrides"] for r in summary["trials"] if r["name"] == p["trial"])
         return (
-            f"chosen: {p['label']} ({overrides_text(settings)}), {p['deploy_bytes']:,} deploy bytes, "
+            f"chosen: {p['label']} ({overrides_text(settings)}), "
+            f"{p['deploy_bytes']:,} deploy bytes, "
             f"validation {p[VAL]:.2%} ({delta(p['drop'])} pts against the reference dense "
             f"{ref:.2%}), in {p['run_dir']}"
         )
-    return f"nothing meets the budget: no artifact is within {summary['max_drop']:g} pts of the reference dense ({ref:.2%})"
+    return (
+        f"nothing meets the budget: no artifact is within {summary['max_drop']:g} pts of the "
+        f"reference dense ({ref:.2%})"
+    )
 
 
 def reference_sentence(summary: dict) -> str:
@@ -124,7 +129,10 @@ def front_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
 
 def _goal(summary: dict) -> str:
     if summary["objective"] == "size":
-        return f"the smallest deploy size within {summary['max_drop']:g} pts of the reference dense on validation"
+        return (
+            f"the smallest deploy size within {summary['max_drop']:g} pts of the reference dense "
+            "on validation"
+        )
     return "the front of deploy size against validation accuracy"
 
 
@@ -153,8 +161,8 @@ def format_markdown(summary: dict) -> str:
         "",
         f"{summary['trials_wanted']} trials wanted; "
         + ", ".join(f"{n} {s}" for s, n in summary["counts"].items())
-        + ". Every decision uses validation accuracy; Δ pts is against the dense model of the pipeline as "
-        f"written ({summary['reference']['dense_val_accuracy']:.2%} on validation).",
+        + ". Every decision uses validation accuracy; Δ pts is against the dense model of the "
+        f"pipeline as written ({summary['reference']['dense_val_accuracy']:.2%} on validation).",
         "",
         reuse_sentence(summary) + ".",
         "",

@@ -67,7 +67,8 @@ def layer_sensitivity(
 
 
 def format_sensitivity(result: dict, markdown: bool = False) -> str:
-    """Layers as rows, levels as columns, accuracy change in points in the cells (negative = worse)."""
+    """Layers as rows, levels as columns, accuracy change in points in the cells (negative =
+    worse)."""
     levels = result["levels"]
     layers = list(dict.fromkeys(r["layer"] for r in result["rows"]))
     delta = {(r["layer"], r["sparsity"]): r["delta_pts"] for r in result["rows"]}
@@ -83,9 +84,9 @@ def format_sensitivity(result: dict, markdown: bool = False) -> str:
     ]
     lines = tables.markdown(headers, rows) if markdown else tables.text(headers, rows)
     title = (
-        f"Δ pts: validation accuracy change in points, negative = worse (baseline {result['baseline_accuracy']:.2%}), "
-        "with one layer "
-        "pruned alone by magnitude, no fine-tuning"
+        "Δ pts: validation accuracy change in points, negative = worse "
+        f"(baseline {result['baseline_accuracy']:.2%}), "
+        "with one layer pruned alone by magnitude, no fine-tuning"
     )
     return "\n".join([title, *lines])
 

@@ -1,6 +1,8 @@
 """Search spaces: the grammar of `--param KEY=SPACE` and of a pipeline's [search] table.
 
-    spaces = search_spaces(config, ["train.l1.lambda=log(1e-5,1e-3)", "prune.threshold=(0.005,0.08)"])
+    spaces = search_spaces(
+        config, ["train.l1.lambda=log(1e-5,1e-3)", "prune.threshold=(0.005,0.08)"]
+    )
     spaces["prune.threshold"]            # Space("prune.threshold", "uniform", 0.005, 0.08)
     value = suggest(trial, space)        # a draw from an Optuna trial
     start = file_settings(config, spaces)  # the pipeline's own values, when each lies in its space

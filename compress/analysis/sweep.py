@@ -206,7 +206,8 @@ def budget_sentence(budget: dict, points: list[dict]) -> str:
     if budget["chosen"]:
         p = by_label[budget["chosen"]]
         text = (
-            f"smallest within {limit} of the reference dense: {p['label']}, {p['deploy_bytes']:,} deploy bytes, "
+            f"smallest within {limit} of the reference dense: {p['label']}, "
+            f"{p['deploy_bytes']:,} deploy bytes, "
             f"{p[VAL]:.2%} ({delta(p['drop'])} pts)"
         )
         if budget["ties"]:
@@ -215,9 +216,9 @@ def budget_sentence(budget: dict, points: list[dict]) -> str:
     if budget["closest"]:
         p = by_label[budget["closest"]]
         return (
-            f"nothing meets the budget: no compressed artifact is within {limit} of the reference dense; "
-            f"the closest, "
-            f"{p['label']}, is {p['drop']:.2f} pts below ({p[VAL]:.2%}, {p['deploy_bytes']:,} bytes)"
+            f"nothing meets the budget: no compressed artifact is within {limit} of the reference "
+            f"dense; the closest, {p['label']}, is {p['drop']:.2f} pts below "
+            f"({p[VAL]:.2%}, {p['deploy_bytes']:,} bytes)"
         )
     return "nothing meets the budget: no compressed artifact was verified"
 
@@ -271,8 +272,8 @@ def format_markdown(summary: dict) -> str:
     out += [
         "## Pareto frontier",
         "",
-        "Smallest deploy size for each validation accuracy level: no other artifact is both smaller "
-        f"and at least as accurate on the validation split. {bar_sentence(summary)}; the "
+        "Smallest deploy size for each validation accuracy level: no other artifact is both "
+        f"smaller and at least as accurate on the validation split. {bar_sentence(summary)}; the "
         "test split is only reported.",
         "",
     ]

@@ -157,7 +157,8 @@ def tune(
     reason = ignored_by(config, param)
     if reason is not None:
         raise CompressError(
-            f"--param {param}: the pipeline ignores it ({reason}), so every point would be the same run"
+            f"--param {param}: the pipeline ignores it ({reason}), "
+            "so every point would be the same run"
         )
     method = pruning_method(config.prune.method)
     default_low, default_high = (
@@ -280,7 +281,8 @@ def summarize(
         ]
         if chosen == bounds[1]:
             notes.append(
-                f"the high end ({param} = {bounds[1]:g}) meets the budget: raise --high to look further"
+                f"the high end ({param} = {bounds[1]:g}) meets the budget: "
+                "raise --high to look further"
             )
         misses_below = [p["value"] for p in points if not p["meets"] and p["value"] < chosen]
         if misses_below:
@@ -290,7 +292,8 @@ def summarize(
             )
     elif points:
         notes.append(
-            f"nothing meets the budget: even {param} = {bounds[0]:g} drops more than {max_drop:g} pts"
+            f"nothing meets the budget: even {param} = {bounds[0]:g} "
+            f"drops more than {max_drop:g} pts"
         )
     return {
         "pipeline": name,
@@ -355,7 +358,8 @@ def chosen_sentence(result: dict) -> str:
     text = (
         f"chosen: {result['param']} = {result['chosen']:g}, sparsity {p['pruned_sparsity']:.2%}, "
         f"{b['artifact']} validation {b[VAL]:.2%} ({delta(b['drop'])} pts against the reference "
-        f"dense {p['reference_val_accuracy']:.2%}), {b['deploy_bytes']:,} deploy bytes, in {p['run_dir']}"
+        f"dense {p['reference_val_accuracy']:.2%}), {b['deploy_bytes']:,} deploy bytes, "
+        f"in {p['run_dir']}"
     )
     if result["ties"]:
         text += f"; tied on sparsity with {', '.join(f'{v:g}' for v in result['ties'])}"
@@ -380,7 +384,8 @@ def format_table(result: dict) -> str:
     )
     fixed = ", ".join(f"{k}={v!r}" for k, v in result.get("fixed", {}).items())
     lines = [
-        f"tune {result['pipeline']}: highest {result['param']} in [{result['low']:g}, {result['high']:g}] "
+        f"tune {result['pipeline']}: highest {result['param']} "
+        f"in [{result['low']:g}, {result['high']:g}] "
         f"within {result['max_drop']:g} pts of the reference dense"
         + (f" (with {fixed})" if fixed else ""),
         f"({bar_sentence(result)})",
@@ -398,9 +403,10 @@ def format_markdown(result: dict) -> str:
     out = [
         f"# Tune {result['pipeline']}",
         "",
-        f"Highest `{result['param']}` in [{result['low']:g}, {result['high']:g}] whose best artifact "
-        f"(the smallest within budget) is at most {result['max_drop']:g} pts below the reference "
-        f"dense model on the validation split; {bar_sentence(result)} (val %; test % is only reported). "
+        f"Highest `{result['param']}` in [{result['low']:g}, {result['high']:g}] "
+        "whose best artifact (the smallest within budget) "
+        f"is at most {result['max_drop']:g} pts below the reference dense model "
+        f"on the validation split; {bar_sentence(result)} (val %; test % is only reported). "
         "Sparsity: zeros among the pruned layers' weights.",
         "",
     ]

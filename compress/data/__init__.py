@@ -10,7 +10,7 @@ section's typed config beside its loader:
 |---|---|---|
 | mnist, fashion-mnist, kmnist | idx | IDX files (flat, or torchvision's `<Class>/raw`) |
 | cifar10, cifar100, svhn | torchvision_sets | CIFAR's Python batches, SVHN's .mat files |
-| imagefolder | imagefolder | `root/train/<class>/<image>` (and `test/`), decoded once into a cache |
+| imagefolder | imagefolder | `root/train/<class>/<image>` (and `test/`), decoded once to a cache |
 | csv | csv_table | a CSV table with a label column |
 
 A new source is a module with a DataSource subclass (compress.data.base), registered with

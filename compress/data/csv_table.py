@@ -114,7 +114,8 @@ def read_table(
     for i, (number, row) in enumerate(body):
         if len(row) != len(header):
             raise DataError(
-                f"{path}, row {number}: {len(row)} cells, but the header names {len(header)} columns"
+                f"{path}, row {number}: {len(row)} cells, "
+                f"but the header names {len(header)} columns"
             )
         labels.append(_label(path, number, label, row[label_column]))
         for j, (name, column) in enumerate(zip(names, columns, strict=True)):
@@ -214,7 +215,8 @@ class Csv(DataSource):
         classes = class_names(y_train)
         if len(classes) < 2:
             raise DataError(
-                f"{train_path}: every row has label {classes[0]!r}; classification needs at least two"
+                f"{train_path}: every row has label {classes[0]!r}; "
+                "classification needs at least two"
             )
         index = {c: i for i, c in enumerate(classes)}
         images = {"train": torch.from_numpy(x_train)}

@@ -278,7 +278,8 @@ def _read_splits(spec: DatasetSpec, files: dict[str, Path]) -> tuple[dict, dict]
             raise DataError(f"{x_path} holds {len(x)} images but {y_path} holds {len(y)} labels")
         if y.size and int(y.max()) >= len(spec.classes):
             raise DataError(
-                f"{y_path} has label {int(y.max())}, but {spec.name} has {len(spec.classes)} classes"
+                f"{y_path} has label {int(y.max())}, "
+                f"but {spec.name} has {len(spec.classes)} classes"
             )
         images[split] = torch.from_numpy(x.copy()).unsqueeze(1)
         labels[split] = torch.from_numpy(y.astype(np.int64))

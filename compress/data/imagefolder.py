@@ -16,8 +16,8 @@ Decoding is done once: the uint8 tensors go to a cache file (`$COMPRESS_CACHE_DI
 ~/.cache/compress, `imagefolder-<key>.pt`, written atomically), keyed by every file's path,
 size and contents and by the settings; a later run reads the files only to hash them and
 loads the tensors (an index of the files' sizes, modification times and content hashes
-spares reading the unchanged ones). Errors name the file or folder: a corrupt image, an empty class folder,
-one class only, train and test with different classes.
+spares reading the unchanged ones). Errors name the file or folder: a corrupt image, an
+empty class folder, one class only, train and test with different classes.
 """
 
 from __future__ import annotations
@@ -82,7 +82,8 @@ def list_split(folder: Path) -> dict[str, list[str]]:
         files = _images_under(class_dir, extensions)
         if not files:
             raise DataError(
-                f"class folder {class_dir} holds no images ({', '.join(sorted(extensions)[:6])}, ...)"
+                f"class folder {class_dir} holds no images "
+                f"({', '.join(sorted(extensions)[:6])}, ...)"
             )
         found[class_dir.name] = files
     return found
@@ -116,7 +117,8 @@ def _layout(root: Path, test_fraction: float | None) -> dict[str, dict[str, list
                 f"only in test/: {', '.join(only_test)}" if only_test else "",
             ]
             raise DataError(
-                f"{root}: train/ and test/ have different classes ({'; '.join(p for p in parts if p)})"
+                f"{root}: train/ and test/ have different classes "
+                f"({'; '.join(p for p in parts if p)})"
             )
     if len(layout["train"]) < 2:
         raise DataError(
@@ -133,10 +135,8 @@ def _content_key(root: Path, layout: dict, settings: dict) -> tuple[str, Path, d
     modification time, hash), so a later run reads only the files whose size or
     modification time changed: on an unchanged folder it costs one stat per file.
     """
-    index_path = (
-        cache_dir()
-        / f"imagefolder-index-{hashlib.blake2b(str(root.resolve()).encode(), digest_size=8).hexdigest()}.npz"
-    )
+    root_key = hashlib.blake2b(str(root.resolve()).encode(), digest_size=8).hexdigest()
+    index_path = cache_dir() / f"imagefolder-index-{root_key}.npz"
     index = _read_index(index_path)
     fresh = {}
     digest = hashlib.blake2b(repr(sorted(settings.items())).encode(), digest_size=16)
@@ -220,7 +220,8 @@ def _decode_split(
         array = first if i == 0 else _decode(path, channels, size)
         if array.shape != shape:
             raise DataError(
-                f"{path} is {array.shape[2]}x{array.shape[1]} but {paths[0][1]} is {shape[2]}x{shape[1]}: "
+                f"{path} is {array.shape[2]}x{array.shape[1]} "
+                f"but {paths[0][1]} is {shape[2]}x{shape[1]}: "
                 "set [data] image_size = [h, w] to resize every image"
             )
         images[i], labels[i] = array, label

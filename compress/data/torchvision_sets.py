@@ -108,14 +108,14 @@ def _cifar_split(
         path = folder / name
         batch = read_pickle(path)
         if b"data" not in batch or label_key not in batch:
-            raise DataError(
-                f"{path} is not a CIFAR batch: it lacks {'data' if b'data' not in batch else label_key.decode()}"
-            )
+            lacking = "data" if b"data" not in batch else label_key.decode()
+            raise DataError(f"{path} is not a CIFAR batch: it lacks {lacking}")
         data = np.asarray(batch[b"data"])
         y = np.asarray(batch[label_key]).astype(np.int64).reshape(-1)
         if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != int(np.prod(SHAPE)):
             raise DataError(
-                f"{path}: data is {data.dtype} {data.shape}, expected uint8 [N, 3072] (32x32 RGB rows)"
+                f"{path}: data is {data.dtype} {data.shape}, "
+                "expected uint8 [N, 3072] (32x32 RGB rows)"
             )
         if len(data) != len(y):
             raise DataError(f"{path} holds {len(data)} images but {len(y)} labels")
@@ -156,7 +156,8 @@ def _load_cifar(
         reason = "" if download else " and download is off ([data] download = false)"
         raise DataError(
             f"{name}: {', '.join(str(p) for p in missing)} not found{reason}; put torchvision's "
-            f"{spec['folder']}/ folder (the Python version of the data set) in {root}, or pass --data-root DIR"
+            f"{spec['folder']}/ folder (the Python version of the data set) in {root}, "
+            "or pass --data-root DIR"
         )
     meta_path = folder / spec["meta"][0]
     meta = read_pickle(meta_path)
