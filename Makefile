@@ -40,6 +40,7 @@ bench: install
 
 lint: install
 	$(BIN)/ruff check compress models tests bench
+	$(BIN)/ruff format --check compress models tests bench
 
 clean:
 	rm -rf runs .pytest_cache

@@ -1,4 +1,5 @@
-"""Command line: `compress run|validate|report|models|methods|compare|sweep|tune|sensitivity|search`.
+"""Command line: `compress run|validate|report|models|methods|compare|sweep|tune|sensitivity|
+search`.
 
 A thin click layer over the library: user mistakes (CompressError) print one line and exit
 with status 2; Ctrl-C exits 130 and a rerun of the same command resumes.
@@ -50,8 +51,10 @@ class CompressGroup(click.Group):
     file system); any other file-system failure too (status 1); Ctrl-C exits 130, SIGTERM 143."""
 
     def invoke(self, ctx):
-        if threading.current_thread() is threading.main_thread() and \
-                signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        if (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        ):
             signal.signal(signal.SIGTERM, _on_sigterm)
         try:
             return super().invoke(ctx)
@@ -59,10 +62,16 @@ class CompressGroup(click.Group):
             click.echo(f"error: {_one_line(exc)}", err=True)
             sys.exit(exc.exit_status)
         except KeyboardInterrupt:
-            click.echo("\ninterrupted; run the same command again to resume (finished stages are kept)", err=True)
+            click.echo(
+                "\ninterrupted; run the same command again to resume (finished stages are kept)",
+                err=True,
+            )
             sys.exit(130)
         except Terminated:
-            click.echo("terminated; run the same command again to resume (finished stages are kept)", err=True)
+            click.echo(
+                "terminated; run the same command again to resume (finished stages are kept)",
+                err=True,
+            )
             sys.exit(143)
         except Exception as exc:
             error = os_error_in(exc)
@@ -84,30 +93,59 @@ def main(verbose: bool) -> None:
 
 
 data_root_option = click.option(
-    "--data-root", type=click.Path(), help="Folder holding the named data sets' files (overrides their [data] root; an image folder or CSV pipeline that names its root keeps it)."
+    "--data-root",
+    type=click.Path(),
+    help=(
+        "Folder holding the named data sets' files (overrides their [data] root; an image "
+        "folder or CSV pipeline that names its root keeps it)."
+    ),
 )
 
 
 def device_option(help_text: str):
-    return click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu",
-                        show_default=True, help=help_text)
+    return click.option(
+        "--device",
+        type=click.Choice(["cpu", "cuda", "auto"]),
+        default="cpu",
+        show_default=True,
+        help=help_text,
+    )
 
 
 @main.command()
 @click.argument("pipeline", type=click.Path(path_type=Path))
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Run folder [default: runs/<pipeline name>].")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Run folder [default: runs/<pipeline name>].",
+)
 @data_root_option
 @device_option("Where to train; ONNX artifacts are always verified on the CPU.")
 @click.option("--force", is_flag=True, help="Run every stage again, ignoring the cache.")
-@click.option("--from", "from_stage", metavar="STAGE",
-              help="Run this stage and the ones after it again (train, prune, finetune, export, quantize, verify).")
-@click.option("--no-progress", is_flag=True, help="No progress bars (the log still shows each epoch).")
-@click.option("--threads", type=click.IntRange(min=1),
-              help="CPU threads for training [default: 1 on 2 CPUs or fewer, else the idle CPUs, at most 4].")
-@click.option("--strict", is_flag=True,
-              help="Exit with status 3 when an artifact's status is a warning "
-                   "(at chance while training accuracy is high).")
+@click.option(
+    "--from",
+    "from_stage",
+    metavar="STAGE",
+    help=(
+        "Run this stage and the ones after it again (train, prune, finetune, export, quantize, "
+        "verify)."
+    ),
+)
+@click.option(
+    "--no-progress", is_flag=True, help="No progress bars (the log still shows each epoch)."
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    help="CPU threads for training [default: 1 on 2 CPUs or fewer, else the idle CPUs, at most 4].",
+)
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Exit with status 3 when an artifact's status is a warning "
+    "(at chance while training accuracy is high).",
+)
 def run(pipeline, out_dir, data_root, device, force, from_stage, no_progress, threads, strict):
     """Run PIPELINE (a .toml file) and print the size/accuracy/latency table (its main
     columns, fitted to the terminal; `compress report RUN_DIR --wide` shows them all).
@@ -126,8 +164,13 @@ def run(pipeline, out_dir, data_root, device, force, from_stage, no_progress, th
     config = load_pipeline(pipeline)
     with torch_threads(threads or default_threads()):
         report = run_pipeline(
-            config, out_dir=out_dir, data_root=data_root, device=device, force=force,
-            from_stage=from_stage, progress=not no_progress and sys.stderr.isatty(),
+            config,
+            out_dir=out_dir,
+            data_root=data_root,
+            device=device,
+            force=force,
+            from_stage=from_stage,
+            progress=not no_progress and sys.stderr.isatty(),
         )
     click.echo(format_table(report, terminal_width()))
     run_dir = out_dir or Path("runs") / config.name
@@ -142,8 +185,10 @@ def run(pipeline, out_dir, data_root, device, force, from_stage, no_progress, th
         sys.exit(1)
     if strict and warned:
         names = ", ".join(a["name"] for a in warned)
-        raise StrictWarningError(f"--strict: {names} at chance while training accuracy is high "
-                                 f"(the warnings above; the report is written)")
+        raise StrictWarningError(
+            f"--strict: {names} at chance while training accuracy is high "
+            f"(the warnings above; the report is written)"
+        )
 
 
 @main.command()
@@ -155,15 +200,29 @@ def validate(pipeline):
 
     config = load_pipeline(pipeline)
     check_pipeline(config)
-    click.echo(f"{pipeline}: ok ({config.name}: {config.model.name or config.model.class_name} on {config.data.name})")
+    click.echo(
+        f"{pipeline}: ok ({config.name}: {config.model.name or config.model.class_name} "
+        f"on {config.data.name})"
+    )
 
 
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["table", "md", "csv", "json"]), default="table",
-              show_default=True, help="Output format.")
-@click.option("--wide", is_flag=True,
-              help="Table: every column, however wide the terminal [default: the main columns, fitted to it].")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "md", "csv", "json"]),
+    default="table",
+    show_default=True,
+    help="Output format.",
+)
+@click.option(
+    "--wide",
+    is_flag=True,
+    help=(
+        "Table: every column, however wide the terminal [default: the main columns, fitted to it]."
+    ),
+)
 def report(run_dir, fmt, wide):
     """Print the table of a finished run folder.
 
@@ -177,8 +236,12 @@ def report(run_dir, fmt, wide):
 
     data = load_report(run_dir)
     width = None if wide else terminal_width()
-    text = {"table": lambda r: format_table(r, width), "md": format_markdown, "csv": format_csv,
-            "json": lambda r: json.dumps(r, indent=2)}[fmt](data)
+    text = {
+        "table": lambda r: format_table(r, width),
+        "md": format_markdown,
+        "csv": format_csv,
+        "json": lambda r: json.dumps(r, indent=2),
+    }[fmt](data)
     click.echo(text.rstrip("\n"))
 
 
@@ -201,19 +264,38 @@ def methods():
     for name, method in list_methods().items():
         low, high = method.tune_range
         kind = "structured" if method.structured else "unstructured"
-        click.echo(f"{name:12s} {kind:12s} prunes more as {method.strength} grows (tune range {low:g}..{high:g})")
+        click.echo(
+            f"{name:12s} {kind:12s} prunes more as {method.strength} grows "
+            f"(tune range {low:g}..{high:g})"
+        )
 
 
 @main.command()
-@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["table", "md", "csv", "json"]), default="table",
-              show_default=True, help="Output format.")
-@click.option("--baseline", metavar="NAME",
-              help="What Δ pts and ratio compare with: ARTIFACT (each run's own), RUN (that run's dense) "
-                   "or RUN:ARTIFACT [default: each run's own dense].")
-@click.option("--sort", type=click.Choice(["run", "size", "accuracy"]), default="run", show_default=True,
-              help="run: grouped by run, in the order given; size: smallest deploy first; "
-                   "accuracy: most accurate first.")
+@click.argument(
+    "run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path)
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "md", "csv", "json"]),
+    default="table",
+    show_default=True,
+    help="Output format.",
+)
+@click.option(
+    "--baseline",
+    metavar="NAME",
+    help="What Δ pts and ratio compare with: ARTIFACT (each run's own), RUN (that run's dense) "
+    "or RUN:ARTIFACT [default: each run's own dense].",
+)
+@click.option(
+    "--sort",
+    type=click.Choice(["run", "size", "accuracy"]),
+    default="run",
+    show_default=True,
+    help="run: grouped by run, in the order given; size: smallest deploy first; "
+    "accuracy: most accurate first.",
+)
 def compare(run_dirs, fmt, baseline, sort):
     """Print the artifacts of several finished run folders side by side (reads report.json)."""
     from compress.analysis.compare import comparison_rows, format_comparison, load_runs
@@ -223,31 +305,65 @@ def compare(run_dirs, fmt, baseline, sort):
 
 
 def _cache_option(f):
-    return click.option("--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path),
-                        help="Stage cache shared by the runs (and with other sweeps) [default: OUT/cache].")(f)
+    return click.option(
+        "--cache",
+        "cache_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Stage cache shared by the runs (and with other sweeps) [default: OUT/cache].",
+    )(f)
 
 
 @main.command()
 @click.argument("pipeline", type=click.Path(path_type=Path))
-@click.option("--set", "sets", multiple=True, metavar="KEY=V1,V2",
-              help="Values to try for a dotted key, as TOML literals, e.g. prune.amount=0.9,0.95 or "
-                   "'quantize.variants=[\"dynamic\"],[\"static\"]'. Repeat for more keys; adds to [sweep].")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Sweep folder: one run folder per variant [default: runs/<pipeline name>-sweep].")
-@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Variants run at once, each in its own process (torch threads shared out).")
-@click.option("--ray", "ray_address", metavar="ADDRESS",
-              help="Run each variant as a Ray task: 'local' starts a cluster here, 'auto' or host:port "
-                   "joins one (needs pip install 'compress[ray]').")
-@click.option("--max-drop", type=float, metavar="PTS",
-              help="Accuracy budget in points below the dense model of the pipeline as written, on the "
-                   "validation split: name the smallest artifact within it.")
-@click.option("--threads", type=click.IntRange(min=1),
-              help="CPU threads per variant [default: torch's choice; with --jobs, the CPUs shared out among them].")
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=V1,V2",
+    help="Values to try for a dotted key, as TOML literals, e.g. prune.amount=0.9,0.95 or "
+    '\'quantize.variants=["dynamic"],["static"]\'. Repeat for more keys; adds to [sweep].',
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Sweep folder: one run folder per variant [default: runs/<pipeline name>-sweep].",
+)
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Variants run at once, each in its own process (torch threads shared out).",
+)
+@click.option(
+    "--ray",
+    "ray_address",
+    metavar="ADDRESS",
+    help="Run each variant as a Ray task: 'local' starts a cluster here, 'auto' or host:port "
+    "joins one (needs pip install 'compress[ray]').",
+)
+@click.option(
+    "--max-drop",
+    type=float,
+    metavar="PTS",
+    help="Accuracy budget in points below the dense model of the pipeline as written, on the "
+    "validation split: name the smallest artifact within it.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    help=(
+        "CPU threads per variant [default: torch's choice; with --jobs, the CPUs shared out "
+        "among them]."
+    ),
+)
 @data_root_option
 @device_option("Where to train.")
 @_cache_option
-def sweep(pipeline, sets, out_dir, jobs, ray_address, max_drop, threads, data_root, device, cache_dir):
+def sweep(
+    pipeline, sets, out_dir, jobs, ray_address, max_drop, threads, data_root, device, cache_dir
+):
     """Run every combination of settings of PIPELINE and find the size/accuracy frontier.
 
     Variants share the stages they have in common (training runs once when only later
@@ -270,8 +386,18 @@ def sweep(pipeline, sets, out_dir, jobs, ray_address, max_drop, threads, data_ro
     config = load_pipeline(pipeline)
     axes = sweep_axes(config, list(sets))
     out = out_dir or Path("runs") / f"{config.name}-sweep"
-    summary = run_sweep(pipeline, axes, out, data_root=data_root, jobs=jobs, ray_address=ray_address,
-                        max_drop=max_drop, cache_dir=cache_dir, device=device, threads=threads)
+    summary = run_sweep(
+        pipeline,
+        axes,
+        out,
+        data_root=data_root,
+        jobs=jobs,
+        ray_address=ray_address,
+        max_drop=max_drop,
+        cache_dir=cache_dir,
+        device=device,
+        threads=threads,
+    )
     click.echo(f"Pareto frontier of {summary['pipeline']} ({bar_sentence(summary)}):")
     click.echo(format_points(frontier_rows(summary)))
     click.echo("")
@@ -286,27 +412,67 @@ def sweep(pipeline, sets, out_dir, jobs, ray_address, max_drop, threads, data_ro
 
 @main.command()
 @click.argument("pipeline", type=click.Path(path_type=Path))
-@click.option("--max-drop", type=float, required=True, metavar="PTS",
-              help="Accuracy budget: points the best artifact may lose against the dense model of the "
-                   "pipeline as written (with --set), on the validation split.")
-@click.option("--param", metavar="KEY",
-              help="The setting searched [default: the method's strength, e.g. prune.amount for magnitude, "
-                   "prune.threshold for threshold; see `compress methods`].")
+@click.option(
+    "--max-drop",
+    type=float,
+    required=True,
+    metavar="PTS",
+    help="Accuracy budget: points the best artifact may lose against the dense model of the "
+    "pipeline as written (with --set), on the validation split.",
+)
+@click.option(
+    "--param",
+    metavar="KEY",
+    help="The setting searched [default: the method's strength, e.g. prune.amount for magnitude, "
+    "prune.threshold for threshold; see `compress methods`].",
+)
 @click.option("--low", type=float, help="Low end of the search [default: the method's tune range].")
-@click.option("--high", type=float, help="High end of the search [default: the method's tune range].")
-@click.option("--steps", type=click.IntRange(min=0), default=5, show_default=True,
-              help="Bisection steps after the two ends.")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="A fixed change to the pipeline for every point, e.g. finetune.epochs=1.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Tune folder: one run folder per point [default: runs/<pipeline name>-tune].")
-@click.option("--threads", type=click.IntRange(min=1),
-              help="CPU threads for every point [default: torch's choice]; 1 is fastest on a machine busy "
-                   "with other work.")
+@click.option(
+    "--high", type=float, help="High end of the search [default: the method's tune range]."
+)
+@click.option(
+    "--steps",
+    type=click.IntRange(min=0),
+    default=5,
+    show_default=True,
+    help="Bisection steps after the two ends.",
+)
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A fixed change to the pipeline for every point, e.g. finetune.epochs=1.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Tune folder: one run folder per point [default: runs/<pipeline name>-tune].",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    help="CPU threads for every point [default: torch's choice]; 1 is fastest on a machine busy "
+    "with other work.",
+)
 @data_root_option
 @device_option("Where to train.")
 @_cache_option
-def tune(pipeline, max_drop, param, low, high, steps, sets, out_dir, threads, data_root, device, cache_dir):
+def tune(
+    pipeline,
+    max_drop,
+    param,
+    low,
+    high,
+    steps,
+    sets,
+    out_dir,
+    threads,
+    data_root,
+    device,
+    cache_dir,
+):
     """Find the highest sparsity of PIPELINE whose best artifact stays within --max-drop.
 
     Bisection over one pruning setting; every point is a run folder sharing one stage
@@ -326,41 +492,103 @@ def tune(pipeline, max_drop, param, low, high, steps, sets, out_dir, threads, da
         fixed[key] = values[0]
     config = load_pipeline(pipeline)
     out = out_dir or Path("runs") / f"{config.name}-tune"
-    result = run_tune(pipeline, max_drop, out, param=param, low=low, high=high, steps=steps,
-                      data_root=data_root, cache_dir=cache_dir, fixed=fixed, device=device, threads=threads)
+    result = run_tune(
+        pipeline,
+        max_drop,
+        out,
+        param=param,
+        low=low,
+        high=high,
+        steps=steps,
+        data_root=data_root,
+        cache_dir=cache_dir,
+        fixed=fixed,
+        device=device,
+        threads=threads,
+    )
     click.echo(format_table(result))
     click.echo(f"tune: {out / 'tune.md'}, {out / 'tune.json'}")
 
 
 @main.command()
 @click.argument("pipeline", type=click.Path(path_type=Path))
-@click.option("--param", "params", multiple=True, metavar="KEY=SPACE",
-              help="A setting to search: (low,high) uniform, log(low,high), int(low,high) or a TOML list of "
-                   "choices, e.g. 'train.l1.lambda=log(1e-5,1e-3)'. Repeat for more keys; adds to [search].")
-@click.option("--max-drop", type=float, metavar="PTS",
-              help="Accuracy budget in points below the dense model of the pipeline as written, on the "
-                   "validation split (needed by --objective size).")
-@click.option("--trials", type=click.IntRange(min=1), default=20, show_default=True,
-              help="Trials in the study (a rerun after Ctrl-C runs only the missing ones).")
-@click.option("--objective", type=click.Choice(["size", "pareto"]), default="size", show_default=True,
-              help="size: smallest deploy size within --max-drop (TPE); pareto: the front of deploy size "
-                   "against validation accuracy (NSGA-II).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Search folder: the study, one run folder per trial [default: runs/<pipeline name>-search].")
-@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Trials run at once, each in its own process or Ray task (torch threads shared out).")
-@click.option("--ray", "ray_address", metavar="ADDRESS",
-              help="Run each trial as a Ray task: 'local' starts a cluster here, 'auto' or host:port "
-                   "joins one (needs pip install 'compress[ray]').")
+@click.option(
+    "--param",
+    "params",
+    multiple=True,
+    metavar="KEY=SPACE",
+    help="A setting to search: (low,high) uniform, log(low,high), int(low,high) or a TOML list of "
+    "choices, e.g. 'train.l1.lambda=log(1e-5,1e-3)'. Repeat for more keys; adds to [search].",
+)
+@click.option(
+    "--max-drop",
+    type=float,
+    metavar="PTS",
+    help="Accuracy budget in points below the dense model of the pipeline as written, on the "
+    "validation split (needed by --objective size).",
+)
+@click.option(
+    "--trials",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="Trials in the study (a rerun after Ctrl-C runs only the missing ones).",
+)
+@click.option(
+    "--objective",
+    type=click.Choice(["size", "pareto"]),
+    default="size",
+    show_default=True,
+    help="size: smallest deploy size within --max-drop (TPE); pareto: the front of deploy size "
+    "against validation accuracy (NSGA-II).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help=(
+        "Search folder: the study, one run folder per trial [default: runs/<pipeline name>-search]."
+    ),
+)
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Trials run at once, each in its own process or Ray task (torch threads shared out).",
+)
+@click.option(
+    "--ray",
+    "ray_address",
+    metavar="ADDRESS",
+    help="Run each trial as a Ray task: 'local' starts a cluster here, 'auto' or host:port "
+    "joins one (needs pip install 'compress[ray]').",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sampler.")
-@click.option("--threads", type=click.IntRange(min=1),
-              help="CPU threads per trial [default: 1 on 2 CPUs or fewer, else the idle CPUs shared out "
-                   "among --jobs, at most 4 each].")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    help="CPU threads per trial [default: 1 on 2 CPUs or fewer, else the idle CPUs shared out "
+    "among --jobs, at most 4 each].",
+)
 @data_root_option
 @device_option("Where to train.")
 @_cache_option
-def search(pipeline, params, max_drop, trials, objective, out_dir, jobs, ray_address, seed, threads, data_root,
-           device, cache_dir):
+def search(
+    pipeline,
+    params,
+    max_drop,
+    trials,
+    objective,
+    out_dir,
+    jobs,
+    ray_address,
+    seed,
+    threads,
+    data_root,
+    device,
+    cache_dir,
+):
     """Search settings of PIPELINE (say L1 strength and pruning threshold together) with Optuna.
 
     Every decision is made on the validation split; test accuracy of the chosen artifacts
@@ -377,22 +605,48 @@ def search(pipeline, params, max_drop, trials, objective, out_dir, jobs, ray_add
     config = load_pipeline(pipeline)
     spaces = search_spaces(config, list(params))
     out = out_dir or Path("runs") / f"{config.name}-search"
-    summary = run_search(pipeline, spaces, out, max_drop=max_drop, trials=trials, objective=objective, jobs=jobs,
-                         ray_address=ray_address, data_root=data_root, cache_dir=cache_dir, device=device,
-                         threads=threads or default_threads(jobs), seed=seed)
+    summary = run_search(
+        pipeline,
+        spaces,
+        out,
+        max_drop=max_drop,
+        trials=trials,
+        objective=objective,
+        jobs=jobs,
+        ray_address=ray_address,
+        data_root=data_root,
+        cache_dir=cache_dir,
+        device=device,
+        threads=threads or default_threads(jobs),
+        seed=seed,
+    )
     click.echo(format_table(summary))
     click.echo(f"search: {out / 'search.md'}, {out / 'search-front.png'}, {out / 'search.json'}")
 
 
 @main.command()
 @click.argument("pipeline", type=click.Path(path_type=Path))
-@click.option("--levels", default="0.5,0.7,0.8,0.9,0.95,0.97,0.98,0.99", show_default=True,
-              help="Comma-separated sparsity levels to try on each layer.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Run folder whose trained model to use (trained there if missing) [default: runs/<pipeline name>].")
-@click.option("--threads", type=click.IntRange(min=1),
-              help="CPU threads for training and the evaluations [default: torch's choice]; 1 is fastest on "
-                   "a machine busy with other work.")
+@click.option(
+    "--levels",
+    default="0.5,0.7,0.8,0.9,0.95,0.97,0.98,0.99",
+    show_default=True,
+    help="Comma-separated sparsity levels to try on each layer.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help=(
+        "Run folder whose trained model to use (trained there if missing) [default: "
+        "runs/<pipeline name>]."
+    ),
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    help="CPU threads for training and the evaluations [default: torch's choice]; 1 is fastest on "
+    "a machine busy with other work.",
+)
 @data_root_option
 @device_option("Where to train if the trained model is not there yet.")
 def sensitivity(pipeline, levels, out_dir, threads, data_root, device):
@@ -415,7 +669,9 @@ def sensitivity(pipeline, levels, out_dir, threads, data_root, device):
     try:
         level_values = [float(v) for v in levels.split(",") if v.strip()]
     except ValueError:
-        raise CompressError(f"--levels {levels!r}: expected comma-separated numbers such as 0.5,0.9") from None
+        raise CompressError(
+            f"--levels {levels!r}: expected comma-separated numbers such as 0.5,0.9"
+        ) from None
     if not level_values or not all(0 < v < 1 for v in level_values):
         raise CompressError(f"--levels {levels!r}: each level must be between 0 and 1 (exclusive)")
     config = load_pipeline(pipeline)
@@ -424,11 +680,19 @@ def sensitivity(pipeline, levels, out_dir, threads, data_root, device):
 
         torch.set_num_threads(threads)
     run_dir = out_dir or Path("runs") / config.name
-    run_pipeline(config, out_dir=run_dir, data_root=data_root, device=device,
-                 progress=sys.stderr.isatty(), until="train")
+    run_pipeline(
+        config,
+        out_dir=run_dir,
+        data_root=data_root,
+        device=device,
+        progress=sys.stderr.isatty(),
+        until="train",
+    )
     model, _, _ = load_checkpoint(run_dir / "train" / "model.pt")
     data = load_data(config.data, config.base_dir, data_root)
     result = layer_sensitivity(model, data, sorted(level_values), config.data.eval_batch_size)
-    write_sensitivity(run_dir / "sensitivity", result, f"{config.name}: pruning sensitivity per layer")
+    write_sensitivity(
+        run_dir / "sensitivity", result, f"{config.name}: pruning sensitivity per layer"
+    )
     click.echo(format_sensitivity(result))
     click.echo(f"\nplot: {run_dir / 'sensitivity' / 'sensitivity.png'}")

@@ -1,14 +1,16 @@
-"""What a run reports, typed once: an artifact row and report.json (README, "report.json").
+"""What a run reports, typed once: an artifact row and report.json (docs/reference.md,
+"report.json").
 
     report: Report = load_report(run_dir)
-    report = RunReport(report, run_dir)        # as run_pipeline returns it: report.artifacts[0].accuracy
+    report = RunReport(report, run_dir)  # as run_pipeline returns it
+    report.artifacts[0].accuracy
     base = baseline_of(report["artifacts"], report["baseline"])   # the `dense` row by default
     drop = drop_pts(base, row)                                     # accuracy points lost
 
-report.json is a stable interface: keys are only ever added (as NotRequired, with a README
-row), never renamed or removed. Each key's meaning is written beside it (Annotated) and
-the README table is checked against these definitions by the tests. Accuracy is a fraction
-in 0..1, sizes bytes, latency milliseconds, throughput samples per second.
+report.json is a stable interface: keys are only ever added (as NotRequired, with a row in
+docs/reference.md), never renamed or removed. Each key's meaning is written beside it
+(Annotated) and the docs table is checked against these definitions by the tests. Accuracy
+is a fraction in 0..1, sizes bytes, latency milliseconds, throughput samples per second.
 
 Sweep, Tune and Search type sweep.json, tune.json and search.json the same way.
 """
@@ -48,34 +50,64 @@ class Artifact(TypedDict):
     deploy_path: Annotated[str, "that package, under `deploy/`"]
     params: Annotated[int, "entries of the file's weight and bias initializers"]
     nonzero_params: Annotated[int, "those that are not zero"]
-    weights: Annotated[int, "entries of the weight matrices and kernels alone (initializers of 2 or more dimensions)"]
+    weights: Annotated[
+        int,
+        "entries of the weight matrices and kernels alone (initializers of 2 or more dimensions)",
+    ]
     nonzero_weights: Annotated[int, "those that are not zero"]
-    sparsity: Annotated[float, "1 - nonzero_weights / weights: zeros among the weights, biases apart"]
-    min_onnxruntime: Annotated[str, "the oldest onnxruntime release that loads the file (compress.encode.compat)"]
+    sparsity: Annotated[
+        float, "1 - nonzero_weights / weights: zeros among the weights, biases apart"
+    ]
+    min_onnxruntime: Annotated[
+        str, "the oldest onnxruntime release that loads the file (compress.encode.compat)"
+    ]
     ir_version: Annotated[int, "the ONNX IR version the file declares"]
     opset: Annotated[int | None, "the ai.onnx opset the file imports"]
     macs: Annotated[int, "multiply-accumulates per sample (MatMul/Gemm/Conv at full shape)"]
-    weight_bytes: Annotated[int, "initializer bytes an onnxruntime session holds after its load-time folding"]
+    weight_bytes: Annotated[
+        int, "initializer bytes an onnxruntime session holds after its load-time folding"
+    ]
     accuracy: Annotated[float, "top-1 accuracy on the test split"]
-    val_accuracy: Annotated[float | None, "top-1 accuracy on the validation split (what sweep, tune and search budgets choose on)"]
+    val_accuracy: Annotated[
+        float | None,
+        "top-1 accuracy on the validation split (what sweep, tune and search budgets choose on)",
+    ]
     agreement: Annotated[float | None, "top-1 agreement with the PyTorch model it came from"]
     max_logit_diff: Annotated[float | None, "largest logit difference from that PyTorch model"]
-    latency_ms_b1_p50: Annotated[float | None, "median latency at batch 1 (all artifacts timed interleaved)"]
+    latency_ms_b1_p50: Annotated[
+        float | None, "median latency at batch 1 (all artifacts timed interleaved)"
+    ]
     latency_ms_b1_p95: Annotated[float | None, "95th percentile latency at batch 1"]
     latency_vs_dense: Annotated[float | None, "p50 / dense p50"]
     slower_than_dense: Annotated[bool | None, "true beyond `[verify] slower_margin`"]
     throughput: Annotated[float, "images per second at the throughput batch"]
-    status: Annotated[str, "`ok`, `failed: <why>`, or `warning: <what>` "
-                      "(at chance while training accuracy is high)"]
-    compression: NotRequired[Annotated[float, "baseline .onnx bytes / deploy_bytes (added by the report)"]]
-    accuracy_delta: NotRequired[Annotated[float, "test accuracy change in points against the baseline (added by the report)"]]
-    accuracy_delta_ci: NotRequired[Annotated[list[float], "`[low, high]`, points: the 95% paired-bootstrap interval "
-                                             "of the test accuracy difference to `dense` (verify)"]]
-    code_entropy_bits: NotRequired[Annotated[float, "codebook files only: entropy of the codes, bits per non-zero weight"]]
+    status: Annotated[
+        str,
+        "`ok`, `failed: <why>`, or `warning: <what>` (at chance while training accuracy is high)",
+    ]
+    compression: NotRequired[
+        Annotated[float, "baseline .onnx bytes / deploy_bytes (added by the report)"]
+    ]
+    accuracy_delta: NotRequired[
+        Annotated[
+            float, "test accuracy change in points against the baseline (added by the report)"
+        ]
+    ]
+    accuracy_delta_ci: NotRequired[
+        Annotated[
+            list[float],
+            "`[low, high]`, points: the 95% paired-bootstrap interval "
+            "of the test accuracy difference to `dense` (verify)",
+        ]
+    ]
+    code_entropy_bits: NotRequired[
+        Annotated[float, "codebook files only: entropy of the codes, bits per non-zero weight"]
+    ]
 
 
 class DatasetSummary(TypedDict):
-    name: str  # the named data set (`mnist`), `imagefolder`, or a CSV file with its folder (`wine/train.csv`)
+    # the named data set (`mnist`), `imagefolder`, or a CSV file with its folder (`wine/train.csv`)
+    name: str
     train_samples: int  # without the validation part
     val_samples: int
     test_samples: int
@@ -107,19 +139,30 @@ class Report(TypedDict):
     config_hash: Annotated[str, "hash of the resolved configuration"]
     created: Annotated[str, "time of the report (UTC, ISO 8601)"]
     model: Annotated[str, "model name (or `path:class`)"]
-    dataset: Annotated[DatasetSummary, "`{name, train_samples, val_samples, test_samples, kind}` (train excludes the "
-                                       "validation part; `kind`: `image` or `table`; a CSV's `name`: its file "
-                                       "with its folder, e.g. `wine/train.csv`)"]
+    dataset: Annotated[
+        DatasetSummary,
+        "`{name, train_samples, val_samples, test_samples, kind}` (train excludes the "
+        "validation part; `kind`: `image` or `table`; a CSV's `name`: its file "
+        "with its folder, e.g. `wine/train.csv`)",
+    ]
     device: Annotated[str, "training device"]
     versions: Annotated[dict[str, str], "`compress`, `torch`, `onnx`, `onnxruntime`, `python`"]
     baseline: Annotated[str, "the artifact ratios and deltas refer to (`dense`)"]
     artifacts: Annotated[list[Artifact], "one per ONNX file (see Artifact)"]
-    inputs: NotRequired[Annotated[dict | None, "which inputs the pruned model still reads: `{total, used, names, unit, "
-                                  "first_layers}` (`names`: the used CSV columns; `unit`: features, pixels or "
-                                  "channels); `null` when no Linear or Conv reads the input directly"]]
-    training: Annotated[TrainingSummary, "`dense_test_accuracy`, `dense_val_accuracy`, `pruned_sparsity`, "
-                        "`accuracy_after_prune`, `accuracy_after_finetune`, `zero_weights_after_train` "
-                        "(PyTorch, test split unless named val)"]
+    inputs: NotRequired[
+        Annotated[
+            dict | None,
+            "which inputs the pruned model still reads: `{total, used, names, unit, "
+            "first_layers}` (`names`: the used CSV columns; `unit`: features, pixels or "
+            "channels); `null` when no Linear or Conv reads the input directly",
+        ]
+    ]
+    training: Annotated[
+        TrainingSummary,
+        "`dense_test_accuracy`, `dense_val_accuracy`, `pruned_sparsity`, "
+        "`accuracy_after_prune`, `accuracy_after_finetune`, `zero_weights_after_train` "
+        "(PyTorch, test split unless named val)",
+    ]
     stages: Annotated[list[StageSummary], "`{name, key, seconds, cached}` per stage"]
     total_seconds: Annotated[float, "seconds of the stages that ran (not cached)"]
 
@@ -135,15 +178,19 @@ class Budget(TypedDict):
     """The `--max-drop` budget of a sweep or search, by label (compress.analysis.pareto)."""
 
     max_drop: Annotated[float, "points below the reference dense model, on validation"]
-    chosen: Annotated[str | None, "the smallest artifact within it (on equal size the more accurate); "
-                      "null when none is"]
+    chosen: Annotated[
+        str | None,
+        "the smallest artifact within it (on equal size the more accurate); null when none is",
+    ]
     ties: Annotated[list[str], "as small and as accurate as `chosen`"]
     closest: Annotated[str | None, "with nothing within it: the artifact of the smallest drop"]
 
 
 class SweepReference(TypedDict):
     run_dir: Annotated[str, "the run whose dense model is the bar"]
-    variant: Annotated[str | None, "the variant that made it (null: `<out>/reference`, the pipeline as written)"]
+    variant: Annotated[
+        str | None, "the variant that made it (null: `<out>/reference`, the pipeline as written)"
+    ]
     dense_val_accuracy: Annotated[float, "its dense artifact's validation accuracy (onnxruntime)"]
 
 
@@ -152,19 +199,25 @@ class SweepVariant(TypedDict):
     overrides: Annotated[dict[str, Any], "dotted key -> value"]
     run_dir: Annotated[str, "its run folder"]
     stages_cached: Annotated[list[str], "the stages taken from the stage cache"]
-    dense_val_accuracy: Annotated[float, "its own dense model's validation accuracy (PyTorch, from report.json's "
-                                  "`training`)"]
+    dense_val_accuracy: Annotated[
+        float, "its own dense model's validation accuracy (PyTorch, from report.json's `training`)"
+    ]
 
 
 class SweepPoint(TypedDict):
     """One distinct artifact of a sweep (identical files of several variants count once)."""
 
-    label: Annotated[str, "`<variant>/<artifact>` (`(+N)`: N more variants made the same file), or the "
-                     "artifact alone when every variant made it"]
+    label: Annotated[
+        str,
+        "`<variant>/<artifact>` (`(+N)`: N more variants made the same file), or the "
+        "artifact alone when every variant made it",
+    ]
     artifact: Annotated[str, "the artifact's name (`dense`, `pruned`, ...)"]
     variants: Annotated[list[str], "the variants that made it"]
     path: Annotated[str, "the .onnx file of the first of them"]
-    val_accuracy: Annotated[float, "top-1 accuracy on the validation split: what the frontier and the budget use"]
+    val_accuracy: Annotated[
+        float, "top-1 accuracy on the validation split: what the frontier and the budget use"
+    ]
     test_accuracy: Annotated[float, "top-1 accuracy on the test split (reported only)"]
     drop: Annotated[float, "validation points below the reference dense model"]
     bytes: Annotated[int, "size of the .onnx file"]
@@ -174,7 +227,9 @@ class SweepPoint(TypedDict):
     latency_ms_b1_p50: Annotated[float | None, "median latency at batch 1"]
     status: Annotated[str, "`ok`, `failed: <why>` or `warning: <what>`, as in report.json"]
     frontier: Annotated[bool, "on the Pareto frontier"]
-    within_budget: NotRequired[Annotated[bool, "verified and within `--max-drop` (with a budget only)"]]
+    within_budget: NotRequired[
+        Annotated[bool, "verified and within `--max-drop` (with a budget only)"]
+    ]
 
 
 class Sweep(TypedDict):
@@ -209,7 +264,9 @@ class TunePoint(TypedDict):
     value: Annotated[float, "the searched setting's value"]
     run_dir: Annotated[str, "the point's run folder"]
     dense_val_accuracy: Annotated[float, "its own dense artifact's validation accuracy"]
-    reference_val_accuracy: Annotated[float, "the bar: the reference dense model's validation accuracy"]
+    reference_val_accuracy: Annotated[
+        float, "the bar: the reference dense model's validation accuracy"
+    ]
     pruned_sparsity: Annotated[float, "zeros among the pruned layers' weights"]
     best: Annotated[TuneBest | None, "null when no compressed artifact was verified"]
     meets: Annotated[bool, "the best artifact is within the budget"]
@@ -264,7 +321,9 @@ class SearchTrial(TypedDict):
     state: Annotated[str, "`ok`, `misses budget`, `fail`, `interrupted` (or Optuna's state)"]
     overrides: Annotated[dict[str, Any], "the sampled settings: dotted key -> value"]
     run_dir: Annotated[str | None, "its run folder"]
-    best: Annotated[SearchArtifact | None, "its smallest artifact within the budget, else the closest"]
+    best: Annotated[
+        SearchArtifact | None, "its smallest artifact within the budget, else the closest"
+    ]
     artifacts: Annotated[list[SearchArtifact], "all its artifacts"]
     stages_reused: Annotated[list[str], "stages taken from the stage cache"]
     stages_total: Annotated[int, "its stages"]
@@ -299,8 +358,11 @@ class Search(TypedDict):
     frontier: Annotated[list[str], "labels of the Pareto frontier, smallest first"]
     budget: Annotated[Budget | None, "with `--max-drop`"]
     chosen: Annotated[str | None, "label of the smallest artifact within the budget"]
-    test_accuracy: Annotated[dict[str, float | None], "label -> test accuracy, read last for the chosen "
-                             "artifact (and the frontier, with `--objective pareto`): it chose nothing"]
+    test_accuracy: Annotated[
+        dict[str, float | None],
+        "label -> test accuracy, read last for the chosen "
+        "artifact (and the frontier, with `--objective pareto`): it chose nothing",
+    ]
 
 
 OK = "ok"
@@ -332,7 +394,9 @@ class _Row(dict):
 
     def __getattr__(self, key: str) -> Any:
         if key.startswith("_") or key not in _keys(self.schema):
-            raise AttributeError(f"{type(self).__name__} has no {key!r}; keys: {', '.join(_keys(self.schema))}")
+            raise AttributeError(
+                f"{type(self).__name__} has no {key!r}; keys: {', '.join(_keys(self.schema))}"
+            )
         return self.get(key)
 
 
@@ -385,7 +449,10 @@ class RunReport(_Row):
         """The artifact named `name` (`dense`, `pruned`, `pruned-int8-dynamic`, ...)."""
         found = find_artifact(self["artifacts"], name)
         if found is None:
-            raise KeyError(f"no artifact {name!r}; artifacts: {', '.join(a['name'] for a in self['artifacts'])}")
+            raise KeyError(
+                f"no artifact {name!r}; artifacts: "
+                f"{', '.join(a['name'] for a in self['artifacts'])}"
+            )
         return found
 
 
@@ -442,6 +509,6 @@ def compression_ratio(base: Artifact, artifact: Artifact) -> float:
 
 
 def markdown_table(kind: type, header: str = "key") -> str:
-    """The README's table of a TypedDict's keys (tests check that the README holds it)."""
+    """The docs' table of a TypedDict's keys (tests check that docs/reference.md holds it)."""
     rows = [[f"`{key}`", meaning] for key, meaning in keys_of(kind).items()]
     return "\n".join(tables.markdown([header, "meaning"], rows)) + "\n"
