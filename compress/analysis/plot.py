@@ -99,6 +99,29 @@ def _place_labels(
     return texts
 
 
+def ring_chosen(ax, point: dict, label: str) -> None:
+    """A red ring around the chosen artifact (`deploy_bytes`, validation accuracy)."""
+    ax.scatter(
+        [point["deploy_bytes"]],
+        [100 * point[VAL]],
+        s=220,
+        facecolors="none",
+        edgecolors="tab:red",
+        linewidths=1.8,
+        zorder=4,
+        label=label,
+    )
+
+
+def size_accuracy_axes(ax, title: str) -> None:
+    """Deploy bytes (log) against validation accuracy, as every trade-off plot draws them."""
+    ax.set_xscale("log")
+    ax.set_xlabel("deploy bytes (smaller of .onnx.gz and .onnx.xz), log scale")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title(title)
+    ax.grid(True, which="both", linewidth=0.3, alpha=0.6)
+
+
 def draw_tradeoff(
     points: list[dict],
     frontier: list[str],
@@ -147,22 +170,8 @@ def draw_tradeoff(
             100 * budget_line, color="tab:red", linestyle="--", linewidth=1, label=budget_label
         )
     if chosen in by_label:
-        p = by_label[chosen]
-        ax.scatter(
-            [p["deploy_bytes"]],
-            [100 * p[VAL]],
-            s=220,
-            facecolors="none",
-            edgecolors="tab:red",
-            linewidths=1.8,
-            zorder=4,
-            label="smallest within budget",
-        )
-    ax.set_xscale("log")
-    ax.set_xlabel("deploy bytes (smaller of .onnx.gz and .onnx.xz), log scale")
-    ax.set_ylabel("validation accuracy (%)")
-    ax.set_title(title)
-    ax.grid(True, which="both", linewidth=0.3, alpha=0.6)
+        ring_chosen(ax, by_label[chosen], "smallest within budget")
+    size_accuracy_axes(ax, title)
     ax.margins(x=0.3, y=0.12)  # room for the labels
     # the legend below the axes, where no label or point can be under it
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=4, frameon=False)

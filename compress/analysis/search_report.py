@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from compress import tables
+from compress.analysis.plot import ring_chosen, size_accuracy_axes
 from compress.analysis.sweep import delta
 from compress.files import write_json, write_text
 from compress.results import VAL, Search
@@ -324,22 +325,8 @@ def plot_front(summary: dict, path: Path) -> Path:
         line = 100 * summary["reference"]["dense_val_accuracy"] - summary["max_drop"]
         ax.axhline(line, color="tab:red", linestyle="--", linewidth=1, label="accuracy budget")
     if summary["chosen"] in by_label:
-        p = by_label[summary["chosen"]]
-        ax.scatter(
-            [p["deploy_bytes"]],
-            [100 * p[VAL]],
-            s=220,
-            facecolors="none",
-            edgecolors="tab:red",
-            linewidths=1.8,
-            zorder=4,
-            label="chosen",
-        )
-    ax.set_xscale("log")
-    ax.set_xlabel("deploy bytes (smaller of .onnx.gz and .onnx.xz), log scale")
-    ax.set_ylabel("validation accuracy (%)")
-    ax.set_title(f"{summary['pipeline']}: deploy size against validation accuracy")
-    ax.grid(True, which="both", linewidth=0.3, alpha=0.6)
+        ring_chosen(ax, by_label[summary["chosen"]], "chosen")
+    size_accuracy_axes(ax, f"{summary['pipeline']}: deploy size against validation accuracy")
     ax.legend(fontsize=8, loc="best")
     _save(fig, path)
     plt.close(fig)

@@ -35,6 +35,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from compress.data import Dataset
 from compress.pruning.masks import PRUNABLE
+from compress.pruning.probe import probe
 
 log = logging.getLogger(__name__)
 RECALIBRATION = 1024  # training inputs over which BatchNorm statistics are measured again
@@ -65,13 +66,7 @@ def batchnorm_scales(model: nn.Module, sample: torch.Tensor) -> dict[str, torch.
                     scales[layer] = (gamma / (bn.running_var + bn.eps).sqrt()).cpu()
 
             hooks.append(module.register_forward_pre_hook(pair))
-    was_training = model.training
-    try:
-        model.eval()(sample)
-    finally:
-        model.train(was_training)
-        for hook in hooks:
-            hook.remove()
+    probe(model, sample, hooks)
     return scales
 
 

@@ -30,6 +30,7 @@ import torch.nn as nn
 
 from compress.errors import CompressError
 from compress.pruning.masks import add_masks
+from compress.pruning.probe import probe
 
 FIRST_LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -49,13 +50,7 @@ def first_layers(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, to
         for name, module in model.named_modules()
         if isinstance(module, FIRST_LAYER_TYPES)
     ]
-    was_training = model.training
-    try:
-        model.eval()(x)
-    finally:
-        model.train(was_training)
-        for hook in hooks:
-            hook.remove()
+    probe(model, x, hooks)
     return {
         name: tensor
         for name, tensor in seen.items()
