@@ -163,7 +163,7 @@ class ExportConfig(Section):
     # (IR 8 for opset 17 and 18; a file holding int4 weights needs 10). A number: that
     # version, or the lowest a file allows where that is higher.
     ir_version: Annotated[int, Field(ge=7, le=11)] | None = None
-    # Remove the pruned model's dead units and channels before export (compress.shrink):
+    # Remove the pruned model's dead units and channels before export (compress.pruning.shrink):
     # exact, so pruned.onnx is a smaller dense model that runs faster; verify still compares
     # it with the unshrunk fine-tuned model.
     shrink: bool = False

@@ -14,7 +14,7 @@ residual additions, BatchNorm and depthwise convolutions, which must lose the sa
 Importance is `torch_pruning.importance`'s magnitude of that group. A removed unit is masked
 like any pruned weight (rows and columns to zero, held through fine-tuning), so the
 schedules and checkpoints of unstructured pruning work unchanged; `[export] shrink = true`
-then removes the dead units physically (compress.shrink), and the model runs faster.
+then removes the dead units physically (compress.pruning.shrink), and the model runs faster.
 The model's output layer keeps its units (they are the classes); each layer keeps one.
 """
 

@@ -2,7 +2,7 @@
 
 Outputs `export/dense.onnx` and `export/pruned.onnx` (the verify stage writes the final
 artifacts into the run folder). With `[export] shrink = true` the
-pruned model's dead units and channels are removed first (compress.shrink, exact), and the
+pruned model's dead units and channels are removed first (compress.pruning.shrink, exact), and the
 units of each layer before and after are in the stage's metrics. Each is exported with
 torch.onnx's dynamo exporter into a single self-contained file, with a dynamic batch axis,
 Gemm rewritten as MatMul + Add with [in, out] weights (compresses better), -0.0 as +0.0, and
