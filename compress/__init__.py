@@ -11,7 +11,7 @@ The names are imported when first used (PEP 562), so that `import compress` (and
 `compress --version`) does not load torch.
 """
 
-__version__ = "0.1.0"  # the one place it is written: pyproject.toml reads it from here
+from compress.version import __version__  # pyproject.toml reads it from here
 
 __all__ = ["__version__", "load_pipeline", "run_pipeline"]
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import click
 
-from compress import __version__
 from compress.errors import CompressError, file_system_error, os_error_in
+from compress.version import __version__
 
 log = logging.getLogger("compress")
 

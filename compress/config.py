@@ -28,6 +28,7 @@ from pydantic_core import PydanticCustomError
 from compress.errors import CompressError, ConfigError, closest
 from compress.files import NAME_RULE, is_plain_name
 from compress.sections import (  # the sections that stand alone, imported from here too
+    DataCommon,
     DistillConfig,
     ExportConfig,
     FinetuneConfig,
@@ -73,27 +74,6 @@ __all__ = [
     "parse_pipeline",
     "prune_section",
 ]
-
-
-class DataCommon(Section):
-    """[data]: the keys every data source has. Each source (compress.data) adds its own in a
-    subclass whose `name` is a Literal of the names it reads; [data] in a pipeline file is
-    validated by the named source's section."""
-
-    # Folder the data is read from. IDX / torchvision sets: the folder holding their files
-    # (None: ./data). imagefolder: the folder with train/ (and test/). csv: the folder the
-    # train/test paths are taken from (None: the pipeline file's folder). Relative paths
-    # are taken from the pipeline file's folder; --data-root replaces it.
-    root: str | None = None
-    # Missing files are downloaded into the root with torchvision; false: fail at once
-    # (offline machines, tests).
-    download: bool = True
-    batch_size: PositiveInt = 64
-    eval_batch_size: PositiveInt = 1000  # evaluation only; larger is faster, same result
-    seed: int = 0
-    # Fraction of the training split held out (seeded, stratified) as the validation split:
-    # tune, sweep budgets and sensitivity decide on it; the test split is only reported.
-    validation: Annotated[float, Field(gt=0.0, le=0.5)] = 0.1
 
 
 DEFAULT_DATA_SOURCE = "mnist"

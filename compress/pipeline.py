@@ -29,7 +29,6 @@ from typing import Any
 
 import torch
 
-from compress import __version__
 from compress.cache import StageCache
 from compress.checkpoint import build_from_spec, load_user_weights, model_spec
 from compress.config import PipelineConfig
@@ -49,6 +48,7 @@ from compress.report import add_comparisons, write_reports
 from compress.results import DENSE, Artifact, Report, RunReport
 from compress.stages import export, finetune, prune, quantize, train, verify
 from compress.stages.context import StageContext
+from compress.version import __version__
 
 log = logging.getLogger(__name__)
 

@@ -185,3 +185,24 @@ class VerifyConfig(Section):
     tolerance: float = Field(
         1e-4, gt=0.0
     )  # largest logit difference allowed for float exports (relative beyond |logit| 1)
+
+
+class DataCommon(Section):
+    """[data]: the keys every data source has. Each source (compress.data) adds its own in a
+    subclass whose `name` is a Literal of the names it reads; [data] in a pipeline file is
+    validated by the named source's section."""
+
+    # Folder the data is read from. IDX / torchvision sets: the folder holding their files
+    # (None: ./data). imagefolder: the folder with train/ (and test/). csv: the folder the
+    # train/test paths are taken from (None: the pipeline file's folder). Relative paths
+    # are taken from the pipeline file's folder; --data-root replaces it.
+    root: str | None = None
+    # Missing files are downloaded into the root with torchvision; false: fail at once
+    # (offline machines, tests).
+    download: bool = True
+    batch_size: PositiveInt = 64
+    eval_batch_size: PositiveInt = 1000  # evaluation only; larger is faster, same result
+    seed: int = 0
+    # Fraction of the training split held out (seeded, stratified) as the validation split:
+    # tune, sweep budgets and sensitivity decide on it; the test split is only reported.
+    validation: Annotated[float, Field(gt=0.0, le=0.5)] = 0.1

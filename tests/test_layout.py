@@ -23,6 +23,7 @@ FLOORS = {
     "compress.cache": 0,
     "compress.config": 0,
     "compress.sections": 0,
+    "compress.version": 0,
     "compress.results": 0,
     "compress.tables": 0,
     "compress.registry": 1,

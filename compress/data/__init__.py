@@ -26,7 +26,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compress.config import DataCommon
 from compress.data import published
 from compress.data.base import DataSource
 from compress.data.dataset import SPLITS, Dataset, channel_stats
@@ -41,6 +40,7 @@ from compress.data.idx import (
 )
 from compress.data.registry import get_source, list_sources, register_source
 from compress.errors import DataError
+from compress.sections import DataCommon
 
 __all__ = [
     "DATASETS",

@@ -25,8 +25,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from compress.config import DataCommon, NonNegativeInt
 from compress.data.dataset import Dataset
+from compress.sections import DataCommon, NonNegativeInt
 
 
 class ImageDataCommon(DataCommon):

@@ -26,13 +26,13 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 
-from compress.config import DataCommon
 from compress.data.base import DataSource, own_root
 from compress.data.dataset import Dataset
 from compress.data.registry import register_source
 from compress.data.split import split_dataset
 from compress.errors import DataError, closest
 from compress.files import sha256_file
+from compress.sections import DataCommon
 
 
 class CsvDataConfig(DataCommon):

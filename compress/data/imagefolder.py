@@ -34,13 +34,13 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from compress.config import PositiveInt
 from compress.data.base import DataSource, ImageDataCommon, own_root
 from compress.data.dataset import Dataset, channel_stats
 from compress.data.registry import register_source
 from compress.data.split import split_dataset
 from compress.errors import DataError
 from compress.files import atomic_path
+from compress.sections import PositiveInt
 
 log = logging.getLogger(__name__)
 

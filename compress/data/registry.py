@@ -15,9 +15,9 @@ from __future__ import annotations
 import importlib
 import typing
 
-from compress.config import DataCommon
 from compress.errors import CompressError
 from compress.registry import unknown_name_message
+from compress.sections import DataCommon
 
 # The registry holds compress.data.base.DataSource subclasses (typed `type` here) but imports
 # none of them, so compress.config can look a [data] name up (the source modules are

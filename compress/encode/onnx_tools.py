@@ -69,7 +69,7 @@ def artifact_metadata(
       images, "NC" for tables) and `input_shape` ([null, ...]: any batch size).
     The verify stage adds `accuracy`, `val_accuracy`, `min_onnxruntime` and `sha256`.
     """
-    from compress import __version__
+    from compress.version import __version__
 
     metadata = {
         "preprocessing": json.dumps(preprocessing),

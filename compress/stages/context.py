@@ -15,13 +15,13 @@ from typing import Any
 
 import torch
 
-from compress import __version__
 from compress.cache import StageCache, link_or_copy
 from compress.checkpoint import load_checkpoint
 from compress.config import OptimConfig, PipelineConfig
 from compress.data import Dataset
 from compress.files import hash_object, read_json, sha256_file
 from compress.training import RunSettings, predict
+from compress.version import __version__
 
 
 @dataclass
