@@ -39,7 +39,9 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
 
 class PadConv2d(nn.Conv2d):
     """A Conv2d that zero-pads its input (left, right, top, bottom) first: TensorFlow's
-    uneven "same" padding, which Conv2d's own (even) padding cannot express."""
+    uneven "same" padding, which Conv2d's own (even) padding cannot express. The exported
+    file has no Pad node (the pads go into the Conv's own), but the exporter cannot take an
+    opset-18 Pad down to 17, so these models export at opset 18 (`[export] opset = 18`)."""
 
     def __init__(self, *args, pad: tuple[int, int, int, int], **kwargs):
         super().__init__(*args, **kwargs)
