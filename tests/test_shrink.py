@@ -147,6 +147,28 @@ def test_residual_batchnorm_and_depthwise_channels():
     torch.testing.assert_close(logits(model, x), expected, rtol=0, atol=1e-5)
 
 
+@torch.no_grad()
+def test_a_constant_channel_into_a_conv_that_pads_its_input_itself_is_kept():
+    from compress_models.mlperf_tiny import PadConv2d
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 1),
+        nn.ReLU(),
+        PadConv2d(4, 3, 3, 2, pad=(0, 1, 0, 1)),  # pads in forward, conv.padding is 0
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(3 * 4 * 4, 5),
+    )
+    model[0].weight[1] = 0  # channel 1 outputs relu(0.5) everywhere ...
+    model[0].bias[1] = 0.5  # ... but the padded border reads 0: no bias can stand for it
+    x = torch.randn(6, 1, 8, 8)
+    expected = logits(model, x)
+    shrink(model, (1, 8, 8))
+    assert units(model)["0"] == 4
+    torch.testing.assert_close(logits(model, x), expected, rtol=0, atol=1e-6)
+
+
 def test_nothing_dead_changes_nothing():
     torch.manual_seed(0)
     model = ResNetLike()

@@ -147,6 +147,9 @@ def _constant(x: torch.Tensor, idxs: list[int]) -> torch.Tensor | None:
     return first.squeeze(1) if bool(torch.all(part == first)) else None
 
 
+_CONV_FORWARDS = (nn.Conv1d.forward, nn.Conv2d.forward, nn.Conv3d.forward)
+
+
 def _foldable(consumer: nn.Module, value: torch.Tensor) -> bool:
     """Whether a constant input slice of `consumer` can be replaced by a bias term exactly."""
     if bool(torch.all(value == 0)):
@@ -156,6 +159,8 @@ def _foldable(consumer: nn.Module, value: torch.Tensor) -> bool:
     # With padding the border sees zeros, not the constant: no longer one bias per channel.
     if isinstance(consumer, nn.Linear):
         return True
+    if type(consumer).forward not in _CONV_FORWARDS:
+        return False  # a conv with a forward of its own may pad its input first (PadConv2d)
     padding = consumer.padding
     return padding == "valid" if isinstance(padding, str) else all(p == 0 for p in padding)
 
