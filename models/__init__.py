@@ -7,4 +7,4 @@ Each factory takes `num_classes` (the data set's) and, if it names the parameter
 logits [N, num_classes]. `zoo` adds "torchvision:<name>" for torchvision's classifiers.
 """
 
-MODULES = ["mlp", "lenet", "resnet", "zoo"]
+MODULES = ["mlp", "lenet", "resnet", "cnn1d", "zoo"]
