@@ -174,20 +174,16 @@ def check_finite(x: np.ndarray, name: str) -> None:
             raise DataError(f"{name} holds {value} in sample {at}: every value must be finite")
 
 
-def label_strings(y: np.ndarray) -> np.ndarray:
-    """Labels as strings, integers written without padding or sign of their width."""
+def distinct_labels(y: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """(the distinct labels as strings, sorted, and each label's position among them): sorted
+    numerically for integers (2 before 10), else as text, the order CSV tables use. One
+    sort of the labels, whatever their number."""
+    distinct, inverse = np.unique(y, return_inverse=True)
     if y.dtype.kind == "S":
-        return np.char.decode(y, "utf-8").astype(str)
-    return y.astype(str) if y.dtype.kind == "U" else np.char.mod("%d", y)
-
-
-def class_names(labels: np.ndarray) -> list[str]:
-    """Distinct labels as strings, sorted: numerically for integers (2 before 10), else as
-    text (the order CSV tables use)."""
-    distinct = np.unique(labels)
-    if np.issubdtype(labels.dtype, np.integer):
-        return [str(int(v)) for v in distinct]
-    return sorted(str(v) for v in label_strings(distinct))
+        names = [v.decode("utf-8", "replace") for v in distinct.tolist()]
+    else:
+        names = [str(v) for v in distinct.tolist()]
+    return names, inverse.reshape(-1)
 
 
 def channel_axes(shape: tuple[int, ...], normalize: str) -> tuple[int, ...]:
@@ -219,15 +215,6 @@ def statistics(store: SampleStore, normalize: str) -> tuple[list | float, list |
     std = np.sqrt(np.clip(squares / count - mean * mean, 0, None))
     std = np.where(std > 0, std, 1.0)
     return mean[0].tolist(), std[0].tolist()
-
-
-def encode_labels(y: np.ndarray, classes: list[str]) -> torch.Tensor:
-    """Class indices (int64) of labels `y`, every one among `classes`."""
-    if np.issubdtype(y.dtype, np.integer):
-        return torch.from_numpy(np.searchsorted(np.array([int(c) for c in classes]), y))
-    distinct, inverse = np.unique(label_strings(y), return_inverse=True)
-    index = np.array([classes.index(str(v)) for v in distinct], dtype=np.int64)
-    return torch.from_numpy(index[inverse.reshape(-1)])
 
 
 def sample_shape(found: list[Path]) -> tuple[int, ...]:
@@ -284,8 +271,7 @@ class Arrays(DataSource):
             check_finite(x_test, f"{test_where}x")
             images["test"], raw_labels["test"] = x_test, y_test
             files.update({str(p): sha256_file(p) for p in test_paths})
-        classes = self._classes(raw_labels, where, config.test is not None and test_where)
-        labels = {split: encode_labels(v, classes) for split, v in raw_labels.items()}
+        classes, labels = self._labels(raw_labels, where, config.test is not None and test_where)
         stores = {split: SampleStore(v) for split, v in images.items()}
         split_dataset(stores, labels, config.validation, config.seed, config.test_fraction)
         mean, std = statistics(stores["train"], config.normalize)
@@ -309,25 +295,27 @@ class Arrays(DataSource):
         )
 
     @staticmethod
-    def _classes(raw: dict[str, np.ndarray], where: str, test_where: str | bool) -> list[str]:
-        kinds = {v.dtype.kind in "US" for v in raw.values()}
-        if len(kinds) > 1:
-            raise DataError(
-                f"{test_where}y holds other kinds of labels (text or integers) than {where}y"
-            )
-        classes = class_names(raw["train"])
+    def _labels(
+        raw: dict[str, np.ndarray], where: str, test_where: str | bool
+    ) -> tuple[list[str], dict[str, torch.Tensor]]:
+        """The class names (the training labels') and each split's class indices."""
+        classes, inverse = distinct_labels(raw["train"])
         if len(classes) < 2:
             raise DataError(
                 f"{where}every label is {classes[0]!r}; classification needs at least two"
             )
+        labels = {"train": torch.from_numpy(inverse.astype(np.int64))}
         if "test" in raw:
-            unknown = sorted(set(class_names(raw["test"])) - set(classes))
+            names, inverse = distinct_labels(raw["test"])
+            unknown = [n for n in names if n not in classes]
             if unknown:
                 raise DataError(
                     f"{test_where}y has label {unknown[0]!r}, which the training labels never "
                     f"have (they have: {', '.join(classes)})"
                 )
-        return classes
+            position = np.array([classes.index(n) for n in names], dtype=np.int64)
+            labels["test"] = torch.from_numpy(position[inverse])
+        return classes, labels
 
     def peek(self, config: ArraysDataConfig, root: Path) -> tuple[tuple[int, ...], int] | None:
         """Input shape (from the header of x) and number of classes (reads the labels)."""
@@ -345,4 +333,4 @@ class Arrays(DataSource):
             return None  # loading says what is wrong
         if y.ndim != 1 or y.dtype == object:
             return None
-        return sample_shape(found), len(class_names(y))
+        return sample_shape(found), len(distinct_labels(y)[0])
