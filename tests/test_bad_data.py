@@ -294,7 +294,7 @@ CASES = [
     ),
     Case(
         "arrays-nan",
-        r"x\.npy: x holds nan in sample 17: every value must be finite",
+        r"x\.npy: x holds nan in sample 17 \(as float32\): every value must be finite",
         PAIR,
         with_nan,
         model=CNN1D,

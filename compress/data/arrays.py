@@ -161,17 +161,20 @@ def check_arrays(x: np.ndarray, y: np.ndarray, x_name: str, y_name: str) -> None
 
 
 def check_finite(x: np.ndarray, name: str) -> None:
-    """That every value of x is a finite number, read in chunks (a mapped file stays unread
-    in memory)."""
+    """That every value of x is finite as float32 (what the model reads; a float64 beyond
+    its range is inf), read in chunks (a mapped file is not held in memory)."""
     if not np.issubdtype(x.dtype, np.floating):
         return
     store = SampleStore(x)
     for start, chunk in zip(range(0, len(x), CHUNK), store.chunks(CHUNK), strict=True):
         bad = ~np.isfinite(chunk.reshape(len(chunk), -1)).all(axis=1)
         if bad.any():
+            sample = chunk[int(np.argmax(bad))]
+            value = sample[~np.isfinite(sample)][0]
             at = start + int(np.argmax(bad))
-            value = chunk[int(np.argmax(bad))][~np.isfinite(chunk[int(np.argmax(bad))])][0]
-            raise DataError(f"{name} holds {value} in sample {at}: every value must be finite")
+            raise DataError(
+                f"{name} holds {value} in sample {at} (as float32): every value must be finite"
+            )
 
 
 def distinct_labels(y: np.ndarray) -> tuple[list[str], np.ndarray]:
