@@ -13,7 +13,7 @@ sways slowly on one axis, a run fast on two, ...), a random phase and speed per 
 gravity on one axis and noise, so the classes overlap a little and a small model learns
 them from the shape over time, not from one value. The test set is a fixed, modest size
 (`--test`), so that a very large training set still verifies quickly. Large sets are
-written in blocks into a memory-mapped .npy file: writing takes little memory.
+appended to the .npy file block by block: writing takes little memory.
 """
 
 from __future__ import annotations
@@ -58,11 +58,11 @@ def windows(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def write_npy_pair(out: Path, name: str, n: int, dtype: str, seed: int) -> None:
     rng = np.random.default_rng(seed)
     y = rng.integers(0, len(MOTIONS), size=n)
-    x = np.lib.format.open_memmap(out / f"{name}_x.npy", mode="w+", dtype=dtype, shape=(n, T, F))
-    for start in range(0, n, BLOCK):
-        x[start : start + BLOCK] = windows(y[start : start + BLOCK], rng)
-    x.flush()
-    del x
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False}
+    with open(out / f"{name}_x.npy", "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {**header, "shape": (n, T, F)})
+        for start in range(0, n, BLOCK):  # appended block by block: flat memory
+            f.write(windows(y[start : start + BLOCK], rng).astype(dtype).tobytes())
     np.save(out / f"{name}_y.npy", np.array(list(MOTIONS))[y])
 
 
