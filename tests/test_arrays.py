@@ -16,9 +16,8 @@ from tiny_mnist import pipeline_text
 
 from compress.cli import main
 from compress.config import parse_pipeline
-from compress.data import load_data, peek_data
+from compress.data import load_data, peek_data, store
 from compress.data.arrays import channel_axes
-from compress.data import store
 from compress.data.store import SampleStore
 from compress.stages.verify import prepare_inputs
 
