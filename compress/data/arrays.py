@@ -206,14 +206,11 @@ def statistics(store: SampleStore, normalize: str) -> tuple[list | float, list |
     total = squares = None
     count = 0
     for chunk in store.chunks(CHUNK):
-        x = chunk.astype(np.float64)
-        part, part_squares = (
-            x.sum(axis=axes, keepdims=True),
-            np.square(x).sum(axis=axes, keepdims=True),
-        )
+        part = chunk.sum(axis=axes, keepdims=True, dtype=np.float64)
+        part_squares = np.square(chunk).sum(axis=axes, keepdims=True, dtype=np.float64)
         total = part if total is None else total + part
         squares = part_squares if squares is None else squares + part_squares
-        count += x.size // part.size
+        count += chunk.size // part.size
     mean = total / count
     std = np.sqrt(np.clip(squares / count - mean * mean, 0, None))
     std = np.where(std > 0, std, 1.0)
@@ -262,6 +259,7 @@ class Arrays(DataSource):
         check_finite(x, f"{where}x")
         images, raw_labels = {"train": x}, {"train": y}
         files = {str(p): sha256_file(p) for p in train_paths}
+        test_where = ""
         if config.test is not None:
             test_paths = paths(root, config.test)
             check_paths(test_paths)
@@ -274,7 +272,7 @@ class Arrays(DataSource):
             check_finite(x_test, f"{test_where}x")
             images["test"], raw_labels["test"] = x_test, y_test
             files.update({str(p): sha256_file(p) for p in test_paths})
-        classes, labels = self._labels(raw_labels, where, config.test is not None and test_where)
+        classes, labels = self._labels(raw_labels, where, test_where)
         stores = {split: SampleStore(v) for split, v in images.items()}
         split_dataset(stores, labels, config.validation, config.seed, config.test_fraction)
         mean, std = statistics(stores["train"], config.normalize)
@@ -299,7 +297,7 @@ class Arrays(DataSource):
 
     @staticmethod
     def _labels(
-        raw: dict[str, np.ndarray], where: str, test_where: str | bool
+        raw: dict[str, np.ndarray], where: str, test_where: str
     ) -> tuple[list[str], dict[str, torch.Tensor]]:
         """The class names (the training labels') and each split's class indices."""
         classes, inverse = distinct_labels(raw["train"])
