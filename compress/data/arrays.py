@@ -93,15 +93,17 @@ def check_paths(found: list[Path]) -> None:
         )
 
 
+def _unreadable(path: Path, exc: Exception, what: str) -> DataError:
+    if "allow_pickle" in str(exc):  # numpy refuses object arrays without it
+        return DataError(f"{path} holds Python objects: only numeric arrays are read")
+    return DataError(f"cannot read {path} as {what}: {exc}")
+
+
 def _open_npy(path: Path, mmap: bool) -> np.ndarray:
     try:
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except ValueError as exc:
-        if "allow_pickle" in str(exc):
-            raise DataError(f"{path} holds Python objects: only numeric arrays are read") from None
-        raise DataError(f"cannot read {path} as an .npy array: {exc}") from None
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc}") from None
+    except (ValueError, OSError) as exc:
+        raise _unreadable(path, exc, "an .npy array") from None
 
 
 def _open_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -115,12 +117,8 @@ def _open_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
                     "expected x (the samples) and y (the labels)"
                 )
             return arrays["x"], arrays["y"]
-    except ValueError as exc:
-        if "allow_pickle" in str(exc):
-            raise DataError(f"{path} holds Python objects: only numeric arrays are read") from None
-        raise DataError(f"cannot read {path} as an .npz file: {exc}") from None
-    except (OSError, zipfile.BadZipFile) as exc:
-        raise DataError(f"cannot read {path} as an .npz file: {exc}") from None
+    except (ValueError, OSError, zipfile.BadZipFile) as exc:
+        raise _unreadable(path, exc, "an .npz file") from None
 
 
 def read_arrays(found: list[Path]) -> tuple[np.ndarray, np.ndarray, str]:
