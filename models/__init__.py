@@ -7,4 +7,4 @@ Each factory takes `num_classes` (the data set's) and, if it names the parameter
 logits [N, num_classes]. `zoo` adds "torchvision:<name>" for torchvision's classifiers.
 """
 
-MODULES = ["mlp", "lenet", "resnet", "mlperf_tiny", "zoo"]
+MODULES = ["mlp", "lenet", "resnet", "mlperf_tiny", "cnn1d", "zoo"]

@@ -88,6 +88,34 @@ def short_cifar_rows(tmp: Path) -> None:
     (root / "cifar-10-batches-py" / "data_batch_3").write_bytes(pickle.dumps(batch))
 
 
+def arrays(name: str = "t.npz", **members) -> Callable[[Path], None]:
+    """An .npz of sequences x [40, 16, 3] and labels y of two classes, with `members` put in
+    their place or beside them (a member given as None is left out)."""
+
+    def write(tmp: Path) -> None:
+        rng = np.random.default_rng(0)
+        values = {"x": rng.normal(size=(40, 16, 3)).astype(np.float32), "y": np.arange(40) % 2}
+        values.update(members)
+        np.savez(tmp / name, **{k: v for k, v in values.items() if v is not None})
+
+    return write
+
+
+def npy_pair(x: np.ndarray, y: np.ndarray) -> Callable[[Path], None]:
+    def write(tmp: Path) -> None:
+        np.save(tmp / "x.npy", x, allow_pickle=True)
+        np.save(tmp / "y.npy", y, allow_pickle=True)
+
+    return write
+
+
+def with_nan(tmp: Path) -> None:
+    x = np.zeros((40, 16, 3), np.float32)
+    x[17, 4, 1] = np.nan
+    np.save(tmp / "x.npy", x)
+    np.save(tmp / "y.npy", np.arange(40) % 2)
+
+
 IMAGES = {
     "name": "imagefolder",
     "root": "photos",
@@ -97,6 +125,10 @@ IMAGES = {
 }
 CSV = {"name": "csv", "train": "t.csv", "label": "diagnosis", "download": False, "batch_size": 8}
 CIFAR = {"name": "cifar10", "root": "data", "download": False, "batch_size": 8}
+ARRAYS = {"name": "arrays", "train": "t.npz", "download": False, "batch_size": 8}
+PAIR = {**ARRAYS, "train": ["x.npy", "y.npy"]}
+CNN1D = {"name": "cnn1d", "kwargs": None}
+SEQUENCES = np.zeros((40, 16, 3), np.float32)
 
 
 @dataclass
@@ -222,6 +254,103 @@ CASES = [
         r"column 'x1' appears more than once",
         CSV,
         table(header=["x1", "x1", "x3", "diagnosis"]),
+    ),
+    # arrays
+    Case("arrays-file-missing", r"arrays file .*t\.npz does not exist", ARRAYS, model=CNN1D),
+    Case(
+        "arrays-npz-without-y",
+        r"t\.npz has no array 'y' \(it holds: x, labels\): expected x \(the samples\)",
+        ARRAYS,
+        arrays(y=None, labels=np.zeros(40)),
+        model=CNN1D,
+    ),
+    Case(
+        "arrays-length-mismatch",
+        r"t\.npz: x holds 40 samples but .*t\.npz: y 39 labels",
+        ARRAYS,
+        arrays(y=np.arange(39) % 2),
+        model=CNN1D,
+    ),
+    Case(
+        "arrays-labels-not-1d",
+        r"y\.npy has shape \(40, 2\): expected one label per sample, \[N\]",
+        PAIR,
+        npy_pair(SEQUENCES, np.zeros((40, 2), np.int64)),
+        model=CNN1D,
+    ),
+    Case(
+        "arrays-0d",
+        r"t\.npz: x is a single value \(a 0-d array\): expected one per sample",
+        ARRAYS,
+        arrays(x=np.float32(3.0)),
+        model=CNN1D,
+    ),
+    Case(
+        "arrays-object-array",
+        r"y\.npy holds Python objects: only numeric arrays are read",
+        PAIR,
+        npy_pair(SEQUENCES, np.array([{"a": 1}] * 40, dtype=object)),
+        model=CNN1D,
+    ),
+    Case(
+        "arrays-nan",
+        r"x\.npy: x holds nan in sample 17 \(as float32\): every value must be finite",
+        PAIR,
+        with_nan,
+        model=CNN1D,
+    ),
+    Case(
+        "arrays-not-numbers",
+        r"t\.npz: x has dtype <U1: samples must be integers or floats",
+        ARRAYS,
+        arrays(x=np.full((40, 3), "a")),
+        model=CNN1D,
+    ),
+    Case(
+        "arrays-float-labels",
+        r"t\.npz: y has dtype float64: labels must be integers or strings",
+        ARRAYS,
+        arrays(y=np.zeros(40)),
+        model=CNN1D,
+    ),
+    Case(
+        "arrays-test-shape-differs",
+        r"test\.npz: samples of shape \[16, 4\], but the training samples have shape \[16, 3\]",
+        {**ARRAYS, "test": "test.npz"},
+        lambda tmp: (
+            arrays()(tmp),
+            arrays("test.npz", x=np.zeros((10, 16, 4), np.float32), y=np.arange(10) % 2)(tmp),
+        ),
+        model=CNN1D,
+    ),
+    Case(
+        "arrays-one-class",
+        r"t\.npz: every label is 'walk'; classification needs at least two",
+        ARRAYS,
+        arrays(y=np.array(["walk"] * 40)),
+        model=CNN1D,
+    ),
+    Case(
+        "arrays-test-and-test-fraction",
+        r"data: set either test \(a file\) or test_fraction, not both",
+        {**ARRAYS, "test": "t.npz", "test_fraction": 0.2},
+        arrays(),
+        model=CNN1D,
+        validate=True,
+    ),
+    Case(
+        "arrays-one-npy",
+        r"x\.npy: one file must be an \.npz holding x and y; give a pair of \.npy files",
+        {**ARRAYS, "train": "x.npy"},
+        npy_pair(SEQUENCES, np.arange(40) % 2),
+        model=CNN1D,
+    ),
+    Case(
+        "arrays-pickle-in-npz",
+        r"t\.npz holds Python objects: only numeric arrays are read",
+        ARRAYS,
+        arrays(y=np.array([None] * 40, dtype=object)),
+        model=CNN1D,
     ),
     # splits
     Case(

@@ -100,6 +100,14 @@ def csv_files(root: Path, edit: int) -> tuple[dict, int]:
     return {"name": "csv", "root": str(root), "train": "t.csv", "label": "y"}, 60
 
 
+def arrays_files(root: Path, edit: int) -> tuple[dict, int]:
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(edit)
+    np.save(root / "x.npy", rng.normal(size=(50, 8, 3)).astype(np.float32))
+    np.save(root / "y.npy", np.array(["a", "b"] * 25))
+    return {"name": "arrays", "root": str(root), "train": ["x.npy", "y.npy"]}, 50
+
+
 WRITERS = {
     "mnist": idx_files("mnist"),
     "fashion-mnist": idx_files("fashion-mnist"),
@@ -109,6 +117,7 @@ WRITERS = {
     "svhn": svhn_files,
     "imagefolder": imagefolder_files,
     "csv": csv_files,
+    "arrays": arrays_files,
 }
 SOURCES = list(list_sources())
 
@@ -120,7 +129,7 @@ def tiny(name: str, root: Path, edit: int = 0) -> tuple[DataCommon, int]:
 
 
 def sample_keys(x: torch.Tensor) -> set[bytes]:
-    return {hashlib.sha256(row.numpy().tobytes()).digest() for row in x}
+    return {hashlib.sha256(row.numpy().tobytes()).digest() for row in x[:]}
 
 
 def test_the_builtin_sources_are_registered_in_their_order():
@@ -133,6 +142,7 @@ def test_the_builtin_sources_are_registered_in_their_order():
         "svhn",
         "imagefolder",
         "csv",
+        "arrays",
     ]
     assert (
         get_source("kmnist") is get_source("mnist")
@@ -179,7 +189,7 @@ def test_every_source_gives_three_disjoint_splits_of_what_it_read(name, tmp_path
     )
     again = load_data(config, tmp_path)  # seeded: the same splits every time
     assert all(
-        torch.equal(again.images[s], data.images[s])
+        torch.equal(again.images[s][:], data.images[s][:])
         and torch.equal(again.labels[s], data.labels[s])
         for s in sizes
     )
@@ -202,7 +212,12 @@ def test_every_source_describes_its_inputs_and_labels(name, tmp_path):
     pre = data.preprocessing
     assert json.dumps(pre)  # JSON-ready for the ONNX metadata
     width = data.input_shape[0]  # channels or features
-    assert len(pre["mean"]) == len(pre["std"]) == width and all(s > 0 for s in pre["std"])
+    if data.kind == "array":  # mean and std broadcast against one sample
+        shape = data.input_shape
+        assert np.broadcast_shapes(np.shape(pre["mean"]), np.shape(pre["std"]), shape) == shape
+        assert pre["input_shape"] == list(shape) and np.all(np.asarray(pre["std"]) > 0)
+    else:
+        assert len(pre["mean"]) == len(pre["std"]) == width and all(s > 0 for s in pre["std"])
     if data.kind == "image":
         assert (
             pre["channels"] == width
@@ -210,7 +225,7 @@ def test_every_source_describes_its_inputs_and_labels(name, tmp_path):
             and pre["layout"] == "NCHW"
         )
         assert all(x.dtype == torch.uint8 for x in data.images.values())
-    else:
+    elif data.kind == "table":
         assert (
             data.kind == "table"
             and pre["features"] == list(data.feature_names)

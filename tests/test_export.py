@@ -23,6 +23,7 @@ from compress.encode.onnx_tools import (
 from compress.pruning import prunable_layers
 from compress.registry import build_model, list_models
 from compress.stages.export import export_onnx
+from tests.test_registry import sample_shape
 
 TOLERANCE = 1e-4  # largest logit difference allowed between PyTorch and onnxruntime
 
@@ -181,11 +182,13 @@ def test_gemm_to_matmul_keeps_the_arithmetic():
 @pytest.mark.parametrize("name", [n for n in list_models() if n != "simplenet"])
 def test_every_registered_model_exports_and_matches_pytorch(name, tmp_path, tiny_data):
     torch.manual_seed(0)
-    model = build_model(name, kwargs={"num_classes": 10}, input_shape=(1, 28, 28)).eval()
+    shape = sample_shape(name)  # an image, or its rows as a sequence
+    model = build_model(name, kwargs={"num_classes": 10}, input_shape=shape).eval()
     metadata = artifact_metadata(tiny_data.preprocessing, list(tiny_data.classes), name, "dense")
     path = tmp_path / f"{name}.onnx"
-    export_onnx(model, (1, 28, 28), path, opset=18, metadata=metadata)
+    export_onnx(model, shape, path, opset=18, metadata=metadata)
     x, _ = tiny_data.tensors("test", limit=7)
+    x = x.reshape(len(x), *shape)
     with torch.no_grad():
         expected = model(x).numpy()
     np.testing.assert_allclose(onnx_logits(path, x), expected, rtol=0, atol=TOLERANCE)

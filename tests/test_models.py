@@ -179,3 +179,39 @@ def test_bad_model_arguments_are_one_line_errors():
         build_model("resnet20", kwargs={"num_classes": 3}, input_shape=TABLE)
     with pytest.raises(CompressError, match="hidden must be"):
         build_model("mlp", kwargs={"num_classes": 3, "hidden": [0]}, input_shape=TABLE)
+
+
+SEQUENCE = (64, 3)  # [T, F]: 64 steps of 3 signals
+
+
+def test_cnn1d_convolves_over_time_with_the_signals_as_channels():
+    model = build_model("cnn1d", kwargs={"num_classes": 6}, input_shape=(128, 3))
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv1d)]
+    assert [(c.in_channels, c.out_channels) for c in convs] == [(3, 16), (16, 32)]
+    assert sum(isinstance(m, nn.BatchNorm1d) for m in model.modules()) == len(convs)
+    assert 2_000 < sum(p.numel() for p in model.parameters()) < 5_000  # a few thousand
+    assert _run(model, (128, 3)).shape == (2, 6)
+    wide = build_model(
+        "cnn1d", kwargs={"num_classes": 2, "channels": [4, 8, 12]}, input_shape=SEQUENCE
+    )
+    assert [m.out_channels for m in wide.modules() if isinstance(m, nn.Conv1d)] == [4, 8, 12]
+    assert _run(wide, SEQUENCE).shape == (2, 2)
+    with pytest.raises(CompressError, match=r"cnn1d needs sequences \(T, F\), got input shape"):
+        build_model("cnn1d", kwargs={"num_classes": 3}, input_shape=RGB)
+    with pytest.raises(CompressError, match="channels must be"):
+        build_model("cnn1d", kwargs={"num_classes": 3, "channels": [0]}, input_shape=SEQUENCE)
+
+
+@torch.no_grad()
+def test_cnn1d_channels_nobody_reads_are_removed_exactly():
+    from compress.pruning.shrink import shrink, units
+
+    torch.manual_seed(0)
+    model = build_model("cnn1d", kwargs={"num_classes": 4}, input_shape=SEQUENCE).eval()
+    model.features[3].weight[:, [2, 5, 9]] = 0  # no reader: the first block's channels go
+    model.classifier.weight[:, [1, 30]] = 0  # the same for the second block's
+    x = torch.randn(8, *SEQUENCE)
+    expected = model(x)
+    shrink(model, SEQUENCE)
+    assert units(model) == {"features.0": 13, "features.3": 30, "classifier": 4}
+    torch.testing.assert_close(model(x), expected, rtol=0, atol=1e-5)

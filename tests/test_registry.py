@@ -36,21 +36,32 @@ def test_the_builtin_models_are_registered():
     assert {"simplenet", "lenet300", "lenet5"} <= set(list_models())
 
 
+# The input every model is tried on: an MNIST-sized image, or for a model of sequences
+# [T, F] the same 784 values as 28 steps of 28 signals.
+SEQUENCE_MODELS = {"cnn1d"}
+
+
+def sample_shape(name: str) -> tuple[int, ...]:
+    return (28, 28) if name in SEQUENCE_MODELS else (1, 28, 28)
+
+
 @pytest.mark.parametrize("name", list(list_models()))
 def test_every_registered_model_maps_images_to_ten_logits(name):
     torch.manual_seed(0)
-    model = build_model(name, kwargs={"num_classes": 10}, input_shape=(1, 28, 28)).eval()
+    shape = sample_shape(name)
+    model = build_model(name, kwargs={"num_classes": 10}, input_shape=shape).eval()
     with torch.no_grad():
-        out = model(torch.randn(3, 1, 28, 28))
+        out = model(torch.randn(3, *shape))
     assert out.shape == (3, 10)
     assert torch.isfinite(out).all()
 
 
 @pytest.mark.parametrize("name", list(list_models()))
 def test_every_registered_model_takes_num_classes(name):
-    model = build_model(name, kwargs={"num_classes": 7}, input_shape=(1, 28, 28)).eval()
+    shape = sample_shape(name)
+    model = build_model(name, kwargs={"num_classes": 7}, input_shape=shape).eval()
     with torch.no_grad():
-        assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 7)
+        assert model(torch.zeros(2, *shape)).shape == (2, 7)
 
 
 @pytest.mark.parametrize("name", list(list_models()))

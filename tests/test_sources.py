@@ -36,6 +36,7 @@ def test_every_source_is_registered_by_name():
         "svhn",
         "imagefolder",
         "csv",
+        "arrays",
     }
 
 

@@ -7,11 +7,14 @@
 Splits are "train", "val" (a seeded, stratified part held out of the training files:
 every choice is made on it) and "test" (only reported). `images` holds the raw samples:
 uint8 pixels [N, C, H, W] for images (kind "image"), float32 values [N, F] for tables
-(kind "table"). `normalize` turns raw samples into model inputs exactly as the ONNX
-metadata `preprocessing` tells a deployer to:
+(kind "table"), and for arrays (kind "array", any sample shape) a SampleStore
+(compress.data.store) that gathers the samples asked for from a memory-mapped file.
+`normalize` turns raw samples into model inputs exactly as the ONNX metadata
+`preprocessing` tells a deployer to:
 
 - images: input = (pixel * scale - mean[c]) / std[c], per channel c;
-- tables: input = (x - mean[f]) / std[f], per feature f.
+- tables: input = (x - mean[f]) / std[f], per feature f;
+- arrays: input = (x - mean) / std, mean and std broadcast against one sample.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from compress.data.store import SampleStore
 from compress.files import hash_object
 
 SPLITS = ("train", "val", "test")
@@ -30,20 +35,28 @@ SPLITS = ("train", "val", "test")
 @dataclass
 class Dataset:
     name: str
-    images: dict[str, torch.Tensor]  # raw samples per split (see module docstring)
+    images: dict[str, torch.Tensor | SampleStore]  # raw samples per split (module docstring)
     labels: dict[str, torch.Tensor]  # int64 class indices per split
     classes: tuple[str, ...]
-    mean: float | tuple[float, ...]  # per channel (images) or per feature (tables)
-    std: float | tuple[float, ...]
+    # Per channel (images) or per feature (tables); arrays: nested lists (or a number) of a
+    # shape that broadcasts against one sample.
+    mean: float | tuple[float, ...] | list
+    std: float | tuple[float, ...] | list
     files: dict[str, str] = field(default_factory=dict)  # file path -> sha256 (or content key)
-    kind: str = "image"  # "image" | "table"
+    kind: str = "image"  # "image" | "table" | "array"
     feature_names: tuple[str, ...] | None = None  # table columns in input order; None for images
     scale: float = 1 / 255  # images: raw pixel -> 0..1
     settings: dict = field(
         default_factory=dict
     )  # source settings that shape the tensors (cache keys)
 
+    normalization: str = "channel"  # arrays: "feature" | "channel" | "none" (compress.data.arrays)
+
     def __post_init__(self) -> None:
+        if self.kind == "array":
+            self._mean = torch.tensor(np.asarray(self.mean, np.float32))
+            self._std = torch.tensor(np.asarray(self.std, np.float32))
+            return
         width = self.images["train"].shape[1]  # channels or features
         self.mean = _per_entry(self.mean, width)
         self.std = _per_entry(self.std, width)
@@ -53,7 +66,8 @@ class Dataset:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        """One sample as a model sees it: (C, H, W) for images, (F,) for tables."""
+        """One sample as a model sees it: (C, H, W) for images, (F,) for tables, the arrays'
+        sample shape for arrays."""
         return tuple(self.images["train"].shape[1:])
 
     @property
@@ -63,6 +77,14 @@ class Dataset:
     @property
     def preprocessing(self) -> dict:
         """The ONNX metadata `preprocessing`: what a deployer does to a raw sample."""
+        if self.kind == "array":
+            return {
+                "normalize": self.normalization,
+                "mean": self.mean,
+                "std": self.std,
+                "input_shape": list(self.input_shape),
+                "dtype": "float32",
+            }
         if self.kind == "table":
             return {
                 "features": list(self.feature_names or ()),
@@ -90,16 +112,14 @@ class Dataset:
         return len(self.labels[split])
 
     def normalize(self, samples: torch.Tensor) -> torch.Tensor:
-        if self.kind == "table":
+        if self.kind in ("table", "array"):
             return (samples.float() - self._mean) / self._std
         return (samples.float() * self.scale - self._mean) / self._std
 
     def tensors(self, split: str, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The whole split (or its first `limit` samples), normalized."""
-        x, y = self.images[split], self.labels[split]
-        if limit is not None:
-            x, y = x[:limit], y[:limit]
-        return self.normalize(x), y
+        # A slice, so that a SampleStore gathers the samples (a tensor gives a view).
+        return self.normalize(self.images[split][:limit]), self.labels[split][:limit]
 
     def batches(
         self,
@@ -108,7 +128,7 @@ class Dataset:
         generator: torch.Generator | None = None,
         shuffle: bool = True,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Normalized batches cut by index from the in-memory split."""
+        """Normalized batches cut by index from the split (gathered from the file for arrays)."""
         x, y = self.images[split], self.labels[split]
         for index in self.index_batches(split, batch_size, generator, shuffle):
             yield self.normalize(x[index]), y[index]

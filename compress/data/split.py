@@ -19,13 +19,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from compress.data.store import SampleStore
 from compress.errors import DataError
 
 DEFAULT_TEST_FRACTION = 0.2  # of the training files, when a source has no test files
 
 
 def split_dataset(
-    images: dict[str, torch.Tensor],
+    images: dict[str, torch.Tensor | SampleStore],
     labels: dict[str, torch.Tensor],
     validation: float,
     seed: int,
@@ -43,16 +44,21 @@ def split_dataset(
 
 
 def split_off(
-    images: dict[str, torch.Tensor],
+    images: dict[str, torch.Tensor | SampleStore],
     labels: dict[str, torch.Tensor],
     source: str,
     target: str,
     held: torch.Tensor,
     kept: torch.Tensor,
 ) -> None:
-    """Move the samples `held` of split `source` into a new split `target`, in place."""
-    images[target], labels[target] = images[source][held], labels[source][held]
-    images[source], labels[source] = images[source][kept], labels[source][kept]
+    """Move the samples `held` of split `source` into a new split `target`, in place (the
+    split is made on the labels: a SampleStore's samples stay unread)."""
+    images[target], labels[target] = _take(images[source], held), labels[source][held]
+    images[source], labels[source] = _take(images[source], kept), labels[source][kept]
+
+
+def _take(samples: torch.Tensor | SampleStore, index: torch.Tensor) -> torch.Tensor | SampleStore:
+    return samples.subset(index) if isinstance(samples, SampleStore) else samples[index]
 
 
 def stratified_split(

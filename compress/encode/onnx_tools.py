@@ -46,7 +46,7 @@ def get_metadata(model: onnx.ModelProto) -> dict[str, str]:
     return {p.key: p.value for p in model.metadata_props}
 
 
-LAYOUTS = {3: "NCHW", 1: "NC"}  # input rank without the batch axis -> layout name
+LAYOUTS = {3: "NCHW", 2: "NTF", 1: "NC"}  # input rank without the batch axis -> layout name
 
 
 def artifact_metadata(
@@ -62,11 +62,13 @@ def artifact_metadata(
     - `preprocessing`: for images {"scale", "mean": [per channel], "std": [per channel],
       "size": [h, w], "channels", "layout": "NCHW"}: resize to size, then
       input = (pixel * scale - mean[c]) / std[c]; for tables {"features": [names in input
-      order], "mean": [...], "std": [...]}: input = (x - mean[f]) / std[f];
+      order], "mean": [...], "std": [...]}: input = (x - mean[f]) / std[f]; for arrays
+      {"normalize", "mean", "std" (nested lists broadcasting against one sample),
+      "input_shape", "dtype"}: input = (x - mean) / std;
     - `labels`: class names, index = output position;
     - `model`, `variant`, `producer`;
     - `output`: "logits"; with `dataset` and `input_shape`: `dataset`, `layout` ("NCHW" for
-      images, "NC" for tables) and `input_shape` ([null, ...]: any batch size).
+      images, "NC" for tables, "NTF" for sequences) and `input_shape` ([null, ...]: any batch size).
     The verify stage adds `accuracy`, `val_accuracy`, `min_onnxruntime` and `sha256`.
     """
     from compress.version import __version__

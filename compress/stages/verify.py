@@ -112,11 +112,12 @@ def prepare_inputs(samples: np.ndarray, metadata: dict[str, str]) -> np.ndarray:
 
     Images (raw 0-255 pixels [N, C, H, W], already `size`): (pixel * scale - mean[c]) / std[c].
     Tables (raw values [N, F], columns in `features` order): (x - mean[f]) / std[f].
+    Arrays (raw values [N, *input_shape]): (x - mean) / std, mean and std broadcast.
     """
     pre = json.loads(metadata["preprocessing"])
     mean = np.asarray(pre["mean"], dtype=np.float32)
     std = np.asarray(pre["std"], dtype=np.float32)
-    if "features" in pre:
+    if "features" in pre or "normalize" in pre:
         return ((samples.astype(np.float32) - mean) / std).astype(np.float32)
     mean, std = mean.reshape(1, -1, 1, 1), std.reshape(1, -1, 1, 1)
     return ((samples.astype(np.float32) * np.float32(pre["scale"]) - mean) / std).astype(np.float32)
