@@ -7,11 +7,14 @@
 Splits are "train", "val" (a seeded, stratified part held out of the training files:
 every choice is made on it) and "test" (only reported). `images` holds the raw samples:
 uint8 pixels [N, C, H, W] for images (kind "image"), float32 values [N, F] for tables
-(kind "table"). `normalize` turns raw samples into model inputs exactly as the ONNX
-metadata `preprocessing` tells a deployer to:
+(kind "table"), float32 waveforms [N, clip_samples] in [-1, 1] for sound (kind "audio").
+`normalize` turns raw samples into model inputs exactly as the ONNX metadata
+`preprocessing` tells a deployer to:
 
 - images: input = (pixel * scale - mean[c]) / std[c], per channel c;
-- tables: input = (x - mean[f]) / std[f], per feature f.
+- tables: input = (x - mean[f]) / std[f], per feature f;
+- sound: input = the `frontend`'s features (compress.data.features), which every artifact
+  holds in its graph: a deployer feeds the waveform itself (`artifact_inputs`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn as nn
 
 from compress.files import hash_object
 
@@ -42,9 +46,12 @@ class Dataset:
     settings: dict = field(
         default_factory=dict
     )  # source settings that shape the tensors (cache keys)
+    frontend: nn.Module | None = None  # sound: waveforms -> features (compress.data.features)
+    augmentation: object | None = None  # sound: compress.data.augment.AudioAugmentation
 
     def __post_init__(self) -> None:
-        width = self.images["train"].shape[1]  # channels or features
+        # channels or features (sound: the front end standardizes, mean 0 and std 1 here)
+        width = 1 if self.kind == "audio" else self.images["train"].shape[1]
         self.mean = _per_entry(self.mean, width)
         self.std = _per_entry(self.std, width)
         shape = (1, width, 1, 1) if self.kind == "image" else (1, width)
@@ -53,8 +60,18 @@ class Dataset:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        """One sample as a model sees it: (C, H, W) for images, (F,) for tables."""
+        """One sample as a model sees it: (C, H, W) for images, (F,) for tables, the
+        features (1, frames, coefficients) for sound."""
+        if self.kind == "audio":
+            s = self.frontend.settings
+            return (1, s.frames, s.coefficients)
         return tuple(self.images["train"].shape[1:])
+
+    @property
+    def artifact_shape(self) -> tuple[int, ...]:
+        """One sample as an exported artifact takes it: the raw waveform (clip_samples,) for
+        sound, whose artifacts hold the front end; the model's input otherwise."""
+        return tuple(self.images["train"].shape[1:]) if self.kind == "audio" else self.input_shape
 
     @property
     def num_classes(self) -> int:
@@ -63,6 +80,18 @@ class Dataset:
     @property
     def preprocessing(self) -> dict:
         """The ONNX metadata `preprocessing`: what a deployer does to a raw sample."""
+        if self.kind == "audio":
+            s = self.frontend.settings
+            return {
+                "sample_rate": s.sample_rate,
+                "clip_samples": s.clip_samples,
+                # 16-bit PCM samples times `scale` (n-bit PCM: / 2^(n-1)); several channels:
+                # their mean; shorter clips: zeros at the end, longer: the first clip_samples
+                "scale": 1 / 32768,
+                "mono": "mean",
+                "pad": "end",
+                "features": {**s.as_dict(), "in_graph": True},
+            }
         if self.kind == "table":
             return {
                 "features": list(self.feature_names or ()),
@@ -90,6 +119,9 @@ class Dataset:
         return len(self.labels[split])
 
     def normalize(self, samples: torch.Tensor) -> torch.Tensor:
+        if self.kind == "audio":
+            with torch.no_grad():  # the front end is fixed: no graph through it
+                return torch.cat([self.frontend(c) for c in samples.float().split(1024)])
         if self.kind == "table":
             return (samples.float() - self._mean) / self._std
         return (samples.float() * self.scale - self._mean) / self._std
@@ -100,6 +132,13 @@ class Dataset:
         if limit is not None:
             x, y = x[:limit], y[:limit]
         return self.normalize(x), y
+
+    def artifact_inputs(self, split: str, limit: int | None = None) -> torch.Tensor:
+        """What an exported artifact takes for the split (its first `limit` samples): the
+        waveforms for sound, the normalized inputs otherwise."""
+        if self.kind != "audio":
+            return self.tensors(split, limit)[0]
+        return self.images[split][:limit].float()
 
     def batches(
         self,

@@ -28,6 +28,7 @@ BUILTIN = (
     "torchvision_sets",
     "imagefolder",
     "csv_table",
+    "audiofolder",
 )  # modules of compress.data, in listing order
 
 _REGISTRY: dict[str, type] = {}

@@ -34,6 +34,7 @@ import torch
 import torch.nn as nn
 
 from compress.checkpoint import load_checkpoint
+from compress.data.features import WithFrontEnd
 from compress.encode.compat import opsets, set_ir_version
 from compress.encode.inputs import input_usage, plot_usage, reduced_model
 from compress.encode.onnx_tools import (
@@ -147,6 +148,13 @@ def export_onnx(
     save_model(proto, path)
 
 
+def artifact_model(model: nn.Module, data) -> nn.Module:
+    """What an artifact computes: sound models behind the data's front end (waveforms in),
+    every other model as it is."""
+    frontend = getattr(data, "frontend", None)
+    return model if frontend is None else WithFrontEnd(frontend, model).eval()
+
+
 def reduced_preprocessing(preprocessing: dict, usage) -> dict:
     """Tables: the used features' names, means and stds only (a deployer measures just
     those); images: unchanged (normalize the image, then take the listed elements)."""
@@ -183,13 +191,13 @@ def run(ctx: StageContext) -> dict:
             spec.get("name") or spec["class"],
             artifact,
             dataset=data.name,
-            input_shape=data.input_shape,
+            input_shape=data.artifact_shape,
         )
 
         def make(model=model, path=path, metadata=metadata) -> dict:
             export_onnx(
-                model,
-                data.input_shape,
+                artifact_model(model, data),
+                data.artifact_shape,
                 path,
                 ctx.config.export.opset,
                 metadata,
@@ -242,7 +250,7 @@ def dense_identity(ctx: StageContext, metadata: dict[str, str]) -> dict:
     return {
         "model": sha256_file(ctx.input("train", "model.pt")),
         "metadata": metadata,
-        "input_shape": list(ctx.data.input_shape),
+        "input_shape": list(ctx.data.artifact_shape),
         "opset": ctx.config.export.opset,
         "ir_version": ctx.config.export.ir_version,
     }
