@@ -106,6 +106,14 @@ def dct_matrix(n_mels: int, n_mfcc: int) -> torch.Tensor:
     return torch.cos(math.pi * k * (2 * n + 1) / (2 * n_mels)) * math.sqrt(2.0 / n_mels)
 
 
+def _frames_times(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """[N, T, F] @ [F, M] as one 2-d MatMul on [N * T, F]: the exported graph keeps the
+    batch axis dynamic and the matrix its buffer name (torch.matmul of a 3-d tensor pins N
+    to the example's 1; F.linear's transpose is folded into a renamed constant)."""
+    frames = x.shape[1]
+    return torch.mm(x.reshape(-1, x.shape[2]), matrix).reshape(-1, frames, matrix.shape[1])
+
+
 class FrontEnd(nn.Module):
     """Waveforms [N, clip_samples] -> features [N, 1, frames, coefficients]."""
 
@@ -116,12 +124,9 @@ class FrontEnd(nn.Module):
         used = int(torch.nonzero(mel.sum(1)).max()) + 1  # bins above f_max weigh nothing
         self.bins = used
         self.register_buffer("dft", dft_kernels(settings, used).float())
-        # [out, in], applied with F.linear: a MatMul in the graph whose batch axis stays
-        # dynamic (torch.matmul of [N, T, F] by a matrix pins N to the example's 1)
-        self.register_buffer("mel", mel[:used].T.float().contiguous())
+        self.register_buffer("mel", mel[:used].float().contiguous())  # [bins, n_mels]
         if settings.features == "mfcc":
-            dct = dct_matrix(settings.n_mels, settings.n_mfcc)
-            self.register_buffer("dct", dct.T.float().contiguous())
+            self.register_buffer("dct", dct_matrix(settings.n_mels, settings.n_mfcc).float())
         else:
             self.dct = None
         c = settings.coefficients
@@ -135,8 +140,8 @@ class FrontEnd(nn.Module):
         re, im = spectrum[:, : self.bins], spectrum[:, self.bins :]
         power = re * re + im * im
         magnitude = torch.sqrt(power) if self.settings.spectrum == "magnitude" else power
-        features = torch.log(F.linear(magnitude.transpose(1, 2), self.mel) + LOG_EPS)
-        return features if self.dct is None else F.linear(features, self.dct)
+        features = torch.log(_frames_times(magnitude.transpose(1, 2), self.mel) + LOG_EPS)
+        return features if self.dct is None else _frames_times(features, self.dct)
 
     def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
         return ((self.raw(waveforms) - self.mean) * self.inv_std).unsqueeze(1)
