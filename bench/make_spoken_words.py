@@ -24,7 +24,10 @@ import numpy as np
 from compress.data.wav import read_wav, to_clip, write_wav
 
 WORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
-TRAIN_VOICES = ("en-us", "en-us+f2", "en+m3", "en-gb", "en-gb-scotland+m4", "en-029+f4")
+TRAIN_VOICES = (
+    "en-us", "en-us+f2", "en+m3", "en-gb", "en-gb-scotland+m4", "en-029+f4", "en-us+m1",
+    "en-gb+f1", "en-gb-x-gbclan+m2", "en-gb-x-gbcwmd+f5", "en-us+klatt", "en+m6",
+)  # fmt: skip
 TEST_VOICES = ("en-gb-x-rp+f3", "en-us+m7")
 SPEEDS = (120, 150, 180)
 PITCHES = (25, 50, 75)

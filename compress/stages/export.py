@@ -5,7 +5,9 @@ artifacts into the run folder). With `[export] shrink = true` the
 pruned model's dead units and channels are removed first (compress.pruning.shrink, exact), and the
 units of each layer before and after are in the stage's metrics. Each is exported with
 torch.onnx's dynamo exporter into a single self-contained file, with a dynamic batch axis,
-Gemm rewritten as MatMul + Add with [in, out] weights (compresses better), -0.0 as +0.0, and
+Gemm rewritten as MatMul + Add with [in, out] weights (compresses better), -0.0 as +0.0, a
+sound model's front end ahead of it (compress.data.features: the artifact takes the
+waveform; its DFT, mel and DCT matrices computed in the graph, compress.encode.frontend), and
 metadata_props `preprocessing` (the data set's: compress.encode.onnx_tools.artifact_metadata)
 and `labels` (class names), so the file alone is enough to use it.
 The file declares the `[export] opset` and the lowest IR version that opset allows
@@ -36,6 +38,7 @@ import torch.nn as nn
 from compress.checkpoint import load_checkpoint
 from compress.data.features import WithFrontEnd
 from compress.encode.compat import opsets, set_ir_version
+from compress.encode.frontend import generate_constants
 from compress.encode.inputs import input_usage, plot_usage, reduced_model
 from compress.encode.onnx_tools import (
     artifact_metadata,
@@ -142,6 +145,9 @@ def export_onnx(
             got,
         )
     gemm_to_matmul(proto)
+    preprocessing = json.loads(metadata.get("preprocessing") or "{}")
+    if "sample_rate" in preprocessing:  # sound: the front end's kernels made in the graph
+        generate_constants(proto, preprocessing["features"])
     positive_zero_initializers(proto)
     set_ir_version(proto, ir_version)
     set_metadata(proto, metadata)
