@@ -235,7 +235,12 @@ def run(ctx: StageContext) -> dict:
         )
 
     model = models[PRUNED]
-    usage = input_usage(model, data.input_shape, getattr(data, "feature_names", None))
+    # sound: the classifier reads features the graph computes, not inputs a deployer feeds
+    usage = (
+        None
+        if data.kind == "audio"
+        else input_usage(model, data.input_shape, getattr(data, "feature_names", None))
+    )
     metrics["inputs"] = usage.summary() if usage is not None else None
     if usage is not None:
         log.info("the pruned model %s", usage.sentence())
@@ -264,6 +269,13 @@ def dense_identity(ctx: StageContext, metadata: dict[str, str]) -> dict:
 
 def export_reduced(ctx: StageContext, model: nn.Module, spec: dict, usage) -> dict | None:
     """pruned-inputs.onnx: the pruned model taking only its used inputs."""
+    if ctx.data.kind == "audio":
+        log.warning(
+            "drop_unused_inputs: a sound artifact takes the whole waveform (its features are "
+            "computed in the graph); %s.onnx is not written",
+            REDUCED,
+        )
+        return None
     if usage is None:
         log.warning(
             "drop_unused_inputs: no Linear or Conv reads the model's input directly; "
