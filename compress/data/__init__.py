@@ -12,7 +12,7 @@ section's typed config beside its loader:
 | cifar10, cifar100, svhn | torchvision_sets | CIFAR's Python batches, SVHN's .mat files |
 | imagefolder | imagefolder | `root/train/<class>/<image>` (and `test/`), decoded once to a cache |
 | csv | csv_table | a CSV table with a label column |
-| audiofolder | audiofolder | `root/train/<class>/<clip>.wav` (and `test/`): waveforms, decoded once to a cache |
+| audiofolder | audiofolder | `root/train/<class>/<clip>.wav` (and `test/`), decoded to a cache |
 
 A new source is a module with a DataSource subclass (compress.data.base), registered with
 @register_source, and its name added to BUILTIN in compress.data.registry.

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from compress.data.augment import AudioAugmentation
 from compress.files import hash_object
 
 SPLITS = ("train", "val", "test")
@@ -47,7 +48,7 @@ class Dataset:
         default_factory=dict
     )  # source settings that shape the tensors (cache keys)
     frontend: nn.Module | None = None  # sound: waveforms -> features (compress.data.features)
-    augmentation: object | None = None  # sound: compress.data.augment.AudioAugmentation
+    augmentation: AudioAugmentation | None = None  # sound: time shift and background noise
 
     def __post_init__(self) -> None:
         # channels or features (sound: the front end standardizes, mean 0 and std 1 here)
