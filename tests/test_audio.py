@@ -91,7 +91,10 @@ def test_a_tone_lights_the_mel_band_of_its_frequency():
     assert front(low)[0, 0].mean(0).argmax() < front(high)[0, 0].mean(0).argmax()
 
 
-def exported(tmp_path: Path) -> tuple[Path, FrontEnd]:
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> tuple[Path, FrontEnd]:
+    """A front end and a Linear classifier exported as one graph (once: exports take s)."""
+    tmp_path = tmp_path_factory.mktemp("export")
     front = FrontEnd(FeatureSettings(clip_samples=4000), stats=([1.0] * 10, [2.0] * 10))
     torch.manual_seed(0)
     classifier = nn.Sequential(nn.Flatten(), nn.Linear(12 * 10, 3))
@@ -102,8 +105,8 @@ def exported(tmp_path: Path) -> tuple[Path, FrontEnd]:
     return path, front
 
 
-def test_the_exported_graph_computes_the_training_features_from_a_few_scalars(tmp_path):
-    path, front = exported(tmp_path)
+def test_the_exported_graph_computes_the_training_features_from_a_few_scalars(exported):
+    path, front = exported
     waves = torch.from_numpy(np.stack([tone(f, 0.25) for f in (200, 700, 2500)])).float()
     part = frontend_model(onnx.load(path))
     got = ort.InferenceSession(part.SerializeToString()).run(None, {"input": waves.numpy()})[0]
@@ -111,11 +114,11 @@ def test_the_exported_graph_computes_the_training_features_from_a_few_scalars(tm
     assert parameter_counts(onnx.load(path))[0] == 12 * 10 * 3 + 3  # the classifier's only
 
 
-def test_quantizers_leave_the_front_end_float(tmp_path):
+def test_quantizers_leave_the_front_end_float(exported, tmp_path):
     from compress.config import QuantizeConfig
     from compress.stages.quantize import write_variant
 
-    path, _ = exported(tmp_path)
+    path, _ = exported
     calibration = np.stack([tone(f, 0.25) for f in (200, 700, 2500)]).astype(np.float32)
     for variant in ("static", "dynamic"):
         target = tmp_path / f"{variant}.onnx"
