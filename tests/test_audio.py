@@ -17,7 +17,8 @@ import torch.nn as nn
 from data_files import tone, wav_bytes, write_audio_folder
 from tiny_mnist import pipeline_text
 
-from compress.config import load_pipeline
+from compress.config import VerifyConfig, load_pipeline
+from compress.data import load_data
 from compress.data.augment import AudioAugmentation, augment_audio, time_shift
 from compress.data.features import FeatureSettings, FrontEnd, WithFrontEnd
 from compress.data.wav import read_wav, resample, to_clip
@@ -25,6 +26,7 @@ from compress.encode.frontend import frontend_model, frontend_node_names, genera
 from compress.encode.onnx_tools import get_metadata, parameter_counts
 from compress.pipeline import run_pipeline
 from compress.stages.export import to_onnx
+from compress.stages.verify import check_frontend
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
@@ -188,12 +190,17 @@ def test_a_sound_run_exports_artifacts_that_take_the_waveform(tmp_path, monkeypa
             quantize={"variants": ["static", "packed-int4"]},
         )
     )
-    report = run_pipeline(load_pipeline(pipeline), tmp_path / "run", progress=False)
+    config = load_pipeline(pipeline)
+    report = run_pipeline(config, tmp_path / "run", progress=False)
     rows = {a["name"]: a for a in report["artifacts"]}
     assert all(a["status"] == "ok" for a in rows.values()), rows
     assert rows["dense"]["accuracy"] > 0.9 and rows["pruned-int4-packed"]["accuracy"] > 0.9
     stage = json.loads((tmp_path / "run" / "verify" / "stage.json").read_text())
     assert stage["metrics"]["frontend"]["status"] == "ok"
+    assert stage["metrics"]["frontend"]["max_feature_diff"] < 1e-3
+    data = load_data(config.data, config.base_dir)  # the check fails where it should
+    strict = VerifyConfig(feature_tolerance=1e-12)
+    assert check_frontend(tmp_path / "run" / "dense.onnx", data, strict)["status"] == "failed"
     path = tmp_path / "run" / "pruned-int4-packed.onnx"
     meta = get_metadata(onnx.load(path))
     pre = json.loads(meta["preprocessing"])

@@ -31,6 +31,12 @@ each final artifact into the run folder with the verified accuracy, the oldest o
 that loads it (compress.encode.compat) and its own checksum in its metadata
 (`seal_artifact`), then measures that final file; its accuracy must equal the one sealed in.
 
+Sound artifacts take the raw waveform and hold the front end: the test clips are fed as
+they are, and the dense file's own front-end nodes are run on them and compared with the
+PyTorch front end's features (the training features); the largest difference and the
+allowed one (`feature_tolerance`) are the stage's `frontend` metrics, and dense is marked
+failed beyond it.
+
 Run folders that share a stage cache and the same dense.onnx (the variants of a sweep) seal
 and measure dense once (StageContext.shared); its latency is still timed in every run,
 interleaved with that run's other artifacts.
