@@ -43,8 +43,8 @@ COLUMNS = [
     ("min_onnxruntime", "ort ≥", "{}"),  # the oldest onnxruntime that loads the file
     ("status", "status", "{}"),
 ]
-THROUGHPUT = {"image": "img/s", "table": "rows/s"}
-SAMPLES = {"image": "images", "table": "rows"}
+THROUGHPUT = {"image": "img/s", "table": "rows/s", "audio": "clips/s"}
+SAMPLES = {"image": "images", "table": "rows", "audio": "clips"}
 TEXT_KEYS = ("name", "status")  # left-aligned; numbers line up on the right
 
 # The terminal's default table answers: how accurate (val, test, the change with its

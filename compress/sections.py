@@ -185,6 +185,9 @@ class VerifyConfig(Section):
     tolerance: float = Field(
         1e-4, gt=0.0
     )  # largest logit difference allowed for float exports (relative beyond |logit| 1)
+    # sound: largest difference allowed between the artifact's in-graph features and the
+    # PyTorch front end's, on the test clips (relative beyond |feature| 1)
+    feature_tolerance: float = Field(1e-3, gt=0.0)
 
 
 class DataCommon(Section):

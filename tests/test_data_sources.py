@@ -15,7 +15,13 @@ from typing import Literal
 import numpy as np
 import pytest
 import torch
-from data_files import table_rows, write_cifar10, write_csv, write_image_folder
+from data_files import (
+    table_rows,
+    write_audio_folder,
+    write_cifar10,
+    write_csv,
+    write_image_folder,
+)
 from tiny_mnist import pipeline_text, write_tiny_mnist
 
 from compress.config import DataCommon, load_pipeline, parse_pipeline
@@ -108,6 +114,11 @@ def arrays_files(root: Path, edit: int) -> tuple[dict, int]:
     return {"name": "arrays", "root": str(root), "train": ["x.npy", "y.npy"]}, 50
 
 
+def audiofolder_files(root: Path, edit: int) -> tuple[dict, int]:
+    write_audio_folder(root, {"low": 8, "high": 8}, test={"low": 3, "high": 3}, edit=edit)
+    return {"name": "audiofolder", "root": str(root), "clip_seconds": 0.25}, 22
+
+
 WRITERS = {
     "mnist": idx_files("mnist"),
     "fashion-mnist": idx_files("fashion-mnist"),
@@ -118,6 +129,7 @@ WRITERS = {
     "imagefolder": imagefolder_files,
     "csv": csv_files,
     "arrays": arrays_files,
+    "audiofolder": audiofolder_files,
 }
 SOURCES = list(list_sources())
 
@@ -143,6 +155,7 @@ def test_the_builtin_sources_are_registered_in_their_order():
         "imagefolder",
         "csv",
         "arrays",
+        "audiofolder",
     ]
     assert (
         get_source("kmnist") is get_source("mnist")
@@ -211,6 +224,14 @@ def test_every_source_describes_its_inputs_and_labels(name, tmp_path):
     data = load_data(config, tmp_path)
     pre = data.preprocessing
     assert json.dumps(pre)  # JSON-ready for the ONNX metadata
+    if data.kind == "audio":  # waveforms in, the features computed in the artifact's graph
+        features = pre["features"]
+        assert data.artifact_shape == (pre["clip_samples"],) and pre["sample_rate"] > 0
+        assert data.input_shape == (1, features["frames"], features["n_mfcc"])
+        assert all(x.dtype == torch.float32 and x.abs().max() <= 1 for x in data.images.values())
+        assert data.normalize(data.images["val"]).shape[1:] == data.input_shape
+        assert peek_data(config, tmp_path) == (data.input_shape, data.num_classes)
+        return
     width = data.input_shape[0]  # channels or features
     if data.kind == "array":  # mean and std broadcast against one sample
         shape = data.input_shape

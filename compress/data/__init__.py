@@ -13,6 +13,7 @@ section's typed config beside its loader:
 | imagefolder | imagefolder | `root/train/<class>/<image>` (and `test/`), decoded once to a cache |
 | csv | csv_table | a CSV table with a label column |
 | arrays | arrays | numpy arrays x and y: an .npz, or a memory-mapped .npy pair |
+| audiofolder | audiofolder | `root/train/<class>/<clip>.wav` (and `test/`), decoded to a cache |
 
 A new source is a module with a DataSource subclass (compress.data.base), registered with
 @register_source, and its name added to BUILTIN in compress.data.registry.

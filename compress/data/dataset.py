@@ -8,13 +8,16 @@ Splits are "train", "val" (a seeded, stratified part held out of the training fi
 every choice is made on it) and "test" (only reported). `images` holds the raw samples:
 uint8 pixels [N, C, H, W] for images (kind "image"), float32 values [N, F] for tables
 (kind "table"), and for arrays (kind "array", any sample shape) a SampleStore
-(compress.data.store) that gathers the samples asked for from a memory-mapped file.
+(compress.data.store) that gathers the samples asked for from a memory-mapped file; float32
+waveforms [N, clip_samples] in [-1, 1] for sound (kind "audio").
 `normalize` turns raw samples into model inputs exactly as the ONNX metadata
 `preprocessing` tells a deployer to:
 
 - images: input = (pixel * scale - mean[c]) / std[c], per channel c;
 - tables: input = (x - mean[f]) / std[f], per feature f;
 - arrays: input = (x - mean) / std, mean and std broadcast against one sample.
+- sound: input = the `frontend`'s features (compress.data.features), which every artifact
+  holds in its graph: a deployer feeds the waveform itself (`artifact_inputs`).
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn as nn
 
+from compress.data.augment import AudioAugmentation
 from compress.data.store import SampleStore
 from compress.files import hash_object
 
@@ -43,13 +48,14 @@ class Dataset:
     mean: float | tuple[float, ...] | list
     std: float | tuple[float, ...] | list
     files: dict[str, str] = field(default_factory=dict)  # file path -> sha256 (or content key)
-    kind: str = "image"  # "image" | "table" | "array"
+    kind: str = "image"  # "image" | "table" | "array" | "audio"
     feature_names: tuple[str, ...] | None = None  # table columns in input order; None for images
     scale: float = 1 / 255  # images: raw pixel -> 0..1
     settings: dict = field(
         default_factory=dict
     )  # source settings that shape the tensors (cache keys)
-
+    frontend: nn.Module | None = None  # sound: waveforms -> features (compress.data.features)
+    augmentation: AudioAugmentation | None = None  # sound: time shift and background noise
     normalization: str = "channel"  # arrays: "feature" | "channel" | "none" (compress.data.arrays)
 
     def __post_init__(self) -> None:
@@ -57,7 +63,8 @@ class Dataset:
             self._mean = torch.tensor(np.asarray(self.mean, np.float32))
             self._std = torch.tensor(np.asarray(self.std, np.float32))
             return
-        width = self.images["train"].shape[1]  # channels or features
+        # channels or features (sound: the front end standardizes, mean 0 and std 1 here)
+        width = 1 if self.kind == "audio" else self.images["train"].shape[1]
         self.mean = _per_entry(self.mean, width)
         self.std = _per_entry(self.std, width)
         shape = (1, width, 1, 1) if self.kind == "image" else (1, width)
@@ -67,8 +74,17 @@ class Dataset:
     @property
     def input_shape(self) -> tuple[int, ...]:
         """One sample as a model sees it: (C, H, W) for images, (F,) for tables, the arrays'
-        sample shape for arrays."""
+        sample shape for arrays, the features (1, frames, coefficients) for sound."""
+        if self.kind == "audio":
+            s = self.frontend.settings
+            return (1, s.frames, s.coefficients)
         return tuple(self.images["train"].shape[1:])
+
+    @property
+    def artifact_shape(self) -> tuple[int, ...]:
+        """One sample as an exported artifact takes it: the raw waveform (clip_samples,) for
+        sound, whose artifacts hold the front end; the model's input otherwise."""
+        return tuple(self.images["train"].shape[1:]) if self.kind == "audio" else self.input_shape
 
     @property
     def num_classes(self) -> int:
@@ -84,6 +100,18 @@ class Dataset:
                 "std": self.std,
                 "input_shape": list(self.input_shape),
                 "dtype": "float32",
+            }
+        if self.kind == "audio":
+            s = self.frontend.settings
+            return {
+                "sample_rate": s.sample_rate,
+                "clip_samples": s.clip_samples,
+                # 16-bit PCM samples times `scale` (n-bit PCM: / 2^(n-1)); several channels:
+                # their mean; shorter clips: zeros at the end, longer: the first clip_samples
+                "scale": 1 / 32768,
+                "mono": "mean",
+                "pad": "end",
+                "features": {**s.as_dict(), "in_graph": True},
             }
         if self.kind == "table":
             return {
@@ -112,6 +140,9 @@ class Dataset:
         return len(self.labels[split])
 
     def normalize(self, samples: torch.Tensor) -> torch.Tensor:
+        if self.kind == "audio":
+            with torch.no_grad():  # the front end is fixed: no graph through it
+                return torch.cat([self.frontend(c) for c in samples.float().split(1024)])
         if self.kind in ("table", "array"):
             return (samples.float() - self._mean) / self._std
         return (samples.float() * self.scale - self._mean) / self._std
@@ -120,6 +151,13 @@ class Dataset:
         """The whole split (or its first `limit` samples), normalized."""
         # A slice, so that a SampleStore gathers the samples (a tensor gives a view).
         return self.normalize(self.images[split][:limit]), self.labels[split][:limit]
+
+    def artifact_inputs(self, split: str, limit: int | None = None) -> torch.Tensor:
+        """What an exported artifact takes for the split (its first `limit` samples): the
+        waveforms for sound, the normalized inputs otherwise."""
+        if self.kind != "audio":
+            return self.tensors(split, limit)[0]
+        return self.images[split][:limit].float()
 
     def batches(
         self,

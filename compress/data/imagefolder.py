@@ -228,7 +228,7 @@ def _decode_split(
     return torch.from_numpy(images), torch.from_numpy(labels)
 
 
-def _read_cache(path: Path) -> dict | None:
+def _read_cache(path: Path, format: str = CACHE_FORMAT) -> dict | None:
     if not path.is_file():
         return None
     try:
@@ -236,7 +236,7 @@ def _read_cache(path: Path) -> dict | None:
     except Exception as exc:  # a damaged cache file is decoded again, not trusted
         log.warning("ignoring unreadable image cache %s (%s)", path, exc)
         return None
-    return state if isinstance(state, dict) and state.get("format") == CACHE_FORMAT else None
+    return state if isinstance(state, dict) and state.get("format") == format else None
 
 
 def decode_folder(

@@ -29,6 +29,7 @@ BUILTIN = (
     "imagefolder",
     "csv_table",
     "arrays",
+    "audiofolder",
 )  # modules of compress.data, in listing order
 
 _REGISTRY: dict[str, type] = {}

@@ -28,6 +28,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from compress.encode import gaps as stream
+from compress.encode.frontend import is_frontend_tensor
 from compress.encode.gaps import decode_gaps, encode_gaps
 from compress.encode.onnx_tools import smaller_walk
 
@@ -71,7 +72,8 @@ def encode_codebook(model: onnx.ModelProto) -> dict[str, dict]:
 
     for init in graph.initializer:
         array = numpy_helper.to_array(init)
-        codebook = codebook_of(array)
+        # an audio front end's constants stay as they are (compress.encode.frontend)
+        codebook = None if is_frontend_tensor(init.name) else codebook_of(array)
         if codebook is None:
             kept.append(init)
             continue

@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from compress.encode.frontend import is_frontend_tensor
 from compress.errors import IntegrityError
 from compress.files import atomic_path, write_bytes
 
@@ -180,6 +181,7 @@ def parameter_counts(model: onnx.ModelProto, weights_only: bool = False) -> tupl
     for init in model.graph.initializer:
         if (
             init.name in accounted
+            or is_frontend_tensor(init.name)  # fixed transforms of the front end, not learned
             or init.data_type not in _PARAM_TYPES
             or len(init.dims) < min_dims
         ):
@@ -325,6 +327,8 @@ def compact_names(model: onnx.ModelProto) -> None:
     ):
         return  # values of a subgraph may refer to the outer graph's names: leave them all
     kept = {v.name for v in graph.input} | {v.name for v in graph.output} | {""}
+    # an audio front end's constants keep their names: they tell its nodes (encode.frontend)
+    kept |= {i.name for i in graph.initializer if is_frontend_tensor(i.name)}
     ids: dict[str, str] = {}
 
     def short(key: str) -> str:

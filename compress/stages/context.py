@@ -110,6 +110,7 @@ class StageContext:
         if config.distill.alpha == 0:
             return {}
         teacher, _, _ = load_checkpoint(self.input("train", "model.pt"))
-        if getattr(self.config.data, "shift", 0):
+        augmented = getattr(self.data.augmentation, "active", False)
+        if getattr(self.config.data, "shift", 0) or augmented:
             return {"teacher": teacher}
         return {"teacher_logits": predict(teacher, self.data.tensors("train")[0])}

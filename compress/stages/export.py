@@ -5,7 +5,9 @@ artifacts into the run folder). With `[export] shrink = true` the
 pruned model's dead units and channels are removed first (compress.pruning.shrink, exact), and the
 units of each layer before and after are in the stage's metrics. Each is exported with
 torch.onnx's dynamo exporter into a single self-contained file, with a dynamic batch axis,
-Gemm rewritten as MatMul + Add with [in, out] weights (compresses better), -0.0 as +0.0, and
+Gemm rewritten as MatMul + Add with [in, out] weights (compresses better), -0.0 as +0.0, a
+sound model's front end ahead of it (compress.data.features: the artifact takes the
+waveform; its DFT, mel and DCT matrices computed in the graph, compress.encode.frontend), and
 metadata_props `preprocessing` (the data set's: compress.encode.onnx_tools.artifact_metadata)
 and `labels` (class names), so the file alone is enough to use it.
 The file declares the `[export] opset` and the lowest IR version that opset allows
@@ -34,7 +36,9 @@ import torch
 import torch.nn as nn
 
 from compress.checkpoint import load_checkpoint
+from compress.data.features import WithFrontEnd
 from compress.encode.compat import opsets, set_ir_version
+from compress.encode.frontend import generate_constants
 from compress.encode.inputs import input_usage, plot_usage, reduced_model
 from compress.encode.onnx_tools import (
     artifact_metadata,
@@ -141,10 +145,20 @@ def export_onnx(
             got,
         )
     gemm_to_matmul(proto)
+    preprocessing = json.loads(metadata.get("preprocessing") or "{}")
+    if "sample_rate" in preprocessing:  # sound: the front end's kernels made in the graph
+        generate_constants(proto, preprocessing["features"])
     positive_zero_initializers(proto)
     set_ir_version(proto, ir_version)
     set_metadata(proto, metadata)
     save_model(proto, path)
+
+
+def artifact_model(model: nn.Module, data) -> nn.Module:
+    """What an artifact computes: sound models behind the data's front end (waveforms in),
+    every other model as it is."""
+    frontend = getattr(data, "frontend", None)
+    return model if frontend is None else WithFrontEnd(frontend, model).eval()
 
 
 def reduced_preprocessing(preprocessing: dict, usage) -> dict:
@@ -183,13 +197,13 @@ def run(ctx: StageContext) -> dict:
             spec.get("name") or spec["class"],
             artifact,
             dataset=data.name,
-            input_shape=data.input_shape,
+            input_shape=data.artifact_shape,
         )
 
         def make(model=model, path=path, metadata=metadata) -> dict:
             export_onnx(
-                model,
-                data.input_shape,
+                artifact_model(model, data),
+                data.artifact_shape,
                 path,
                 ctx.config.export.opset,
                 metadata,
@@ -221,7 +235,12 @@ def run(ctx: StageContext) -> dict:
         )
 
     model = models[PRUNED]
-    usage = input_usage(model, data.input_shape, getattr(data, "feature_names", None))
+    # sound: the classifier reads features the graph computes, not inputs a deployer feeds
+    usage = (
+        None
+        if data.kind == "audio"
+        else input_usage(model, data.input_shape, getattr(data, "feature_names", None))
+    )
     metrics["inputs"] = usage.summary() if usage is not None else None
     if usage is not None:
         log.info("the pruned model %s", usage.sentence())
@@ -242,7 +261,7 @@ def dense_identity(ctx: StageContext, metadata: dict[str, str]) -> dict:
     return {
         "model": sha256_file(ctx.input("train", "model.pt")),
         "metadata": metadata,
-        "input_shape": list(ctx.data.input_shape),
+        "input_shape": list(ctx.data.artifact_shape),
         "opset": ctx.config.export.opset,
         "ir_version": ctx.config.export.ir_version,
     }
@@ -250,6 +269,13 @@ def dense_identity(ctx: StageContext, metadata: dict[str, str]) -> dict:
 
 def export_reduced(ctx: StageContext, model: nn.Module, spec: dict, usage) -> dict | None:
     """pruned-inputs.onnx: the pruned model taking only its used inputs."""
+    if ctx.data.kind == "audio":
+        log.warning(
+            "drop_unused_inputs: a sound artifact takes the whole waveform (its features are "
+            "computed in the graph); %s.onnx is not written",
+            REDUCED,
+        )
+        return None
     if usage is None:
         log.warning(
             "drop_unused_inputs: no Linear or Conv reads the model's input directly; "

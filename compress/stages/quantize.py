@@ -82,7 +82,8 @@ def run(ctx: StageContext) -> dict:
             "(no Linear or Conv reads the model's input directly)"
         )
     if any(get_variant(v).calibrated for v in in_order(config.variants)):
-        images, _ = ctx.data.tensors("train", limit=config.calibration_samples)
+        # what the artifact takes (sound: waveforms, its front end in the graph)
+        images = ctx.data.artifact_inputs("train", limit=config.calibration_samples)
         calibration = images.numpy().astype(np.float32)
         used = get_metadata(onnx.load(str(source), load_external_data=False)).get("inputs")
         if used:  # a file that takes only the used inputs is calibrated on those

@@ -31,6 +31,12 @@ each final artifact into the run folder with the verified accuracy, the oldest o
 that loads it (compress.encode.compat) and its own checksum in its metadata
 (`seal_artifact`), then measures that final file; its accuracy must equal the one sealed in.
 
+Sound artifacts take the raw waveform and hold the front end: the test clips are fed as
+they are, and the dense file's own front-end nodes are run on them and compared with the
+PyTorch front end's features (the training features); the largest difference and the
+allowed one (`feature_tolerance`) are the stage's `frontend` metrics, and dense is marked
+failed beyond it.
+
 Run folders that share a stage cache and the same dense.onnx (the variants of a sweep) seal
 and measure dense once (StageContext.shared); its latency is still timed in every run,
 interleaved with that run's other artifacts.
@@ -53,6 +59,7 @@ from tqdm import tqdm
 from compress.checkpoint import load_checkpoint
 from compress.encode.compat import min_onnxruntime, opsets
 from compress.encode.cost import count_macs, session_weight_bytes
+from compress.encode.frontend import frontend_model
 from compress.encode.inputs import take_used
 from compress.encode.onnx_tools import (
     PACKAGERS,
@@ -113,8 +120,11 @@ def prepare_inputs(samples: np.ndarray, metadata: dict[str, str]) -> np.ndarray:
     Images (raw 0-255 pixels [N, C, H, W], already `size`): (pixel * scale - mean[c]) / std[c].
     Tables (raw values [N, F], columns in `features` order): (x - mean[f]) / std[f].
     Arrays (raw values [N, *input_shape]): (x - mean) / std, mean and std broadcast.
+    Sound (waveforms [N, clip_samples] in [-1, 1]): as they are; the graph holds the front end.
     """
     pre = json.loads(metadata["preprocessing"])
+    if "sample_rate" in pre:
+        return samples.astype(np.float32)
     mean = np.asarray(pre["mean"], dtype=np.float32)
     std = np.asarray(pre["std"], dtype=np.float32)
     if "features" in pre or "normalize" in pre:
@@ -321,6 +331,36 @@ def verify_artifact(
     return row
 
 
+def check_frontend(path: Path, data, config) -> dict:
+    """The features the artifact's own front-end nodes compute from the test waveforms,
+    against the PyTorch front end's (the training features): largest difference, allowed
+    `feature_tolerance` (relative beyond |feature| 1)."""
+    part = frontend_model(onnx.load(str(path)))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(1, config.threads)
+    options.log_severity_level = 3
+    session = ort.InferenceSession(part.SerializeToString(), options, ["CPUExecutionProvider"])
+    got, _ = run_batches(session, data.images["test"].numpy(), config.throughput_batch)
+    want = data.normalize(data.images["test"])[:, 0].numpy()
+    diff = float(np.abs(got - want).max())
+    allowed = config.feature_tolerance * max(1.0, float(np.abs(want).max()))
+    result = {
+        "artifact": path.name,
+        "clips": len(want),
+        "max_feature_diff": diff,
+        "tolerance": allowed,
+        "status": "ok" if diff <= allowed else "failed",
+    }
+    log.info(
+        "%s: in-graph features vs PyTorch's on %d test clips: largest difference %.2e (%s)",
+        path.name,
+        len(want),
+        diff,
+        "within" if diff <= allowed else "beyond",
+    )
+    return result
+
+
 def dense_identity(ctx: StageContext) -> dict:
     """What dense's measurements depend on: its file, the PyTorch model it is compared with,
     the data (files and splits) and the verify settings."""
@@ -462,4 +502,13 @@ def run(ctx: StageContext) -> dict:
         buffer, count=len(labels), **{name: pack_correct(c) for name, c in per_image.items()}
     )
     write_bytes(ctx.output("correct.npz"), buffer.getvalue())
-    return {"artifacts": rows}
+    if data.kind != "audio":
+        return {"artifacts": rows}
+    frontend = check_frontend(ctx.output(f"{DENSE}.onnx", in_run_dir=True), data, config)
+    if frontend["status"] != "ok":
+        rows[0]["status"] = (
+            f"failed: in-graph features differ from PyTorch's by {frontend['max_feature_diff']:.2e}"
+            f" (tolerance {frontend['tolerance']:.1e})"
+        )
+        log.error("%s: %s", rows[0]["path"], rows[0]["status"])
+    return {"artifacts": rows, "frontend": frontend}

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from compress.config import OptimConfig
 from compress.data import Dataset
-from compress.data.augment import random_shift
+from compress.data.augment import augment_audio, random_shift
 from compress.errors import TrainingError
 from compress.modifier import Batch, Modifier
 from compress.training.evaluation import accuracies
@@ -179,6 +179,8 @@ def _batch(
     x = data.images["train"][index]
     if run.shift and data.kind == "image":
         x = random_shift(x, run.shift, shifts)
+    if data.kind == "audio":  # on the waveforms: the front end (normalize) follows
+        x = augment_audio(x, data.augmentation, shifts)
     x = data.normalize(x).to(run.device, non_blocking=True)
     if x.dim() == 4:
         x = x.contiguous(memory_format=layout)

@@ -14,6 +14,7 @@ from pathlib import Path
 import onnx
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
+from compress.encode.frontend import frontend_node_names
 from compress.variants.base import VariantContext
 from compress.variants.quantizer import QuantizerVariant, finish, quiet_root_logger
 from compress.variants.registry import register_variant
@@ -42,6 +43,7 @@ class Dynamic(QuantizerVariant):
                 weight_type=QuantType.QInt8,
                 per_channel=config.per_channel,
                 op_types_to_quantize=list(config.dynamic_op_types),
+                nodes_to_exclude=frontend_node_names(onnx.load(str(source))),
             )
             model = onnx.load(str(out))
         finish(model, source, target, context.ir_version)

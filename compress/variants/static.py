@@ -16,6 +16,7 @@ from typing import ClassVar
 import onnx
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
+from compress.encode.frontend import frontend_node_names
 from compress.errors import CompressError
 from compress.variants.base import VariantContext
 from compress.variants.quantizer import ArrayReader, QuantizerVariant, finish, quiet_root_logger
@@ -51,6 +52,7 @@ class StaticVariant(QuantizerVariant):
                 weight_type=self.weight_type,
                 activation_type=QuantType.QUInt8,
                 calibrate_method=CALIBRATION[config.calibration_method],
+                nodes_to_exclude=frontend_node_names(onnx.load(str(source))),
                 extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
             )
             return onnx.load(str(out))

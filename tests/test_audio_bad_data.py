@@ -1,0 +1,86 @@
+"""Bad sound folders: one `error:` line, exit 2, nothing written (the cases of
+tests/test_bad_data.py, for [data] name = "audiofolder"); stereo and 8 kHz clips are not
+mistakes: they are mixed down and resampled (tests/test_audio.py)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from data_files import tone, wav_bytes, write_audio_folder
+from test_bad_data import Case, write_case
+from tiny_mnist import files_under
+
+from compress.cli import main
+
+AUDIO = {
+    "name": "audiofolder",
+    "root": "speech",
+    "download": False,
+    "batch_size": 4,
+    "clip_seconds": 0.25,
+}
+
+
+def speech(**kwargs):
+    return lambda tmp: write_audio_folder(tmp / "speech", {"yes": 4, "no": 4}, **kwargs)
+
+
+def one_clip(content: bytes):
+    def write(tmp: Path) -> None:
+        speech()(tmp)
+        (tmp / "speech" / "train" / "no" / "bad.wav").write_bytes(content)
+
+    return write
+
+
+CLIP = wav_bytes(tone(440))
+CASES = [
+    Case("wav-not-riff", r"no/bad\.wav is not a WAV file \(no RIFF/WAVE header\)", AUDIO,
+         one_clip(b"ID3\x03 an mp3 file named .wav")),
+    Case("wav-truncated", r"no/bad\.wav is truncated: its data chunk claims 8000 bytes, the file "
+         r"holds 3956", AUDIO, one_clip(CLIP[:4000])),
+    Case("wav-a-law", r"no/bad\.wav: unsupported WAV encoding A-law, 8-bit \(supported: PCM",
+         AUDIO, one_clip(wav_bytes(tone(440), bits=8, tag=6))),
+    Case("wav-12-bit", r"no/bad\.wav: unsupported WAV encoding PCM, 12-bit", AUDIO,
+         one_clip(wav_bytes(tone(440), bits=12))),
+    Case("wav-zero-length", r"no/bad\.wav holds no samples \(a zero-length clip\)", AUDIO,
+         one_clip(wav_bytes(np.zeros(0)))),
+    Case("audio-empty-class-folder", r"class folder .*speech/train/maybe holds no \.wav clips",
+         AUDIO, lambda tmp: (speech()(tmp), (tmp / "speech/train/maybe").mkdir())),
+    Case("audio-no-class-folders", r"speech/train holds no class folders: expected", AUDIO,
+         lambda tmp: (tmp / "speech/train/_background_noise_").mkdir(parents=True)),
+    Case("audio-one-class", r"speech/train holds one class only \(yes\): classification needs",
+         AUDIO, lambda tmp: write_audio_folder(tmp / "speech", {"yes": 4})),
+    Case("audio-test-class-not-in-train", r"train/ and test/ have different classes \(only in "
+         r"test/: maybe; only in train/: no\)", AUDIO, speech(test={"yes": 2, "maybe": 2})),
+    Case("audio-no-root", r"\[data\] name = 'audiofolder' needs root", {**AUDIO, "root": None}),
+    Case("audio-mfcc-above-mels", r"n_mfcc = 12 exceeds n_mels = 8", {**AUDIO, "n_mels": 8,
+         "n_mfcc": 12}, speech(), validate=True),
+    Case("audio-f-max-above-nyquist", r"need f_min < f_max <= sample_rate / 2",
+         {**AUDIO, "sample_rate": 8000, "f_max": 6000.0}, speech(), validate=True),
+]  # fmt: skip
+
+
+def test_there_are_enough_audio_cases():
+    assert len({c.id for c in CASES}) == len(CASES) >= 8
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_audio(case: Case, tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("COMPRESS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    pipeline = write_case(case, tmp_path)
+    before = files_under(tmp_path)
+    runs = [["run", str(pipeline), "--out", str(tmp_path / "run"), "--no-progress"]]
+    runs += [["validate", str(pipeline)]] if case.validate else []
+    for argv in runs:
+        result = CliRunner().invoke(main, argv)
+        assert result.exit_code == 2, (argv[0], result.output, result.exception)
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), (argv[0], result.stderr)
+        assert re.search(case.message, lines[0]), (argv[0], lines[0])
+    assert files_under(tmp_path) == before, "a failed command wrote files"
