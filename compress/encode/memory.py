@@ -1,0 +1,171 @@
+"""Activation memory of an ONNX file at batch 1: which tensors are alive at each node, and the peak.
+
+    memory = activation_memory(onnx.load("pruned.onnx"))
+    memory.peak_bytes                  # the largest total size of the tensors alive at once
+    memory.peak_tensors                # (name, shape, bytes) of the tensors that make it
+    for node in memory.per_node:       # in the order the file stores them
+        print(node.name, node.live_bytes, node.weight_bytes, node.index == memory.peak_index)
+
+Shapes come from ONNX shape inference with every symbolic dimension of the graph inputs set
+to 1 (the batch). Nodes run in the order the file stores them (ONNX requires a topological
+order). At each node the live tensors are the graph inputs and the node outputs produced so
+far that this node or a later one still reads, plus this node's own outputs; graph outputs
+stay live to the end. Each tensor counts at its own element type (an int8 activation one
+byte per entry, int4 half a byte).
+
+Weights are not activations: initializers, and every node whose inputs are all initializers
+or outputs of such nodes (Constant, and the DequantizeLinear / decode ops of packed and
+codebook files), which onnxruntime folds once when the session loads. What such a folded
+tensor holds is counted as the weight of the node that reads it (`weight_bytes`).
+
+Graphs with subgraphs (If, Loop, Scan) are not estimated: MemoryEstimateError says so, as
+it does for a tensor whose shape inference leaves unknown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from compress.errors import CompressError
+
+_SUB_BYTE = {onnx.TensorProto.INT4, onnx.TensorProto.UINT4}
+
+
+class MemoryEstimateError(CompressError):
+    """The file's activation memory cannot be estimated (a subgraph, an unknown shape)."""
+
+
+@dataclass(frozen=True)
+class Tensor:
+    name: str
+    shape: tuple[int, ...]
+    bytes: int
+
+
+@dataclass(frozen=True)
+class NodeMemory:
+    """One node that runs per inference: the bytes alive while it runs and the weights it reads."""
+
+    index: int  # position among the file's nodes
+    name: str  # the node's name, else its first output
+    op_type: str
+    live_bytes: int
+    weight_bytes: int  # initializers and load-time folded tensors this node reads
+
+
+@dataclass(frozen=True)
+class ActivationMemory:
+    peak_bytes: int
+    peak_index: int | None  # the node where the peak is (None: a graph without nodes)
+    peak_tensors: tuple[Tensor, ...]  # the live set at the peak, largest first
+    per_node: tuple[NodeMemory, ...]
+
+
+def tensor_bytes(elem_type: int, shape: tuple[int, ...]) -> int:
+    """Bytes of a tensor of `elem_type` and `shape` (4-bit types two to a byte, rounded up)."""
+    count = int(np.prod(shape)) if shape else 1
+    if elem_type in _SUB_BYTE:
+        return (count + 1) // 2
+    if elem_type == onnx.TensorProto.STRING:
+        raise MemoryEstimateError("a string tensor has no fixed size")
+    return count * onnx.helper.tensor_dtype_to_np_dtype(elem_type).itemsize
+
+
+def _check_no_subgraphs(model: onnx.ModelProto) -> None:
+    graph_kinds = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+    for node in model.graph.node:
+        if any(attribute.type in graph_kinds for attribute in node.attribute):
+            raise MemoryEstimateError(
+                f"node {node.name or node.output[0]!r} ({node.op_type}) has a subgraph: "
+                "activation memory of If/Loop/Scan graphs is not estimated"
+            )
+
+
+def tensor_types(model: onnx.ModelProto) -> dict[str, tuple[int, tuple[int | None, ...]]]:
+    """Name -> (element type, shape at batch 1; None for a dimension left unknown)."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    for value in model.graph.input:
+        for dim in value.type.tensor_type.shape.dim:
+            if not dim.HasField("dim_value"):
+                dim.dim_value = 1  # the symbolic batch axis
+    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    found = {}
+    graph = inferred.graph
+    for value in [*graph.input, *graph.value_info, *graph.output]:
+        kind = value.type.tensor_type
+        if value.type.HasField("tensor_type") and kind.HasField("shape"):
+            dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in kind.shape.dim)
+            found[value.name] = (kind.elem_type, dims)
+    for init in graph.initializer:
+        found[init.name] = (init.data_type, tuple(init.dims))
+    return found
+
+
+def folded_at_load(model: onnx.ModelProto) -> set[str]:
+    """Initializers and the outputs of nodes computed from them alone (folded at load)."""
+    constant = {init.name for init in model.graph.initializer}
+    for node in model.graph.node:
+        if all(name in constant for name in node.input if name):
+            constant.update(name for name in node.output if name)
+    return constant
+
+
+def activation_memory(model: onnx.ModelProto) -> ActivationMemory:
+    """The activation memory of `model` at batch 1 (see the module's docstring)."""
+    _check_no_subgraphs(model)
+    types = tensor_types(model)
+    constant = folded_at_load(model)
+    nodes = [
+        (i, node)
+        for i, node in enumerate(model.graph.node)
+        if not all(name in constant for name in node.output if name)
+    ]
+    size = _sizer(types)
+    end = len(model.graph.node)
+    last_use = {value.name: end for value in model.graph.output}
+    for i, node in nodes:
+        for name in node.input:
+            if name and name not in constant:
+                last_use[name] = max(last_use.get(name, i), i)
+    alive = {v.name: -1 for v in model.graph.input if v.name not in constant}  # name -> made at
+    per_node, best = [], (-1, None, ())
+    for i, node in nodes:
+        outputs = [name for name in node.output if name]
+        alive.update((name, i) for name in outputs)
+        live = [name for name in alive if last_use.get(name, alive[name]) >= i]
+        live_bytes = sum(size(name) for name in live)
+        weights = sum(size(name) for name in dict.fromkeys(node.input) if name in constant)
+        label = node.name or (outputs[0] if outputs else node.op_type)
+        per_node.append(NodeMemory(i, label, node.op_type, live_bytes, weights))
+        if live_bytes > best[0]:
+            best = (live_bytes, i, tuple(live))
+        alive = {name: made for name, made in alive.items() if last_use.get(name, made) > i}
+    if not nodes:  # the graph outputs are its inputs
+        live = tuple(alive)
+        best = (sum(size(name) for name in live), None, live)
+    peak_bytes, peak_index, live = best
+    tensors = sorted(
+        (Tensor(name, _shape(types, name), size(name)) for name in live),
+        key=lambda t: (-t.bytes, t.name),
+    )
+    return ActivationMemory(peak_bytes, peak_index, tuple(tensors), tuple(per_node))
+
+
+def _shape(types: dict, name: str) -> tuple[int, ...]:
+    if name not in types or any(d is None for d in types[name][1]):
+        raise MemoryEstimateError(f"tensor {name!r}: shape inference leaves its shape unknown")
+    return types[name][1]
+
+
+def _sizer(types: dict):
+    sizes: dict[str, int] = {}
+
+    def size(name: str) -> int:
+        if name not in sizes:
+            sizes[name] = tensor_bytes(types[name][0], _shape(types, name))
+        return sizes[name]
+
+    return size
