@@ -223,7 +223,16 @@ def validate(pipeline):
         "Table: every column, however wide the terminal [default: the main columns, fitted to it]."
     ),
 )
-def report(run_dir, fmt, wide):
+@click.option(
+    "--memory",
+    is_flag=True,
+    help=(
+        "Per node, in file order: the activation bytes alive at batch 1 and the weights "
+        "each reads, the peak marked (every artifact, or --artifact)."
+    ),
+)
+@click.option("--artifact", metavar="NAME", help="With --memory: only this artifact.")
+def report(run_dir, fmt, wide, memory, artifact):
     """Print the table of a finished run folder.
 
     The table fits the terminal (COLUMNS, else its width, else 80): the main columns, fewer
@@ -231,10 +240,19 @@ def report(run_dir, fmt, wide):
     """
     import json
 
-    from compress.report import format_csv, format_markdown, format_table, load_report
+    from compress.report import (
+        format_csv,
+        format_markdown,
+        format_table,
+        load_report,
+        memory_lines,
+    )
     from compress.tables import terminal_width
 
     data = load_report(run_dir)
+    if memory:
+        click.echo("\n".join(memory_lines(data, run_dir, artifact)))
+        return
     width = None if wide else terminal_width()
     text = {
         "table": lambda r: format_table(r, width),

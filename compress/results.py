@@ -103,6 +103,29 @@ class Artifact(TypedDict):
     code_entropy_bits: NotRequired[
         Annotated[float, "codebook files only: entropy of the codes, bits per non-zero weight"]
     ]
+    flash_bytes: NotRequired[
+        Annotated[int, "the .onnx file as stored: what a device keeps in flash to load it"]
+    ]
+    peak_activation_bytes: NotRequired[
+        Annotated[
+            int | None,
+            "the largest total of activation tensors alive at once at batch 1, weights apart "
+            "(compress.encode.memory; null: a graph with subgraphs)",
+        ]
+    ]
+    peak_activation_tensors: NotRequired[
+        Annotated[list[dict] | None, "`{name, shape, bytes}` of the tensors that make that peak"]
+    ]
+    ram_bytes: NotRequired[
+        Annotated[int | None, "estimated RAM: weight_bytes + peak_activation_bytes"]
+    ]
+    measured_ram_bytes: NotRequired[
+        Annotated[
+            int | None,
+            "what a fresh onnxruntime process took to load the file and run it once at batch "
+            "1 beyond its imports (null: `[verify] measure_ram = false`)",
+        ]
+    ]
 
 
 class DatasetSummary(TypedDict):

@@ -182,6 +182,9 @@ class VerifyConfig(Section):
     # than dense (a margin, because two equal models differ by a few percent of noise).
     slower_margin: float = Field(0.10, ge=0.0)
     throughput_batch: PositiveInt = 1000
+    # measured_ram_bytes: one fresh process per artifact loads it and runs it once (about
+    # 1-2 s each); false leaves it null (the estimate, ram_bytes, is always there).
+    measure_ram: bool = True
     tolerance: float = Field(
         1e-4, gt=0.0
     )  # largest logit difference allowed for float exports (relative beyond |logit| 1)

@@ -271,3 +271,35 @@ def test_decode_ops_are_weights_and_a_conv_net_counts_its_feature_maps(real_file
     # Caffe LeNet-5 at batch 1: its input image and the first convolution's 20x24x24 output
     first = peaks["lenet5"].per_node[0]
     assert first.op_type == "Conv" and first.live_bytes == (28 * 28 + 20 * 24 * 24) * 4
+
+
+def test_report_memory_shows_each_node_and_marks_the_peak(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from compress.cli import main
+
+    model = model_of(
+        [
+            helper.make_node("MatMul", ["x", "w1"], ["a"]),
+            helper.make_node("Relu", ["a"], ["b"]),
+            helper.make_node("MatMul", ["b", "w2"], ["y"]),
+        ],
+        [("x", F, ["N", 4])],
+        [("y", F, ["N", 2])],
+        [weight("w1", 4, 8), weight("w2", 8, 2)],
+    )
+    onnx.save(model, tmp_path / "dense.onnx")
+    row = {"name": "dense", "path": "dense.onnx", "weight_bytes": 192}
+    (tmp_path / "report.json").write_text(json.dumps({"artifacts": [row]}))
+    result = CliRunner().invoke(main, ["report", str(tmp_path), "--memory"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == "dense: weights held 192 bytes"
+    nodes = [line.split() for line in lines[3:6]]
+    assert [n[2:4] for n in nodes] == [["MatMul", "48"], ["Relu", "64"], ["MatMul", "40"]]
+    assert [line.endswith("<- peak") for line in lines[3:6]] == [False, True, False]
+    assert lines[6] == "peak 64 bytes: a [1, 8] 32, b [1, 8] 32"
+    missing = CliRunner().invoke(main, ["report", str(tmp_path), "--memory", "--artifact", "x"])
+    assert missing.exit_code == 2 and "no artifact 'x'" in missing.output

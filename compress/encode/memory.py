@@ -24,13 +24,20 @@ it does for a tensor whose shape inference leaves unknown.
 
 from __future__ import annotations
 
+import logging
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import onnx
 
+from compress import tables
 from compress.errors import CompressError
 
+log = logging.getLogger(__name__)
 _SUB_BYTE = {onnx.TensorProto.INT4, onnx.TensorProto.UINT4}
 
 
@@ -154,6 +161,27 @@ def activation_memory(model: onnx.ModelProto) -> ActivationMemory:
     return ActivationMemory(peak_bytes, peak_index, tuple(tensors), tuple(per_node))
 
 
+def node_lines(memory: ActivationMemory) -> list[str]:
+    """The per-node table (`compress report RUN --memory`): in file order, the activation
+    bytes alive while each node runs and the weight bytes it reads, the peak marked, then
+    the tensors that make the peak."""
+    rows = [
+        [
+            str(node.index),
+            node.name,
+            node.op_type,
+            f"{node.live_bytes:,}",
+            f"{node.weight_bytes:,}" if node.weight_bytes else "",
+            "<- peak" if node.index == memory.peak_index else "",
+        ]
+        for node in memory.per_node
+    ]
+    headers = ["#", "node", "op", "live bytes", "weights", ""]
+    lines = tables.text(headers, rows, left=[False, True, True, False, False, True], strip=True)
+    made_of = ", ".join(f"{t.name} {list(t.shape)} {t.bytes:,}" for t in memory.peak_tensors)
+    return [*lines, f"peak {memory.peak_bytes:,} bytes: {made_of}"]
+
+
 def _shape(types: dict, name: str) -> tuple[int, ...]:
     if name not in types or any(d is None for d in types[name][1]):
         raise MemoryEstimateError(f"tensor {name!r}: shape inference leaves its shape unknown")
@@ -169,3 +197,52 @@ def _sizer(types: dict):
         return sizes[name]
 
     return size
+
+
+# Run by `measured_ram_bytes` in a fresh interpreter: what a session takes beyond the imports.
+_MEASURE = """
+import sys
+def status(key):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key))
+import numpy as np, onnxruntime as ort
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # the peak (VmHWM) starts again from here
+before = status("VmRSS:")
+options = ort.SessionOptions()
+options.intra_op_num_threads = 1
+options.inter_op_num_threads = 1
+options.enable_cpu_mem_arena = False
+options.log_severity_level = 3
+session = ort.InferenceSession(sys.argv[1], options, providers=["CPUExecutionProvider"])
+types = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(uint8)": np.uint8}
+feed = {
+    i.name: np.zeros([d if isinstance(d, int) else 1 for d in i.shape], types.get(i.type, "f4"))
+    for i in session.get_inputs()
+}
+session.run(None, feed)
+print(status("VmHWM:") - before)
+"""
+
+
+def measured_ram_bytes(path: Path, timeout: float = 120) -> int | None:
+    """What an onnxruntime session takes on this machine to load `path` and run it once at
+    batch 1, in a fresh process: its peak resident set (VmHWM, reset through
+    /proc/self/clear_refs once `numpy` and `onnxruntime` are imported) after the session and
+    the run, minus its resident set after those imports; one thread, the CPU arena off
+    (memory is allocated as needed, not in arena chunks). (ru_maxrss would not do: Linux
+    carries it over from the parent process.) None where /proc is missing (not Linux) or the
+    measurement fails."""
+    if not Path("/proc/self/clear_refs").is_file():
+        return None
+    result = subprocess.run(
+        [sys.executable, "-c", _MEASURE, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    if result.returncode != 0:
+        log.warning("%s: RAM not measured: %s", path.name, result.stderr.strip()[-200:])
+        return None
+    return int(result.stdout.split()[-1])

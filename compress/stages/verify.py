@@ -54,6 +54,7 @@ from compress.checkpoint import load_checkpoint
 from compress.encode.compat import min_onnxruntime, opsets
 from compress.encode.cost import count_macs, session_weight_bytes
 from compress.encode.inputs import take_used
+from compress.encode.memory import MemoryEstimateError, activation_memory, measured_ram_bytes
 from compress.encode.onnx_tools import (
     PACKAGERS,
     get_metadata,
@@ -300,6 +301,7 @@ def verify_artifact(
         "throughput": round(throughput, 1),
         "status": "ok",
     }
+    row.update(memory_keys(path, model, row["weight_bytes"], config.measure_ram))
     if "code_entropy_bits" in metadata:  # codebook files: bits per non-zero weight of their codes
         row["code_entropy_bits"] = float(metadata["code_entropy_bits"])
     if val is not None:
@@ -318,6 +320,28 @@ def verify_artifact(
             )
             log.error("%s: %s", path.name, row["status"])
     return row
+
+
+def memory_keys(path: Path, model: onnx.ModelProto, weight_bytes: int, measure: bool) -> dict:
+    """flash, activation and RAM figures of one file (compress.encode.memory): the activation
+    keys are None for a graph it cannot estimate (a subgraph), measured_ram_bytes None
+    without `measure` ([verify] measure_ram = false)."""
+    try:
+        memory = activation_memory(model)
+    except MemoryEstimateError as exc:
+        log.warning("%s: %s", path.name, exc)
+        memory = None
+    peak = None if memory is None else memory.peak_bytes
+    tensors = [] if memory is None else memory.peak_tensors
+    return {
+        "flash_bytes": path.stat().st_size,
+        "peak_activation_bytes": peak,
+        "peak_activation_tensors": None
+        if memory is None
+        else [{"name": t.name, "shape": list(t.shape), "bytes": t.bytes} for t in tensors],
+        "ram_bytes": None if peak is None else weight_bytes + peak,
+        "measured_ram_bytes": measured_ram_bytes(path) if measure else None,
+    }
 
 
 def dense_identity(ctx: StageContext) -> dict:
