@@ -146,15 +146,33 @@ def device_option(help_text: str):
     help="Exit with status 3 when an artifact's status is a warning "
     "(at chance while training accuracy is high).",
 )
-def run(pipeline, out_dir, data_root, device, force, from_stage, no_progress, threads, strict):
+@click.option(
+    "--require-budget",
+    is_flag=True,
+    help="Exit with status 4, one line per artifact saying what it misses, when no artifact "
+    "fits the pipeline's [budget].",
+)
+def run(
+    pipeline,
+    out_dir,
+    data_root,
+    device,
+    force,
+    from_stage,
+    no_progress,
+    threads,
+    strict,
+    require_budget,
+):
     """Run PIPELINE (a .toml file) and print the size/accuracy/latency table (its main
     columns, fitted to the terminal; `compress report RUN_DIR --wide` shows them all).
 
     Finished stages are reused when their settings are unchanged; the run folder keeps
     checkpoints, ONNX artifacts and report.json/.md/.csv.
     """
+    from compress.budget import budget_lines, fitting, limits_of
     from compress.config import load_pipeline
-    from compress.errors import StrictWarningError
+    from compress.errors import BudgetError, ConfigError, StrictWarningError
     from compress.pipeline import run_pipeline
     from compress.report import format_table
     from compress.results import FAILED, WARNING, status_kind
@@ -162,6 +180,8 @@ def run(pipeline, out_dir, data_root, device, force, from_stage, no_progress, th
     from compress.threads import default_threads, torch_threads
 
     config = load_pipeline(pipeline)
+    if require_budget and not limits_of(config.budget).any():
+        raise ConfigError(f"--require-budget: {pipeline} has no [budget] limits to check")
     with torch_threads(threads or default_threads()):
         report = run_pipeline(
             config,
@@ -189,6 +209,10 @@ def run(pipeline, out_dir, data_root, device, force, from_stage, no_progress, th
             f"--strict: {names} at chance while training accuracy is high "
             f"(the warnings above; the report is written)"
         )
+    if require_budget and not fitting(report["artifacts"]):
+        for line in budget_lines(report["artifacts"]):
+            click.echo(f"budget: {line}", err=True)
+        raise BudgetError("--require-budget: no artifact fits the [budget] (the report is written)")
 
 
 @main.command()

@@ -45,11 +45,12 @@ COLUMNS = [
     ("measured_ram_bytes", "RAM meas", "{:,}"),
     ("throughput", "img/s", "{:,.0f}"),  # "rows/s" for tables (columns_for)
     ("min_onnxruntime", "ort ≥", "{}"),  # the oldest onnxruntime that loads the file
+    ("budget", "budget", lambda b: "fits" if b["fits"] else "; ".join(b["misses"]) or "-"),
     ("status", "status", "{}"),
 ]
 THROUGHPUT = {"image": "img/s", "table": "rows/s"}
 SAMPLES = {"image": "images", "table": "rows"}
-TEXT_KEYS = ("name", "status")  # left-aligned; numbers line up on the right
+TEXT_KEYS = ("name", "budget", "status")  # left-aligned; numbers line up on the right
 
 # The terminal's default table answers: how accurate (val, test, the change with its
 # interval), how small once deployed (deploy bytes, ratio, sparsity), as fast as dense
@@ -65,6 +66,7 @@ COMPACT = [
     "compression",
     "sparsity",
     "latency_vs_dense",
+    "budget",
     "status",
 ]
 # What a narrower terminal leaves out, one step at a time: the first goes first. The name,
@@ -128,7 +130,12 @@ def add_comparisons(artifacts: list[Artifact], baseline: str = DENSE) -> None:
 def columns_for(report: Report, columns=COLUMNS) -> list:
     """`columns` with the throughput named for the data: img/s for images, rows/s for tables."""
     header = THROUGHPUT.get(data_kind(report), "samples/s")
-    return [(key, header if key == "throughput" else h, fmt) for key, h, fmt in columns]
+    budgeted = any("budget" in a for a in report["artifacts"])  # the column only with [budget]
+    return [
+        (key, header if key == "throughput" else h, fmt)
+        for key, h, fmt in columns
+        if key != "budget" or budgeted
+    ]
 
 
 def data_kind(report: Report) -> str:

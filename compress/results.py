@@ -119,6 +119,13 @@ class Artifact(TypedDict):
     ram_bytes: NotRequired[
         Annotated[int | None, "estimated RAM: weight_bytes + peak_activation_bytes"]
     ]
+    budget: NotRequired[
+        Annotated[
+            dict,
+            "with a `[budget]`: `{fits, misses}`, whether it fits and what it misses "
+            "(`ram 12.3 KB over`; compress.budget)",
+        ]
+    ]
     measured_ram_bytes: NotRequired[
         Annotated[
             int | None,
@@ -188,6 +195,9 @@ class Report(TypedDict):
     ]
     stages: Annotated[list[StageSummary], "`{name, key, seconds, cached}` per stage"]
     total_seconds: Annotated[float, "seconds of the stages that ran (not cached)"]
+    budget: NotRequired[
+        Annotated[dict, "the `[budget]` limits set (`flash_kb`, `ram_kb`, ...), when any is"]
+    ]
 
 
 # ---------------------------------------------------------------- the many-run commands

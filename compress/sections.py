@@ -190,6 +190,25 @@ class VerifyConfig(Section):
     )  # largest logit difference allowed for float exports (relative beyond |logit| 1)
 
 
+class BudgetConfig(Section):
+    """[budget]: what a device allows; the report marks each artifact that fits (compress.budget).
+
+    Sizes in KB of 1024 bytes, as device datasheets count them; an unset key is no limit."""
+
+    flash_kb: float | None = Field(None, gt=0)  # the .onnx file (flash_bytes)
+    ram_kb: float | None = Field(None, gt=0)  # weights held + activation peak (ram_bytes)
+    activation_kb: float | None = Field(None, gt=0)  # activation peak (peak_activation_bytes)
+    latency_ms: float | None = Field(None, gt=0)  # p50 at batch 1 on this machine
+    latency_vs_dense: float | None = Field(None, gt=0)  # p50 / dense p50
+    max_drop: float | None = Field(None, ge=0)  # validation accuracy points below dense
+
+    @model_validator(mode="after")
+    def _one_latency(self) -> BudgetConfig:
+        if self.latency_ms is not None and self.latency_vs_dense is not None:
+            raise ValueError("set latency_ms or latency_vs_dense, not both")
+        return self
+
+
 class DataCommon(Section):
     """[data]: the keys every data source has. Each source (compress.data) adds its own in a
     subclass whose `name` is a Literal of the names it reads; [data] in a pipeline file is

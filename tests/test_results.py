@@ -84,6 +84,7 @@ def test_keys_added_by_the_report_are_optional_in_an_artifact_row():
         "code_entropy_bits",
         *("flash_bytes", "peak_activation_bytes", "peak_activation_tensors", "ram_bytes"),
         "measured_ram_bytes",
+        "budget",  # with a [budget] only
     }  # and the memory keys, which reports before them lack
 
 
