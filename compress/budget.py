@@ -42,6 +42,18 @@ SIZES = {
 }
 
 
+# What tune and search keep of each artifact to check device limits on.
+DEVICE_KEYS = ("flash_bytes", "ram_bytes", "peak_activation_bytes", "latency_vs_dense")
+
+
+def split_limits(budget: float | Limits | None) -> tuple[float | None, Limits | None]:
+    """(accuracy budget in points, device limits or None) of a plain `max_drop` or a Limits."""
+    if not isinstance(budget, Limits):
+        return budget, None
+    device = Limits(**{**asdict(budget), "max_drop": None})
+    return budget.max_drop, device if device.any() else None
+
+
 def limits_of(section) -> Limits:
     """Limits from a [budget] section (compress.sections.BudgetConfig) or any object with
     those attributes."""

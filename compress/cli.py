@@ -346,6 +346,38 @@ def compare(run_dirs, fmt, baseline, sort):
     click.echo(format_comparison(rows, fmt, sort).rstrip("\n"))
 
 
+def _device_limit_options(f):
+    """--max-flash, --max-ram, --max-activation (KB of 1024 bytes) and --max-latency-vs-dense:
+    device limits a chosen artifact must be within too (compress.budget)."""
+    for name, what in reversed(
+        [
+            ("--max-flash", "KB: the .onnx file (flash_bytes)."),
+            ("--max-ram", "KB: weights held + activation peak at batch 1 (ram_bytes)."),
+            ("--max-activation", "KB: the activation peak at batch 1 (peak_activation_bytes)."),
+            ("--max-latency-vs-dense", "p50 latency as a multiple of dense's (latency_vs_dense)."),
+        ]
+    ):
+        f = click.option(
+            name,
+            type=click.FloatRange(min=0, min_open=True),
+            help=f"Device limit, {what} Trials beyond it are infeasible.",
+        )(f)
+    return f
+
+
+def _device_limits(limits: dict):
+    """Limits from the --max-* device options; None when none is given."""
+    from compress.budget import Limits
+
+    found = Limits(
+        flash_kb=limits.get("max_flash"),
+        ram_kb=limits.get("max_ram"),
+        activation_kb=limits.get("max_activation"),
+        latency_vs_dense=limits.get("max_latency_vs_dense"),
+    )
+    return found if found.any() else None
+
+
 def _cache_option(f):
     return click.option(
         "--cache",
@@ -501,6 +533,7 @@ def sweep(
 @data_root_option
 @device_option("Where to train.")
 @_cache_option
+@_device_limit_options
 def tune(
     pipeline,
     max_drop,
@@ -514,6 +547,7 @@ def tune(
     data_root,
     device,
     cache_dir,
+    **limits,
 ):
     """Find the highest sparsity of PIPELINE whose best artifact stays within --max-drop.
 
@@ -547,6 +581,7 @@ def tune(
         fixed=fixed,
         device=device,
         threads=threads,
+        limits=_device_limits(limits),
     )
     click.echo(format_table(result))
     click.echo(f"tune: {out / 'tune.md'}, {out / 'tune.json'}")
@@ -616,6 +651,7 @@ def tune(
 @data_root_option
 @device_option("Where to train.")
 @_cache_option
+@_device_limit_options
 def search(
     pipeline,
     params,
@@ -630,6 +666,7 @@ def search(
     data_root,
     device,
     cache_dir,
+    **limits,
 ):
     """Search settings of PIPELINE (say L1 strength and pruning threshold together) with Optuna.
 
@@ -638,6 +675,8 @@ def search(
     kept in OUT/study.journal, so the same command after Ctrl-C continues it. Writes
     OUT/search.json, search.md, search-history.png and search-front.png.
     """
+    from dataclasses import replace
+
     from compress.analysis.search import run_search
     from compress.analysis.search_report import format_table
     from compress.analysis.space import search_spaces
@@ -647,11 +686,14 @@ def search(
     config = load_pipeline(pipeline)
     spaces = search_spaces(config, list(params))
     out = out_dir or Path("runs") / f"{config.name}-search"
+    device_limits = _device_limits(limits)
+    if device_limits is not None:  # the accuracy budget travels with them
+        device_limits = replace(device_limits, max_drop=max_drop)
     summary = run_search(
         pipeline,
         spaces,
         out,
-        max_drop=max_drop,
+        max_drop=max_drop if device_limits is None else device_limits,
         trials=trials,
         objective=objective,
         jobs=jobs,

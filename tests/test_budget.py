@@ -110,3 +110,74 @@ def test_require_budget_without_limits_is_a_mistake(pipeline_file):
     result = CliRunner().invoke(main, ["run", str(pipeline_file()), "--require-budget"])
     assert result.exit_code == 2
     assert result.output.strip().splitlines()[-1].startswith("error: --require-budget: ")
+
+
+# ---------------------------------------------------------------- tune and search
+
+
+def report_of(*rows) -> dict:
+    """A run's report.json with these artifact rows (dense first)."""
+    artifacts = [{**r, "accuracy": r["val_accuracy"], "deploy_bytes": r["flash_bytes"] // 4,
+                  "sparsity": 0.9} for r in rows]  # fmt: skip
+    return {
+        "artifacts": artifacts,
+        "training": {"pruned_sparsity": 0.9},
+        "stages": [{"name": "train", "cached": False}],
+    }
+
+
+RUN = report_of(
+    row("dense", flash=400 * KB, ram=420 * KB, val=0.99),
+    row("pruned-int8", flash=100 * KB, ram=120 * KB, val=0.985),  # within 1 pt, 120 KB RAM
+    row("pruned-packed", flash=40 * KB, ram=420 * KB, val=0.988),  # smaller, but decodes to 420
+)
+
+
+def test_tune_picks_the_smallest_artifact_within_the_drop_and_the_device_limits():
+    from compress.analysis.tune import evaluate_point
+
+    plain = evaluate_point(RUN, max_drop=1.0, reference=0.99)
+    assert plain["best"]["artifact"] == "pruned-packed" and plain["meets"]
+    limited = evaluate_point(RUN, 1.0, reference=0.99, limits=Limits(flash_kb=256, ram_kb=128))
+    assert limited["best"]["artifact"] == "pruned-int8" and limited["meets"]
+    assert limited["best"]["misses"] == []
+    none = evaluate_point(RUN, 1.0, reference=0.99, limits=Limits(ram_kb=64))
+    assert not none["meets"]
+    assert none["best"]["artifact"] == "pruned-int8"  # the one that misses least
+    assert none["best"]["misses"] == ["ram 56.0 KB over"]
+
+
+def test_a_search_trial_beyond_the_device_limits_is_infeasible_with_its_violation():
+    from compress.analysis.search import artifact_rows, constraint_of, trial_score
+
+    limits = Limits(flash_kb=256, ram_kb=128)
+    rows = artifact_rows(RUN, 0.99, "trial-0000", limits)
+    best = trial_score(rows, 1.0, limits)
+    assert best["artifact"] == "pruned-int8" and constraint_of(best, 1.0, limits) <= 0
+    tight = Limits(ram_kb=100)
+    best = trial_score(artifact_rows(RUN, 0.99, "trial-0000", tight), 1.0, tight)
+    assert constraint_of(best, 1.0, tight) == pytest.approx(0.2)  # 20 KB over 100 KB
+    assert best["misses"] == ["ram 20.0 KB over"]
+
+
+def test_a_search_with_device_limits_says_when_nothing_is_within_them():
+    from compress.analysis.pareto import within_budget
+    from compress.analysis.search import artifact_rows
+    from compress.analysis.search_report import chosen_sentence
+
+    points = [
+        {**r, "label": f"trial-0000/{r['artifact']}", "trial": "trial-0000", "run_dir": "t"}
+        for r in artifact_rows(RUN, 0.99, "trial-0000")
+    ]
+    within = within_budget(points, 1.0, limits=Limits(flash_kb=256, ram_kb=128))
+    assert within["chosen"] == "trial-0000/pruned-int8"
+    none = within_budget(points, 1.0, limits=Limits(flash_kb=256, ram_kb=64))
+    assert none["chosen"] is None and none["closest"] == "trial-0000/pruned-int8"
+    summary = {
+        "points": points,
+        "reference": {"dense_val_accuracy": 0.99},
+        "budget": {**none, "limits": {"flash_kb": 256, "ram_kb": 64}},
+        "chosen": None,
+        "max_drop": 1.0,
+    }
+    assert chosen_sentence(summary).endswith("and the device limits (flash_kb 256, ram_kb 64)")
