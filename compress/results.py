@@ -110,7 +110,7 @@ class Artifact(TypedDict):
         Annotated[
             int | None,
             "the largest total of activation tensors alive at once at batch 1, weights apart "
-            "(compress.encode.memory; null: a graph with subgraphs)",
+            "(compress.encode.memory; null: subgraphs, or a shape inference cannot give)",
         ]
     ]
     peak_activation_tensors: NotRequired[

@@ -183,6 +183,28 @@ def test_a_graph_with_a_subgraph_is_refused_with_the_reason():
         activation_memory(model)
 
 
+def test_an_op_shape_inference_does_not_know_is_refused_and_verify_reports_null(tmp_path):
+    from compress.stages.verify import memory_keys
+
+    graph = helper.make_graph(
+        [helper.make_node("Unknown", ["x"], ["y"], domain="com.example")],
+        "g",
+        [helper.make_tensor_value_info("x", F, ["N", 4])],
+        [helper.make_tensor_value_info("y", F, None)],
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.example", 1)],
+    )
+    with pytest.raises(MemoryEstimateError, match="'y': shape inference leaves its shape"):
+        activation_memory(model)
+    path = tmp_path / "unknown.onnx"
+    onnx.save(model, path)
+    keys = memory_keys(path, model, weight_bytes=0, measure=False)
+    assert keys["flash_bytes"] == path.stat().st_size
+    assert keys["peak_activation_bytes"] is keys["ram_bytes"] is keys["measured_ram_bytes"] is None
+
+
 # ---------------------------------------------------------------- real files
 
 

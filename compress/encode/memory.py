@@ -98,7 +98,10 @@ def tensor_types(model: onnx.ModelProto) -> dict[str, tuple[int, tuple[int | Non
         for dim in value.type.tensor_type.shape.dim:
             if not dim.HasField("dim_value"):
                 dim.dim_value = 1  # the symbolic batch axis
-    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except onnx.shape_inference.InferenceError as exc:
+        raise MemoryEstimateError(f"shape inference failed: {exc}") from None
     found = {}
     graph = inferred.graph
     for value in [*graph.input, *graph.value_info, *graph.output]:
@@ -193,7 +196,8 @@ def _sizer(types: dict):
 
     def size(name: str) -> int:
         if name not in sizes:
-            sizes[name] = tensor_bytes(types[name][0], _shape(types, name))
+            shape = _shape(types, name)  # first: it says when inference left the tensor out
+            sizes[name] = tensor_bytes(types[name][0], shape)
         return sizes[name]
 
     return size
@@ -235,13 +239,17 @@ def measured_ram_bytes(path: Path, timeout: float = 120) -> int | None:
     measurement fails."""
     if not Path("/proc/self/clear_refs").is_file():
         return None
-    result = subprocess.run(
-        [sys.executable, "-c", _MEASURE, str(path)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", _MEASURE, str(path)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+    except subprocess.TimeoutExpired:
+        log.warning("%s: RAM not measured: no result in %gs", path.name, timeout)
+        return None
     if result.returncode != 0:
         log.warning("%s: RAM not measured: %s", path.name, result.stderr.strip()[-200:])
         return None
