@@ -8,12 +8,14 @@ xz -9e, parameters and non-zero parameters counted in the file's initializers (s
 zeros among the weights, biases apart), the deployable package (the smaller of .onnx.gz and
 .onnx.xz, written to deploy/), multiply-accumulates per sample
 (`macs`), the weight bytes an onnxruntime session holds after load-time folding
-(`weight_bytes`), throughput at a large batch and latency at batch 1 (p50, p95, on
-`threads` intra-op threads). A float export whose logits differ from PyTorch by more than
-`tolerance` times the largest logit (at least 1) is marked failed. An artifact whose test
-accuracy is at chance while the model it came from reached a clearly higher training
-accuracy (compress.stats.at_chance) gets the status `warning: at chance ...`, also logged;
-`compress run --strict` makes that an error.
+(`weight_bytes`), what it takes on a device (`flash_bytes`, the activation peak at batch 1
+and the RAM estimate, and with `[verify] measure_ram` the RAM a fresh onnxruntime process
+takes to load and run it: compress.encode.memory), throughput at a large batch and latency
+at batch 1 (p50, p95, on `threads` intra-op threads). A float export whose logits differ
+from PyTorch by more than `tolerance` times the largest logit (at least 1) is marked
+failed. An artifact whose test accuracy is at chance while the model it came from reached a
+clearly higher training accuracy (compress.stats.at_chance) gets the status
+`warning: at chance ...`, also logged; `compress run --strict` makes that an error.
 
 Latency is measured for all artifacts together, interleaved in rounds in one process:
 each round runs every artifact's share of timed calls in turn (in a rotating order), and
@@ -324,8 +326,8 @@ def verify_artifact(
 
 def memory_keys(path: Path, model: onnx.ModelProto, weight_bytes: int, measure: bool) -> dict:
     """flash, activation and RAM figures of one file (compress.encode.memory): the activation
-    keys are None for a graph it cannot estimate (a subgraph), measured_ram_bytes None
-    without `measure` ([verify] measure_ram = false)."""
+    keys are None for a graph it cannot estimate (a subgraph, an unknown shape),
+    measured_ram_bytes None without `measure` ([verify] measure_ram = false)."""
     try:
         memory = activation_memory(model)
     except MemoryEstimateError as exc:
