@@ -146,15 +146,33 @@ def device_option(help_text: str):
     help="Exit with status 3 when an artifact's status is a warning "
     "(at chance while training accuracy is high).",
 )
-def run(pipeline, out_dir, data_root, device, force, from_stage, no_progress, threads, strict):
+@click.option(
+    "--require-budget",
+    is_flag=True,
+    help="Exit with status 4, one line per artifact saying what it misses, when no artifact "
+    "fits the pipeline's [budget].",
+)
+def run(
+    pipeline,
+    out_dir,
+    data_root,
+    device,
+    force,
+    from_stage,
+    no_progress,
+    threads,
+    strict,
+    require_budget,
+):
     """Run PIPELINE (a .toml file) and print the size/accuracy/latency table (its main
     columns, fitted to the terminal; `compress report RUN_DIR --wide` shows them all).
 
     Finished stages are reused when their settings are unchanged; the run folder keeps
     checkpoints, ONNX artifacts and report.json/.md/.csv.
     """
+    from compress.budget import budget_lines, fitting, limits_of
     from compress.config import load_pipeline
-    from compress.errors import StrictWarningError
+    from compress.errors import BudgetError, ConfigError, StrictWarningError
     from compress.pipeline import run_pipeline
     from compress.report import format_table
     from compress.results import FAILED, WARNING, status_kind
@@ -162,6 +180,8 @@ def run(pipeline, out_dir, data_root, device, force, from_stage, no_progress, th
     from compress.threads import default_threads, torch_threads
 
     config = load_pipeline(pipeline)
+    if require_budget and not limits_of(config.budget).any():
+        raise ConfigError(f"--require-budget: {pipeline} has no [budget] limits to check")
     with torch_threads(threads or default_threads()):
         report = run_pipeline(
             config,
@@ -189,6 +209,10 @@ def run(pipeline, out_dir, data_root, device, force, from_stage, no_progress, th
             f"--strict: {names} at chance while training accuracy is high "
             f"(the warnings above; the report is written)"
         )
+    if require_budget and not fitting(report["artifacts"]):
+        for line in budget_lines(report["artifacts"]):
+            click.echo(f"budget: {line}", err=True)
+        raise BudgetError("--require-budget: no artifact fits the [budget] (the report is written)")
 
 
 @main.command()
@@ -223,7 +247,16 @@ def validate(pipeline):
         "Table: every column, however wide the terminal [default: the main columns, fitted to it]."
     ),
 )
-def report(run_dir, fmt, wide):
+@click.option(
+    "--memory",
+    is_flag=True,
+    help=(
+        "Per node, in file order: the activation bytes alive at batch 1 and the weights "
+        "each reads, the peak marked (every artifact, or --artifact)."
+    ),
+)
+@click.option("--artifact", metavar="NAME", help="With --memory: only this artifact.")
+def report(run_dir, fmt, wide, memory, artifact):
     """Print the table of a finished run folder.
 
     The table fits the terminal (COLUMNS, else its width, else 80): the main columns, fewer
@@ -231,10 +264,19 @@ def report(run_dir, fmt, wide):
     """
     import json
 
-    from compress.report import format_csv, format_markdown, format_table, load_report
+    from compress.report import (
+        format_csv,
+        format_markdown,
+        format_table,
+        load_report,
+        memory_lines,
+    )
     from compress.tables import terminal_width
 
     data = load_report(run_dir)
+    if memory:
+        click.echo("\n".join(memory_lines(data, run_dir, artifact)))
+        return
     width = None if wide else terminal_width()
     text = {
         "table": lambda r: format_table(r, width),
@@ -302,6 +344,38 @@ def compare(run_dirs, fmt, baseline, sort):
 
     rows = comparison_rows(load_runs(list(run_dirs)), baseline=baseline, sort=sort)
     click.echo(format_comparison(rows, fmt, sort).rstrip("\n"))
+
+
+def _device_limit_options(f):
+    """--max-flash, --max-ram, --max-activation (KB of 1024 bytes) and --max-latency-vs-dense:
+    device limits a chosen artifact must be within too (compress.budget)."""
+    for name, what in reversed(
+        [
+            ("--max-flash", "KB: the .onnx file (flash_bytes)."),
+            ("--max-ram", "KB: weights held + activation peak at batch 1 (ram_bytes)."),
+            ("--max-activation", "KB: the activation peak at batch 1 (peak_activation_bytes)."),
+            ("--max-latency-vs-dense", "p50 latency as a multiple of dense's (latency_vs_dense)."),
+        ]
+    ):
+        f = click.option(
+            name,
+            type=click.FloatRange(min=0, min_open=True),
+            help=f"Device limit, {what} Trials beyond it are infeasible.",
+        )(f)
+    return f
+
+
+def _device_limits(limits: dict):
+    """Limits from the --max-* device options; None when none is given."""
+    from compress.budget import Limits
+
+    found = Limits(
+        flash_kb=limits.get("max_flash"),
+        ram_kb=limits.get("max_ram"),
+        activation_kb=limits.get("max_activation"),
+        latency_vs_dense=limits.get("max_latency_vs_dense"),
+    )
+    return found if found.any() else None
 
 
 def _cache_option(f):
@@ -459,6 +533,7 @@ def sweep(
 @data_root_option
 @device_option("Where to train.")
 @_cache_option
+@_device_limit_options
 def tune(
     pipeline,
     max_drop,
@@ -472,6 +547,7 @@ def tune(
     data_root,
     device,
     cache_dir,
+    **limits,
 ):
     """Find the highest sparsity of PIPELINE whose best artifact stays within --max-drop.
 
@@ -505,6 +581,7 @@ def tune(
         fixed=fixed,
         device=device,
         threads=threads,
+        limits=_device_limits(limits),
     )
     click.echo(format_table(result))
     click.echo(f"tune: {out / 'tune.md'}, {out / 'tune.json'}")
@@ -574,6 +651,7 @@ def tune(
 @data_root_option
 @device_option("Where to train.")
 @_cache_option
+@_device_limit_options
 def search(
     pipeline,
     params,
@@ -588,6 +666,7 @@ def search(
     data_root,
     device,
     cache_dir,
+    **limits,
 ):
     """Search settings of PIPELINE (say L1 strength and pruning threshold together) with Optuna.
 
@@ -596,6 +675,8 @@ def search(
     kept in OUT/study.journal, so the same command after Ctrl-C continues it. Writes
     OUT/search.json, search.md, search-history.png and search-front.png.
     """
+    from dataclasses import replace
+
     from compress.analysis.search import run_search
     from compress.analysis.search_report import format_table
     from compress.analysis.space import search_spaces
@@ -605,11 +686,14 @@ def search(
     config = load_pipeline(pipeline)
     spaces = search_spaces(config, list(params))
     out = out_dir or Path("runs") / f"{config.name}-search"
+    device_limits = _device_limits(limits)
+    if device_limits is not None:  # the accuracy budget travels with them
+        device_limits = replace(device_limits, max_drop=max_drop)
     summary = run_search(
         pipeline,
         spaces,
         out,
-        max_drop=max_drop,
+        max_drop=max_drop if device_limits is None else device_limits,
         trials=trials,
         objective=objective,
         jobs=jobs,

@@ -28,6 +28,7 @@ from pydantic_core import PydanticCustomError
 from compress.errors import CompressError, ConfigError, closest
 from compress.files import NAME_RULE, is_plain_name
 from compress.sections import (  # the sections that stand alone, imported from here too
+    BudgetConfig,
     DataCommon,
     DistillConfig,
     ExportConfig,
@@ -47,6 +48,7 @@ from compress.sections import (  # the sections that stand alone, imported from 
 )
 
 __all__ = [
+    "BudgetConfig",
     "DataCommon",
     "DistillConfig",
     "ExportConfig",
@@ -258,6 +260,7 @@ class PipelineConfig(Section):
     quantize: QuantizeConfig = QuantizeConfig()
     export: ExportConfig = ExportConfig()
     verify: VerifyConfig = VerifyConfig()
+    budget: BudgetConfig = BudgetConfig()  # the device's limits (compress.budget); none: no check
     # `compress sweep` only (run ignores it): dotted key -> the values to try, e.g.
     # "prune.threshold" = [1e-3, 3e-3]; every combination is one variant.
     sweep: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(default_factory=dict)

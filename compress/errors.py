@@ -1,6 +1,6 @@
 """The tool's own errors: the CLI prints their message on one line and exits with
 `exit_status` (2: the user's to fix; 1: the file system refused a read or write; 3: an
-output failed the tool's own check)."""
+output failed the tool's own check; 4: `run --require-budget` and no artifact fits)."""
 
 from __future__ import annotations
 
@@ -46,6 +46,13 @@ class StrictWarningError(IntegrityError):
     """`compress run --strict`: an artifact verified but got a warning (at chance while
     training accuracy is high). The run is complete and its report written; exit status 3,
     the status of an output that failed the tool's own check."""
+
+
+class BudgetError(CompressError):
+    """`compress run --require-budget`: no artifact fits the pipeline's [budget]. The run is
+    complete and its report written; exit status 4."""
+
+    exit_status = 4
 
 
 class FileSystemError(CompressError):

@@ -22,13 +22,14 @@ import logging
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from compress.budget import check_artifacts, limits_of
 from compress.cache import StageCache
 from compress.checkpoint import build_from_spec, load_user_weights, model_spec
 from compress.config import PipelineConfig
@@ -407,7 +408,10 @@ def _build_report(config, run_dir, data, device, stages, keys) -> Report:
     by_name = {s["name"]: s for s in stages}
     artifacts: list[Artifact] = [dict(a) for a in by_name["verify"]["metrics"]["artifacts"]]
     add_comparisons(artifacts, baseline=DENSE)
-    return {
+    limits = limits_of(config.budget)
+    if limits.any():
+        check_artifacts(artifacts, limits, baseline=DENSE)
+    report = {
         "pipeline": config.name,
         "config_hash": hash_object(config.model_dump(mode="json", by_alias=True)),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -440,6 +444,9 @@ def _build_report(config, run_dir, data, device, stages, keys) -> Report:
         ],
         "total_seconds": round(sum(s["seconds"] for s in stages if not s["cached"]), 3),
     }
+    if limits.any():
+        report["budget"] = {k: v for k, v in asdict(limits).items() if v is not None}
+    return report
 
 
 def _attach_run_log(run_dir: Path) -> logging.Handler:

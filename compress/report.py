@@ -39,13 +39,18 @@ COLUMNS = [
     ),  # a flag: shown where raised
     ("macs", "MACs", "{:,}"),
     ("weight_bytes", "weights held", "{:,}"),
+    ("flash_bytes", "flash", "{:,}"),  # the .onnx file as stored
+    ("peak_activation_bytes", "act peak", "{:,}"),
+    ("ram_bytes", "RAM est", "{:,}"),  # weights held + act peak
+    ("measured_ram_bytes", "RAM meas", "{:,}"),
     ("throughput", "img/s", "{:,.0f}"),  # "rows/s" for tables (columns_for)
     ("min_onnxruntime", "ort ≥", "{}"),  # the oldest onnxruntime that loads the file
+    ("budget", "budget", lambda b: "fits" if b["fits"] else "; ".join(b["misses"]) or "-"),
     ("status", "status", "{}"),
 ]
-THROUGHPUT = {"image": "img/s", "table": "rows/s", "audio": "clips/s"}
-SAMPLES = {"image": "images", "table": "rows", "audio": "clips"}
-TEXT_KEYS = ("name", "status")  # left-aligned; numbers line up on the right
+THROUGHPUT = {"image": "img/s", "table": "rows/s", "array": "samples/s", "audio": "clips/s"}
+SAMPLES = {"image": "images", "table": "rows", "array": "samples", "audio": "clips"}
+TEXT_KEYS = ("name", "budget", "status")  # left-aligned; numbers line up on the right
 
 # The terminal's default table answers: how accurate (val, test, the change with its
 # interval), how small once deployed (deploy bytes, ratio, sparsity), as fast as dense
@@ -61,6 +66,7 @@ COMPACT = [
     "compression",
     "sparsity",
     "latency_vs_dense",
+    "budget",
     "status",
 ]
 # What a narrower terminal leaves out, one step at a time: the first goes first. The name,
@@ -99,6 +105,10 @@ CSV_FIELDS = [
     "slower_than_dense",
     "macs",
     "weight_bytes",
+    "flash_bytes",
+    "peak_activation_bytes",
+    "ram_bytes",
+    "measured_ram_bytes",
     "throughput",
     "status",
     "weights",
@@ -120,7 +130,12 @@ def add_comparisons(artifacts: list[Artifact], baseline: str = DENSE) -> None:
 def columns_for(report: Report, columns=COLUMNS) -> list:
     """`columns` with the throughput named for the data: img/s for images, rows/s for tables."""
     header = THROUGHPUT.get(data_kind(report), "samples/s")
-    return [(key, header if key == "throughput" else h, fmt) for key, h, fmt in columns]
+    budgeted = any("budget" in a for a in report["artifacts"])  # the column only with [budget]
+    return [
+        (key, header if key == "throughput" else h, fmt)
+        for key, h, fmt in columns
+        if key != "budget" or budgeted
+    ]
 
 
 def data_kind(report: Report) -> str:
@@ -192,6 +207,8 @@ def _notes(report: Report, shown: list[str], interval: bool) -> list[str]:
         notes.append("latency: all artifacts timed interleaved in one process")
     if "weight_bytes" in shown:
         notes.append("weights held: bytes a session keeps")
+    if "ram_bytes" in shown:
+        notes.append("RAM est = weights held + act peak (batch 1); where: compress report --memory")
     if "accuracy_delta" in shown:
         words = SAMPLES.get(data_kind(report), "samples")
         notes.append(
@@ -281,6 +298,33 @@ def _samples(dataset: dict, kind: str = "image") -> str:
     return f"{held}{dataset['test_samples']:,} test {word}"
 
 
+def memory_lines(report: Report, run_dir: Path, artifact: str | None = None) -> list[str]:
+    """`compress report RUN --memory`: each artifact's (or the one named) per-node activation
+    memory and weights, from its .onnx file in the run folder (compress.encode.memory)."""
+    import onnx
+
+    from compress.encode.memory import MemoryEstimateError, activation_memory, node_lines
+
+    rows = report["artifacts"]
+    if artifact is not None:
+        rows = [a for a in rows if a["name"] == artifact]
+        if not rows:
+            names = ", ".join(a["name"] for a in report["artifacts"])
+            raise CompressError(f"no artifact {artifact!r} in {run_dir}; artifacts: {names}")
+    lines: list[str] = []
+    for row in rows:
+        path = Path(run_dir) / row["path"]
+        if not path.is_file():
+            raise CompressError(f"{path} does not exist: the run folder lacks its artifact")
+        held = row.get("weight_bytes")
+        lines += ["", f"{row['name']}: weights held {held:,} bytes" if held else row["name"]]
+        try:
+            lines += node_lines(activation_memory(onnx.load(str(path))))
+        except MemoryEstimateError as exc:
+            lines.append(f"not estimated: {exc}")
+    return lines[1:]
+
+
 def format_markdown(report: Report) -> str:
     headers, rows = table_rows(report["artifacts"], columns_for(report))
     out = [f"# {report['pipeline']}", ""]
@@ -299,7 +343,9 @@ def format_markdown(report: Report) -> str:
     out += [
         "Latency: batch 1, all artifacts timed interleaved in rounds in one process; SLOWER: p50 "
         "more than the verify margin above dense's. Weights held: initializer bytes an onnxruntime "
-        "session keeps after its load-time folding.",
+        "session keeps after its load-time folding. Flash: the .onnx file; act peak: the "
+        "activations alive at once at batch 1; RAM est: weights held + act peak; RAM meas: "
+        "what a fresh onnxruntime process took to load and run the file once (docs/results.md).",
         "",
     ]
     out += [f"The {line}.\n" for line in inputs_lines(report)]

@@ -103,6 +103,36 @@ class Artifact(TypedDict):
     code_entropy_bits: NotRequired[
         Annotated[float, "codebook files only: entropy of the codes, bits per non-zero weight"]
     ]
+    flash_bytes: NotRequired[
+        Annotated[int, "the .onnx file as stored: what a device keeps in flash to load it"]
+    ]
+    peak_activation_bytes: NotRequired[
+        Annotated[
+            int | None,
+            "the largest total of activation tensors alive at once at batch 1, weights apart "
+            "(compress.encode.memory; null: subgraphs, or a shape inference cannot give)",
+        ]
+    ]
+    peak_activation_tensors: NotRequired[
+        Annotated[list[dict] | None, "`{name, shape, bytes}` of the tensors that make that peak"]
+    ]
+    ram_bytes: NotRequired[
+        Annotated[int | None, "estimated RAM: weight_bytes + peak_activation_bytes"]
+    ]
+    budget: NotRequired[
+        Annotated[
+            dict,
+            "with a `[budget]`: `{fits, misses}`, whether it fits and what it misses "
+            "(`ram 12.3 KB over`; compress.budget)",
+        ]
+    ]
+    measured_ram_bytes: NotRequired[
+        Annotated[
+            int | None,
+            "what a fresh onnxruntime process took to load the file and run it once at batch "
+            "1 beyond its imports (null: `[verify] measure_ram = false`)",
+        ]
+    ]
 
 
 class DatasetSummary(TypedDict):
@@ -165,6 +195,9 @@ class Report(TypedDict):
     ]
     stages: Annotated[list[StageSummary], "`{name, key, seconds, cached}` per stage"]
     total_seconds: Annotated[float, "seconds of the stages that ran (not cached)"]
+    budget: NotRequired[
+        Annotated[dict, "the `[budget]` limits set (`flash_kb`, `ram_kb`, ...), when any is"]
+    ]
 
 
 # ---------------------------------------------------------------- the many-run commands
@@ -183,7 +216,14 @@ class Budget(TypedDict):
         "the smallest artifact within it (on equal size the more accurate); null when none is",
     ]
     ties: Annotated[list[str], "as small and as accurate as `chosen`"]
-    closest: Annotated[str | None, "with nothing within it: the artifact of the smallest drop"]
+    closest: Annotated[
+        str | None,
+        "with nothing within it: the artifact of the smallest drop (with device limits: "
+        "the one that misses them least)",
+    ]
+    limits: NotRequired[
+        Annotated[dict, "the device limits it holds too (`flash_kb`, `ram_kb`, ...), if any"]
+    ]
 
 
 class SweepReference(TypedDict):
@@ -258,6 +298,15 @@ class TuneBest(TypedDict):
     drop: Annotated[float, "validation points below the reference dense model"]
     deploy_bytes: Annotated[int, "size of its deployable package"]
     sparsity: Annotated[float, "zeros among the weights"]
+    flash_bytes: NotRequired[Annotated[int | None, "its .onnx file (`flash_bytes` in report.json)"]]
+    ram_bytes: NotRequired[Annotated[int | None, "its estimated RAM (`ram_bytes`)"]]
+    peak_activation_bytes: NotRequired[
+        Annotated[int | None, "its activation peak at batch 1 (`peak_activation_bytes`)"]
+    ]
+    latency_vs_dense: NotRequired[Annotated[float | None, "its p50 / dense p50"]]
+    misses: NotRequired[
+        Annotated[list[str], "with device limits: what it misses of them (`ram 12.3 KB over`)"]
+    ]
 
 
 class TunePoint(TypedDict):
@@ -294,6 +343,9 @@ class Tune(TypedDict):
     train_runs: Annotated[int, "points whose training ran"]
     fixed: Annotated[dict[str, Any], "`--set` changes of every point"]
     reference: Annotated[TuneReference, "the bar of every drop"]
+    limits: NotRequired[
+        Annotated[dict, "the device limits a point's best artifact must be within too, if any"]
+    ]
 
 
 class SearchArtifact(TypedDict):
@@ -305,6 +357,15 @@ class SearchArtifact(TypedDict):
     deploy_bytes: Annotated[int, "size of its deployable package"]
     sparsity: Annotated[float, "zeros among the weights"]
     status: Annotated[str, "as in report.json"]
+    flash_bytes: NotRequired[Annotated[int | None, "its .onnx file (`flash_bytes` in report.json)"]]
+    ram_bytes: NotRequired[Annotated[int | None, "its estimated RAM (`ram_bytes`)"]]
+    peak_activation_bytes: NotRequired[
+        Annotated[int | None, "its activation peak at batch 1 (`peak_activation_bytes`)"]
+    ]
+    latency_vs_dense: NotRequired[Annotated[float | None, "its p50 / dense p50"]]
+    misses: NotRequired[
+        Annotated[list[str], "with device limits: what it misses of them (`ram 12.3 KB over`)"]
+    ]
 
 
 class SearchPoint(SearchArtifact):

@@ -182,12 +182,34 @@ class VerifyConfig(Section):
     # than dense (a margin, because two equal models differ by a few percent of noise).
     slower_margin: float = Field(0.10, ge=0.0)
     throughput_batch: PositiveInt = 1000
+    # measured_ram_bytes: one fresh process per artifact loads it and runs it once (about
+    # 1-2 s each); false leaves it null (the estimate, ram_bytes, is always there).
+    measure_ram: bool = True
     tolerance: float = Field(
         1e-4, gt=0.0
     )  # largest logit difference allowed for float exports (relative beyond |logit| 1)
     # sound: largest difference allowed between the artifact's in-graph features and the
     # PyTorch front end's, on the test clips (relative beyond |feature| 1)
     feature_tolerance: float = Field(1e-3, gt=0.0)
+
+
+class BudgetConfig(Section):
+    """[budget]: what a device allows; the report marks each artifact that fits (compress.budget).
+
+    Sizes in KB of 1024 bytes, as device datasheets count them; an unset key is no limit."""
+
+    flash_kb: float | None = Field(None, gt=0)  # the .onnx file (flash_bytes)
+    ram_kb: float | None = Field(None, gt=0)  # weights held + activation peak (ram_bytes)
+    activation_kb: float | None = Field(None, gt=0)  # activation peak (peak_activation_bytes)
+    latency_ms: float | None = Field(None, gt=0)  # p50 at batch 1 on this machine
+    latency_vs_dense: float | None = Field(None, gt=0)  # p50 / dense p50
+    max_drop: float | None = Field(None, ge=0)  # validation accuracy points below dense
+
+    @model_validator(mode="after")
+    def _one_latency(self) -> BudgetConfig:
+        if self.latency_ms is not None and self.latency_vs_dense is not None:
+            raise ValueError("set latency_ms or latency_vs_dense, not both")
+        return self
 
 
 class DataCommon(Section):

@@ -91,7 +91,7 @@ def tiny_pipeline_data(data_root: Path) -> dict[str, Any]:
         "prune": {"method": "threshold", "threshold": 0.02},
         "finetune": {"epochs": 1, "lr": 0.01},
         "quantize": {"variants": ["dynamic", "static"], "calibration_samples": 128},
-        "verify": {"repetitions": 20, "throughput_batch": 500},
+        "verify": {"repetitions": 20, "throughput_batch": 500, "measure_ram": False},
     }
 
 

@@ -90,7 +90,8 @@ def test_an_unknown_prune_key_lists_the_keys_of_the_named_method():
 def test_an_unknown_key_lists_the_known_keys_of_its_section():
     message = config_error({"verify": {"repetitons": 3}})
     assert (
-        "known: threads, repetitions, rounds, slower_margin, throughput_batch, tolerance" in message
+        "known: threads, repetitions, rounds, slower_margin, throughput_batch, measure_ram, "
+        "tolerance" in message
     )
 
 

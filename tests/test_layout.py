@@ -26,6 +26,7 @@ FLOORS = {
     "compress.version": 0,
     "compress.results": 0,
     "compress.tables": 0,
+    "compress.budget": 0,
     "compress.registry": 1,
     "compress.checkpoint": 1,
     "compress.data": 2,

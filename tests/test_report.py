@@ -242,7 +242,23 @@ def test_the_wide_table_has_every_column():
     from compress.report import COLUMNS
 
     header = header_of(format_table(report_with_intervals()))
-    assert all(title in header for _, title, _ in COLUMNS)
+    assert all(title in header for key, title, _ in COLUMNS if key != "budget")
+    assert "budget" not in header  # only with a [budget]
+
+
+def test_with_a_budget_the_table_says_which_artifacts_fit_and_what_the_others_miss():
+    report = report_with_intervals()
+    for artifact in report["artifacts"]:
+        artifact["budget"] = {"fits": False, "misses": ["ram 12.3 KB over"]}
+    report["artifacts"][1]["budget"] = {"fits": True, "misses": []}
+    table = format_table(report, 160)
+    assert "budget" in header_of(table)
+    names = [a["name"] for a in report["artifacts"]]
+    rows = {
+        line.split()[0]: line for line in table.splitlines() if line and line.split()[0] in names
+    }
+    assert [name for name, line in rows.items() if " fits " in line] == [names[1]]
+    assert sum("ram 12.3 KB over" in line for line in rows.values()) == len(names) - 1
 
 
 def test_compress_report_fits_the_terminal_and_wide_shows_every_column(tmp_path):

@@ -12,9 +12,11 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from onnx import TensorProto, helper, numpy_helper
 
 from compress.config import VerifyConfig
 from compress.encode.cost import count_macs, initializer_bytes, session_weight_bytes
+from compress.encode.memory import activation_memory, measured_ram_bytes
 from compress.encode.onnx_tools import get_metadata, parameter_counts
 from compress.results import Artifact
 from compress.stages.verify import (
@@ -28,8 +30,16 @@ from compress.stages.verify import (
     verify_artifact,
 )
 
-ROW_KEYS = Artifact.__required_keys__  # the report adds the others
-CONFIG = VerifyConfig(repetitions=20, throughput_batch=200)
+# verify writes the memory keys too (optional only because older reports lack them)
+MEMORY_KEYS = {
+    "flash_bytes",
+    "peak_activation_bytes",
+    "peak_activation_tensors",
+    "ram_bytes",
+    "measured_ram_bytes",
+}
+ROW_KEYS = Artifact.__required_keys__ | MEMORY_KEYS  # the report adds the others
+CONFIG = VerifyConfig(repetitions=20, throughput_batch=200, measure_ram=False)
 
 
 @pytest.fixture(scope="module")
@@ -221,3 +231,36 @@ def test_latency_rounds_show_a_progress_bar_only_when_asked(pruned_export, tiny_
 def test_the_logit_tolerance_grows_with_the_logits_beyond_one():
     assert logit_tolerance(np.array([[0.2, -0.9]]), 1e-4) == 1e-4
     assert logit_tolerance(np.array([[3.0, -40.0]]), 1e-4) == pytest.approx(4e-3)
+
+
+def test_flash_is_the_file_and_ram_the_weights_held_plus_the_activation_peak(
+    pruned_export, tiny_data, reference, tmp_path
+):
+    pixels, labels = pixels_and_labels(tiny_data)
+    row = verify_artifact(
+        pruned_export.path, pixels, labels, reference, CONFIG, True, tmp_path / "deploy"
+    )
+    assert row["flash_bytes"] == row["bytes"] == pruned_export.path.stat().st_size
+    assert row["flash_bytes"] > row["deploy_bytes"]  # the package is unpacked before loading
+    peak = activation_memory(onnx.load(str(pruned_export.path)))
+    assert row["peak_activation_bytes"] == peak.peak_bytes > 0
+    assert sum(t["bytes"] for t in row["peak_activation_tensors"]) == peak.peak_bytes
+    assert row["ram_bytes"] == row["weight_bytes"] + row["peak_activation_bytes"]
+    assert row["measured_ram_bytes"] is None  # [verify] measure_ram = false
+
+
+def test_measured_ram_grows_with_the_weights_a_file_holds(tmp_path):
+    # Two one-MatMul files, 8 MB of float weights apart: a fresh process holds about that more.
+    sizes = {}
+    for units in (1, 2000):
+        graph = helper.make_graph(
+            [helper.make_node("MatMul", ["x", "w"], ["y"])],
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1000])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", units])],
+            [numpy_helper.from_array(np.ones((1000, units), np.float32), "w")],
+        )
+        path = tmp_path / f"w{units}.onnx"
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+        sizes[units] = measured_ram_bytes(path)
+    assert sizes[1] > 0 and sizes[2000] - sizes[1] > 6_000_000

@@ -94,7 +94,7 @@ TINY = {
     "prune": {"threshold": 0.02},
     "finetune": {"epochs": 1, "lr": 0.02},
     "quantize": {"variants": ["dynamic"], "calibration_samples": 64},
-    "verify": {"repetitions": 5, "throughput_batch": 500},
+    "verify": {"repetitions": 5, "throughput_batch": 500, "measure_ram": False},
 }
 
 

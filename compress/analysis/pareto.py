@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
+from compress.budget import Limits, misses, violation
 from compress.results import DENSE, TEST, VAL, Budget, accuracy_points, baseline_of, drop_pts
 
 
@@ -44,23 +45,37 @@ class Choice(NamedTuple):
     ties: list[dict]
 
 
-def meets_budget(point: dict, max_drop: float | None) -> bool:
-    """At most `max_drop` points below the bar (exactly at the limit counts; None: no budget)."""
-    return max_drop is None or point["drop"] <= max_drop + 1e-9
+def meets_budget(point: dict, max_drop: float | None, limits: Limits | None = None) -> bool:
+    """At most `max_drop` points below the bar (exactly at the limit counts; None: no budget),
+    and within the device `limits` (flash, RAM, activation, latency: compress.budget)."""
+    within = max_drop is None or point["drop"] <= max_drop + 1e-9
+    return within and (limits is None or violation(point, limits) == 0.0)
+
+
+def device_misses(point: dict, limits: Limits | None) -> list[str]:
+    """What a point misses of the device limits ("ram 12.3 KB over"); empty without limits."""
+    return [] if limits is None else misses(point, limits)
 
 
 def _label(point: dict) -> str:
     return point.get("label") or point["artifact"]
 
 
-def best_within_budget(points: list[dict], max_drop: float | None, baseline: str = DENSE) -> Choice:
+def best_within_budget(
+    points: list[dict],
+    max_drop: float | None,
+    baseline: str = DENSE,
+    limits: Limits | None = None,
+) -> Choice:
     """The budget rule of sweep, tune and search: among the verified points other than the
     baseline (`artifact`, `deploy_bytes`, `val_accuracy`, `drop`, `status`), the smallest
     deploy size within `max_drop` points (on equal size the more accurate, then the first
     label); with none within it, the one with the smallest drop (on equal drop the smaller).
-    `max_drop` None: every point is within it. `best` is None when no point is verified."""
+    `max_drop` None: every point is within it. `best` is None when no point is verified.
+    With device `limits` a point must be within them too; with none that is, the closest is
+    the one that misses them least (compress.budget.violation), then the smallest drop."""
     compressed = [p for p in points if p["artifact"] != baseline and p.get("status", "ok") == "ok"]
-    meets = [p for p in compressed if meets_budget(p, max_drop)]
+    meets = [p for p in compressed if meets_budget(p, max_drop, limits)]
     if meets:
         best = min(meets, key=lambda p: (p["deploy_bytes"], -p[VAL], _label(p)))
         ties = [
@@ -70,15 +85,19 @@ def best_within_budget(points: list[dict], max_drop: float | None, baseline: str
         ]
         return Choice(best, True, ties)
     if compressed:
-        return Choice(min(compressed, key=lambda p: (p["drop"], p["deploy_bytes"])), False, [])
+        off = (lambda p: violation(p, limits)) if limits is not None else (lambda p: 0.0)
+        closest = min(compressed, key=lambda p: (off(p), p["drop"], p["deploy_bytes"]))
+        return Choice(closest, False, [])
     return Choice(None, False, [])
 
 
-def within_budget(points: list[dict], max_drop: float, baseline: str = DENSE) -> Budget:
+def within_budget(
+    points: list[dict], max_drop: float, baseline: str = DENSE, limits: Limits | None = None
+) -> Budget:
     """The budget block of sweep.json and search.json (labels): `chosen`, the smallest
     within it (best_within_budget), with its `ties`; else None, and `closest` names the
     artifact with the smallest drop (None too when nothing was verified)."""
-    choice = best_within_budget(points, max_drop, baseline)
+    choice = best_within_budget(points, max_drop, baseline, limits)
     return {
         "max_drop": max_drop,
         "chosen": choice.best["label"] if choice.meets else None,

@@ -40,12 +40,18 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from compress.analysis.pareto import best_within_budget, pareto_frontier, within_budget
+from compress.analysis.pareto import (
+    best_within_budget,
+    device_misses,
+    pareto_frontier,
+    within_budget,
+)
 from compress.analysis.reference import REFERENCE, dense_val
 from compress.analysis.runner import Runner, TaskSettings, available_cpus, import_ray
 from compress.analysis.search_report import overrides_text, write_search
 from compress.analysis.space import Space, file_settings, suggest
 from compress.analysis.sweep import delta
+from compress.budget import DEVICE_KEYS, Limits, split_limits, violation
 from compress.config import load_pipeline
 from compress.errors import CompressError
 from compress.results import (
@@ -68,8 +74,11 @@ STUDY_FILE = "study.journal"
 # ---------------------------------------------------------------- one trial
 
 
-def artifact_rows(report: dict, reference_val: float, where: str) -> list[SearchArtifact]:
-    """The artifacts of one run with their validation accuracy and drop against the reference."""
+def artifact_rows(
+    report: dict, reference_val: float, where: str, limits: Limits | None = None
+) -> list[SearchArtifact]:
+    """The artifacts of one run with their validation accuracy and drop against the
+    reference, their device figures and, with device `limits`, what they miss of them."""
     rows = []
     for a in report["artifacts"]:
         if a.get(VAL) is None:
@@ -85,16 +94,29 @@ def artifact_rows(report: dict, reference_val: float, where: str) -> list[Search
                 "deploy_bytes": a["deploy_bytes"],
                 "sparsity": a["sparsity"],
                 "status": a["status"],
+                **{key: a.get(key) for key in DEVICE_KEYS},
             }
         )
+        if limits is not None:
+            rows[-1]["misses"] = device_misses(rows[-1], limits)
     return rows
 
 
-def trial_score(rows: list[SearchArtifact], max_drop: float | None) -> SearchArtifact | None:
+def trial_score(
+    rows: list[SearchArtifact], max_drop: float | None, limits: Limits | None = None
+) -> SearchArtifact | None:
     """The trial's representative artifact (other than dense), by the budget rule: the
-    smallest within the budget (with no budget, the smallest), else the closest to it;
-    None when none was verified."""
-    return best_within_budget(rows, max_drop, DENSE).best
+    smallest within the budget and the device `limits` (with no budget, the smallest), else
+    the closest to it; None when none was verified."""
+    return best_within_budget(rows, max_drop, DENSE, limits).best
+
+
+def constraint_of(best: dict, max_drop: float | None, limits: Limits | None) -> float:
+    """<= 0 when `best` is feasible: its drop beyond `max_drop`, in points; when it misses
+    the device `limits`, that (0 at least) plus how far it misses them (violation)."""
+    beyond = best["drop"] - max_drop if max_drop is not None else 0.0
+    off = violation(best, limits) if limits is not None else 0.0
+    return beyond if off == 0.0 else max(beyond, 0.0) + off
 
 
 # ---------------------------------------------------------------- the study
@@ -108,6 +130,7 @@ def open_study(
     trials: int,
     seed: int,
     start: dict[str, Any] | None = None,
+    limits: Limits | None = None,
 ):
     """Create or reopen the study in `<out>/study.journal`; a study made with other spaces,
     objective or budget is an error (it would mix two searches). A new study's first trial
@@ -124,6 +147,8 @@ def open_study(
         "spaces": [asdict(s) for s in spaces.values()],
         "max_drop": max_drop,
     }
+    if limits is not None:  # a study without them is stored as before
+        settings["limits"] = {k: v for k, v in asdict(limits).items() if v is not None}
     settings = json.loads(json.dumps(settings))  # tuples as lists, as stored
     existing = bool(storage.get_all_studies())
     done = 0
@@ -133,7 +158,7 @@ def open_study(
             raise CompressError(
                 f"{out} holds a search with other settings "
                 f"({_settings_text(stored.user_attrs.get('settings'))}); use the same --param, "
-                "--objective and --max-drop to resume it, or another --out"
+                "--objective, --max-drop and device limits to resume it, or another --out"
             )
         done = len(stored.trials)
     seed = seed + done  # a resumed search draws new random points, not the first ones again
@@ -208,7 +233,7 @@ def run_search(
     pipeline: str | Path,
     spaces: dict[str, Space],
     out_dir: str | Path,
-    max_drop: float | None = None,
+    max_drop: float | Limits | None = None,
     trials: int = 20,
     objective: str = "size",
     jobs: int = 1,
@@ -220,7 +245,12 @@ def run_search(
     seed: int = 0,
 ) -> Search:
     """Run (or resume) the search; write `<out>/search.json`, `search.md`,
-    `search-history.png` and `search-front.png`; return the summary."""
+    `search-history.png` and `search-front.png`; return the summary.
+
+    `max_drop`: the accuracy budget in points, or a compress.budget.Limits holding it
+    (`max_drop`) and the device limits every chosen artifact must be within too (flash, RAM,
+    activation, latency vs dense): a trial whose best artifact misses them is infeasible."""
+    max_drop, limits = split_limits(max_drop)
 
     from compress.pipeline import check_inputs
 
@@ -252,7 +282,14 @@ def run_search(
     out = Path(settings.out)
 
     study = open_study(
-        out, objective, spaces, max_drop, trials, seed, start=file_settings(config, spaces)
+        out,
+        objective,
+        spaces,
+        max_drop,
+        trials,
+        seed,
+        start=file_settings(config, spaces),
+        limits=limits,
     )
     retried = recover_interrupted(study)
     if retried:
@@ -285,7 +322,7 @@ def run_search(
                 runner.submit(settings.task(name, overrides))
             for result in runner.wait():
                 trial = pending.pop(result["name"])
-                _tell(study, trial, result, reference_val, max_drop, objective)
+                _tell(study, trial, result, reference_val, (max_drop, limits), objective)
                 log.info(
                     "search: %s %s (%d/%d)",
                     result["name"],
@@ -303,23 +340,24 @@ def run_search(
         trials,
         reference,
         reference_val,
+        limits,
     )
     write_search(out, summary)
     return summary
 
 
-def _tell(
-    study, trial, result: dict, reference_val: float, max_drop: float | None, objective: str
-) -> None:
+def _tell(study, trial, result: dict, reference_val: float, budget: tuple, objective: str) -> None:
+    """Record a finished trial; `budget`: (max_drop, device limits or None)."""
     from optuna.trial import TrialState
 
+    max_drop, limits = budget
     if "error" in result:
         trial.set_user_attr("error", result["error"])
         study.tell(trial, state=TrialState.FAIL)
         return
     report = result["report"]
-    rows = artifact_rows(report, reference_val, result["name"])
-    best = trial_score(rows, max_drop)
+    rows = artifact_rows(report, reference_val, result["name"], limits)
+    best = trial_score(rows, max_drop, limits)
     stages = report["stages"]
     trial.set_user_attr("artifacts", rows)
     trial.set_user_attr("stages_reused", [s["name"] for s in stages if s["cached"]])
@@ -330,9 +368,9 @@ def _tell(
         return
     trial.set_user_attr("best", best)
     # <= 0 is feasible: how far the trial's artifact is beyond the budget, in points
-    constraint = best["drop"] - max_drop if max_drop is not None else 0.0
+    constraint = constraint_of(best, max_drop, limits)
     trial.set_user_attr("constraint", constraint)
-    if max_drop is not None:
+    if max_drop is not None or limits is not None:
         trial.set_constraint("drop_beyond_budget", constraint)
     values = (
         [best["deploy_bytes"]]
@@ -433,18 +471,22 @@ def summarize(
     trials: int,
     reference: dict,
     reference_val: float,
+    limits: Limits | None = None,
 ) -> Search:
     records = trial_records(study)
     points = search_points(records)
     front = pareto_frontier(points)
-    budget = within_budget(points, max_drop) if max_drop is not None else None
+    budget = within_budget(points, max_drop, limits=limits) if max_drop is not None else None
+    if budget is not None and limits is not None:
+        budget["limits"] = {k: v for k, v in asdict(limits).items() if v is not None}
     chosen = budget["chosen"] if budget else None
     finished = [r for r in records if r["state"] in ("ok", "misses budget")]
     stages_total = sum(r["stages_total"] for r in finished)
     stages_reused = sum(len(r["stages_reused"]) for r in finished)
     train_runs = sum(1 for r in finished if "train" not in r["stages_reused"])
     ref_report = reference["report"]
-    ref_best = trial_score(artifact_rows(ref_report, reference_val, REFERENCE), max_drop)
+    ref_rows = artifact_rows(ref_report, reference_val, REFERENCE, limits)
+    ref_best = trial_score(ref_rows, max_drop, limits)
     # the answer's test accuracy: the chosen artifact (size), or the front (pareto)
     reported = [chosen] if chosen else []
     if objective == "pareto":

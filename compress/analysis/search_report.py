@@ -46,9 +46,14 @@ def chosen_sentence(summary: dict) -> str:
             f"validation {p[VAL]:.2%} ({delta(p['drop'])} pts against the reference dense "
             f"{ref:.2%}), in {p['run_dir']}"
         )
+    limits = summary["budget"].get("limits")
+    device = ""
+    if limits:
+        device = " and the device limits (" + ", ".join(f"{k} {v:g}" for k, v in limits.items())
+        device += ")"
     return (
         f"nothing meets the budget: no artifact is within {summary['max_drop']:g} pts of the "
-        f"reference dense ({ref:.2%})"
+        f"reference dense ({ref:.2%}){device}"
     )
 
 

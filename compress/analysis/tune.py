@@ -31,14 +31,16 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from compress import tables
-from compress.analysis.pareto import best_within_budget
+from compress.analysis.pareto import best_within_budget, device_misses
 from compress.analysis.reference import BAR, REFERENCE, Reference, dense_val
 from compress.analysis.runner import Runner, TaskSettings
 from compress.analysis.sweep import delta
+from compress.budget import DEVICE_KEYS, Limits
 from compress.config import PipelineConfig, ignored_by, load_pipeline, pruning_method
 from compress.errors import CompressError
 from compress.files import write_json, write_text
@@ -91,9 +93,14 @@ def midpoint(low: float, high: float, geometric: bool) -> float:
 
 
 def evaluate_point(
-    report: Report, max_drop: float, baseline: str = DENSE, reference: float | None = None
+    report: Report,
+    max_drop: float,
+    baseline: str = DENSE,
+    reference: float | None = None,
+    limits: Limits | None = None,
 ) -> dict:
-    """The best artifact of one run: the smallest within budget, else the closest to it.
+    """The best artifact of one run: the smallest within budget (and the device `limits`,
+    when given: flash, RAM, activation, latency), else the closest to it.
 
     Judged on the validation split (`val_accuracy`), against `reference` (the validation
     accuracy of the pipeline's dense model) or, without one, the run's own `baseline`;
@@ -117,9 +124,12 @@ def evaluate_point(
                 "drop": drop,
                 "deploy_bytes": a["deploy_bytes"],
                 "sparsity": a["sparsity"],
+                **{key: a.get(key) for key in DEVICE_KEYS},
             }
         )
-    best, meets, _ = best_within_budget(candidates, max_drop, baseline)
+        if limits is not None:
+            candidates[-1]["misses"] = device_misses(candidates[-1], limits)
+    best, meets, _ = best_within_budget(candidates, max_drop, baseline, limits)
     return {
         "dense_val_accuracy": base[VAL],
         "reference_val_accuracy": base[VAL] if reference is None else reference,
@@ -143,10 +153,12 @@ def tune(
     fixed: dict[str, Any] | None = None,
     device: str = "cpu",
     threads: int | None = None,
+    limits: Limits | None = None,
 ) -> Tune:
     """Search, write `<out>/tune.json` and `tune.md`, and return the result.
 
-    `threads`: torch threads for every point (None: torch's choice)."""
+    `threads`: torch threads for every point (None: torch's choice). `limits`: device
+    limits (compress.budget) a point's best artifact must be within too, beside max_drop."""
     from compress.pipeline import check_inputs
 
     pipeline = Path(pipeline).resolve()
@@ -215,7 +227,9 @@ def tune(
         point = {
             "value": value,
             "run_dir": str(run_dir),
-            **evaluate_point(report, max_drop, reference=reference["dense_val_accuracy"]),
+            **evaluate_point(
+                report, max_drop, reference=reference["dense_val_accuracy"], limits=limits
+            ),
         }
         points.append(point)
         best = point["best"]
@@ -245,11 +259,18 @@ def tune(
             else:
                 hi = mid
     result = summarize(config.name, str(pipeline), param, (low, high), max_drop, points)
-    result["fixed"] = dict(fixed or {})
-    result["reference"] = reference
+    result.update(_settings_of(fixed, reference, limits))
     write_json(out / "tune.json", result)
     write_text(out / "tune.md", format_markdown(result))
     return result
+
+
+def _settings_of(fixed: dict | None, reference: dict, limits: Limits | None) -> dict:
+    """tune.json's `fixed`, `reference` and, with device limits, `limits`."""
+    out = {"fixed": dict(fixed or {}), "reference": reference}
+    if limits is not None:
+        out["limits"] = {k: v for k, v in asdict(limits).items() if v is not None}
+    return out
 
 
 def summarize(

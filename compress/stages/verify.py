@@ -8,12 +8,14 @@ xz -9e, parameters and non-zero parameters counted in the file's initializers (s
 zeros among the weights, biases apart), the deployable package (the smaller of .onnx.gz and
 .onnx.xz, written to deploy/), multiply-accumulates per sample
 (`macs`), the weight bytes an onnxruntime session holds after load-time folding
-(`weight_bytes`), throughput at a large batch and latency at batch 1 (p50, p95, on
-`threads` intra-op threads). A float export whose logits differ from PyTorch by more than
-`tolerance` times the largest logit (at least 1) is marked failed. An artifact whose test
-accuracy is at chance while the model it came from reached a clearly higher training
-accuracy (compress.stats.at_chance) gets the status `warning: at chance ...`, also logged;
-`compress run --strict` makes that an error.
+(`weight_bytes`), what it takes on a device (`flash_bytes`, the activation peak at batch 1
+and the RAM estimate, and with `[verify] measure_ram` the RAM a fresh onnxruntime process
+takes to load and run it: compress.encode.memory), throughput at a large batch and latency
+at batch 1 (p50, p95, on `threads` intra-op threads). A float export whose logits differ
+from PyTorch by more than `tolerance` times the largest logit (at least 1) is marked
+failed. An artifact whose test accuracy is at chance while the model it came from reached a
+clearly higher training accuracy (compress.stats.at_chance) gets the status
+`warning: at chance ...`, also logged; `compress run --strict` makes that an error.
 
 Latency is measured for all artifacts together, interleaved in rounds in one process:
 each round runs every artifact's share of timed calls in turn (in a rotating order), and
@@ -61,6 +63,7 @@ from compress.encode.compat import min_onnxruntime, opsets
 from compress.encode.cost import count_macs, session_weight_bytes
 from compress.encode.frontend import frontend_model
 from compress.encode.inputs import take_used
+from compress.encode.memory import MemoryEstimateError, activation_memory, measured_ram_bytes
 from compress.encode.onnx_tools import (
     PACKAGERS,
     get_metadata,
@@ -311,6 +314,7 @@ def verify_artifact(
         "throughput": round(throughput, 1),
         "status": "ok",
     }
+    row.update(memory_keys(path, model, row["weight_bytes"], config.measure_ram))
     if "code_entropy_bits" in metadata:  # codebook files: bits per non-zero weight of their codes
         row["code_entropy_bits"] = float(metadata["code_entropy_bits"])
     if val is not None:
@@ -359,6 +363,28 @@ def check_frontend(path: Path, data, config) -> dict:
         "within" if diff <= allowed else "beyond",
     )
     return result
+
+
+def memory_keys(path: Path, model: onnx.ModelProto, weight_bytes: int, measure: bool) -> dict:
+    """flash, activation and RAM figures of one file (compress.encode.memory): the activation
+    keys are None for a graph it cannot estimate (a subgraph, an unknown shape),
+    measured_ram_bytes None without `measure` ([verify] measure_ram = false)."""
+    try:
+        memory = activation_memory(model)
+    except MemoryEstimateError as exc:
+        log.warning("%s: %s", path.name, exc)
+        memory = None
+    peak = None if memory is None else memory.peak_bytes
+    tensors = [] if memory is None else memory.peak_tensors
+    return {
+        "flash_bytes": path.stat().st_size,
+        "peak_activation_bytes": peak,
+        "peak_activation_tensors": None
+        if memory is None
+        else [{"name": t.name, "shape": list(t.shape), "bytes": t.bytes} for t in tensors],
+        "ram_bytes": None if peak is None else weight_bytes + peak,
+        "measured_ram_bytes": measured_ram_bytes(path) if measure else None,
+    }
 
 
 def dense_identity(ctx: StageContext) -> dict:
