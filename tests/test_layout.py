@@ -30,6 +30,7 @@ FLOORS = {
     "compress.checkpoint": 1,
     "compress.data": 2,
     "compress.stats": 0,
+    "compress.latency": 0,
     "compress.threads": 0,
     "compress.modifier": 3,
     "compress.pruning": 3,
