@@ -30,6 +30,9 @@ class ModelConfig(Section):
     class_name: str | None = Field(None, alias="class")  # ... and the nn.Module class in it
     kwargs: dict[str, Any] = Field(default_factory=dict)  # passed to the factory or class
     weights: str | None = None  # a state_dict file to start from (loaded weights_only)
+    # true: load only the tensors of `weights` whose name and shape fit (a pretrained
+    # backbone under a head of another class count); the rest keep their initialization.
+    weights_partial: bool = False
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelConfig:

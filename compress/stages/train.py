@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from compress.checkpoint import build_from_spec, load_user_weights, model_spec, save_checkpoint
+from compress.files import sha256_file
 from compress.pruning import make_permanent, sparsity_summary
 from compress.pruning.batchnorm import recalibrate_on_training_data
 from compress.stages.context import StageContext
@@ -24,13 +25,16 @@ def build_initial_model(ctx: StageContext):
     spec = model_spec(cfg.model, cfg.base_dir, ctx.data.num_classes, ctx.data.input_shape)
     torch.manual_seed(cfg.data.seed)  # weight initialisation is part of the seeded run
     model = build_from_spec(spec)
+    loaded = None
     if cfg.model.weights is not None:
-        load_user_weights(model, cfg.resolve(cfg.model.weights))
-    return model, spec
+        path = cfg.resolve(cfg.model.weights)
+        loaded = load_user_weights(model, path, cfg.model.weights_partial)
+        loaded = {"file": str(path), "sha256": sha256_file(path), **loaded}
+    return model, spec, loaded
 
 
 def run(ctx: StageContext) -> dict:
-    model, spec = build_initial_model(ctx)
+    model, spec, loaded = build_initial_model(ctx)
     config = ctx.config.train
     result = fit(model, ctx.data, config, ctx.run_settings(), desc="train")
     model.cpu()
@@ -52,6 +56,8 @@ def run(ctx: StageContext) -> dict:
         "epochs": result.history,
         "resumed_from_epoch": result.resumed_from_epoch,
         "batchnorm_recalibration_samples": recalibrated,
+        # [model] weights: the file, its hash, and the model tensors it did not fill
+        "weights": loaded,
         # How many weights training alone made exactly zero (proximal L1 makes exact zeros).
         **sparsity_summary(model),
     }
