@@ -525,7 +525,7 @@ def tune(
     type=float,
     metavar="PTS",
     help="Accuracy budget in points below the dense model of the pipeline as written, on the "
-    "validation split (needed by --objective size).",
+    "validation split (needed by --objective size and latency).",
 )
 @click.option(
     "--trials",
@@ -536,11 +536,12 @@ def tune(
 )
 @click.option(
     "--objective",
-    type=click.Choice(["size", "pareto"]),
+    type=click.Choice(["size", "pareto", "latency"]),
     default="size",
     show_default=True,
-    help="size: smallest deploy size within --max-drop (TPE); pareto: the front of deploy size "
-    "against validation accuracy (NSGA-II).",
+    help="size: smallest deploy size within --max-drop (TPE); latency: fastest against dense "
+    "within --max-drop (TPE); pareto: the front of deploy size against validation accuracy "
+    "(NSGA-II).",
 )
 @click.option(
     "--out",

@@ -319,6 +319,9 @@ class SearchArtifact(TypedDict):
     deploy_bytes: Annotated[int, "size of its deployable package"]
     sparsity: Annotated[float, "zeros among the weights"]
     status: Annotated[str, "as in report.json"]
+    latency_vs_dense: NotRequired[
+        Annotated[float | None, "its latency over its trial's dense model's (verify)"]
+    ]
 
 
 class SearchPoint(SearchArtifact):

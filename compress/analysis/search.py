@@ -16,7 +16,9 @@ compress.results (Search).
 
 Objectives: `size` (default) looks for the smallest deploy size whose validation accuracy is
 at most `max_drop` points below the reference (Optuna's TPE; a trial that misses the budget
-is infeasible through TPE's constraints); `pareto` looks for the frontier of deploy size
+is infeasible through TPE's constraints); `latency` looks, the same way, for the fastest
+artifact within the budget (the smallest `latency_vs_dense`, each trial's artifacts timed
+interleaved with its dense model by verify); `pareto` looks for the frontier of deploy size
 against validation accuracy (NSGA-II). The reference is the dense model of the pipeline
 as written, run once as `<out>/reference`, so that a stronger L1 penalty cannot lower the
 bar by weakening its own dense model. A trial and the search choose by the budget rule of
@@ -61,7 +63,9 @@ from compress.results import (
 
 log = logging.getLogger(__name__)
 
-OBJECTIVES = ("size", "pareto")
+OBJECTIVES = ("size", "pareto", "latency")
+# what a single-objective search minimizes among the artifacts within the budget
+MEASURE = {"size": "deploy_bytes", "latency": "latency_vs_dense", "pareto": "deploy_bytes"}
 STUDY_FILE = "study.journal"
 
 
@@ -84,17 +88,20 @@ def artifact_rows(report: dict, reference_val: float, where: str) -> list[Search
                 "drop": round(-accuracy_points(reference_val, a[VAL]), 4),
                 "deploy_bytes": a["deploy_bytes"],
                 "sparsity": a["sparsity"],
+                "latency_vs_dense": a.get("latency_vs_dense"),
                 "status": a["status"],
             }
         )
     return rows
 
 
-def trial_score(rows: list[SearchArtifact], max_drop: float | None) -> SearchArtifact | None:
+def trial_score(
+    rows: list[SearchArtifact], max_drop: float | None, objective: str = "size"
+) -> SearchArtifact | None:
     """The trial's representative artifact (other than dense), by the budget rule: the
-    smallest within the budget (with no budget, the smallest), else the closest to it;
-    None when none was verified."""
-    return best_within_budget(rows, max_drop, DENSE).best
+    smallest (the fastest, for `latency`) within the budget (with no budget, the smallest),
+    else the closest to it; None when none was verified."""
+    return best_within_budget(rows, max_drop, DENSE, MEASURE[objective]).best
 
 
 # ---------------------------------------------------------------- the study
@@ -138,7 +145,7 @@ def open_study(
         done = len(stored.trials)
     seed = seed + done  # a resumed search draws new random points, not the first ones again
     startup = max(3, min(10, trials // 3))
-    if objective == "size":
+    if objective in ("size", "latency"):
         # infeasible trials (over the budget) are known to TPE through Trial.set_constraint
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True)
         directions = ["minimize"]
@@ -226,9 +233,9 @@ def run_search(
 
     if objective not in OBJECTIVES:
         raise CompressError(f"--objective {objective!r}: choose one of {', '.join(OBJECTIVES)}")
-    if objective == "size" and max_drop is None:
+    if objective in ("size", "latency") and max_drop is None:
         raise CompressError(
-            "--objective size needs --max-drop PTS (the accuracy budget on validation)"
+            f"--objective {objective} needs --max-drop PTS (the accuracy budget on validation)"
         )
     if max_drop is not None and max_drop < 0:
         raise CompressError(f"--max-drop {max_drop:g}: give 0 or more points")
@@ -319,7 +326,7 @@ def _tell(
         return
     report = result["report"]
     rows = artifact_rows(report, reference_val, result["name"])
-    best = trial_score(rows, max_drop)
+    best = trial_score(rows, max_drop, objective)
     stages = report["stages"]
     trial.set_user_attr("artifacts", rows)
     trial.set_user_attr("stages_reused", [s["name"] for s in stages if s["cached"]])
@@ -334,12 +341,15 @@ def _tell(
     trial.set_user_attr("constraint", constraint)
     if max_drop is not None:
         trial.set_constraint("drop_beyond_budget", constraint)
-    values = (
-        [best["deploy_bytes"]]
-        if objective == "size"
-        else [best["deploy_bytes"], best["val_accuracy"]]
-    )
-    study.tell(trial, values)
+    study.tell(trial, objective_values(best, objective))
+
+
+def objective_values(best: SearchArtifact, objective: str) -> list[float]:
+    """What the study minimizes (and, for pareto, maximizes) for a trial's artifact."""
+    if objective == "pareto":
+        return [best["deploy_bytes"], best["val_accuracy"]]
+    value = best.get(MEASURE[objective])
+    return [float("inf") if value is None else value]
 
 
 def _outcome_text(study, number: int) -> str:
@@ -437,14 +447,16 @@ def summarize(
     records = trial_records(study)
     points = search_points(records)
     front = pareto_frontier(points)
-    budget = within_budget(points, max_drop) if max_drop is not None else None
+    budget = (
+        within_budget(points, max_drop, by=MEASURE[objective]) if max_drop is not None else None
+    )
     chosen = budget["chosen"] if budget else None
     finished = [r for r in records if r["state"] in ("ok", "misses budget")]
     stages_total = sum(r["stages_total"] for r in finished)
     stages_reused = sum(len(r["stages_reused"]) for r in finished)
     train_runs = sum(1 for r in finished if "train" not in r["stages_reused"])
     ref_report = reference["report"]
-    ref_best = trial_score(artifact_rows(ref_report, reference_val, REFERENCE), max_drop)
+    ref_best = trial_score(artifact_rows(ref_report, reference_val, REFERENCE), max_drop, objective)
     # the answer's test accuracy: the chosen artifact (size), or the front (pareto)
     reported = [chosen] if chosen else []
     if objective == "pareto":
