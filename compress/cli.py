@@ -223,7 +223,12 @@ def validate(pipeline):
         "Table: every column, however wide the terminal [default: the main columns, fitted to it]."
     ),
 )
-def report(run_dir, fmt, wide):
+@click.option(
+    "--device-timings",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A timings.json written by a bundle's bench.py: its latencies beside the host's.",
+)
+def report(run_dir, fmt, wide, device_timings):
     """Print the table of a finished run folder.
 
     The table fits the terminal (COLUMNS, else its width, else 80): the main columns, fewer
@@ -235,6 +240,15 @@ def report(run_dir, fmt, wide):
     from compress.tables import terminal_width
 
     data = load_report(run_dir)
+    if device_timings is not None:
+        from compress import tables
+        from compress.bundle import device_rows, device_title, read_timings
+
+        timings = read_timings(device_timings)
+        headers, rows = device_rows(data, timings)
+        click.echo(f"{data['pipeline']}: latency at batch 1, host and {device_title(timings)}")
+        click.echo("\n".join(tables.text(headers, rows, left=[True] + [False] * 4)))
+        return
     width = None if wide else terminal_width()
     text = {
         "table": lambda r: format_table(r, width),
@@ -243,6 +257,24 @@ def report(run_dir, fmt, wide):
         "json": lambda r: json.dumps(r, indent=2),
     }[fmt](data)
     click.echo(text.rstrip("\n"))
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The archive, .zip or .tar.gz [default: <run folder>-bundle.zip beside it].",
+)
+def bundle(run_dir, out):
+    """Pack a finished run's ONNX files and a benchmark script (numpy and onnxruntime only)
+    into one archive, to time them on a device as verify does."""
+    from compress.bundle import write_bundle
+
+    path = write_bundle(run_dir, out)
+    click.echo(f"{path}: unpack it on the device and run python3 <folder>/bench.py -o timings.json")
 
 
 @main.command()

@@ -41,6 +41,7 @@ FLOORS = {
     "compress.variants": 4,
     "compress.stages": 5,
     "compress.report": 6,
+    "compress.bundle": 6,
     "compress.pipeline": 6,
     "compress.analysis": 7,
     "compress.cli": 8,
