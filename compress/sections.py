@@ -170,6 +170,10 @@ class ExportConfig(Section):
     # exact, so pruned.onnx is a smaller dense model that runs faster; verify still compares
     # it with the unshrunk fine-tuned model.
     shrink: bool = False
+    # shrink leaves each layer a multiple of this many units, keeping (exactly) some dead
+    # ones: onnxruntime's CPU convolutions run in blocks of 8 or 16 channels, so 8 suits a
+    # CNN pruned by threshold or group L1 (1: every dead unit goes, the counts as they fall).
+    round_to: PositiveInt = 1
     # Also export pruned-inputs.onnx, which takes only the inputs the pruned model still
     # reads (its metadata `inputs` lists them): fewer features to measure on the device.
     drop_unused_inputs: bool = False
