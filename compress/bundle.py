@@ -33,6 +33,7 @@ from compress.errors import CompressError
 from compress.files import atomic_path, read_json
 from compress.report import load_report
 from compress.results import DENSE, Report
+from compress.sections import VerifyConfig
 
 FORMATS = (".zip", ".tar.gz")
 TIMINGS_FORMAT = "compress-device-timings/1"
@@ -162,7 +163,9 @@ def bundle_files(run_dir: Path) -> tuple[str, dict[str, bytes]]:
     manifest = {"pipeline": report["pipeline"], "artifacts": entries}
     files["manifest.json"] = (json.dumps(manifest, indent=2) + "\n").encode()
     script = bench_script(
-        report["pipeline"], verify.get("repetitions", 200), verify.get("rounds", 20)
+        report["pipeline"],
+        verify.get("repetitions", VerifyConfig().repetitions),
+        verify.get("rounds", VerifyConfig().rounds),
     )
     files["bench.py"] = script.encode()
     return f"{run_dir.name}-bundle", files
