@@ -28,6 +28,7 @@ from typing import Literal
 import torch
 import torch.nn as nn
 import torch_pruning as tp
+from pydantic import Field
 
 from compress.config import Fraction, PositiveInt, PruneConfig
 from compress.errors import CompressError
@@ -35,6 +36,7 @@ from compress.pruning.base import PruningMethod
 from compress.pruning.masks import current_mask
 from compress.pruning.registry import register_pruning_method
 from compress.pruning.shrink import LAYERS, output_layers
+from compress.pruning.widths import WidthTimer, fastest_width
 
 
 class ChannelsConfig(PruneConfig):
@@ -50,6 +52,13 @@ class ChannelsConfig(PruneConfig):
     # of its channels removed ran 2.1x dense's latency at round_to 1, 0.74x at 8 (resnet18:
     # 2.1x, 0.38x; bench/widths.py, one thread). 1: the counts `amount` gives exactly.
     round_to: PositiveInt = 8
+    # rounded: the counts above. measured: each layer keeps the largest count, from
+    # (1 - widths_reach) x the chosen one up to it, that runs within widths_tolerance of the
+    # fastest of them when the layer alone is timed in onnxruntime here
+    # (compress.pruning.widths; cached per machine); round_to does not apply then.
+    widths: Literal["rounded", "measured"] = "rounded"
+    widths_reach: Fraction = 0.25
+    widths_tolerance: float = Field(0.03, ge=0.0)
 
 
 @dataclass
@@ -116,6 +125,8 @@ class Channels(PruningMethod):
     tune_range = (0.2, 0.9)
 
     groups: list[UnitGroup] | None = None
+    inputs: dict[str, tuple[int, ...]] | None = None  # one sample's input shape, per layer
+    timer: WidthTimer | None = None
 
     def setup(self, model: nn.Module, example: torch.Tensor | None) -> None:
         if example is None:
@@ -123,6 +134,10 @@ class Channels(PruningMethod):
                 "prune.method = 'channels' needs an example input to trace the model"
             )
         self.groups = unit_groups(model, example)
+        if self.config.widths == "measured":
+            self.modules = dict(model.named_modules())
+            self.inputs = input_shapes(model, example[:1])
+            self.timer = WidthTimer()
 
     def masks(
         self, layers: dict[str, nn.Module], settings: dict[str, float]
@@ -149,7 +164,11 @@ class Channels(PruningMethod):
             ):
                 removed[g.root] = chosen
         for g in groups:
-            removed[g.root] = _rounded(removed[g.root], scores[g.root], self.config.round_to)
+            removed[g.root] = (
+                self._measured(g, removed[g.root], scores[g.root])
+                if self.config.widths == "measured"
+                else _rounded(removed[g.root], scores[g.root], self.config.round_to)
+            )
         for g in groups:
             for name, dim, by_root in g.members:
                 if name not in keep:
@@ -161,6 +180,16 @@ class Channels(PruningMethod):
                         dim, torch.tensor(by_root[unit], device=keep[name].device), False
                     )
         return keep
+
+    def _measured(self, g: UnitGroup, removed: set[int], scores: torch.Tensor) -> set[int]:
+        """`removed` and, where the layer alone runs measurably faster with fewer units,
+        the lowest-scoring of the units it would keep (compress.pruning.widths)."""
+        kept = g.size - len(removed)
+        low = max(1, int(kept * (1 - self.config.widths_reach)))
+        table = self.timer.table(self.modules[g.root], self.inputs[g.root], range(low, kept + 1))
+        width = fastest_width(kept, table, self.config.widths_reach, self.config.widths_tolerance)
+        order = sorted(set(range(g.size)) - removed, key=lambda unit: float(scores[unit]))
+        return removed | set(order[: kept - width])
 
     def _overridden(self, g: UnitGroup, settings: dict[str, float]) -> float | None:
         """The amount of an `overrides` entry naming any layer whose units these are (coupled
@@ -216,3 +245,22 @@ def _rounded(removed: set[int], scores: torch.Tensor, round_to: int) -> set[int]
         return removed
     by_score = sorted(removed, key=lambda unit: float(scores[unit]))
     return set(by_score[: size - target])
+
+
+def input_shapes(model: nn.Module, example: torch.Tensor) -> dict[str, tuple[int, ...]]:
+    """The shape of one sample's input to each Linear and Conv of `model` (one forward pass)."""
+    shapes, hooks = {}, []
+    for name, module in model.named_modules():
+        if isinstance(module, LAYERS):
+
+            def record(module, args, name=name):
+                shapes[name] = tuple(args[0].shape[1:])
+
+            hooks.append(module.register_forward_pre_hook(record))
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return shapes
