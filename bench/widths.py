@@ -2,6 +2,7 @@
 
     python bench/widths.py                                   # mobilenet_v3_small and resnet18
     python bench/widths.py --models torchvision:resnet18 --amounts 0.3 0.7 --round-to 1 8
+    python bench/widths.py --round-to 8 measured    # [prune] widths = "measured" beside 8
 
 Each model (random weights: latency does not depend on their values) is built for 10
 classes at 32x32, its Conv channels pruned with compress's `channels` method at each amount
@@ -34,12 +35,13 @@ from compress.stages.verify import make_session
 SHAPE = (3, 32, 32)
 
 
-def pruned(name: str, amount: float, round_to: int) -> torch.nn.Module:
+def pruned(name: str, amount: float, round_to: str) -> torch.nn.Module:
     torch.manual_seed(0)
     model = build_model(name, kwargs={"num_classes": 10}, input_shape=SHAPE).eval()
     if amount == 0:
         return model
-    config = PruneConfig(method="channels", amount=amount, round_to=round_to)
+    widths = {"widths": "measured"} if round_to == "measured" else {"round_to": int(round_to)}
+    config = PruneConfig(method="channels", amount=amount, **widths)
     prune_oneshot(model, config, torch.zeros(2, *SHAPE))
     make_permanent(model)
     with contextlib.redirect_stdout(io.StringIO()):
@@ -48,7 +50,7 @@ def pruned(name: str, amount: float, round_to: int) -> torch.nn.Module:
 
 
 def measure(name: str, amounts, round_tos, rounds: int, repetitions: int) -> list[str]:
-    variants = [(0.0, 1)] + [(a, r) for a in amounts for r in round_tos]
+    variants = [(0.0, "1")] + [(a, r) for a in amounts for r in round_tos]
     sessions = []
     with tempfile.TemporaryDirectory() as tmp:
         for amount, round_to in variants:
@@ -62,7 +64,7 @@ def measure(name: str, amounts, round_tos, rounds: int, repetitions: int) -> lis
     lines = []
     for (amount, round_to), row in zip(variants, rows, strict=True):
         lines.append(
-            f"{name} amount {amount:.1f} round_to {round_to:2d}: p50 {row['p50']:.3f} ms, "
+            f"{name} amount {amount:.1f} round_to {round_to:>8s}: p50 {row['p50']:.3f} ms, "
             f"{row['vs_base']:.2f}x dense [{row['vs_base_low']:.2f}, {row['vs_base_high']:.2f}]"
         )
     return lines
@@ -74,7 +76,7 @@ def main() -> None:
         "--models", nargs="+", default=["torchvision:mobilenet_v3_small", "torchvision:resnet18"]
     )
     parser.add_argument("--amounts", nargs="+", type=float, default=[0.3, 0.5, 0.7])
-    parser.add_argument("--round-to", nargs="+", type=int, default=[1, 4, 8, 16])
+    parser.add_argument("--round-to", nargs="+", default=["1", "4", "8", "16"])
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--repetitions", type=int, default=200)
     args = parser.parse_args()

@@ -125,7 +125,9 @@ class Channels(PruningMethod):
     tune_range = (0.2, 0.9)
 
     groups: list[UnitGroup] | None = None
-    inputs: dict[str, tuple[int, ...]] | None = None  # one sample's input shape, per layer
+    # widths = "measured": the layers by name, one sample's input shape to each, the timer
+    modules: dict[str, nn.Module] | None = None
+    inputs: dict[str, tuple[int, ...]] | None = None
     timer: WidthTimer | None = None
 
     def setup(self, model: nn.Module, example: torch.Tensor | None) -> None:
