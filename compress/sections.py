@@ -33,9 +33,15 @@ class ModelConfig(Section):
     # true: load only the tensors of `weights` whose name and shape fit (a pretrained
     # backbone under a head of another class count); the rest keep their initialization.
     weights_partial: bool = False
+    # true: [train] keeps the parameters loaded from `weights` fixed and trains only the
+    # rest (the new head); BatchNorm statistics still follow the data, and the later
+    # stages (gradual pruning, fine-tuning) train every parameter.
+    freeze_loaded: bool = False
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelConfig:
+        if self.freeze_loaded and self.weights is None:
+            raise ValueError("freeze_loaded freezes what `weights` loads: set weights too")
         if self.name is None and self.path is None:
             raise ValueError("set either name (a registered model) or path and class")
         if self.name is not None and (self.path is not None or self.class_name is not None):

@@ -46,6 +46,28 @@ def test_the_tensors_that_fit_are_loaded_and_the_head_keeps_its_initialization(
     assert "loaded 6 of the model's 8 tensors" in caplog.text and HEAD[0] in caplog.text
 
 
+def test_freeze_loaded_trains_only_the_new_head(pipeline_file, tmp_path):
+    torch.manual_seed(1)
+    source = build_model("simplenet", kwargs={"num_classes": 7, "hidden": 16})
+    path = tmp_path / "seven.pt"
+    torch.save(source.state_dict(), path)
+    changes = {"model.weights": str(path), "model.weights_partial": True, "train.epochs": 1}
+    config = load_pipeline(pipeline_file({**changes, "model.freeze_loaded": True}))
+    run_dir = tmp_path / "run"
+    run_pipeline(config, out_dir=run_dir, progress=False, until="train")
+    trained = torch.load(run_dir / "train" / "model.pt", weights_only=True)["state_dict"]
+    given = source.state_dict()
+    assert torch.equal(trained["net.1.weight"], given["net.1.weight"])
+    assert torch.equal(trained["net.1.bias"], given["net.1.bias"])
+    metrics = json.loads((run_dir / "train" / "stage.json").read_text())["metrics"]
+    assert metrics["frozen_params"] == 784 * 16 + 16
+    torch.manual_seed(0)  # the head as the train stage initialized it (seeded by [data] seed)
+    head = build_model("simplenet", kwargs={"num_classes": 10, "hidden": 16}).net[3].weight
+    assert not torch.equal(trained["net.3.weight"], head)  # the head trained
+    with pytest.raises(CompressError, match="freeze_loaded freezes what `weights` loads"):
+        load_pipeline(pipeline_file({"model.freeze_loaded": True}, name="no-weights"))
+
+
 def test_without_weights_partial_a_head_of_another_size_is_an_error_that_names_the_key(
     imagenet_like,
 ):

@@ -33,10 +33,23 @@ def build_initial_model(ctx: StageContext):
     return model, spec, loaded
 
 
+def frozen(model: torch.nn.Module, loaded: dict | None) -> list[torch.nn.Parameter]:
+    """The parameters `[model] freeze_loaded` holds fixed: those the weights file filled."""
+    if loaded is None:
+        return []
+    skipped = set(loaded["skipped"])
+    return [p for name, p in model.named_parameters() if name not in skipped]
+
+
 def run(ctx: StageContext) -> dict:
     model, spec, loaded = build_initial_model(ctx)
     config = ctx.config.train
+    held = frozen(model, loaded) if ctx.config.model.freeze_loaded else []
+    for p in held:
+        p.requires_grad_(False)
     result = fit(model, ctx.data, config, ctx.run_settings(), desc="train")
+    for p in held:
+        p.requires_grad_(True)
     model.cpu()
     # Quantization-aware training trains through a weight re-parametrization; the
     # checkpoint holds plain weights, as every stage's input does.
@@ -58,6 +71,7 @@ def run(ctx: StageContext) -> dict:
         "batchnorm_recalibration_samples": recalibrated,
         # [model] weights: the file, its hash, and the model tensors it did not fill
         "weights": loaded,
+        "frozen_params": sum(p.numel() for p in held),  # [model] freeze_loaded
         # How many weights training alone made exactly zero (proximal L1 makes exact zeros).
         **sparsity_summary(model),
     }
