@@ -147,27 +147,65 @@ def _load_problems(exc: RuntimeError) -> str:
     return problems[:300] + " ..." if len(problems) > 300 else problems
 
 
-def load_user_weights(model: nn.Module, path: Path) -> None:
+def load_user_weights(model: nn.Module, path: Path, partial: bool = False) -> dict[str, Any]:
     """Load a user's state_dict file (weights_only) into `model`, with a clear error if it does
-    not fit."""
+    not fit; returns what was loaded (`loaded`: tensor count, `skipped`: the model's tensors
+    left as initialized, `unused`: the file's tensors no model tensor took, by name).
+
+    `partial` ([model] weights_partial): load every tensor whose name and shape fit and keep
+    the rest as the model initialized them, as for ImageNet weights on a 10-class head; an
+    error only when nothing fits."""
     state = safe_load(path, "weights file")
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise CompressError(
-            f"weights file {path} does not hold a state_dict (got {type(state).__name__})"
-        )
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        got = type(state).__name__ if not isinstance(state, dict) else "a dict of non-tensors"
+        raise CompressError(f"weights file {path} does not hold a state_dict (got {got})")
     state = _without_data_parallel_prefix(state, model, path)
+    if partial:
+        return _load_fitting(model, state, path)
     expected, given = set(model.state_dict()), set(state)
     if expected != given:  # name the keys first: a shape message can wait
         missing, unexpected = sorted(expected - given), sorted(given - expected)
-        few = lambda keys: ", ".join(keys[:4]) + (", ..." if len(keys) > 4 else "")  # noqa: E731
-        parts = [f"{len(missing)} missing ({few(missing)})"] if missing else []
-        parts += [f"{len(unexpected)} unexpected ({few(unexpected)})"] if unexpected else []
-        raise CompressError(f"weights file {path} does not fit the model: keys {'; '.join(parts)}")
+        parts = [f"{len(missing)} missing ({_few(missing)})"] if missing else []
+        parts += [f"{len(unexpected)} unexpected ({_few(unexpected)})"] if unexpected else []
+        raise CompressError(
+            f"weights file {path} does not fit the model: keys {'; '.join(parts)} "
+            "(weights_partial = true in [model] loads only the tensors that fit)"
+        )
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
         raise CompressError(
-            f"weights file {path} does not fit the model: {_load_problems(exc)}"
+            f"weights file {path} does not fit the model: {_load_problems(exc)} "
+            "(weights_partial = true in [model] loads only the tensors that fit)"
         ) from None
+    return {"loaded": len(state), "skipped": [], "unused": []}
+
+
+def _few(keys: list[str]) -> str:
+    return ", ".join(keys[:4]) + (", ..." if len(keys) > 4 else "")
+
+
+def _load_fitting(model: nn.Module, state: dict, path: Path) -> dict[str, Any]:
+    """Load the tensors of `state` whose name and shape match the model's; log the rest."""
+    own = model.state_dict()
+    fits = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    if not fits:
+        raise CompressError(
+            f"weights file {path} does not fit the model: no tensor has a name and shape of "
+            f"the model's (the model has {_few(sorted(own))}; the file {_few(sorted(state))})"
+        )
+    model.load_state_dict(fits, strict=False)
+    skipped = sorted(set(own) - set(fits))
+    unused = sorted(set(state) - set(fits))
+    log.info(
+        "weights file %s: loaded %d of the model's %d tensors; kept as initialized: %s",
+        path,
+        len(fits),
+        len(own),
+        ", ".join(skipped) or "none",
+    )
+    if unused:
+        log.info("weights file %s: tensors no model tensor took: %s", path, ", ".join(unused))
+    return {"loaded": len(fits), "skipped": skipped, "unused": unused}

@@ -256,7 +256,12 @@ def validate(pipeline):
     ),
 )
 @click.option("--artifact", metavar="NAME", help="With --memory: only this artifact.")
-def report(run_dir, fmt, wide, memory, artifact):
+@click.option(
+    "--device-timings",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A timings.json written by a bundle's bench.py: its latencies beside the host's.",
+)
+def report(run_dir, fmt, wide, memory, artifact, device_timings):
     """Print the table of a finished run folder.
 
     The table fits the terminal (COLUMNS, else its width, else 80): the main columns, fewer
@@ -277,6 +282,15 @@ def report(run_dir, fmt, wide, memory, artifact):
     if memory:
         click.echo("\n".join(memory_lines(data, run_dir, artifact)))
         return
+    if device_timings is not None:
+        from compress import tables
+        from compress.bundle import device_rows, device_title, read_timings
+
+        timings = read_timings(device_timings)
+        headers, rows = device_rows(data, timings)
+        click.echo(f"{data['pipeline']}: latency at batch 1, host and {device_title(timings)}")
+        click.echo("\n".join(tables.text(headers, rows, left=[True] + [False] * 4)))
+        return
     width = None if wide else terminal_width()
     text = {
         "table": lambda r: format_table(r, width),
@@ -285,6 +299,24 @@ def report(run_dir, fmt, wide, memory, artifact):
         "json": lambda r: json.dumps(r, indent=2),
     }[fmt](data)
     click.echo(text.rstrip("\n"))
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The archive, .zip or .tar.gz [default: <run folder>-bundle.zip beside it].",
+)
+def bundle(run_dir, out):
+    """Pack a finished run's ONNX files and a benchmark script (numpy and onnxruntime only)
+    into one archive, to time them on a device as verify does."""
+    from compress.bundle import write_bundle
+
+    path = write_bundle(run_dir, out)
+    click.echo(f"{path}: unpack it on the device and run python3 <folder>/bench.py -o timings.json")
 
 
 @main.command()
@@ -602,7 +634,7 @@ def tune(
     type=float,
     metavar="PTS",
     help="Accuracy budget in points below the dense model of the pipeline as written, on the "
-    "validation split (needed by --objective size).",
+    "validation split (needed by --objective size and latency).",
 )
 @click.option(
     "--trials",
@@ -613,11 +645,12 @@ def tune(
 )
 @click.option(
     "--objective",
-    type=click.Choice(["size", "pareto"]),
+    type=click.Choice(["size", "pareto", "latency"]),
     default="size",
     show_default=True,
-    help="size: smallest deploy size within --max-drop (TPE); pareto: the front of deploy size "
-    "against validation accuracy (NSGA-II).",
+    help="size: smallest deploy size within --max-drop (TPE); latency: fastest against dense "
+    "within --max-drop (TPE); pareto: the front of deploy size against validation accuracy "
+    "(NSGA-II).",
 )
 @click.option(
     "--out",

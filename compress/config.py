@@ -374,6 +374,18 @@ def ignored_by(config: PipelineConfig, dotted: str) -> str | None:
             return f"{base}.distill.alpha is 0 (no distillation)"
     if dotted.startswith("quantize."):
         return _ignored_by_variants(config.quantize, dotted)
+    return _ignored_by_widths(config, dotted)
+
+
+def _ignored_by_widths(config: PipelineConfig, dotted: str) -> str | None:
+    """Why the width settings of [prune] (channels) and [export] go unread, if they do."""
+    widths = getattr(config.prune, "widths", None)
+    if dotted == "prune.round_to" and widths == "measured":
+        return "prune.widths is 'measured'; round_to is read by widths = 'rounded' only"
+    if dotted in ("prune.widths_reach", "prune.widths_tolerance") and widths == "rounded":
+        return "prune.widths is 'rounded'; the widths_ settings are read by 'measured' only"
+    if dotted == "export.round_to" and not config.export.shrink:
+        return "export.shrink is false; round_to is read by shrink only"
     return None
 
 

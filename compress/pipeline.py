@@ -188,7 +188,7 @@ def check_model(
             f"building the model failed: {type(exc).__name__}: {_first_line(exc)}"
         ) from None
     if config.model.weights is not None:
-        load_user_weights(model, config.resolve(config.model.weights))
+        load_user_weights(model, config.resolve(config.model.weights), config.model.weights_partial)
     x = torch.zeros(2, *input_shape)
     try:
         with torch.no_grad():

@@ -102,6 +102,8 @@ CSV_FIELDS = [
     "latency_ms_b1_p50",
     "latency_ms_b1_p95",
     "latency_vs_dense",
+    "latency_vs_dense_low",
+    "latency_vs_dense_high",
     "slower_than_dense",
     "macs",
     "weight_bytes",
@@ -158,12 +160,20 @@ def table_rows(
         for row, artifact in zip(rows, artifacts, strict=True):
             if artifact.get("accuracy_delta_ci") and artifact.get("accuracy_delta") is not None:
                 row[i] = format_delta(artifact["accuracy_delta"], artifact["accuracy_delta_ci"])
-    if "latency_vs_dense" in keys and "slower_than_dense" not in keys:
+    if "latency_vs_dense" in keys:
         i = keys.index("latency_vs_dense")
         for row, artifact in zip(rows, artifacts, strict=True):
-            if artifact.get("slower_than_dense"):
+            if interval and artifact.get("latency_vs_dense_low") is not None:
+                row[i] = format_speed(artifact)
+            if artifact.get("slower_than_dense") and "slower_than_dense" not in keys:
                 row[i] += " SLOWER"
     return headers, rows
+
+
+def format_speed(artifact: Artifact) -> str:
+    """Latency over dense's with its 95% interval over the rounds, e.g. "0.62x [0.58, 0.66]"."""
+    low, high = artifact["latency_vs_dense_low"], artifact["latency_vs_dense_high"]
+    return f"{artifact['latency_vs_dense']:.2f}x [{low:.2f}, {high:.2f}]"
 
 
 def format_delta(delta: float | None, interval: list[float] | None) -> str:
@@ -204,7 +214,10 @@ def _notes(report: Report, shown: list[str], interval: bool) -> list[str]:
     """What the columns shown mean, where their header cannot say it."""
     notes = []
     if {"latency_ms_b1_p50", "latency_ms_b1_p95", "latency_vs_dense"} & set(shown):
-        notes.append("latency: all artifacts timed interleaved in one process")
+        notes.append(
+            "latency: all artifacts timed interleaved in one process"
+            + ("; vs dense [95% CI over the rounds]" if interval else "")
+        )
     if "weight_bytes" in shown:
         notes.append("weights held: bytes a session keeps")
     if "ram_bytes" in shown:
@@ -341,11 +354,13 @@ def format_markdown(report: Report) -> str:
         f"the test {SAMPLES.get(data_kind(report), 'samples')} (2,000 resamples).",
     ]
     out += [
-        "Latency: batch 1, all artifacts timed interleaved in rounds in one process; SLOWER: p50 "
-        "more than the verify margin above dense's. Weights held: initializer bytes an onnxruntime "
-        "session keeps after its load-time folding. Flash: the .onnx file; act peak: the "
-        "activations alive at once at batch 1; RAM est: weights held + act peak; RAM meas: "
-        "what a fresh onnxruntime process took to load and run the file once (docs/results.md).",
+        "Latency: batch 1, all artifacts timed interleaved in rounds in one process; vs dense: "
+        "the median per-round ratio to dense with its distribution-free 95% interval over the "
+        "rounds; SLOWER: that interval's low end above 1 + the verify margin. Weights held: "
+        "initializer bytes an onnxruntime session keeps after its load-time folding. Flash: the "
+        ".onnx file; act peak: the activations alive at once at batch 1; RAM est: weights held "
+        "+ act peak; RAM meas: what a fresh onnxruntime process took to load and run the file "
+        "once (docs/results.md).",
         "",
     ]
     out += [f"The {line}.\n" for line in inputs_lines(report)]

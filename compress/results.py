@@ -78,8 +78,14 @@ class Artifact(TypedDict):
         float | None, "median latency at batch 1 (all artifacts timed interleaved)"
     ]
     latency_ms_b1_p95: Annotated[float | None, "95th percentile latency at batch 1"]
-    latency_vs_dense: Annotated[float | None, "p50 / dense p50"]
-    slower_than_dense: Annotated[bool | None, "true beyond `[verify] slower_margin`"]
+    latency_vs_dense: Annotated[
+        float | None,
+        "latency over dense's: the median over timing rounds of the round's median call "
+        "over dense's",
+    ]
+    slower_than_dense: Annotated[
+        bool | None, "true when `latency_vs_dense_low` exceeds 1 + `[verify] slower_margin`"
+    ]
     throughput: Annotated[float, "images per second at the throughput batch"]
     status: Annotated[
         str,
@@ -100,6 +106,14 @@ class Artifact(TypedDict):
             "of the test accuracy difference to `dense` (verify)",
         ]
     ]
+    latency_vs_dense_low: NotRequired[
+        Annotated[
+            float,
+            "low end of the distribution-free 95% interval of `latency_vs_dense` over the "
+            "rounds (verify)",
+        ]
+    ]
+    latency_vs_dense_high: NotRequired[Annotated[float, "its high end"]]
     code_entropy_bits: NotRequired[
         Annotated[float, "codebook files only: entropy of the codes, bits per non-zero weight"]
     ]
@@ -362,7 +376,9 @@ class SearchArtifact(TypedDict):
     peak_activation_bytes: NotRequired[
         Annotated[int | None, "its activation peak at batch 1 (`peak_activation_bytes`)"]
     ]
-    latency_vs_dense: NotRequired[Annotated[float | None, "its p50 / dense p50"]]
+    latency_vs_dense: NotRequired[
+        Annotated[float | None, "its latency over its trial's dense model's (verify)"]
+    ]
     misses: NotRequired[
         Annotated[list[str], "with device limits: what it misses of them (`ram 12.3 KB over`)"]
     ]

@@ -30,9 +30,18 @@ class ModelConfig(Section):
     class_name: str | None = Field(None, alias="class")  # ... and the nn.Module class in it
     kwargs: dict[str, Any] = Field(default_factory=dict)  # passed to the factory or class
     weights: str | None = None  # a state_dict file to start from (loaded weights_only)
+    # true: load only the tensors of `weights` whose name and shape fit (a pretrained
+    # backbone under a head of another class count); the rest keep their initialization.
+    weights_partial: bool = False
+    # true: [train] keeps the parameters loaded from `weights` fixed and trains only the
+    # rest (the new head); BatchNorm statistics still follow the data, and the later
+    # stages (gradual pruning, fine-tuning) train every parameter.
+    freeze_loaded: bool = False
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelConfig:
+        if self.freeze_loaded and self.weights is None:
+            raise ValueError("freeze_loaded freezes what `weights` loads: set weights too")
         if self.name is None and self.path is None:
             raise ValueError("set either name (a registered model) or path and class")
         if self.name is not None and (self.path is not None or self.class_name is not None):
@@ -167,6 +176,10 @@ class ExportConfig(Section):
     # exact, so pruned.onnx is a smaller dense model that runs faster; verify still compares
     # it with the unshrunk fine-tuned model.
     shrink: bool = False
+    # shrink leaves each layer a multiple of this many units, keeping (exactly) some dead
+    # ones: onnxruntime's CPU convolutions run in blocks of 8 or 16 channels, so 8 suits a
+    # CNN pruned by threshold or group L1 (1: every dead unit goes, the counts as they fall).
+    round_to: PositiveInt = 1
     # Also export pruned-inputs.onnx, which takes only the inputs the pruned model still
     # reads (its metadata `inputs` lists them): fewer features to measure on the device.
     drop_unused_inputs: bool = False
@@ -174,13 +187,16 @@ class ExportConfig(Section):
 
 class VerifyConfig(Section):
     threads: NonNegativeInt = 1  # intra-op threads for latency at batch 1 (0: onnxruntime's choice)
-    repetitions: PositiveInt = 200  # timed runs at batch 1 per artifact (after warm-up)
+    repetitions: PositiveInt = 400  # timed runs at batch 1 per artifact (after warm-up)
     # Latency is timed for all artifacts interleaved: `rounds` rounds, each running every
     # artifact's repetitions / rounds calls in turn, so load on the machine hits them alike.
-    rounds: PositiveInt = 20
-    # An artifact whose p50 exceeds dense's by more than this fraction is flagged slower
-    # than dense (a margin, because two equal models differ by a few percent of noise).
-    slower_margin: float = Field(0.10, ge=0.0)
+    # 40: on LeNet-5 under load, 30 reruns kept a file timed against itself within 0.99x to
+    # 1.01x (20 rounds: 0.94x to 1.05x) with a 95% interval 0.05 wide (docs/methods.md).
+    rounds: PositiveInt = 40
+    # An artifact is flagged slower than dense when the low end of the 95% interval of its
+    # latency over dense's (over the rounds, compress.latency) exceeds 1 + this margin: the
+    # interval already holds the noise, so no margin is needed for that.
+    slower_margin: float = Field(0.0, ge=0.0)
     throughput_batch: PositiveInt = 1000
     # measured_ram_bytes: one fresh process per artifact loads it and runs it once (about
     # 1-2 s each); false leaves it null (the estimate, ram_bytes, is always there).

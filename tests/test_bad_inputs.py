@@ -167,6 +167,9 @@ def _labels_out_of_range(labels: np.ndarray) -> np.ndarray:
     return labels
 
 
+PARTIAL_HINT = r" \(weights_partial = true in \[model\] loads only the tensors that fit\)$"
+
+
 def user_model(cls: str, **more) -> dict:
     """[model] for class `cls` of a Python file (net.py unless `path` is given)."""
     return {"model": {"name": None, "kwargs": {}, "path": "net.py", "class": cls, **more}}
@@ -462,7 +465,8 @@ CASES = [
     ),
     Case(
         "weights-do-not-fit",
-        r"weights file .*weights\.pt does not fit the model: keys 1 missing \(fc\.bias\)$",
+        r"weights file .*weights\.pt does not fit the model: keys 1 missing \(fc\.bias\)"
+        + PARTIAL_HINT,
         user_model("Net", weights="weights.pt"),
         files={"net.py": NET_PY, "weights.pt": _save(lambda: {"fc.weight": torch.zeros(3, 3)})},
     ),
@@ -470,7 +474,7 @@ CASES = [
         "weights-shape-mismatch",
         r"weights file .*weights\.pt does not fit the model: size mismatch for fc\.weight: "
         r"copying a param with shape torch\.Size\(\[3, 3\]\) from checkpoint, "
-        r"the shape in current model is torch\.Size\(\[10, 784\]\)\.$",
+        r"the shape in current model is torch\.Size\(\[10, 784\]\)\." + PARTIAL_HINT,
         user_model("Net", weights="weights.pt"),
         files={
             "net.py": NET_PY,
@@ -482,7 +486,8 @@ CASES = [
     Case(
         "weights-data-parallel-other-model",
         r"weights file .*weights\.pt does not fit the model: "
-        r"keys 2 missing \(fc\.bias, fc\.weight\); 2 unexpected \(head\.bias, head\.weight\)$",
+        r"keys 2 missing \(fc\.bias, fc\.weight\); 2 unexpected \(head\.bias, head\.weight\)"
+        + PARTIAL_HINT,
         user_model("Net", weights="weights.pt"),
         files={
             "net.py": NET_PY,
@@ -493,6 +498,13 @@ CASES = [
                 }
             ),
         },
+    ),
+    Case(
+        "weights-partial-nothing-fits",
+        r"weights file .*weights\.pt does not fit the model: no tensor has a name and shape of "
+        r"the model's \(the model has fc\.bias, fc\.weight; the file head\.weight\)$",
+        user_model("Net", weights="weights.pt", weights_partial=True),
+        files={"net.py": NET_PY, "weights.pt": _save(lambda: {"head.weight": torch.zeros(3)})},
     ),
     Case(
         "weights-corrupt",

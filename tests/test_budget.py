@@ -152,10 +152,10 @@ def test_a_search_trial_beyond_the_device_limits_is_infeasible_with_its_violatio
 
     limits = Limits(flash_kb=256, ram_kb=128)
     rows = artifact_rows(RUN, 0.99, "trial-0000", limits)
-    best = trial_score(rows, 1.0, limits)
+    best = trial_score(rows, 1.0, limits=limits)
     assert best["artifact"] == "pruned-int8" and constraint_of(best, 1.0, limits) <= 0
     tight = Limits(ram_kb=100)
-    best = trial_score(artifact_rows(RUN, 0.99, "trial-0000", tight), 1.0, tight)
+    best = trial_score(artifact_rows(RUN, 0.99, "trial-0000", tight), 1.0, limits=tight)
     assert constraint_of(best, 1.0, tight) == pytest.approx(0.2)  # 20 KB over 100 KB
     assert best["misses"] == ["ram 20.0 KB over"]
 

@@ -63,8 +63,9 @@ def cnn(tmp_path: Path) -> nn.Module:
     return model.eval()
 
 
-def channels(amount=0.5, **more) -> PruneConfig:
-    return PruneConfig(method="channels", amount=amount, **more)
+def channels(amount=0.5, round_to=1, **more) -> PruneConfig:
+    """The counts `amount` gives exactly, unless `round_to` says otherwise."""
+    return PruneConfig(method="channels", amount=amount, round_to=round_to, **more)
 
 
 EXAMPLE = torch.zeros(1, 1, 28, 28)
@@ -151,6 +152,7 @@ def test_cnn_pipeline_channel_pruned_shrunk_exported_and_verified(tmp_path, pipe
             "prune": {
                 "method": "channels",
                 "amount": 0.5,
+                "round_to": 1,
                 "scope": "layer",
                 "schedule": "gradual",
                 "gradual": {"epochs": 1, "steps": 3, "lr": 0.01},
@@ -185,3 +187,35 @@ def test_an_override_on_any_coupled_layer_sets_the_amount_of_its_group(tmp_path)
     shrink(model, (1, 28, 28))
     assert units(model)["stem"] == 4 and units(model)["block.pw"] == 4
     assert units(model)["conv"] + units(model)["fc"] == round(0.5 * (32 + 64))
+
+
+@torch.no_grad()
+def test_round_to_keeps_multiples_rounded_up_and_the_most_important_units(tmp_path):
+    # 0.7 of 16, 32 and 64 units leaves 5, 10 and 19: rounded up to 8, 16 and 24
+    model = cnn(tmp_path)
+    prune_oneshot(model, channels(0.7, round_to=8), sample=EXAMPLE)
+    make_permanent(model)
+    shrink(model, (1, 28, 28))
+    assert units(model) == {
+        "stem": 8,
+        "block.dw": 8,
+        "block.pw": 8,
+        "conv": 16,
+        "fc": 24,
+        "out": 10,
+    }
+    # the units kept are the most important: a multiple of 8 is a superset of round_to = 1's
+    plain = cnn(tmp_path)
+    prune_oneshot(plain, channels(0.7), sample=EXAMPLE)
+    rounded = cnn(tmp_path)
+    prune_oneshot(rounded, channels(0.7, round_to=8), sample=EXAMPLE)
+    alive = lambda m: set(torch.nonzero((m.fc.weight != 0).any(1)).flatten().tolist())  # noqa: E731
+    assert alive(plain) < alive(rounded) and len(alive(plain)) == 19
+
+
+def test_round_to_keeps_a_layer_whole_when_the_multiple_would_exceed_it(tmp_path):
+    model = cnn(tmp_path)
+    prune_oneshot(model, channels(0.1, round_to=32), sample=EXAMPLE)  # 16 -> 15: rounds to 32
+    make_permanent(model)
+    shrink(model, (1, 28, 28))
+    assert units(model)["stem"] == 16 and units(model)["conv"] == 32 and units(model)["fc"] == 64

@@ -66,6 +66,13 @@ def test_a_pipeline_file_with_a_byte_order_mark_is_read(tmp_path):
             "quantize.calibration_samples",
             "no static variant",
         ),
+        (
+            {"prune": {"method": "channels", "widths": "measured"}},
+            "prune.round_to",
+            "prune.widths is 'measured'",
+        ),
+        ({"prune": {"method": "channels"}}, "prune.widths_reach", "prune.widths is 'rounded'"),
+        ({}, "export.round_to", "export.shrink is false"),
     ],
 )
 def test_settings_a_pipeline_ignores_are_named(changes, key, reason):

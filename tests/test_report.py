@@ -238,6 +238,27 @@ def test_a_slower_artifact_is_flagged_beside_vs_dense_in_the_compact_table():
     assert sum("SLOWER" in line for line in rows) == 1
 
 
+def test_vs_dense_shows_its_interval_over_the_rounds_and_slower_only_where_flagged():
+    report = report_with_intervals()
+    report["artifacts"][1].update(
+        latency_vs_dense=0.62, latency_vs_dense_low=0.58, latency_vs_dense_high=0.66
+    )
+    report["artifacts"][2].update(
+        latency_vs_dense=1.31,
+        latency_vs_dense_low=1.12,
+        latency_vs_dense_high=1.45,
+        slower_than_dense=True,
+    )
+    rows = format_table(report, 140).splitlines()
+    pruned = next(line for line in rows if line.startswith("pruned "))
+    assert "0.62x [0.58, 0.66]" in pruned and "SLOWER" not in pruned
+    assert "1.31x [1.12, 1.45] SLOWER" in format_table(report, 140)
+    assert "vs dense [95% CI over the rounds]" in format_table(report, 140)
+    assert "0.62x [0.58, 0.66]" in format_markdown(report)
+    dense = next(line for line in rows if line.startswith("dense "))
+    assert "1.00x" in dense and "[" not in dense.split("1.00x")[1][:3]  # no interval measured
+
+
 def test_the_wide_table_has_every_column():
     from compress.report import COLUMNS
 

@@ -76,11 +76,13 @@ def test_a_nested_section_names_each_of_its_keys(key, nested):
 
 def test_keys_added_by_the_report_are_optional_in_an_artifact_row():
     optional = set(keys_of(Artifact)) - Artifact.__required_keys__
-    # and the interval verify adds once every artifact is measured, and codebook files' entropy
+    # and the intervals verify adds once every artifact is measured, codebook files' entropy
     assert optional == {
         "compression",
         "accuracy_delta",
         "accuracy_delta_ci",
+        "latency_vs_dense_low",
+        "latency_vs_dense_high",
         "code_entropy_bits",
         *("flash_bytes", "peak_activation_bytes", "peak_activation_tensors", "ram_bytes"),
         "measured_ram_bytes",

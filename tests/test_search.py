@@ -12,7 +12,14 @@ import pytest
 from click.testing import CliRunner
 from typed_json import mismatches
 
-from compress.analysis.search import artifact_rows, open_study, run_search, trial_score
+from compress.analysis.pareto import within_budget
+from compress.analysis.search import (
+    artifact_rows,
+    objective_values,
+    open_study,
+    run_search,
+    trial_score,
+)
 from compress.analysis.space import Space, parse_param, parse_space, search_spaces
 from compress.cli import main
 from compress.config import load_pipeline
@@ -94,6 +101,10 @@ def test_search_table_and_params_are_checked_against_the_pipeline(tmp_path, pipe
         (["--param", "prune.threshold=(0.1,0.01)", "--max-drop", "1"], "must be below high"),
         (["--param", "prune.bogus=(0.01,0.1)", "--max-drop", "1"], "unknown key"),
         (["--param", "prune.threshold=(0.01,0.1)"], "--objective size needs --max-drop"),
+        (
+            ["--param", "prune.threshold=(0.01,0.1)", "--objective", "latency"],
+            "--objective latency needs --max-drop",
+        ),
         (["--param", "prune.threshold=(0.01,0.1)", "--max-drop", "-1"], "give 0 or more"),
         ([], "nothing to search"),
     ],
@@ -154,6 +165,31 @@ def test_a_trial_scores_its_smallest_artifact_within_budget_on_validation():
         _report(("dense", 0.98, 50_000, "ok"), ("pruned", 0.97, 9_000, "failed")), 0.98, "t"
     )
     assert trial_score(failed, 0.5) is None
+
+
+def test_the_latency_objective_scores_the_fastest_artifact_within_budget():
+    report = _report(
+        ("dense", 0.98, 50_000, "ok"),
+        ("pruned", 0.978, 9_000, "ok"),
+        ("pruned-int8-dynamic", 0.975, 3_000, "ok"),
+        ("pruned-int8-static", 0.96, 2_500, "ok"),
+    )
+    speed = {"dense": 1.0, "pruned": 0.55, "pruned-int8-dynamic": 1.3, "pruned-int8-static": 0.4}
+    for a in report["artifacts"]:
+        a["latency_vs_dense"] = speed[a["name"]]
+    rows = artifact_rows(report, reference_val=0.98, where="t")
+    # the smallest file is slower than dense; the fastest (static) misses the 0.5-point budget
+    assert trial_score(rows, 0.5, "latency")["artifact"] == "pruned"
+    assert trial_score(rows, 0.5, "size")["artifact"] == "pruned-int8-dynamic"
+    assert trial_score(rows, None, "latency")["artifact"] == "pruned-int8-static"
+    best = trial_score(rows, 0.5, "latency")
+    assert objective_values(best, "latency") == [0.55]
+    assert objective_values(best, "size") == [9_000]
+    assert objective_values(best, "pareto") == [9_000, 0.978]
+    within = within_budget(
+        [{**r, "label": r["artifact"]} for r in rows], 0.5, by="latency_vs_dense"
+    )
+    assert within["chosen"] == "pruned"
 
 
 def test_a_report_without_validation_accuracy_is_a_clear_error():

@@ -3,6 +3,8 @@ torch-pruning's graph."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn as nn
@@ -232,3 +234,19 @@ def read_stage(run_dir, name):
     import json
 
     return json.loads((run_dir / name / "stage.json").read_text())
+
+
+@torch.no_grad()
+def test_round_to_spares_dead_units_so_each_layer_keeps_a_multiple_exactly():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 20), nn.ReLU(), nn.Linear(20, 3)).eval()
+    model[0].weight[:7] = 0  # 7 units output relu(bias), a constant folded into the next layer
+    model[2].weight[:, 7:12] = 0  # 5 units nobody reads
+    x = torch.randn(4, 8)
+    expected = model(x)
+    plain = copy.deepcopy(model)
+    shrink(plain, (8,))
+    assert plain[0].out_features == 8
+    report = shrink(model, (8,), round_to=16)
+    assert model[0].out_features == 16 and report["layers"]["0"]["after"] == 16
+    torch.testing.assert_close(model(x), expected, rtol=0, atol=1e-5)

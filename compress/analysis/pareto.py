@@ -66,6 +66,7 @@ def best_within_budget(
     max_drop: float | None,
     baseline: str = DENSE,
     limits: Limits | None = None,
+    by: str = "deploy_bytes",
 ) -> Choice:
     """The budget rule of sweep, tune and search: among the verified points other than the
     baseline (`artifact`, `deploy_bytes`, `val_accuracy`, `drop`, `status`), the smallest
@@ -73,31 +74,37 @@ def best_within_budget(
     label); with none within it, the one with the smallest drop (on equal drop the smaller).
     `max_drop` None: every point is within it. `best` is None when no point is verified.
     With device `limits` a point must be within them too; with none that is, the closest is
-    the one that misses them least (compress.budget.violation), then the smallest drop."""
+    the one that misses them least (compress.budget.violation), then the smallest drop.
+    `by`: what "smallest" measures (`latency_vs_dense`: the fastest, for search's latency
+    objective; a point that lacks it comes last)."""
     compressed = [p for p in points if p["artifact"] != baseline and p.get("status", "ok") == "ok"]
     meets = [p for p in compressed if meets_budget(p, max_drop, limits)]
+
+    def size(p: dict) -> float:
+        return float("inf") if p.get(by) is None else p[by]
+
     if meets:
-        best = min(meets, key=lambda p: (p["deploy_bytes"], -p[VAL], _label(p)))
-        ties = [
-            p
-            for p in meets
-            if p is not best and p["deploy_bytes"] == best["deploy_bytes"] and p[VAL] == best[VAL]
-        ]
+        best = min(meets, key=lambda p: (size(p), -p[VAL], _label(p)))
+        ties = [p for p in meets if p is not best and size(p) == size(best) and p[VAL] == best[VAL]]
         return Choice(best, True, ties)
     if compressed:
         off = (lambda p: violation(p, limits)) if limits is not None else (lambda p: 0.0)
-        closest = min(compressed, key=lambda p: (off(p), p["drop"], p["deploy_bytes"]))
+        closest = min(compressed, key=lambda p: (off(p), p["drop"], size(p)))
         return Choice(closest, False, [])
     return Choice(None, False, [])
 
 
 def within_budget(
-    points: list[dict], max_drop: float, baseline: str = DENSE, limits: Limits | None = None
+    points: list[dict],
+    max_drop: float,
+    baseline: str = DENSE,
+    limits: Limits | None = None,
+    by: str = "deploy_bytes",
 ) -> Budget:
     """The budget block of sweep.json and search.json (labels): `chosen`, the smallest
     within it (best_within_budget), with its `ties`; else None, and `closest` names the
     artifact with the smallest drop (None too when nothing was verified)."""
-    choice = best_within_budget(points, max_drop, baseline, limits)
+    choice = best_within_budget(points, max_drop, baseline, limits, by)
     return {
         "max_drop": max_drop,
         "chosen": choice.best["label"] if choice.meets else None,

@@ -16,7 +16,9 @@ compress.results (Search).
 
 Objectives: `size` (default) looks for the smallest deploy size whose validation accuracy is
 at most `max_drop` points below the reference (Optuna's TPE; a trial that misses the budget
-is infeasible through TPE's constraints); `pareto` looks for the frontier of deploy size
+is infeasible through TPE's constraints); `latency` looks, the same way, for the fastest
+artifact within the budget (the smallest `latency_vs_dense`, each trial's artifacts timed
+interleaved with its dense model by verify); `pareto` looks for the frontier of deploy size
 against validation accuracy (NSGA-II). The reference is the dense model of the pipeline
 as written, run once as `<out>/reference`, so that a stronger L1 penalty cannot lower the
 bar by weakening its own dense model. A trial and the search choose by the budget rule of
@@ -67,7 +69,9 @@ from compress.results import (
 
 log = logging.getLogger(__name__)
 
-OBJECTIVES = ("size", "pareto")
+OBJECTIVES = ("size", "pareto", "latency")
+# what a single-objective search minimizes among the artifacts within the budget
+MEASURE = {"size": "deploy_bytes", "latency": "latency_vs_dense", "pareto": "deploy_bytes"}
 STUDY_FILE = "study.journal"
 
 
@@ -93,6 +97,7 @@ def artifact_rows(
                 "drop": round(-accuracy_points(reference_val, a[VAL]), 4),
                 "deploy_bytes": a["deploy_bytes"],
                 "sparsity": a["sparsity"],
+                "latency_vs_dense": a.get("latency_vs_dense"),
                 "status": a["status"],
                 **{key: a.get(key) for key in DEVICE_KEYS},
             }
@@ -103,12 +108,15 @@ def artifact_rows(
 
 
 def trial_score(
-    rows: list[SearchArtifact], max_drop: float | None, limits: Limits | None = None
+    rows: list[SearchArtifact],
+    max_drop: float | None,
+    objective: str = "size",
+    limits: Limits | None = None,
 ) -> SearchArtifact | None:
     """The trial's representative artifact (other than dense), by the budget rule: the
-    smallest within the budget and the device `limits` (with no budget, the smallest), else
-    the closest to it; None when none was verified."""
-    return best_within_budget(rows, max_drop, DENSE, limits).best
+    smallest (the fastest, for `latency`) within the budget and the device `limits` (with no
+    budget, the smallest), else the closest to it; None when none was verified."""
+    return best_within_budget(rows, max_drop, DENSE, limits, MEASURE[objective]).best
 
 
 def constraint_of(best: dict, max_drop: float | None, limits: Limits | None) -> float:
@@ -163,7 +171,7 @@ def open_study(
         done = len(stored.trials)
     seed = seed + done  # a resumed search draws new random points, not the first ones again
     startup = max(3, min(10, trials // 3))
-    if objective == "size":
+    if objective in ("size", "latency"):
         # infeasible trials (over the budget) are known to TPE through Trial.set_constraint
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True)
         directions = ["minimize"]
@@ -256,9 +264,9 @@ def run_search(
 
     if objective not in OBJECTIVES:
         raise CompressError(f"--objective {objective!r}: choose one of {', '.join(OBJECTIVES)}")
-    if objective == "size" and max_drop is None:
+    if objective in ("size", "latency") and max_drop is None:
         raise CompressError(
-            "--objective size needs --max-drop PTS (the accuracy budget on validation)"
+            f"--objective {objective} needs --max-drop PTS (the accuracy budget on validation)"
         )
     if max_drop is not None and max_drop < 0:
         raise CompressError(f"--max-drop {max_drop:g}: give 0 or more points")
@@ -357,7 +365,7 @@ def _tell(study, trial, result: dict, reference_val: float, budget: tuple, objec
         return
     report = result["report"]
     rows = artifact_rows(report, reference_val, result["name"], limits)
-    best = trial_score(rows, max_drop, limits)
+    best = trial_score(rows, max_drop, objective, limits)
     stages = report["stages"]
     trial.set_user_attr("artifacts", rows)
     trial.set_user_attr("stages_reused", [s["name"] for s in stages if s["cached"]])
@@ -372,12 +380,15 @@ def _tell(study, trial, result: dict, reference_val: float, budget: tuple, objec
     trial.set_user_attr("constraint", constraint)
     if max_drop is not None or limits is not None:
         trial.set_constraint("drop_beyond_budget", constraint)
-    values = (
-        [best["deploy_bytes"]]
-        if objective == "size"
-        else [best["deploy_bytes"], best["val_accuracy"]]
-    )
-    study.tell(trial, values)
+    study.tell(trial, objective_values(best, objective))
+
+
+def objective_values(best: SearchArtifact, objective: str) -> list[float]:
+    """What the study minimizes (and, for pareto, maximizes) for a trial's artifact."""
+    if objective == "pareto":
+        return [best["deploy_bytes"], best["val_accuracy"]]
+    value = best.get(MEASURE[objective])
+    return [float("inf") if value is None else value]
 
 
 def _outcome_text(study, number: int) -> str:
@@ -476,7 +487,11 @@ def summarize(
     records = trial_records(study)
     points = search_points(records)
     front = pareto_frontier(points)
-    budget = within_budget(points, max_drop, limits=limits) if max_drop is not None else None
+    budget = (
+        within_budget(points, max_drop, limits=limits, by=MEASURE[objective])
+        if max_drop is not None
+        else None
+    )
     if budget is not None and limits is not None:
         budget["limits"] = {k: v for k, v in asdict(limits).items() if v is not None}
     chosen = budget["chosen"] if budget else None
@@ -486,7 +501,7 @@ def summarize(
     train_runs = sum(1 for r in finished if "train" not in r["stages_reused"])
     ref_report = reference["report"]
     ref_rows = artifact_rows(ref_report, reference_val, REFERENCE, limits)
-    ref_best = trial_score(ref_rows, max_drop, limits)
+    ref_best = trial_score(ref_rows, max_drop, objective, limits)
     # the answer's test accuracy: the chosen artifact (size), or the front (pareto)
     reported = [chosen] if chosen else []
     if objective == "pareto":

@@ -177,9 +177,11 @@ def _fold(consumer: nn.Module, idxs: list[int], value: torch.Tensor) -> None:
 
 
 def _dead_units(
-    group, graph, model, example
+    group, graph, model, example, round_to: int = 1
 ) -> tuple[list[int], list[tuple[nn.Module, list[int], torch.Tensor]]]:
-    """Root units of `group` that can go, and the bias folds their removal needs."""
+    """Root units of `group` that can go, and the bias folds their removal needs; with
+    `round_to`, only so many that the units left are a multiple of it (dead units kept are
+    exact: they read or feed only zeros)."""
     roles = _roles(group, graph)
     if not roles.understood:
         return [], []
@@ -219,12 +221,24 @@ def _dead_units(
         keep = max(folded) if folded else dead[-1]
         dead.remove(keep)
         folds = [(k, plan) for k, plan in folds if k != keep]
+    left = len(roots) - len(dead)
+    spared = min(len(roots), -(-left // round_to) * round_to) - left
+    if spared:  # spare the dead units that need a fold first: they cost a bias change
+        dead = sorted(sorted(dead, key=lambda k: k not in folded)[spared:])
+        folds = [(k, plan) for k, plan in folds if k in dead]
     return dead, [step for _, plan in folds for step in plan]
 
 
 @torch.no_grad()
-def shrink(model: nn.Module, input_shape: tuple[int, ...], samples: int = 8, seed: int = 0) -> dict:
-    """Remove every dead unit and channel of `model` in place (see module docstring).
+def shrink(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    samples: int = 8,
+    seed: int = 0,
+    round_to: int = 1,
+) -> dict:
+    """Remove every dead unit and channel of `model` in place (see module docstring); with
+    `round_to`, leave each layer a multiple of that many units (or all it has).
 
     Returns {"layers": {name: {"before", "after"}}, "removed": n, "passes": p}.
     """
@@ -247,7 +261,7 @@ def shrink(model: nn.Module, input_shape: tuple[int, ...], samples: int = 8, see
         passes += 1
         removed_now = 0
         for group in graph.get_all_groups(ignored_layers=ignored):
-            dead, folds = _dead_units(group, graph, model, example)
+            dead, folds = _dead_units(group, graph, model, example, round_to)
             if not dead:
                 continue
             for consumer, idxs, value in folds:

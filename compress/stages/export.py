@@ -185,7 +185,7 @@ def run(ctx: StageContext) -> dict:
         started = time.perf_counter()
         model, _, spec = load_checkpoint(ctx.input(stage, "model.pt"))
         shrunk = (
-            shrink(model, data.input_shape)
+            shrink(model, data.input_shape, round_to=ctx.config.export.round_to)
             if artifact == PRUNED and ctx.config.export.shrink
             else None
         )

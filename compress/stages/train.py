@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from compress.checkpoint import build_from_spec, load_user_weights, model_spec, save_checkpoint
+from compress.files import sha256_file
 from compress.pruning import make_permanent, sparsity_summary
 from compress.pruning.batchnorm import recalibrate_on_training_data
 from compress.stages.context import StageContext
@@ -24,15 +25,31 @@ def build_initial_model(ctx: StageContext):
     spec = model_spec(cfg.model, cfg.base_dir, ctx.data.num_classes, ctx.data.input_shape)
     torch.manual_seed(cfg.data.seed)  # weight initialisation is part of the seeded run
     model = build_from_spec(spec)
+    loaded = None
     if cfg.model.weights is not None:
-        load_user_weights(model, cfg.resolve(cfg.model.weights))
-    return model, spec
+        path = cfg.resolve(cfg.model.weights)
+        loaded = load_user_weights(model, path, cfg.model.weights_partial)
+        loaded = {"file": str(path), "sha256": sha256_file(path), **loaded}
+    return model, spec, loaded
+
+
+def frozen(model: torch.nn.Module, loaded: dict | None) -> list[torch.nn.Parameter]:
+    """The parameters `[model] freeze_loaded` holds fixed: those the weights file filled."""
+    if loaded is None:
+        return []
+    skipped = set(loaded["skipped"])
+    return [p for name, p in model.named_parameters() if name not in skipped]
 
 
 def run(ctx: StageContext) -> dict:
-    model, spec = build_initial_model(ctx)
+    model, spec, loaded = build_initial_model(ctx)
     config = ctx.config.train
+    held = frozen(model, loaded) if ctx.config.model.freeze_loaded else []
+    for p in held:
+        p.requires_grad_(False)
     result = fit(model, ctx.data, config, ctx.run_settings(), desc="train")
+    for p in held:
+        p.requires_grad_(True)
     model.cpu()
     # Quantization-aware training trains through a weight re-parametrization; the
     # checkpoint holds plain weights, as every stage's input does.
@@ -52,6 +69,9 @@ def run(ctx: StageContext) -> dict:
         "epochs": result.history,
         "resumed_from_epoch": result.resumed_from_epoch,
         "batchnorm_recalibration_samples": recalibrated,
+        # [model] weights: the file, its hash, and the model tensors it did not fill
+        "weights": loaded,
+        "frozen_params": sum(p.numel() for p in held),  # [model] freeze_loaded
         # How many weights training alone made exactly zero (proximal L1 makes exact zeros).
         **sparsity_summary(model),
     }

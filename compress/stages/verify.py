@@ -19,11 +19,13 @@ clearly higher training accuracy (compress.stats.at_chance) gets the status
 
 Latency is measured for all artifacts together, interleaved in rounds in one process:
 each round runs every artifact's share of timed calls in turn (in a rotating order), and
-p50/p95 are taken over all rounds. Load on the machine then falls on every artifact alike,
-so `latency_vs_dense` compares like with like; an artifact more than `slower_margin` slower
-than dense is flagged `slower_than_dense`. Each artifact is logged as it is verified, with
-its time, and the rounds show a progress bar on a terminal (as training does; not with
-`--no-progress`).
+p50/p95 are taken over all rounds. Load on the machine then falls on every artifact alike.
+`latency_vs_dense` is the median over rounds of the artifact's median call over dense's in
+that round, with its distribution-free 95% interval (`latency_vs_dense_low`/`_high`,
+compress.latency); an artifact is flagged `slower_than_dense` only when the interval's low
+end is above 1 + `slower_margin`, so a rerun on an unchanged machine rarely flips it. Each
+artifact is logged as it is verified, with its time, and the rounds show a progress bar on
+a terminal (as training does; not with `--no-progress`).
 
 Each artifact's per-image correctness is kept as bits in `verify/correct.npz`, and each row
 gets `accuracy_delta_ci`: the 95% paired-bootstrap interval of its accuracy difference to
@@ -74,6 +76,7 @@ from compress.encode.onnx_tools import (
 )
 from compress.errors import IntegrityError
 from compress.files import sha256_file, write_bytes
+from compress.latency import summarize, timed_rounds
 from compress.results import DENSE, FLOAT_ARTIFACTS, PRUNED, Artifact
 from compress.stages.context import StageContext
 from compress.stages.export import REDUCED
@@ -168,6 +171,22 @@ def latency_ms(
     return interleaved_latency_ms([session], [x], repetitions, rounds=1)[0]
 
 
+def timed(
+    sessions: list[ort.InferenceSession],
+    inputs: list[np.ndarray],
+    repetitions: int,
+    rounds: int,
+    progress: bool = False,
+) -> list[dict]:
+    """compress.latency.summarize of the sessions timed interleaved in rounds (each on its
+    own inputs: a file that takes only the used features gets those); the first session is
+    the baseline. `progress`: a progress bar of the rounds on stderr."""
+    total = max(1, min(rounds, repetitions))
+    with tqdm(total=total, desc="latency", unit="round", leave=False, disable=not progress) as bar:
+        times = timed_rounds(sessions, inputs, repetitions, rounds, on_round=bar.update)
+    return summarize(times)
+
+
 def interleaved_latency_ms(
     sessions: list[ort.InferenceSession],
     inputs: list[np.ndarray],
@@ -175,30 +194,9 @@ def interleaved_latency_ms(
     rounds: int,
     progress: bool = False,
 ) -> list[tuple[float, float]]:
-    """(p50, p95) in ms of single-sample inference for each session on its own inputs
-    (a file that takes only the used features gets those), timed in rounds.
-
-    Each round runs `repetitions / rounds` timed calls of every session in turn, starting
-    with a different session each round; percentiles are over all of a session's calls.
-    `progress`: a progress bar of the rounds on stderr.
-    """
-    rounds = max(1, min(rounds, repetitions))
-    per_round = -(-repetitions // rounds)
-    samples = [[x[i % len(x)][None] for i in range(per_round)] for x in inputs]
-    names = [s.get_inputs()[0].name for s in sessions]
-    for session, name, own in zip(sessions, names, samples, strict=True):
-        for sample in own[: min(20, per_round)]:
-            session.run(None, {name: sample})
-    times = [[] for _ in sessions]
-    for r in tqdm(range(rounds), desc="latency", unit="round", leave=False, disable=not progress):
-        for k in range(len(sessions)):
-            i = (r + k) % len(sessions)
-            session, name = sessions[i], names[i]
-            for sample in samples[i]:
-                started = time.perf_counter()
-                session.run(None, {name: sample})
-                times[i].append(time.perf_counter() - started)
-    return [(float(np.percentile(t, 50) * 1e3), float(np.percentile(t, 95) * 1e3)) for t in times]
+    """(p50, p95) in ms of single-sample inference for each session, timed interleaved in
+    rounds (compress.latency); percentiles are over all of a session's calls."""
+    return [(t["p50"], t["p95"]) for t in timed(sessions, inputs, repetitions, rounds, progress)]
 
 
 def add_latencies(
@@ -208,18 +206,17 @@ def add_latencies(
     config,
     progress: bool = False,
 ) -> None:
-    """Time all sessions interleaved; set p50/p95, the ratio to dense's p50 and the slow flag.
-
-    The first row is the baseline (dense).
-    """
-    timings = interleaved_latency_ms(sessions, inputs, config.repetitions, config.rounds, progress)
-    for row, (p50, p95) in zip(rows, timings, strict=True):
-        row["latency_ms_b1_p50"] = round(p50, 4)
-        row["latency_ms_b1_p95"] = round(p95, 4)
-    base = timings[0][0]
-    for row, (p50, _) in zip(rows, timings, strict=True):
-        row["latency_vs_dense"] = round(p50 / base, 3)
-        row["slower_than_dense"] = bool(p50 > base * (1 + config.slower_margin))
+    """Time all sessions interleaved; set p50/p95, the ratio to dense (the median per-round
+    ratio) with its 95% interval, and the slow flag: the interval's low end above
+    1 + `slower_margin`, so noise alone rarely raises it. The first row is the baseline."""
+    timings = timed(sessions, inputs, config.repetitions, config.rounds, progress)
+    for row, t in zip(rows, timings, strict=True):
+        row["latency_ms_b1_p50"] = round(t["p50"], 4)
+        row["latency_ms_b1_p95"] = round(t["p95"], 4)
+        row["latency_vs_dense"] = round(t["vs_base"], 3)
+        row["latency_vs_dense_low"] = round(t["vs_base_low"], 3)
+        row["latency_vs_dense_high"] = round(t["vs_base_high"], 3)
+        row["slower_than_dense"] = bool(t["vs_base_low"] > 1 + config.slower_margin)
 
 
 def seal_artifact(
@@ -512,10 +509,12 @@ def run(ctx: StageContext) -> dict:
     add_latencies(rows, sessions, timing_inputs, config, progress=ctx.progress)
     for row in rows:
         log.info(
-            "latency %s: p50 %.3f ms (%.2fx dense)%s",
+            "latency %s: p50 %.3f ms (%.2fx dense [%.2f, %.2f])%s",
             row["path"],
             row["latency_ms_b1_p50"],
             row["latency_vs_dense"],
+            row["latency_vs_dense_low"],
+            row["latency_vs_dense_high"],
             ", slower than dense" if row["slower_than_dense"] else "",
         )
     log.info("latency timed in %.1fs", time.perf_counter() - started)
