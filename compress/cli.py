@@ -223,7 +223,12 @@ def validate(pipeline):
         "Table: every column, however wide the terminal [default: the main columns, fitted to it]."
     ),
 )
-def report(run_dir, fmt, wide):
+@click.option(
+    "--layers",
+    is_flag=True,
+    help='Each layer\'s width in the packed files instead (bits = "auto": with its evidence).',
+)
+def report(run_dir, fmt, wide, layers):
     """Print the table of a finished run folder.
 
     The table fits the terminal (COLUMNS, else its width, else 80): the main columns, fewer
@@ -231,9 +236,23 @@ def report(run_dir, fmt, wide):
     """
     import json
 
-    from compress.report import format_csv, format_markdown, format_table, load_report
+    from compress.report import (
+        format_csv,
+        format_layers,
+        format_markdown,
+        format_table,
+        layer_rows,
+        load_report,
+    )
     from compress.tables import terminal_width
 
+    if layers:
+        load_report(run_dir)  # a finished run folder
+        if fmt == "json":
+            click.echo(json.dumps(layer_rows(run_dir), indent=2))
+        else:
+            click.echo(format_layers(run_dir, fmt).rstrip("\n"))
+        return
     data = load_report(run_dir)
     width = None if wide else terminal_width()
     text = {
