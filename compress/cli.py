@@ -146,7 +146,15 @@ def device_option(help_text: str):
     help="Exit with status 3 when an artifact's status is a warning "
     "(at chance while training accuracy is high).",
 )
-def run(pipeline, out_dir, data_root, device, force, from_stage, no_progress, threads, strict):
+@click.option(
+    "--seeds",
+    metavar="N,N,...",
+    help="Run once per [data] seed, each in --out/seed-N (default parent: runs/<name>-seeds), "
+    "and print each artifact's mean and range over them with a pooled interval.",
+)
+def run(
+    pipeline, out_dir, data_root, device, force, from_stage, no_progress, threads, strict, seeds
+):
     """Run PIPELINE (a .toml file) and print the size/accuracy/latency table (its main
     columns, fitted to the terminal; `compress report RUN_DIR --wide` shows them all).
 
@@ -162,16 +170,18 @@ def run(pipeline, out_dir, data_root, device, force, from_stage, no_progress, th
     from compress.threads import default_threads, torch_threads
 
     config = load_pipeline(pipeline)
+    options = {
+        "data_root": data_root,
+        "device": device,
+        "force": force,
+        "from_stage": from_stage,
+        "progress": not no_progress and sys.stderr.isatty(),
+    }
+    if seeds is not None:
+        _run_seeds(config, seeds, out_dir, threads, options)
+        return
     with torch_threads(threads or default_threads()):
-        report = run_pipeline(
-            config,
-            out_dir=out_dir,
-            data_root=data_root,
-            device=device,
-            force=force,
-            from_stage=from_stage,
-            progress=not no_progress and sys.stderr.isatty(),
-        )
+        report = run_pipeline(config, out_dir=out_dir, **options)
     click.echo(format_table(report, terminal_width()))
     run_dir = out_dir or Path("runs") / config.name
     click.echo(f"\nreport: {run_dir / 'report.md'} ({report['total_seconds']:.1f}s of work)")
@@ -189,6 +199,21 @@ def run(pipeline, out_dir, data_root, device, force, from_stage, no_progress, th
             f"--strict: {names} at chance while training accuracy is high "
             f"(the warnings above; the report is written)"
         )
+
+
+def _run_seeds(config, seeds: str, out_dir, threads, options: dict) -> None:
+    from compress.analysis.seeds import format_seeds, parse_seeds, run_seeds, summarize
+    from compress.files import write_json
+    from compress.threads import default_threads, torch_threads
+
+    values = parse_seeds(seeds)
+    parent = out_dir or Path("runs") / f"{config.name}-seeds"
+    with torch_threads(threads or default_threads()):
+        reports = run_seeds(config, values, parent, **options)
+    rows = summarize(parent, values, reports)
+    write_json(parent / "seeds.json", {"seeds": values, "artifacts": rows})
+    click.echo(format_seeds(rows).rstrip("\n"))
+    click.echo(f"\nruns: {', '.join(str(parent / f'seed-{s}') for s in values)}")
 
 
 @main.command()

@@ -209,3 +209,43 @@ def test_report_layers_prints_each_layers_width_and_evidence(tmp_path):
     assert lines[3].split() == ["net.1", "12,544", "900", "3", "1,238", "-0.05"]
     assert lines[4].split() == ["net.3", "-", "-", "8", "-", "-"]
     assert "int4" not in result.output
+
+
+def test_seeds_must_be_distinct_whole_numbers(tiny_pipeline):
+    result = CliRunner().invoke(main, ["run", str(tiny_pipeline), "--seeds", "0,x"])
+    assert result.exit_code == 2
+    assert (
+        result.output.strip()
+        == "error: --seeds '0,x': expected distinct whole numbers such as 0,1,2"
+    )
+
+
+@pytest.mark.slow
+def test_a_pipeline_over_two_seeds_with_auto_widths(pipeline_file, tmp_path):
+    path = pipeline_file(
+        {
+            "quantize.variants": ["packed"],
+            "quantize.bits": "auto",
+            "quantize.auto": {"max_drop": 0.5, "candidates": [2, 4, 8]},
+            "finetune.qat_bits": 4,
+        }
+    )
+    parent = tmp_path / "seeds"
+    args = ["run", str(path), "--out", str(parent), "--seeds", "0,1", "--threads", "1"]
+    result = CliRunner().invoke(main, [*args, "--no-progress"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((parent / "seeds.json").read_text())
+    assert summary["seeds"] == [0, 1]
+    rows = {r["name"]: r for r in summary["artifacts"]}
+    assert rows["pruned-packed"]["seeds"] == 2 and rows["dense"]["pooled_interval"] == [0.0, 0.0]
+    low, high = rows["pruned-packed"]["pooled_interval"]
+    assert low <= rows["pruned-packed"]["test_delta_mean"] <= high
+    assert "pooled 95%" in result.output and "pruned-packed" in result.output
+    for seed in (0, 1):
+        run_dir = parent / f"seed-{seed}"
+        assert json.loads((run_dir / "pipeline.json").read_text())["data"]["seed"] == seed
+        stage = json.loads((run_dir / "quantize" / "stage.json").read_text())
+        choice = stage["metrics"]["pruned-packed"]["allocation"]
+        assert choice["measured_drop"] <= 0.5 and set(choice["bits"]) == {"net.1", "net.3"}
+        layers = CliRunner().invoke(main, ["report", str(run_dir), "--layers"])
+        assert layers.exit_code == 0 and "net.1" in layers.output
