@@ -329,8 +329,10 @@ class PipelineConfig(Section):
             return data
         quantize = data.get("quantize")
         bits = quantize.get("bits", 4) if isinstance(quantize, dict) else 4
-        for key in ("train", "finetune"):
-            section = data.get(key)
+        for key in ("train", "finetune", "prune.gradual"):
+            *parents, last = key.split(".")
+            holder = data.get(parents[0]) if parents else data
+            section = holder.get(last) if isinstance(holder, dict) else None
             if not isinstance(section, dict) or section.get("qat_bits") != "quantize":
                 continue
             if bits == "auto":
@@ -338,7 +340,11 @@ class PipelineConfig(Section):
                     f"{key}.qat_bits = 'quantize' takes the widths of [quantize] bits, which "
                     "is 'auto' (chosen after fine-tuning): give qat_bits a width"
                 )
-            data = {**data, key: {**section, "qat_bits": bits}}
+            resolved = {**section, "qat_bits": bits}
+            data = {
+                **data,
+                **({parents[0]: {**holder, last: resolved}} if parents else {last: resolved}),
+            }
         return data
 
     @model_validator(mode="after")

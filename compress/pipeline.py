@@ -219,6 +219,7 @@ def _check_width_layers(model: torch.nn.Module, config: PipelineConfig) -> None:
     for key, bits in (
         ("train.qat_bits", config.train.qat_bits),
         ("finetune.qat_bits", config.finetune.qat_bits),
+        ("prune.gradual.qat_bits", config.prune.gradual.qat_bits),
         ("finetune.share.bits", config.finetune.share.bits),
         ("quantize.bits", config.quantize.bits),
     ):

@@ -150,6 +150,9 @@ def test_qat_bits_quantize_takes_the_quantize_widths_and_tables_are_checked():
         {"finetune": {"qat_bits": "quantize"}, "quantize": {"bits": MIXED}}, "x"
     )
     assert config.finetune.qat_bits == MIXED
+    gradual = {"method": "magnitude", "schedule": "gradual", "gradual": {"qat_bits": "quantize"}}
+    config = parse_pipeline({"prune": gradual, "quantize": {"bits": 3}}, "x")
+    assert config.prune.gradual.qat_bits == 3 and config.train.qat_bits == 0
     with pytest.raises(ConfigError, match="'auto'"):
         parse_pipeline({"finetune": {"qat_bits": "quantize"}, "quantize": {"bits": "auto"}}, "x")
     with pytest.raises(ConfigError, match="2 to 8 bits"):
