@@ -23,6 +23,7 @@ from compress.encode.packed import pack_bits, unpack_bits
 from compress.errors import CompressError, ConfigError
 from compress.qat import attach_fake_quant, detach
 from compress.sharing import WeightSharing
+from compress.stages.export import export_onnx
 from compress.stages.quantize import write_variant
 from compress.variants.allocate import _knapsack, allocate
 from compress.widths import code_range, widths_for
@@ -252,3 +253,21 @@ def test_a_pipeline_over_two_seeds_with_auto_widths(pipeline_file, tmp_path):
         assert choice["measured_drop"] <= 0.5 and set(choice["bits"]) == {"net.1", "net.3"}
         layers = CliRunner().invoke(main, ["report", str(run_dir), "--layers"])
         assert layers.exit_code == 0 and "net.1" in layers.output
+
+
+def test_a_convolution_packs_per_output_channel_at_its_width(tmp_path):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(144, 10)
+    ).eval()
+    with torch.no_grad():
+        model[0].weight[0, 0] = 0  # a pruned kernel row stays zero
+    export_onnx(model, (1, 8, 8), tmp_path / "cnn.onnx", opset=18, metadata={})
+    widths = {"default": 3, "3": 5}
+    path = write_packed(tmp_path / "cnn.onnx", tmp_path / "cnn-packed.onnx", widths)
+    x = torch.randn(64, 1, 8, 8)
+    handles = attach_fake_quant(model, widths)
+    with torch.no_grad():
+        reference = model(x).numpy()
+    detach(handles)
+    np.testing.assert_allclose(run(path, x.numpy()), reference, rtol=0, atol=1e-4)
