@@ -5,16 +5,20 @@ validation split.
     choice["bits"]       # {"features.0": 6, "features.3": 3, ...}
     choice["layers"]     # per layer: weights, non-zero, bits, bytes, measured drop
 
+0. Reference: every layer at each candidate width; the width with the best validation
+   accuracy (the widest among equals) is the reference. A model fine-tuned with 4-bit fake
+   quantization is best at 4 bits, not at the widest.
 1. Sensitivity: the validation accuracy with one layer at each candidate width and every
-   other layer at the widest candidate (the weights the packed file would hold: the same
-   codes and stored scales), as a drop from all layers at the widest, counted in images.
+   other layer at the reference (the weights the packed file would hold: the same codes
+   and stored scales), as a drop from the reference, counted in images.
 2. Choice: the widths whose codes and gaps take the fewest bytes (encode.packed.weight_bytes)
-   with the predicted drop (the float model's accuracy minus all-widest's, plus the sum of
-   the layers' drops, a gain counted as none) within `max_drop` points: an exact
-   multiple-choice knapsack by dynamic programming over the drop budget in whole images.
-3. Check: the whole choice on validation. While it misses the budget, the chosen layer with
-   the largest measured drop (ties: the one whose bytes grow least) is widened to the next
-   candidate and the choice measured again.
+   with the predicted drop (the sum of the layers' drops, a gain counted as none) within
+   `max_drop` points of the reference: an exact multiple-choice knapsack by dynamic
+   programming over the drop budget in whole images. Widths wider than the reference cost
+   bytes and gain nothing predicted.
+3. Check: the whole choice on validation against the reference. While it misses the
+   budget, the chosen layer with the largest measured drop (ties: the one whose bytes grow
+   least) is widened to the next candidate and the choice measured again.
 
 The test split is never read.
 """
@@ -97,23 +101,27 @@ def allocate(
 ) -> dict:
     """The widths of `bits = "auto"` and their evidence (see the module docstring)."""
     ev = _Evaluator(model, images, labels, scales)
-    candidates, top = config.candidates, max(config.candidates)
+    candidates = config.candidates
     count = len(labels)
     float_correct = ev.correct({})
-    widest = dict.fromkeys(ev.layers, top)
-    base = ev.correct(widest)
+    # The reference: the uniform width with the best validation accuracy (the widest among
+    # equals). After quantization-aware training at 4 bits that is 4, not the widest.
+    uniform = {bits: ev.correct(dict.fromkeys(ev.layers, bits)) for bits in candidates}
+    top = max(candidates, key=lambda bits: (uniform[bits], bits))
+    reference = dict.fromkeys(ev.layers, top)
+    base = uniform[top]
     allowed = math.floor(config.max_drop / 100 * count + 1e-9)  # images the budget allows
     costs: dict[str, dict[int, tuple[int, int]]] = {}
     for layer, (name, axis) in ev.layers.items():
         costs[layer] = {}
         for bits in candidates:
             codes, _ = quantize_weight(ev.floats[name], bits, axis, scales)
-            drop = 0 if bits == top else base - ev.correct({**widest, layer: bits})
+            drop = 0 if bits == top else base - ev.correct({**reference, layer: bits})
             costs[layer][bits] = (weight_bytes(codes, bits), drop)
-    chosen = _knapsack(costs, max(allowed - (float_correct - base), 0))
+    chosen = _knapsack(costs, allowed)
     steps = []
     measured = ev.correct(chosen)
-    while float_correct - measured > allowed and any(b < top for b in chosen.values()):
+    while base - measured > allowed and any(b < top for b in chosen.values()):
         layer = max(
             (n for n, b in chosen.items() if b < top),
             key=lambda n: (costs[n][chosen[n]][1], -_growth(costs[n], chosen[n], candidates)),
@@ -132,11 +140,10 @@ def allocate(
         "candidates": candidates,
         "val_samples": count,
         "float_val_accuracy": float_correct / count,
-        "widest_val_accuracy": base / count,
-        "predicted_drop": points(
-            float_correct - base + sum(max(costs[n][b][1], 0) for n, b in chosen.items())
-        ),
-        "measured_drop": points(float_correct - measured),
+        "reference_bits": top,
+        "uniform_val_accuracy": {str(b): c / count for b, c in uniform.items()},
+        "predicted_drop": points(sum(max(costs[n][b][1], 0) for n, b in chosen.items())),
+        "measured_drop": points(base - measured),
         "val_accuracy": measured / count,
         "steps_back": steps,
         "layers": {
