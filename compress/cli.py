@@ -152,6 +152,12 @@ def device_option(help_text: str):
     help="Exit with status 4, one line per artifact saying what it misses, when no artifact "
     "fits the pipeline's [budget].",
 )
+@click.option(
+    "--seeds",
+    metavar="N,N,...",
+    help="Run once per [data] seed, each in --out/seed-N (default parent: runs/<name>-seeds), "
+    "and print each artifact's mean and range over them with a pooled interval.",
+)
 def run(
     pipeline,
     out_dir,
@@ -163,6 +169,7 @@ def run(
     threads,
     strict,
     require_budget,
+    seeds,
 ):
     """Run PIPELINE (a .toml file) and print the size/accuracy/latency table (its main
     columns, fitted to the terminal; `compress report RUN_DIR --wide` shows them all).
@@ -182,16 +189,18 @@ def run(
     config = load_pipeline(pipeline)
     if require_budget and not limits_of(config.budget).any():
         raise ConfigError(f"--require-budget: {pipeline} has no [budget] limits to check")
+    options = {
+        "data_root": data_root,
+        "device": device,
+        "force": force,
+        "from_stage": from_stage,
+        "progress": not no_progress and sys.stderr.isatty(),
+    }
+    if seeds is not None:
+        _run_seeds(config, seeds, out_dir, threads, options)
+        return
     with torch_threads(threads or default_threads()):
-        report = run_pipeline(
-            config,
-            out_dir=out_dir,
-            data_root=data_root,
-            device=device,
-            force=force,
-            from_stage=from_stage,
-            progress=not no_progress and sys.stderr.isatty(),
-        )
+        report = run_pipeline(config, out_dir=out_dir, **options)
     click.echo(format_table(report, terminal_width()))
     run_dir = out_dir or Path("runs") / config.name
     click.echo(f"\nreport: {run_dir / 'report.md'} ({report['total_seconds']:.1f}s of work)")
@@ -213,6 +222,21 @@ def run(
         for line in budget_lines(report["artifacts"]):
             click.echo(f"budget: {line}", err=True)
         raise BudgetError("--require-budget: no artifact fits the [budget] (the report is written)")
+
+
+def _run_seeds(config, seeds: str, out_dir, threads, options: dict) -> None:
+    from compress.analysis.seeds import format_seeds, parse_seeds, run_seeds, summarize
+    from compress.files import write_json
+    from compress.threads import default_threads, torch_threads
+
+    values = parse_seeds(seeds)
+    parent = out_dir or Path("runs") / f"{config.name}-seeds"
+    with torch_threads(threads or default_threads()):
+        reports = run_seeds(config, values, parent, **options)
+    rows = summarize(parent, values, reports)
+    write_json(parent / "seeds.json", {"seeds": values, "artifacts": rows})
+    click.echo(format_seeds(rows).rstrip("\n"))
+    click.echo(f"\nruns: {', '.join(str(parent / f'seed-{s}') for s in values)}")
 
 
 @main.command()
@@ -261,7 +285,12 @@ def validate(pipeline):
     type=click.Path(dir_okay=False, path_type=Path),
     help="A timings.json written by a bundle's bench.py: its latencies beside the host's.",
 )
-def report(run_dir, fmt, wide, memory, artifact, device_timings):
+@click.option(
+    "--layers",
+    is_flag=True,
+    help='Each layer\'s width in the packed files instead (bits = "auto": with its evidence).',
+)
+def report(run_dir, fmt, wide, memory, artifact, device_timings, layers):
     """Print the table of a finished run folder.
 
     The table fits the terminal (COLUMNS, else its width, else 80): the main columns, fewer
@@ -271,13 +300,22 @@ def report(run_dir, fmt, wide, memory, artifact, device_timings):
 
     from compress.report import (
         format_csv,
+        format_layers,
         format_markdown,
         format_table,
+        layer_rows,
         load_report,
         memory_lines,
     )
     from compress.tables import terminal_width
 
+    if layers:
+        load_report(run_dir)  # a finished run folder
+        if fmt == "json":
+            click.echo(json.dumps(layer_rows(run_dir), indent=2))
+        else:
+            click.echo(format_layers(run_dir, fmt).rstrip("\n"))
+        return
     data = load_report(run_dir)
     if memory:
         click.echo("\n".join(memory_lines(data, run_dir, artifact)))

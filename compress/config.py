@@ -46,6 +46,7 @@ from compress.sections import (  # the sections that stand alone, imported from 
     TrainConfig,
     VerifyConfig,
 )
+from compress.bits import MAX_BITS, MIN_BITS, check_widths
 
 __all__ = [
     "BudgetConfig",
@@ -61,6 +62,7 @@ __all__ = [
     "ModelConfig",
     "NonNegativeInt",
     "OptimConfig",
+    "AutoBitsConfig",
     "PackedConfig",
     "PipelineConfig",
     "PositiveInt",
@@ -223,12 +225,29 @@ class PackedConfig(Section):
     linear: Literal["float", "matmulnbits"] = "float"
 
 
+class AutoBitsConfig(Section):
+    """How `bits = "auto"` chooses each layer's width (compress.analysis.allocate): the
+    smallest file whose validation accuracy stays within `max_drop` points of the float
+    model's."""
+
+    max_drop: float = Field(0.1, ge=0.0)  # points of validation accuracy
+    candidates: list[Annotated[int, Field(ge=MIN_BITS, le=MAX_BITS)]] = Field(
+        default_factory=lambda: [2, 3, 4, 5, 6, 8], min_length=1
+    )
+
+    @field_validator("candidates")
+    @classmethod
+    def _sorted(cls, value: list[int]) -> list[int]:
+        return sorted(set(value))
+
+
 class QuantizeConfig(Section):
     # dynamic: int8 weights, activations quantized at run time (onnxruntime quantize_dynamic).
     # static: int8 weights and activations, QDQ, calibrated on training images.
     # static-int4: like static with 4-bit weights (QDQ, onnxruntime >= 1.20).
     # packed-int4: static-int4's codes and scales stored as non-zero positions + codes,
     # rebuilt into float weights when the session loads: the smallest file, at dense speed.
+    # packed: the same at each layer's width ([quantize] bits), codes of 2-8 bits.
     # codebook: the weight-shared model ([finetune] share) stored as codes + codebook per
     # layer, rebuilt at load by ops onnxruntime folds (compress.encode.codebook).
     variants: list[QuantVariant] = Field(default_factory=lambda: ["dynamic", "static"])
@@ -239,12 +258,22 @@ class QuantizeConfig(Section):
         default_factory=lambda: ["MatMul", "Gemm"], min_length=1
     )
     packed: PackedConfig = PackedConfig()
+    # packed: each layer's weight width, 2 to 8 bits: one for all, a table by the model's
+    # module names ({ default = 4, "conv1" = 8, "fc1" = 2 }) or "auto" (chosen on the
+    # validation split within [quantize] auto's budget). packed-int4 is 4 everywhere.
+    bits: Literal["auto"] | int | dict[str, int] = 4
+    auto: AutoBitsConfig = AutoBitsConfig()
     # which float model to quantize; "pruned-inputs": the pruned model on its used inputs
     # only ([export] drop_unused_inputs), so the int8 files take only those too
     source: Literal["pruned", "dense", "pruned-inputs"] = "pruned"
     per_channel: bool = True  # one scale per output channel (static variants)
     calibration_samples: PositiveInt = 512  # training images used to calibrate static
     calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+
+    @field_validator("bits")
+    @classmethod
+    def _widths(cls, value):
+        return value if value == "auto" else check_widths(value)
 
 
 class PipelineConfig(Section):
@@ -294,6 +323,32 @@ class PipelineConfig(Section):
                     "it needs source = 'pruned'"
                 )
         return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _qat_at_the_quantize_widths(cls, data: Any) -> Any:
+        # qat_bits = "quantize": the widths [quantize] bits gives each layer, written out.
+        if not isinstance(data, dict):
+            return data
+        quantize = data.get("quantize")
+        bits = quantize.get("bits", 4) if isinstance(quantize, dict) else 4
+        for key in ("train", "finetune", "prune.gradual"):
+            *parents, last = key.split(".")
+            holder = data.get(parents[0]) if parents else data
+            section = holder.get(last) if isinstance(holder, dict) else None
+            if not isinstance(section, dict) or section.get("qat_bits") != "quantize":
+                continue
+            if bits == "auto":
+                raise ValueError(
+                    f"{key}.qat_bits = 'quantize' takes the widths of [quantize] bits, which "
+                    "is 'auto' (chosen after fine-tuning): give qat_bits a width"
+                )
+            resolved = {**section, "qat_bits": bits}
+            data = {
+                **data,
+                **({parents[0]: {**holder, last: resolved}} if parents else {last: resolved}),
+            }
+        return data
 
     @model_validator(mode="after")
     def _reduced_source_is_exported(self) -> PipelineConfig:
@@ -401,6 +456,8 @@ def _ignored_by_variants(quantize: QuantizeConfig, dotted: str) -> str | None:
             "quantize.variants has no static variant; calibration is read by static variants only"
         )
     table = dotted.split(".")[1]
+    if table in ("bits", "auto") and "packed" not in quantize.variants:
+        return f"quantize.variants has no packed; [quantize] {table} is read by it only"
     readers = [name for name, v in list_variants().items() if v.section == table]
     if readers and not any(v.section == table for v in written):
         return (

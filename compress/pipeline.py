@@ -44,12 +44,14 @@ from compress.files import (
     stays_inside,
     write_json,
 )
+from compress.pruning import prunable_layers
 from compress.registry import factory_source
 from compress.report import add_comparisons, write_reports
 from compress.results import DENSE, Artifact, Report, RunReport
 from compress.stages import export, finetune, prune, quantize, train, verify
 from compress.stages.context import StageContext
 from compress.version import __version__
+from compress.bits import check_layers
 
 log = logging.getLogger(__name__)
 
@@ -207,8 +209,22 @@ def check_model(
     if config.prune.enabled:
         prune.check_layer_names(model, config.prune)
         prune.check_inputs_to_keep(model, config.prune, input_shape)
+    _check_width_layers(model, config)
     # A model torch cannot export would otherwise fail after all the training.
     export.check_exportable(model, input_shape, config.export.opset)
+
+
+def _check_width_layers(model: torch.nn.Module, config: PipelineConfig) -> None:
+    """That the per-layer width tables name layers of the model (before any training)."""
+    layers = list(prunable_layers(model))
+    for key, bits in (
+        ("train.qat_bits", config.train.qat_bits),
+        ("finetune.qat_bits", config.finetune.qat_bits),
+        ("prune.gradual.qat_bits", config.prune.gradual.qat_bits),
+        ("finetune.share.bits", config.finetune.share.bits),
+        ("quantize.bits", config.quantize.bits),
+    ):
+        check_layers(bits, layers, key)
 
 
 def _first_line(exc: Exception) -> str:

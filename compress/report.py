@@ -394,3 +394,57 @@ def load_report(run_dir: Path) -> Report:
     if not isinstance(report, dict) or not isinstance(report.get("artifacts"), list):
         raise CompressError(f"{path} is not a compress report (no artifacts list)")
     return report
+
+
+# (key, header, format) of `compress report RUN --layers`: each layer's width in a packed file.
+LAYER_COLUMNS = [
+    ("layer", "layer", "{}"),
+    ("weights", "weights", "{:,}"),
+    ("nonzero", "non-zero", "{:,}"),
+    ("bits", "bits", "{}"),
+    ("bytes", "bytes", "{:,}"),
+    ("delta", "Δ val pts", "{:+.2f}"),
+]
+
+
+def layer_rows(run_dir: Path) -> dict[str, list[dict]]:
+    """Artifact -> one row per layer (LAYER_COLUMNS' keys), for each file of the run whose
+    layers have widths of their own (the packed variant; quantize's stage.json)."""
+    path = Path(run_dir) / "quantize" / "stage.json"
+    if not path.is_file():
+        raise CompressError(f"{path} does not exist: is {run_dir} a finished run folder?")
+    found = {}
+    for stem, entry in read_json(path)["metrics"].items():
+        if not isinstance(entry, dict) or "bits" not in entry:
+            continue
+        evidence = entry.get("allocation", {}).get("layers", {})
+        found[stem] = [
+            {
+                "layer": layer,
+                "bits": bits,
+                **{k: evidence.get(layer, {}).get(k) for k in ("weights", "nonzero", "bytes")},
+                "delta": -evidence[layer]["drop"] if layer in evidence else None,
+            }
+            for layer, bits in entry["bits"].items()
+        ]
+    return found
+
+
+def format_layers(run_dir: Path, fmt: str = "table") -> str:
+    """The per-layer widths of the run's packed files ("auto": with the measured evidence)."""
+    found = layer_rows(run_dir)
+    if not found:
+        raise CompressError(
+            f"{run_dir} has no file with per-layer widths (quantize variant packed)"
+        )
+    if fmt == "csv":
+        return tables.csv_text(
+            ["artifact", *(k for k, _, _ in LAYER_COLUMNS)],
+            [{"artifact": stem, **row} for stem, rows in found.items() for row in rows],
+        )
+    lines = []
+    for stem, rows in found.items():
+        headers, body = tables.cells(LAYER_COLUMNS, rows)
+        render = tables.markdown if fmt == "md" else tables.text
+        lines += [f"{stem}:", *render(headers, body), ""]
+    return "\n".join(lines)

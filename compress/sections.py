@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from compress.bits import check_widths
 
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
@@ -112,8 +114,15 @@ class OptimConfig(Section):
     l1: L1Config = L1Config()
     distill: DistillConfig = DistillConfig()
     # Quantization-aware training: 0 off, or 4 / 8 to train against the per-channel
-    # symmetric int4 / int8 weights that [quantize] static-int4 / static will store.
-    qat_bits: Literal[0, 4, 8] = 0
+    # symmetric int4 / int8 weights that [quantize] static-int4 / static will store; 2 to 8
+    # or a table by layer ({ default = 4, "fc1" = 2 }) for the packed variant's widths;
+    # "quantize": each layer at the width [quantize] bits gives it.
+    qat_bits: Literal["quantize"] | int | dict[str, int] = 0
+
+    @field_validator("qat_bits")
+    @classmethod
+    def _qat_widths(cls, value):
+        return value if value in (0, "quantize") else check_widths(value)
 
     @model_validator(mode="after")
     def _nesterov_needs_momentum(self) -> OptimConfig:
@@ -140,10 +149,16 @@ class ShareConfig(Section):
     exact zero, the assignments held and the levels trained for `epochs` at `lr` (the other
     [finetune] settings, without qat_bits)."""
 
-    bits: Annotated[int, Field(ge=0, le=8)] = 0  # 0: off; 2-4 is the useful range
+    # 0: off; 2-4 is the useful range; or a table by layer: { default = 3, "fc1" = 2 }
+    bits: int | dict[str, int] = 0
     epochs: NonNegativeInt = 2
     lr: float = Field(1e-4, gt=0.0)
     biases: bool = False  # biases get a codebook of their own too (small models: they weigh)
+
+    @field_validator("bits")
+    @classmethod
+    def _share_widths(cls, value):
+        return value if value == 0 else check_widths(value, low=1)
 
 
 class FinetuneConfig(OptimConfig):

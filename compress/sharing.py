@@ -1,6 +1,7 @@
 """Trained weight sharing: a small per-layer codebook, the assignments held, the centroids trained.
 
     sharing = WeightSharing(model, bits=3)     # k-means per layer on the non-zero weights
+    sharing = WeightSharing(model, bits={"default": 3, "fc1": 2})   # levels per layer
     fit(model, data, config, run, "share", modifiers=[sharing])  # trains the codebooks
     sharing.entropy()                          # bits per non-zero weight of the codes
 
@@ -29,6 +30,7 @@ import torch.nn as nn
 
 from compress.modifier import Modifier
 from compress.pruning.masks import PRUNABLE, ensure_masked, recompute
+from compress.bits import Widths, widest, widths_for
 
 CODEBOOK = "weight_codebook"  # the trainable non-zero levels
 CODES = "weight_codes"  # buffer: 0 = the exact zero level, k = codebook[k - 1]
@@ -87,27 +89,28 @@ def _shared_tensors(module: nn.Module, inputs) -> None:
 class WeightSharing(Modifier):
     """Attaches a codebook and codes to every Linear/Conv layer of a (pruned) model."""
 
-    def __init__(self, model: nn.Module, bits: int, biases: bool = False):
-        if not 1 <= bits <= 8:
+    def __init__(self, model: nn.Module, bits: Widths, biases: bool = False):
+        self.layers = {n: m for n, m in model.named_modules() if isinstance(m, PRUNABLE)}
+        self.widths = widths_for(bits, self.layers, "finetune.share.bits")
+        if not all(1 <= b <= 8 for b in self.widths.values()):
             raise ValueError(f"weight sharing takes 1 to 8 bits, not {bits}")
         self.bits = bits
-        self.layers = {n: m for n, m in model.named_modules() if isinstance(m, PRUNABLE)}
         self.tensors = ("weight", "bias") if biases else ("weight",)
         self.handles = []
         self.baked_codes: dict[str, torch.Tensor] = {}  # the codes, kept by bake for entropy()
-        for module in self.layers.values():
+        for name, module in self.layers.items():
             for tensor in self.tensors:
                 if getattr(module, tensor, None) is None:
                     continue
                 ensure_masked(module, tensor)  # the tensor becomes computed: the hook can set it
                 if not hasattr(module, f"{tensor}_codebook"):
-                    self._cluster(module, tensor)
+                    self._cluster(module, tensor, self.widths[name])
             self.handles.append(module.register_forward_pre_hook(_shared_tensors))
 
-    def _cluster(self, module: nn.Module, tensor: str) -> None:
+    def _cluster(self, module: nn.Module, tensor: str, bits: int) -> None:
         values = getattr(module, tensor).detach()
         nonzero = values != 0
-        centroids, assign = kmeans_1d(values[nonzero], 2**self.bits - 1)
+        centroids, assign = kmeans_1d(values[nonzero], 2**bits - 1)
         codes = torch.zeros(values.shape, dtype=torch.long, device=values.device)
         codes[nonzero] = assign.to(values.device) + 1
         module.register_parameter(f"{tensor}_codebook", nn.Parameter(centroids.to(values.device)))
@@ -121,7 +124,7 @@ class WeightSharing(Modifier):
             "bits": self.bits,
             "code_entropy_bits": round(code_entropy(total), 4),
             "layers": {n: round(code_entropy(c), 4) for n, c in codes.items()},
-            "max_bits": math.log2(2**self.bits - 1),
+            "max_bits": math.log2(2 ** widest(self.bits) - 1),
         }
 
     def detach(self, model: nn.Module) -> None:

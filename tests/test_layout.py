@@ -33,6 +33,7 @@ FLOORS = {
     "compress.stats": 0,
     "compress.latency": 0,
     "compress.threads": 0,
+    "compress.bits": 0,
     "compress.modifier": 3,
     "compress.pruning": 3,
     "compress.qat": 3,

@@ -58,12 +58,20 @@ def copy_variant(monkeypatch):
 
 
 def test_the_builtin_variants_are_registered_in_their_order():
-    assert list(list_variants()) == ["dynamic", "static", "static-int4", "packed-int4", "codebook"]
+    assert list(list_variants()) == [
+        "dynamic",
+        "static",
+        "static-int4",
+        "packed-int4",
+        "packed",
+        "codebook",
+    ]
     assert [get_variant(v).suffix for v in list_variants()] == [
         "int8-dynamic",
         "int8-static",
         "int4-static",
         "int4-packed",
+        "packed",
         "codebook",
     ]
 
@@ -123,7 +131,10 @@ def test_calibration_is_read_by_a_variant_that_needs_a_static_one():
 def test_the_packed_table_is_ignored_without_packed_int4():
     config = parse_pipeline({"quantize": {"variants": ["static-int4"]}}, name="p")
     assert ignored_by(config, "quantize.packed.scales") == (
-        "quantize.variants has no packed-int4; [quantize] packed is read by it only"
+        "quantize.variants has no packed-int4 or packed; [quantize] packed is read by it only"
+    )
+    assert ignored_by(config, "quantize.bits") == (
+        "quantize.variants has no packed; [quantize] bits is read by it only"
     )
 
 

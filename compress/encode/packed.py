@@ -12,7 +12,10 @@ stored as:
   (the first is the position itself); a gap over 255 is split by filler entries of 255
   whose code is 0, which write a zero where a zero already is;
 - `<w>.codes`  the codes of those entries, in the weight's own integer type (4 bits each
-  for int4);
+  for int4), or, for a weight of another width b (PackOptions.widths: 2, 3, 5, 6, 7 bits),
+  as a bit stream: each code minus the smallest code of its width, in b bits, least
+  significant bit first, 8 / b codes to a byte (`pack_bits`), its length in bits in
+  `<w>.bitlen`;
 - `<w>.scale`  the per-channel scales (float32, or float16 with `scales = "float16"`).
 
 The dense float weight is rebuilt by standard ops whose inputs are all initializers:
@@ -21,6 +24,11 @@ The dense float weight is rebuilt by standard ops whose inputs are all initializ
     weight    = Reshape(ScatterND(ConstantOfShape([size]), positions, values), shape) * scale
 
 (the gap stream and its decode ops are compress.encode.gaps, which codebook files share).
+A bit stream is read by standard ops too: BitShift(Unsqueeze(bytes), [0..7]) & 1 gives its
+bits, Slice keeps the first `bitlen`, and MatMul with [1, 2, 4, ...] (after a Reshape to
+one row per code) plus the smallest code gives the codes as floats. A weight denser than
+about a third is stored whole instead (`<w>.q`, or `<w>.qbits` + `<w>.qshape` as a bit
+stream).
 
 onnxruntime constant-folds such a subgraph once, when the session is created, so
 inference runs the same dense float kernels as the float model (and holds the weight
@@ -44,8 +52,10 @@ which rounds differently (on LeNet-300: logits up to 0.32 apart, the same top-1 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
+import ml_dtypes
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -54,6 +64,7 @@ from compress.encode import gaps as stream
 from compress.encode.gaps import MAX_GAP, decode_gaps, encode_gaps
 from compress.encode.onnx_tools import smaller_walk, xz_size
 from compress.errors import CompressError
+from compress.bits import code_range
 
 ENCODING_NOTE = (
     "packed: each weight is stored as its non-zero positions (uint8 gaps), codes and "
@@ -63,6 +74,7 @@ ENCODING_NOTE = (
 )
 _INT4_OPSET = 21  # Cast from 4-bit integer types is defined from opset 21
 _SIGNED = {TensorProto.INT4, TensorProto.INT8}
+_AXES1 = np.array([1], np.int64)
 MAX_STEP = MAX_GAP
 
 
@@ -73,6 +85,33 @@ class PackOptions:
     linear: str = (
         "float"  # float: MatMul on the rebuilt weight | matmulnbits: com.microsoft.MatMulNBits
     )
+    # Float initializer (the weight a DequantizeLinear rebuilds) -> the width of its codes:
+    # a width its integer type does not have natively (not int4 at 4, int8 at 8) is stored
+    # as a bit stream. Weights not named keep their type.
+    widths: Mapping[str, int] = field(default_factory=dict)
+
+
+def pack_bits(codes: np.ndarray, bits: int) -> np.ndarray:
+    """uint8 bytes holding each code minus its width's smallest code in `bits` bits, least
+    significant bit first (the last byte padded with zeros)."""
+    offset = codes.astype(np.int16).reshape(-1) - code_range(bits)[0]
+    planes = (offset[:, None] >> np.arange(bits)) & 1
+    return np.packbits(planes.astype(np.uint8).reshape(-1), bitorder="little")
+
+
+def unpack_bits(data: np.ndarray, count: int, bits: int) -> np.ndarray:
+    """The `count` codes of a `pack_bits` stream (what its decode ops compute)."""
+    planes = np.unpackbits(data, bitorder="little")[: count * bits].reshape(count, bits)
+    return (planes.astype(np.int16) << np.arange(bits)).sum(1) + code_range(bits)[0]
+
+
+def stored_width(init: onnx.TensorProto, width: int | None) -> int | None:
+    """The width to store an integer initializer's codes at as a bit stream, or None to keep
+    its own type (no width asked, or int4 at 4 bits, int8 at 8)."""
+    if width is None:
+        return None
+    native = {TensorProto.INT4: 4, TensorProto.UINT4: 4, TensorProto.INT8: 8, TensorProto.UINT8: 8}
+    return None if native.get(init.data_type) == width else width
 
 
 def delta_stream(flat_codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -114,6 +153,53 @@ class _Builder:
             self.const(name, array)
         return name
 
+    def values(self, name: str, codes: np.ndarray, width: int | None, output: str) -> str:
+        """The codes as a flat float tensor: stored in their own type and cast, or (`width`)
+        as a bit stream and read by the ops in the module docstring."""
+        if width is None:
+            return self.node("Cast", [self.const(name, codes)], output, to=TensorProto.FLOAT)
+        count = int(codes.size)
+        data = self.node(
+            "Unsqueeze",
+            [self.const(name, pack_bits(codes, width)), self.shared("packed.axes1", _AXES1)],
+            f"{output}.bytes",
+        )
+        shifts = self.shared("packed.shifts", np.arange(8, dtype=np.uint8))
+        shifted = self.node("BitShift", [data, shifts], f"{output}.shifted", direction="RIGHT")
+        bit = self.node(
+            "BitwiseAnd",
+            [shifted, self.shared("packed.bit", np.array(1, np.uint8))],
+            f"{output}.bit",
+        )
+        bits = self.node(
+            "Reshape",
+            [
+                self.node("Cast", [bit], f"{output}.bitf", to=TensorProto.FLOAT),
+                self.shared("packed.flat", np.array([-1], np.int64)),
+            ],
+            f"{output}.bits",
+        )
+        used = self.node(
+            "Slice",
+            [
+                bits,
+                self.shared("packed.start", np.array([0], np.int64)),
+                self.const(
+                    f"{name.rpartition('.')[0]}.bitlen", np.array([count * width], np.int64)
+                ),
+            ],
+            f"{output}.used",
+        )
+        rows = self.node(
+            "Reshape",
+            [used, self.shared(f"packed{width}.rows", np.array([-1, width], np.int64))],
+            f"{output}.rows",
+        )
+        powers = self.shared(f"packed{width}.powers", 2.0 ** np.arange(width, dtype=np.float32))
+        offset = self.node("MatMul", [rows, powers], f"{output}.offset")
+        smallest = np.array(code_range(width)[0], np.float32)
+        return self.node("Add", [offset, self.shared(f"packed{width}.qmin", smallest)], output)
+
     def scale(self, base: str, scale: np.ndarray, shape: list[int], axis: int, dtype: str) -> str:
         """The scale as a float tensor that broadcasts over a weight of `shape` along `axis`."""
         if scale.ndim == 1 and len(shape) > 1:
@@ -131,11 +217,11 @@ def _stream_bytes(steps: np.ndarray, values: np.ndarray) -> int:
     return xz_size(steps, values.astype(np.int8))
 
 
-def _sparse_is_smaller(init: onnx.TensorProto) -> bool:
+def _sparse_is_smaller(init: onnx.TensorProto, width: int | None = None) -> bool:
     """Whether steps + codes take fewer bytes than all the codes (weights denser than ~1/3 do
     not)."""
     codes = _array(init)
-    bits = 4 if init.data_type in (TensorProto.INT4, TensorProto.UINT4) else 8
+    bits = width or (4 if init.data_type in (TensorProto.INT4, TensorProto.UINT4) else 8)
     entries = len(delta_stream(codes.flatten())[0])
     return entries * (8 + bits) < codes.size * bits
 
@@ -145,7 +231,7 @@ def _array(init: onnx.TensorProto) -> np.ndarray:
 
 
 def _rebuild_sparse(
-    b: _Builder, dq: onnx.NodeProto, options: PackOptions, output: str
+    b: _Builder, dq: onnx.NodeProto, options: PackOptions, output: str, width: int | None
 ) -> tuple[str, str]:
     """A symmetric integer weight -> steps, codes, scales and the subgraph that rebuilds it."""
     x = b.inits[dq.input[0]]
@@ -156,7 +242,6 @@ def _rebuild_sparse(
         codes, delta_stream, cost=lambda e: _stream_bytes(*e)
     )
     steps_name = b.const(f"{base}.steps", steps)
-    codes_name = b.const(f"{base}.codes", values)
     indices = stream.positions(
         b.node,
         steps_name,
@@ -167,7 +252,7 @@ def _rebuild_sparse(
     zeros = stream.zeros(
         b.node, b.const(f"{base}.size", np.array([codes.size], np.int64)), f"{base}.zeros"
     )
-    floats = b.node("Cast", [codes_name], f"{base}.values", to=TensorProto.FLOAT)
+    floats = b.values(f"{base}.codes", values, width, f"{base}.values")
     dense = stream.scatter(
         b.node,
         zeros,
@@ -186,13 +271,18 @@ def _rebuild_sparse(
 
 
 def _rebuild_dense(
-    b: _Builder, dq: onnx.NodeProto, options: PackOptions, output: str
+    b: _Builder, dq: onnx.NodeProto, options: PackOptions, output: str, width: int | None
 ) -> tuple[str, str]:
-    """A dequantized initializer kept whole (a bias): (float(q) - zero point) * scale."""
+    """A dequantized initializer kept whole (a bias, a dense weight): (float(q) - zero point)
+    * scale."""
     base = dq.input[0].removesuffix("_quantized")
     x = b.inits[dq.input[0]]
-    stored = b.const(f"{base}.q", _array(x))
-    value = b.node("Cast", [stored], f"{base}.qf", to=TensorProto.FLOAT)
+    if width is None:
+        value = b.values(f"{base}.q", _array(x), None, f"{base}.qf")
+    else:  # a bit stream, back to the weight's shape
+        flat = b.values(f"{base}.qbits", _array(x), width, f"{base}.qflat")
+        shape = b.const(f"{base}.qshape", np.array(x.dims, np.int64))
+        value = b.node("Reshape", [flat, shape], f"{base}.qf")
     zero = _array(b.inits[dq.input[2]]) if len(dq.input) > 2 and dq.input[2] else None
     if zero is not None and np.any(zero != 0):
         value = b.node(
@@ -335,15 +425,16 @@ def pack_model(
         zero = (
             _array(b.inits[node.input[2]]) if len(node.input) > 2 and node.input[2] else np.zeros(1)
         )
+        width = stored_width(x, options.widths.get(output))
         if (
             x.data_type in _SIGNED
             and len(x.dims) >= 2
             and not np.any(zero)
-            and _sparse_is_smaller(x)
+            and _sparse_is_smaller(x, width)
         ):
-            codes, scale = _rebuild_sparse(b, node, options, output)
+            codes, scale = _rebuild_sparse(b, node, options, output, width)
         else:
-            codes, scale = _rebuild_dense(b, node, options, output)
+            codes, scale = _rebuild_dense(b, node, options, output, width)
         if x.data_type == TensorProto.INT4 and len(x.dims) == 2 and not np.any(zero):
             four_bit[output] = (codes, scale, tuple(x.dims))
     if not replaced:
@@ -387,3 +478,73 @@ def pack_model(
         model.opset_import.extend(kept)
     model.ir_version = max(model.ir_version, 10)
     return model
+
+
+def layer_weights(model: onnx.ModelProto) -> dict[str, tuple[str, int]]:
+    """Layer (module name) -> (its weight initializer, the axis of its output channels): the
+    constant weights of Conv ([out, in, ...]: axis 0) and MatMul ([in, out]: axis 1) nodes,
+    named `<layer>.weight` as the export names them."""
+    inits = {i.name for i in model.graph.initializer}
+    found = {}
+    for node in model.graph.node:
+        if node.op_type in ("Conv", "MatMul") and len(node.input) > 1 and node.input[1] in inits:
+            weight = node.input[1]
+            found[weight.removesuffix(".weight")] = (weight, 0 if node.op_type == "Conv" else 1)
+    return found
+
+
+def quantize_weight(
+    weight: np.ndarray, bits: int, axis: int, scales: str = "float32"
+) -> tuple[np.ndarray, np.ndarray]:
+    """(int8 codes, float32 scale per channel along `axis`) of a float weight at `bits`, as
+    compress.qat.fake_quantize computes them (float32 arithmetic, round half to even); with
+    `scales = "float16"` the scale the file stores is that scale in float16."""
+    qmin, qmax = code_range(bits)
+    moved = np.moveaxis(weight.astype(np.float32), axis, 0)
+    absmax = np.maximum(np.abs(moved.reshape(len(moved), -1)).max(1), np.float32(1e-12))
+    scale = (np.float32(2) * absmax / np.float32(qmax - qmin)).astype(np.float32)
+    shape = [1] * moved.ndim
+    shape[0] = -1
+    codes = np.clip(np.round(moved / scale.reshape(shape)), qmin, qmax).astype(np.int8)
+    if scales == "float16":
+        scale = scale.astype(np.float16).astype(np.float32)
+    return np.moveaxis(codes, 0, axis), scale
+
+
+def dequantized(weight: np.ndarray, bits: int, axis: int, scales: str = "float32") -> np.ndarray:
+    """The float weight a packed file at `bits` rebuilds from `weight`."""
+    codes, scale = quantize_weight(weight, bits, axis, scales)
+    shape = [1] * weight.ndim
+    shape[axis] = -1
+    return (codes.astype(np.float32) * scale.reshape(shape)).astype(np.float32)
+
+
+def qdq_of(float_model: onnx.ModelProto, widths: Mapping[str, int], scales: str) -> onnx.ModelProto:
+    """A model of only DequantizeLinear nodes, one per weight of `widths` (initializer ->
+    bits), whose codes and scales are `quantize_weight`'s: what pack_model packs (with
+    `activations = "float"`) into the float model's graph."""
+    axes = dict(layer_weights(float_model).values())
+    inits = {i.name: i for i in float_model.graph.initializer}
+    nodes, tensors = [], []
+    for name, bits in widths.items():
+        codes, scale = quantize_weight(numpy_helper.to_array(inits[name]), bits, axes[name], scales)
+        if bits == 4:  # stored in onnx's own 4-bit type, two to a byte, as static-int4's
+            codes = codes.astype(ml_dtypes.int4)
+        tensors += [
+            numpy_helper.from_array(codes, f"{name}_quantized"),
+            numpy_helper.from_array(scale, f"{name}_scale"),
+            numpy_helper.from_array(np.zeros(scale.shape, np.int8), f"{name}_zero_point"),
+        ]
+        node_inputs = [f"{name}_quantized", f"{name}_scale", f"{name}_zero_point"]
+        nodes.append(
+            helper.make_node("DequantizeLinear", node_inputs, [f"{name}_dq"], axis=axes[name])
+        )
+    graph = helper.make_graph(nodes, "qdq", [], [], tensors)
+    return helper.make_model(graph)
+
+
+def weight_bytes(codes: np.ndarray, bits: int) -> int:
+    """Bytes a packed weight's codes (and gaps) take at `bits`, by pack_model's choice:
+    sparse (a one-byte gap and a code per entry) or whole, whichever is smaller."""
+    entries = len(delta_stream(codes.reshape(-1))[0])
+    return -(-min(entries * (8 + bits), codes.size * bits) // 8)

@@ -12,13 +12,16 @@ how it writes its file):
                                                 activations
     packed-int4  -> <source>-int4-packed.onnx   static-int4's codes stored packed
                                                 (compress/encode/packed.py)
+    packed       -> <source>-packed.onnx        the same at each layer's width, [quantize]
+                                                bits (2-8; "auto": compress.variants.allocate)
     codebook     -> <source>-codebook.onnx      the weight-shared model as codes + codebooks,
                                                 rebuilt at load (compress.encode.codebook)
 
 Variants are written after the ones they need (packed-int4 packs static-int4's very codes
 and scales); a needed variant that is not asked for is written to a temporary folder only.
 Calibrated variants get the first `calibration_samples` training inputs (the same ones every
-run).
+run). With `bits = "auto"` the widths are chosen on the validation split first; the stage's
+JSON gives the packed artifact's widths (`bits`) and that choice's evidence (`allocation`).
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ from compress.encode.onnx_tools import get_metadata
 from compress.errors import ExportError
 from compress.stages.context import StageContext
 from compress.variants import VariantContext, get_variant, in_order
+from compress.variants.allocate import allocate
+from compress.variants.packed import layer_widths
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +61,7 @@ def write_variant(
     calibration: np.ndarray | None,
     inputs: Mapping[str, Path] | None = None,
     ir_version: int | None = None,
+    widths: Mapping[str, int] | None = None,
 ) -> None:
     """Write the `variant` of the float model at `source` to `target` (metadata kept).
 
@@ -67,8 +73,10 @@ def write_variant(
         for name in in_order([variant])[:-1]:
             if name not in inputs:
                 inputs[name] = Path(tmp) / f"{variant_name(source.stem, name)}.onnx"
-                write_variant(source, inputs[name], name, config, calibration, inputs, ir_version)
-        context = VariantContext(config, calibration, inputs, ir_version)
+                write_variant(
+                    source, inputs[name], name, config, calibration, inputs, ir_version, widths
+                )
+        context = VariantContext(config, calibration, inputs, ir_version, widths)
         get_variant(variant)().write(source, target, context)
 
 
@@ -88,6 +96,7 @@ def run(ctx: StageContext) -> dict:
         used = get_metadata(onnx.load(str(source), load_external_data=False)).get("inputs")
         if used:  # a file that takes only the used inputs is calibrated on those
             calibration = take_used(calibration, json.loads(used))
+    widths, extra = _packed_widths(ctx, source, config)
     written: dict[str, Path] = {}
     for variant in in_order(config.variants):
         if variant not in config.variants:
@@ -95,7 +104,14 @@ def run(ctx: StageContext) -> dict:
         target = ctx.output(f"{variant_name(config.source, variant)}.onnx")
         started = time.perf_counter()
         write_variant(
-            source, target, variant, config, calibration, written, ctx.config.export.ir_version
+            source,
+            target,
+            variant,
+            config,
+            calibration,
+            written,
+            ctx.config.export.ir_version,
+            widths,
         )
         written[variant] = target
         log.info(
@@ -106,6 +122,37 @@ def run(ctx: StageContext) -> dict:
             time.perf_counter() - started,
         )
     return {
-        target.stem: {"path": str(target.relative_to(ctx.run_dir)), "bytes": target.stat().st_size}
-        for target in (written[v] for v in config.variants)
+        target.stem: {
+            "path": str(target.relative_to(ctx.run_dir)),
+            "bytes": target.stat().st_size,
+            **(extra if variant == "packed" else {}),
+        }
+        for variant, target in ((v, written[v]) for v in config.variants)
     }
+
+
+def _packed_widths(
+    ctx: StageContext, source: Path, config: QuantizeConfig
+) -> tuple[dict[str, int] | None, dict]:
+    """Each layer's width for the packed variant ([quantize] bits; "auto": chosen on the
+    validation split) and what the stage's JSON says of it."""
+    if "packed" not in config.variants:
+        return None, {}
+    model = onnx.load(str(source))
+    if config.bits != "auto":
+        widths = layer_widths(model, config.bits)
+        return widths, {"bits": widths}
+    images, labels = ctx.data.tensors("val")
+    images = images.numpy().astype(np.float32)
+    used = get_metadata(model).get("inputs")
+    if used:
+        images = take_used(images, json.loads(used))
+    started = time.perf_counter()
+    choice = allocate(model, images, labels.numpy(), config.auto, config.packed.scales)
+    log.info(
+        "bits = auto: %s (validation drop %.2f points, %.1fs)",
+        choice["bits"],
+        choice["measured_drop"],
+        time.perf_counter() - started,
+    )
+    return choice["bits"], {"bits": choice["bits"], "allocation": choice}

@@ -37,6 +37,9 @@ class VariantContext:
     calibration: np.ndarray | None = None  # training inputs, for variants with `calibrated`
     inputs: Mapping[str, Path] = field(default_factory=dict)  # variant in `needs` -> its file
     ir_version: int | None = None  # [export] ir_version: the IR version files declare at least
+    # Layer -> bits for the variants that read [quantize] bits, as the quantize stage
+    # resolved it (for bits = "auto", its choice); None: the variant reads the config.
+    widths: Mapping[str, int] | None = None
 
 
 @dataclass
