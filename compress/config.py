@@ -25,6 +25,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from compress.bits import MAX_BITS, MIN_BITS, check_widths
 from compress.errors import CompressError, ConfigError, closest
 from compress.files import NAME_RULE, is_plain_name
 from compress.sections import (  # the sections that stand alone, imported from here too
@@ -46,7 +47,6 @@ from compress.sections import (  # the sections that stand alone, imported from 
     TrainConfig,
     VerifyConfig,
 )
-from compress.bits import MAX_BITS, MIN_BITS, check_widths
 
 __all__ = [
     "BudgetConfig",

@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from compress.bits import check_layers
 from compress.budget import check_artifacts, limits_of
 from compress.cache import StageCache
 from compress.checkpoint import build_from_spec, load_user_weights, model_spec
@@ -51,7 +52,6 @@ from compress.results import DENSE, Artifact, Report, RunReport
 from compress.stages import export, finetune, prune, quantize, train, verify
 from compress.stages.context import StageContext
 from compress.version import __version__
-from compress.bits import check_layers
 
 log = logging.getLogger(__name__)
 

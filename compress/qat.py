@@ -20,9 +20,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from compress.bits import Widths, code_range, widths_for
 from compress.modifier import Modifier
 from compress.pruning.masks import PRUNABLE, ensure_masked
-from compress.bits import Widths, code_range, widths_for
 
 
 def fake_quantize(weight: torch.Tensor, bits: int) -> torch.Tensor:

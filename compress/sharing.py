@@ -28,9 +28,9 @@ import math
 import torch
 import torch.nn as nn
 
+from compress.bits import Widths, widest, widths_for
 from compress.modifier import Modifier
 from compress.pruning.masks import PRUNABLE, ensure_masked, recompute
-from compress.bits import Widths, widest, widths_for
 
 CODEBOOK = "weight_codebook"  # the trainable non-zero levels
 CODES = "weight_codes"  # buffer: 0 = the exact zero level, k = codebook[k - 1]

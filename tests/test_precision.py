@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from compress.bits import code_range, widths_for
 from compress.cli import main
 from compress.config import AutoBitsConfig, PackedConfig, QuantizeConfig, parse_pipeline
 from compress.encode.cost import session_weight_bytes
@@ -26,7 +27,6 @@ from compress.sharing import WeightSharing
 from compress.stages.export import export_onnx
 from compress.stages.quantize import write_variant
 from compress.variants.allocate import _knapsack, allocate
-from compress.bits import code_range, widths_for
 
 MIXED = {"default": 4, "net.1": 2, "net.3": 6}
 DECODE_OPS = {"BitShift", "BitwiseAnd", "Slice", "MatMul"}  # a bit stream read back

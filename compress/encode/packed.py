@@ -60,11 +60,11 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from compress.bits import code_range
 from compress.encode import gaps as stream
 from compress.encode.gaps import MAX_GAP, decode_gaps, encode_gaps
 from compress.encode.onnx_tools import smaller_walk, xz_size
 from compress.errors import CompressError
-from compress.bits import code_range
 
 ENCODING_NOTE = (
     "packed: each weight is stored as its non-zero positions (uint8 gaps), codes and "

@@ -22,6 +22,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from compress.bits import widths_for
 from compress.encode.onnx_tools import compact_names
 from compress.encode.packed import (
     ENCODING_NOTE,
@@ -35,7 +36,6 @@ from compress.errors import CompressError
 from compress.variants.base import StoredCount, Variant, VariantContext
 from compress.variants.quantizer import finish
 from compress.variants.registry import register_variant
-from compress.bits import widths_for
 
 # The parts of a packed weight `<w>` (compress.encode.packed): `.codes` stands for the whole
 # weight, whose shape is `.shape`; its gaps, scales and zero points are auxiliary.
