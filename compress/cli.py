@@ -59,7 +59,8 @@ class CompressGroup(click.Group):
         try:
             return super().invoke(ctx)
         except CompressError as exc:
-            click.echo(f"error: {_one_line(exc)}", err=True)
+            if not _reported_by_launcher(exc):
+                click.echo(f"error: {_one_line(exc)}", err=True)
             sys.exit(exc.exit_status)
         except KeyboardInterrupt:
             click.echo(
@@ -68,6 +69,8 @@ class CompressGroup(click.Group):
             )
             sys.exit(130)
         except Terminated:
+            if _reported_by_launcher(None):
+                sys.exit(143)
             click.echo(
                 "terminated; run the same command again to resume (finished stages are kept)",
                 err=True,
@@ -79,6 +82,14 @@ class CompressGroup(click.Group):
                 raise
             click.echo(f"error: {_one_line(file_system_error(error))}", err=True)
             sys.exit(1)
+
+
+def _reported_by_launcher(exc: CompressError | None) -> bool:
+    """Under `compress run --nproc`, a process stopped because another did (SIGTERM from the
+    launcher, a lost peer) prints nothing: the launcher names the one that stopped first."""
+    from compress.distributed import PeerLost, launched
+
+    return launched() and (exc is None or isinstance(exc, PeerLost))
 
 
 @click.group(cls=CompressGroup)
@@ -146,7 +157,15 @@ def device_option(help_text: str):
     help="Exit with status 3 when an artifact's status is a warning "
     "(at chance while training accuracy is high).",
 )
-def run(pipeline, out_dir, data_root, device, force, from_stage, no_progress, threads, strict):
+@click.option(
+    "--nproc",
+    type=click.IntRange(min=1),
+    help="Train in N processes on this machine (data parallel through torch.distributed.run, "
+    "gloo on the CPU, nccl on GPUs); [data] batch_size stays the global batch.",
+)
+def run(
+    pipeline, out_dir, data_root, device, force, from_stage, no_progress, threads, strict, nproc
+):
     """Run PIPELINE (a .toml file) and print the size/accuracy/latency table (its main
     columns, fitted to the terminal; `compress report RUN_DIR --wide` shows them all).
 
@@ -162,6 +181,8 @@ def run(pipeline, out_dir, data_root, device, force, from_stage, no_progress, th
     from compress.threads import default_threads, torch_threads
 
     config = load_pipeline(pipeline)
+    if nproc is not None and nproc > 1:
+        return _launch(config, nproc, data_root, device)
     with torch_threads(threads or default_threads()):
         report = run_pipeline(
             config,
@@ -172,6 +193,8 @@ def run(pipeline, out_dir, data_root, device, force, from_stage, no_progress, th
             from_stage=from_stage,
             progress=not no_progress and sys.stderr.isatty(),
         )
+    if "artifacts" not in report:  # a rank other than 0 (compress.distributed): rank 0 reports
+        return
     click.echo(format_table(report, terminal_width()))
     run_dir = out_dir or Path("runs") / config.name
     click.echo(f"\nreport: {run_dir / 'report.md'} ({report['total_seconds']:.1f}s of work)")
@@ -189,6 +212,34 @@ def run(pipeline, out_dir, data_root, device, force, from_stage, no_progress, th
             f"--strict: {names} at chance while training accuracy is high "
             f"(the warnings above; the report is written)"
         )
+
+
+def _launch(config, nproc: int, data_root, device: str) -> None:
+    """`compress run --nproc N`: check everything once here (a mistake is one line, before
+    any process starts), then the same command without --nproc in N processes."""
+    import torch
+
+    from compress.distributed import launch
+    from compress.pipeline import check_inputs
+
+    if device == "cuda" and torch.cuda.device_count() < nproc:
+        raise CompressError(
+            f"--nproc {nproc} --device cuda: this machine has {torch.cuda.device_count()} GPUs"
+        )
+    check_inputs(config, data_root)
+    launch(nproc, _without_nproc(sys.argv[1:]))
+
+
+def _without_nproc(args: list[str]) -> list[str]:
+    kept, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            kept.append(arg)
+    return kept
 
 
 @main.command()

@@ -31,6 +31,7 @@ FLOORS = {
     "compress.data": 2,
     "compress.stats": 0,
     "compress.threads": 0,
+    "compress.distributed": 0,
     "compress.modifier": 3,
     "compress.pruning": 3,
     "compress.qat": 3,
