@@ -184,7 +184,11 @@ def shard(n: int) -> tuple[slice, float]:
         return slice(None), 1.0
     import torch.distributed as dist
 
-    size, rank = dist.get_world_size(), dist.get_rank()
+    return part_of(n, dist.get_world_size(), dist.get_rank())
+
+
+def part_of(n: int, size: int, rank: int) -> tuple[slice, float]:
+    """shard() for a world of `size`, at `rank`."""
     base, extra = divmod(n, size)
     start = rank * base + min(rank, extra)
     count = base + (1 if rank < extra else 0)
@@ -305,9 +309,17 @@ def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
 # ---------------------------------------------------------------- files between ranks
 
 
-def scratch_dir() -> Path:
-    """A private folder for a rank other than 0 (what it writes is never kept)."""
-    return Path(tempfile.mkdtemp(prefix=f"compress-rank{world().rank}-"))
+def scratch_dir(run_dir: Path) -> Path:
+    """The private folder of a rank other than 0 for the run folder `run_dir` (what it writes
+    there is never kept): named after both, so that a rerun after a rank was killed clears
+    what the killed one left."""
+    import hashlib
+
+    tag = hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:12]
+    path = Path(tempfile.gettempdir()) / f"compress-rank{world().rank}-{tag}"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
 
 
 def remove_scratch(path: Path) -> None:

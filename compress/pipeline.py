@@ -292,7 +292,8 @@ def run_pipeline(
         raise CompressError("a shared stage cache is for one process per run; leave it out")
     # ranks other than 0 write only to a scratch folder of their own (compress.distributed)
     main = distributed.world().main or not distributed.active()
-    run_dir = Path(out_dir or Path("runs") / config.name) if main else distributed.scratch_dir()
+    run_dir = Path(out_dir or Path("runs") / config.name)
+    run_dir = run_dir if main else distributed.scratch_dir(run_dir)
     keys = stage_keys(config, data)
     rerun_from = 0 if force else (STAGE_NAMES.index(from_stage) if from_stage else len(STAGES))
     cache = StageCache(cache_dir) if cache_dir is not None else None
