@@ -622,6 +622,13 @@ def tune(
     help="CPU threads per trial [default: 1 on 2 CPUs or fewer, else the idle CPUs shared out "
     "among --jobs, at most 4 each].",
 )
+@click.option(
+    "--storage",
+    metavar="URL",
+    help="Optuna storage several `compress search` processes (on one or more machines) share: "
+    "a journal file on a shared folder (journal:///path/study.log or a path) or a database "
+    "URL (sqlite:///..., postgresql://...) [default: OUT/study.journal].",
+)
 @data_root_option
 @device_option("Where to train.")
 @_cache_option
@@ -634,11 +641,11 @@ def search(
     out_dir,
     jobs,
     ray_address,
-    seed,
     threads,
     data_root,
     device,
     cache_dir,
+    **study,  # --seed and --storage: where the study lives and how it samples
 ):
     """Search settings of PIPELINE (say L1 strength and pruning threshold together) with Optuna.
 
@@ -647,7 +654,7 @@ def search(
     kept in OUT/study.journal, so the same command after Ctrl-C continues it. Writes
     OUT/search.json, search.md, search-history.png and search-front.png.
     """
-    from compress.analysis.search import run_search
+    from compress.analysis.search import StudyOptions, run_search
     from compress.analysis.search_report import format_table
     from compress.analysis.space import search_spaces
     from compress.config import load_pipeline
@@ -669,7 +676,7 @@ def search(
         cache_dir=cache_dir,
         device=device,
         threads=threads or default_threads(jobs),
-        seed=seed,
+        options=StudyOptions(study["seed"], study["storage"]),
     )
     click.echo(format_table(summary))
     click.echo(f"search: {out / 'search.md'}, {out / 'search-front.png'}, {out / 'search.json'}")

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +100,36 @@ def trial_score(rows: list[SearchArtifact], max_drop: float | None) -> SearchArt
 # ---------------------------------------------------------------- the study
 
 
+@dataclass(frozen=True)
+class StudyOptions:
+    """The sampler's seed, and the Optuna storage URL (None: `<out>/study.journal`)."""
+
+    seed: int = 0
+    storage: str | None = None
+
+
+def open_storage(out: Path, url: str | None = None):
+    """The Optuna storage of the study: `<out>/study.journal` by default; with --storage, a
+    journal file (`journal:///path/study.log` or a plain path, on a folder every machine
+    sees) or a database URL (`sqlite:///...`, `postgresql://...`, `mysql://...`), which
+    several `compress search` processes started apart share."""
+    from optuna.storages import JournalStorage, RDBStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    if url is None or url.startswith("journal://") or "://" not in url:
+        path = Path(url.removeprefix("journal://")) if url else out / STUDY_FILE
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return JournalStorage(JournalFileBackend(str(path)))
+        except OSError as exc:
+            raise CompressError(f"--storage {url}: {exc}") from None
+    try:
+        return RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+    except Exception as exc:  # a bad URL or driver, an unreachable server: one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CompressError(f"--storage {url}: {first}") from None
+
+
 def open_study(
     out: Path,
     objective: str,
@@ -108,17 +138,17 @@ def open_study(
     trials: int,
     seed: int,
     start: dict[str, Any] | None = None,
+    storage_url: str | None = None,
 ):
-    """Create or reopen the study in `<out>/study.journal`; a study made with other spaces,
+    """Create or reopen the study (open_storage); a study made with other spaces,
     objective or budget is an error (it would mix two searches). A new study's first trial
-    is `start` (the pipeline's own settings) when given."""
+    is `start` (the pipeline's own settings) when given; of processes starting at once on
+    one storage, only the one that creates the study queues it."""
     import optuna
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     out.mkdir(parents=True, exist_ok=True)
-    storage = JournalStorage(JournalFileBackend(str(out / STUDY_FILE)))
+    storage = open_storage(out, storage_url)
     settings = {
         "objective": objective,
         "spaces": [asdict(s) for s in spaces.values()],
@@ -146,13 +176,13 @@ def open_study(
         population = max(4, min(50, trials // 3))
         sampler = optuna.samplers.NSGAIISampler(seed=seed, population_size=population)
         directions = ["minimize", "maximize"]
-    study = optuna.create_study(
-        study_name="search",
-        storage=storage,
-        sampler=sampler,
-        directions=directions,
-        load_if_exists=True,
-    )
+    try:
+        study = optuna.create_study(
+            study_name="search", storage=storage, sampler=sampler, directions=directions
+        )
+    except optuna.exceptions.DuplicatedStudyError:  # another process made it first
+        study = optuna.load_study(study_name="search", storage=storage, sampler=sampler)
+        existing = True
     if not existing:
         study.set_user_attr("settings", settings)
         if start:
@@ -173,21 +203,70 @@ def _settings_text(settings: dict | None) -> str:
     return f"objective {settings['objective']}, max-drop {settings['max_drop']}, {spaces}"
 
 
-def recover_interrupted(study) -> int:
+def recover_interrupted(study, shared: bool = False) -> int:
     """Trials left running by an interrupted search: mark them failed (without an `error`,
     which is how they are told from real failures) and queue their settings again, so
-    that the rerun finishes them. Returns how many."""
+    that the rerun finishes them. Returns how many. On a shared storage (`shared`) other
+    processes' trials are running for real: only those of a process of this machine that
+    is gone are taken."""
     from optuna.trial import TrialState
 
-    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    stale = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if not shared or _owner_gone(t.user_attrs.get("worker"))
+    ]
     for t in stale:
         study.tell(t.number, state=TrialState.FAIL)
         study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
     return len(stale)
 
 
+def worker_id() -> str:
+    """Which process runs a trial (machine and process id), kept in the trial."""
+    import os
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _owner_gone(worker: str | None) -> bool:
+    import os
+    import socket
+
+    host, _, pid = (worker or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another machine's: it may still run it
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return int(pid) == os.getpid()  # this process's own, left by an earlier call
+
+
 def interrupted(trial) -> bool:
     return trial.state.name == "FAIL" and "error" not in trial.user_attrs
+
+
+def surplus(trial) -> bool:
+    """A trial asked for by one of several processes after the others had filled the
+    budget: given up at once, never run, left out of every count and table."""
+    return bool(trial.user_attrs.get("surplus"))
+
+
+def taken(study, before: int | None = None) -> int:
+    """Trials that fill the budget, over every process sharing the study: finished, failed
+    or running, not interrupted nor surplus (those numbered below `before` only)."""
+    from optuna.trial import TrialState
+
+    states = (TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING)
+    return sum(
+        1
+        for t in study.get_trials(deepcopy=False, states=states)
+        if not interrupted(t) and not surplus(t) and (before is None or t.number < before)
+    )
 
 
 def counted(study) -> int:
@@ -197,7 +276,7 @@ def counted(study) -> int:
     return sum(
         1
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
-        if not interrupted(t)
+        if not interrupted(t) and not surplus(t)
     )
 
 
@@ -217,10 +296,13 @@ def run_search(
     cache_dir: str | Path | None = None,
     device: str = "cpu",
     threads: int | None = None,
-    seed: int = 0,
+    options: StudyOptions = StudyOptions(),
 ) -> Search:
     """Run (or resume) the search; write `<out>/search.json`, `search.md`,
-    `search-history.png` and `search-front.png`; return the summary."""
+    `search-history.png` and `search-front.png`; return the summary. `storage`: an Optuna
+    storage URL several processes share (open_storage); the budget counts all their
+    trials, and each writes the summary of what is finished when its own trials end."""
+    seed, storage = options.seed, options.storage
 
     from compress.pipeline import check_inputs
 
@@ -252,9 +334,16 @@ def run_search(
     out = Path(settings.out)
 
     study = open_study(
-        out, objective, spaces, max_drop, trials, seed, start=file_settings(config, spaces)
+        out,
+        objective,
+        spaces,
+        max_drop,
+        trials,
+        seed,
+        start=file_settings(config, spaces),
+        storage_url=storage,
     )
-    retried = recover_interrupted(study)
+    retried = recover_interrupted(study, shared=storage is not None)
     if retried:
         log.info("search: resuming; %d interrupted trial(s) will run again", retried)
 
@@ -262,8 +351,7 @@ def run_search(
         jobs, ray_address, keep_going=True
     ) as runner:  # a failed trial is recorded, not raised
         # the reference: the pipeline as written; its dense model sets the accuracy bar
-        runner.submit(settings.task(REFERENCE, {}))
-        reference = runner.wait()[0]
+        reference = _reference(runner, settings)
         if "error" in reference:
             raise CompressError(
                 f"the reference run (the pipeline as written) failed: {reference['error']}"
@@ -273,9 +361,13 @@ def run_search(
         start = counted(study)
         if start:
             log.info("search: %d of %d trials already done in %s", start, trials, out)
-        while counted(study) + len(pending) < trials or pending:
-            while len(pending) < jobs and counted(study) + len(pending) < trials:
-                trial = study.ask()
+        asking = True
+        while asking or pending:
+            while asking and len(pending) < jobs:
+                trial = _ask(study, trials)
+                if trial is None:  # the budget is filled (over every process of the study)
+                    asking = False
+                    break
                 overrides = {key: suggest(trial, space) for key, space in spaces.items()}
                 name = f"trial-{trial.number:04d}"
                 trial.set_user_attr("overrides", overrides)
@@ -283,6 +375,8 @@ def run_search(
                 log.info("search: %s %s", name, overrides_text(overrides))
                 pending[name] = trial
                 runner.submit(settings.task(name, overrides))
+            if not pending:
+                break
             for result in runner.wait():
                 trial = pending.pop(result["name"])
                 _tell(study, trial, result, reference_val, max_drop, objective)
@@ -306,6 +400,37 @@ def run_search(
     )
     write_search(out, summary)
     return summary
+
+
+def _ask(study, trials: int):
+    """The next trial, or None when the budget is filled. Processes sharing the study ask at
+    the same time; the trial numbers say who came first, so one that finds the budget filled
+    by trials numbered before its own gives it up (surplus) and stops."""
+    from optuna.trial import TrialState
+
+    if taken(study) >= trials:
+        return None
+    trial = study.ask()
+    if taken(study, before=trial.number) >= trials:
+        trial.set_user_attr("surplus", True)
+        study.tell(trial, state=TrialState.FAIL)
+        return None
+    trial.set_user_attr("worker", worker_id())
+    return trial
+
+
+def _reference(runner: Runner, settings: TaskSettings, wait_s: float = 2.0) -> dict:
+    """The reference run; while another search process sharing the folder runs it (its run
+    folder is locked), wait, then take it from the run folder."""
+    import time
+
+    while True:
+        runner.submit(settings.task(REFERENCE, {}))
+        reference = runner.wait()[0]
+        if "is in use by another run" not in reference.get("error", ""):
+            return reference
+        log.info("search: another process runs the reference; waiting for it")
+        time.sleep(wait_s)
 
 
 def _tell(
@@ -361,6 +486,8 @@ def trial_records(study) -> list[SearchTrial]:
     """One plain record per trial, in order, from the study (this run's and earlier ones)."""
     records = []
     for t in study.get_trials(deepcopy=False):
+        if surplus(t):
+            continue
         attrs = t.user_attrs
         if interrupted(t):
             state = "interrupted"
