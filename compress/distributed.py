@@ -361,6 +361,7 @@ def launch(nproc: int, args: list[str]) -> None:
     ends in one line: rank 0's own `error:` line, or one here naming the rank that stopped
     first (its last `error:` line, or how it died). Exits as the run did."""
     from torch.distributed import run as torchrun
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
     logs = Path(tempfile.mkdtemp(prefix="compress-ranks-"))
@@ -377,6 +378,10 @@ def launch(nproc: int, args: list[str]) -> None:
         if line:
             print(f"error: {line}", file=sys.stderr)
         raise SystemExit(status) from None
+    except SignalException as exc:  # Ctrl-C or SIGTERM: the launcher stopped the ranks
+        if exc.sigval != signal.SIGINT:  # on Ctrl-C rank 0 says "interrupted; ..." itself
+            print("terminated; run the same command again to resume", file=sys.stderr)
+        raise SystemExit(128 + int(exc.sigval)) from None
     finally:
         os.environ.pop(LAUNCHED, None)
         shutil.rmtree(logs, ignore_errors=True)

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -156,17 +157,10 @@ def open_study(
     }
     settings = json.loads(json.dumps(settings))  # tuples as lists, as stored
     existing = bool(storage.get_all_studies())
-    done = 0
-    if existing:
-        stored = optuna.load_study(study_name="search", storage=storage)
-        if stored.user_attrs.get("settings") != settings:
-            raise CompressError(
-                f"{out} holds a search with other settings "
-                f"({_settings_text(stored.user_attrs.get('settings'))}); use the same --param, "
-                "--objective and --max-drop to resume it, or another --out"
-            )
-        done = len(stored.trials)
+    done = _check_settings(out, storage, settings) if existing else 0
     seed = seed + done  # a resumed search draws new random points, not the first ones again
+    if storage_url is not None:
+        seed += os.getpid()  # processes sharing the study draw different points
     startup = max(3, min(10, trials // 3))
     if objective == "size":
         # infeasible trials (over the budget) are known to TPE through Trial.set_constraint
@@ -182,6 +176,7 @@ def open_study(
         )
     except optuna.exceptions.DuplicatedStudyError:  # another process made it first
         study = optuna.load_study(study_name="search", storage=storage, sampler=sampler)
+        _check_settings(out, storage, settings)
         existing = True
     if not existing:
         study.set_user_attr("settings", settings)
@@ -191,6 +186,29 @@ def open_study(
                 user_attrs={"from_file": True},
             )
     return study
+
+
+def _check_settings(out: Path, storage, settings: dict, wait_s: float = 10.0) -> int:
+    """That the stored study is the same search (its settings, which the process that made
+    it sets just after making it: waited for a little); returns its number of trials."""
+    import time
+
+    import optuna
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        stored = optuna.load_study(study_name="search", storage=storage)
+        found = stored.user_attrs.get("settings")
+        if found is not None or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    if found != settings:
+        raise CompressError(
+            f"{out} holds a search with other settings "
+            f"({_settings_text(found)}); use the same --param, "
+            "--objective and --max-drop to resume it, or another --out"
+        )
+    return len(stored.trials)
 
 
 def _settings_text(settings: dict | None) -> str:
