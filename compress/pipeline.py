@@ -286,7 +286,10 @@ def run_pipeline(
                 f"{option} {value!r}: not a stage; stages are {', '.join(STAGE_NAMES)}"
             )
     torch_device = resolve_device(device)
-    data = check_inputs(config, data_root)
+    if distributed.launched():  # `compress run --nproc` checked them once before the ranks
+        data = load_data(config.data, config.base_dir, data_root)
+    else:
+        data = check_inputs(config, data_root)
     torch_device = distributed.init(torch_device)
     if distributed.active() and cache_dir is not None:
         raise CompressError("a shared stage cache is for one process per run; leave it out")

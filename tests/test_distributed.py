@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from compress.config import load_pipeline
 from compress.distributed import PeerLost, failure_line, part_of
@@ -32,6 +33,27 @@ def test_each_rank_takes_its_slice_of_the_global_batch():
     # a batch smaller than the world: the rank without samples runs it with weight 0
     assert part_of(1, 2, 0) == (slice(0, 1), 1.0)
     assert part_of(1, 2, 1) == (slice(None), 0.0)
+
+
+def test_the_ranks_run_the_command_without_nproc():
+    from compress.cli import _without_nproc
+
+    args = ["-v", "run", "p.toml", "--nproc", "2", "--threads", "1", "--nproc=3", "--out", "r"]
+    assert _without_nproc(args) == ["-v", "run", "p.toml", "--threads", "1", "--out", "r"]
+
+
+@pytest.mark.skipif(torch.cuda.device_count() >= 2, reason="needs fewer than 2 GPUs")
+def test_more_processes_than_gpus_is_one_line_before_any_process(pipeline_writer, tmp_path):
+    from click.testing import CliRunner
+
+    from compress.cli import main
+
+    pipeline = pipeline_writer(tmp_path / "tiny.toml")
+    result = CliRunner().invoke(main, ["run", str(pipeline), "--nproc", "2", "--device", "cuda"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"error: --nproc 2 --device cuda: this machine has {torch.cuda.device_count()} GPUs"
+    ]
 
 
 class Failure:
