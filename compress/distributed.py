@@ -368,8 +368,12 @@ def launch(nproc: int, args: list[str]) -> None:
     redirects = ",".join(f"{r}:3" for r in range(1, nproc)) or "0"
     options = ["--standalone", f"--nproc-per-node={nproc}", "--max-restarts=0"]
     options += [f"--log-dir={logs}", f"--redirects={redirects}", "-m", "compress", *args]
-    for name in ("torch.distributed.elastic", "torch.distributed.run", "torch.distributed"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
+    import torch.distributed.elastic.agent.server.api  # noqa: F401 (creates its loggers)
+
+    # the launcher's own loggers each set their level: quiet them one by one
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("torch.distributed"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     os.environ[LAUNCHED] = "1"
     try:
         torchrun.run(torchrun.parse_args(options))
