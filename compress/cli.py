@@ -59,7 +59,8 @@ class CompressGroup(click.Group):
         try:
             return super().invoke(ctx)
         except CompressError as exc:
-            click.echo(f"error: {_one_line(exc)}", err=True)
+            if not _reported_by_launcher(exc):
+                click.echo(f"error: {_one_line(exc)}", err=True)
             sys.exit(exc.exit_status)
         except KeyboardInterrupt:
             click.echo(
@@ -68,6 +69,8 @@ class CompressGroup(click.Group):
             )
             sys.exit(130)
         except Terminated:
+            if _reported_by_launcher(None):
+                sys.exit(143)
             click.echo(
                 "terminated; run the same command again to resume (finished stages are kept)",
                 err=True,
@@ -79,6 +82,14 @@ class CompressGroup(click.Group):
                 raise
             click.echo(f"error: {_one_line(file_system_error(error))}", err=True)
             sys.exit(1)
+
+
+def _reported_by_launcher(exc: CompressError | None) -> bool:
+    """Under `compress run --nproc`, a process stopped because another did (SIGTERM from the
+    launcher, a lost peer) prints nothing: the launcher names the one that stopped first."""
+    from compress.distributed import PeerLost, launched
+
+    return launched() and (exc is None or isinstance(exc, PeerLost))
 
 
 @click.group(cls=CompressGroup)
@@ -158,6 +169,12 @@ def device_option(help_text: str):
     help="Run once per [data] seed, each in --out/seed-N (default parent: runs/<name>-seeds), "
     "and print each artifact's mean and range over them with a pooled interval.",
 )
+@click.option(
+    "--nproc",
+    type=click.IntRange(min=1),
+    help="Train in N processes on this machine (data parallel through torch.distributed.run, "
+    "gloo on the CPU, nccl on GPUs); [data] batch_size stays the global batch.",
+)
 def run(
     pipeline,
     out_dir,
@@ -170,6 +187,7 @@ def run(
     strict,
     require_budget,
     seeds,
+    nproc,
 ):
     """Run PIPELINE (a .toml file) and print the size/accuracy/latency table (its main
     columns, fitted to the terminal; `compress report RUN_DIR --wide` shows them all).
@@ -189,6 +207,10 @@ def run(
     config = load_pipeline(pipeline)
     if require_budget and not limits_of(config.budget).any():
         raise ConfigError(f"--require-budget: {pipeline} has no [budget] limits to check")
+    if nproc is not None and nproc > 1:
+        if seeds is not None:
+            raise ConfigError("--seeds and --nproc: run the seeds one after another instead")
+        return _launch(config, nproc, data_root, device)
     options = {
         "data_root": data_root,
         "device": device,
@@ -201,6 +223,8 @@ def run(
         return
     with torch_threads(threads or default_threads()):
         report = run_pipeline(config, out_dir=out_dir, **options)
+    if "artifacts" not in report:  # a rank other than 0 (compress.distributed): rank 0 reports
+        return
     click.echo(format_table(report, terminal_width()))
     run_dir = out_dir or Path("runs") / config.name
     click.echo(f"\nreport: {run_dir / 'report.md'} ({report['total_seconds']:.1f}s of work)")
@@ -237,6 +261,34 @@ def _run_seeds(config, seeds: str, out_dir, threads, options: dict) -> None:
     write_json(parent / "seeds.json", {"seeds": values, "artifacts": rows})
     click.echo(format_seeds(rows).rstrip("\n"))
     click.echo(f"\nruns: {', '.join(str(parent / f'seed-{s}') for s in values)}")
+
+
+def _launch(config, nproc: int, data_root, device: str) -> None:
+    """`compress run --nproc N`: check everything once here (a mistake is one line, before
+    any process starts), then the same command without --nproc in N processes."""
+    import torch
+
+    from compress.distributed import launch
+    from compress.pipeline import check_inputs
+
+    if device == "cuda" and torch.cuda.device_count() < nproc:
+        raise CompressError(
+            f"--nproc {nproc} --device cuda: this machine has {torch.cuda.device_count()} GPUs"
+        )
+    check_inputs(config, data_root)
+    launch(nproc, _without_nproc(sys.argv[1:]))
+
+
+def _without_nproc(args: list[str]) -> list[str]:
+    kept, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            kept.append(arg)
+    return kept
 
 
 @main.command()
@@ -719,6 +771,13 @@ def tune(
     help="CPU threads per trial [default: 1 on 2 CPUs or fewer, else the idle CPUs shared out "
     "among --jobs, at most 4 each].",
 )
+@click.option(
+    "--storage",
+    metavar="URL",
+    help="Optuna storage several `compress search` processes (on one or more machines) share: "
+    "a journal file on a shared folder (journal:///path/study.log or a path) or a database "
+    "URL (sqlite:///..., postgresql://...) [default: OUT/study.journal].",
+)
 @data_root_option
 @device_option("Where to train.")
 @_cache_option
@@ -732,12 +791,11 @@ def search(
     out_dir,
     jobs,
     ray_address,
-    seed,
     threads,
     data_root,
     device,
     cache_dir,
-    **limits,
+    **options,  # --seed and --storage (where the study lives, how it samples); device limits
 ):
     """Search settings of PIPELINE (say L1 strength and pruning threshold together) with Optuna.
 
@@ -748,16 +806,17 @@ def search(
     """
     from dataclasses import replace
 
-    from compress.analysis.search import run_search
+    from compress.analysis.search import StudyOptions, run_search
     from compress.analysis.search_report import format_table
     from compress.analysis.space import search_spaces
     from compress.config import load_pipeline
     from compress.threads import default_threads
 
+    study = StudyOptions(options.pop("seed"), options.pop("storage"))
     config = load_pipeline(pipeline)
     spaces = search_spaces(config, list(params))
     out = out_dir or Path("runs") / f"{config.name}-search"
-    device_limits = _device_limits(limits)
+    device_limits = _device_limits(options)
     if device_limits is not None:  # the accuracy budget travels with them
         device_limits = replace(device_limits, max_drop=max_drop)
     summary = run_search(
@@ -773,7 +832,7 @@ def search(
         cache_dir=cache_dir,
         device=device,
         threads=threads or default_threads(jobs),
-        seed=seed,
+        options=study,
     )
     click.echo(format_table(summary))
     click.echo(f"search: {out / 'search.md'}, {out / 'search-front.png'}, {out / 'search.json'}")

@@ -1,6 +1,7 @@
 """The tool's own errors: the CLI prints their message on one line and exits with
 `exit_status` (2: the user's to fix; 1: the file system refused a read or write; 3: an
-output failed the tool's own check; 4: `run --require-budget` and no artifact fits)."""
+output failed the tool's own check; 4: `run --require-budget` and no artifact fits; 5: another
+process of a data-parallel run stopped, compress.distributed.PeerLost)."""
 
 from __future__ import annotations
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from compress import distributed
 from compress.bits import check_layers
 from compress.budget import check_artifacts, limits_of
 from compress.cache import StageCache
@@ -68,8 +69,16 @@ class StageDef:
     revision: int = 0
 
 
+def _train_settings(config: PipelineConfig) -> dict:
+    # sync_batchnorm = false (the default) stays out of the key, which is as it was before
+    train = config.train.model_dump(mode="json", by_alias=True)
+    if not train["sync_batchnorm"]:
+        del train["sync_batchnorm"]
+    return {"model": config.model, "train": train}
+
+
 STAGES: tuple[StageDef, ...] = (
-    StageDef("train", train.run, lambda c: {"model": c.model, "train": c.train}, (), revision=1),
+    StageDef("train", train.run, _train_settings, (), revision=1),
     StageDef("prune", prune.run, lambda c: c.prune, ("train",)),
     StageDef("finetune", finetune.run, lambda c: c.finetune, ("prune",), revision=1),
     StageDef("export", export.run, lambda c: c.export, ("train", "finetune")),
@@ -77,6 +86,9 @@ STAGES: tuple[StageDef, ...] = (
     StageDef("verify", verify.run, lambda c: c.verify, ("export", "quantize")),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
+# The stages that may train: with several processes (compress.distributed) every rank runs
+# them; the others run on rank 0 alone.
+TRAINING = ("train", "prune", "finetune")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -132,6 +144,9 @@ def stage_keys(config: PipelineConfig, data: Dataset) -> dict[str, str]:
         },
         "model_source": hash_object(_model_source(config)),
         "weights": sha256_file(weights) if weights else None,
+        # several processes train the same steps, but sum in another order (and BatchNorm's
+        # batch statistics are a rank's slice's): not the same bits, so not the same key
+        **({"world_size": n} if (n := distributed.world().size) > 1 else {}),
     }
     keys: dict[str, str] = {}
     for stage in STAGES:
@@ -288,13 +303,24 @@ def run_pipeline(
                 f"{option} {value!r}: not a stage; stages are {', '.join(STAGE_NAMES)}"
             )
     torch_device = resolve_device(device)
-    data = check_inputs(config, data_root)
+    if distributed.launched():  # `compress run --nproc` checked them once before the ranks
+        data = load_data(config.data, config.base_dir, data_root)
+    else:
+        data = check_inputs(config, data_root)
+    torch_device = distributed.init(torch_device)
+    if distributed.active() and cache_dir is not None:
+        raise CompressError("a shared stage cache is for one process per run; leave it out")
+    # ranks other than 0 write only to a scratch folder of their own (compress.distributed)
+    main = distributed.world().main or not distributed.active()
     run_dir = Path(out_dir or Path("runs") / config.name)
+    run_dir = run_dir if main else distributed.scratch_dir(run_dir)
     keys = stage_keys(config, data)
     rerun_from = 0 if force else (STAGE_NAMES.index(from_stage) if from_stage else len(STAGES))
     cache = StageCache(cache_dir) if cache_dir is not None else None
 
-    run = _Run(config, run_dir, keys, torch_device, data, progress, cache)
+    run = _Run(config, run_dir, keys, torch_device, data, progress and main, cache)
+    if not main:
+        return _follow(run)
     with locked_dir(run_dir):
         file_log = _attach_run_log(run_dir)
         try:
@@ -313,17 +339,52 @@ def run_pipeline(
             outputs: dict[str, dict[str, str]] = {}  # stage -> its output files' checksums
             for index, stage in enumerate(STAGES):
                 inputs = {rel: digest for p in stage.parents for rel, digest in outputs[p].items()}
-                result = _run_stage(run, stage, inputs, forced=index >= rerun_from)
+                forced = index >= rerun_from
+                _lead(run, stage, inputs, forced)
+                result = _run_stage(run, stage, inputs, forced)
                 outputs[stage.name] = result.pop("outputs")
                 stages.append(result)
                 if stage.name == until:
                     return {"stages": stages}
             report = _build_report(config, run_dir, data, torch_device, stages, keys)
             write_reports(run_dir, report)
+            distributed.finish()
         finally:
             logging.getLogger().removeHandler(file_log)
             file_log.close()
     return RunReport(report, run_dir)
+
+
+def _lead(run: _Run, stage: StageDef, inputs: dict[str, str], forced: bool) -> None:
+    """Rank 0, with several processes, before a training stage: tell the other ranks whether
+    it runs and send them the files it reads (earlier stages' models, its resume points)."""
+    if not distributed.active() or stage.name not in TRAINING:
+        return
+    key, run_dir = run.keys[stage.name], run.run_dir
+    if forced:  # as _run_stage does, before the resume point is sent
+        (run_dir / stage.name / "last.pt").unlink(missing_ok=True)
+    runs = forced or cached_record(run_dir, stage.name, key, inputs) is None
+    names = None
+    if runs:
+        earlier = TRAINING[: TRAINING.index(stage.name)]
+        resume = sorted((run_dir / stage.name).glob("*.pt"))
+        names = [f"{s}/model.pt" for s in earlier] + [
+            str(p.relative_to(run_dir)) for p in resume if p.name != "model.pt"
+        ]
+    distributed.share_files(run_dir, names)
+
+
+def _follow(run: _Run) -> dict:
+    """A rank other than 0: run the training stages rank 0 runs, in its scratch folder, with
+    the files rank 0 sends; then wait for rank 0 to finish the run."""
+    try:
+        for stage in STAGES:
+            if stage.name in TRAINING and distributed.share_files(run.run_dir, []) is not None:
+                _execute_stage(run, stage, {}, forced=True)  # forced: no cache here
+        distributed.finish()
+    finally:
+        distributed.remove_scratch(run.run_dir)
+    return {"stages": []}
 
 
 @dataclass(frozen=True)

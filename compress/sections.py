@@ -133,6 +133,9 @@ class OptimConfig(Section):
 
 class TrainConfig(OptimConfig):
     epochs: NonNegativeInt = 5  # 0: keep the model as built or loaded from [model] weights
+    # With several training processes (compress.distributed): BatchNorm statistics over the
+    # whole global batch in every training stage, not each rank's slice (CUDA only)
+    sync_batchnorm: bool = False
 
     @model_validator(mode="after")
     def _no_teacher_yet(self) -> TrainConfig:

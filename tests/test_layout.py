@@ -34,6 +34,7 @@ FLOORS = {
     "compress.latency": 0,
     "compress.threads": 0,
     "compress.bits": 0,
+    "compress.distributed": 0,
     "compress.modifier": 3,
     "compress.pruning": 3,
     "compress.qat": 3,

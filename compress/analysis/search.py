@@ -38,7 +38,8 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict
+import os
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,36 @@ def constraint_of(best: dict, max_drop: float | None, limits: Limits | None) -> 
 # ---------------------------------------------------------------- the study
 
 
+@dataclass(frozen=True)
+class StudyOptions:
+    """The sampler's seed, and the Optuna storage URL (None: `<out>/study.journal`)."""
+
+    seed: int = 0
+    storage: str | None = None
+
+
+def open_storage(out: Path, url: str | None = None):
+    """The Optuna storage of the study: `<out>/study.journal` by default; with --storage, a
+    journal file (`journal:///path/study.log` or a plain path, on a folder every machine
+    sees) or a database URL (`sqlite:///...`, `postgresql://...`, `mysql://...`), which
+    several `compress search` processes started apart share."""
+    from optuna.storages import JournalStorage, RDBStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    if url is None or url.startswith("journal://") or "://" not in url:
+        path = Path(url.removeprefix("journal://")) if url else out / STUDY_FILE
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return JournalStorage(JournalFileBackend(str(path)))
+        except OSError as exc:
+            raise CompressError(f"--storage {url}: {exc}") from None
+    try:
+        return RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+    except Exception as exc:  # a bad URL or driver, an unreachable server: one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CompressError(f"--storage {url}: {first}") from None
+
+
 def open_study(
     out: Path,
     objective: str,
@@ -139,17 +170,17 @@ def open_study(
     seed: int,
     start: dict[str, Any] | None = None,
     limits: Limits | None = None,
+    storage_url: str | None = None,
 ):
-    """Create or reopen the study in `<out>/study.journal`; a study made with other spaces,
+    """Create or reopen the study (open_storage); a study made with other spaces,
     objective or budget is an error (it would mix two searches). A new study's first trial
-    is `start` (the pipeline's own settings) when given."""
+    is `start` (the pipeline's own settings) when given; of processes starting at once on
+    one storage, only the one that creates the study queues it."""
     import optuna
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     out.mkdir(parents=True, exist_ok=True)
-    storage = JournalStorage(JournalFileBackend(str(out / STUDY_FILE)))
+    storage = open_storage(out, storage_url)
     settings = {
         "objective": objective,
         "spaces": [asdict(s) for s in spaces.values()],
@@ -159,17 +190,10 @@ def open_study(
         settings["limits"] = {k: v for k, v in asdict(limits).items() if v is not None}
     settings = json.loads(json.dumps(settings))  # tuples as lists, as stored
     existing = bool(storage.get_all_studies())
-    done = 0
-    if existing:
-        stored = optuna.load_study(study_name="search", storage=storage)
-        if stored.user_attrs.get("settings") != settings:
-            raise CompressError(
-                f"{out} holds a search with other settings "
-                f"({_settings_text(stored.user_attrs.get('settings'))}); use the same --param, "
-                "--objective, --max-drop and device limits to resume it, or another --out"
-            )
-        done = len(stored.trials)
+    done = _check_settings(out, storage, settings) if existing else 0
     seed = seed + done  # a resumed search draws new random points, not the first ones again
+    if storage_url is not None:
+        seed += os.getpid()  # processes sharing the study draw different points
     startup = max(3, min(10, trials // 3))
     if objective in ("size", "latency"):
         # infeasible trials (over the budget) are known to TPE through Trial.set_constraint
@@ -179,13 +203,14 @@ def open_study(
         population = max(4, min(50, trials // 3))
         sampler = optuna.samplers.NSGAIISampler(seed=seed, population_size=population)
         directions = ["minimize", "maximize"]
-    study = optuna.create_study(
-        study_name="search",
-        storage=storage,
-        sampler=sampler,
-        directions=directions,
-        load_if_exists=True,
-    )
+    try:
+        study = optuna.create_study(
+            study_name="search", storage=storage, sampler=sampler, directions=directions
+        )
+    except optuna.exceptions.DuplicatedStudyError:  # another process made it first
+        study = optuna.load_study(study_name="search", storage=storage, sampler=sampler)
+        _check_settings(out, storage, settings)
+        existing = True
     if not existing:
         study.set_user_attr("settings", settings)
         if start:
@@ -194,6 +219,29 @@ def open_study(
                 user_attrs={"from_file": True},
             )
     return study
+
+
+def _check_settings(out: Path, storage, settings: dict, wait_s: float = 10.0) -> int:
+    """That the stored study is the same search (its settings, which the process that made
+    it sets just after making it: waited for a little); returns its number of trials."""
+    import time
+
+    import optuna
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        stored = optuna.load_study(study_name="search", storage=storage)
+        found = stored.user_attrs.get("settings")
+        if found is not None or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    if found != settings:
+        raise CompressError(
+            f"{out} holds a search with other settings "
+            f"({_settings_text(found)}); use the same --param, "
+            "--objective, --max-drop and device limits to resume it, or another --out"
+        )
+    return len(stored.trials)
 
 
 def _settings_text(settings: dict | None) -> str:
@@ -206,21 +254,70 @@ def _settings_text(settings: dict | None) -> str:
     return f"objective {settings['objective']}, max-drop {settings['max_drop']}, {spaces}"
 
 
-def recover_interrupted(study) -> int:
+def recover_interrupted(study, shared: bool = False) -> int:
     """Trials left running by an interrupted search: mark them failed (without an `error`,
     which is how they are told from real failures) and queue their settings again, so
-    that the rerun finishes them. Returns how many."""
+    that the rerun finishes them. Returns how many. On a shared storage (`shared`) other
+    processes' trials are running for real: only those of a process of this machine that
+    is gone are taken."""
     from optuna.trial import TrialState
 
-    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    stale = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if not shared or _owner_gone(t.user_attrs.get("worker"))
+    ]
     for t in stale:
         study.tell(t.number, state=TrialState.FAIL)
         study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
     return len(stale)
 
 
+def worker_id() -> str:
+    """Which process runs a trial (machine and process id), kept in the trial."""
+    import os
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _owner_gone(worker: str | None) -> bool:
+    import os
+    import socket
+
+    host, _, pid = (worker or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another machine's: it may still run it
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return int(pid) == os.getpid()  # this process's own, left by an earlier call
+
+
 def interrupted(trial) -> bool:
     return trial.state.name == "FAIL" and "error" not in trial.user_attrs
+
+
+def surplus(trial) -> bool:
+    """A trial asked for by one of several processes after the others had filled the
+    budget: given up at once, never run, left out of every count and table."""
+    return bool(trial.user_attrs.get("surplus"))
+
+
+def taken(study, before: int | None = None) -> int:
+    """Trials that fill the budget, over every process sharing the study: finished, failed
+    or running, not interrupted nor surplus (those numbered below `before` only)."""
+    from optuna.trial import TrialState
+
+    states = (TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING)
+    return sum(
+        1
+        for t in study.get_trials(deepcopy=False, states=states)
+        if not interrupted(t) and not surplus(t) and (before is None or t.number < before)
+    )
 
 
 def counted(study) -> int:
@@ -230,7 +327,7 @@ def counted(study) -> int:
     return sum(
         1
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
-        if not interrupted(t)
+        if not interrupted(t) and not surplus(t)
     )
 
 
@@ -250,15 +347,18 @@ def run_search(
     cache_dir: str | Path | None = None,
     device: str = "cpu",
     threads: int | None = None,
-    seed: int = 0,
+    options: StudyOptions = StudyOptions(),
 ) -> Search:
     """Run (or resume) the search; write `<out>/search.json`, `search.md`,
-    `search-history.png` and `search-front.png`; return the summary.
+    `search-history.png` and `search-front.png`; return the summary. `storage`: an Optuna
+    storage URL several processes share (open_storage); the budget counts all their
+    trials, and each writes the summary of what is finished when its own trials end.
 
     `max_drop`: the accuracy budget in points, or a compress.budget.Limits holding it
     (`max_drop`) and the device limits every chosen artifact must be within too (flash, RAM,
     activation, latency vs dense): a trial whose best artifact misses them is infeasible."""
     max_drop, limits = split_limits(max_drop)
+    seed, storage = options.seed, options.storage
 
     from compress.pipeline import check_inputs
 
@@ -298,8 +398,9 @@ def run_search(
         seed,
         start=file_settings(config, spaces),
         limits=limits,
+        storage_url=storage,
     )
-    retried = recover_interrupted(study)
+    retried = recover_interrupted(study, shared=storage is not None)
     if retried:
         log.info("search: resuming; %d interrupted trial(s) will run again", retried)
 
@@ -307,8 +408,7 @@ def run_search(
         jobs, ray_address, keep_going=True
     ) as runner:  # a failed trial is recorded, not raised
         # the reference: the pipeline as written; its dense model sets the accuracy bar
-        runner.submit(settings.task(REFERENCE, {}))
-        reference = runner.wait()[0]
+        reference = _reference(runner, settings)
         if "error" in reference:
             raise CompressError(
                 f"the reference run (the pipeline as written) failed: {reference['error']}"
@@ -318,9 +418,13 @@ def run_search(
         start = counted(study)
         if start:
             log.info("search: %d of %d trials already done in %s", start, trials, out)
-        while counted(study) + len(pending) < trials or pending:
-            while len(pending) < jobs and counted(study) + len(pending) < trials:
-                trial = study.ask()
+        asking = True
+        while asking or pending:
+            while asking and len(pending) < jobs:
+                trial = _ask(study, trials)
+                if trial is None:  # the budget is filled (over every process of the study)
+                    asking = False
+                    break
                 overrides = {key: suggest(trial, space) for key, space in spaces.items()}
                 name = f"trial-{trial.number:04d}"
                 trial.set_user_attr("overrides", overrides)
@@ -328,6 +432,8 @@ def run_search(
                 log.info("search: %s %s", name, overrides_text(overrides))
                 pending[name] = trial
                 runner.submit(settings.task(name, overrides))
+            if not pending:
+                break
             for result in runner.wait():
                 trial = pending.pop(result["name"])
                 _tell(study, trial, result, reference_val, (max_drop, limits), objective)
@@ -352,6 +458,37 @@ def run_search(
     )
     write_search(out, summary)
     return summary
+
+
+def _ask(study, trials: int):
+    """The next trial, or None when the budget is filled. Processes sharing the study ask at
+    the same time; the trial numbers say who came first, so one that finds the budget filled
+    by trials numbered before its own gives it up (surplus) and stops."""
+    from optuna.trial import TrialState
+
+    if taken(study) >= trials:
+        return None
+    trial = study.ask()
+    if taken(study, before=trial.number) >= trials:
+        trial.set_user_attr("surplus", True)
+        study.tell(trial, state=TrialState.FAIL)
+        return None
+    trial.set_user_attr("worker", worker_id())
+    return trial
+
+
+def _reference(runner: Runner, settings: TaskSettings, wait_s: float = 2.0) -> dict:
+    """The reference run; while another search process sharing the folder runs it (its run
+    folder is locked), wait, then take it from the run folder."""
+    import time
+
+    while True:
+        runner.submit(settings.task(REFERENCE, {}))
+        reference = runner.wait()[0]
+        if "is in use by another run" not in reference.get("error", ""):
+            return reference
+        log.info("search: another process runs the reference; waiting for it")
+        time.sleep(wait_s)
 
 
 def _tell(study, trial, result: dict, reference_val: float, budget: tuple, objective: str) -> None:
@@ -410,6 +547,8 @@ def trial_records(study) -> list[SearchTrial]:
     """One plain record per trial, in order, from the study (this run's and earlier ones)."""
     records = []
     for t in study.get_trials(deepcopy=False):
+        if surplus(t):
+            continue
         attrs = t.user_attrs
         if interrupted(t):
             state = "interrupted"

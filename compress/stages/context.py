@@ -102,6 +102,7 @@ class StageContext:
             resume_path=self.stage_dir / "last.pt" if resume else None,
             resume_key=self.key,
             progress=self.progress,
+            sync_batchnorm=self.config.train.sync_batchnorm,
         )
 
     def teacher(self, config: OptimConfig) -> dict[str, Any]:

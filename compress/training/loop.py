@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from compress import distributed
 from compress.config import OptimConfig
 from compress.data import Dataset
 from compress.data.augment import augment_audio, random_shift
@@ -50,6 +51,8 @@ class RunSettings:
     resume_path: Path | None = None  # per-epoch checkpoint to resume from / write
     resume_key: str = ""  # the stage's cache key: a checkpoint with another key is ignored
     progress: bool = True
+    # SyncBatchNorm while several processes train (compress.distributed); else ignored
+    sync_batchnorm: bool = False
 
 
 @dataclass
@@ -73,6 +76,9 @@ def fit(
     """Train `model` in place for `config.epochs` epochs; returns per-epoch metrics."""
     modifiers = modifiers_for(config, desc) if modifiers is None else modifiers
     model.to(run.device)
+    restore_batchnorm = (
+        distributed.sync_batchnorm(model, run.device) if run.sync_batchnorm else lambda: None
+    )
     layout = training_layout(model, run.device, data.normalize(data.images["train"][:2]))
     model.to(memory_format=layout)
     for m in modifiers:  # before the optimizer and the resume: they may add parameters
@@ -97,9 +103,10 @@ def fit(
         meter = EpochMeter(run.device)
         bar = _progress(data, run, desc, epoch, config.epochs, steps_per_epoch)
         shifts = _epoch_generator(run.seed + 1_000_003, epoch)
+        params = [p for group in optimizer.param_groups for p in group["params"]]
         for i, index in enumerate(bar):
             step = epoch * steps_per_epoch + i
-            batch = _batch(data, index, run, shifts, layout)
+            batch, weight = _batch(data, index, run, shifts, layout)
             logits = model(batch.x)
             loss = F.cross_entropy(logits, batch.y)
             for m in modifiers:
@@ -111,6 +118,7 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             meter.watch(i, total)
             total.backward()
+            distributed.average_gradients(params, weight)  # before L1 or pruning act on them
             for m in modifiers:
                 m.after_backward()
             optimizer.step()
@@ -118,23 +126,27 @@ def fit(
             scheduler.step()
             for m in modifiers:
                 m.after_step(step + 1, total_steps, lr)
-            meter.add(loss, logits, batch.y)
+            if weight > 0:  # a rank with no samples of its own in this batch counts none
+                meter.add(loss, logits, batch.y)
             if i % 50 == 0:
                 meter.check(run, desc, epoch, steps_per_epoch)
                 bar.set_postfix(loss=f"{loss.item():.4f}")
         bar.close()
         meter.check(run, desc, epoch, steps_per_epoch)
+        meter.gather(model)
         result.history.append(
             _epoch_row(model, data, run, meter, epoch, scheduler.get_last_lr()[0], started)
         )
         _log_epoch(desc, result.history[-1], config.epochs)
         for m in modifiers:
             m.epoch_end(epoch)
+        _check_in_step(model, desc, epoch, result.history[-1])
         save_epoch(
             run.resume_path, run.resume_key, model, optimizer, scheduler, result.history, epoch + 1
         )
     for m in reversed(modifiers):
         m.detach(model)
+    restore_batchnorm()
     model.to(
         memory_format=torch.contiguous_format
     )  # what follows (export, encoders) sees the usual layout
@@ -175,16 +187,34 @@ def _progress(
 
 def _batch(
     data: Dataset, index: torch.Tensor, run: RunSettings, shifts: torch.Generator, layout
-) -> Batch:
-    x = data.images["train"][index]
+) -> tuple[Batch, float]:
+    """The batch this process trains on and the weight of its gradient: the whole batch
+    with one process, else this rank's slice of it (compress.distributed.shard)."""
+    part, weight = distributed.shard(len(index))
     if run.shift and data.kind == "image":
-        x = random_shift(x, run.shift, shifts)
-    if data.kind == "audio":  # on the waveforms: the front end (normalize) follows
-        x = augment_audio(x, data.augmentation, shifts)
+        # the shifts are drawn for the whole batch, so each sample gets the one it would get
+        # with one process
+        x = random_shift(data.images["train"][index], run.shift, shifts)[part]
+    elif data.kind == "audio":  # on the waveforms (the front end, normalize, follows), drawn
+        # for the whole batch as the shifts are
+        x = augment_audio(data.images["train"][index], data.augmentation, shifts)[part]
+    else:
+        x = data.images["train"][index[part]]
+    index = index[part]
     x = data.normalize(x).to(run.device, non_blocking=True)
     if x.dim() == 4:
         x = x.contiguous(memory_format=layout)
-    return Batch(x, data.labels["train"][index].to(run.device, non_blocking=True), index)
+    y = data.labels["train"][index].to(run.device, non_blocking=True)
+    return Batch(x, y, index), weight
+
+
+def _check_in_step(model: nn.Module, desc: str, epoch: int, row: dict) -> None:
+    """With several processes: the ranks' weights compared after the epoch (one line if one
+    drifted); the epoch's row records the checksum and the number of ranks."""
+    checksum = distributed.check_in_step(model, desc, epoch)
+    if checksum is not None:
+        row["ranks"] = distributed.world().size
+        row["checksum"] = checksum
 
 
 class EpochMeter:
@@ -207,7 +237,14 @@ class EpochMeter:
         self.loss_sum += loss.detach() * len(y)
         self.correct += (logits.detach().argmax(1) == y).sum()
 
+    def gather(self, model: nn.Module) -> None:
+        """With several processes: the epoch's sums over all ranks, and rank 0's BatchNorm
+        running statistics on every rank (each saw only its slices), before evaluating."""
+        distributed.sum_(self.loss_sum, self.correct)
+        distributed.broadcast_buffers(model)
+
     def check(self, run: RunSettings, desc: str, epoch: int, steps: int) -> None:
+        distributed.max_(self.bad_step)  # a rank that saw a non-finite loss stops them all
         step = int(self.bad_step.item())
         if step == 0:
             return
