@@ -37,6 +37,7 @@ def test_every_source_is_registered_by_name():
         "imagefolder",
         "csv",
         "arrays",
+        "audiofolder",
     }
 
 
