@@ -8,6 +8,7 @@ with status 2; Ctrl-C exits 130 and a rerun of the same command resumes.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -42,6 +43,12 @@ def _on_sigterm(signum, frame):
     raise Terminated()
 
 
+def _exit_on_sigterm(signum, frame):
+    # Once the command is over, a SIGTERM (a launcher stopping the ranks) may land in an
+    # exit handler, where an exception only prints "Exception ignored" and a traceback.
+    os._exit(143)
+
+
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
@@ -56,6 +63,13 @@ class CompressGroup(click.Group):
             and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
         ):
             signal.signal(signal.SIGTERM, _on_sigterm)
+        try:
+            return self._invoke(ctx)
+        finally:
+            if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+                signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
+    def _invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except CompressError as exc:

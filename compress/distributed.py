@@ -394,13 +394,18 @@ def launch(nproc: int, args: list[str]) -> None:
 def failure_line(failures: dict, logs: Path) -> tuple[int, str | None]:
     """The exit status and the one line for a failed launch: rank 0's failure when it is its
     own (it printed its line), else the first rank that stopped, other than those stopped by
-    the launcher (SIGTERM) or by a lost peer (PeerLost)."""
+    the launcher (SIGTERM) or by a lost peer (PeerLost); a rank aborted (SIGABRT) comes after
+    the others too, as gloo aborts a process whose peer vanished mid-collective."""
 
     def collateral(failure) -> bool:
         return failure.exitcode in (PeerLost.exit_status, 143, -signal.SIGTERM)
 
+    def aborted(failure) -> bool:
+        return failure.exitcode == -signal.SIGABRT
+
     rank, failure = min(
-        failures.items(), key=lambda item: (collateral(item[1]), item[1].timestamp, item[0])
+        failures.items(),
+        key=lambda item: (collateral(item[1]), aborted(item[1]), item[1].timestamp, item[0]),
     )
     status = failure.exitcode if failure.exitcode > 0 else 1
     if rank == 0 and failure.exitcode > 0 and not collateral(failure):

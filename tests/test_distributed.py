@@ -76,6 +76,11 @@ def test_a_launch_failure_is_one_line_naming_the_rank_that_stopped_first(tmp_pat
         tmp_path,
     )
     assert status == 1 and line.startswith("rank 1 (pid 100) was killed by SIGKILL")
+    # rank 0 aborted by gloo when its peer vanished, seen at the same moment: rank 1 still
+    status, line = failure_line(
+        {0: Failure(-signal.SIGABRT, 0, timestamp=2), 1: Failure(-9, 1, timestamp=2)}, tmp_path
+    )
+    assert status == 1 and line.startswith("rank 1 (pid 100) was killed by SIGKILL")
     # rank 0's own error: it printed its line, the launcher adds none
     assert failure_line({0: Failure(2, 0), 1: Failure(143, 1)}, tmp_path) == (2, None)
     # another rank's own error line is read from its log
