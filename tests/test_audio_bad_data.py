@@ -4,17 +4,12 @@ mistakes: they are mixed down and resampled (tests/test_audio.py)."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from data_files import tone, wav_bytes, write_audio_folder
-from test_bad_data import Case, write_case
-from tiny_mnist import files_under
-
-from compress.cli import main
+from test_bad_data import Case, assert_fails_in_one_line
 
 AUDIO = {
     "name": "audiofolder",
@@ -71,16 +66,4 @@ def test_there_are_enough_audio_cases():
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_audio(case: Case, tmp_path: Path, monkeypatch):
-    monkeypatch.setenv("COMPRESS_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.chdir(tmp_path)
-    pipeline = write_case(case, tmp_path)
-    before = files_under(tmp_path)
-    runs = [["run", str(pipeline), "--out", str(tmp_path / "run"), "--no-progress"]]
-    runs += [["validate", str(pipeline)]] if case.validate else []
-    for argv in runs:
-        result = CliRunner().invoke(main, argv)
-        assert result.exit_code == 2, (argv[0], result.output, result.exception)
-        lines = result.stderr.splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error: "), (argv[0], result.stderr)
-        assert re.search(case.message, lines[0]), (argv[0], lines[0])
-    assert files_under(tmp_path) == before, "a failed command wrote files"
+    assert_fails_in_one_line(case, tmp_path, monkeypatch)

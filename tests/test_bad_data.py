@@ -413,8 +413,9 @@ def test_there_are_enough_cases():
     assert len({c.id for c in CASES}) == len(CASES) >= 15
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_data(case: Case, tmp_path: Path, monkeypatch):
+def assert_fails_in_one_line(case: Case, tmp_path: Path, monkeypatch) -> None:
+    """`run` (and `validate` where the case says) on the case's pipeline: exit 2, one
+    `error:` line matching the case's message, no file written, none of the user's code run."""
     monkeypatch.setenv("COMPRESS_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
     pipeline = write_case(case, tmp_path)
@@ -429,3 +430,8 @@ def test_bad_data(case: Case, tmp_path: Path, monkeypatch):
         assert re.search(case.message, lines[0]), (argv[0], lines[0])
     assert files_under(tmp_path) == before, "a failed command wrote files"
     assert not (tmp_path / "code-ran").exists()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_data(case: Case, tmp_path: Path, monkeypatch):
+    assert_fails_in_one_line(case, tmp_path, monkeypatch)

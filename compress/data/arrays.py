@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 
-from compress.data.base import DataSource, own_root
+from compress.data.base import OwnFilesSource
 from compress.data.csv_table import resolve, table_name
 from compress.data.dataset import Dataset
 from compress.data.registry import register_source
@@ -233,16 +233,9 @@ def sample_shape(found: list[Path]) -> tuple[int, ...]:
 
 
 @register_source
-class Arrays(DataSource):
+class Arrays(OwnFilesSource):
     names = ("arrays",)
     Config = ArraysDataConfig
-
-    def root(
-        self, config: ArraysDataConfig, base_dir: str | Path, override: str | Path | None
-    ) -> Path:
-        """[data] root, else the pipeline file's folder: --data-root (the named data sets'
-        folder) does not move a pipeline's own files."""
-        return own_root(config, base_dir) or Path(base_dir)
 
     def check(self, config: ArraysDataConfig, root: Path) -> None:
         for files in (config.train, config.test):

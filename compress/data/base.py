@@ -76,3 +76,13 @@ class DataSource:
         """(input shape, number of classes) when known without decoding the data; None when
         only reading it would tell. Default: None."""
         return None
+
+
+class OwnFilesSource(DataSource):
+    """A source of the pipeline's own files (a CSV table, arrays): they are found from [data]
+    root, else from the pipeline file's folder."""
+
+    def root(self, config: DataCommon, base_dir: str | Path, override: str | Path | None) -> Path:
+        """[data] root, else the pipeline file's folder: --data-root (the named data sets'
+        folder) does not move a pipeline's own files."""
+        return own_root(config, base_dir) or Path(base_dir)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 
-from compress.data.base import DataSource, own_root
+from compress.data.base import OwnFilesSource
 from compress.data.dataset import Dataset
 from compress.data.registry import register_source
 from compress.data.split import split_dataset
@@ -175,16 +175,9 @@ def resolve(base: Path, name: str) -> Path:
 
 
 @register_source
-class Csv(DataSource):
+class Csv(OwnFilesSource):
     names = ("csv",)
     Config = CsvDataConfig
-
-    def root(
-        self, config: CsvDataConfig, base_dir: str | Path, override: str | Path | None
-    ) -> Path:
-        """[data] root, else the pipeline file's folder: --data-root (the named data sets'
-        folder) does not move a pipeline's own files."""
-        return own_root(config, base_dir) or Path(base_dir)
 
     def check(self, config: CsvDataConfig, root: Path) -> None:
         for name in (config.train, config.test):
