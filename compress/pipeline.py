@@ -80,7 +80,7 @@ def _train_settings(config: PipelineConfig) -> dict:
 STAGES: tuple[StageDef, ...] = (
     StageDef("train", train.run, _train_settings, (), revision=1),
     StageDef("prune", prune.run, lambda c: c.prune, ("train",)),
-    StageDef("finetune", finetune.run, lambda c: c.finetune, ("prune",), revision=1),
+    StageDef("finetune", finetune.run, lambda c: c.finetune, ("prune",), revision=2),
     StageDef("export", export.run, lambda c: c.export, ("train", "finetune")),
     StageDef("quantize", quantize.run, lambda c: c.quantize, ("export",)),
     StageDef("verify", verify.run, lambda c: c.verify, ("export", "quantize")),

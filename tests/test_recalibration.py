@@ -4,16 +4,20 @@ is restored before export, and a model without BatchNorm is left bit for bit as 
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.utils.prune as prune
 
 from compress.config import load_pipeline
 from compress.pipeline import run_pipeline
 from compress.pruning.batchnorm import recalibrate_on_training_data
+from compress.qat import fake_quantize
 from compress.registry import build_model
+from compress.stages.finetune import recalibrate
 
 # A BatchNorm whose running statistics barely move (momentum 0.001: one epoch of 63 steps
 # takes them 6% of the way) after a layer whose outputs are far from mean 0, variance 1:
@@ -84,3 +88,28 @@ def test_a_model_without_batchnorm_is_not_touched(tiny_data):
 def test_a_last_batch_of_one_sample_is_left_out(tiny_data):
     model = nn.Sequential(nn.Flatten(), nn.Linear(784, 4), nn.BatchNorm1d(4))
     assert recalibrate_on_training_data(model, tiny_data, 32, samples=65) == 64  # 32 + 32, not + 1
+
+
+def test_after_quantization_aware_fine_tuning_the_statistics_are_those_of_the_quantized_weights(
+    tiny_data,
+):
+    # The quantized files fold BatchNorm into weights they hold at qat_bits: the statistics
+    # must be measured on the outputs of those weights, not of the float ones.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 16), nn.BatchNorm1d(16))
+    fake, float_stats = copy.deepcopy(model), copy.deepcopy(model)
+    with torch.no_grad():
+        fake[1].weight.copy_(fake_quantize(fake[1].weight, 2))
+
+    recalibrate(model, tiny_data, 32, qat_bits=2)
+    recalibrate_on_training_data(fake, tiny_data, 32)  # by hand: the weights quantized first
+    assert torch.allclose(model[2].running_mean, fake[2].running_mean, atol=1e-5)
+    assert torch.allclose(model[2].running_var, fake[2].running_var, rtol=1e-4)
+
+    recalibrate(float_stats, tiny_data, 32, qat_bits=0)
+    assert not torch.allclose(float_stats[2].running_mean, model[2].running_mean, atol=1e-3)
+    # The model itself keeps its float weights and no quantization hooks.
+    assert not torch.equal(model[1].weight, fake[1].weight)
+    assert not model[1]._forward_pre_hooks or all(
+        isinstance(h, prune.BasePruningMethod) for h in model[1]._forward_pre_hooks.values()
+    )
