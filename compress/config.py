@@ -269,6 +269,13 @@ class QuantizeConfig(Section):
     per_channel: bool = True  # one scale per output channel (static variants)
     calibration_samples: PositiveInt = 512  # training images used to calibrate static
     calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    # Which layers static and static-int4 quantize. "all": every Conv, MatMul and Gemm.
+    # "faster": each is first timed alone in float and in int8 on this machine ([verify]
+    # threads) and only those whose int8 kernel is clearly faster (the 95% interval of
+    # int8 / float below 1) are quantized; the others stay float, and the table goes into the
+    # file's int8_layers metadata and the quantize stage's JSON. onnxruntime's int8 kernels
+    # are often slower than float on small convolutions at batch 1 (docs/methods.md).
+    static_layers: Literal["all", "faster"] = "all"
 
     @field_validator("bits")
     @classmethod
@@ -454,6 +461,10 @@ def _ignored_by_variants(quantize: QuantizeConfig, dotted: str) -> str | None:
     ):
         return (
             "quantize.variants has no static variant; calibration is read by static variants only"
+        )
+    if dotted == "quantize.static_layers" and not any(v.calibrated for v in written):
+        return (
+            "quantize.variants has no static variant; static_layers is read by static variants only"
         )
     table = dotted.split(".")[1]
     if table in ("bits", "auto") and "packed" not in quantize.variants:

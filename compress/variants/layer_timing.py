@@ -1,0 +1,163 @@
+"""Whether each layer's int8 kernel beats its float one on this machine: the evidence behind
+[quantize] static_layers = "faster".
+
+    rows = time_layers(model, quantize, threads=1)   # one row per Conv / MatMul / Gemm
+    slower = [r["node"] for r in rows if not r["quantized"]]   # -> nodes_to_exclude
+
+Each layer is timed alone: a one-node float model (its input's shape from shape inference
+of the whole model, batch 1; its weights as initializers) and the same node as `quantize`
+writes it (QDQ: QuantizeLinear on the input, the int8 kernel onnxruntime fuses,
+DequantizeLinear on the output), calibrated on random inputs of that shape. The two are
+timed interleaved in rounds (compress.latency), so load on the machine falls on both alike;
+the ratio int8 / float is the median per-round ratio with its 95% interval.
+
+The rule: a layer is quantized when the interval's upper end is below 1, i.e. its int8 form
+is clearly faster. A layer whose int8 form is as fast (the interval holds 1) stays float:
+it would gain nothing in speed and cost accuracy. The one-node int8 model pays for
+converting its input to int8 and its output back; between two int8 layers of the real
+graph that conversion is not paid, so the rule errs towards float, which is the safe side
+(never slower than the float file). A layer that cannot be timed alone (an input shape
+shape inference leaves unknown, or more than one activation input) stays float too, and its
+row says why.
+
+Cost: per layer, one small quantize_static call and 2 x (WARMUP + REPETITIONS) calls of a
+one-layer model: a LeNet-sized model takes a second or two.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import helper
+
+from compress.latency import summarize, timed_rounds
+
+log = logging.getLogger(__name__)
+
+OP_TYPES = ("Conv", "MatMul", "Gemm")  # the layers quantize_static writes an int8 kernel for
+REPETITIONS = 200  # timed calls per layer and form
+ROUNDS = 20  # 10 calls each; 20 ratios give a 95% interval from the 6th to the 15th
+CALIBRATION_SAMPLES = 16  # random inputs the one-node model is calibrated on
+
+# (one-node float model, calibration inputs) -> the same model quantized
+Quantize = Callable[[onnx.ModelProto, np.ndarray], onnx.ModelProto]
+
+
+def time_layers(
+    model: onnx.ModelProto,
+    quantize: Quantize,
+    threads: int = 1,
+    exclude: tuple[str, ...] | list[str] = (),
+    seed: int = 0,
+) -> list[dict]:
+    """One row per Conv / MatMul / Gemm node of `model` (in graph order, those in `exclude`
+    left out): node, op, float_ms and int8_ms (median call), ratio (int8 / float) with its
+    interval ratio_low..ratio_high, and quantized (the rule above); `note` where it was not
+    timed."""
+    shapes = _input_shapes(model)
+    inits = {i.name: i for i in model.graph.initializer}
+    rng = np.random.default_rng(seed)
+    rows = []
+    for node in model.graph.node:
+        if node.op_type not in OP_TYPES or node.name in exclude:
+            continue
+        row = {"node": node.name, "op": node.op_type}
+        activations = [name for name in node.input if name and name not in inits]
+        shape = shapes.get(activations[0]) if len(activations) == 1 else None
+        if not node.name:
+            row.update(quantized=False, note="no node name to exclude it by")
+        elif len(activations) != 1:
+            row.update(quantized=False, note=f"{len(activations)} activation inputs")
+        elif shape is None or not all(isinstance(d, int) and d > 0 for d in shape[1:]):
+            row.update(quantized=False, note="input shape unknown")
+        else:
+            single = _one_node_model(model, node, inits, activations[0], shape)
+            samples = rng.standard_normal((CALIBRATION_SAMPLES, *shape[1:])).astype(np.float32)
+            row.update(_timed(single, quantize(single, samples), samples, threads))
+        rows.append(row)
+    return rows
+
+
+def with_bias(model: onnx.ModelProto, names: list[str]) -> list[str]:
+    """`names` and the bias Add of each (an Add of the node's output and an initializer, as
+    the export writes a Linear: MatMul + Add): a layer left float keeps its bias float too,
+    else the quantizer puts int8 around the Add and the layer's output goes int8 and back."""
+    inits = {i.name for i in model.graph.initializer}
+    outputs = {node.output[0] for node in model.graph.node if node.name in names}
+    biases = [
+        node.name
+        for node in model.graph.node
+        if node.op_type == "Add"
+        and node.name
+        and any(x in outputs for x in node.input)
+        and any(x in inits for x in node.input)
+    ]
+    return [*names, *biases]
+
+
+def layer_line(rows: list[dict]) -> str:
+    """One log line: "int8 on 3 of 5 layers: conv2, fc1, fc2 faster; conv1, conv3 stay float"."""
+    fast = [r["node"] for r in rows if r["quantized"]]
+    slow = [r["node"] for r in rows if not r["quantized"]]
+    if not fast:
+        return f"int8 on none of {len(rows)} layers: no int8 kernel is faster; all stay float"
+    line = f"int8 on {len(fast)} of {len(rows)} layers: {', '.join(fast)} faster"
+    return line + (f"; {', '.join(slow)} stay float" if slow else "")
+
+
+def _timed(single: onnx.ModelProto, quantized: onnx.ModelProto, x: np.ndarray, threads: int):
+    sessions = [_session(m, threads) for m in (single, quantized)]
+    times = timed_rounds(sessions, [x, x], repetitions=REPETITIONS, rounds=ROUNDS)
+    base, int8 = summarize(times)
+    return {
+        "float_ms": round(base["p50"], 5),
+        "int8_ms": round(int8["p50"], 5),
+        "ratio": round(int8["vs_base"], 4),
+        "ratio_low": round(int8["vs_base_low"], 4),
+        "ratio_high": round(int8["vs_base_high"], 4),
+        "quantized": int8["vs_base_high"] < 1.0,
+    }
+
+
+def _session(model: onnx.ModelProto, threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()  # as verify times the artifacts (make_session)
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), options, ["CPUExecutionProvider"])
+
+
+def _input_shapes(model: onnx.ModelProto) -> dict[str, list]:
+    """Tensor name -> its inferred dims (an int, or None where unknown)."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    graph = inferred.graph
+    shapes = {}
+    for value in [*graph.input, *graph.value_info, *graph.output]:
+        tensor = value.type.tensor_type
+        if tensor.HasField("shape"):
+            shapes[value.name] = [
+                d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim
+            ]
+    return shapes
+
+
+def _one_node_model(
+    model: onnx.ModelProto,
+    node: onnx.NodeProto,
+    inits: dict[str, onnx.TensorProto],
+    activation: str,
+    shape: list,
+) -> onnx.ModelProto:
+    """`node` alone: its activation input of `shape` with a free batch dimension, its
+    initializers, its first output (the others it may have are not read)."""
+    x = helper.make_tensor_value_info(activation, onnx.TensorProto.FLOAT, ["batch", *shape[1:]])
+    y = helper.make_tensor_value_info(node.output[0], onnx.TensorProto.FLOAT, None)
+    weights = [inits[name] for name in node.input if name in inits]
+    graph = helper.make_graph([node], "layer", [x], [y], weights)
+    single = helper.make_model(graph, opset_imports=list(model.opset_import))
+    single.ir_version = model.ir_version
+    return single
