@@ -462,10 +462,10 @@ def _ignored_by_variants(quantize: QuantizeConfig, dotted: str) -> str | None:
         return (
             "quantize.variants has no static variant; calibration is read by static variants only"
         )
-    if dotted == "quantize.static_layers" and not any(v.calibrated for v in written):
-        return (
-            "quantize.variants has no static variant; static_layers is read by static variants only"
-        )
+    if dotted == "quantize.static_layers" and not any(
+        quantize_variant(v).calibrated for v in quantize.variants
+    ):  # the static-int4 that packed-int4 is made from quantizes every layer
+        return "quantize.variants has no static or static-int4; static_layers is read by them only"
     table = dotted.split(".")[1]
     if table in ("bits", "auto") and "packed" not in quantize.variants:
         return f"quantize.variants has no packed; [quantize] {table} is read by it only"

@@ -82,21 +82,30 @@ def time_layers(
     return rows
 
 
-def with_bias(model: onnx.ModelProto, names: list[str]) -> list[str]:
-    """`names` and the bias Add of each (an Add of the node's output and an initializer, as
-    the export writes a Linear: MatMul + Add): a layer left float keeps its bias float too,
-    else the quantizer puts int8 around the Add and the layer's output goes int8 and back."""
+def float_nodes(model: onnx.ModelProto, rows: list[dict], exclude: list[str]) -> list[str]:
+    """The nodes to leave float: `exclude`, the layers of `rows` not quantized, and every
+    other node (no layer of `rows`) all of whose activation inputs come from float nodes or
+    the model's inputs: a float layer's bias Add (the export writes a Linear as MatMul +
+    Add), a pooling or a residual Add between float layers. The quantizer would otherwise put
+    int8 around them, converting a float region's activations to int8 and back for nothing;
+    with no layer quantized, no node is."""
     inits = {i.name for i in model.graph.initializer}
-    outputs = {node.output[0] for node in model.graph.node if node.name in names}
-    biases = [
-        node.name
-        for node in model.graph.node
-        if node.op_type == "Add"
-        and node.name
-        and any(x in outputs for x in node.input)
-        and any(x in inits for x in node.input)
-    ]
-    return [*names, *biases]
+    layers = {r["node"]: r["quantized"] for r in rows}
+    float_tensors = {x.name for x in model.graph.input}
+    names = list(exclude)
+    for node in model.graph.node:
+        activations = [x for x in node.input if x and x not in inits]
+        if node.name in layers:
+            left_float = not layers[node.name]
+        else:
+            left_float = node.name in exclude or (
+                bool(node.name) and all(x in float_tensors for x in activations)
+            )
+        if left_float:
+            float_tensors.update(node.output)
+            if node.name and node.name not in names:
+                names.append(node.name)
+    return names
 
 
 def layer_line(rows: list[dict]) -> str:

@@ -27,7 +27,7 @@ from compress.config import QuantizeConfig
 from compress.encode.frontend import frontend_node_names
 from compress.errors import CompressError
 from compress.variants.base import VariantContext
-from compress.variants.layer_timing import layer_line, time_layers, with_bias
+from compress.variants.layer_timing import float_nodes, layer_line, time_layers
 from compress.variants.quantizer import ArrayReader, QuantizerVariant, finish, quiet_root_logger
 from compress.variants.registry import register_variant
 
@@ -52,7 +52,7 @@ class StaticVariant(QuantizerVariant):
             rows = time_layers(
                 model, self._quantize_layer(context.config), context.threads, exclude
             )
-            exclude += with_bias(model, [row["node"] for row in rows if not row["quantized"]])
+            exclude = float_nodes(model, rows, exclude)
             extra["int8_layers"] = json.dumps(rows)  # the evidence, for the report
             log.info("%s: %s", target.stem, layer_line(rows))
         finish(self.quantize(source, context, exclude), source, target, context.ir_version, extra)
