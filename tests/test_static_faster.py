@@ -72,6 +72,7 @@ def known_table(names, faster):
         return [
             {
                 "node": name,
+                "layer": name,
                 "op": "Conv",
                 "float_ms": 1.0,
                 "int8_ms": 0.5 if name in faster else 2.0,
@@ -125,7 +126,7 @@ def test_with_no_faster_layer_the_file_is_the_float_graph(
 
 def test_the_log_names_the_faster_and_the_float_layers():
     rows = [
-        {"node": n, "quantized": q}
+        {"node": f"node_{n}", "layer": n, "quantized": q}
         for n, q in [("conv1", False), ("conv2", True), ("fc1", True), ("conv3", False)]
     ]
     assert layer_timing.layer_line(rows) == (
@@ -167,10 +168,10 @@ def test_a_real_timing_gives_one_sane_row_per_layer():
     model = gemm_model()
     quantize = static.Static()._quantize_layer(QuantizeConfig())
     rows = layer_timing.time_layers(model, quantize, threads=1)
-    assert [(r["node"], r["op"]) for r in rows] == [
-        ("conv", "Conv"),
-        ("gemm", "Gemm"),
-        ("matmul", "MatMul"),
+    assert [(r["node"], r["layer"], r["op"]) for r in rows] == [
+        ("conv", "w1", "Conv"),
+        ("gemm", "w2", "Gemm"),
+        ("matmul", "w3", "MatMul"),
     ]
     for row in rows:
         assert 0 < row["float_ms"] < 50 and 0 < row["int8_ms"] < 50

@@ -55,9 +55,9 @@ def time_layers(
     seed: int = 0,
 ) -> list[dict]:
     """One row per Conv / MatMul / Gemm node of `model` (in graph order, those in `exclude`
-    left out): node, op, float_ms and int8_ms (median call), ratio (int8 / float) with its
-    interval ratio_low..ratio_high, and quantized (the rule above); `note` where it was not
-    timed."""
+    left out): node, layer (its weight's name less `.weight`: the module), op, float_ms and
+    int8_ms (median call), ratio (int8 / float) with its interval ratio_low..ratio_high, and
+    quantized (the rule above); `note` where it was not timed."""
     shapes = _input_shapes(model)
     inits = {i.name: i for i in model.graph.initializer}
     rng = np.random.default_rng(seed)
@@ -65,7 +65,9 @@ def time_layers(
     for node in model.graph.node:
         if node.op_type not in OP_TYPES or node.name in exclude:
             continue
-        row = {"node": node.name, "op": node.op_type}
+        weights = [name for name in node.input if name in inits]
+        layer = weights[0].removesuffix(".weight") if weights else node.name
+        row = {"node": node.name, "layer": layer, "op": node.op_type}
         activations = [name for name in node.input if name and name not in inits]
         shape = shapes.get(activations[0]) if len(activations) == 1 else None
         if not node.name:
@@ -110,8 +112,8 @@ def float_nodes(model: onnx.ModelProto, rows: list[dict], exclude: list[str]) ->
 
 def layer_line(rows: list[dict]) -> str:
     """One log line: "int8 on 3 of 5 layers: conv2, fc1, fc2 faster; conv1, conv3 stay float"."""
-    fast = [r["node"] for r in rows if r["quantized"]]
-    slow = [r["node"] for r in rows if not r["quantized"]]
+    fast = [r["layer"] for r in rows if r["quantized"]]
+    slow = [r["layer"] for r in rows if not r["quantized"]]
     if not fast:
         return f"int8 on none of {len(rows)} layers: no int8 kernel is faster; all stay float"
     line = f"int8 on {len(fast)} of {len(rows)} layers: {', '.join(fast)} faster"
