@@ -272,9 +272,11 @@ class QuantizeConfig(Section):
     # Which layers static and static-int4 quantize. "all": every Conv, MatMul and Gemm.
     # "faster": each is first timed alone in float and in int8 on this machine ([verify]
     # threads) and only those whose int8 kernel is clearly faster (the 95% interval of
-    # int8 / float below 1) are quantized; the others stay float, and the table goes into the
-    # file's int8_layers metadata and the quantize stage's JSON. onnxruntime's int8 kernels
-    # are often slower than float on small convolutions at batch 1 (docs/methods.md).
+    # int8 / float below 1) are quantized; the others stay float. The whole file is then
+    # timed against float and against int8 on all layers, and gives way to the faster when
+    # clearly slower. The tables go into the file's int8_layers and int8_check metadata and
+    # the quantize stage's JSON. onnxruntime's int8 kernels are often slower than float on
+    # small convolutions at batch 1 (docs/methods.md, "int8 only where it is faster").
     static_layers: Literal["all", "faster"] = "all"
 
     @field_validator("bits")

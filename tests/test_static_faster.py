@@ -87,11 +87,30 @@ def known_table(names, faster):
     return table
 
 
+def whole_files(faster=(0.8, 0.7, 0.9), all_=(0.8, 0.7, 0.9), all_vs_faster=(1.0, 0.9, 1.1)):
+    """time_models stand-in: the whole files' ratios to float (and all's to faster's)."""
+
+    def check(models, x, threads=1):
+        assert len(models) == 3  # float, int8 on the faster layers, int8 on all
+        ratios = {"faster": faster, "all": all_}
+        return {
+            "float_ms": 1.0,
+            **{
+                k: dict(zip(("ratio", "ratio_low", "ratio_high"), v, strict=True), ms=v[0])
+                for k, v in ratios.items()
+            },
+            "all_vs_faster": list(all_vs_faster),
+        }
+
+    return check
+
+
 @pytest.mark.parametrize("variant", ["static", "static-int4"])
 def test_exactly_the_slower_layers_stay_float(cnn, calibration, tmp_path, monkeypatch, variant):
     names = [n.name for n in layers(cnn)]
     faster = {names[1], names[2]}  # the second conv and the first linear
     monkeypatch.setattr(static, "time_layers", known_table(names, faster))
+    monkeypatch.setattr(static, "time_models", whole_files())
     target = tmp_path / "pruned-int8-static.onnx"
     write_variant(cnn, target, variant, FASTER, calibration)
     model = onnx.load(str(target))
@@ -99,7 +118,10 @@ def test_exactly_the_slower_layers_stay_float(cnn, calibration, tmp_path, monkey
     assert {n for n in names if dequantized_weight(model, n)} == faster
     rows = json.loads(get_metadata(model)["int8_layers"])
     assert [r["node"] for r in rows] == names
-    assert _layer_timing(target) == {"int8_layers": rows}  # what the stage's JSON records
+    check = json.loads(get_metadata(model)["int8_check"])
+    assert check["kept"] == "faster"
+    # what the stage's JSON records
+    assert _layer_timing(target) == {"int8_layers": rows, "int8_check": check}
     # the last Linear stays float with its bias: the logits come out of a float Add
     last = model.graph.node[-1]
     assert last.op_type == "Add" and last.output[0] == "logits"
@@ -110,6 +132,7 @@ def test_with_no_faster_layer_the_file_is_the_float_graph(
 ):
     names = [n.name for n in layers(cnn)]
     monkeypatch.setattr(static, "time_layers", known_table(names, set()))
+    monkeypatch.setattr(static, "time_models", whole_files(faster=(1.0, 0.95, 1.05)))
     target = tmp_path / "pruned-int8-static.onnx"
     with caplog.at_level(logging.INFO, logger="compress.variants.static"):
         write_variant(cnn, target, "static", FASTER, calibration)
@@ -122,6 +145,33 @@ def test_with_no_faster_layer_the_file_is_the_float_graph(
     float_out = ort.InferenceSession(str(cnn)).run(None, {"input": x})[0]
     out = ort.InferenceSession(str(target)).run(None, {"input": x})[0]
     np.testing.assert_allclose(out, float_out, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("check", "kept"),
+    [
+        ({"faster": (0.8, 0.7, 0.9), "all_vs_faster": (0.97, 0.9, 1.02)}, "faster"),
+        ({"all": (0.6, 0.5, 0.7), "all_vs_faster": (0.8, 0.75, 0.85)}, "all"),
+        ({"faster": (1.3, 1.2, 1.4), "all_vs_faster": (1.1, 1.05, 1.2)}, "none"),
+    ],
+    ids=["the-faster-layers", "all-when-clearly-faster-than-that", "none-when-slower-than-float"],
+)
+def test_the_whole_file_check_keeps(check, kept, cnn, calibration, tmp_path, monkeypatch):
+    names = [n.name for n in layers(cnn)]
+    monkeypatch.setattr(static, "time_layers", known_table(names, {names[0]}))
+    monkeypatch.setattr(
+        static,
+        "time_models",
+        whole_files(**{"all_" if k == "all" else k: v for k, v in check.items()}),
+    )
+    target = tmp_path / "pruned-int8-static.onnx"
+    write_variant(cnn, target, "static", FASTER, calibration)
+    model = onnx.load(str(target))
+    int8 = {n for n in names if dequantized_weight(model, n)}
+    assert int8 == {"faster": {names[0]}, "all": set(names), "none": set()}[kept]
+    assert json.loads(get_metadata(model)["int8_check"])["kept"] == kept
+    rows = json.loads(get_metadata(model)["int8_layers"])
+    assert {r["node"] for r in rows if r["quantized"]} == int8  # the table says what the file has
 
 
 def test_the_log_names_the_faster_and_the_float_layers():
@@ -235,3 +285,14 @@ def test_the_default_leaves_the_quantize_key_as_it_was_and_faster_adds_the_threa
     )
     settings = _quantize_settings(faster)
     assert settings["threads"] == 2 and settings["quantize"]["static_layers"] == "faster"
+
+
+def test_a_real_whole_file_check_times_float_and_both_int8_files():
+    model = gemm_model()
+    x = np.random.default_rng(0).standard_normal((8, 2, 6, 6)).astype(np.float32)
+    check = layer_timing.time_models([model, model, model], x)
+    assert check["float_ms"] > 0
+    for name in ("faster", "all"):
+        assert check[name]["ms"] > 0
+        assert check[name]["ratio_low"] <= check[name]["ratio"] <= check[name]["ratio_high"]
+    assert layer_timing.choose(check) in ("faster", "all", "none")

@@ -147,9 +147,10 @@ def run(ctx: StageContext) -> dict:
 
 def _layer_timing(target: Path) -> dict:
     """static_layers = "faster": each layer's float and int8 timing and whether it was
-    quantized (the file's int8_layers metadata), for the stage's JSON."""
-    rows = get_metadata(onnx.load(str(target), load_external_data=False)).get("int8_layers")
-    return {"int8_layers": json.loads(rows)} if rows else {}
+    quantized, and the whole files' check (the file's int8_layers and int8_check metadata),
+    for the stage's JSON."""
+    metadata = get_metadata(onnx.load(str(target), load_external_data=False))
+    return {k: json.loads(metadata[k]) for k in ("int8_layers", "int8_check") if k in metadata}
 
 
 def _packed_widths(

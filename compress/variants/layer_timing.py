@@ -2,7 +2,9 @@
 [quantize] static_layers = "faster".
 
     rows = time_layers(model, quantize, threads=1)   # one row per Conv / MatMul / Gemm
-    slower = [r["node"] for r in rows if not r["quantized"]]   # -> nodes_to_exclude
+    exclude = float_nodes(model, rows, frontend)     # -> quantize_static(nodes_to_exclude=)
+    check = time_models([model, faster, every], x)   # the whole files, against float
+    choose(check)                                    # "faster", "all" or "none"
 
 Each layer is timed alone: a one-node float model (its input's shape from shape inference
 of the whole model, batch 1; its weights as initializers) and the same node as `quantize`
@@ -15,13 +17,16 @@ The rule: a layer is quantized when the interval's upper end is below 1, i.e. it
 is clearly faster. A layer whose int8 form is as fast (the interval holds 1) stays float:
 it would gain nothing in speed and cost accuracy. The one-node int8 model pays for
 converting its input to int8 and its output back; between two int8 layers of the real
-graph that conversion is not paid, so the rule errs towards float, which is the safe side
-(never slower than the float file). A layer that cannot be timed alone (an input shape
-shape inference leaves unknown, or more than one activation input) stays float too, and its
+graph that conversion is not paid, but a file mixing float and int8 layers pays it at
+every border. So the whole files are timed too (`time_models`): `choose` keeps int8 on the
+faster layers, unless int8 on all is clearly faster than that, and the float graph when the
+one kept is clearly slower than float. A layer that cannot be timed alone (an input shape
+shape inference leaves unknown, or more than one activation input) stays float, and its
 row says why.
 
 Cost: per layer, one small quantize_static call and 2 x (WARMUP + REPETITIONS) calls of a
-one-layer model: a LeNet-sized model takes a second or two.
+one-layer model; then 3 x (WARMUP + REPETITIONS) calls of the whole model: a LeNet-sized
+model takes a second or two.
 """
 
 from __future__ import annotations
@@ -108,6 +113,41 @@ def float_nodes(model: onnx.ModelProto, rows: list[dict], exclude: list[str]) ->
             if node.name and node.name not in names:
                 names.append(node.name)
     return names
+
+
+def time_models(models: list[onnx.ModelProto], x: np.ndarray, threads: int = 1) -> dict:
+    """The whole files timed interleaved: [float, int8 on the faster layers, int8 on all].
+
+    Per candidate (`faster`, `all`): its median call in ms, its ratio to float with the 95%
+    interval, and `all` against `faster` (all_vs_faster, with its interval)."""
+    sessions = [_session(m, threads) for m in models]
+    times = timed_rounds(sessions, [x] * len(models), repetitions=REPETITIONS, rounds=ROUNDS)
+    base = summarize(times)
+    against_faster = summarize(times, base=1)[2]
+    return {
+        "float_ms": round(base[0]["p50"], 5),
+        **{
+            name: {
+                "ms": round(row["p50"], 5),
+                "ratio": round(row["vs_base"], 4),
+                "ratio_low": round(row["vs_base_low"], 4),
+                "ratio_high": round(row["vs_base_high"], 4),
+            }
+            for name, row in zip(("faster", "all"), base[1:], strict=True)
+        },
+        "all_vs_faster": [
+            round(against_faster[k], 4) for k in ("vs_base", "vs_base_low", "vs_base_high")
+        ],
+    }
+
+
+def choose(check: dict) -> str:
+    """Which file the whole-model check keeps: "faster" (int8 on the faster layers), "all"
+    (every layer int8, when it is clearly faster than that: layers alone pay conversions a
+    chain of int8 layers does not) or "none" (the float graph, when the one kept would be
+    clearly slower than float)."""
+    kept = "all" if check["all_vs_faster"][2] < 1.0 else "faster"
+    return "none" if check[kept]["ratio_low"] > 1.0 else kept
 
 
 def layer_line(rows: list[dict]) -> str:

@@ -8,7 +8,9 @@ by default. Weights are symmetric, so a pruned weight stays an exact stored zero
 
 With [quantize] static_layers = "faster", each Conv / MatMul / Gemm is first timed alone in
 float and in int8 on this machine (compress.variants.layer_timing) and only those whose int8
-form is clearly faster are quantized; the table goes into the file's `int8_layers` metadata.
+form is clearly faster are quantized; the whole file is then timed against the float model
+and against int8 on all layers, and gives way to whichever is clearly faster. The tables go
+into the file's `int8_layers` and `int8_check` metadata.
 """
 
 from __future__ import annotations
@@ -27,7 +29,13 @@ from compress.config import QuantizeConfig
 from compress.encode.frontend import frontend_node_names
 from compress.errors import CompressError
 from compress.variants.base import VariantContext
-from compress.variants.layer_timing import float_nodes, layer_line, time_layers
+from compress.variants.layer_timing import (
+    choose,
+    float_nodes,
+    layer_line,
+    time_layers,
+    time_models,
+)
 from compress.variants.quantizer import ArrayReader, QuantizerVariant, finish, quiet_root_logger
 from compress.variants.registry import register_variant
 
@@ -45,17 +53,39 @@ class StaticVariant(QuantizerVariant):
     weight_type: ClassVar[QuantType]
 
     def write(self, source: Path, target: Path, context: VariantContext) -> None:
+        if context.calibration is None:
+            raise CompressError(f"quantize variant {self.name!r} needs calibration inputs")
         model = onnx.load(str(source))
-        exclude = frontend_node_names(model)
-        extra = {}
-        if context.config.static_layers == "faster":
-            rows = time_layers(
-                model, self._quantize_layer(context.config), context.threads, exclude
+        frontend = frontend_node_names(model)
+        if context.config.static_layers == "all":
+            finish(self.quantize(source, context, frontend), source, target, context.ir_version)
+            return
+        rows = time_layers(model, self._quantize_layer(context.config), context.threads, frontend)
+        log.info("%s: %s", target.stem, layer_line(rows))
+        files = {
+            "faster": self.quantize(source, context, float_nodes(model, rows, frontend)),
+            "all": self.quantize(source, context, frontend),
+        }
+        check = time_models([model, *files.values()], context.calibration, context.threads)
+        check["kept"] = choose(check)
+        if check["kept"] != "faster":
+            log.info(
+                "%s: the whole file with int8 on the faster layers runs %.2fx float, on all "
+                "%.2fx: keeping %s",
+                target.stem,
+                check["faster"]["ratio"],
+                check["all"]["ratio"],
+                {"all": "int8 on all layers", "none": "the float graph"}[check["kept"]],
             )
-            exclude = float_nodes(model, rows, exclude)
-            extra["int8_layers"] = json.dumps(rows)  # the evidence, for the report
-            log.info("%s: %s", target.stem, layer_line(rows))
-        finish(self.quantize(source, context, exclude), source, target, context.ir_version, extra)
+            # `quantized`: as the file holds it; `faster_alone`: the layer's own verdict
+            every = check["kept"] == "all"
+            rows = [{**row, "faster_alone": row["quantized"], "quantized": every} for row in rows]
+        kept = files.get(check["kept"])
+        if kept is None:  # every layer float
+            kept = self.quantize(source, context, float_nodes(model, rows, frontend))
+        # the evidence, for the report: each layer's timing, and the whole files'
+        extra = {"int8_layers": json.dumps(rows), "int8_check": json.dumps(check)}
+        finish(kept, source, target, context.ir_version, extra)
 
     def quantize(
         self, source: Path, context: VariantContext, exclude: list[str] | None = None
