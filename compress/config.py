@@ -269,6 +269,15 @@ class QuantizeConfig(Section):
     per_channel: bool = True  # one scale per output channel (static variants)
     calibration_samples: PositiveInt = 512  # training images used to calibrate static
     calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    # Which layers static and static-int4 quantize. "all": every Conv, MatMul and Gemm.
+    # "faster": each is first timed alone in float and in int8 on this machine ([verify]
+    # threads) and only those whose int8 kernel is clearly faster (the 95% interval of
+    # int8 / float below 1) are quantized; the others stay float. The whole file is then
+    # timed against float and against int8 on all layers, and gives way to the faster when
+    # clearly slower. The tables go into the file's int8_layers and int8_check metadata and
+    # the quantize stage's JSON. onnxruntime's int8 kernels are often slower than float on
+    # small convolutions at batch 1 (docs/methods.md, "int8 only where it is faster").
+    static_layers: Literal["all", "faster"] = "all"
 
     @field_validator("bits")
     @classmethod
@@ -455,6 +464,10 @@ def _ignored_by_variants(quantize: QuantizeConfig, dotted: str) -> str | None:
         return (
             "quantize.variants has no static variant; calibration is read by static variants only"
         )
+    if dotted == "quantize.static_layers" and not any(
+        quantize_variant(v).calibrated for v in quantize.variants
+    ):  # the static-int4 that packed-int4 is made from quantizes every layer
+        return "quantize.variants has no static or static-int4; static_layers is read by them only"
     table = dotted.split(".")[1]
     if table in ("bits", "auto") and "packed" not in quantize.variants:
         return f"quantize.variants has no packed; [quantize] {table} is read by it only"

@@ -77,12 +77,22 @@ def _train_settings(config: PipelineConfig) -> dict:
     return {"model": config.model, "train": train}
 
 
+def _quantize_settings(config: PipelineConfig) -> dict:
+    # static_layers = "all" (the default) stays out of the key, which is as it was before;
+    # "faster" times layers at [verify] threads, so the count is part of what it depends on
+    quantize = config.quantize.model_dump(mode="json", by_alias=True)
+    if quantize["static_layers"] == "all":
+        del quantize["static_layers"]
+        return quantize
+    return {"quantize": quantize, "threads": config.verify.threads}
+
+
 STAGES: tuple[StageDef, ...] = (
     StageDef("train", train.run, _train_settings, (), revision=1),
     StageDef("prune", prune.run, lambda c: c.prune, ("train",)),
     StageDef("finetune", finetune.run, lambda c: c.finetune, ("prune",), revision=2),
     StageDef("export", export.run, lambda c: c.export, ("train", "finetune")),
-    StageDef("quantize", quantize.run, lambda c: c.quantize, ("export",)),
+    StageDef("quantize", quantize.run, _quantize_settings, ("export",)),
     StageDef("verify", verify.run, lambda c: c.verify, ("export", "quantize")),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)

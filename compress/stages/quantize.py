@@ -20,8 +20,11 @@ how it writes its file):
 Variants are written after the ones they need (packed-int4 packs static-int4's very codes
 and scales); a needed variant that is not asked for is written to a temporary folder only.
 Calibrated variants get the first `calibration_samples` training inputs (the same ones every
-run). With `bits = "auto"` the widths are chosen on the validation split first; the stage's
-JSON gives the packed artifact's widths (`bits`) and that choice's evidence (`allocation`).
+run). With `static_layers = "faster"` the static variants quantize only the layers whose
+int8 kernel is faster on this machine (compress.variants.layer_timing); the stage's JSON
+gives each such file's table (`int8_layers`). With `bits = "auto"` the widths are chosen on
+the validation split first; the stage's JSON gives the packed artifact's widths (`bits`)
+and that choice's evidence (`allocation`).
 """
 
 from __future__ import annotations
@@ -62,21 +65,27 @@ def write_variant(
     inputs: Mapping[str, Path] | None = None,
     ir_version: int | None = None,
     widths: Mapping[str, int] | None = None,
+    threads: int = 1,
 ) -> None:
     """Write the `variant` of the float model at `source` to `target` (metadata kept).
 
-    `inputs`: the files of variants it needs, already written (name -> path); the others it
-    needs are written first, to a temporary folder.
+    `inputs`: the files of variants it needs, already written (name -> path) with every
+    layer quantized; the others it needs are written first, to a temporary folder.
+    `threads`: intra-op threads for timing layers (static_layers = "faster").
     """
     inputs = dict(inputs or {})
+    # What another variant is made from quantizes every layer (packed-int4 packs all of
+    # static-int4's codes and runs at dense speed anyway): static_layers is the asked-for
+    # file's choice only.
+    whole = config.model_copy(update={"static_layers": "all"})
     with tempfile.TemporaryDirectory() as tmp:
         for name in in_order([variant])[:-1]:
             if name not in inputs:
                 inputs[name] = Path(tmp) / f"{variant_name(source.stem, name)}.onnx"
                 write_variant(
-                    source, inputs[name], name, config, calibration, inputs, ir_version, widths
+                    source, inputs[name], name, whole, calibration, inputs, ir_version, widths
                 )
-        context = VariantContext(config, calibration, inputs, ir_version, widths)
+        context = VariantContext(config, calibration, inputs, ir_version, widths, threads)
         get_variant(variant)().write(source, target, context)
 
 
@@ -98,6 +107,7 @@ def run(ctx: StageContext) -> dict:
             calibration = take_used(calibration, json.loads(used))
     widths, extra = _packed_widths(ctx, source, config)
     written: dict[str, Path] = {}
+    whole: dict[str, Path] = {}  # those with every layer quantized: what others are made from
     for variant in in_order(config.variants):
         if variant not in config.variants:
             continue  # only needed by another: write_variant writes it to a temporary folder
@@ -109,11 +119,14 @@ def run(ctx: StageContext) -> dict:
             variant,
             config,
             calibration,
-            written,
+            whole,
             ctx.config.export.ir_version,
             widths,
+            ctx.config.verify.threads,
         )
         written[variant] = target
+        if config.static_layers == "all" or not get_variant(variant).calibrated:
+            whole[variant] = target
         log.info(
             "quantized %s -> %s (%d bytes) in %.1fs",
             source.name,
@@ -126,9 +139,18 @@ def run(ctx: StageContext) -> dict:
             "path": str(target.relative_to(ctx.run_dir)),
             "bytes": target.stat().st_size,
             **(extra if variant == "packed" else {}),
+            **_layer_timing(target),
         }
         for variant, target in ((v, written[v]) for v in config.variants)
     }
+
+
+def _layer_timing(target: Path) -> dict:
+    """static_layers = "faster": each layer's float and int8 timing and whether it was
+    quantized, and the whole files' check (the file's int8_layers and int8_check metadata),
+    for the stage's JSON."""
+    metadata = get_metadata(onnx.load(str(target), load_external_data=False))
+    return {k: json.loads(metadata[k]) for k in ("int8_layers", "int8_check") if k in metadata}
 
 
 def _packed_widths(

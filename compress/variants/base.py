@@ -40,6 +40,9 @@ class VariantContext:
     # Layer -> bits for the variants that read [quantize] bits, as the quantize stage
     # resolved it (for bits = "auto", its choice); None: the variant reads the config.
     widths: Mapping[str, int] | None = None
+    # Intra-op threads for timing layers ([quantize] static_layers = "faster"): [verify]
+    # threads, the count the artifacts' latency is measured at.
+    threads: int = 1
 
 
 @dataclass
