@@ -5,6 +5,7 @@ batches gathered from the map rather than from a copy of the file."""
 from __future__ import annotations
 
 import json
+import mmap
 
 import numpy as np
 import onnx
@@ -133,18 +134,25 @@ def test_reading_a_mapped_split_hands_its_pages_back_in_groups(tmp_path, monkeyp
     monkeypatch.setattr(store, "WINDOW", 4096)
     monkeypatch.setattr(store, "RELEASE_BYTES", 4 * 4096)  # released every 4 windows
     samples = SampleStore(np.load(tmp_path / "train_x.npy", mmap_mode="r"))
-    released = []
+    advice = []
 
-    class Spy:  # stands in for the mmap, counting the pages handed back
+    class Spy:  # stands in for the mmap, recording what the store tells the kernel
         def madvise(self, option):
-            released.append(option)
+            advice.append(option)
+
+    def released():
+        return advice.count(mmap.MADV_DONTNEED)
 
     samples._mapping.mapped = Spy()
     pick = [399, 0, 200, 5]  # windows 37, 0, 18, 0: one group
-    assert np.array_equal(samples[torch.tensor(pick)].numpy(), x[pick]) and len(released) == 1
+    assert np.array_equal(samples[torch.tensor(pick)].numpy(), x[pick]) and released() == 1
+    # A shuffled gather reads no more than its pages: no read-ahead.
+    assert advice[0] == mmap.MADV_RANDOM
     everything = np.concatenate(list(samples.chunks(100)))
     assert np.array_equal(everything, x)
-    assert len(released) == 1 + 4 * 3  # each chunk of 100 spans 10 windows: 3 groups
+    assert released() == 1 + 4 * 3  # each chunk of 100 spans 10 windows: 3 groups
+    # A pass in order asks for read-ahead again before each chunk.
+    assert [a for a in advice[2:] if a != mmap.MADV_DONTNEED] == [mmap.MADV_NORMAL] * 4
 
 
 @pytest.mark.slow
