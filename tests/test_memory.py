@@ -46,9 +46,9 @@ def live(memory) -> list[int]:
     return [node.live_bytes for node in memory.per_node]
 
 
-def test_a_chain_holds_a_node_input_and_output_at_a_time():
-    # x [1,4] 16 B -> a [1,8] 32 B -> b [1,8] 32 B -> y [1,2] 8 B (float32)
-    model = model_of(
+def chain() -> onnx.ModelProto:
+    """x [1,4] -> MatMul -> a [1,8] -> Relu -> b [1,8] -> MatMul -> y [1,2]."""
+    return model_of(
         [
             helper.make_node("MatMul", ["x", "w1"], ["a"]),
             helper.make_node("Relu", ["a"], ["b"]),
@@ -58,6 +58,11 @@ def test_a_chain_holds_a_node_input_and_output_at_a_time():
         [("y", F, ["N", 2])],
         [weight("w1", 4, 8), weight("w2", 8, 2)],
     )
+
+
+def test_a_chain_holds_a_node_input_and_output_at_a_time():
+    # x [1,4] 16 B -> a [1,8] 32 B -> b [1,8] 32 B -> y [1,2] 8 B (float32)
+    model = chain()
     memory = activation_memory(model)
     assert live(memory) == [16 + 32, 32 + 32, 32 + 8]
     assert memory.peak_bytes == 64 and memory.peak_index == 1
@@ -302,16 +307,7 @@ def test_report_memory_shows_each_node_and_marks_the_peak(tmp_path):
 
     from compress.cli import main
 
-    model = model_of(
-        [
-            helper.make_node("MatMul", ["x", "w1"], ["a"]),
-            helper.make_node("Relu", ["a"], ["b"]),
-            helper.make_node("MatMul", ["b", "w2"], ["y"]),
-        ],
-        [("x", F, ["N", 4])],
-        [("y", F, ["N", 2])],
-        [weight("w1", 4, 8), weight("w2", 8, 2)],
-    )
+    model = chain()
     onnx.save(model, tmp_path / "dense.onnx")
     row = {"name": "dense", "path": "dense.onnx", "weight_bytes": 192}
     (tmp_path / "report.json").write_text(json.dumps({"artifacts": [row]}))
