@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import shutil
 import sys
 from pathlib import Path
 
@@ -286,3 +287,30 @@ def test_a_sound_run_exports_artifacts_that_take_the_waveform(tmp_path, monkeypa
     evaluate.main()
     printed = capsys.readouterr().out
     assert printed.startswith(f"pruned-int4-packed.onnx: {meta['accuracy']} on 12 clips"), printed
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
+def test_val_voices_move_training_voices_to_val_and_leave_test_as_it_is(tmp_path, monkeypatch):
+    make = load_script("make_spoken_words")
+    monkeypatch.setattr(make, "WORDS", ("yes",))  # 25 voices, one clip each
+    monkeypatch.setattr(make, "SPEEDS", (150,))
+    monkeypatch.setattr(make, "PITCHES", (50,))
+
+    def files(out: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*.wav")}
+
+    written = {}
+    for out, extra in (("plain", []), ("val", ["--val-voices", "2"])):
+        monkeypatch.setattr(sys, "argv", ["make", "--out", str(tmp_path / out), *extra])
+        make.main()
+        written[out] = files(tmp_path / out)
+    plain, val = written["plain"], written["val"]
+    moved = {n for n in val if n.startswith("val/")}
+    assert len(moved) == 2 and not any(n.startswith("val/") for n in plain)
+    assert {n.replace("val/", "train/", 1) for n in moved} <= set(plain)
+    voices = {n.split("/")[-1].split("-s")[0] for n in moved}
+    assert not voices & {n.split("/")[-1].split("-s")[0] for n in val if n.startswith("train/")}
+    assert {n: b for n, b in val.items() if n.startswith("test/")} == {
+        n: b for n, b in plain.items() if n.startswith("test/")
+    }  # the same clips, byte for byte
+    assert all(plain[n.replace("val/", "train/", 1)] == b for n, b in val.items() if n in moved)
