@@ -1,6 +1,7 @@
 """Synthesize an offline keyword-spotting set: 10 spoken words as 1 s, 16 kHz WAV clips.
 
     python bench/make_spoken_words.py --out /tmp/spoken-words
+    python bench/make_spoken_words.py --out /tmp/spoken-words-val --val-voices 2
     compress run pipelines/kws.toml --data-root /tmp/spoken-words
 
 Each of yes no up down left right on off stop go is spoken by espeak-ng (`-w out.wav`) in
@@ -9,6 +10,9 @@ compress.data.wav), placed at a random offset in a 1 s clip and mixed with seede
 a random level (white and low-passed). The split is by voice: the test/ clips are spoken by
 voices (accent + variant) that no train/ clip has, so the test accuracy is on unseen
 speakers; 22 voices x 9 clips = 198 training and 3 x 9 = 27 test clips per word.
+`--val-voices N` moves N of the training voices (chosen by their own generator, seeded with
+--seed) to val/, the validation split, so recipes are chosen on speakers that neither
+train/ nor test/ has; every clip is the same as without it (test/ exactly as it was).
 `train/_background_noise_/` gets a few 10 s noise clips for training-time augmentation.
 Nothing is downloaded; the output goes wherever --out says (never into the repository).
 """
@@ -67,19 +71,39 @@ def place(speech: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(clip, -1, 1)
 
 
+def val_voice_choice(count: int, seed: int) -> list[str]:
+    """`count` training voices for val/, drawn by a generator of their own (the clips'
+    generator draws the same numbers with or without val/)."""
+    if count == 0:
+        return []
+    chosen = np.random.default_rng([seed, 1]).choice(len(TRAIN_VOICES), count, replace=False)
+    return [TRAIN_VOICES[i] for i in sorted(chosen)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--val-voices",
+        type=int,
+        default=0,
+        help="training voices whose clips go to val/ instead (0: no val/ folder)",
+    )
     args = parser.parse_args()
+    if not 0 <= args.val_voices < len(TRAIN_VOICES):
+        parser.error(f"--val-voices must be from 0 to {len(TRAIN_VOICES) - 1}")
+    val_voices = set(val_voice_choice(args.val_voices, args.seed))
     rng = np.random.default_rng(args.seed)
     count = 0
     with tempfile.TemporaryDirectory() as tmp:
+        # the clips are made in the same order with or without val/: the noise and offsets
+        # drawn from `rng` are the same, only the folder of the val voices' clips changes
         for split, voices in (("train", TRAIN_VOICES), ("test", TEST_VOICES)):
             for word in WORDS:
-                folder = args.out / split / word
-                folder.mkdir(parents=True, exist_ok=True)
                 for voice in voices:
+                    folder = args.out / ("val" if voice in val_voices else split) / word
+                    folder.mkdir(parents=True, exist_ok=True)
                     for speed in SPEEDS:
                         for pitch in PITCHES:
                             x = place(speak(word, voice, speed, pitch, Path(tmp)), rng)
@@ -90,7 +114,8 @@ def main() -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(4):
         write_wav(folder / f"noise{i}.wav", noise(rng, 10 * RATE) * 0.5, RATE)
-    print(f"wrote {count} clips ({len(WORDS)} words) and 4 noise clips under {args.out}")
+    val = f"; val/: {', '.join(sorted(val_voices))}" if val_voices else ""
+    print(f"wrote {count} clips ({len(WORDS)} words) and 4 noise clips under {args.out}{val}")
 
 
 if __name__ == "__main__":

@@ -160,11 +160,12 @@ def write_audio_folder(
     rate: int = 16000,
     noise: bool = True,
     edit: int = 0,
+    val: dict[str, int] | None = None,
 ) -> Path:
-    """root/train/<class>/<i>.wav (and root/test/...): a tone per class (200 Hz apart), each
-    clip with its own noise; with `noise`, root/train/_background_noise_/hum.wav."""
+    """root/train/<class>/<i>.wav (and root/test/..., root/val/...): a tone per class (400 Hz
+    apart), each clip with its own noise; with `noise`, root/train/_background_noise_/hum.wav."""
     classes = classes or {"low": 8, "high": 8}
-    for split, counts in (("train", classes), ("test", test or {})):
+    for split, counts in (("train", classes), ("test", test or {}), ("val", val or {})):
         for label, (name, count) in enumerate(counts.items()):
             folder = root / split / name
             folder.mkdir(parents=True, exist_ok=True)
@@ -173,8 +174,36 @@ def write_audio_folder(
                 x = tone(300 + 400 * label, seconds, rate, seed)
                 (folder / f"{i:03d}.wav").write_bytes(wav_bytes(x, rate))
     if noise:
-        folder = root / "train" / "_background_noise_"
-        folder.mkdir(parents=True, exist_ok=True)
-        hum = np.random.default_rng(1).normal(scale=0.3, size=int(rate * seconds * 3))
-        (folder / "hum.wav").write_bytes(wav_bytes(np.clip(hum, -1, 1), rate))
+        write_hum(root / "train" / "_background_noise_", seconds * 3, rate)
+    return root
+
+
+def write_hum(folder: Path, seconds: float = 0.75, rate: int = 16000) -> Path:
+    """folder/hum.wav: seeded noise, the background noise that training mixes in."""
+    folder.mkdir(parents=True, exist_ok=True)
+    hum = np.random.default_rng(1).normal(scale=0.3, size=int(rate * seconds))
+    (folder / "hum.wav").write_bytes(wav_bytes(np.clip(hum, -1, 1), rate))
+    return folder / "hum.wav"
+
+
+def write_speech_commands(
+    root: Path,
+    words: dict[str, int] | None = None,
+    testing: list[str] = (),
+    validation: list[str] | None = None,
+    seconds: float = 0.25,
+) -> Path:
+    """Speech Commands as it ships: root/<word>/speaker<i>_nohash_0.wav (a tone per word,
+    400 Hz apart), root/_background_noise_/hum.wav, and root/testing_list.txt (and
+    root/validation_list.txt unless `validation` is None) holding the paths given."""
+    words = words or {"yes": 6, "no": 6}
+    for label, (word, count) in enumerate(words.items()):
+        (root / word).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            x = tone(300 + 400 * label, seconds, seed=zlib.crc32(f"{word}/{i}".encode()))
+            (root / word / f"speaker{i}_nohash_0.wav").write_bytes(wav_bytes(x))
+    write_hum(root / "_background_noise_", seconds * 3)
+    (root / "testing_list.txt").write_text("".join(f"{p}\n" for p in testing))
+    if validation is not None:
+        (root / "validation_list.txt").write_text("".join(f"{p}\n" for p in validation))
     return root

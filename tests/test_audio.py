@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +16,11 @@ import onnxruntime as ort
 import pytest
 import torch
 import torch.nn as nn
-from data_files import tone, wav_bytes, write_audio_folder
+from data_files import tone, wav_bytes, write_audio_folder, write_speech_commands
 from tiny_mnist import pipeline_text
 
-from compress.config import VerifyConfig, load_pipeline
-from compress.data import load_data
+from compress.config import VerifyConfig, load_pipeline, parse_pipeline
+from compress.data import check_files, load_data, peek_data
 from compress.data.augment import AudioAugmentation, augment_audio, time_shift
 from compress.data.features import FeatureSettings, FrontEnd, WithFrontEnd
 from compress.data.wav import read_wav, resample, to_clip
@@ -156,6 +158,76 @@ def test_background_noise_is_mixed_in_at_most_at_its_volume():
     assert torch.equal(augment_audio(waves, AudioAugmentation(), torch.Generator()), waves)
 
 
+def audio_config(root: Path, **keys):
+    section = {"name": "audiofolder", "root": str(root), "clip_seconds": 0.25, **keys}
+    return parse_pipeline({"data": section}, name="p").data
+
+
+def clips_of(root: Path, paths: list[str]) -> set[bytes]:
+    """The waveforms `load` gives for these clips (paths relative to root), as bytes."""
+    return {to_clip(read_wav(root / p), 16000, 4000).tobytes() for p in paths}
+
+
+def rows(x: torch.Tensor) -> set[bytes]:
+    return {row.numpy().tobytes() for row in x}
+
+
+def test_speech_commands_as_it_ships_splits_by_its_lists(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("COMPRESS_CACHE_DIR", str(tmp_path / "cache"))
+    testing = ["yes/speaker0_nohash_0.wav", "no/speaker1_nohash_0.wav", "up/speaker2_nohash_0.wav"]
+    validation = ["yes/speaker3_nohash_0.wav", "no/speaker3_nohash_0.wav"]
+    words = {"yes": 6, "no": 6, "up": 6}
+    root = write_speech_commands(tmp_path / "speech", words, testing, validation)
+    config = audio_config(root, validation=0.5)
+    check_files(config, tmp_path)
+    assert peek_data(config, tmp_path) == ((1, 12, 10), 3)
+    caplog.set_level(logging.INFO, logger="compress.data.audiofolder")
+    data = load_data(config, tmp_path)
+    assert data.classes == ("no", "up", "yes")  # the sub-folders but _background_noise_
+    assert rows(data.images["test"]) == clips_of(root, testing)
+    assert rows(data.images["val"]) == clips_of(root, validation)  # not half of train
+    every = [f"{w}/speaker{i}_nohash_0.wav" for w in words for i in range(6)]
+    rest = [p for p in every if p not in testing + validation]
+    assert rows(data.images["train"]) == clips_of(root, rest) and len(rest) == 13
+    names = [data.classes[int(y)] for y in data.labels["test"]]
+    assert sorted(names) == sorted(p.split("/")[0] for p in testing)
+    assert len(data.augmentation.noise) == 1  # root/_background_noise_/hum.wav
+    assert "2 validation (validation_list.txt; [data] validation = 0.5 not drawn)" in caplog.text
+    # which clip is in which split is part of the cache key: moving one decodes again
+    (root / "testing_list.txt").write_text("\n".join(testing[:2]) + "\n")
+    moved = load_data(config, tmp_path)
+    assert moved.files != data.files and moved.size("test") == 2 and moved.size("train") == 14
+
+
+def test_without_a_validation_list_the_validation_fraction_is_drawn(tmp_path, monkeypatch):
+    monkeypatch.setenv("COMPRESS_CACHE_DIR", str(tmp_path / "cache"))
+    testing = ["yes/speaker0_nohash_0.wav", "no/speaker0_nohash_0.wav"]
+    root = write_speech_commands(tmp_path / "speech", {"yes": 6, "no": 6}, testing)
+    data = load_data(audio_config(root, validation=0.2), tmp_path)
+    assert rows(data.images["test"]) == clips_of(root, testing)
+    assert (data.size("train"), data.size("val")) == (8, 2)  # one a word, seeded
+
+
+def test_a_val_folder_is_the_validation_split_and_the_fraction_is_not_drawn(
+    tmp_path, monkeypatch, caplog
+):
+    monkeypatch.setenv("COMPRESS_CACHE_DIR", str(tmp_path / "cache"))
+    root = write_audio_folder(
+        tmp_path / "speech", {"low": 6, "high": 6}, test={"low": 2, "high": 2},
+        val={"low": 3, "high": 1},
+    )  # fmt: skip
+    config = audio_config(root, validation=0.5)
+    assert peek_data(config, tmp_path) == ((1, 12, 10), 2)
+    caplog.set_level(logging.INFO, logger="compress.data.audiofolder")
+    data = load_data(config, tmp_path)
+    val = [f"val/{c}/{i:03d}.wav" for c, n in (("low", 3), ("high", 1)) for i in range(n)]
+    train = [f"train/{c}/{i:03d}.wav" for c in ("low", "high") for i in range(6)]
+    assert rows(data.images["val"]) == clips_of(root, val)
+    assert rows(data.images["train"]) == clips_of(root, train)  # all of it: nothing drawn
+    assert data.size("test") == 4
+    assert "4 validation (val/; [data] validation = 0.5 not drawn)" in caplog.text
+
+
 def load_script(name: str):
     spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
@@ -215,3 +287,36 @@ def test_a_sound_run_exports_artifacts_that_take_the_waveform(tmp_path, monkeypa
     evaluate.main()
     printed = capsys.readouterr().out
     assert printed.startswith(f"pruned-int4-packed.onnx: {meta['accuracy']} on 12 clips"), printed
+
+
+def test_val_voices_move_training_voices_to_val_and_leave_test_as_it_is(tmp_path, monkeypatch):
+    make = load_script("make_spoken_words")
+
+    def speak(word: str, voice: str, speed: int, pitch: int, tmp: Path) -> np.ndarray:
+        # espeak-ng stood in for by a tone of its own per voice: the same bytes each call
+        seed = zlib.crc32(f"{word} {voice} {speed} {pitch}".encode())
+        return np.random.default_rng(seed).uniform(-0.5, 0.5, 4000).astype(np.float32)
+
+    monkeypatch.setattr(make, "speak", speak)
+    monkeypatch.setattr(make, "WORDS", ("yes",))  # 25 voices, one clip each
+    monkeypatch.setattr(make, "SPEEDS", (150,))
+    monkeypatch.setattr(make, "PITCHES", (50,))
+
+    def files(out: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*.wav")}
+
+    written = {}
+    for out, extra in (("plain", []), ("val", ["--val-voices", "2"])):
+        monkeypatch.setattr(sys, "argv", ["make", "--out", str(tmp_path / out), *extra])
+        make.main()
+        written[out] = files(tmp_path / out)
+    plain, val = written["plain"], written["val"]
+    moved = {n for n in val if n.startswith("val/")}
+    assert len(moved) == 2 and not any(n.startswith("val/") for n in plain)
+    assert {n.replace("val/", "train/", 1) for n in moved} <= set(plain)
+    voices = {n.split("/")[-1].split("-s")[0] for n in moved}
+    assert not voices & {n.split("/")[-1].split("-s")[0] for n in val if n.startswith("train/")}
+    assert {n: b for n, b in val.items() if n.startswith("test/")} == {
+        n: b for n, b in plain.items() if n.startswith("test/")
+    }  # the same clips, byte for byte
+    assert all(plain[n.replace("val/", "train/", 1)] == b for n, b in val.items() if n in moved)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_files import tone, wav_bytes, write_audio_folder
+from data_files import tone, wav_bytes, write_audio_folder, write_speech_commands
 from test_bad_data import Case, assert_fails_in_one_line
 
 AUDIO = {
@@ -32,7 +32,18 @@ def one_clip(content: bytes):
     return write
 
 
+def shipped(testing: list[str], validation: list[str] | None = None):
+    """Speech Commands as it ships (root/<word>/<clip>.wav and its lists)."""
+    return lambda tmp: write_speech_commands(tmp / "speech", testing=testing, validation=validation)
+
+
+def no_train_folder(tmp: Path) -> None:
+    speech()(tmp)
+    (tmp / "speech" / "train").rename(tmp / "speech" / "words")
+
+
 CLIP = wav_bytes(tone(440))
+YES = "yes/speaker0_nohash_0.wav"
 CASES = [
     Case("wav-not-riff", r"no/bad\.wav is not a WAV file \(no RIFF/WAVE header\)", AUDIO,
          one_clip(b"ID3\x03 an mp3 file named .wav")),
@@ -52,6 +63,21 @@ CASES = [
          AUDIO, lambda tmp: write_audio_folder(tmp / "speech", {"yes": 4})),
     Case("audio-test-class-not-in-train", r"train/ and test/ have different classes \(only in "
          r"test/: maybe; only in train/: no\)", AUDIO, speech(test={"yes": 2, "maybe": 2})),
+    Case("audio-val-class-not-in-train", r"train/ and val/ have different classes \(only in "
+         r"val/: maybe; only in train/: no\)", AUDIO, speech(val={"yes": 2, "maybe": 2}),
+         validate=True),
+    Case("audio-listed-clip-missing", r"speech/testing_list\.txt line 2: no/gone\.wav does not "
+         r"exist", AUDIO, shipped([YES, "no/gone.wav"]), validate=True),
+    Case("audio-listed-clip-outside-classes", r"speech/testing_list\.txt line 1: "
+         r"_background_noise_/hum\.wav is not in a class folder \(the sub-folders of .*speech "
+         r"but _background_noise_\)", AUDIO, shipped(["_background_noise_/hum.wav"]),
+         validate=True),
+    Case("audio-clip-in-both-lists", r"speech/validation_list\.txt line 1: yes/speaker0_nohash_0"
+         r"\.wav is also in testing_list\.txt \(line 1\): a clip is in one split only", AUDIO,
+         shipped([YES], [YES]), validate=True),
+    Case("audio-no-train-nor-lists", r"speech has no train/ folder: expected .*speech/train/"
+         r"<class>/<clip>\.wav, or Speech Commands' .*speech/<word>/<clip>\.wav with "
+         r"testing_list\.txt", AUDIO, no_train_folder, validate=True),
     Case("audio-no-root", r"\[data\] name = 'audiofolder' needs root", {**AUDIO, "root": None}),
     Case("audio-mfcc-above-mels", r"n_mfcc = 12 exceeds n_mels = 8", {**AUDIO, "n_mels": 8,
          "n_mfcc": 12}, speech(), validate=True),

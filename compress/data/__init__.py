@@ -13,15 +13,16 @@ section's typed config beside its loader:
 | imagefolder | imagefolder | `root/train/<class>/<image>` (and `test/`), decoded once to a cache |
 | csv | csv_table | a CSV table with a label column |
 | arrays | arrays | numpy arrays x and y: an .npz, or a memory-mapped .npy pair |
-| audiofolder | audiofolder | `root/train/<class>/<clip>.wav` (and `test/`), decoded to a cache |
+| audiofolder | audiofolder | `root/train/<class>/<clip>.wav` (`test/`, `val/`), Speech Commands |
 
 A new source is a module with a DataSource subclass (compress.data.base), registered with
 @register_source, and its name added to BUILTIN in compress.data.registry.
 
 Every source holds a seeded, stratified `validation` part of its training split out as
-split "val" (compress.data.split): every choice is made on it, the test split is only
-reported. Batches are cut from in-memory tensors by index, several times faster than a
-per-sample DataLoader.
+split "val" (compress.data.split), unless its files have a validation split of their own
+(audiofolder's `val/`, Speech Commands' validation_list.txt): every choice is made on it,
+the test split is only reported. Batches are cut from in-memory tensors by index, several
+times faster than a per-sample DataLoader.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@
         Config = NpzConfig
         def load(self, config, root): ...   # -> Dataset, its splits made by split_dataset
 
-A source reads its files into "train" (and "test" when they have one), hands them to
-compress.data.split.split_dataset for the seeded, stratified test and validation parts,
+A source reads its files into "train" (and "test", "val" when they have them), hands them
+to compress.data.split.split_dataset for the seeded, stratified test and validation parts,
 and returns a Dataset whose `files` are the content hashes of what it read (the
 fingerprint in every stage's cache key: a source without them would let changed data pass
 for the old). Besides `load`, a source says where its files are (`root`), checks that

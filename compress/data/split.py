@@ -4,9 +4,10 @@
     keep, held = stratified_split(labels, fraction=0.1, seed=0)  # the indices alone
     x_train, x_val = x[keep], x[held]
 
-A source reads "train" (and "test" when its files have one) and hands both to
+A source reads "train" (and "test", "val" when its files have them) and hands them to
 `split_dataset`: without a test split, a `test_fraction` of "train" becomes "test" first;
-then the `validation` fraction of what is left becomes "val".
+then, without a validation split of the source's own, the `validation` fraction of what is
+left becomes "val". This is the one place that decides which splits are drawn.
 
 Each class gives round(fraction * its count) samples to the held part (at least one when
 the class has two or more and the fraction is above zero), chosen by a generator seeded
@@ -32,15 +33,18 @@ def split_dataset(
     seed: int,
     test_fraction: float | None = None,
 ) -> None:
-    """Make the splits "train", "val" and "test" in place from "train" (and "test", if read):
-    the test part first (only when there is no "test"), then the validation part, each
-    stratified and seeded with `seed`."""
+    """Make the splits "train", "val" and "test" in place from "train" (and "test", "val",
+    if read): the test part first (only when there is no "test"), then the validation part
+    (only when there is no "val": a source's own validation split, such as speakers that
+    train has not, is kept and `validation` is not drawn), each stratified and seeded with
+    `seed`."""
     if "test" not in images:
         fraction = test_fraction or DEFAULT_TEST_FRACTION
         kept, held = stratified_split(labels["train"], fraction, seed, what="test")
         split_off(images, labels, "train", "test", held, kept)
-    kept, held = stratified_split(labels["train"], validation, seed)
-    split_off(images, labels, "train", "val", held, kept)
+    if "val" not in images:
+        kept, held = stratified_split(labels["train"], validation, seed)
+        split_off(images, labels, "train", "val", held, kept)
 
 
 def split_off(
