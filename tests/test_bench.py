@@ -145,3 +145,35 @@ def test_speedup_is_measured_for_every_artifact_of_a_run_folder(pruned_export, t
         tmp_path, tiny_data.images["test"][:8].numpy(), repetitions=20, rounds=4
     )
     assert len(rows) == 1 and rows[0].value > 0 and 0.2 < rows[0].ratio < 5  # the same file twice
+
+
+def test_the_independent_timer_prints_every_file_against_dense(tmp_path, monkeypatch, capsys):
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    def matmul_file(name: str, width: int) -> str:
+        w = numpy_helper.from_array(np.ones((16, width), np.float32), "w")
+        graph = helper.make_graph(
+            [helper.make_node("MatMul", ["x", "w"], ["y"])],
+            name,
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", width])],
+            [w],
+        )
+        path = tmp_path / f"{name}.onnx"
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+        return str(path)
+
+    dense, small = matmul_file("dense", 512), matmul_file("small", 8)
+    spec = importlib.util.spec_from_file_location(
+        "independent_latency",
+        Path(__file__).resolve().parent.parent / "bench" / "independent_latency.py",
+    )
+    timer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(timer)
+    monkeypatch.setattr(sys, "argv", ["t", dense, small, "--calls", "50", "--warmup", "5"])
+    timer.main()
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[0].endswith("1.000x dense")
+    assert lines[1].startswith(f"{small}: ") and lines[1].endswith("x dense")
