@@ -406,6 +406,16 @@ LAYER_COLUMNS = [
     ("delta", "Δ val pts", "{:+.2f}"),
 ]
 
+# ... and each layer's timing in a static file written with static_layers = "faster"
+INT8_COLUMNS = [
+    ("layer", "layer", "{}"),
+    ("op", "op", "{}"),
+    ("float_ms", "float ms", "{:.4f}"),
+    ("int8_ms", "int8 ms", "{:.4f}"),
+    ("ratio", "int8/float [95%]", "{}"),
+    ("quantized", "int8", "{}"),
+]
+
 
 def layer_rows(run_dir: Path) -> dict[str, list[dict]]:
     """Artifact -> one row per layer (LAYER_COLUMNS' keys), for each file of the run whose
@@ -430,21 +440,75 @@ def layer_rows(run_dir: Path) -> dict[str, list[dict]]:
     return found
 
 
+def int8_layer_rows(run_dir: Path) -> dict[str, list[dict]]:
+    """Artifact -> one row per layer (INT8_COLUMNS' keys) for each static file that timed
+    its layers (static_layers = "faster"; quantize's stage.json)."""
+    path = Path(run_dir) / "quantize" / "stage.json"
+    found = {}
+    for stem, entry in read_json(path)["metrics"].items():
+        if isinstance(entry, dict) and "int8_layers" in entry:
+            found[stem] = [
+                {
+                    **row,
+                    "layer": row.get("layer") or row.get("node"),
+                    "ratio": (
+                        f"{row['ratio']:.2f}x [{row['ratio_low']:.2f}, {row['ratio_high']:.2f}]"
+                        if row.get("ratio") is not None
+                        else row.get("note", "-")
+                    ),
+                    "quantized": "yes" if row.get("quantized") else "float",
+                }
+                for row in entry["int8_layers"]
+            ]
+    return found
+
+
 def format_layers(run_dir: Path, fmt: str = "table") -> str:
-    """The per-layer widths of the run's packed files ("auto": with the measured evidence)."""
-    found = layer_rows(run_dir)
-    if not found:
+    """The per-layer widths of the run's packed files ("auto": with the measured evidence),
+    and the per-layer timings of its static files with static_layers = "faster"."""
+    widths, int8 = layer_rows(run_dir), int8_layer_rows(run_dir)
+    if not widths and not int8:
         raise CompressError(
-            f"{run_dir} has no file with per-layer widths (quantize variant packed)"
+            f"{run_dir} has no file with per-layer widths (quantize variant packed) or "
+            "int8 timings (static_layers = 'faster')"
         )
+    groups = [(widths, LAYER_COLUMNS), (int8, INT8_COLUMNS)]
     if fmt == "csv":
-        return tables.csv_text(
-            ["artifact", *(k for k, _, _ in LAYER_COLUMNS)],
-            [{"artifact": stem, **row} for stem, rows in found.items() for row in rows],
+        return "".join(
+            tables.csv_text(
+                ["artifact", *(k for k, _, _ in columns)],
+                [{"artifact": stem, **row} for stem, rows in found.items() for row in rows],
+            )
+            for found, columns in groups
+            if found
         )
     lines = []
-    for stem, rows in found.items():
-        headers, body = tables.cells(LAYER_COLUMNS, rows)
-        render = tables.markdown if fmt == "md" else tables.text
-        lines += [f"{stem}:", *render(headers, body), ""]
+    render = tables.markdown if fmt == "md" else tables.text
+    checks = int8_checks(run_dir)
+    for found, columns in groups:
+        for stem, rows in found.items():
+            headers, body = tables.cells(columns, rows)
+            check = [check_line(checks[stem])] if stem in checks else []
+            lines += [f"{stem}:", *render(headers, body), *check, ""]
     return "\n".join(lines)
+
+
+def int8_checks(run_dir: Path) -> dict[str, dict]:
+    """Artifact -> the whole files' timing check of static_layers = "faster"."""
+    path = Path(run_dir) / "quantize" / "stage.json"
+    return {
+        stem: entry["int8_check"]
+        for stem, entry in read_json(path)["metrics"].items()
+        if isinstance(entry, dict) and entry.get("int8_check")
+    }
+
+
+def check_line(check: dict) -> str:
+    """One line: the whole files against float, and which one was written."""
+    parts = [
+        f"{label} {check[key]['ratio']:.2f}x [{check[key]['ratio_low']:.2f}, "
+        f"{check[key]['ratio_high']:.2f}]"
+        for key, label in (("faster", "int8 on the faster layers"), ("all", "on every layer"))
+        if isinstance(check.get(key), dict)
+    ]
+    return f"whole files against float: {'; '.join(parts)}; written: {check.get('kept', '-')}"

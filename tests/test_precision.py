@@ -271,3 +271,37 @@ def test_a_convolution_packs_per_output_channel_at_its_width(tmp_path):
         reference = model(x).numpy()
     detach(handles)
     np.testing.assert_allclose(run(path, x.numpy()), reference, rtol=0, atol=1e-4)
+
+
+def test_report_layers_prints_the_int8_timing_of_a_static_file_that_chose_its_layers(tmp_path):
+    (tmp_path / "quantize").mkdir()
+    (tmp_path / "report.json").write_text(json.dumps({"artifacts": []}))
+    timing = {"ratio": 0.9, "ratio_low": 0.8, "ratio_high": 0.95}
+    rows = [
+        {"node": "n0", "layer": "conv1", "op": "Conv", "float_ms": 0.02, "int8_ms": 0.04,
+         "ratio": 2.0, "ratio_low": 1.9, "ratio_high": 2.1, "quantized": False},
+        {"node": "n1", "layer": "fc", "op": "MatMul", "float_ms": 0.05, "int8_ms": 0.03,
+         "ratio": 0.6, "ratio_low": 0.55, "ratio_high": 0.65, "quantized": True},
+    ]  # fmt: skip
+    check = {"faster": timing, "all": {**timing, "ratio": 1.4}, "kept": "faster"}
+    metrics = {"pruned-int8-static": {"path": "q", "int8_layers": rows, "int8_check": check}}
+    (tmp_path / "quantize" / "stage.json").write_text(json.dumps({"metrics": metrics}))
+    result = CliRunner().invoke(main, ["report", str(tmp_path), "--layers"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == "pruned-int8-static:" and "int8/float [95%]" in lines[1]
+    assert lines[3].split() == [
+        "conv1",
+        "Conv",
+        "0.0200",
+        "0.0400",
+        "2.00x",
+        "[1.90,",
+        "2.10]",
+        "float",
+    ]
+    assert lines[4].split()[-1] == "yes"
+    assert lines[5] == (
+        "whole files against float: int8 on the faster layers 0.90x [0.80, 0.95]; "
+        "on every layer 1.40x [0.80, 0.95]; written: faster"
+    )
