@@ -418,3 +418,30 @@ def test_pareto_search_in_worker_processes(tmp_path, pipeline_writer):
         for q in summary["points"]
     )
     assert set(summary["test_accuracy"]) == set(summary["frontier"])
+
+
+def test_a_latency_search_says_what_it_looked_for_and_how_fast_the_choice_is():
+    from compress.analysis.search_report import chosen_sentence, trial_rows
+
+    best = {"artifact": "pruned", "val_accuracy": 0.986, "drop": 0.27, "deploy_bytes": 66_972,
+            "latency_vs_dense": 0.218}  # fmt: skip
+    trial = {"number": 5, "name": "trial-0005", "overrides": {"prune.amount": 0.787},
+             "best": best, "state": "ok", "error": None, "from_file": False, "retry_of": None,
+             "stages_reused": ["train"], "stages_total": 6}  # fmt: skip
+    summary = {
+        "pipeline": "lenet5-fast",
+        "objective": "latency",
+        "max_drop": 0.5,
+        "spaces": {"prune.amount": "(0.4, 0.85)"},
+        "trials": [trial],
+        "points": [{**best, "label": "trial-0005/pruned", "trial": "trial-0005", "run_dir": "r"}],
+        "reference": {"dense_val_accuracy": 0.9885, "best": best},
+        "budget": {"chosen": "trial-0005/pruned"},
+        "chosen": "trial-0005/pruned",
+    }
+    assert "66,972 deploy bytes, 0.218x dense's latency, validation 98.60%" in chosen_sentence(
+        summary
+    )
+    headers, rows = trial_rows(summary)
+    assert rows[0][headers.index("vs dense")] == "0.218x"
+    assert "vs dense" not in trial_rows({**summary, "objective": "size"})[0]

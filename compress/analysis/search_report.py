@@ -37,12 +37,13 @@ def chosen_sentence(summary: dict) -> str:
     ref = summary["reference"]["dense_val_accuracy"]
     if summary["budget"] is None:
         return f"no budget given (reference dense: {ref:.2%} on validation)"
+    latency = summary["objective"] == "latency"
     if summary["chosen"]:
         p = by_label[summary["chosen"]]
         settings = next(r["overrides"] for r in summary["trials"] if r["name"] == p["trial"])
         return (
             f"chosen: {p['label']} ({overrides_text(settings)}), "
-            f"{p['deploy_bytes']:,} deploy bytes, "
+            f"{p['deploy_bytes']:,} deploy bytes{_speed(p) if latency else ''}, "
             f"validation {p[VAL]:.2%} ({delta(p['drop'])} pts against the reference dense "
             f"{ref:.2%}), in {p['run_dir']}"
         )
@@ -61,9 +62,10 @@ def reference_sentence(summary: dict) -> str:
     b = summary["reference"]["best"]
     if not b:
         return "the pipeline as written: no compressed artifact verified"
+    speed = _speed(b) if summary["objective"] == "latency" else ""
     return (
-        f"the pipeline as written: {b['artifact']} {b['deploy_bytes']:,} deploy bytes, validation "
-        f"{b[VAL]:.2%} ({delta(b['drop'])} pts)"
+        f"the pipeline as written: {b['artifact']} {b['deploy_bytes']:,} deploy bytes{speed}, "
+        f"validation {b[VAL]:.2%} ({delta(b['drop'])} pts)"
     )
 
 
@@ -82,13 +84,20 @@ def test_lines(summary: dict) -> list[str]:
     return lines
 
 
+def _vs_dense(best: dict | None) -> str:
+    ratio = (best or {}).get("latency_vs_dense")
+    return f"{ratio:.3g}x" if ratio is not None else "-"
+
+
 def _value_text(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else json.dumps(value)
 
 
 def trial_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
     keys = list(summary["spaces"])
-    headers = ["trial", *keys, "best artifact", "val %", "Δ pts", "deploy", "reused", "state"]
+    latency = summary["objective"] == "latency"
+    headers = ["trial", *keys, "best artifact", "val %", "Δ pts", "deploy"]
+    headers += ["vs dense"] * latency + ["reused", "state"]
     rows = []
     for r in summary["trials"]:
         b = r["best"]
@@ -105,6 +114,7 @@ def trial_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
                 f"{b[VAL]:.2%}" if b else "-",
                 delta(b["drop"]) if b else "-",
                 f"{b['deploy_bytes']:,}" if b else "-",
+                *([_vs_dense(b)] if latency else []),
                 f"{len(r['stages_reused'])}/{r['stages_total']}" if r["stages_total"] else "-",
                 state,
             ]
@@ -139,7 +149,18 @@ def _goal(summary: dict) -> str:
             f"the smallest deploy size within {summary['max_drop']:g} pts of the reference dense "
             "on validation"
         )
+    if summary["objective"] == "latency":
+        return (
+            "the fastest artifact (latency at batch 1 over its own dense model's, timed "
+            f"interleaved) within {summary['max_drop']:g} pts of the reference dense on validation"
+        )
     return "the front of deploy size against validation accuracy"
+
+
+def _speed(point: dict) -> str:
+    """`, 0.22x dense's latency` for a point timed against its dense model, else nothing."""
+    ratio = point.get("latency_vs_dense")
+    return f", {ratio:.3g}x dense's latency" if ratio is not None else ""
 
 
 def format_table(summary: dict) -> str:
