@@ -37,7 +37,7 @@ def chosen_sentence(summary: dict) -> str:
     ref = summary["reference"]["dense_val_accuracy"]
     if summary["budget"] is None:
         return f"no budget given (reference dense: {ref:.2%} on validation)"
-    latency = summary["objective"] == "latency"
+    latency = summary.get("objective") == "latency"
     if summary["chosen"]:
         p = by_label[summary["chosen"]]
         settings = next(r["overrides"] for r in summary["trials"] if r["name"] == p["trial"])
@@ -62,7 +62,7 @@ def reference_sentence(summary: dict) -> str:
     b = summary["reference"]["best"]
     if not b:
         return "the pipeline as written: no compressed artifact verified"
-    speed = _speed(b) if summary["objective"] == "latency" else ""
+    speed = _speed(b) if summary.get("objective") == "latency" else ""
     return (
         f"the pipeline as written: {b['artifact']} {b['deploy_bytes']:,} deploy bytes{speed}, "
         f"validation {b[VAL]:.2%} ({delta(b['drop'])} pts)"
@@ -95,7 +95,7 @@ def _value_text(value: Any) -> str:
 
 def trial_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
     keys = list(summary["spaces"])
-    latency = summary["objective"] == "latency"
+    latency = summary.get("objective") == "latency"
     headers = ["trial", *keys, "best artifact", "val %", "Δ pts", "deploy"]
     headers += ["vs dense"] * latency + ["reused", "state"]
     rows = []
@@ -149,7 +149,7 @@ def _goal(summary: dict) -> str:
             f"the smallest deploy size within {summary['max_drop']:g} pts of the reference dense "
             "on validation"
         )
-    if summary["objective"] == "latency":
+    if summary.get("objective") == "latency":
         return (
             "the fastest artifact (latency at batch 1 over its own dense model's, timed "
             f"interleaved) within {summary['max_drop']:g} pts of the reference dense on validation"
