@@ -417,14 +417,21 @@ INT8_COLUMNS = [
 ]
 
 
-def layer_rows(run_dir: Path) -> dict[str, list[dict]]:
-    """Artifact -> one row per layer (LAYER_COLUMNS' keys), for each file of the run whose
-    layers have widths of their own (the packed variant; quantize's stage.json)."""
+def quantize_metrics(run_dir: Path) -> dict:
+    """What the run's quantize stage recorded of each file (its stage.json's metrics)."""
     path = Path(run_dir) / "quantize" / "stage.json"
     if not path.is_file():
         raise CompressError(f"{path} does not exist: is {run_dir} a finished run folder?")
+    return read_json(path)["metrics"]
+
+
+def layer_rows(run_dir: Path, metrics: dict | None = None) -> dict[str, list[dict]]:
+    """Artifact -> one row per layer (LAYER_COLUMNS' keys), for each file of the run whose
+    layers have widths of their own (the packed variant; quantize's stage.json, or its
+    `metrics` already read)."""
+    metrics = quantize_metrics(run_dir) if metrics is None else metrics
     found = {}
-    for stem, entry in read_json(path)["metrics"].items():
+    for stem, entry in metrics.items():
         if not isinstance(entry, dict) or "bits" not in entry:
             continue
         evidence = entry.get("allocation", {}).get("layers", {})
@@ -440,12 +447,11 @@ def layer_rows(run_dir: Path) -> dict[str, list[dict]]:
     return found
 
 
-def int8_layer_rows(run_dir: Path) -> dict[str, list[dict]]:
+def int8_layer_rows(metrics: dict) -> dict[str, list[dict]]:
     """Artifact -> one row per layer (INT8_COLUMNS' keys) for each static file that timed
-    its layers (static_layers = "faster"; quantize's stage.json)."""
-    path = Path(run_dir) / "quantize" / "stage.json"
+    its layers (static_layers = "faster"), from the quantize stage's `metrics`."""
     found = {}
-    for stem, entry in read_json(path)["metrics"].items():
+    for stem, entry in metrics.items():
         if isinstance(entry, dict) and "int8_layers" in entry:
             found[stem] = [
                 {
@@ -466,7 +472,8 @@ def int8_layer_rows(run_dir: Path) -> dict[str, list[dict]]:
 def format_layers(run_dir: Path, fmt: str = "table") -> str:
     """The per-layer widths of the run's packed files ("auto": with the measured evidence),
     and the per-layer timings of its static files with static_layers = "faster"."""
-    widths, int8 = layer_rows(run_dir), int8_layer_rows(run_dir)
+    metrics = quantize_metrics(run_dir)
+    widths, int8 = layer_rows(run_dir, metrics), int8_layer_rows(metrics)
     if not widths and not int8:
         raise CompressError(
             f"{run_dir} has no file with per-layer widths (quantize variant packed) or "
@@ -484,23 +491,17 @@ def format_layers(run_dir: Path, fmt: str = "table") -> str:
         )
     lines = []
     render = tables.markdown if fmt == "md" else tables.text
-    checks = int8_checks(run_dir)
+    checks = {
+        stem: entry["int8_check"]
+        for stem, entry in metrics.items()
+        if isinstance(entry, dict) and entry.get("int8_check")
+    }  # the whole files' timing check of static_layers = "faster"
     for found, columns in groups:
         for stem, rows in found.items():
             headers, body = tables.cells(columns, rows)
             check = [check_line(checks[stem])] if stem in checks else []
             lines += [f"{stem}:", *render(headers, body), *check, ""]
     return "\n".join(lines)
-
-
-def int8_checks(run_dir: Path) -> dict[str, dict]:
-    """Artifact -> the whole files' timing check of static_layers = "faster"."""
-    path = Path(run_dir) / "quantize" / "stage.json"
-    return {
-        stem: entry["int8_check"]
-        for stem, entry in read_json(path)["metrics"].items()
-        if isinstance(entry, dict) and entry.get("int8_check")
-    }
 
 
 def check_line(check: dict) -> str:

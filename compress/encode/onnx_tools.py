@@ -362,3 +362,16 @@ def compact_names(model: onnx.ModelProto) -> None:
     for value in list(graph.input) + list(graph.output):
         value.doc_string = ""
         del value.metadata_props[:]
+
+
+def make_session(model: str | Path | onnx.ModelProto, threads: int):
+    """An onnxruntime CPU session as every timing in compress opens one (verify, the int8
+    layer timings): `threads` intra-op threads, one inter-op thread, warnings off."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])

@@ -139,7 +139,7 @@ def run(ctx: StageContext) -> dict:
             "path": str(target.relative_to(ctx.run_dir)),
             "bytes": target.stat().st_size,
             **(extra if variant == "packed" else {}),
-            **_layer_timing(target),
+            **(_layer_timing(target) if config.static_layers == "faster" else {}),
         }
         for variant, target in ((v, written[v]) for v in config.variants)
     }

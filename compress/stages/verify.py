@@ -69,6 +69,7 @@ from compress.encode.memory import MemoryEstimateError, activation_memory, measu
 from compress.encode.onnx_tools import (
     PACKAGERS,
     get_metadata,
+    make_session,
     parameter_counts,
     save_model,
     set_metadata,
@@ -110,14 +111,6 @@ def artifact_source(ctx: StageContext, name: str) -> Path:
     q = ctx.config.quantize
     quantized = {variant_name(q.source, v) for v in q.variants}
     return ctx.input("quantize" if name in quantized else "export", f"{name}.onnx")
-
-
-def make_session(path: Path, threads: int) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def prepare_inputs(samples: np.ndarray, metadata: dict[str, str]) -> np.ndarray:

@@ -36,9 +36,9 @@ from collections.abc import Callable
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import helper
 
+from compress.encode.onnx_tools import make_session
 from compress.latency import summarize, timed_rounds
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ def time_models(models: list[onnx.ModelProto], x: np.ndarray, threads: int = 1) 
 
     Per candidate (`faster`, `all`): its median call in ms, its ratio to float with the 95%
     interval, and `all` against `faster` (all_vs_faster, with its interval)."""
-    sessions = [_session(m, threads) for m in models]
+    sessions = [make_session(m, threads) for m in models]
     times = timed_rounds(sessions, [x] * len(models), repetitions=REPETITIONS, rounds=ROUNDS)
     base = summarize(times)
     against_faster = summarize(times, base=1)[2]
@@ -162,7 +162,7 @@ def layer_line(rows: list[dict]) -> str:
 
 
 def _timed(single: onnx.ModelProto, quantized: onnx.ModelProto, x: np.ndarray, threads: int):
-    sessions = [_session(m, threads) for m in (single, quantized)]
+    sessions = [make_session(m, threads) for m in (single, quantized)]
     times = timed_rounds(sessions, [x, x], repetitions=REPETITIONS, rounds=ROUNDS)
     base, int8 = summarize(times)
     return {
@@ -173,14 +173,6 @@ def _timed(single: onnx.ModelProto, quantized: onnx.ModelProto, x: np.ndarray, t
         "ratio_high": round(int8["vs_base_high"], 4),
         "quantized": int8["vs_base_high"] < 1.0,
     }
-
-
-def _session(model: onnx.ModelProto, threads: int) -> ort.InferenceSession:
-    options = ort.SessionOptions()  # as verify times the artifacts (make_session)
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), options, ["CPUExecutionProvider"])
 
 
 def _input_shapes(model: onnx.ModelProto) -> dict[str, list]:
