@@ -59,7 +59,8 @@ def widths_for(bits: Widths, layers: Iterable[str], key: str = "bits") -> dict[s
     if not isinstance(bits, Mapping):
         return dict.fromkeys(layers, int(bits))
     check_layers(bits, layers, key)
-    return {layer: int(bits.get(layer, bits[DEFAULT])) for layer in layers}
+    # a table naming every layer (a choice of bits = "auto") needs no default
+    return {layer: int(bits[layer] if layer in bits else bits[DEFAULT]) for layer in layers}
 
 
 def check_layers(bits: Widths, layers: Iterable[str], key: str) -> None:

@@ -348,9 +348,12 @@ class PipelineConfig(Section):
             if not isinstance(section, dict) or section.get("qat_bits") != "quantize":
                 continue
             if bits == "auto":
+                if key == "finetune":  # chosen by the finetune stage, before it trains
+                    continue
                 raise ValueError(
                     f"{key}.qat_bits = 'quantize' takes the widths of [quantize] bits, which "
-                    "is 'auto' (chosen after fine-tuning): give qat_bits a width"
+                    "is 'auto' (chosen on the pruned model, before fine-tuning): only "
+                    "[finetune] can train at them; give this qat_bits a width"
                 )
             resolved = {**section, "qat_bits": bits}
             data = {

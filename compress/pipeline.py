@@ -87,10 +87,22 @@ def _quantize_settings(config: PipelineConfig) -> dict:
     return {"quantize": quantize, "threads": config.verify.threads}
 
 
+def _finetune_settings(config: PipelineConfig) -> Any:
+    # qat_bits = "quantize" with [quantize] bits = "auto": the widths are chosen in this
+    # stage, by [quantize] auto and the packed scales
+    if config.finetune.qat_bits != "quantize":
+        return config.finetune
+    return {
+        "finetune": config.finetune,
+        "auto": config.quantize.auto,
+        "scales": config.quantize.packed.scales,
+    }
+
+
 STAGES: tuple[StageDef, ...] = (
     StageDef("train", train.run, _train_settings, (), revision=1),
     StageDef("prune", prune.run, lambda c: c.prune, ("train",)),
-    StageDef("finetune", finetune.run, lambda c: c.finetune, ("prune",), revision=2),
+    StageDef("finetune", finetune.run, _finetune_settings, ("prune",), revision=2),
     StageDef("export", export.run, lambda c: c.export, ("train", "finetune")),
     StageDef("quantize", quantize.run, _quantize_settings, ("export",)),
     StageDef("verify", verify.run, lambda c: c.verify, ("export", "quantize")),

@@ -154,8 +154,11 @@ def test_qat_bits_quantize_takes_the_quantize_widths_and_tables_are_checked():
     gradual = {"method": "magnitude", "schedule": "gradual", "gradual": {"qat_bits": "quantize"}}
     config = parse_pipeline({"prune": gradual, "quantize": {"bits": 3}}, "x")
     assert config.prune.gradual.qat_bits == 3 and config.train.qat_bits == 0
-    with pytest.raises(ConfigError, match="'auto'"):
-        parse_pipeline({"finetune": {"qat_bits": "quantize"}, "quantize": {"bits": "auto"}}, "x")
+    # "auto" widths are chosen by the finetune stage, before it trains: only it can train at them
+    auto = {"finetune": {"qat_bits": "quantize"}, "quantize": {"bits": "auto"}}
+    assert parse_pipeline(auto, "x").finetune.qat_bits == "quantize"
+    with pytest.raises(ConfigError, match="only \\[finetune\\] can train at them"):
+        parse_pipeline({"train": {"qat_bits": "quantize"}, "quantize": {"bits": "auto"}}, "x")
     with pytest.raises(ConfigError, match="2 to 8 bits"):
         parse_pipeline({"quantize": {"bits": 9}}, "x")
     with pytest.raises(ConfigError, match="'default'"):
@@ -231,7 +234,7 @@ def test_a_pipeline_over_two_seeds_with_auto_widths(pipeline_file, tmp_path):
             "quantize.variants": ["packed"],
             "quantize.bits": "auto",
             "quantize.auto": {"max_drop": 0.5, "candidates": [2, 4, 8]},
-            "finetune.qat_bits": 4,
+            "finetune.qat_bits": "quantize",  # chosen before fine-tuning, trained at
         }
     )
     parent = tmp_path / "seeds"
@@ -251,6 +254,11 @@ def test_a_pipeline_over_two_seeds_with_auto_widths(pipeline_file, tmp_path):
         stage = json.loads((run_dir / "quantize" / "stage.json").read_text())
         choice = stage["metrics"]["pruned-packed"]["allocation"]
         assert choice["measured_drop"] <= 0.5 and set(choice["bits"]) == {"net.1", "net.3"}
+        # the widths the fine-tuning trained at are the file's, checked on the fine-tuned model
+        finetune = json.loads((run_dir / "finetune" / "stage.json").read_text())["metrics"]
+        assert finetune["allocation"]["bits"] == choice["bits"]
+        assert stage["metrics"]["pruned-packed"]["bits"] == choice["bits"]
+        assert 0 <= choice["after_finetuning"]["val_accuracy"] <= 1
         layers = CliRunner().invoke(main, ["report", str(run_dir), "--layers"])
         assert layers.exit_code == 0 and "net.1" in layers.output
 

@@ -7,13 +7,24 @@ clustered into a per-layer codebook and its levels trained with the assignments 
 (compress.sharing); the metrics give the entropy of the codes. After the last epoch the
 BatchNorm statistics, if any, are measured again on training images, with the final weights
 (compress.pruning.batchnorm), fake-quantized when the fine-tuning was (qat_bits).
+
+With `qat_bits = "quantize"` and `[quantize] bits = "auto"`, each layer's width is chosen
+first, on the validation split, from the pruned model as it comes from the prune stage
+(compress.variants.allocate, on its ONNX export), and the fine-tuning trains each layer at
+its width; the quantize stage's packed file then takes these widths. Chosen after a
+fine-tuning at one width, the widths would be judged on weights trained for another.
 """
 
 from __future__ import annotations
 
+import logging
+import time
+
+import numpy as np
 import torch
 
 from compress.checkpoint import load_checkpoint, save_checkpoint
+from compress.encode.onnx_tools import gemm_to_matmul
 from compress.errors import IntegrityError
 from compress.pruning import apply_masks, make_permanent, sparsity_summary
 from compress.pruning.batchnorm import recalibrate_on_training_data
@@ -21,13 +32,21 @@ from compress.pruning.masks import recompute
 from compress.qat import attach_fake_quant, detach
 from compress.sharing import WeightSharing
 from compress.stages.context import StageContext
+from compress.stages.export import artifact_model, to_onnx
 from compress.training import accuracies, final_accuracies, fit, modifiers_for
+from compress.variants.allocate import allocate
+
+log = logging.getLogger(__name__)
 
 
 def run(ctx: StageContext) -> dict:
     model, masks, spec = load_checkpoint(ctx.input("prune", "model.pt"))
     apply_masks(model, masks)
     config = ctx.config.finetune
+    allocation = None
+    if config.qat_bits == "quantize":  # [quantize] bits = "auto": chosen now, trained at
+        allocation = widths_before_finetuning(ctx, ctx.input("prune", "model.pt"))
+        config = config.model_copy(update={"qat_bits": allocation["bits"]})
     modifiers = modifiers_for(config, "finetune", **ctx.teacher(config))
     result = fit(model, ctx.data, config, ctx.run_settings(), desc="finetune", modifiers=modifiers)
     model.cpu()
@@ -54,11 +73,40 @@ def run(ctx: StageContext) -> dict:
             else final_accuracies(result, model, ctx.data, eval_batch)
         ),
         **({"sharing": sharing} if sharing else {}),
+        **({"allocation": allocation} if allocation else {}),
         **sparsity_summary(model),
         "epochs": result.history,
         "resumed_from_epoch": result.resumed_from_epoch,
         "batchnorm_recalibration_samples": recalibrated,
     }
+
+
+def widths_before_finetuning(ctx: StageContext, checkpoint) -> dict:
+    """`[quantize] bits = "auto"` chosen on the pruned model (the prune stage's checkpoint,
+    its masks baked in, exported as the export stage exports it) and the validation split,
+    before the quantization-aware fine-tuning trains each layer at its width."""
+    data, quantize = ctx.data, ctx.config.quantize
+    pruned, masks, _ = load_checkpoint(checkpoint)
+    apply_masks(pruned, masks)
+    make_permanent(pruned)
+    proto = to_onnx(artifact_model(pruned, data), data.artifact_shape, ctx.config.export.opset)
+    gemm_to_matmul(proto)
+    images, labels = data.tensors("val")
+    started = time.perf_counter()
+    choice = allocate(
+        proto,
+        images.numpy().astype(np.float32),
+        labels.numpy(),
+        quantize.auto,
+        quantize.packed.scales,
+    )
+    log.info(
+        "bits = auto, chosen before fine-tuning: %s (validation drop %.2f points, %.1fs)",
+        choice["bits"],
+        choice["measured_drop"],
+        time.perf_counter() - started,
+    )
+    return {**choice, "chosen": "before fine-tuning, on the pruned model"}
 
 
 def recalibrate(model, data, batch_size: int, qat_bits) -> int:

@@ -23,8 +23,9 @@ Calibrated variants get the first `calibration_samples` training inputs (the sam
 run). With `static_layers = "faster"` the static variants quantize only the layers whose
 int8 kernel is faster on this machine (compress.variants.layer_timing); the stage's JSON
 gives each such file's table (`int8_layers`). With `bits = "auto"` the widths are chosen on
-the validation split first; the stage's JSON gives the packed artifact's widths (`bits`)
-and that choice's evidence (`allocation`).
+the validation split first (with [finetune] qat_bits = "quantize", by the finetune stage
+before it trains at them, and checked here on the fine-tuned model); the stage's JSON gives
+the packed artifact's widths (`bits`) and that choice's evidence (`allocation`).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from compress.encode.onnx_tools import get_metadata
 from compress.errors import ExportError
 from compress.stages.context import StageContext
 from compress.variants import VariantContext, get_variant, in_order
-from compress.variants.allocate import allocate
+from compress.variants.allocate import allocate, measured
 from compress.variants.packed import layer_widths
 
 log = logging.getLogger(__name__)
@@ -169,6 +170,17 @@ def _packed_widths(
     used = get_metadata(model).get("inputs")
     if used:
         images = take_used(images, json.loads(used))
+    chosen = ctx.metrics("finetune").get("allocation")
+    if chosen is not None:  # chosen before the fine-tuning, which trained at these widths
+        widths = chosen["bits"]
+        check = measured(model, images, labels.numpy(), widths, config.packed.scales)
+        log.info(
+            "bits = auto (chosen before fine-tuning): %s; validation %.4f, float %.4f",
+            widths,
+            check["val_accuracy"],
+            check["float_val_accuracy"],
+        )
+        return widths, {"bits": widths, "allocation": {**chosen, "after_finetuning": check}}
     started = time.perf_counter()
     choice = allocate(model, images, labels.numpy(), config.auto, config.packed.scales)
     log.info(

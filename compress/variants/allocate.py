@@ -161,6 +161,25 @@ def allocate(
     }
 
 
+def measured(
+    model: onnx.ModelProto,
+    images: np.ndarray,
+    labels: np.ndarray,
+    widths: dict[str, int],
+    scales: str = "float32",
+) -> dict:
+    """The validation accuracy of `model` with every weight at its width in `widths` (as the
+    packed file holds them), beside the float model's: widths chosen before fine-tuning,
+    checked on the fine-tuned model."""
+    ev = _Evaluator(model, images, labels, scales)
+    count = len(labels)
+    return {
+        "float_val_accuracy": ev.correct({}) / count,
+        "val_accuracy": ev.correct(widths) / count,
+        "val_samples": count,
+    }
+
+
 def _growth(options: dict[int, tuple[int, int]], bits: int, candidates: list[int]) -> int:
     wider = next(b for b in candidates if b > bits)
     return options[wider][0] - options[bits][0]
