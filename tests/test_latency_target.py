@@ -224,3 +224,23 @@ def test_a_tiny_cnn_timed_for_real_gets_kernel_friendly_widths_and_a_record(tmp_
     measured = measured_vs_dense(model, dense, sample, opset=17)
     assert measured["vs_dense_low"] <= measured["vs_dense"] <= measured["vs_dense_high"]
     assert 0 < measured["vs_dense"] < 5
+
+
+def test_the_prune_stage_records_the_target_the_estimates_and_the_measured_ratio(
+    pipeline_file, tmp_path, fake_timing
+):
+    import json
+
+    from compress.config import load_pipeline
+    from compress.pipeline import run_pipeline
+
+    pipeline = pipeline_file({"prune": {"method": "channels", "latency_vs_dense": 0.5}})
+    run_pipeline(load_pipeline(pipeline), out_dir=tmp_path / "run", progress=False, until="prune")
+    stage = json.loads((tmp_path / "run" / "prune" / "stage.json").read_text())
+    summary = stage["metrics"]["method_summary"]
+    assert summary["latency_vs_dense"] == 0.5 and summary["reached"]
+    assert summary["estimated_ms"] <= 0.5 * summary["dense_estimated_ms"]
+    assert summary["table_size"] > 0 and summary["widths"]
+    assert all(1 <= w["kept"] <= w["size"] for w in summary["widths"].values())
+    measured = summary["measured"]
+    assert measured["vs_dense_low"] <= measured["vs_dense"] <= measured["vs_dense_high"]
