@@ -132,13 +132,14 @@ def test_channels_with_a_latency_target_meet_it_with_candidate_widths(tmp_path, 
     assert kept["out"] == 10
 
 
-def test_gradual_pruning_reaches_the_chosen_widths_at_its_last_step(tmp_path, fake_timing):
+@pytest.mark.parametrize("initial", [0.0, 0.9])
+def test_gradual_pruning_reaches_the_chosen_widths_at_its_last_step(tmp_path, fake_timing, initial):
     model = cnn(tmp_path)
     config = PruneConfig(
         method="channels",
         latency_vs_dense=0.4,
         schedule="gradual",
-        gradual={"steps": 4, "ramp": 1.0},
+        gradual={"steps": 4, "ramp": 1.0, "initial_amount": initial},  # 0.9: past the target
     )
     pruner = GradualPruner(model, config, sample=EXAMPLE)
     chosen = pruner.method.summary()["widths"]

@@ -250,6 +250,8 @@ class Channels(PruningMethod):
         for g in groups:
             if g not in pooled:
                 amount = overridden[g.root] if overridden[g.root] is not None else settings[g.root]
+                if self.amounts is not None:  # a ramp never passes the chosen width
+                    amount = min(amount, self.amounts.get(g.root, 0.0))
                 removed[g.root] = _lowest([scores[g.root]], round(amount * g.size))[0]
         if pooled:
             target = round(

@@ -11,7 +11,9 @@ keeps the largest width within `tolerance` of the fastest of them: fewer units o
 that runs measurably faster. The table is cached per machine and onnxruntime version in
 `$COMPRESS_CACHE_DIR/widths/` (default ~/.cache/compress), so a layer shape is timed once.
 Only the layer's own output count is varied; the layers it feeds lose inputs too, which the
-table does not see (they are usually faster for it).
+table does not see (they are usually faster for it). `WidthTimer.times` takes any (layer,
+input shape, width) requests, an input shape with fewer channels being a layer that reads a
+pruned input: the per-layer table of `latency_vs_dense` (compress.pruning.latency_target).
 """
 
 from __future__ import annotations
