@@ -447,6 +447,11 @@ def ignored_by(config: PipelineConfig, dotted: str) -> str | None:
 def _ignored_by_widths(config: PipelineConfig, dotted: str) -> str | None:
     """Why the width settings of [prune] (channels) and [export] go unread, if they do."""
     widths = getattr(config.prune, "widths", None)
+    if (
+        dotted in ("prune.amount", "prune.scope")
+        and getattr(config.prune, "latency_vs_dense", None) is not None
+    ):
+        return "prune.latency_vs_dense is set; each layer's amount comes from the latency target"
     if dotted == "prune.round_to" and widths == "measured":
         return "prune.widths is 'measured'; round_to is read by widths = 'rounded' only"
     if dotted in ("prune.widths_reach", "prune.widths_tolerance") and widths == "rounded":

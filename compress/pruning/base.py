@@ -72,6 +72,11 @@ class PruningMethod:
         """Keep-masks (bool, True = kept) for `layers` at the per-layer `settings` of `strength`."""
         raise NotImplementedError
 
+    def summary(self) -> dict | None:
+        """What the method chose beyond its masks, for the prune stage's record (channels
+        with latency_vs_dense: each group's width and the latency estimates); None: nothing."""
+        return None
+
     @classmethod
     def scale_override(cls, own: float, base: float, value: float) -> float:
         """A layer's override `own` when the section's `strength` moves from `base` to

@@ -6,6 +6,7 @@
     scope = "layer"         # "global": rank the units of all pruned layers together
     importance = "group"    # group: L2 norm over every coupled weight; l1: the layer's own rows
     schedule = "gradual"    # or oneshot, like magnitude
+    latency_vs_dense = 0.5  # instead of amount: a latency target (compress.pruning.latency_target)
 
 Which weights belong to one unit comes from torch-pruning's dependency graph
 (`torch_pruning.DependencyGraph`): the unit's row in its layer, its column in every layer
@@ -18,25 +19,37 @@ then removes the dead units physically (compress.pruning.shrink), and the model 
 The model's output layer keeps its units (they are the classes); each layer keeps one.
 Each layer keeps a multiple of `round_to` units (8 by default), rounded up: widths that
 onnxruntime's blocked convolution kernels run fast (docs/methods.md, "Kernel-friendly widths").
+With `latency_vs_dense`, each group's count comes from a latency target instead of `amount`:
+chosen greedily from layer timings (compress.pruning.latency_target), once at setup; the
+gradual schedule ramps each layer to its chosen count.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 import torch.nn as nn
 import torch_pruning as tp
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from compress.config import Fraction, PositiveInt, PruneConfig
 from compress.errors import CompressError
 from compress.pruning.base import PruningMethod
-from compress.pruning.masks import current_mask
+from compress.pruning.latency_target import (
+    Allocation,
+    LayerLatencyTable,
+    allocate_widths,
+    group_plan,
+)
+from compress.pruning.masks import current_mask, prunable_layers
 from compress.pruning.registry import register_pruning_method
 from compress.pruning.shrink import LAYERS, output_layers
 from compress.pruning.widths import WidthTimer, fastest_width
+
+log = logging.getLogger(__name__)
 
 
 class ChannelsConfig(PruneConfig):
@@ -59,6 +72,28 @@ class ChannelsConfig(PruneConfig):
     widths: Literal["rounded", "measured"] = "rounded"
     widths_reach: Fraction = 0.25
     widths_tolerance: float = Field(0.03, ge=0.0)
+    # A latency target instead of `amount`: the model's estimated latency (the sum of its
+    # layers, each timed alone here at its input and output widths, cached like `measured`)
+    # at most this fraction of dense's, each group keeping its full width or a multiple of
+    # round_to, chosen greedily by time saved per importance lost (NetAdapt;
+    # compress.pruning.latency_target). amount and scope are unused then.
+    latency_vs_dense: float | None = Field(None, gt=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _latency_target_rules(self) -> ChannelsConfig:
+        if self.latency_vs_dense is None:
+            return self
+        if self.overrides:
+            raise ValueError(
+                "latency_vs_dense chooses every layer's width; it cannot be combined with "
+                "overrides (set amount and overrides instead)"
+            )
+        if self.widths == "measured":
+            raise ValueError(
+                "latency_vs_dense times the layers itself; it needs widths = 'rounded' "
+                "(its candidate widths are multiples of round_to)"
+            )
+        return self
 
 
 @dataclass
@@ -129,6 +164,10 @@ class Channels(PruningMethod):
     modules: dict[str, nn.Module] | None = None
     inputs: dict[str, tuple[int, ...]] | None = None
     timer: WidthTimer | None = None
+    # latency_vs_dense: what the search chose, each group root's amount from it, the table
+    allocation: Allocation | None = None
+    amounts: dict[str, float] | None = None
+    table: LayerLatencyTable | None = None
 
     def setup(self, model: nn.Module, example: torch.Tensor | None) -> None:
         if example is None:
@@ -136,10 +175,59 @@ class Channels(PruningMethod):
                 "prune.method = 'channels' needs an example input to trace the model"
             )
         self.groups = unit_groups(model, example)
-        if self.config.widths == "measured":
+        if self.config.widths == "measured" or self.config.latency_vs_dense is not None:
             self.modules = dict(model.named_modules())
             self.inputs = input_shapes(model, example[:1])
             self.timer = WidthTimer()
+        if self.config.latency_vs_dense is not None:
+            self._allocate(prunable_layers(model, self.config.layers))
+
+    def _allocate(self, layers: dict[str, nn.Module]) -> None:
+        """Each group's width for the latency target (compress.pruning.latency_target), from
+        the importance of its units now, ranked across groups (mean-normalized scores)."""
+        keep = {n: current_mask(m) for n, m in layers.items()}
+        groups = [g for g in self.groups if g.root in layers]
+        importance = _importance(self.config.importance, normalize=True)
+        scores = {g.root: self._scores(g, importance, keep) for g in groups}
+        orders = {g.root: torch.argsort(scores[g.root], stable=True).tolist() for g in groups}
+        timed = {n: (self.modules[n], shape) for n, shape in self.inputs.items()}
+        self.table = LayerLatencyTable(timed, groups, orders, self.timer)
+        plans = [group_plan(g.root, scores[g.root], self.config.round_to) for g in groups]
+        self.allocation = allocate_widths(plans, self.table.estimate, self.config.latency_vs_dense)
+        sizes = {g.root: g.size for g in groups}
+        self.amounts = {r: 1 - w / sizes[r] for r, w in self.allocation.widths.items()}
+        if not self.allocation.reached:
+            log.warning(
+                "prune: latency_vs_dense = %g not reached: every layer at its smallest "
+                "candidate width is estimated at %.2f of dense",
+                self.config.latency_vs_dense,
+                self.allocation.estimated_ms / self.allocation.dense_ms,
+            )
+
+    def setting(self, layer: str) -> float:
+        """With latency_vs_dense: the amount the search chose for the group `layer` is the
+        root of (0 for the others, whose units their group's amount removes)."""
+        if self.config.latency_vs_dense is None:
+            return super().setting(layer)
+        if self.amounts is None:
+            raise RuntimeError("Channels.setting before setup(model, example)")
+        return self.amounts.get(layer, 0.0)
+
+    def summary(self) -> dict | None:
+        if self.allocation is None:
+            return None
+        a = self.allocation
+        sizes = {g.root: g.size for g in self.groups}
+        return {
+            "latency_vs_dense": a.target,
+            "dense_estimated_ms": a.dense_ms,
+            "estimated_ms": a.estimated_ms,
+            "estimated_vs_dense": a.estimated_ms / a.dense_ms,
+            "reached": a.reached,
+            "steps": a.steps,
+            "table_size": self.table.size,
+            "widths": {r: {"size": sizes[r], "kept": w} for r, w in a.widths.items()},
+        }
 
     def masks(
         self, layers: dict[str, nn.Module], settings: dict[str, float]
@@ -149,13 +237,21 @@ class Channels(PruningMethod):
         keep = {n: current_mask(m).clone() for n, m in layers.items()}
         groups = [g for g in self.groups if g.root in layers]
         overridden = {g.root: self._overridden(g, settings) for g in groups}
-        pooled = [g for g in groups if self.config.scope == "global" and overridden[g.root] is None]
+        pooled = [
+            g
+            for g in groups
+            if self.config.scope == "global"
+            and overridden[g.root] is None
+            and self.config.latency_vs_dense is None  # each group its own chosen amount
+        ]
         importance = _importance(self.config.importance, normalize=bool(pooled))
         scores = {g.root: self._scores(g, importance, keep) for g in groups}
         removed: dict[str, set[int]] = {}
         for g in groups:
             if g not in pooled:
                 amount = overridden[g.root] if overridden[g.root] is not None else settings[g.root]
+                if self.amounts is not None:  # a ramp never passes the chosen width
+                    amount = min(amount, self.amounts.get(g.root, 0.0))
                 removed[g.root] = _lowest([scores[g.root]], round(amount * g.size))[0]
         if pooled:
             target = round(

@@ -38,12 +38,16 @@ def method_for(config: PruneConfig) -> PruningMethod:
 
 
 def prune_oneshot(
-    model: nn.Module, config: PruneConfig, sample: torch.Tensor | None = None
+    model: nn.Module,
+    config: PruneConfig,
+    sample: torch.Tensor | None = None,
+    method: PruningMethod | None = None,
 ) -> dict[str, torch.Tensor]:
     """Prune once, leaving torch.nn.utils.prune re-parametrizations on the model.
     `sample`: a batch of inputs, which lets a method see the model's structure and how it
-    runs (channels traces it; magnitude reads the BatchNorm after each layer)."""
-    method = method_for(config)
+    runs (channels traces it; magnitude reads the BatchNorm after each layer). `method`:
+    the config's method, when the caller wants to read its `summary()` afterwards."""
+    method = method or method_for(config)
     method.setup(model, sample)
     if sample is not None:
         method.prepare(model, sample)

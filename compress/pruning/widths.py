@@ -11,7 +11,9 @@ keeps the largest width within `tolerance` of the fastest of them: fewer units o
 that runs measurably faster. The table is cached per machine and onnxruntime version in
 `$COMPRESS_CACHE_DIR/widths/` (default ~/.cache/compress), so a layer shape is timed once.
 Only the layer's own output count is varied; the layers it feeds lose inputs too, which the
-table does not see (they are usually faster for it).
+table does not see (they are usually faster for it). `WidthTimer.times` takes any (layer,
+input shape, width) requests, an input shape with fewer channels being a layer that reads a
+pruned input: the per-layer table of `latency_vs_dense` (compress.pruning.latency_target).
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ def layer_graph(layer: nn.Module, input_shape: tuple[int, ...], width: int) -> o
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, *input_shape])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
     if isinstance(layer, nn.Linear):
-        w = rng.standard_normal((layer.in_features, width)).astype(np.float32)
+        w = rng.standard_normal((input_shape[-1], width)).astype(np.float32)
         node = helper.make_node("MatMul", ["x", "w"], ["y"])
     else:
         depthwise = layer.groups > 1  # its width is its input's too
@@ -109,12 +111,22 @@ class WidthTimer:
 
     def table(self, layer: nn.Module, input_shape: tuple[int, ...], widths) -> dict[int, float]:
         """{width: p50 ms} of `layer` on inputs of `input_shape` (one sample) at `widths`."""
-        keys = {w: f"{_signature(layer, input_shape)} -> {w}" for w in widths}
-        missing = [w for w, k in keys.items() if k not in self.known]
+        widths = list(widths)
+        return dict(zip(widths, self.times([(layer, input_shape, w) for w in widths]), strict=True))
+
+    def times(self, requests: list[tuple[nn.Module, tuple[int, ...], int]]) -> list[float]:
+        """p50 ms of each (layer, one sample's input shape, output width): the ones not known
+        yet are timed together, interleaved. A shape with fewer input channels (or features)
+        than the layer has is a layer that reads a pruned input."""
+        keys = [f"{_signature(layer, shape)} -> {w}" for layer, shape, w in requests]
+        missing = {}
+        for key, request in zip(keys, requests, strict=True):
+            if key not in self.known:
+                missing.setdefault(key, request)
         if missing:
             sessions, inputs = [], []
-            for w in missing:
-                model = layer_graph(layer, input_shape, w)
+            for layer, shape, w in missing.values():
+                model = layer_graph(layer, shape, w)
                 options = ort.SessionOptions()
                 options.intra_op_num_threads = 1
                 options.log_severity_level = 3
@@ -123,12 +135,12 @@ class WidthTimer:
                         model.SerializeToString(), options, ["CPUExecutionProvider"]
                     )
                 )
-                shape = model.graph.input[0].type.tensor_type.shape.dim
-                inputs.append(np.zeros([8, *[d.dim_value for d in shape][1:]], np.float32))
+                dims = model.graph.input[0].type.tensor_type.shape.dim
+                inputs.append(np.zeros([8, *[d.dim_value for d in dims][1:]], np.float32))
             rows = summarize(timed_rounds(sessions, inputs, REPETITIONS, ROUNDS))
-            self.known.update({keys[w]: row["p50"] for w, row in zip(missing, rows, strict=True)})
+            self.known.update({k: row["p50"] for k, row in zip(missing, rows, strict=True)})
             write_json(self.path, self.known)
-        return {w: self.known[k] for w, k in keys.items()}
+        return [self.known[k] for k in keys]
 
 
 def _signature(layer: nn.Module, input_shape: tuple[int, ...]) -> str:
