@@ -113,3 +113,29 @@ def test_after_quantization_aware_fine_tuning_the_statistics_are_those_of_the_qu
     assert not model[1]._forward_pre_hooks or all(
         isinstance(h, prune.BasePruningMethod) for h in model[1]._forward_pre_hooks.values()
     )
+
+
+def test_statistics_are_measured_on_samples_drawn_across_a_split_listed_class_by_class(
+    tiny_data,
+):
+    # Image and sound folders list their files class by class: the first samples of the
+    # training split are one or two classes, whose statistics are not the split's.
+    order = torch.argsort(tiny_data.labels["train"], stable=True)
+    ordered = copy.copy(tiny_data)
+    ordered.images = {**tiny_data.images, "train": tiny_data.images["train"][order]}
+    ordered.labels = {**tiny_data.labels, "train": tiny_data.labels["train"][order]}
+    count = len(order) // 4
+    drawn = ordered.spread_index("train", count)
+    assert len(ordered.labels["train"][:count].unique()) <= 4
+    assert len(ordered.labels["train"][drawn].unique()) == 10
+    assert torch.equal(drawn, ordered.spread_index("train", count))  # the same every run
+    assert ordered.spread_index("train", len(order)) == slice(None)
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 8), nn.BatchNorm1d(8))
+    assert recalibrate_on_training_data(model, ordered, 32, samples=count) == count
+    with torch.no_grad():
+        outputs = model[1](ordered.tensors("train")[0].flatten(1))
+        first = model[1](ordered.tensors("train", limit=count)[0].flatten(1)).mean(0)
+    whole = outputs.mean(0)
+    assert (model[2].running_mean - whole).abs().max() < 0.5 * (first - whole).abs().max()

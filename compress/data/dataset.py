@@ -147,17 +147,38 @@ class Dataset:
             return (samples.float() - self._mean) / self._std
         return (samples.float() * self.scale - self._mean) / self._std
 
-    def tensors(self, split: str, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The whole split (or its first `limit` samples), normalized."""
+    def tensors(
+        self, split: str, limit: int | None = None, spread: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The whole split (or its first `limit` samples, or with `spread` `limit` samples
+        drawn across it: `spread_index`), normalized."""
         # A slice, so that a SampleStore gathers the samples (a tensor gives a view).
-        return self.normalize(self.images[split][:limit]), self.labels[split][:limit]
+        index = self.spread_index(split, limit) if spread else slice(None, limit)
+        return self.normalize(self.images[split][index]), self.labels[split][index]
 
-    def artifact_inputs(self, split: str, limit: int | None = None) -> torch.Tensor:
-        """What an exported artifact takes for the split (its first `limit` samples): the
-        waveforms for sound, the normalized inputs otherwise."""
+    def artifact_inputs(
+        self, split: str, limit: int | None = None, spread: bool = False
+    ) -> torch.Tensor:
+        """What an exported artifact takes for the split (its first `limit` samples, or with
+        `spread` samples drawn across it): the waveforms for sound, the normalized inputs
+        otherwise."""
         if self.kind != "audio":
-            return self.tensors(split, limit)[0]
-        return self.images[split][:limit].float()
+            return self.tensors(split, limit, spread)[0]
+        index = self.spread_index(split, limit) if spread else slice(None, limit)
+        return self.images[split][index].float()
+
+    def spread_index(self, split: str, count: int | None) -> torch.Tensor | slice:
+        """`count` positions drawn across the split, in order, the same in every run (a
+        permutation seeded with 0): what statistics of a split are measured on. Folders of
+        images or sounds list their files class by class, so the first 1,024 samples of a
+        10-class folder of 500 per class hold two and a half classes; measured on those,
+        mobilenet_v3_small's BatchNorm statistics took its validation accuracy from 84.6% to
+        65.4%."""
+        size = len(self.labels[split])
+        if count is None or count >= size:
+            return slice(None)
+        order = torch.randperm(size, generator=torch.Generator().manual_seed(0))
+        return order[:count].sort().values
 
     def batches(
         self,

@@ -111,12 +111,13 @@ def recalibrate_batchnorm(model: nn.Module, batches) -> int:
 def recalibrate_on_training_data(
     model: nn.Module, data: Dataset, batch_size: int, samples: int = RECALIBRATION
 ) -> int:
-    """Re-estimate the BatchNorm statistics on the first `samples` training inputs (no
-    augmentation: as the model will see images), in batches of `batch_size`; returns the
-    samples used, 0 for a model without BatchNorm (which is not touched)."""
+    """Re-estimate the BatchNorm statistics on `samples` training inputs drawn across the
+    split (Dataset.spread_index: not the first ones, which in a folder are one or two
+    classes; no augmentation: as the model will see images), in batches of `batch_size`;
+    returns the samples used, 0 for a model without BatchNorm (which is not touched)."""
     if not has_batchnorm(model):
         return 0
-    x, _ = data.tensors("train", limit=samples)
+    x, _ = data.tensors("train", limit=samples, spread=True)
     if (
         len(x) % batch_size == 1 and len(x) > 1
     ):  # a batch of one has no variance: train mode refuses it

@@ -19,10 +19,11 @@ how it writes its file):
 
 Variants are written after the ones they need (packed-int4 packs static-int4's very codes
 and scales); a needed variant that is not asked for is written to a temporary folder only.
-Calibrated variants get the first `calibration_samples` training inputs (the same ones every
-run). With `static_layers = "faster"` the static variants quantize only the layers whose
-int8 kernel is faster on this machine (compress.variants.layer_timing); the stage's JSON
-gives each such file's table (`int8_layers`). With `bits = "auto"` the widths are chosen on
+Calibrated variants get `calibration_samples` training inputs drawn across the split (the
+same ones every run: Dataset.spread_index). With `static_layers = "faster"` the static
+variants quantize only the layers whose int8 kernel is faster on this machine
+(compress.variants.layer_timing); the stage's JSON gives each such file's table
+(`int8_layers`). With `bits = "auto"` the widths are chosen on
 the validation split first (with [finetune] qat_bits = "quantize", by the finetune stage
 before it trains at them, and checked here on the fine-tuned model); the stage's JSON gives
 the packed artifact's widths (`bits`) and that choice's evidence (`allocation`).
@@ -101,7 +102,7 @@ def run(ctx: StageContext) -> dict:
         )
     if any(get_variant(v).calibrated for v in in_order(config.variants)):
         # what the artifact takes (sound: waveforms, its front end in the graph)
-        images = ctx.data.artifact_inputs("train", limit=config.calibration_samples)
+        images = ctx.data.artifact_inputs("train", limit=config.calibration_samples, spread=True)
         calibration = images.numpy().astype(np.float32)
         used = get_metadata(onnx.load(str(source), load_external_data=False)).get("inputs")
         if used:  # a file that takes only the used inputs is calibrated on those
