@@ -22,7 +22,13 @@ Training leaves stale statistics too: the running averages trail the weights by 
 short run they still describe early weights. Reported: 89% training accuracy, 10.00%
 (chance) in eval mode, 74% once re-estimated. Every stage that hands on a model it trained
 (train, prune, finetune) therefore ends with `recalibrate_on_training_data`; a model
-without BatchNorm is left untouched (no data read, no generator drawn).
+without BatchNorm is left untouched (no data read, no generator drawn). Running statistics
+that are not stale can be the better ones, though: mobilenet_v3_small trained for 30 epochs
+on a photo folder scored 84.6% on validation with them, 82.2% with statistics measured
+again (on 1,024 or all 4,500 training images, shifted as in training or not). So train and
+finetune (`keep_better`) keep whichever of the two gives more correct validation
+predictions; after pruning (the prune stage) the old statistics are those of another model
+and are always replaced.
 """
 
 from __future__ import annotations
@@ -109,7 +115,11 @@ def recalibrate_batchnorm(model: nn.Module, batches) -> int:
 
 
 def recalibrate_on_training_data(
-    model: nn.Module, data: Dataset, batch_size: int, samples: int = RECALIBRATION
+    model: nn.Module,
+    data: Dataset,
+    batch_size: int,
+    samples: int = RECALIBRATION,
+    keep_better: bool = False,
 ) -> int:
     """Re-estimate the BatchNorm statistics on `samples` training inputs drawn across the
     split (Dataset.spread_index: not the first ones, which in a folder are one or two
@@ -123,6 +133,54 @@ def recalibrate_on_training_data(
     ):  # a batch of one has no variance: train mode refuses it
         x = x[:-1]
     batches = (x[i : i + batch_size] for i in range(0, len(x), batch_size))
+    running = _statistics(model) if keep_better else None
+    before = _val_correct(model, data, batch_size) if keep_better else None
     seen = recalibrate_batchnorm(model, batches)
+    if before is not None:
+        after = _val_correct(model, data, batch_size)
+        if after is not None and before > after:
+            _restore(model, running)
+            log.info(
+                "BatchNorm: the running statistics kept (validation %d correct against %d "
+                "with statistics measured again on %d training samples)",
+                before,
+                after,
+                seen,
+            )
+            return 0
     log.info("BatchNorm statistics measured again on %d training samples", seen)
     return seen
+
+
+def _statistics(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {
+        name: buffer.clone()
+        for name, buffer in model.named_buffers()
+        if name.rpartition(".")[2] in ("running_mean", "running_var", "num_batches_tracked")
+    }
+
+
+def _restore(model: nn.Module, statistics: dict[str, torch.Tensor]) -> None:
+    buffers = dict(model.named_buffers())
+    with torch.no_grad():
+        for name, value in statistics.items():
+            buffers[name].copy_(value)
+
+
+@torch.no_grad()
+def _val_correct(model: nn.Module, data: Dataset, batch_size: int) -> int | None:
+    """Correct predictions on the validation split in evaluation mode (None without one)."""
+    if not len(data.labels.get("val", [])):
+        return None
+    was_training = model.training
+    device = next(model.parameters()).device
+    x, y = data.tensors("val")
+    model.eval()
+    try:
+        correct = 0
+        for i in range(0, len(y), max(batch_size, 256)):
+            logits = model(x[i : i + max(batch_size, 256)].to(device))
+            correct += int((logits.argmax(1).cpu() == y[i : i + max(batch_size, 256)]).sum())
+    finally:
+        model.train(was_training)
+    return correct

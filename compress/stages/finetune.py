@@ -109,7 +109,7 @@ def widths_before_finetuning(ctx: StageContext, checkpoint) -> dict:
     return {**choice, "chosen": "before fine-tuning, on the pruned model"}
 
 
-def recalibrate(model, data, batch_size: int, qat_bits) -> int:
+def recalibrate(model, data, batch_size: int, qat_bits, keep_better: bool = True) -> int:
     """The BatchNorm statistics measured again on training images; after quantization-aware
     fine-tuning (`qat_bits`: a width or a table, 0 for none) with the weights fake-quantized,
     as the quantized files hold them. Statistics of the float weights shift and rescale the
@@ -118,7 +118,7 @@ def recalibrate(model, data, batch_size: int, qat_bits) -> int:
     way. The float `pruned` file then carries the quantized weights' statistics."""
     handles = attach_fake_quant(model, qat_bits) if qat_bits else []
     try:
-        return recalibrate_on_training_data(model, data, batch_size)
+        return recalibrate_on_training_data(model, data, batch_size, keep_better=keep_better)
     finally:
         detach(handles)
         for module in model.modules():  # the float weights back in place of the quantized

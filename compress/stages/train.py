@@ -56,7 +56,9 @@ def run(ctx: StageContext) -> dict:
     make_permanent(model)
     recalibrated = 0
     if config.epochs > 0:  # a model brought trained keeps the statistics it came with
-        recalibrated = recalibrate_on_training_data(model, ctx.data, ctx.config.data.batch_size)
+        recalibrated = recalibrate_on_training_data(
+            model, ctx.data, ctx.config.data.batch_size, keep_better=True
+        )
     save_checkpoint(ctx.output("model.pt"), model, spec)
     eval_batch = ctx.config.data.eval_batch_size
     measured = (  # the last epoch's accuracies were measured with the statistics now replaced
