@@ -40,6 +40,7 @@ def macs_timer(requests) -> list[float]:
 def fake_timing(monkeypatch, tmp_path):
     monkeypatch.setenv("COMPRESS_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(WidthTimer, "times", lambda self, requests: macs_timer(requests))
+    monkeypatch.setattr(WidthTimer, "overhead", lambda self: 0.0)
 
 
 def test_candidate_widths_are_the_full_width_and_the_multiples_below_it():
@@ -103,8 +104,11 @@ def test_a_layer_is_timed_at_its_input_width_as_well_as_its_output_width(tmp_pat
             asked.extend((shape, width) for _, shape, width in requests)
             return [1.0] * len(requests)
 
+        def overhead(self):
+            return 0.25  # of each layer's 1 ms alone: counted once for the model
+
     table = LayerLatencyTable(layers, groups, orders, Recording())
-    assert table.estimate([{"0": 8, "2": 16}]) == [3.0]
+    assert table.estimate([{"0": 8, "2": 16}]) == [0.25 + 3 * 0.75]
     assert ((1, 8, 8), 8) in asked  # the first conv at 8 outputs
     assert ((8, 8, 8), 16) in asked  # the second reads 8 channels
     assert ((16 * 8 * 8,), 10) in asked

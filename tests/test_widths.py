@@ -67,8 +67,36 @@ def test_channels_with_measured_widths_keep_the_fast_count(tmp_path, monkeypatch
     ).eval()
     monkeypatch.setenv("COMPRESS_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(WidthTimer, "table", lambda self, layer, shape, ws: ODD_IS_SLOW)
-    config = PruneConfig(method="channels", amount=0.2, widths="measured")  # keeps 19 of 24
+    # round_to = 1: any count; amount 0.2 keeps 19 of 24, and 16 is as fast as 12
+    config = PruneConfig(method="channels", amount=0.2, widths="measured", round_to=1)
     prune_oneshot(model, config, sample=torch.zeros(2, 1, 8, 8))
     make_permanent(model)
     shrink(model, (1, 8, 8))
     assert units(model)["0"] == 16
+
+
+@pytest.mark.parametrize(("times", "kept"), [({16: 1.0, 24: 1.5}, 16), ({16: 1.0, 24: 1.02}, 24)])
+def test_measured_widths_are_multiples_of_round_to_from_the_rounded_count_down(
+    tmp_path, monkeypatch, times, kept
+):
+    # The layers a layer feeds read its count as their input channels, which its own
+    # table does not see: only multiples of round_to are timed. 19 of 24 rounds up to 24;
+    # 16 is kept instead only where it is measurably faster.
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 24, 3), nn.ReLU(), nn.Flatten(), nn.Linear(24 * 6 * 6, 10)
+    ).eval()
+    monkeypatch.setenv("COMPRESS_CACHE_DIR", str(tmp_path))
+    asked = []
+
+    def table(self, layer, shape, widths):
+        asked.append(list(widths))
+        return {w: times[w] for w in widths}
+
+    monkeypatch.setattr(WidthTimer, "table", table)
+    config = PruneConfig(method="channels", amount=0.2, widths="measured")  # round_to 8
+    prune_oneshot(model, config, sample=torch.zeros(2, 1, 8, 8))
+    make_permanent(model)
+    shrink(model, (1, 8, 8))
+    assert asked == [[16, 24]]
+    assert units(model)["0"] == kept

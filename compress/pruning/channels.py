@@ -27,6 +27,7 @@ gradual schedule ramps each layer to its chosen count.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -65,10 +66,11 @@ class ChannelsConfig(PruneConfig):
     # of its channels removed ran 2.1x dense's latency at round_to 1, 0.74x at 8 (resnet18:
     # 2.1x, 0.38x; bench/widths.py, one thread). 1: the counts `amount` gives exactly.
     round_to: PositiveInt = 8
-    # rounded: the counts above. measured: each layer keeps the largest count, from
-    # (1 - widths_reach) x the chosen one up to it, that runs within widths_tolerance of the
-    # fastest of them when the layer alone is timed in onnxruntime here
-    # (compress.pruning.widths; cached per machine); round_to does not apply then.
+    # rounded: the counts above. measured: each layer keeps the largest multiple of
+    # round_to, from (1 - widths_reach) x the chosen count up to the rounded one, that runs
+    # within widths_tolerance of the fastest of them when the layer alone is timed in
+    # onnxruntime here (compress.pruning.widths; cached per machine): the rounded count, or
+    # fewer units where that is measurably faster. round_to = 1: any count.
     widths: Literal["rounded", "measured"] = "rounded"
     widths_reach: Fraction = 0.25
     widths_tolerance: float = Field(0.03, ge=0.0)
@@ -280,14 +282,23 @@ class Channels(PruningMethod):
         return keep
 
     def _measured(self, g: UnitGroup, removed: set[int], scores: torch.Tensor) -> set[int]:
-        """`removed` and, where the layer alone runs measurably faster with fewer units,
-        the lowest-scoring of the units it would keep (compress.pruning.widths)."""
-        kept = g.size - len(removed)
-        low = max(1, int(kept * (1 - self.config.widths_reach)))
-        table = self.timer.table(self.modules[g.root], self.inputs[g.root], range(low, kept + 1))
-        width = fastest_width(kept, table, self.config.widths_reach, self.config.widths_tolerance)
+        """`removed` rounded as `round_to` rounds it and, where the layer alone runs
+        measurably faster with fewer units (a smaller multiple of round_to), the
+        lowest-scoring of the units it would keep (compress.pruning.widths)."""
+        step = self.config.round_to
+        asked = g.size - len(removed)  # the count importance chose
+        removed = _rounded(removed, scores, step)
+        widest = g.size - len(removed)  # round_to's count: the widest candidate
+        # Only multiples of round_to (and the widest): the layers this one feeds read its
+        # count as their input channels, which the layer's own table does not see.
+        low = max(1, math.ceil(asked * (1 - self.config.widths_reach)))
+        candidates = [w for w in range(low, widest + 1) if w % step == 0 or w == widest]
+        table = self.timer.table(self.modules[g.root], self.inputs[g.root], candidates)
+        width = fastest_width(
+            widest, table, self.config.widths_reach, self.config.widths_tolerance, low=low
+        )
         order = sorted(set(range(g.size)) - removed, key=lambda unit: float(scores[unit]))
-        return removed | set(order[: kept - width])
+        return removed | set(order[: widest - width])
 
     def _overridden(self, g: UnitGroup, settings: dict[str, float]) -> float | None:
         """The amount of an `overrides` entry naming any layer whose units these are (coupled

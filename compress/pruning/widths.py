@@ -38,10 +38,13 @@ REPETITIONS = 60  # timed calls per width (after a warm-up), in ROUNDS rounds
 ROUNDS = 6
 
 
-def fastest_width(chosen: int, table: dict[int, float], reach: float, tolerance: float) -> int:
-    """The largest width in `chosen * (1 - reach)` .. `chosen` whose time in `table` is within
-    `tolerance` (a fraction) of the fastest there; `chosen` when the table has none of them."""
-    low = max(1, math.ceil(chosen * (1 - reach)))
+def fastest_width(
+    chosen: int, table: dict[int, float], reach: float, tolerance: float, low: int | None = None
+) -> int:
+    """The largest width in `chosen * (1 - reach)` (or `low`) .. `chosen` whose time in
+    `table` is within `tolerance` (a fraction) of the fastest there; `chosen` when the table
+    has none of them."""
+    low = max(1, math.ceil(chosen * (1 - reach))) if low is None else low
     times = {w: t for w, t in table.items() if low <= w <= chosen}
     if not times:
         return chosen
@@ -124,23 +127,37 @@ class WidthTimer:
             if key not in self.known:
                 missing.setdefault(key, request)
         if missing:
-            sessions, inputs = [], []
-            for layer, shape, w in missing.values():
-                model = layer_graph(layer, shape, w)
-                options = ort.SessionOptions()
-                options.intra_op_num_threads = 1
-                options.log_severity_level = 3
-                sessions.append(
-                    ort.InferenceSession(
-                        model.SerializeToString(), options, ["CPUExecutionProvider"]
-                    )
-                )
-                dims = model.graph.input[0].type.tensor_type.shape.dim
-                inputs.append(np.zeros([8, *[d.dim_value for d in dims][1:]], np.float32))
-            rows = summarize(timed_rounds(sessions, inputs, REPETITIONS, ROUNDS))
-            self.known.update({k: row["p50"] for k, row in zip(missing, rows, strict=True)})
-            write_json(self.path, self.known)
+            self._time({k: layer_graph(*request) for k, request in missing.items()})
         return [self.known[k] for k in keys]
+
+    def overhead(self) -> float:
+        """p50 ms of a call that computes (almost) nothing, a one-node Identity graph: what
+        each layer's time alone holds besides its work, and a whole model pays once."""
+        key = "Identity [16] (a call's overhead)"
+        if key not in self.known:
+            x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])
+            y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+            graph = helper.make_graph(
+                [helper.make_node("Identity", ["x"], ["y"])], "call", [x], [y]
+            )
+            self._time({key: helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])})
+        return self.known[key]
+
+    def _time(self, models: dict[str, onnx.ModelProto]) -> None:
+        """Time `models` together, interleaved, and remember each one's p50 ms by its key."""
+        sessions, inputs = [], []
+        for model in models.values():
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = 1
+            options.log_severity_level = 3
+            sessions.append(
+                ort.InferenceSession(model.SerializeToString(), options, ["CPUExecutionProvider"])
+            )
+            dims = model.graph.input[0].type.tensor_type.shape.dim
+            inputs.append(np.zeros([8, *[d.dim_value for d in dims][1:]], np.float32))
+        rows = summarize(timed_rounds(sessions, inputs, REPETITIONS, ROUNDS))
+        self.known.update({k: row["p50"] for k, row in zip(models, rows, strict=True)})
+        write_json(self.path, self.known)
 
 
 def _signature(layer: nn.Module, input_shape: tuple[int, ...]) -> str:
