@@ -452,8 +452,6 @@ def _ignored_by_widths(config: PipelineConfig, dotted: str) -> str | None:
         and getattr(config.prune, "latency_vs_dense", None) is not None
     ):
         return "prune.latency_vs_dense is set; each layer's amount comes from the latency target"
-    if dotted == "prune.round_to" and widths == "measured":
-        return "prune.widths is 'measured'; round_to is read by widths = 'rounded' only"
     if dotted in ("prune.widths_reach", "prune.widths_tolerance") and widths == "rounded":
         return "prune.widths is 'rounded'; the widths_ settings are read by 'measured' only"
     if dotted == "export.round_to" and not config.export.shrink:

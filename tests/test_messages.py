@@ -66,11 +66,6 @@ def test_a_pipeline_file_with_a_byte_order_mark_is_read(tmp_path):
             "quantize.calibration_samples",
             "no static variant",
         ),
-        (
-            {"prune": {"method": "channels", "widths": "measured"}},
-            "prune.round_to",
-            "prune.widths is 'measured'",
-        ),
         ({"prune": {"method": "channels"}}, "prune.widths_reach", "prune.widths is 'rounded'"),
         ({}, "export.round_to", "export.shrink is false"),
     ],
@@ -84,6 +79,12 @@ def test_settings_a_pipeline_ignores_are_named(changes, key, reason):
 )
 def test_settings_a_pipeline_reads_are_not_flagged(key):
     assert ignored_by(parse_pipeline({}, name="p"), key) is None
+
+
+def test_round_to_is_read_by_measured_widths_as_their_step():
+    # widths = "measured" chooses among multiples of round_to: a sweep over it is real
+    config = parse_pipeline({"prune": {"method": "channels", "widths": "measured"}}, name="p")
+    assert ignored_by(config, "prune.round_to") is None
 
 
 def test_a_sweep_over_an_ignored_setting_is_refused_before_any_work():
