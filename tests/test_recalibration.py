@@ -153,7 +153,7 @@ def test_the_statistics_right_on_more_validation_images_are_kept(
     # Statistics measured again are an estimate too: where the running ones are right on
     # more validation images they stay, exactly; on a tie the measured ones are used.
     counts = iter([before, after])
-    monkeypatch.setattr(batchnorm, "_val_correct", lambda *args: next(counts))
+    monkeypatch.setattr(batchnorm, "_val_accuracy", lambda *args: next(counts) / 1000)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10), nn.BatchNorm1d(10))
     running = copy.deepcopy(model[2].state_dict())

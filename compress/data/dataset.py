@@ -152,8 +152,7 @@ class Dataset:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The whole split (or its first `limit` samples, or with `spread` `limit` samples
         drawn across it: `spread_index`), normalized."""
-        # A slice, so that a SampleStore gathers the samples (a tensor gives a view).
-        index = self.spread_index(split, limit) if spread else slice(None, limit)
+        index = self._index(split, limit, spread)
         return self.normalize(self.images[split][index]), self.labels[split][index]
 
     def artifact_inputs(
@@ -164,8 +163,11 @@ class Dataset:
         otherwise."""
         if self.kind != "audio":
             return self.tensors(split, limit, spread)[0]
-        index = self.spread_index(split, limit) if spread else slice(None, limit)
-        return self.images[split][index].float()
+        return self.images[split][self._index(split, limit, spread)].float()
+
+    def _index(self, split: str, limit: int | None, spread: bool) -> torch.Tensor | slice:
+        # A slice, so that a SampleStore gathers the samples (a tensor gives a view).
+        return self.spread_index(split, limit) if spread else slice(None, limit)
 
     def spread_index(self, split: str, count: int | None) -> torch.Tensor | slice:
         """`count` positions drawn across the split, in order, the same in every run (a

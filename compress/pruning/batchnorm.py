@@ -42,6 +42,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from compress.data import Dataset
 from compress.pruning.masks import PRUNABLE
 from compress.pruning.probe import probe
+from compress.training.evaluation import evaluate
 
 log = logging.getLogger(__name__)
 RECALIBRATION = 1024  # training inputs over which BatchNorm statistics are measured again
@@ -134,15 +135,15 @@ def recalibrate_on_training_data(
         x = x[:-1]
     batches = (x[i : i + batch_size] for i in range(0, len(x), batch_size))
     running = _statistics(model) if keep_better else None
-    before = _val_correct(model, data, batch_size) if keep_better else None
+    before = _val_accuracy(model, data, batch_size) if keep_better else None
     seen = recalibrate_batchnorm(model, batches)
     if before is not None:
-        after = _val_correct(model, data, batch_size)
-        if after is not None and before > after:
+        after = _val_accuracy(model, data, batch_size)
+        if before > after:
             _restore(model, running)
             log.info(
-                "BatchNorm: the running statistics kept (validation %d correct against %d "
-                "with statistics measured again on %d training samples)",
+                "BatchNorm: the running statistics kept (validation accuracy %.4f against "
+                "%.4f with statistics measured again on %d training samples)",
                 before,
                 after,
                 seen,
@@ -167,20 +168,13 @@ def _restore(model: nn.Module, statistics: dict[str, torch.Tensor]) -> None:
             buffers[name].copy_(value)
 
 
-@torch.no_grad()
-def _val_correct(model: nn.Module, data: Dataset, batch_size: int) -> int | None:
-    """Correct predictions on the validation split in evaluation mode (None without one)."""
-    if not len(data.labels.get("val", [])):
+def _val_accuracy(model: nn.Module, data: Dataset, batch_size: int) -> float | None:
+    """Accuracy on the validation split in evaluation mode (None without one), the model's
+    mode left as it was."""
+    if data.size("val") == 0:
         return None
     was_training = model.training
-    device = next(model.parameters()).device
-    x, y = data.tensors("val")
-    model.eval()
     try:
-        correct = 0
-        for i in range(0, len(y), max(batch_size, 256)):
-            logits = model(x[i : i + max(batch_size, 256)].to(device))
-            correct += int((logits.argmax(1).cpu() == y[i : i + max(batch_size, 256)]).sum())
+        return evaluate(model, data, "val", batch_size, next(model.parameters()).device)
     finally:
         model.train(was_training)
-    return correct

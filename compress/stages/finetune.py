@@ -17,6 +17,7 @@ fine-tuning at one width, the widths would be judged on weights trained for anot
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 
@@ -41,12 +42,12 @@ log = logging.getLogger(__name__)
 
 def run(ctx: StageContext) -> dict:
     model, masks, spec = load_checkpoint(ctx.input("prune", "model.pt"))
-    apply_masks(model, masks)
     config = ctx.config.finetune
     allocation = None
     if config.qat_bits == "quantize":  # [quantize] bits = "auto": chosen now, trained at
-        allocation = widths_before_finetuning(ctx, ctx.input("prune", "model.pt"))
+        allocation = widths_before_finetuning(ctx, copy.deepcopy(model), masks)
         config = config.model_copy(update={"qat_bits": allocation["bits"]})
+    apply_masks(model, masks)
     modifiers = modifiers_for(config, "finetune", **ctx.teacher(config))
     result = fit(model, ctx.data, config, ctx.run_settings(), desc="finetune", modifiers=modifiers)
     model.cpu()
@@ -81,12 +82,11 @@ def run(ctx: StageContext) -> dict:
     }
 
 
-def widths_before_finetuning(ctx: StageContext, checkpoint) -> dict:
-    """`[quantize] bits = "auto"` chosen on the pruned model (the prune stage's checkpoint,
+def widths_before_finetuning(ctx: StageContext, pruned, masks) -> dict:
+    """`[quantize] bits = "auto"` chosen on the pruned model (a copy of the prune stage's,
     its masks baked in, exported as the export stage exports it) and the validation split,
     before the quantization-aware fine-tuning trains each layer at its width."""
     data, quantize = ctx.data, ctx.config.quantize
-    pruned, masks, _ = load_checkpoint(checkpoint)
     apply_masks(pruned, masks)
     make_permanent(pruned)
     proto = to_onnx(artifact_model(pruned, data), data.artifact_shape, ctx.config.export.opset)
